@@ -1,0 +1,1 @@
+"""Lightbox: validate third-party imaging AI inside the hospital firewall."""

@@ -1,0 +1,5 @@
+import sys
+
+from lightbox.cli import main
+
+sys.exit(main())
