@@ -1,0 +1,98 @@
+"""What the trusted scorer reports: the only data that leaves a sandbox run.
+
+The scorer writes one ``ScoreReport`` as JSON to its termination message
+(Kubernetes keeps at most 4096 bytes of it), and the operator validates it with
+this same model before copying it into a Validation's status. Only aggregate
+numbers fit here: no case ids, no free text written by the vendor.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+TERMINATION_MESSAGE_LIMIT = 4096
+
+MetricName = Literal[
+    "auc",
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "youdenThreshold",
+    "brier",
+    "ece",
+    "dice",
+    "iou",
+    "hd95",
+    "frocSensitivity",
+]
+
+#: Metrics whose values are probabilities or proportions, so thresholds on them live in [0, 1].
+UNIT_INTERVAL_METRICS: frozenset[str] = frozenset(
+    {"auc", "sensitivity", "specificity", "ppv", "npv", "youdenThreshold", "brier", "ece", "dice", "iou", "frocSensitivity"}
+)
+
+
+class Model(BaseModel):
+    """Base for every API model: camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class MetricValue(Model):
+    """A point estimate with its confidence interval."""
+
+    value: float = Field(description="Point estimate.")
+    lower: float | None = Field(default=None, description="Lower bound of the confidence interval.")
+    upper: float | None = Field(default=None, description="Upper bound of the confidence interval.")
+    method: str | None = Field(
+        default=None,
+        max_length=32,
+        description="How the interval was computed: delong, bootstrap, wilson, percentile.",
+    )
+
+
+class FailureSummary(Model):
+    """How many cases could not be scored, and why (counts only; case ids stay on site)."""
+
+    missing: int = Field(default=0, ge=0, description="Cases with no prediction.")
+    unreadable: int = Field(default=0, ge=0, description="Predictions or masks that could not be parsed.")
+    nan: int = Field(default=0, ge=0, description="Predictions that were NaN or out of range.")
+
+
+class SubgroupResult(Model):
+    """Metrics for one subgroup, or a note that it was too small to report."""
+
+    n: int = Field(ge=0, description="Cases in the subgroup (0 when suppressed, so the size does not leak either).")
+    suppressed: bool = Field(default=False, description="True when the subgroup is below the policy's minimum size.")
+    metrics: dict[str, MetricValue] = Field(default_factory=dict, description="Metrics for this subgroup.")
+
+
+class ScoreReport(Model):
+    """Aggregate result of one sandbox run, as written by the trusted scorer."""
+
+    contract_version: Literal["v1"] = Field(default="v1", description="Vendor contract version the run used.")
+    task: Literal["classification", "detection", "segmentation"] = Field(description="The algorithm's task.")
+    cases: int = Field(ge=0, description="Cases in the dataset.")
+    scored: int = Field(ge=0, description="Cases that were scored.")
+    failures: FailureSummary = Field(default_factory=FailureSummary, description="Cases that could not be scored.")
+    confidence_level: float = Field(default=0.95, gt=0, lt=1, description="Confidence level of every interval.")
+    metrics: dict[str, MetricValue] = Field(default_factory=dict, description="Metrics over all scored cases.")
+    subgroups: dict[str, dict[str, SubgroupResult]] = Field(
+        default_factory=dict, description="Per dimension (sex, ageBand, manufacturer, site), per group."
+    )
+    roc: list[tuple[float, float]] = Field(
+        default_factory=list, description="Down-sampled ROC curve as (false positive rate, true positive rate) points."
+    )
+    duration_seconds: float | None = Field(default=None, ge=0, description="Wall time of the vendor step.")
+
+    def to_termination_message(self) -> str:
+        text = self.model_dump_json(by_alias=True, exclude_none=True)
+        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+            raise ValueError(
+                f"score report is {len(text.encode())} bytes; the termination message holds {TERMINATION_MESSAGE_LIMIT}"
+            )
+        return text

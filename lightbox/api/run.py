@@ -1,0 +1,107 @@
+"""The layout of one sandbox run pod, shared by the pod builder, the trusted
+steps that run inside it, and the development runner that executes it locally.
+
+One pod per run, three containers in order:
+
+1. ``stage`` (init container, trusted image): reads the dataset's studies from
+   ``STUDIES_DIR`` (read-only), verifies de-identification, and writes the
+   vendor's ``INPUT_DIR`` (``manifest.json`` + DICOM files) plus ``WORK_DIR/cases.json``
+   (case -> pseudonymous patient id and subgroup attributes, for the scorer only).
+2. ``vendor`` (init container, the algorithm's image): sees only ``INPUT_DIR``
+   (read-only) and ``OUTPUT_DIR`` (writable); no network, no token.
+3. ``score`` (main container, trusted image): reads ``OUTPUT_DIR/predictions.json``,
+   ``TRUTH_DIR`` (the ground truth, mounted only here) and ``WORK_DIR/cases.json``;
+   writes a ``ScoreReport`` to its termination message and the full result to
+   ``WORK_DIR/results.json``.
+
+Each trusted step reads its settings from one JSON environment variable so the
+operator renders them from the same models the steps parse.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from lightbox.api.results import MetricName, Model
+
+# Container names, in execution order.
+STAGE_CONTAINER = "stage"
+VENDOR_CONTAINER = "vendor"
+SCORE_CONTAINER = "score"
+
+# Volume names and where they are mounted.
+STUDIES_VOLUME, STUDIES_DIR = "studies", "/data/studies"
+TRUTH_VOLUME, TRUTH_DIR = "truth", "/data/truth"
+INPUT_VOLUME, INPUT_DIR = "input", "/input"
+OUTPUT_VOLUME, OUTPUT_DIR = "output", "/output"
+WORK_VOLUME, WORK_DIR = "work", "/work"
+TMP_VOLUME, TMP_DIR = "tmp", "/tmp"
+
+MANIFEST_FILE = "manifest.json"
+PREDICTIONS_FILE = "predictions.json"
+CASES_FILE = "cases.json"
+RESULTS_FILE = "results.json"
+
+STAGER_CONFIG_ENV = "LIGHTBOX_STAGER_CONFIG"
+SCORER_CONFIG_ENV = "LIGHTBOX_SCORER_CONFIG"
+
+# Labels and annotations on every object of a run.
+GROUP = "lightbox.dev"
+LABEL_RUN = f"{GROUP}/run"
+LABEL_VALIDATION = f"{GROUP}/validation"
+LABEL_COMPONENT = f"{GROUP}/component"  # "run" or "isolation-probe"
+ANNOTATION_RUN_NUMBER = f"{GROUP}/run-number"
+
+# Exit codes of the trusted steps, so the operator can name a failure precisely.
+EXIT_OK = 0
+EXIT_PHI_FOUND = 3  # stage: de-identification check failed
+EXIT_DATASET_UNREADABLE = 4  # stage: studies missing or not DICOM
+EXIT_MALFORMED_PREDICTIONS = 5  # score: predictions.json missing, not JSON, or not to schema
+EXIT_GROUND_TRUTH_UNREADABLE = 6  # score: ground truth missing or malformed
+
+DeidOption = Literal[
+    "retainSafePrivate",
+    "retainUIDs",
+    "retainDeviceIdentity",
+    "retainInstitutionIdentity",
+    "retainPatientCharacteristics",
+    "retainLongitudinalFullDates",
+    "retainLongitudinalModifiedDates",
+    "cleanDescriptors",
+    "cleanStructuredContent",
+    "cleanGraphics",
+]
+"""PS3.15 Annex E profile options, named after the columns of Table E.1-1."""
+
+Task = Literal["classification", "detection", "segmentation"]
+SubgroupDimension = Literal["sex", "ageBand", "manufacturer", "site"]
+
+
+class StagerConfig(Model):
+    """Settings of the ``stage`` step (env ``LIGHTBOX_STAGER_CONFIG``)."""
+
+    deid_options: list[DeidOption] = Field(default_factory=list, description="Profile options the dataset claims.")
+    max_cases: int | None = Field(default=None, ge=1, description="Stage at most this many cases.")
+
+
+class BootstrapSettings(Model):
+    resamples: int = Field(default=2000, ge=200, le=100000, description="Bootstrap resamples.")
+    seed: int = Field(default=0, ge=0, description="Random seed, so a run can be reproduced.")
+    level: Literal["case", "patient"] = Field(default="patient", description="Resample cases or whole patients.")
+
+
+class ScorerConfig(Model):
+    """Settings of the ``score`` step (env ``LIGHTBOX_SCORER_CONFIG``)."""
+
+    task: Task
+    labels: list[str] = Field(default_factory=list, description="Class labels; the first positive label is scored.")
+    positive_label: str | None = Field(default=None, description="Label treated as positive in binary metrics.")
+    operating_threshold: float = Field(default=0.5, ge=0, le=1, description="Score at or above which a case is positive.")
+    metrics: list[MetricName] = Field(default_factory=list, description="Metrics to compute; empty means the task's defaults.")
+    subgroups: list[SubgroupDimension] = Field(default_factory=list, description="Subgroup dimensions to report.")
+    min_subgroup_size: int = Field(default=10, ge=1, description="Smaller subgroups are suppressed.")
+    confidence_level: float = Field(default=0.95, gt=0, lt=1)
+    bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
+    froc_false_positives: list[float] = Field(default_factory=lambda: [0.125, 0.25, 0.5, 1, 2, 4, 8])
