@@ -44,6 +44,17 @@ PREDICTIONS_FILE = "predictions.json"
 CASES_FILE = "cases.json"
 RESULTS_FILE = "results.json"
 
+# Every step finds its directories through these variables (defaulting to the
+# paths above), so the development runner can point them at host folders.
+STUDIES_DIR_ENV = "LIGHTBOX_STUDIES_DIR"
+TRUTH_DIR_ENV = "LIGHTBOX_TRUTH_DIR"
+INPUT_DIR_ENV = "LIGHTBOX_INPUT_DIR"
+OUTPUT_DIR_ENV = "LIGHTBOX_OUTPUT_DIR"
+WORK_DIR_ENV = "LIGHTBOX_WORK_DIR"
+# Where a trusted step writes its termination message (Kubernetes' default path).
+TERMINATION_LOG_ENV = "LIGHTBOX_TERMINATION_LOG"
+TERMINATION_LOG_PATH = "/dev/termination-log"
+
 STAGER_CONFIG_ENV = "LIGHTBOX_STAGER_CONFIG"
 SCORER_CONFIG_ENV = "LIGHTBOX_SCORER_CONFIG"
 
