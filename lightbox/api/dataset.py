@@ -1,0 +1,106 @@
+"""Dataset: de-identified studies and their separately stored ground truth."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from lightbox.api.algorithm import Modality
+from lightbox.api.common import Condition, KubeObject, VolumeLocation, age_column, cel, validations
+from lightbox.api.results import Model
+from lightbox.api.run import DeidOption
+
+
+class Deidentification(Model):
+    """The de-identification the data claims; the operator verifies it before every run."""
+
+    profile: Literal["basic"] = Field(
+        default="basic", description="DICOM PS3.15 Annex E profile: basic (Basic Application Level Confidentiality)."
+    )
+    options: list[DeidOption] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Profile options applied, named after the columns of PS3.15 Table E.1-1.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class DatasetSpec(Model):
+    """Where the data lives. The ground truth is never mounted into a vendor container."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": validations(
+            cel(
+                "self.groundTruth.claimName != self.studies.claimName || ("
+                "self.groundTruth.subPath != self.studies.subPath && self.studies.subPath != '' && "
+                "!self.groundTruth.subPath.startsWith(self.studies.subPath + '/') && "
+                "!self.studies.subPath.startsWith(self.groundTruth.subPath + '/'))",
+                "groundTruth must not overlap studies: use another claim, or disjoint sub-paths of the same claim",
+                field_path=".groundTruth",
+            ),
+        )
+    }
+
+    studies: VolumeLocation = Field(description="The de-identified DICOM studies, one folder per case.")
+    ground_truth: VolumeLocation = Field(description="Reference labels/masks; read only by the trusted scorer.")
+    deidentification: Deidentification = Field(
+        default_factory=Deidentification, description="The de-identification profile the studies claim."
+    )
+    modality: Modality | None = Field(default=None, description="Predominant DICOM modality.")
+    description: str | None = Field(default=None, max_length=4000, description="Cohort description for reports.")
+    site: str | None = Field(
+        default=None, max_length=64, description="Site or hospital code used for subgroup reporting."
+    )
+
+
+class Violation(Model):
+    """An attribute that breaks the claimed profile: names and counts, never values."""
+
+    keyword: str = Field(max_length=128, description="DICOM keyword, e.g. PatientName.")
+    tag: str = Field(max_length=16, description="DICOM tag, e.g. (0010,0010).")
+    occurrences: int = Field(ge=0, description="How often the attribute was found.")
+    files: int = Field(ge=0, description="In how many files.")
+
+
+class DatasetStatus(Model):
+    """Result of the last de-identification verification."""
+
+    phase: Literal["Pending", "Verifying", "Verified", "Rejected", "Error"] | None = Field(
+        default=None, description="Pending, Verifying, Verified, Rejected (identifying data found) or Error."
+    )
+    verified: bool = Field(default=False, description="True when every file passed the de-identification check.")
+    verified_at: datetime | None = Field(default=None, description="When verification finished.")
+    content_hash: str | None = Field(default=None, max_length=80, description="sha256 of the verified tree.")
+    case_count: int | None = Field(default=None, ge=0, description="Cases (study folders) in the dataset.")
+    file_count: int | None = Field(default=None, ge=0, description="DICOM files checked.")
+    cohort: dict[str, dict[str, int]] | None = Field(
+        default=None, description="Case counts by sex, ageBand, manufacturer and modality."
+    )
+    violations: list[Violation] | None = Field(
+        default=None, max_length=200, description="Attributes that broke the profile (names and counts only)."
+    )
+    conditions: list[Condition] | None = Field(default=None, description="Verified condition with reason.")
+    observed_generation: int | None = Field(default=None, description="Generation last verified.")
+
+
+class Dataset(KubeObject):
+    """A de-identified imaging dataset held inside the firewall, with its ground truth kept apart."""
+
+    kind_name: ClassVar[str] = "Dataset"
+    plural: ClassVar[str] = "datasets"
+    short_names: ClassVar[tuple[str, ...]] = ("lbdata",)
+    scope: ClassVar[Literal["Namespaced", "Cluster"]] = "Namespaced"
+    printer_columns: ClassVar[tuple[dict, ...]] = (
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Verified", "type": "boolean", "jsonPath": ".status.verified"},
+        {"name": "Cases", "type": "integer", "jsonPath": ".status.caseCount"},
+        {"name": "Modality", "type": "string", "jsonPath": ".spec.modality"},
+        {"name": "Hash", "type": "string", "jsonPath": ".status.contentHash", "priority": 1},
+        age_column(),
+    )
+
+    kind: Literal["Dataset"] = "Dataset"
+    spec: DatasetSpec
+    status: DatasetStatus | None = None
