@@ -1,0 +1,170 @@
+"""Whether a Validation may run: pure checks of algorithm, dataset and policy.
+
+Every refusal is a ``Problem`` with a CamelCase reason and a message that
+names the field and what is allowed, because it ends up verbatim in a
+condition that a platform engineer reads. Anything ambiguous is refused:
+the sandbox is a security boundary.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from kubernetes.utils.quantity import parse_quantity
+
+from lightbox.api import Algorithm, Dataset, SandboxPolicy, Validation
+
+_DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Admission:
+    policy: SandboxPolicy | None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def admitted(self) -> bool:
+        return not self.problems
+
+
+def image_repository(image: str) -> str:
+    """``registry/path/name`` of an image reference, without tag or digest."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)
+    if len(last) == 2 and ":" in last[1]:
+        name = f"{last[0]}/{last[1].split(':', 1)[0]}"
+    return name
+
+
+def registry_allowed(image: str, allowed: list[str]) -> bool:
+    """Prefix match on whole path segments: ``reg.example/ven`` does not allow ``reg.example/vendor/x``."""
+    repository = image_repository(image)
+    return any(repository == prefix or repository.startswith(prefix.rstrip("/") + "/") for prefix in allowed)
+
+
+def select_policy(policies: list[SandboxPolicy], namespace: str) -> SandboxPolicy | Problem:
+    governing = [p for p in policies if not p.spec.namespaces or namespace in p.spec.namespaces]
+    if not governing:
+        return Problem(
+            "NoSandboxPolicy",
+            f"no SandboxPolicy governs namespace {namespace!r}; a cluster administrator must create one "
+            "(spec.namespaces empty or listing this namespace) before anything can run here",
+        )
+    if len(governing) > 1:
+        names = ", ".join(sorted(p.metadata.get("name", "?") for p in governing))
+        return Problem(
+            "AmbiguousPolicy",
+            f"namespace {namespace!r} is governed by {len(governing)} SandboxPolicies ({names}); "
+            "exactly one may apply: narrow their spec.namespaces",
+        )
+    return governing[0]
+
+
+def _exceeds(requested: str, limit: str) -> bool:
+    return parse_quantity(requested) > parse_quantity(limit)
+
+
+def check_algorithm(algorithm: Algorithm, policy: SandboxPolicy) -> list[Problem]:
+    spec, rules = algorithm.spec, policy.spec
+    name = policy.metadata.get("name", "?")
+    problems = []
+    if rules.require_digest and not _DIGEST.search(spec.image):
+        problems.append(
+            Problem("ImageNotPinned", f"spec.image {spec.image!r} must be pinned by digest (@sha256:<64 hex>)")
+        )
+    if not registry_allowed(spec.image, rules.allowed_registries):
+        problems.append(
+            Problem(
+                "RegistryNotAllowed",
+                f"spec.image repository {image_repository(spec.image)!r} is not under an allowed registry of "
+                f"SandboxPolicy {name}: {', '.join(rules.allowed_registries)}",
+            )
+        )
+    if spec.resources.gpus > rules.max_gpus_per_run:
+        problems.append(
+            Problem(
+                "TooManyGPUs",
+                f"spec.resources.gpus is {spec.resources.gpus}; SandboxPolicy {name} allows at most "
+                f"{rules.max_gpus_per_run} per run",
+            )
+        )
+    if spec.timeout_seconds > rules.max_run_seconds:
+        problems.append(
+            Problem(
+                "TimeoutTooLong",
+                f"spec.timeoutSeconds is {spec.timeout_seconds}; SandboxPolicy {name} allows at most "
+                f"{rules.max_run_seconds}",
+            )
+        )
+    for field_name, requested, limit in (
+        ("cpu", spec.resources.cpu, rules.max_cpu),
+        ("memory", spec.resources.memory, rules.max_memory),
+        ("ephemeralStorage", spec.resources.ephemeral_storage, rules.max_ephemeral_storage),
+    ):
+        if _exceeds(requested, limit):
+            problems.append(
+                Problem(
+                    "ResourcesTooLarge",
+                    f"spec.resources.{field_name} is {requested}; SandboxPolicy {name} allows at most {limit}",
+                )
+            )
+    return problems
+
+
+def check_dataset(dataset: Dataset) -> list[Problem]:
+    status = dataset.status
+    name = dataset.metadata.get("name", "?")
+    if status is None or not status.verified or not status.content_hash:
+        phase = status.phase if status and status.phase else "Pending"
+        detail = ""
+        if status and status.violations:
+            found = ", ".join(f"{v.keyword} in {v.files} files" for v in status.violations[:5])
+            detail = f"; identifying attributes found: {found}"
+        return [
+            Problem(
+                "DatasetNotVerified",
+                f"Dataset {name} is not verified de-identified (phase {phase}){detail}; "
+                "runs start once its verification passes",
+            )
+        ]
+    return []
+
+
+def admit(
+    validation: Validation,
+    algorithm: Algorithm | None,
+    dataset: Dataset | None,
+    policies: list[SandboxPolicy],
+) -> Admission:
+    """All the reasons the validation may not run now; admitted when there are none."""
+    namespace = validation.metadata.get("namespace", "")
+    problems: list[Problem] = []
+    if algorithm is None:
+        problems.append(
+            Problem(
+                "AlgorithmNotFound",
+                f"spec.algorithmRef.name {validation.spec.algorithm_ref.name!r}: no such Algorithm in namespace {namespace!r}",
+            )
+        )
+    if dataset is None:
+        problems.append(
+            Problem(
+                "DatasetNotFound",
+                f"spec.datasetRef.name {validation.spec.dataset_ref.name!r}: no such Dataset in namespace {namespace!r}",
+            )
+        )
+    selected = select_policy(policies, namespace)
+    if isinstance(selected, Problem):
+        return Admission(policy=None, problems=[*problems, selected])
+    if algorithm is not None:
+        problems += check_algorithm(algorithm, selected)
+    if dataset is not None:
+        problems += check_dataset(dataset)
+    return Admission(policy=selected, problems=problems)
