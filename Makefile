@@ -1,0 +1,48 @@
+# The two commands a new machine needs: `make demo` and `make test`.
+# Both create .venv, install Lightbox into it, and build (once, cached under
+# ~/.cache/lightbox) the kube-apiserver, kube-controller-manager, etcd and helm
+# binaries from the Go module proxy, unless KUBEBUILDER_ASSETS points at them.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test unit integration crds bench down clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+## demo: start a local control plane, run a validation end to end, print the results
+demo: $(STAMP)
+	$(BIN)/lightbox demo
+
+## down: stop the demo's control plane
+down: $(STAMP)
+	$(BIN)/lightbox control-plane down
+
+## test: unit tests, then integration tests against a real kube-apiserver
+test: $(STAMP)
+	$(BIN)/python -m lightbox.devtools.binaries --helm
+	$(BIN)/lightbox crds --check
+	$(BIN)/pytest
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+crds: $(STAMP)
+	$(BIN)/lightbox crds
+
+bench: $(STAMP)
+	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/deid.py
+	$(BIN)/python bench/operator.py
+
+clean:
+	rm -rf $(VENV) .lightbox

@@ -1,0 +1,62 @@
+"""The real API server rejects bad manifests at `kubectl apply` time, naming the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from manifests import INVALID, VALID, invalid_manifest
+
+pytestmark = pytest.mark.integration
+
+
+def apply(kubectl, namespace, manifest):
+    args = ["apply", "-f", "-"]
+    if manifest["kind"] != "SandboxPolicy":
+        args += ["-n", namespace]
+    return kubectl(*args, input=json.dumps(manifest))
+
+
+@pytest.mark.parametrize("kind", sorted(VALID))
+def test_valid_manifests_are_accepted(kubectl, namespace, kind):
+    manifest = VALID[kind]()
+    if kind == "SandboxPolicy":
+        manifest["metadata"]["name"] = f"{namespace}-valid"
+    result = apply(kubectl, namespace, manifest)
+    assert result.returncode == 0, result.stderr
+    if kind == "SandboxPolicy":
+        kubectl("delete", "sandboxpolicy", manifest["metadata"]["name"])
+
+
+def test_there_are_at_least_twenty_bad_inputs():
+    assert len(INVALID) >= 20
+    assert len({case_id for case_id, *_ in INVALID}) == len(INVALID)
+
+
+@pytest.mark.parametrize(("case_id", "kind", "changes", "expected"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_manifest_is_rejected_with_a_message_naming_the_field(kubectl, namespace, case_id, kind, changes, expected):
+    manifest = invalid_manifest(kind, changes)
+    if kind == "SandboxPolicy":
+        manifest["metadata"]["name"] = f"{namespace}-{case_id}"[:63]
+    result = apply(kubectl, namespace, manifest)
+    assert result.returncode != 0, f"{case_id} was accepted"
+    assert expected in result.stderr, result.stderr
+
+
+def test_kubectl_explain_shows_the_model_descriptions(kubectl):
+    result = kubectl("explain", "validations.spec")
+    assert result.returncode == 0, result.stderr
+    assert "Which algorithm on which dataset, scored how, and how often." in result.stdout
+    assert "Cron schedule" in result.stdout
+    field = kubectl("explain", "algorithms.spec.image")
+    assert "pinned by digest" in field.stdout
+
+
+def test_printer_columns_and_short_names(kubectl, namespace):
+    assert apply(kubectl, namespace, VALID["Validation"]()).returncode == 0
+    result = kubectl("get", "val", "-n", namespace)
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.splitlines()[0].split()
+    assert header[:6] == ["NAME", "ALGORITHM", "DATASET", "PHASE", "VERDICT", "METRIC"]
+    assert kubectl("get", "lightbox", "-n", namespace).returncode == 0
