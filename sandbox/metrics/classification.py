@@ -1,0 +1,292 @@
+"""Binary classification metrics: ROC AUC with DeLong and bootstrap intervals, threshold
+metrics with Wilson intervals, calibration.
+
+Everything here is O(n log n) in the number of cases (one sort), and the bootstrap never
+re-sorts: a resample only changes how often each case counts, so its AUC follows from
+per-distinct-score counts and one cumulative sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from lightbox.sandbox.metrics._stats import midranks, percentile_interval, wilson_interval, z_value
+
+
+def _as_binary(y_true: ArrayLike, y_score: ArrayLike) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(y_score, dtype=float).ravel()
+    if y.shape != s.shape:
+        raise ValueError("labels and scores differ in length")
+    return y, s
+
+
+def auc(y_true: ArrayLike, y_score: ArrayLike) -> float:
+    """Area under the ROC curve (Mann-Whitney U / (m n)), ties counted one half."""
+    y, s = _as_binary(y_true, y_score)
+    m, n = int(y.sum()), int((~y).sum())
+    if m == 0 or n == 0:
+        return float("nan")
+    ranks = midranks(s)
+    return float((ranks[y].sum() - m * (m + 1) / 2) / (m * n))
+
+
+def delong(y_true: ArrayLike, y_score: ArrayLike) -> tuple[float, float]:
+    """AUC and its DeLong variance by the fast midrank algorithm of Sun & Xu (2014)."""
+    y, s = _as_binary(y_true, y_score)
+    x_pos, x_neg = s[y], s[~y]
+    m, n = x_pos.size, x_neg.size
+    if m == 0 or n == 0:
+        return float("nan"), float("nan")
+    tz = midranks(np.concatenate([x_pos, x_neg]))
+    tx, ty = midranks(x_pos), midranks(x_neg)
+    area = (tz[:m].sum() - m * (m + 1) / 2) / (m * n)
+    v10 = (tz[:m] - tx) / n  # structural components of the positives
+    v01 = 1.0 - (tz[m:] - ty) / m  # and of the negatives
+    s10 = v10.var(ddof=1) if m > 1 else 0.0
+    s01 = v01.var(ddof=1) if n > 1 else 0.0
+    return float(area), float(s10 / m + s01 / n)
+
+
+def delong_interval(y_true: ArrayLike, y_score: ArrayLike, confidence_level: float = 0.95) -> tuple[float, float, float]:
+    area, var = delong(y_true, y_score)
+    if not np.isfinite(var):
+        return area, float("nan"), float("nan")
+    half = z_value(confidence_level) * np.sqrt(max(var, 0.0))
+    return area, max(0.0, area - half), min(1.0, area + half)
+
+
+class _GroupedScores:
+    """Cases grouped by distinct score, ascending, so weighted AUCs need no sorting."""
+
+    def __init__(self, y: NDArray[np.bool_], s: NDArray[np.float64]) -> None:
+        uniq, group = np.unique(s, return_inverse=True)
+        self.n_groups = uniq.size
+        self.group = group.astype(np.intp)
+        self.y = y
+
+    def auc_from_group_weights(self, wpos: NDArray[np.float64], wneg: NDArray[np.float64]) -> NDArray[np.float64]:
+        """AUC per row of (batch, n_groups) positive/negative weights."""
+        below = np.cumsum(wneg, axis=1) - wneg
+        num = np.einsum("bg,bg->b", wpos, below + 0.5 * wneg)
+        den = wpos.sum(axis=1) * wneg.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / den, np.nan)
+
+    def group_weights(self, case_weights: NDArray[np.float64], mask: NDArray[np.bool_]) -> NDArray[np.float64]:
+        batch = case_weights.shape[0]
+        g = self.group[mask]
+        offsets = (np.arange(batch) * self.n_groups)[:, None]
+        flat = np.bincount((g[None, :] + offsets).ravel(), weights=case_weights[:, mask].ravel(), minlength=batch * self.n_groups)
+        return flat.reshape(batch, self.n_groups)
+
+    def bincount_groups(self, groups: NDArray[np.intp]) -> NDArray[np.float64]:
+        batch = groups.shape[0]
+        offsets = (np.arange(batch) * self.n_groups)[:, None]
+        flat = np.bincount((groups + offsets).ravel(), minlength=batch * self.n_groups)
+        return flat.reshape(batch, self.n_groups).astype(float)
+
+
+def _batch_size(n_cases: int) -> int:
+    return int(max(1, min(512, 4_000_000 // max(n_cases, 1))))
+
+
+def bootstrap_auc(
+    y_true: ArrayLike,
+    y_score: ArrayLike,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    clusters: ArrayLike | None = None,
+) -> NDArray[np.float64]:
+    """Bootstrap distribution of the AUC.
+
+    Without ``clusters`` the resampling is stratified: positives and negatives are each drawn
+    with replacement to their own count, so every resample has both classes. With ``clusters``
+    (e.g. a patient id per case) whole clusters are drawn, keeping correlated cases together;
+    resamples that happen to lack a class are returned as NaN.
+    """
+    y, s = _as_binary(y_true, y_score)
+    grouped = _GroupedScores(y, s)
+    rng = np.random.default_rng(seed)
+    out = np.empty(resamples, dtype=float)
+    batch = _batch_size(y.size)
+    if clusters is None:
+        return _stratified_bootstrap_auc(s[y], s[~y], resamples, rng)
+    _, cluster_index = np.unique(np.asarray(clusters).ravel(), return_inverse=True)
+    n_clusters = int(cluster_index.max()) + 1 if cluster_index.size else 0
+    for start in range(0, resamples, batch):
+        b = min(batch, resamples - start)
+        draws = rng.integers(0, n_clusters, size=(b, n_clusters))
+        offsets = (np.arange(b) * n_clusters)[:, None]
+        counts = np.bincount((draws + offsets).ravel(), minlength=b * n_clusters).reshape(b, n_clusters)
+        case_w = counts[:, cluster_index].astype(float)
+        out[start : start + b] = grouped.auc_from_group_weights(
+            grouped.group_weights(case_w, y), grouped.group_weights(case_w, ~y)
+        )
+    return out
+
+
+def _stratified_bootstrap_auc(
+    x_pos: NDArray[np.float64], x_neg: NDArray[np.float64], resamples: int, rng: np.random.Generator
+) -> NDArray[np.float64]:
+    # With the negatives sorted, 2 * (#below) + (#tied) for a positive score is C[lo] + C[hi],
+    # C being the cumulative resample counts of the negatives: one bincount and one cumsum per
+    # resample, no gather over the (usually larger) negative class.
+    m, n = x_pos.size, x_neg.size
+    if m == 0 or n == 0:
+        return np.full(resamples, np.nan)
+    neg_sorted = np.sort(x_neg)
+    lo = np.searchsorted(neg_sorted, x_pos, side="left")
+    hi = np.searchsorted(neg_sorted, x_pos, side="right")
+    cum = np.zeros(n + 1, dtype=np.int64)
+    out = np.empty(resamples, dtype=float)
+    for r in range(resamples):
+        np.cumsum(np.bincount(rng.integers(0, n, n, dtype=np.int32), minlength=n), out=cum[1:])
+        per_positive = cum[lo] + cum[hi]
+        out[r] = per_positive[rng.integers(0, m, m, dtype=np.int32)].sum()
+    return out / (2.0 * m * n)
+
+
+def bootstrap_auc_from_indices(y_true: ArrayLike, y_score: ArrayLike, indices: NDArray[np.intp]) -> NDArray[np.float64]:
+    """AUC of each row of explicit resample indices (for checking the count-based bootstrap)."""
+    y, s = _as_binary(y_true, y_score)
+    grouped = _GroupedScores(y, s)
+    idx = np.atleast_2d(indices)
+    yy = y[idx]
+    gg = grouped.group[idx]
+    wpos = np.stack([np.bincount(g[t], minlength=grouped.n_groups) for g, t in zip(gg, yy)]).astype(float)
+    wneg = np.stack([np.bincount(g[~t], minlength=grouped.n_groups) for g, t in zip(gg, yy)]).astype(float)
+    return grouped.auc_from_group_weights(wpos, wneg)
+
+
+def roc_curve(y_true: ArrayLike, y_score: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """(fpr, tpr, thresholds), one point per distinct score plus the (0, 0) start.
+
+    A case is called positive when its score is >= the threshold; the first threshold is +inf.
+    """
+    y, s = _as_binary(y_true, y_score)
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last_of_run = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), s_sorted.size - 1]
+    tps = np.cumsum(y_sorted)[last_of_run].astype(float)
+    fps = (last_of_run + 1) - tps
+    m, n = y.sum(), (~y).sum()
+    tpr = np.r_[0.0, tps / m] if m else np.full(tps.size + 1, np.nan)
+    fpr = np.r_[0.0, fps / n] if n else np.full(fps.size + 1, np.nan)
+    return fpr, tpr, np.r_[np.inf, s_sorted[last_of_run]]
+
+
+def youden_threshold(y_true: ArrayLike, y_score: ArrayLike) -> float:
+    """Score threshold maximising sensitivity + specificity - 1 (the highest such threshold on ties)."""
+    fpr, tpr, thr = roc_curve(y_true, y_score)
+    j = tpr - fpr
+    if not np.isfinite(j).any():
+        return float("nan")
+    best = int(np.nanargmax(j[1:])) + 1  # skip the +inf starting point
+    return float(thr[best])
+
+
+@dataclass(frozen=True)
+class Proportion:
+    successes: int
+    trials: int
+    lower: float
+    upper: float
+
+    @property
+    def value(self) -> float:
+        return self.successes / self.trials if self.trials else float("nan")
+
+
+def _proportion(successes: int, trials: int, confidence_level: float) -> Proportion:
+    lo, hi = wilson_interval(successes, trials, confidence_level)
+    return Proportion(int(successes), int(trials), lo, hi)
+
+
+@dataclass(frozen=True)
+class ThresholdMetrics:
+    threshold: float
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    sensitivity: Proportion
+    specificity: Proportion
+    ppv: Proportion
+    npv: Proportion
+
+
+def threshold_metrics(
+    y_true: ArrayLike, y_score: ArrayLike, threshold: float, confidence_level: float = 0.95
+) -> ThresholdMetrics:
+    y, s = _as_binary(y_true, y_score)
+    called = s >= threshold
+    tp, fp = int((called & y).sum()), int((called & ~y).sum())
+    fn, tn = int((~called & y).sum()), int((~called & ~y).sum())
+    return ThresholdMetrics(
+        threshold=threshold,
+        tp=tp, fp=fp, tn=tn, fn=fn,
+        sensitivity=_proportion(tp, tp + fn, confidence_level),
+        specificity=_proportion(tn, tn + fp, confidence_level),
+        ppv=_proportion(tp, tp + fp, confidence_level),
+        npv=_proportion(tn, tn + fn, confidence_level),
+    )
+
+
+def brier(y_true: ArrayLike, y_prob: ArrayLike) -> float:
+    y, p = _as_binary(y_true, y_prob)
+    return float(np.mean((p - y) ** 2)) if y.size else float("nan")
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    lower: float
+    upper: float
+    count: int
+    mean_predicted: float
+    observed_rate: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    ece: float
+    bins: list[ReliabilityBin] = field(default_factory=list)
+
+
+def calibration(y_true: ArrayLike, y_prob: ArrayLike, n_bins: int = 10) -> Calibration:
+    """Expected calibration error over equal-width probability bins (the last bin includes 1.0)."""
+    y, p = _as_binary(y_true, y_prob)
+    if y.size == 0:
+        return Calibration(float("nan"))
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
+    counts = np.bincount(which, minlength=n_bins)
+    sum_p = np.bincount(which, weights=p, minlength=n_bins)
+    sum_y = np.bincount(which, weights=y.astype(float), minlength=n_bins)
+    bins: list[ReliabilityBin] = []
+    ece = 0.0
+    for b in range(n_bins):
+        if counts[b] == 0:
+            continue
+        mean_p, rate = sum_p[b] / counts[b], sum_y[b] / counts[b]
+        ece += counts[b] / y.size * abs(rate - mean_p)
+        bins.append(ReliabilityBin(float(edges[b]), float(edges[b + 1]), int(counts[b]), float(mean_p), float(rate)))
+    return Calibration(float(ece), bins)
+
+
+def auc_bootstrap_interval(
+    y_true: ArrayLike,
+    y_score: ArrayLike,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    clusters: ArrayLike | None = None,
+    confidence_level: float = 0.95,
+) -> tuple[float, float]:
+    return percentile_interval(
+        bootstrap_auc(y_true, y_score, resamples=resamples, seed=seed, clusters=clusters), confidence_level
+    )
