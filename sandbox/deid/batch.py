@@ -1,0 +1,218 @@
+"""De-identify files and trees: naming, quarantine, atomic writes, parallelism.
+
+Output layout: ``DST/<patient pseudonym>/<study token>/<instance token>.dcm``;
+the tokens are keyed hashes, so no name or folder carries an identifier even
+when UIDs are retained. Each file is written to a temporary name beside its
+target and renamed over it, so readers never see half a file.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field
+
+from lightbox.api.results import Model
+from lightbox.sandbox.deid.dicomio import DicomError, Element, ParsedFile, parse_file, write_file
+from lightbox.sandbox.deid.profile import compile_profile
+from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
+from lightbox.sandbox.deid.safe_private import SafePrivateList
+from lightbox.sandbox.deid.transform import (
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+    Settings,
+    burned_in_reason,
+    deidentify_elements,
+    file_meta,
+    find_text,
+    patient_identity,
+)
+
+Status = Literal["written", "quarantined", "error", "skipped"]
+REASON_SUFFIX = ".reason.txt"
+# Media directories index a whole file-set (names, IDs); they are not images and are not copied.
+SKIPPED_NAMES = frozenset({"DICOMDIR"})
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class FileOutcome:
+    source: str
+    status: Status
+    output: str | None = None
+    reason: str | None = None
+
+
+class DeidSummary(Model):
+    """What a de-identification run did (counts, plus per-file reasons for refusals)."""
+
+    files: int = 0
+    written: int = 0
+    quarantined: int = 0
+    errors: int = 0
+    skipped: int = 0
+    refused: list[tuple[str, str]] = Field(default_factory=list, description="(source, reason) per refused file.")
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0 and self.quarantined == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Everything a worker needs; picklable, so each process gets its own copy."""
+
+    settings: Settings
+    dst_root: Path
+    quarantine_root: Path
+    allow_burned_in: bool
+
+
+def make_settings(key: bytes, options: Iterable[str] = (), safe_private: SafePrivateList | None = None) -> Settings:
+    return Settings(
+        profile=compile_profile(options),
+        pseudonymizer=Pseudonymizer(key),
+        safe_private=safe_private if safe_private is not None else SafePrivateList.load(),
+    )
+
+
+def default_quarantine(dst_root: Path) -> Path:
+    """Beside DST, not inside it: quarantined pixels may still show identifying text."""
+    dst_root = Path(os.path.abspath(dst_root))
+    return dst_root.with_name(dst_root.name + "-quarantine")
+
+
+def _write_atomic(target: Path, parsed: ParsedFile, meta: list[Element], elements: list[Element], src: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        try:
+            write_file(fd, parsed, meta, elements, src)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _output_path(parsed: ParsedFile, settings: Settings) -> Path:
+    sop = find_text(parsed.elements, SOP_INSTANCE_UID)
+    if not sop:
+        raise DicomError("no SOPInstanceUID: not a composite instance")
+    pseudo = settings.pseudonymizer
+    patient = pseudo.patient_id(patient_identity(parsed.elements))
+    study = pseudo.path_token("study", find_text(parsed.elements, STUDY_INSTANCE_UID))
+    return Path(patient) / study / (pseudo.path_token("instance", sop) + ".dcm")
+
+
+def process_file(src: Path, job: Job) -> FileOutcome:
+    if src.name in SKIPPED_NAMES:
+        return FileOutcome(str(src), "skipped", reason="DICOMDIR is not copied")
+    try:
+        parsed = parse_file(src)
+        relative = _output_path(parsed, job.settings)
+        reason = None if job.allow_burned_in else burned_in_reason(parsed.elements)
+        elements = deidentify_elements(parsed.elements, job.settings)
+        meta = file_meta(elements, parsed.meta, parsed.transfer_syntax)
+        root = job.quarantine_root if reason else job.dst_root
+        target = root / relative
+        _write_atomic(target, parsed, meta, elements, src)
+        if reason:
+            reason_file = target.with_name(target.stem + REASON_SUFFIX)
+            reason_file.write_text(f"quarantined: {reason}\n", encoding="utf-8")
+            return FileOutcome(str(src), "quarantined", str(target), reason)
+        return FileOutcome(str(src), "written", str(target))
+    except DicomError as exc:
+        return FileOutcome(str(src), "error", reason=str(exc))
+    except (OSError, ValueError, UnicodeError) as exc:
+        return FileOutcome(str(src), "error", reason=f"{type(exc).__name__}: {exc}")
+
+
+def deidentify_file(
+    src: Path,
+    dst_root: Path,
+    *,
+    key: bytes,
+    options: Iterable[str] = (),
+    allow_burned_in: bool = False,
+    quarantine_root: Path | None = None,
+    safe_private: SafePrivateList | None = None,
+) -> FileOutcome:
+    """De-identify one file into ``dst_root`` (quarantine next to it when refused)."""
+    job = Job(make_settings(key, options, safe_private), Path(dst_root), quarantine_root or default_quarantine(dst_root), allow_burned_in)
+    return process_file(Path(src), job)
+
+
+def iter_files(root: Path) -> list[Path]:
+    """Regular files under ``root`` (or ``root`` itself), sorted, symlinked folders not followed."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        found.extend(Path(dirpath, name) for name in sorted(filenames))
+    return found
+
+
+def _run_chunk(job: Job, chunk: list[Path]) -> list[FileOutcome]:
+    return [process_file(path, job) for path in chunk]
+
+
+def run_parallel(func: Callable[[list[Path]], T], paths: list[Path], jobs: int) -> Iterator[T]:
+    """Yield ``func(chunk)`` results, in chunks small enough for a smooth progress bar."""
+    if jobs <= 1 or len(paths) < 8:
+        for i in range(0, len(paths), 16):
+            yield func(paths[i : i + 16])
+        return
+    size = max(1, min(64, len(paths) // (jobs * 8)))
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with context.Pool(min(jobs, len(chunks))) as pool:
+        yield from pool.imap_unordered(func, chunks)
+
+
+def deidentify_tree(
+    src: Path,
+    dst: Path,
+    *,
+    key: bytes,
+    options: Iterable[str] = (),
+    jobs: int | None = None,
+    allow_burned_in: bool = False,
+    quarantine_root: Path | None = None,
+    safe_private: SafePrivateList | None = None,
+    progress: bool = False,
+) -> DeidSummary:
+    """De-identify every file under ``src`` into ``dst``; never raises for a bad file."""
+    from tqdm import tqdm
+
+    dst = Path(dst)
+    job = Job(make_settings(key, options, safe_private), dst, quarantine_root or default_quarantine(dst), allow_burned_in)
+    paths = iter_files(Path(src))
+    summary = DeidSummary(files=len(paths))
+    with tqdm(total=len(paths), unit="file", disable=not progress, desc="deid") as bar:
+        for outcomes in run_parallel(partial(_run_chunk, job), paths, jobs or os.cpu_count() or 1):
+            for outcome in outcomes:
+                if outcome.status == "written":
+                    summary.written += 1
+                elif outcome.status == "skipped":
+                    summary.skipped += 1
+                else:
+                    summary.refused.append((outcome.source, outcome.reason or outcome.status))
+                    if outcome.status == "quarantined":
+                        summary.quarantined += 1
+                    else:
+                        summary.errors += 1
+            bar.update(len(outcomes))
+    summary.refused.sort()
+    return summary

@@ -1,0 +1,137 @@
+"""PS3.15 Table E.1-1, loaded from the packaged JSON and resolved for a set of options.
+
+The table is data (``confidentiality_profile_attributes.json``, copied unchanged
+from the shared folder); this module only decides, per attribute, which single
+action applies once the options are chosen:
+
+* an option column's action replaces the basic one when that option is on;
+  when two chosen options disagree, K (retain) beats C (clean), because every
+  retain option is an explicit request to keep;
+* combined codes are resolved without the IOD's attribute types, which this
+  tool does not know, by taking the alternative that is valid for every type:
+  X/Z -> Z, X/D, Z/D and X/Z/D -> D. X/Z/U* (reference sequences) keeps the
+  sequence and replaces the instance UIDs inside it (action ``U*``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import get_args
+
+from lightbox.api.run import DeidOption
+
+TABLE_FILE = "confidentiality_profile_attributes.json"
+
+OPTIONS: tuple[str, ...] = get_args(DeidOption)
+
+# Option name (the API's literal) -> column of the table.
+OPTION_COLUMNS: dict[str, str] = {
+    "retainSafePrivate": "rtnSafePrivOpt",
+    "retainUIDs": "rtnUIDsOpt",
+    "retainDeviceIdentity": "rtnDevIdOpt",
+    "retainInstitutionIdentity": "rtnInstIdOpt",
+    "retainPatientCharacteristics": "rtnPatCharsOpt",
+    "retainLongitudinalFullDates": "rtnLongFullDatesOpt",
+    "retainLongitudinalModifiedDates": "rtnLongModifDatesOpt",
+    "cleanDescriptors": "cleanDescOpt",
+    "cleanStructuredContent": "cleanStructContOpt",
+    "cleanGraphics": "cleanGraphOpt",
+}
+
+_COMBINED = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U*"}
+
+# Wildcard rows, keyed by the ``id`` the table gives them.
+CURVE_ID = "50xxxxxx"
+OVERLAY_DATA_ID = "60xx3000"
+OVERLAY_COMMENTS_ID = "60xx4000"
+PRIVATE_ID = "ggggeeee-where-gggg-is-odd"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    keyword: str
+    action: str  # one of X Z D U U* C K
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """The table resolved for one set of options."""
+
+    options: frozenset[str]
+    rules: dict[int, Rule]
+    curve_action: str
+    overlay_action: str
+    private_action: str
+
+    def rule(self, tag: int) -> Rule | None:
+        return self.rules.get(tag)
+
+    def has(self, option: str) -> bool:
+        return option in self.options
+
+
+def load_table() -> list[dict[str, str]]:
+    text = resources.files(__package__).joinpath(TABLE_FILE).read_text(encoding="utf-8")
+    rows: list[dict[str, str]] = json.loads(text)
+    return rows
+
+
+def validate_options(options: Iterable[str]) -> frozenset[str]:
+    chosen = frozenset(options)
+    unknown = sorted(chosen - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown de-identification option(s): {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
+    if {"retainLongitudinalFullDates", "retainLongitudinalModifiedDates"} <= chosen:
+        raise ValueError("retainLongitudinalFullDates and retainLongitudinalModifiedDates exclude each other")
+    return chosen
+
+
+def resolve_action(row: dict[str, str], options: frozenset[str]) -> str:
+    overrides = {row[OPTION_COLUMNS[o]] for o in options if OPTION_COLUMNS[o] in row}
+    if "K" in overrides:
+        return "K"
+    if "C" in overrides:
+        return "C"
+    action = row["basicProfile"]
+    return _COMBINED.get(action, action)
+
+
+def _keyword(tag: int, name: str) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag) or "".join(ch for ch in name.title() if ch.isalnum())
+
+
+@lru_cache(maxsize=64)
+def _compile(options: frozenset[str]) -> Profile:
+    rules: dict[int, Rule] = {}
+    wildcard: dict[str, str] = {}
+    for row in load_table():
+        action = resolve_action(row, options)
+        text = row["tag"]
+        if "X" in text[1:10] or "G" in text[1:10]:
+            wildcard[row["id"]] = action
+            continue
+        tag = int(text[1:5] + text[6:10], 16)
+        rules[tag] = Rule(row["name"], _keyword(tag, row["name"]), action)
+    missing = {CURVE_ID, OVERLAY_DATA_ID, OVERLAY_COMMENTS_ID, PRIVATE_ID} - set(wildcard)
+    if missing:
+        raise RuntimeError(f"profile table lacks wildcard rows {sorted(missing)}")
+    overlay = "C" if "C" in (wildcard[OVERLAY_DATA_ID], wildcard[OVERLAY_COMMENTS_ID]) else "X"
+    return Profile(
+        options=options,
+        rules=rules,
+        curve_action=wildcard[CURVE_ID],
+        overlay_action=overlay,
+        private_action=wildcard[PRIVATE_ID],
+    )
+
+
+def compile_profile(options: Iterable[str] = ()) -> Profile:
+    """The profile for ``options`` (validated; compiled once per option set)."""
+    return _compile(validate_options(options))
