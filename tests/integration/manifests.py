@@ -126,7 +126,7 @@ INVALID: list[tuple[str, str, dict[str, Any], str]] = [
     ("missing-studies", "Dataset", {"spec.studies": DELETE}, "spec.studies: Required value"),
     ("bad-claim-name", "Dataset", {"spec.studies.claimName": "Imaging_PVC"}, "spec.studies.claimName in body should match"),
     # Validation
-    ("auc-threshold-above-one", "Validation", {"spec.acceptance.0.threshold": 1.5}, "spec.acceptance[0].threshold: Invalid value: \"number\": threshold must be between 0 and 1"),
+    ("auc-threshold-above-one", "Validation", {"spec.acceptance.0.threshold": 1.5}, "spec.acceptance[0].threshold: Invalid value: \"object\": threshold must be between 0 and 1"),
     ("negative-hd95", "Validation", {"spec.metrics": ["hd95"], "spec.acceptance": [{"metric": "hd95", "comparison": "<=", "threshold": -2}]}, "threshold for hd95 is a distance in millimetres and must not be negative"),
     ("unknown-metric", "Validation", {"spec.metrics": ["accuracy"]}, 'spec.metrics[0]: Unsupported value: "accuracy"'),
     ("schedule-not-cron", "Validation", {"spec.schedule": "every monday"}, "spec.schedule: Invalid value: \"string\": must be a cron expression with 5 fields"),

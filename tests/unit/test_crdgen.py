@@ -65,3 +65,11 @@ def test_conditions_are_a_list_map_keyed_by_type():
     conditions = schema["properties"]["status"]["properties"]["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def test_yaml_11_boolean_lookalikes_are_quoted():
+    # kubectl reads YAML 1.1, where a bare `n` (the subgroup size field) is the boolean false.
+    import re
+
+    for text in crdgen.rendered_files().values():
+        assert not re.search(r"^\s*(- )?(y|n|yes|no|on|off):?\s*$", text, flags=re.M | re.I)
