@@ -1,0 +1,293 @@
+"""The development runner against the real API server and Job controller.
+
+Containers run through ``lightbox.sandbox.isolation.run_isolated`` when that
+module exists; until then through a stand-in (below, tests only) that still
+gives the process a network namespace with no interfaces via ``unshare --net``,
+so the no-network test means what it says either way.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+
+from lightbox.devtools.localrunner import LocalRunner
+from lightbox.devtools.localrunner_config import RunnerConfig
+
+TOOLS = "registry.lightbox.test/tools/python"
+IMAGE = f"{TOOLS}@sha256:{'0' * 64}"
+
+
+@dataclass
+class _Result:
+    returncode: int
+    timed_out: bool
+    seconds: float
+    stdout: bytes
+    stderr: bytes
+    output_truncated: bool = False
+
+
+def _unshare_isolate(argv, *, env, read_only, hidden, timeout, max_output_bytes, cwd) -> _Result:  # noqa: ANN001
+    """Network namespace only (no read-only binds, no hiding): a stand-in until sandbox/isolation.py lands."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        raise RuntimeError("unshare(1) not found")
+    started = time.monotonic()
+    process = subprocess.Popen([unshare, "--net", "--", *argv], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+        return _Result(process.returncode, False, time.monotonic() - started, out[:max_output_bytes], err[:max_output_bytes])
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        return _Result(-9, True, time.monotonic() - started, out, err)
+
+
+def _isolation() -> Callable[..., Any]:
+    try:
+        from lightbox.sandbox.isolation import run_isolated
+    except ImportError:
+        return _unshare_isolate
+    return run_isolated
+
+
+@pytest.fixture
+def runner(api_client, tmp_path: Path) -> Iterator[LocalRunner]:
+    claim = tmp_path / "claim"
+    (claim / "truth").mkdir(parents=True)
+    (claim / "truth" / "labels.json").write_text('{"c1": 1}')
+    config = RunnerConfig(
+        claims={"datasets": claim},
+        images={TOOLS: [sys.executable]},
+        work_dir=tmp_path / "work",
+        watch_seconds=2,
+        concurrency=2,
+    )
+    local = LocalRunner(api_client, config, isolate=_isolation())
+    local.start()
+    yield local
+    local.stop()
+
+
+def container(name: str, code: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": IMAGE,
+        "command": ["python", "-c", code],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        **extra,
+    }
+
+
+def pod_spec(containers: list[dict], init: list[dict] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+        "initContainers": init or [],
+        "containers": containers,
+        **extra,
+    }
+
+
+def create_pod(api_client, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    from kubernetes import client
+
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"lightbox.dev/component": "run"}},
+        "spec": spec,
+    }
+    client.CoreV1Api(api_client).create_namespaced_pod(namespace, body)
+
+
+def wait_for(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s; last seen: {value}")
+        time.sleep(0.2)
+
+
+def finished_pod(api_client, namespace: str, name: str, timeout: float = 60) -> Any:
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    return wait_for(lambda: core.read_namespaced_pod(name, namespace), lambda p: p.status.phase in ("Succeeded", "Failed"), timeout)
+
+
+WRITE_MESSAGE = "import os; open(os.environ['LIGHTBOX_TERMINATION_LOG'], 'w').write({!r})"
+WORK = {"name": "work", "emptyDir": {}}
+
+
+def test_pod_runs_through_the_runner_and_reports_its_message(api_client, namespace: str, runner: LocalRunner) -> None:
+    stage = container(
+        "stage",
+        "import os; open(os.environ['LIGHTBOX_WORK_DIR'] + '/x', 'w').write('staged')",
+        env=[{"name": "LIGHTBOX_WORK_DIR", "value": "/work"}],
+        volumeMounts=[{"name": "work", "mountPath": "/work"}],
+    )
+    score = container(
+        "score",
+        "import os; staged = open(os.environ['LIGHTBOX_WORK_DIR'] + '/x').read(); "
+        "open(os.environ['LIGHTBOX_TERMINATION_LOG'], 'w').write('{\"staged\": \"' + staged + '\"}')",
+        env=[{"name": "LIGHTBOX_WORK_DIR", "value": "/work"}],
+        volumeMounts=[{"name": "work", "mountPath": "/work", "readOnly": True}],
+    )
+    create_pod(api_client, namespace, "ok", pod_spec([score], [stage], volumes=[WORK]))
+
+    pod = finished_pod(api_client, namespace, "ok")
+
+    assert pod.status.phase == "Succeeded", pod.status
+    assert pod.spec.node_name == runner.config.node_name
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.reason, terminated.message) == (0, "Completed", '{"staged": "staged"}')
+    assert pod.status.init_container_statuses[0].state.terminated.exit_code == 0
+    assert pod.status.start_time is not None and pod.status.host_ip == "127.0.0.1"
+
+
+def test_job_completes(api_client, namespace: str, runner: LocalRunner) -> None:
+    from kubernetes import client
+
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "run-1"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": {"lightbox.dev/component": "run"}},
+                "spec": pod_spec([container("score", WRITE_MESSAGE.format('{"auc": 0.9}'))], activeDeadlineSeconds=120),
+            },
+        },
+    }
+    batch = client.BatchV1Api(api_client)
+    batch.create_namespaced_job(namespace, job)
+
+    def complete(j: Any) -> bool:
+        return any(c.type in ("Complete", "Failed") and c.status == "True" for c in (j.status.conditions or []))
+
+    done = wait_for(lambda: batch.read_namespaced_job_status("run-1", namespace), complete, timeout=90)
+    assert {c.type for c in done.status.conditions if c.status == "True"} >= {"Complete"}, done.status
+    (pod,) = client.CoreV1Api(api_client).list_namespaced_pod(namespace, label_selector="job-name=run-1").items
+    assert pod.status.container_statuses[0].state.terminated.message == '{"auc": 0.9}'
+
+
+def test_failing_command_fails_the_pod_with_its_exit_code(api_client, namespace: str, runner: LocalRunner) -> None:
+    create_pod(api_client, namespace, "bad", pod_spec([container("score", "import sys; print('malformed predictions'); sys.exit(5)")]))
+
+    pod = finished_pod(api_client, namespace, "bad")
+
+    assert pod.status.phase == "Failed"
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.reason) == (5, "Error")
+    assert "malformed predictions" in terminated.message
+
+
+def test_unknown_image_reports_an_image_pull_failure(api_client, namespace: str, runner: LocalRunner) -> None:
+    vendor = container("vendor", "print('never')", image="evil.example/model@sha256:" + "1" * 64)
+    create_pod(api_client, namespace, "pull", pod_spec([container("score", "pass")], [vendor]))
+
+    pod = finished_pod(api_client, namespace, "pull")
+
+    assert (pod.status.phase, pod.status.reason) == ("Failed", "ErrImagePull")
+    assert pod.status.init_container_statuses[0].state.waiting.reason in ("ErrImagePull", "ImagePullBackOff")
+
+
+NETWORK_PROBE = """
+import json, os, socket
+targets = [(os.environ['API_HOST'], int(os.environ['API_PORT'])), ('1.1.1.1', 53), ('127.0.0.1', int(os.environ['API_PORT']))]
+reached = []
+for host, port in targets:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        reached.append(f'{host}:{port}')
+    except OSError:
+        pass
+open(os.environ['LIGHTBOX_TERMINATION_LOG'], 'w').write(json.dumps({'reached': reached}))
+"""
+
+
+def test_network_is_unreachable_inside(api_client, namespace: str, runner: LocalRunner) -> None:
+    server = urlparse(api_client.configuration.host)
+    env = [{"name": "API_HOST", "value": server.hostname}, {"name": "API_PORT", "value": str(server.port or 443)}]
+    create_pod(api_client, namespace, "net", pod_spec([container("probe", NETWORK_PROBE, env=env)]))
+
+    pod = finished_pod(api_client, namespace, "net")
+
+    assert pod.status.phase == "Succeeded", pod.status
+    assert pod.status.container_statuses[0].state.terminated.message == '{"reached": []}'
+
+
+def test_active_deadline_is_enforced(api_client, namespace: str, runner: LocalRunner) -> None:
+    create_pod(api_client, namespace, "slow", pod_spec([container("vendor", "import time; time.sleep(120)")], activeDeadlineSeconds=2))
+
+    pod = finished_pod(api_client, namespace, "slow", timeout=60)
+
+    assert (pod.status.phase, pod.status.reason) == ("Failed", "DeadlineExceeded")
+    assert pod.status.container_statuses[0].state.terminated.reason == "DeadlineExceeded"
+
+
+def test_deleting_a_running_pod_kills_it_and_finalizes_the_delete(api_client, namespace: str, runner: LocalRunner, tmp_path: Path) -> None:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    core = client.CoreV1Api(api_client)
+    create_pod(api_client, namespace, "doomed", pod_spec([container("vendor", "import time; time.sleep(300)")]))
+    wait_for(lambda: core.read_namespaced_pod("doomed", namespace), lambda p: p.status.phase == "Running")
+
+    core.delete_namespaced_pod("doomed", namespace)
+
+    def gone() -> bool:
+        try:
+            core.read_namespaced_pod("doomed", namespace)
+        except ApiException as error:
+            return error.status == 404
+        return False
+
+    wait_for(gone, bool, timeout=30)
+    uid_marker_alive = subprocess.run(["pgrep", "-f", "time.sleep(300)"], capture_output=True, text=True)
+    assert uid_marker_alive.stdout.strip() == ""
+
+
+def test_node_is_registered_ready_with_gpus(api_client, runner: LocalRunner) -> None:
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    node = wait_for(lambda: _read_node(core, runner.config.node_name), lambda n: n is not None, timeout=30)
+    ready = {c.type: c.status for c in node.status.conditions}["Ready"]
+    assert ready == "True"
+    assert node.status.allocatable["nvidia.com/gpu"] == "8"
+    assert node.metadata.labels["nvidia.com/gpu.present"] == "true"
+
+
+def _read_node(core: Any, name: str) -> Any:
+    from kubernetes.client.rest import ApiException
+
+    try:
+        return core.read_node(name)
+    except ApiException:
+        return None
