@@ -247,7 +247,7 @@ class LocalRunner:
                     stop.wait(2)
         finally:
             self._cancel_all("stopped")
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             beat.join(timeout=5)
             if self.config.delete_node_on_exit:
                 self._try(lambda: self.core.delete_node(self.config.node_name))
@@ -370,6 +370,10 @@ class LocalRunner:
         uid = pod["metadata"]["uid"]
         with self._lock:
             active = self._active[uid]
+        if active.cancel.is_set():  # cancelled while queued: leave the pod to the next runner
+            with self._lock:
+                self._active.pop(uid, None)
+            return
         layout = PodLayout(self.config.work_dir / f"{pod['metadata']['namespace']}_{pod['metadata']['name']}_{uid[:8]}")
         try:
             _PodExecution(self, pod, layout, active).run()
@@ -484,14 +488,14 @@ class _PodExecution:
             return
         spec = self.pod["spec"]
         for container in spec.get("initContainers") or []:
-            if not self.run_container(container, volumes) or self.finished or self.stopped():
+            if self.finished or self.stopped() or not self.run_container(container, volumes):
                 return self.wrap_up()
         # A kubelet starts the main containers together; one after the other
         # is enough here, and each still runs even if an earlier one failed.
         for container in spec.get("containers") or []:
-            self.run_container(container, volumes)
             if self.finished or self.stopped():
                 break
+            self.run_container(container, volumes)
         self.wrap_up()
 
     def prepare(self, volumes: Mapping[str, Any]) -> None:

@@ -101,3 +101,22 @@ def load_config(path: Path | str | None) -> RunnerConfig:
     text = Path(path).read_text(encoding="utf-8")
     data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
     return RunnerConfig.model_validate(data or {})
+
+
+def development_images(
+    trusted_image: str | None = None,
+    reference_registry: str = "registry.lightbox.test/reference",
+) -> dict[str, list[str]]:
+    """The images a local demo needs: the trusted image runs ``lightbox`` steps,
+    the reference algorithms run from this install. Any other image 'fails to pull'."""
+    if trusted_image is None:
+        from lightbox.operator.config import DEFAULT_TRUSTED_IMAGE
+
+        trusted_image = DEFAULT_TRUSTED_IMAGE
+    from lightbox.devtools.localrunner_spec import image_repository
+
+    reference = "lightbox.sandbox.reference"
+    return {
+        image_repository(trusted_image): [sys.executable, "-m", "lightbox"],
+        **{f"{reference_registry}/{name}": [sys.executable, "-m", f"{reference}.{name}"] for name in ("classifier", "segmenter", "misbehave")},
+    }

@@ -308,3 +308,39 @@ def test_watch_loop_runs_pods_and_stops_cleanly(claims: Path, tmp_path: Path, mo
     assert not thread.is_alive()
     assert core.final["phase"] == "Succeeded"
     assert len(core.bindings) == 1  # relisting the same pending pod does not run it twice
+
+
+def test_stopping_the_runner_kills_and_fails_running_pods(claims: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner, core = runner_for([make_pod([], [python("score", "import time; time.sleep(60)")])], claims, tmp_path, FakeIsolation())
+
+    class NoEvents:
+        def stream(self, *args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.2)
+            return iter(())
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr("kubernetes.watch.Watch", NoEvents)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run_forever, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not (core.patches and core.final["phase"] == "Running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    started = time.monotonic()
+    stop.set()
+    thread.join(timeout=20)
+    assert time.monotonic() - started < 15
+    assert (core.final["phase"], core.final["reason"]) == ("Failed", "NodeShutdown")
+    assert core.final["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
+
+
+def test_development_images_cover_the_trusted_image_and_reference_algorithms() -> None:
+    from lightbox.devtools.localrunner_config import development_images
+    from lightbox.devtools.localrunner_spec import image_entrypoint
+    from lightbox.operator.config import DEFAULT_TRUSTED_IMAGE
+
+    images = development_images()
+    assert image_entrypoint(DEFAULT_TRUSTED_IMAGE, images) == [sys.executable, "-m", "lightbox"]
+    assert image_entrypoint("registry.lightbox.test/reference/classifier@sha256:" + "a" * 64, images)[-1] == "lightbox.sandbox.reference.classifier"
