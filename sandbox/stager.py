@@ -1,0 +1,231 @@
+"""``lightbox stage``: the trusted step that prepares a run's input.
+
+Verifies the studies' de-identification (refusing with attribute names and counts, never
+values), then copies each case's DICOM files to the vendor's input directory under a
+per-run case id with ``manifest.json``, and writes ``cases.json`` (case -> source folder,
+pseudonymous patient id, subgroup attributes, voxel spacing) to the work directory, which
+only the scorer reads.
+
+Environment: LIGHTBOX_STAGER_CONFIG (StagerConfig JSON; may be absent), LIGHTBOX_STUDIES_DIR,
+LIGHTBOX_INPUT_DIR, LIGHTBOX_WORK_DIR, LIGHTBOX_TERMINATION_LOG; the manifest's task and labels
+come from LIGHTBOX_TASK / LIGHTBOX_LABELS (or "task"/"labels" keys in the config JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from lightbox.api.run import (
+    CASES_FILE,
+    EXIT_DATASET_UNREADABLE,
+    EXIT_OK,
+    EXIT_PHI_FOUND,
+    INPUT_DIR_ENV,
+    MANIFEST_FILE,
+    STAGER_CONFIG_ENV,
+    STUDIES_DIR_ENV,
+    WORK_DIR_ENV,
+    StagerConfig,
+)
+from lightbox.sandbox import deidgate
+from lightbox.sandbox.contract import LABELS_ENV, TASK_ENV, InputCase, InputManifest, InputSeries
+from lightbox.sandbox.steps import directory, fail, read_json_env, write_termination
+
+EXIT_CONFIG_INVALID = 2
+
+
+class StageError(Exception):
+    def __init__(self, reason: str, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.exit_code = reason, message, exit_code
+
+
+@dataclass
+class StageResult:
+    cases: int
+    files: int
+    content_hash: str
+    verifier: str
+
+
+def _sex(value: Any) -> str:
+    text = str(value or "").strip().upper()
+    return text if text in ("M", "F", "O") else "unknown"
+
+
+def _spacing(first: Any, positions: list[float]) -> list[float]:
+    row, col = (float(v) for v in (first.get("PixelSpacing") or [1.0, 1.0]))
+    gaps = [abs(b - a) for a, b in zip(positions, positions[1:]) if abs(b - a) > 0]
+    if gaps:
+        slice_gap = sum(gaps) / len(gaps)
+    else:
+        slice_gap = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
+    return [round(slice_gap, 6), row, col]
+
+
+def _position_along_normal(ds: Any) -> float:
+    ipp = ds.get("ImagePositionPatient")
+    iop = ds.get("ImageOrientationPatient")
+    if ipp is None or iop is None or len(iop) != 6:
+        return float(ds.get("InstanceNumber") or 0)
+    r, c = [float(v) for v in iop[:3]], [float(v) for v in iop[3:]]
+    normal = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
+    return sum(float(p) * n for p, n in zip(ipp, normal))
+
+
+def _case_folders(studies: Path) -> list[tuple[str, list[Path]]]:
+    folders = sorted(p for p in studies.iterdir() if p.is_dir())
+    cases = [(p.name, sorted(f for f in p.rglob("*") if f.is_file())) for p in folders]
+    loose = sorted(p for p in studies.iterdir() if p.is_file())
+    if loose:
+        import pydicom
+
+        by_study: dict[str, list[Path]] = defaultdict(list)
+        for f in loose:
+            by_study[str(pydicom.dcmread(f, stop_before_pixels=True).get("StudyInstanceUID", f.name))].append(f)
+        cases += sorted(by_study.items())
+    return [(name, files) for name, files in cases if files]
+
+
+def stage(
+    studies: Path,
+    input_dir: Path,
+    work_dir: Path,
+    config: StagerConfig,
+    *,
+    task: str = "classification",
+    labels: list[str] | None = None,
+) -> StageResult:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if not studies.is_dir():
+        raise StageError("DatasetUnreadable", "the studies directory is missing", EXIT_DATASET_UNREADABLE)
+    verifier, verifier_name = deidgate.load_verifier()
+    report = verifier(studies, list(config.deid_options))
+    if report.violations:
+        parts = [f"{v.keyword} {v.tag}: {v.occurrences} occurrences in {v.files} files" for v in report.violations]
+        raise StageError(
+            "PHIFound",
+            f"de-identification check failed ({verifier_name} verifier, options {sorted(config.deid_options)}): " + "; ".join(parts),
+            EXIT_PHI_FOUND,
+        )
+    errors = deidgate.error_count(report)
+    if errors:
+        raise StageError("DatasetUnreadable", f"{errors} of {report.files} files are not readable DICOM", EXIT_DATASET_UNREADABLE)
+    if not report.ok:
+        raise StageError("PHIFound", f"de-identification check did not pass ({verifier_name} verifier)", EXIT_PHI_FOUND)
+
+    folders = _case_folders(studies)
+    if not folders:
+        raise StageError("DatasetUnreadable", "the studies directory holds no cases", EXIT_DATASET_UNREADABLE)
+    if config.max_cases is not None:
+        folders = folders[: config.max_cases]
+    input_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    manifest_cases: list[InputCase] = []
+    scorer_cases: dict[str, dict[str, Any]] = {}
+    files_total = 0
+    width = max(4, len(str(len(folders))))
+    for index, (source, files) in enumerate(folders, start=1):
+        case_id = f"case-{index:0{width}d}"
+        series: dict[str, list[tuple[float, int, Path, Any]]] = defaultdict(list)
+        for f in files:
+            try:
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+            except (InvalidDicomError, OSError, ValueError, EOFError):
+                raise StageError("DatasetUnreadable", f"a file of case {case_id} is not readable DICOM", EXIT_DATASET_UNREADABLE)
+            series[str(ds.get("SeriesInstanceUID", ""))].append(
+                (_position_along_normal(ds), int(ds.get("InstanceNumber") or 0), f, ds)
+            )
+        ordered = sorted(series.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        entries: list[InputSeries] = []
+        first_ds = None
+        positions: list[float] = []
+        for s_index, (uid, members) in enumerate(ordered):
+            members.sort(key=lambda m: (m[1], m[0]) if any(x[1] for x in members) else (m[0], 0))
+            target = input_dir / case_id / f"{s_index:02d}"
+            target.mkdir(parents=True, exist_ok=True)
+            rel: list[str] = []
+            for n, (_, _, path, _) in enumerate(members, start=1):
+                name = f"{n:04d}.dcm"
+                shutil.copyfile(path, target / name)
+                rel.append(f"{case_id}/{s_index:02d}/{name}")
+            ds0 = members[0][3]
+            if s_index == 0:
+                first_ds, positions = ds0, [m[0] for m in members]
+            entries.append(
+                InputSeries(
+                    series_instance_uid=uid[:64] or "unknown",
+                    modality=str(ds0.get("Modality", "OT"))[:16] or "OT",
+                    files=rel,
+                    rows=int(ds0.get("Rows") or 1),
+                    columns=int(ds0.get("Columns") or 1),
+                )
+            )
+            files_total += len(members)
+        manifest_cases.append(InputCase(id=case_id, series=entries))
+        assert first_ds is not None
+        scorer_cases[case_id] = {
+            "source": source,
+            "patientId": str(first_ds.get("PatientID", "") or source),
+            "sex": _sex(first_ds.get("PatientSex")),
+            "ageBand": deidgate.age_band(str(first_ds.get("PatientAge", ""))),
+            "manufacturer": str(first_ds.get("Manufacturer", "") or "unknown"),
+            "site": str(first_ds.get("ClinicalTrialSiteID", "") or "unknown"),
+            "slices": len(entries[0].files),
+            "shape": [len(entries[0].files), entries[0].rows, entries[0].columns],
+            "spacing": _spacing(first_ds, positions),
+        }
+    manifest = InputManifest(task=task, labels=list(labels or []), cases=manifest_cases)  # type: ignore[arg-type]
+    (input_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(by_alias=True, indent=1))
+    (work_dir / CASES_FILE).write_text(
+        json.dumps({"contractVersion": "v1", "task": task, "contentHash": report.content_hash, "cases": scorer_cases}, indent=1)
+    )
+    return StageResult(cases=len(manifest_cases), files=files_total, content_hash=report.content_hash, verifier=verifier_name)
+
+
+def _config() -> tuple[StagerConfig, str, list[str]]:
+    raw = read_json_env(STAGER_CONFIG_ENV)
+    task = raw.pop("task", None) or os.environ.get(TASK_ENV) or "classification"
+    labels = raw.pop("labels", None)
+    if labels is None:
+        labels = json.loads(os.environ.get(LABELS_ENV) or "[]")
+    return StagerConfig.model_validate(raw), str(task), [str(label) for label in labels]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lightbox stage", description=__doc__.split("\n\n")[0])
+    parser.parse_args(argv)
+    try:
+        config, task, labels = _config()
+        if task not in ("classification", "detection", "segmentation"):
+            raise ValueError(f"unknown task {task!r}")
+    except (ValueError, ValidationError) as exc:
+        msg = exc.errors(include_input=False) if isinstance(exc, ValidationError) else str(exc)
+        return fail("ConfigInvalid", f"{STAGER_CONFIG_ENV}: {msg}", EXIT_CONFIG_INVALID)
+    try:
+        result = stage(
+            directory(STUDIES_DIR_ENV), directory(INPUT_DIR_ENV), directory(WORK_DIR_ENV), config, task=task, labels=labels
+        )
+    except StageError as exc:
+        print(f"lightbox stage: {exc.reason}: {exc.message}", file=sys.stderr)
+        return fail(exc.reason, exc.message, exc.exit_code)
+    summary = {"cases": result.cases, "files": result.files, "contentHash": result.content_hash, "verifier": result.verifier}
+    write_termination(json.dumps(summary))
+    print(f"lightbox stage: staged {result.cases} cases ({result.files} files), verifier {result.verifier}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
