@@ -3,28 +3,47 @@
 Public API::
 
     from lightbox.sandbox.deid import deidentify_file, deidentify_tree, verify_tree
+
+Names resolve on first use, so ``lightbox deid`` does not pay for importing the
+verifier's pydantic models (start-up time is a visible share of a run).
 """
 
-from lightbox.sandbox.deid.batch import DeidSummary, FileOutcome, deidentify_file, deidentify_tree
-from lightbox.sandbox.deid.dicomio import DicomError
-from lightbox.sandbox.deid.profile import OPTIONS, compile_profile
-from lightbox.sandbox.deid.pseudonyms import KeyFileError, load_key, new_key
-from lightbox.sandbox.deid.safe_private import SafePrivateList
-from lightbox.sandbox.deid.verify import VerificationReport, Violation, verify_tree
+from __future__ import annotations
 
-__all__ = [
-    "OPTIONS",
-    "DeidSummary",
-    "DicomError",
-    "FileOutcome",
-    "KeyFileError",
-    "SafePrivateList",
-    "VerificationReport",
-    "Violation",
-    "compile_profile",
-    "deidentify_file",
-    "deidentify_tree",
-    "load_key",
-    "new_key",
-    "verify_tree",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "DeidSummary": "batch",
+    "FileOutcome": "batch",
+    "deidentify_file": "batch",
+    "deidentify_tree": "batch",
+    "DicomError": "dicomio",
+    "OPTIONS": "profile",
+    "compile_profile": "profile",
+    "KeyFileError": "pseudonyms",
+    "load_key": "pseudonyms",
+    "new_key": "pseudonyms",
+    "SafePrivateList": "safe_private",
+    "VerificationReport": "verify",
+    "Violation": "verify",
+    "verify_file": "verify",
+    "verify_tree": "verify",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from lightbox.sandbox.deid.batch import DeidSummary, FileOutcome, deidentify_file, deidentify_tree
+    from lightbox.sandbox.deid.dicomio import DicomError
+    from lightbox.sandbox.deid.profile import OPTIONS, compile_profile
+    from lightbox.sandbox.deid.pseudonyms import KeyFileError, load_key, new_key
+    from lightbox.sandbox.deid.safe_private import SafePrivateList
+    from lightbox.sandbox.deid.verify import VerificationReport, Violation, verify_file, verify_tree
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -11,14 +11,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field
-
-from lightbox.api.results import Model
 from lightbox.sandbox.deid.dicomio import DicomError, Element, ParsedFile, parse_file, write_file
 from lightbox.sandbox.deid.profile import compile_profile
 from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
@@ -50,15 +47,16 @@ class FileOutcome:
     reason: str | None = None
 
 
-class DeidSummary(Model):
-    """What a de-identification run did (counts, plus per-file reasons for refusals)."""
+@dataclass(slots=True)
+class DeidSummary:
+    """What a de-identification run did (counts, plus (source, reason) per refused file)."""
 
     files: int = 0
     written: int = 0
     quarantined: int = 0
     errors: int = 0
     skipped: int = 0
-    refused: list[tuple[str, str]] = Field(default_factory=list, description="(source, reason) per refused file.")
+    refused: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -181,6 +179,25 @@ def run_parallel(func: Callable[[list[Path]], T], paths: list[Path], jobs: int) 
         yield from pool.imap_unordered(func, chunks)
 
 
+class _NoBar:
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+def _progress_bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm  # imported only when shown: it is a noticeable share of a small run
+
+    return tqdm(total=total, unit="file", desc="deid")
+
+
 def deidentify_tree(
     src: Path,
     dst: Path,
@@ -194,13 +211,11 @@ def deidentify_tree(
     progress: bool = False,
 ) -> DeidSummary:
     """De-identify every file under ``src`` into ``dst``; never raises for a bad file."""
-    from tqdm import tqdm
-
     dst = Path(dst)
     job = Job(make_settings(key, options, safe_private), dst, quarantine_root or default_quarantine(dst), allow_burned_in)
     paths = iter_files(Path(src))
     summary = DeidSummary(files=len(paths))
-    with tqdm(total=len(paths), unit="file", disable=not progress, desc="deid") as bar:
+    with _progress_bar(len(paths), progress) as bar:
         for outcomes in run_parallel(partial(_run_chunk, job), paths, jobs or os.cpu_count() or 1):
             for outcome in outcomes:
                 if outcome.status == "written":

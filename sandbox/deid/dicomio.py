@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from pydicom.datadict import dictionary_VR
-
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 DEFLATED_LE = "1.2.840.10008.1.2.1.99"
@@ -90,6 +88,9 @@ def dictionary_vr(tag: int) -> str:
     """VR for implicit-VR data; ambiguous dictionary VRs resolve to the wider one."""
     if tag >> 16 & 1:
         return "UN"
+    # pydicom costs a quarter second to import; only implicit-VR files need its dictionary.
+    from pydicom.datadict import dictionary_VR
+
     try:
         vr = dictionary_VR(tag)
     except KeyError:

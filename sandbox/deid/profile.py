@@ -20,15 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import get_args
-
-from lightbox.api.run import DeidOption
 
 TABLE_FILE = "confidentiality_profile_attributes.json"
 
-OPTIONS: tuple[str, ...] = get_args(DeidOption)
-
-# Option name (the API's literal) -> column of the table.
+# Option name (lightbox.api.run.DeidOption; a test keeps the two equal) -> column
+# of the table. Not imported from the API: that pulls in pydantic, which costs
+# more start-up time than de-identifying a few hundred files.
 OPTION_COLUMNS: dict[str, str] = {
     "retainSafePrivate": "rtnSafePrivOpt",
     "retainUIDs": "rtnUIDsOpt",
@@ -42,6 +39,8 @@ OPTION_COLUMNS: dict[str, str] = {
     "cleanGraphics": "cleanGraphOpt",
 }
 
+OPTIONS: tuple[str, ...] = tuple(OPTION_COLUMNS)
+
 _COMBINED = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U*"}
 
 # Wildcard rows, keyed by the ``id`` the table gives them.
@@ -54,7 +53,6 @@ PRIVATE_ID = "ggggeeee-where-gggg-is-odd"
 @dataclass(frozen=True, slots=True)
 class Rule:
     name: str
-    keyword: str
     action: str  # one of X Z D U U* C K
 
 
@@ -101,12 +99,6 @@ def resolve_action(row: dict[str, str], options: frozenset[str]) -> str:
     return _COMBINED.get(action, action)
 
 
-def _keyword(tag: int, name: str) -> str:
-    from pydicom.datadict import keyword_for_tag
-
-    return keyword_for_tag(tag) or "".join(ch for ch in name.title() if ch.isalnum())
-
-
 @lru_cache(maxsize=64)
 def _compile(options: frozenset[str]) -> Profile:
     rules: dict[int, Rule] = {}
@@ -118,7 +110,7 @@ def _compile(options: frozenset[str]) -> Profile:
             wildcard[row["id"]] = action
             continue
         tag = int(text[1:5] + text[6:10], 16)
-        rules[tag] = Rule(row["name"], _keyword(tag, row["name"]), action)
+        rules[tag] = Rule(row["name"], action)
     missing = {CURVE_ID, OVERLAY_DATA_ID, OVERLAY_COMMENTS_ID, PRIVATE_ID} - set(wildcard)
     if missing:
         raise RuntimeError(f"profile table lacks wildcard rows {sorted(missing)}")

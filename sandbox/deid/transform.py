@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from pydicom.sr.codedict import codes
-
 from lightbox.sandbox.deid.dicomio import Element
 from lightbox.sandbox.deid.profile import Profile
 from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
@@ -48,20 +46,22 @@ CODE_VALUE, CODING_SCHEME, CODE_MEANING = 0x00080100, 0x00080102, 0x00080104
 # the de-identified data still groups by patient.
 PSEUDONYM_TAGS = frozenset({PATIENT_NAME, PATIENT_ID})
 
-# Option -> CID 7050 concept (keywords of pydicom's DCM code dictionary).
-METHOD_CONCEPTS: dict[str, str] = {
-    "retainSafePrivate": "RetainSafePrivateOption",
-    "retainUIDs": "RetainUidsOption",
-    "retainDeviceIdentity": "RetainDeviceIdentityOption",
-    "retainInstitutionIdentity": "RetainInstitutionIdentityOption",
-    "retainPatientCharacteristics": "RetainPatientCharacteristicsOption",
-    "retainLongitudinalFullDates": "RetainLongitudinalTemporalInformationFullDatesOption",
-    "retainLongitudinalModifiedDates": "RetainLongitudinalTemporalInformationModifiedDatesOption",
-    "cleanDescriptors": "CleanDescriptorsOption",
-    "cleanStructuredContent": "CleanStructuredContentOption",
-    "cleanGraphics": "CleanGraphicsOption",
+# CID 7050 "De-identification Method" codes (scheme DCM), per option. Spelled out
+# rather than read from pydicom.sr.codedict, whose import alone costs more than
+# de-identifying a hundred files; a test checks them against pydicom's copy.
+BASIC_CODE = ("113100", "Basic Application Confidentiality Profile")
+METHOD_CODES: dict[str, tuple[str, str]] = {
+    "retainSafePrivate": ("113111", "Retain Safe Private Option"),
+    "retainUIDs": ("113110", "Retain UIDs Option"),
+    "retainDeviceIdentity": ("113109", "Retain Device Identity Option"),
+    "retainInstitutionIdentity": ("113112", "Retain Institution Identity Option"),
+    "retainPatientCharacteristics": ("113108", "Retain Patient Characteristics Option"),
+    "retainLongitudinalFullDates": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
+    "retainLongitudinalModifiedDates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    "cleanDescriptors": ("113105", "Clean Descriptors Option"),
+    "cleanStructuredContent": ("113104", "Clean Structured Content Option"),
+    "cleanGraphics": ("113103", "Clean Graphics Option"),
 }
-BASIC_CONCEPT = "BasicApplicationConfidentialityProfile"
 IMPLEMENTATION_CLASS_UID = "2.25." + str(int.from_bytes(hashlib.sha256(b"lightbox.sandbox.deid").digest()[:16], "big"))
 IMPLEMENTATION_VERSION = b"LIGHTBOX_DEID_1"
 
@@ -264,19 +264,18 @@ def _dataset(elements: list[Element], state: _FileState, in_clean: bool) -> list
     return out
 
 
-def _code_item(concept: str) -> list[Element]:
-    code = getattr(codes.DCM, concept)
+def _code_item(code: tuple[str, str]) -> list[Element]:
     return [
-        Element(CODE_VALUE, "SH", code.value.encode()),
+        Element(CODE_VALUE, "SH", code[0].encode()),
         Element(CODING_SCHEME, "SH", b"DCM"),
-        Element(CODE_MEANING, "LO", code.meaning.encode()),
+        Element(CODE_MEANING, "LO", code[1].encode()),
     ]
 
 
 def method_elements(profile: Profile) -> list[Element]:
     """PatientIdentityRemoved, DeidentificationMethod(+CodeSequence), LongitudinalTemporalInformationModified."""
-    concepts = [BASIC_CONCEPT] + [METHOD_CONCEPTS[o] for o in METHOD_CONCEPTS if o in profile.options]
-    items = [_code_item(c) for c in concepts]
+    chosen = [BASIC_CODE] + [code for option, code in METHOD_CODES.items() if option in profile.options]
+    items = [_code_item(c) for c in chosen]
     meanings = b"\\".join(item[2].value for item in items)
     if profile.has("retainLongitudinalModifiedDates"):
         temporal = b"MODIFIED"

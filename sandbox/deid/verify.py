@@ -81,8 +81,13 @@ class FileCheck:
 
 
 def _keyword(tag: int, profile: Profile) -> str:
+    from pydicom.datadict import keyword_for_tag
+
     rule = profile.rules.get(tag)
-    return rule.keyword if rule is not None else f"Attribute{tag:08X}"
+    keyword = keyword_for_tag(tag)
+    if keyword:
+        return keyword
+    return "".join(ch for ch in rule.name.title() if ch.isalnum()) if rule else f"Attribute{tag:08X}"
 
 
 def _replaced(e: Element, action: str) -> bool:
