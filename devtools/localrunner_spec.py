@@ -103,15 +103,21 @@ def container_argv(
     env: Mapping[str, str],
     images: Mapping[str, Sequence[str]],
     commands: Mapping[str, Sequence[str]],
+    mounts: Sequence[Mount] = (),
 ) -> list[str]:
     """command + args when command is set, else the image's entry point + args.
 
     The image is resolved first even when a command is given, because a kubelet
-    pulls the image before it looks at the command.
+    pulls the image before it looks at the command. Arguments naming a path in
+    a mount (``verifystep /data/studies``) get the host path, like env values.
     """
     entry = image_entrypoint(str(container.get("image", "")), images)
-    command = [expand_references(str(part), env) for part in container.get("command") or []]
-    args = [expand_references(str(part), env) for part in container.get("args") or []]
+
+    def local(part: object) -> str:
+        return expand_references(rewrite_path(str(part), mounts), env)
+
+    command = [local(part) for part in container.get("command") or []]
+    args = [local(part) for part in container.get("args") or []]
     if not command:
         return entry + args
     head = command[0]
@@ -288,13 +294,14 @@ def container_env(
         name = str(item["name"])
         source = item.get("valueFrom")
         if source is None:
-            value = expand_references(str(item.get("value", "")), env)
+            # Rewrite before expanding: an expanded $(VAR) is already a host path,
+            # and one under /tmp must not be rewritten again by a /tmp mount.
+            env[name] = expand_references(rewrite_path(str(item.get("value", "")), mounts), env)
         elif "fieldRef" in source:
-            value = field_ref_value(str(source["fieldRef"].get("fieldPath", "")), pod, node_name, host_ip)
+            env[name] = field_ref_value(str(source["fieldRef"].get("fieldPath", "")), pod, node_name, host_ip)
         else:
             kinds = ", ".join(sorted(source))
             raise ContainerConfigError(f'env "{name}" uses valueFrom {kinds}, which the local runner does not support')
-        env[name] = rewrite_path(value, mounts)
     env[TERMINATION_LOG_ENV] = str(termination_log)
     env[POD_MARKER_ENV] = str(pod.get("metadata", {}).get("uid", ""))
     return env
@@ -375,7 +382,7 @@ def plan_container(
         node_name=config.node_name,
         host_ip=config.host_ip,
     )
-    argv = container_argv(container, env, config.images, config.all_commands())
+    argv = container_argv(container, env, config.images, config.all_commands(), mounts)
     argv = resolve_executable(argv, env.get("PATH"), which)
     candidates = [
         *(volume.path for volume in volumes.values()),

@@ -344,3 +344,24 @@ def test_config_loads_yaml_and_json(tmp_path: Path) -> None:
     assert load_config(None).all_commands()["lightbox"] == [sys.executable, "-m", "lightbox"]
     with pytest.raises(ValueError):
         RunnerConfig.model_validate({"nodeName": "typo"})
+
+
+def test_arguments_naming_mount_paths_become_host_paths() -> None:
+    container = {"name": "verify", "image": CLASSIFIER, "command": ["python", "-m", "verifystep", "/data/truth", "--option", "x"]}
+    argv = container_argv(container, {}, IMAGES, COMMANDS, MOUNTS)
+    assert argv == ["/venv/python", "-m", "verifystep", "/host/truth", "--option", "x"]
+
+
+def test_host_paths_under_tmp_are_not_rewritten_twice() -> None:
+    mounts = [Mount("/tmp", Path("/tmp/runner/pod/volumes/tmp"), False)]
+    container = {
+        "name": "c",
+        "image": CLASSIFIER,
+        "env": [{"name": "TMPDIR", "value": "/tmp"}, {"name": "CACHE", "value": "$(TMPDIR)/cache"}],
+        "args": ["$(TMPDIR)/x", "/tmp/y"],
+    }
+    env = container_env(pod(), container, mounts, base={}, termination_log=Path("/t"), node_name="n", host_ip="h")
+    assert env["TMPDIR"] == "/tmp/runner/pod/volumes/tmp"
+    assert env["CACHE"] == "/tmp/runner/pod/volumes/tmp/cache"
+    argv = container_argv(container, env, IMAGES, COMMANDS, mounts)
+    assert argv[-2:] == ["/tmp/runner/pod/volumes/tmp/x", "/tmp/runner/pod/volumes/tmp/y"]
