@@ -1,0 +1,5 @@
+import sys
+
+from lightbox.operator.main import main
+
+sys.exit(main())

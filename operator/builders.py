@@ -1,0 +1,427 @@
+"""Kubernetes objects of a sandbox run, rendered as plain dicts from the API models.
+
+Pure functions: no API calls, no clock. Everything a reviewer needs to check
+the security boundary is in this file: which container sees which volume, what
+each may write, and under which security context it runs. Every pod here must
+pass PodSecurity admission at level ``restricted``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from lightbox.api import Algorithm, Dataset, SandboxPolicy, Validation
+from lightbox.api import run as layout
+from lightbox.api.common import VolumeLocation
+from lightbox.api.run import ScorerConfig, StagerConfig
+from lightbox.operator.config import OperatorConfig
+
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+COMPONENT_RUN = "run"
+COMPONENT_PROBE = "isolation-probe"
+COMPONENT_VERIFY = "dataset-verify"
+
+# Labels are limited to 63 characters; the full names ride in annotations.
+LABEL_DATASET = f"{layout.GROUP}/dataset"
+LABEL_POLICY = f"{layout.GROUP}/policy"
+ANNOTATION_VALIDATION = f"{layout.GROUP}/validation-name"
+ANNOTATION_DATASET = f"{layout.GROUP}/dataset-name"
+ANNOTATION_POLICY = f"{layout.GROUP}/policy-name"
+ANNOTATION_SCHEDULED_FOR = f"{layout.GROUP}/scheduled-for"
+ANNOTATION_GENERATION = f"{layout.GROUP}/generation"
+
+# Unprivileged ids of the distroless "nonroot" user: any non-zero id passes
+# PodSecurity, a fixed one keeps file ownership on emptyDirs predictable.
+NONROOT_UID = 65532
+PROBE_DEADLINE_SECONDS = 120
+
+
+def label_value(name: str) -> str:
+    """A name as a label value (at most 63 characters), hashed when too long."""
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:54].rstrip('-.')}-{digest}"
+
+
+def owner_reference(obj: dict[str, Any] | Any, controller: bool = True) -> dict[str, Any]:
+    """Owner reference to a custom resource (model or raw dict with metadata.uid)."""
+    if hasattr(obj, "metadata") and not isinstance(obj, dict):
+        meta, api_version, kind = obj.metadata, obj.api_version, obj.kind
+    else:
+        meta, api_version, kind = obj["metadata"], obj["apiVersion"], obj["kind"]
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NONROOT_UID,
+        "runAsGroup": NONROOT_UID,
+        "fsGroup": NONROOT_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _placement(policy: SandboxPolicy | None) -> dict[str, Any]:
+    """Runtime class, node selector and tolerations the policy asks for."""
+    if policy is None:
+        return {}
+    spec = policy.spec
+    out: dict[str, Any] = {}
+    if spec.runtime_class_name:
+        out["runtimeClassName"] = spec.runtime_class_name
+    if spec.node_selector:
+        out["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        out["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]
+    return out
+
+
+def _pod_basics(policy: SandboxPolicy | None) -> dict[str, Any]:
+    """What every sandbox pod shares: no token, no service links, no retries, restricted."""
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        **_placement(policy),
+    }
+
+
+def _env(pairs: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in pairs.items()]
+
+
+def _mount(volume: str, path: str, read_only: bool, sub_path: str = "") -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": volume, "mountPath": path, "readOnly": read_only}
+    if sub_path:
+        mount["subPath"] = sub_path
+    return mount
+
+
+def _claim_volume(name: str, location: VolumeLocation) -> dict[str, Any]:
+    return {"name": name, "persistentVolumeClaim": {"claimName": location.claim_name, "readOnly": True}}
+
+
+def _trusted_container(name: str, image: str, command: list[str], config: OperatorConfig) -> dict[str, Any]:
+    resources = config.trusted_resources.as_dict()
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "securityContext": container_security_context(),
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "terminationMessagePath": layout.TERMINATION_LOG_PATH,
+        "terminationMessagePolicy": "File",
+    }
+
+
+def network_policy(name: str, namespace: str, run: str, labels: dict[str, str], owner: dict[str, Any]) -> dict[str, Any]:
+    """Deny all ingress and egress for the pods of one run: no rules at all."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels), "ownerReferences": [owner]},
+        "spec": {"podSelector": {"matchLabels": {layout.LABEL_RUN: run}}, "policyTypes": ["Ingress", "Egress"]},
+    }
+
+
+def run_labels(validation: Validation, run: str) -> dict[str, str]:
+    return {
+        layout.LABEL_COMPONENT: COMPONENT_RUN,
+        layout.LABEL_RUN: label_value(run),
+        layout.LABEL_VALIDATION: label_value(validation.metadata["name"]),
+    }
+
+
+def queue_name(validation: Validation, policy: SandboxPolicy | None) -> str | None:
+    return validation.spec.queue_name or (policy.spec.queue_name if policy else None)
+
+
+def scorer_config(validation: Validation, algorithm: Algorithm, policy: SandboxPolicy | None) -> ScorerConfig:
+    spec = validation.spec
+    return ScorerConfig(
+        task=algorithm.spec.task,
+        labels=list(algorithm.spec.labels or []),
+        positive_label=algorithm.spec.positive_label,
+        operating_threshold=algorithm.spec.operating_threshold,
+        metrics=list(spec.metrics),
+        subgroups=list(spec.subgroups),
+        min_subgroup_size=policy.spec.min_subgroup_size if policy else 10,
+        confidence_level=spec.confidence_level,
+        bootstrap=spec.bootstrap,
+    )
+
+
+def run_pod_spec(
+    validation: Validation,
+    algorithm: Algorithm,
+    dataset: Dataset,
+    policy: SandboxPolicy | None,
+    config: OperatorConfig,
+) -> dict[str, Any]:
+    """stage (trusted) → vendor → score (trusted, the only one with the ground truth)."""
+    algo, data = algorithm.spec, dataset.spec
+    stager = StagerConfig(deid_options=list(data.deidentification.options))
+    termination = {layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH}
+
+    stage = _trusted_container(layout.STAGE_CONTAINER, config.trusted_image, ["lightbox", "stage"], config)
+    stage["env"] = _env(
+        {
+            layout.STUDIES_DIR_ENV: layout.STUDIES_DIR,
+            layout.INPUT_DIR_ENV: layout.INPUT_DIR,
+            layout.WORK_DIR_ENV: layout.WORK_DIR,
+            layout.STAGER_CONFIG_ENV: stager.model_dump_json(by_alias=True),
+            "TMPDIR": layout.TMP_DIR,
+            **termination,
+        }
+    )
+    stage["volumeMounts"] = [
+        _mount(layout.STUDIES_VOLUME, layout.STUDIES_DIR, True, data.studies.sub_path),
+        _mount(layout.INPUT_VOLUME, layout.INPUT_DIR, False),
+        _mount(layout.WORK_VOLUME, layout.WORK_DIR, False),
+        _mount(layout.TMP_VOLUME, layout.TMP_DIR, False),
+    ]
+
+    vendor_resources = {
+        "cpu": algo.resources.cpu,
+        "memory": algo.resources.memory,
+        "ephemeral-storage": algo.resources.ephemeral_storage,
+    }
+    if algo.resources.gpus:
+        vendor_resources[GPU_RESOURCE] = str(algo.resources.gpus)
+    # The image's own entrypoint runs: the vendor contract fixes only the directories.
+    vendor = {
+        "name": layout.VENDOR_CONTAINER,
+        "image": algo.image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": _env({layout.INPUT_DIR_ENV: layout.INPUT_DIR, layout.OUTPUT_DIR_ENV: layout.OUTPUT_DIR}),
+        "volumeMounts": [
+            _mount(layout.INPUT_VOLUME, layout.INPUT_DIR, True),
+            _mount(layout.OUTPUT_VOLUME, layout.OUTPUT_DIR, False),
+        ],
+        "resources": {"requests": dict(vendor_resources), "limits": dict(vendor_resources)},
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "File",
+    }
+
+    score = _trusted_container(layout.SCORE_CONTAINER, config.trusted_image, ["lightbox", "score"], config)
+    score["env"] = _env(
+        {
+            layout.OUTPUT_DIR_ENV: layout.OUTPUT_DIR,
+            layout.TRUTH_DIR_ENV: layout.TRUTH_DIR,
+            layout.WORK_DIR_ENV: layout.WORK_DIR,
+            layout.SCORER_CONFIG_ENV: scorer_config(validation, algorithm, policy).model_dump_json(by_alias=True),
+            "TMPDIR": layout.TMP_DIR,
+            **termination,
+        }
+    )
+    score["volumeMounts"] = [
+        _mount(layout.OUTPUT_VOLUME, layout.OUTPUT_DIR, True),
+        _mount(layout.TRUTH_VOLUME, layout.TRUTH_DIR, True, data.ground_truth.sub_path),
+        _mount(layout.WORK_VOLUME, layout.WORK_DIR, False),
+        _mount(layout.TMP_VOLUME, layout.TMP_DIR, False),
+    ]
+
+    return {
+        **_pod_basics(policy),
+        "activeDeadlineSeconds": algo.timeout_seconds,
+        "initContainers": [stage, vendor],
+        "containers": [score],
+        "volumes": [
+            _claim_volume(layout.STUDIES_VOLUME, data.studies),
+            _claim_volume(layout.TRUTH_VOLUME, data.ground_truth),
+            {"name": layout.INPUT_VOLUME, "emptyDir": {}},
+            # The vendor's only writable place: bounded like its ephemeral storage.
+            {"name": layout.OUTPUT_VOLUME, "emptyDir": {"sizeLimit": algo.resources.ephemeral_storage}},
+            {"name": layout.WORK_VOLUME, "emptyDir": {}},
+            {"name": layout.TMP_VOLUME, "emptyDir": {"sizeLimit": config.trusted_resources.ephemeral_storage}},
+        ],
+    }
+
+
+def run_job(
+    validation: Validation,
+    algorithm: Algorithm,
+    dataset: Dataset,
+    policy: SandboxPolicy | None,
+    run: str,
+    number: int,
+    config: OperatorConfig,
+    scheduled_for: str | None = None,
+) -> dict[str, Any]:
+    """The batch/v1 Job of one run, owned by the Validation."""
+    labels = run_labels(validation, run)
+    annotations = {
+        layout.ANNOTATION_RUN_NUMBER: str(number),
+        ANNOTATION_VALIDATION: validation.metadata["name"],
+    }
+    if scheduled_for:
+        annotations[ANNOTATION_SCHEDULED_FOR] = scheduled_for
+    if dataset.status and dataset.status.content_hash:
+        annotations[f"{layout.GROUP}/dataset-hash"] = dataset.status.content_hash
+    job_labels = dict(labels)
+    queue = queue_name(validation, policy)
+    if queue:
+        job_labels[KUEUE_QUEUE_LABEL] = queue
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": run,
+            "namespace": validation.metadata["namespace"],
+            "labels": job_labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(validation)],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "completions": 1,
+            "parallelism": 1,
+            "activeDeadlineSeconds": algorithm.spec.timeout_seconds + config.job_deadline_slack_seconds,
+            # Kueue admits the Job by unsuspending it once quota is free.
+            "suspend": bool(queue),
+            "template": {
+                "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+                "spec": run_pod_spec(validation, algorithm, dataset, policy, config),
+            },
+        },
+    }
+
+
+def run_network_policy(validation: Validation, run: str) -> dict[str, Any]:
+    return network_policy(
+        run, validation.metadata["namespace"], label_value(run), run_labels(validation, run), owner_reference(validation)
+    )
+
+
+def probe_name(policy: str, slot: int) -> str:
+    """Deterministic per policy and interval slot, so a restarted operator finds its probe."""
+    return label_value(f"lightbox-probe-{policy}-{slot}")
+
+
+def probe_pod(
+    policy: SandboxPolicy,
+    namespace: str,
+    name: str,
+    config: OperatorConfig,
+    api_server: str,
+) -> dict[str, Any]:
+    """A pod placed and confined like a vendor run that tries to reach the network."""
+    labels = {
+        layout.LABEL_COMPONENT: COMPONENT_PROBE,
+        layout.LABEL_RUN: label_value(name),
+        LABEL_POLICY: label_value(policy.metadata["name"]),
+    }
+    command = [
+        "lightbox",
+        "probe",
+        "--api-server",
+        api_server,
+        "--dns",
+        config.probe_dns,
+        "--outside",
+        config.probe_outside,
+        "--timeout",
+        str(config.probe_timeout_seconds),
+    ]
+    container = _trusted_container("probe", config.trusted_image, command, config)
+    container["env"] = _env({layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH})
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {ANNOTATION_POLICY: policy.metadata["name"]},
+            "ownerReferences": [owner_reference(policy)],
+        },
+        "spec": {**_pod_basics(policy), "activeDeadlineSeconds": PROBE_DEADLINE_SECONDS, "containers": [container]},
+    }
+
+
+def probe_network_policy(policy: SandboxPolicy, namespace: str, name: str) -> dict[str, Any]:
+    labels = {layout.LABEL_COMPONENT: COMPONENT_PROBE, LABEL_POLICY: label_value(policy.metadata["name"])}
+    return network_policy(name, namespace, label_value(name), labels, owner_reference(policy))
+
+
+def verify_job_name(dataset: str, generation: int) -> str:
+    return label_value(f"{dataset}-verify-g{generation}")
+
+
+def verify_job(dataset: Dataset, name: str, config: OperatorConfig) -> dict[str, Any]:
+    """Runs the de-identification gate on the studies; its summary comes back as the termination message."""
+    labels = {
+        layout.LABEL_COMPONENT: COMPONENT_VERIFY,
+        layout.LABEL_RUN: label_value(name),
+        LABEL_DATASET: label_value(dataset.metadata["name"]),
+    }
+    generation = str(dataset.metadata.get("generation", 1))
+    annotations = {ANNOTATION_DATASET: dataset.metadata["name"], ANNOTATION_GENERATION: generation}
+    command = ["python", "-m", "lightbox.operator.verifystep", layout.STUDIES_DIR]
+    for option in dataset.spec.deidentification.options:
+        command += ["--option", option]
+    container = _trusted_container("verify", config.trusted_image, command, config)
+    container["env"] = _env(
+        {layout.STUDIES_DIR_ENV: layout.STUDIES_DIR, "TMPDIR": layout.TMP_DIR, layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH}
+    )
+    container["volumeMounts"] = [
+        _mount(layout.STUDIES_VOLUME, layout.STUDIES_DIR, True, dataset.spec.studies.sub_path),
+        _mount(layout.TMP_VOLUME, layout.TMP_DIR, False),
+    ]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": dataset.metadata["namespace"],
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(dataset)],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": config.verify_deadline_seconds,
+            "template": {
+                "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+                "spec": {
+                    **_pod_basics(None),
+                    "activeDeadlineSeconds": config.verify_deadline_seconds,
+                    "containers": [container],
+                    "volumes": [
+                        _claim_volume(layout.STUDIES_VOLUME, dataset.spec.studies),
+                        {"name": layout.TMP_VOLUME, "emptyDir": {"sizeLimit": config.trusted_resources.ephemeral_storage}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def verify_network_policy(dataset: Dataset, name: str) -> dict[str, Any]:
+    labels = {layout.LABEL_COMPONENT: COMPONENT_VERIFY, LABEL_DATASET: label_value(dataset.metadata["name"])}
+    return network_policy(name, dataset.metadata["namespace"], label_value(name), labels, owner_reference(dataset))

@@ -1,0 +1,76 @@
+"""Prometheus metrics of the operator, on their own registry.
+
+A registry per operator instance (not prometheus-client's process-wide default)
+keeps tests that start several operators in one process independent.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
+
+from lightbox.api.results import ScoreReport
+
+_VERDICT_VALUE = {"Passed": 1.0, "Inconclusive": 0.5, "Failed": 0.0}
+
+
+class Exporter:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.validation_metric = Gauge(
+            "lightbox_validation_metric",
+            "Latest metric of a validation: point estimate (bound=point) and confidence bounds (lower, upper).",
+            ["namespace", "validation", "metric", "bound"],
+            registry=self.registry,
+        )
+        self.validation_verdict = Gauge(
+            "lightbox_validation_verdict",
+            "Latest verdict: 1 Passed, 0.5 Inconclusive, 0 Failed.",
+            ["namespace", "validation"],
+            registry=self.registry,
+        )
+        self.runs_total = Counter(
+            "lightbox_runs_total", "Finished sandbox runs by reason (Succeeded or the failure reason).", ["reason"],
+            registry=self.registry,
+        )
+        self.runs_active = Gauge(
+            "lightbox_runs_active", "Runs with a Job that has not finished, per namespace.", ["namespace"],
+            registry=self.registry,
+        )
+        self.runs_queued = Gauge(
+            "lightbox_runs_queued", "Runs waiting for a slot, per namespace.", ["namespace"], registry=self.registry
+        )
+        self.namespace_isolated = Gauge(
+            "lightbox_namespace_isolated",
+            "1 when the last isolation probe in the namespace reached nothing, else 0.",
+            ["namespace", "policy"],
+            registry=self.registry,
+        )
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> int:  # noqa: S104  (scraped from other pods)
+        server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        return server.server_address[1]
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def record_report(self, namespace: str, validation: str, report: ScoreReport, verdict: str | None) -> None:
+        for name, metric in report.metrics.items():
+            self.validation_metric.labels(namespace, validation, name, "point").set(metric.value)
+            if metric.lower is not None:
+                self.validation_metric.labels(namespace, validation, name, "lower").set(metric.lower)
+            if metric.upper is not None:
+                self.validation_metric.labels(namespace, validation, name, "upper").set(metric.upper)
+        if verdict in _VERDICT_VALUE:
+            self.validation_verdict.labels(namespace, validation).set(_VERDICT_VALUE[verdict])
+
+    def record_finished(self, reason: str) -> None:
+        self.runs_total.labels(reason).inc()
+
+    def forget_validation(self, namespace: str, validation: str) -> None:
+        for collector in (self.validation_metric, self.validation_verdict):
+            for labels in list(getattr(collector, "_metrics", {})):
+                if labels[:2] == (namespace, validation):
+                    collector.remove(*labels)
+
+    def record_isolation(self, namespace: str, policy: str, isolated: bool) -> None:
+        self.namespace_isolated.labels(namespace, policy).set(1.0 if isolated else 0.0)

@@ -1,0 +1,115 @@
+"""kopf registration: watch events become work-queue keys; ``reconcile`` does the work.
+
+Thin on purpose. Only ``on.event`` handlers are used, so kopf adds no
+finalizers and writes nothing into the objects; deletion is left to owner
+references and the garbage collector. Load with
+``kopf run -m lightbox.operator.handlers`` or ``lightbox operator``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from lightbox.api import run as layout
+from lightbox.operator import builders
+from lightbox.operator.config import OperatorConfig
+from lightbox.operator.exporter import Exporter
+from lightbox.operator.kube import Kube, load_configuration
+from lightbox.operator.reconcile import DATASET, POLICY, Runtime
+
+GROUP, VERSION = "lightbox.dev", "v1alpha1"
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    # Our status schema is structural and prunes unknown fields: kopf must keep its
+    # bookkeeping in annotations, under our prefix, never in status.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="lightbox.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="lightbox.dev", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "lightbox.dev/finalizer"
+    settings.posting.level = 30  # kopf's own events only for warnings; ours are posted explicitly
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+    config: OperatorConfig = memo.get("config") or OperatorConfig.from_env()
+    cfg = load_configuration(memo.get("kubeconfig"))
+    exporter = Exporter()
+    if config.metrics_port >= 0:
+        port = exporter.serve(config.metrics_port)
+        logger.info(f"metrics on :{port}/metrics")
+        memo["metrics_port"] = port
+    runtime = Runtime(config=config, kube=Kube(cfg), exporter=exporter, api_server=cfg.host)
+    runtime.start()
+    memo["runtime"] = runtime
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is not None:
+        await runtime.stop()
+
+
+@kopf.index(GROUP, VERSION, "validations")
+def validation_names(namespace: str, name: str, **_: Any) -> dict[str, str]:
+    """Namespace → Validation names; kopf fills it from the initial listing before any handler runs."""
+    return {namespace: name}
+
+
+@kopf.on.event(GROUP, VERSION, "validations")
+def validation_event(
+    event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, validation_names: kopf.Index, **_: Any
+) -> None:
+    runtime: Runtime = memo["runtime"]
+    if runtime.unsynced is None:
+        runtime.unsynced = {(ns, n) for ns, store in validation_names.items() for n in store}
+        for ns, store in validation_names.items():
+            runtime.validations.setdefault(ns, set()).update(store)
+    if event.get("type") == "DELETED":
+        runtime.validations.get(namespace, set()).discard(name)
+    else:
+        runtime.validations.setdefault(namespace, set()).add(name)
+    runtime.wake_validation(namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, "algorithms")
+def algorithm_event(namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    memo["runtime"].wake_namespace(namespace)
+
+
+@kopf.on.event(GROUP, VERSION, "datasets")
+def dataset_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime = memo["runtime"]
+    if event.get("type") != "DELETED":
+        runtime.queue.add((DATASET, namespace, name))
+    runtime.wake_namespace(namespace)
+
+
+@kopf.on.event(GROUP, VERSION, "sandboxpolicies")
+def policy_event(name: str, memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime = memo["runtime"]
+    runtime.queue.add((POLICY, name))
+    runtime.wake_all()
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={layout.LABEL_COMPONENT: kopf.PRESENT})
+def job_event(namespace: str, annotations: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+    _wake_owner(memo["runtime"], namespace, annotations)
+
+
+@kopf.on.event("", "v1", "pods", labels={layout.LABEL_COMPONENT: kopf.PRESENT})
+def pod_event(namespace: str, annotations: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+    _wake_owner(memo["runtime"], namespace, annotations)
+
+
+def _wake_owner(runtime: Runtime, namespace: str, annotations: dict[str, str]) -> None:
+    if builders.ANNOTATION_VALIDATION in annotations:
+        runtime.wake_validation(namespace, annotations[builders.ANNOTATION_VALIDATION])
+    elif builders.ANNOTATION_DATASET in annotations:
+        runtime.queue.add((DATASET, namespace, annotations[builders.ANNOTATION_DATASET]))
+    elif builders.ANNOTATION_POLICY in annotations:
+        runtime.queue.add((POLICY, annotations[builders.ANNOTATION_POLICY]))

@@ -1,0 +1,331 @@
+"""Job and Pod status → the outcome of a run, with a specific reason.
+
+Pure: reads only the dicts the API server returned. The reasons are the
+vocabulary operators see in ``status.runs[].reason``, in Events and in the
+``lightbox_runs_total{reason}`` metric, so a failure is never just "Failed".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from lightbox.api import run as layout
+from lightbox.api.results import TERMINATION_MESSAGE_LIMIT, ScoreReport
+
+IMAGE_PULL_REASONS = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"}
+)
+MESSAGE_LIMIT = 2048  # RunRecord.message
+
+# Reasons, so callers and tests do not spell them twice.
+SUCCEEDED = "Succeeded"
+IMAGE_PULL_FAILED = "ImagePullFailed"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+OOM_KILLED = "OOMKilled"
+VENDOR_EXIT_CODE = "VendorExitCode"
+MALFORMED_PREDICTIONS = "MalformedPredictions"
+PHI_FOUND = "PHIFound"
+DATASET_UNREADABLE = "DatasetUnreadable"
+GROUND_TRUTH_UNREADABLE = "GroundTruthUnreadable"
+TERMINATION_MESSAGE_INVALID = "TerminationMessageInvalid"
+DATASET_DELETED = "DatasetDeleted"
+STAGE_FAILED = "StageFailed"
+SCORER_FAILED = "ScorerFailed"
+POD_LOST = "PodLost"
+JOB_FAILED = "JobFailed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    phase: Literal["Succeeded", "Failed"]
+    reason: str
+    message: str
+    report: ScoreReport | None = None
+    exit_code: int | None = None
+
+
+def _clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _statuses(pod: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    if not pod:
+        return {}
+    status = pod.get("status") or {}
+    out = {}
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for item in status.get(key) or []:
+            out[item.get("name", "")] = item
+    return out
+
+
+def _terminated(status: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not status:
+        return None
+    state = status.get("state") or {}
+    return state.get("terminated") or None
+
+
+def _job_condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for cond in ((job or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def job_finished(job: dict[str, Any] | None) -> bool:
+    return bool(_job_condition(job, "Complete") or _job_condition(job, "Failed"))
+
+
+def pod_finished(pod: dict[str, Any] | None) -> bool:
+    return ((pod or {}).get("status") or {}).get("phase") in {"Succeeded", "Failed"}
+
+
+def _step_message(terminated: dict[str, Any], fallback: str) -> str:
+    """A trusted step's termination JSON carries a message; fall back to a fixed text."""
+    raw = terminated.get("message") or ""
+    try:
+        data = json.loads(raw)
+    except (TypeError, ValueError):
+        return fallback
+    if isinstance(data, dict) and isinstance(data.get("message"), str) and data["message"]:
+        return _clip(data["message"])
+    return fallback
+
+
+def image_pull_failure(pod: dict[str, Any] | None) -> Outcome | None:
+    """Kubelets retry pulls forever; an image that cannot be pulled ends the run now."""
+    for name, status in _statuses(pod).items():
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in IMAGE_PULL_REASONS:
+            image = status.get("image") or "?"
+            detail = waiting.get("message") or waiting["reason"]
+            return Outcome("Failed", IMAGE_PULL_FAILED, _clip(f"container {name}: image {image} could not be pulled: {detail}"))
+    return None
+
+
+def parse_report(message: str | None) -> ScoreReport | Outcome:
+    """The scorer's termination message as a ScoreReport, or why it is not one."""
+    if not message:
+        return Outcome("Failed", TERMINATION_MESSAGE_INVALID, "the scorer wrote no termination message")
+    size = len(message.encode())
+    if size > TERMINATION_MESSAGE_LIMIT:
+        return Outcome(
+            "Failed",
+            TERMINATION_MESSAGE_INVALID,
+            f"the scorer's termination message is {size} bytes; at most {TERMINATION_MESSAGE_LIMIT} are allowed",
+        )
+    try:
+        data = json.loads(message)
+    except ValueError as exc:
+        return Outcome("Failed", TERMINATION_MESSAGE_INVALID, _clip(f"the scorer's termination message is not JSON: {exc}"))
+    try:
+        return ScoreReport.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        return Outcome(
+            "Failed", TERMINATION_MESSAGE_INVALID, _clip(f"the scorer's termination message is not a ScoreReport: {problems}")
+        )
+
+
+def _deadline(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Outcome | None:
+    pod_status = (pod or {}).get("status") or {}
+    cond = _job_condition(job, "Failed")
+    if pod_status.get("reason") == "DeadlineExceeded" or (cond and cond.get("reason") == "DeadlineExceeded"):
+        deadline = ((pod or {}).get("spec") or {}).get("activeDeadlineSeconds") or (
+            ((job or {}).get("spec") or {}).get("activeDeadlineSeconds")
+        )
+        return Outcome("Failed", DEADLINE_EXCEEDED, f"the run did not finish within its deadline of {deadline} seconds")
+    return None
+
+
+def run_outcome(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Outcome | None:
+    """How a run ended, or None while it is still going."""
+    pulled = image_pull_failure(pod)
+    if pulled is not None:
+        return pulled
+    if not (pod_finished(pod) or job_finished(job)):
+        return None
+    deadline = _deadline(job, pod)
+    if deadline is not None:
+        return deadline
+    statuses = _statuses(pod)
+
+    stage = _terminated(statuses.get(layout.STAGE_CONTAINER))
+    if stage and stage.get("exitCode", 0) != 0:
+        code = stage.get("exitCode")
+        if stage.get("reason") == "OOMKilled":
+            return Outcome("Failed", OOM_KILLED, "the staging step ran out of memory", exit_code=code)
+        if code == layout.EXIT_PHI_FOUND:
+            return Outcome(
+                "Failed", PHI_FOUND, _step_message(stage, "staging found identifying data in the studies"), exit_code=code
+            )
+        if code == layout.EXIT_DATASET_UNREADABLE:
+            return Outcome(
+                "Failed", DATASET_UNREADABLE, _step_message(stage, "staging could not read the studies"), exit_code=code
+            )
+        return Outcome("Failed", STAGE_FAILED, f"the staging step exited with code {code}", exit_code=code)
+
+    vendor = _terminated(statuses.get(layout.VENDOR_CONTAINER))
+    if vendor and vendor.get("exitCode", 0) != 0:
+        code = vendor.get("exitCode")
+        if vendor.get("reason") == "OOMKilled":
+            return Outcome("Failed", OOM_KILLED, "the vendor container exceeded its memory limit", exit_code=code)
+        # The vendor's own termination message is untrusted text: not copied.
+        return Outcome("Failed", VENDOR_EXIT_CODE, f"the vendor container exited with code {code}", exit_code=code)
+
+    score = _terminated(statuses.get(layout.SCORE_CONTAINER))
+    if score is not None:
+        code = score.get("exitCode", 0)
+        if score.get("reason") == "OOMKilled":
+            return Outcome("Failed", OOM_KILLED, "the scorer ran out of memory", exit_code=code)
+        if code == layout.EXIT_MALFORMED_PREDICTIONS:
+            return Outcome(
+                "Failed",
+                MALFORMED_PREDICTIONS,
+                _step_message(score, "the vendor's predictions are missing, not JSON, or not to the contract"),
+                exit_code=code,
+            )
+        if code == layout.EXIT_GROUND_TRUTH_UNREADABLE:
+            return Outcome(
+                "Failed", GROUND_TRUTH_UNREADABLE, _step_message(score, "the ground truth could not be read"), exit_code=code
+            )
+        if code != 0:
+            return Outcome("Failed", SCORER_FAILED, f"the scorer exited with code {code}", exit_code=code)
+        parsed = parse_report(score.get("message"))
+        if isinstance(parsed, Outcome):
+            return parsed
+        return Outcome("Succeeded", SUCCEEDED, f"scored {parsed.scored} of {parsed.cases} cases", report=parsed)
+
+    if pod is None:
+        cond = _job_condition(job, "Failed") or _job_condition(job, "Complete") or {}
+        if _job_condition(job, "Complete"):
+            return Outcome("Failed", POD_LOST, "the Job completed but its pod, which held the results, is gone")
+        return Outcome(
+            "Failed", JOB_FAILED, _clip(f"the Job failed ({cond.get('reason', 'unknown')}): {cond.get('message', '')}".rstrip(": "))
+        )
+    pod_status = pod.get("status") or {}
+    reason = pod_status.get("reason") or "unknown"
+    return Outcome("Failed", JOB_FAILED, _clip(f"the pod failed ({reason}): {pod_status.get('message', '')}".rstrip(": ")))
+
+
+# -- isolation probe ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    isolated: bool
+    message: str
+
+
+def probe_result(pod: dict[str, Any] | None) -> ProbeResult | None:
+    """The probe pod's verdict; anything but a clean "nothing answered" counts as not isolated."""
+    if pod is None:
+        return None
+    pulled = image_pull_failure(pod)
+    if pulled is not None:
+        return ProbeResult(False, f"probe could not start: {pulled.message}")
+    if not pod_finished(pod):
+        return None
+    status = pod.get("status") or {}
+    if status.get("reason") == "DeadlineExceeded":
+        return ProbeResult(False, "probe did not finish within its deadline")
+    term = _terminated(next(iter(_statuses(pod).values()), None))
+    if term is None:
+        return ProbeResult(False, f"probe pod {status.get('phase')} without a container result")
+    try:
+        data = json.loads(term.get("message") or "")
+    except ValueError:
+        data = None
+    if term.get("exitCode") == 0 and isinstance(data, dict) and data.get("isolated") is True:
+        return ProbeResult(True, "nothing answered the probe")
+    if isinstance(data, dict) and data.get("answered"):
+        return ProbeResult(False, _clip("answered: " + ", ".join(map(str, data["answered"])), 1024))
+    return ProbeResult(False, f"probe exited with code {term.get('exitCode')}")
+
+
+# -- dataset verification ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    verified: bool
+    phase: Literal["Verified", "Rejected", "Error"]
+    reason: str
+    message: str
+    summary: dict[str, Any]
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def verify_result(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> VerifyResult | None:
+    """The de-identification verifier's JSON summary, read defensively (it is data, not code)."""
+    pulled = image_pull_failure(pod)
+    if pulled is not None:
+        return VerifyResult(False, "Error", IMAGE_PULL_FAILED, pulled.message, {})
+    if not (pod_finished(pod) or job_finished(job)):
+        return None
+    deadline = _deadline(job, pod)
+    if deadline is not None:
+        return VerifyResult(False, "Error", DEADLINE_EXCEEDED, "verification " + deadline.message.removeprefix("the run "), {})
+    term = _terminated(next(iter(_statuses(pod).values()), None)) if pod else None
+    if term is None:
+        return VerifyResult(False, "Error", POD_LOST, "the verification pod ended without a result", {})
+    raw = term.get("message") or ""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("verified"), bool):
+        code = term.get("exitCode")
+        return VerifyResult(
+            False, "Error", TERMINATION_MESSAGE_INVALID, f"the verifier (exit code {code}) wrote no JSON summary", {}
+        )
+    summary: dict[str, Any] = {}
+    content_hash = data.get("contentHash") or data.get("content_hash")
+    if isinstance(content_hash, str) and len(content_hash) <= 80:
+        summary["contentHash"] = content_hash
+    for key, alt in (("caseCount", "case_count"), ("fileCount", "file_count")):
+        value = _int(data.get(key, data.get(alt)))
+        if value is not None:
+            summary[key] = value
+    cohort = data.get("cohort")
+    if isinstance(cohort, dict):
+        summary["cohort"] = {
+            str(dim)[:64]: {str(k)[:64]: v for k, v in groups.items() if _int(v) is not None}
+            for dim, groups in cohort.items()
+            if isinstance(groups, dict)
+        }
+    violations = []
+    for item in data.get("violations") or []:
+        if not isinstance(item, dict):
+            continue
+        violations.append(
+            {
+                "keyword": str(item.get("keyword", "?"))[:128],
+                "tag": str(item.get("tag", "?"))[:16],
+                "occurrences": _int(item.get("occurrences")) or 0,
+                "files": _int(item.get("files")) or 0,
+            }
+        )
+    summary["violations"] = violations[:200]
+    verified = data["verified"] and term.get("exitCode") == 0 and not violations and "contentHash" in summary
+    if verified:
+        return VerifyResult(True, "Verified", "Verified", f"{summary.get('caseCount', '?')} cases verified de-identified", summary)
+    if not violations and isinstance(data.get("errors"), int) and data["errors"] > 0:
+        return VerifyResult(
+            False, "Error", DATASET_UNREADABLE, f"{data['errors']} files could not be read as DICOM", summary
+        )
+    if violations or not data["verified"]:
+        found = ", ".join(f"{v['keyword']} in {v['files']} files" for v in violations[:5]) or "see violations"
+        return VerifyResult(False, "Rejected", PHI_FOUND, _clip(f"identifying data found: {found}"), summary)
+    return VerifyResult(False, "Error", "VerificationIncomplete", "the verifier reported success without a content hash", summary)
