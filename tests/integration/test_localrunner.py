@@ -8,6 +8,7 @@ so the no-network test means what it says either way.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -291,3 +292,36 @@ def _read_node(core: Any, name: str) -> Any:
         return core.read_node(name)
     except ApiException:
         return None
+
+
+def test_the_operators_isolation_probe_finds_nothing_answering(api_client, namespace: str, tmp_path: Path) -> None:
+    """The operator's own probe pod, built by its builder, runs through the runner."""
+    from kubernetes import client
+
+    from lightbox.api import SandboxPolicy
+    from lightbox.cli import COMMANDS
+    from lightbox.devtools.localrunner_config import development_images
+    from lightbox.operator.builders import probe_pod
+    from lightbox.operator.config import OperatorConfig
+
+    if "probe" not in COMMANDS:
+        pytest.xfail("lightbox/cli.py has no `probe` command yet (sandbox/probe.py exists)")
+    policy = SandboxPolicy.model_validate(
+        {
+            "apiVersion": "lightbox.dev/v1alpha1",
+            "kind": "SandboxPolicy",
+            "metadata": {"name": "default", "namespace": namespace, "uid": "00000000-0000-0000-0000-000000000001"},
+            "spec": {"allowedRegistries": ["registry.lightbox.test"], "nodeSelector": {"nvidia.com/gpu.present": "true"}},
+        }
+    )
+    config = OperatorConfig()
+    pod = probe_pod(policy, namespace, "probe-1", config, api_client.configuration.host)
+    pod["metadata"].pop("ownerReferences")  # the policy object is not stored in this test
+    runner_config = RunnerConfig(images=development_images(config.trusted_image), work_dir=tmp_path / "work", watch_seconds=2)
+    with LocalRunner(api_client, runner_config, isolate=_isolation()):
+        client.CoreV1Api(api_client).create_namespaced_pod(namespace, pod)
+        finished = finished_pod(api_client, namespace, "probe-1", timeout=90)
+
+    terminated = finished.status.container_statuses[0].state.terminated
+    assert finished.status.phase == "Succeeded", terminated
+    assert json.loads(terminated.message)["isolated"] is True
