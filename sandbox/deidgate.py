@@ -139,13 +139,24 @@ def _is_empty(value: Any) -> bool:
         return False
 
 
+class VerifierUnavailable(RuntimeError):
+    """The deid package declares a verifier but it cannot be loaded: fail closed."""
+
+
 def load_verifier() -> tuple[Callable[..., Any], str]:
-    """The real verifier when the deid package provides it, else the minimal one; and which."""
+    """The deid package's verifier when it provides one, else the minimal one; and which.
+
+    Falls back only when the package does not offer ``verify_tree`` at all. If it offers one
+    that fails to import, staging must stop rather than silently use the weaker check.
+    """
+    import lightbox.sandbox.deid as deid
+
     try:
-        from lightbox.sandbox.deid import verify_tree  # type: ignore[attr-defined]
-    except ImportError:
+        return getattr(deid, "verify_tree"), "deid"
+    except AttributeError:
         return minimal_verify_tree, "minimal"
-    return verify_tree, "deid"
+    except ImportError as exc:
+        raise VerifierUnavailable(f"the de-identification verifier failed to load: {exc}") from exc
 
 
 def verify_tree(root: Path, options: Iterable[str] = ()) -> Any:

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,13 +106,21 @@ def stage(
     *,
     task: str = "classification",
     labels: list[str] | None = None,
+    verifier: Callable[..., Any] | None = None,
 ) -> StageResult:
+    """Verify and stage; ``verifier`` overrides the deid gate (vendor check's synthetic data only)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     if not studies.is_dir():
         raise StageError("DatasetUnreadable", "the studies directory is missing", EXIT_DATASET_UNREADABLE)
-    verifier, verifier_name = deidgate.load_verifier()
+    if verifier is not None:
+        verifier_name = getattr(verifier, "__name__", "custom")
+    else:
+        try:
+            verifier, verifier_name = deidgate.load_verifier()
+        except deidgate.VerifierUnavailable as exc:
+            raise StageError("VerifierUnavailable", str(exc), EXIT_CONFIG_INVALID)
     report = verifier(studies, list(config.deid_options))
     if report.violations:
         parts = [f"{v.keyword} {v.tag}: {v.occurrences} occurrences in {v.files} files" for v in report.violations]

@@ -59,3 +59,30 @@ def resample_weights(
     offsets = (np.arange(batch) * n_clusters)[:, None]
     counts = np.bincount((draws + offsets).ravel(), minlength=batch * n_clusters).reshape(batch, n_clusters)
     return counts[:, clusters].astype(float)
+
+
+def bootstrap_means(
+    values: ArrayLike, *, resamples: int, seed: int, clusters: ArrayLike | None = None
+) -> NDArray[np.float64]:
+    """Bootstrap distribution of a mean of per-case values (NaN cases ignored), resampling
+    cases or, with ``clusters``, whole clusters."""
+    v = np.asarray(values, dtype=float).ravel()
+    keep = np.isfinite(v)
+    v = v[keep]
+    if v.size == 0:
+        return np.full(resamples, np.nan)
+    if clusters is None:
+        cluster_index = np.arange(v.size)
+    else:
+        _, cluster_index = np.unique(np.asarray(clusters).ravel()[keep], return_inverse=True)
+    n_clusters = int(cluster_index.max()) + 1
+    rng = np.random.default_rng(seed)
+    out = np.empty(resamples)
+    batch = int(max(1, min(512, 4_000_000 // max(v.size, 1))))
+    for start in range(0, resamples, batch):
+        b = min(batch, resamples - start)
+        w = resample_weights(rng, cluster_index, n_clusters, b)
+        total = w.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + b] = np.where(total > 0, w @ v / total, np.nan)
+    return out

@@ -101,3 +101,53 @@ def sensitivity_at(matched: MatchedFindings, fp_per_image: Sequence[float]) -> N
         ok = fp <= target + 1e-12
         out[i] = np.max(sens[ok]) if ok.any() else 0.0
     return out
+
+
+@dataclass(frozen=True)
+class CaseFindings:
+    """Matched findings of every case, flattened, for resampling cases."""
+
+    case_of_finding: NDArray[np.intp]
+    scores: NDArray[np.float64]
+    true_positive: NDArray[np.bool_]
+    lesions_per_case: NDArray[np.float64]
+
+
+def match_by_case(findings: Mapping[str, Sequence[Finding]], lesions: Mapping[str, Sequence[Lesion]]) -> CaseFindings:
+    case_idx: list[int] = []
+    scores: list[float] = []
+    tps: list[bool] = []
+    counts: list[int] = []
+    for i, (case, case_lesions) in enumerate(lesions.items()):
+        s, t = match_case(findings.get(case, ()), case_lesions)
+        case_idx += [i] * len(s)
+        scores += s
+        tps += t
+        counts.append(len(case_lesions))
+    return CaseFindings(
+        np.asarray(case_idx, dtype=np.intp), np.asarray(scores, float), np.asarray(tps, bool), np.asarray(counts, float)
+    )
+
+
+def weighted_sensitivity_at(
+    cf: CaseFindings, case_weights: NDArray[np.float64], fp_per_image: Sequence[float]
+) -> NDArray[np.float64]:
+    """Sensitivity at each FP rate for each row of (batch, cases) case multiplicities."""
+    weights = np.atleast_2d(case_weights)
+    order = np.argsort(-cf.scores, kind="mergesort")
+    s = cf.scores[order]
+    w = weights[:, cf.case_of_finding[order]]
+    tp = np.cumsum(w * cf.true_positive[order], axis=1)
+    fp = np.cumsum(w * ~cf.true_positive[order], axis=1)
+    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1] if s.size else np.empty(0, np.intp)
+    tp, fp = tp[:, last], fp[:, last]
+    images = weights.sum(axis=1)[:, None]
+    lesions = (weights @ cf.lesions_per_case)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sens = np.concatenate([np.zeros((weights.shape[0], 1)), tp / lesions], axis=1)
+        fppi = np.concatenate([np.zeros((weights.shape[0], 1)), fp / images], axis=1)
+    out = np.empty((weights.shape[0], len(fp_per_image)))
+    for j, target in enumerate(fp_per_image):
+        out[:, j] = np.max(np.where(fppi <= target + 1e-12, sens, 0.0), axis=1)
+    out[lesions[:, 0] == 0] = np.nan
+    return out

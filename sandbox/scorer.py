@@ -1,0 +1,586 @@
+"""``lightbox score``: the trusted step that turns predictions and ground truth into numbers.
+
+Reads ScorerConfig (env LIGHTBOX_SCORER_CONFIG), LIGHTBOX_OUTPUT_DIR/predictions.json,
+LIGHTBOX_TRUTH_DIR and LIGHTBOX_WORK_DIR/cases.json. Writes a ScoreReport to the termination
+log (<= 4096 bytes; the ROC curve is down-sampled to fit) and the full result, with per-case
+values, to LIGHTBOX_WORK_DIR/results.json.
+
+Only numbers cross from the vendor's output into the report: case ids are looked up, never
+copied, and no vendor string (label names aside, which come from the config) is echoed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from lightbox.api.results import TERMINATION_MESSAGE_LIMIT, FailureSummary, MetricValue, ScoreReport, SubgroupResult
+from lightbox.api.run import (
+    CASES_FILE,
+    EXIT_GROUND_TRUTH_UNREADABLE,
+    EXIT_MALFORMED_PREDICTIONS,
+    EXIT_OK,
+    OUTPUT_DIR_ENV,
+    PREDICTIONS_FILE,
+    RESULTS_FILE,
+    SCORER_CONFIG_ENV,
+    TRUTH_DIR_ENV,
+    WORK_DIR_ENV,
+    ScorerConfig,
+)
+from lightbox.sandbox.contract import MAX_PREDICTIONS_BYTES
+from lightbox.sandbox.metrics import classification as cls
+from lightbox.sandbox.metrics import detection as det
+from lightbox.sandbox.metrics import segmentation as seg
+from lightbox.sandbox.metrics._stats import bootstrap_means, percentile_interval, resample_weights
+from lightbox.sandbox.steps import directory, fail, read_json_env, write_termination
+
+EXIT_CONFIG_INVALID = 2
+DEFAULT_POSITIVE_LABEL = "abnormal"
+MAX_MASK_BYTES = 512 << 20
+DEFAULT_METRICS = {
+    "classification": ["auc", "sensitivity", "specificity", "ppv", "npv", "youdenThreshold", "brier", "ece"],
+    "segmentation": ["dice", "iou", "hd95"],
+    "detection": ["frocSensitivity"],
+}
+SUBGROUP_METRICS = {
+    "classification": ["auc", "sensitivity", "specificity"],
+    "segmentation": ["dice", "hd95"],
+    "detection": ["frocSensitivity"],
+}
+
+
+class ScoreError(Exception):
+    def __init__(self, reason: str, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.exit_code = reason, message, exit_code
+
+
+def _truth_error(message: str) -> ScoreError:
+    return ScoreError("GroundTruthUnreadable", message, EXIT_GROUND_TRUTH_UNREADABLE)
+
+
+def _predictions_error(message: str) -> ScoreError:
+    return ScoreError("MalformedPredictions", message, EXIT_MALFORMED_PREDICTIONS)
+
+
+@dataclass
+class Failures:
+    missing: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    nan: list[str] = field(default_factory=list)
+
+    def summary(self) -> FailureSummary:
+        return FailureSummary(missing=len(self.missing), unreadable=len(self.unreadable), nan=len(self.nan))
+
+
+# --- inputs ------------------------------------------------------------------------------
+
+
+def load_cases(work: Path) -> dict[str, dict[str, Any]]:
+    try:
+        doc = json.loads((work / CASES_FILE).read_text())
+        cases = doc["cases"]
+        if not isinstance(cases, dict) or not all(isinstance(v, dict) and "source" in v for v in cases.values()):
+            raise ValueError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise _truth_error(f"{CASES_FILE} from the stage step is missing or malformed")
+    return cases
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError:
+        raise _truth_error(f"{what} is missing from the ground truth")
+    except ValueError as exc:
+        raise _truth_error(f"{what} is not valid JSON ({type(exc).__name__})")
+
+
+def load_predictions(output: Path, task: str) -> dict[str, Any]:
+    path = output / PREDICTIONS_FILE
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise _predictions_error(f"{PREDICTIONS_FILE} was not written")
+    if size > MAX_PREDICTIONS_BYTES:
+        raise _predictions_error(f"{PREDICTIONS_FILE} is {size} bytes; the limit is {MAX_PREDICTIONS_BYTES}")
+    try:
+        doc = json.loads(path.read_bytes())
+    except json.JSONDecodeError as exc:
+        raise _predictions_error(f"{PREDICTIONS_FILE} is not valid JSON (line {exc.lineno}, column {exc.colno})")
+    except (UnicodeDecodeError, RecursionError, ValueError):
+        raise _predictions_error(f"{PREDICTIONS_FILE} is not valid JSON")
+    if not isinstance(doc, dict) or not isinstance(doc.get("cases"), dict):
+        raise _predictions_error(f"{PREDICTIONS_FILE} must be an object with a 'cases' object")
+    if doc.get("task", task) != task:
+        raise _predictions_error(f"{PREDICTIONS_FILE} is for another task than {task}")
+    if doc.get("contractVersion", "v1") != "v1":
+        raise _predictions_error(f"{PREDICTIONS_FILE} declares an unsupported contract version")
+    return doc["cases"]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+# --- classification ------------------------------------------------------------------------
+
+
+def _positive_label(cfg: ScorerConfig) -> str:
+    if cfg.positive_label:
+        return cfg.positive_label
+    if DEFAULT_POSITIVE_LABEL in cfg.labels or not cfg.labels:
+        return DEFAULT_POSITIVE_LABEL
+    return cfg.labels[-1] if len(cfg.labels) == 2 else cfg.labels[0]
+
+
+def _truth_is_positive(entry: Any, positive: str) -> bool:
+    label = entry.get("label") if isinstance(entry, dict) else entry
+    if isinstance(label, bool):
+        return label
+    if isinstance(label, (int, float)):
+        return label == 1
+    if isinstance(label, str):
+        return label == positive
+    raise ValueError
+
+
+@dataclass
+class Scored:
+    ids: list[str]
+    values: dict[str, np.ndarray]  # per-case arrays aligned with ids
+    per_case: dict[str, dict[str, float]]
+
+
+def score_classification_inputs(
+    cases: Mapping[str, dict[str, Any]], truth_dir: Path, preds: Mapping[str, Any], positive: str, failures: Failures
+) -> Scored:
+    labels = _read_json(truth_dir / "labels.json", "labels.json")
+    if not isinstance(labels, dict):
+        raise _truth_error("labels.json must map case to label")
+    ids: list[str] = []
+    ys: list[bool] = []
+    ss: list[float] = []
+    per_case: dict[str, dict[str, float]] = {}
+    for case_id, info in cases.items():
+        if info["source"] not in labels:
+            raise _truth_error(f"labels.json has no entry for {sum(c['source'] not in labels for c in cases.values())} staged cases")
+        try:
+            y = _truth_is_positive(labels[info["source"]], positive)
+        except ValueError:
+            raise _truth_error("labels.json has entries without a usable label")
+        entry = preds.get(case_id)
+        if entry is None:
+            failures.missing.append(case_id)
+            continue
+        scores = entry.get("scores") if isinstance(entry, dict) else None
+        value = _number(scores.get(positive)) if isinstance(scores, dict) else None
+        if value is None:
+            failures.unreadable.append(case_id)
+            continue
+        if not math.isfinite(value) or not 0 <= value <= 1:
+            failures.nan.append(case_id)
+            continue
+        ids.append(case_id)
+        ys.append(y)
+        ss.append(value)
+        per_case[case_id] = {"truth": float(y), "score": value}
+    return Scored(ids, {"y": np.asarray(ys, bool), "score": np.asarray(ss, float)}, per_case)
+
+
+def _mv(value: float, lower: float | None = None, upper: float | None = None, method: str | None = None) -> MetricValue | None:
+    if value is None or not math.isfinite(value):
+        return None
+    lo = lower if lower is not None and math.isfinite(lower) else None
+    hi = upper if upper is not None and math.isfinite(upper) else None
+    return MetricValue(value=value, lower=lo, upper=hi, method=method if lo is not None else None)
+
+
+def _clusters(cfg: ScorerConfig, ids: list[str], cases: Mapping[str, dict[str, Any]]) -> list[str] | None:
+    return [str(cases[c].get("patientId", c)) for c in ids] if cfg.bootstrap.level == "patient" else None
+
+
+def classification_metrics(
+    cfg: ScorerConfig, y: np.ndarray, s: np.ndarray, clusters: list[str] | None, wanted: list[str], extras: dict[str, Any] | None
+) -> dict[str, MetricValue]:
+    level = cfg.confidence_level
+    out: dict[str, MetricValue | None] = {}
+    if "auc" in wanted:
+        area, lo, hi = cls.delong_interval(y, s, level)
+        out["auc"] = _mv(area, lo, hi, "delong")
+        if extras is not None:
+            boot = cls.bootstrap_auc(y, s, resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, clusters=clusters)
+            blo, bhi = percentile_interval(boot, level)
+            out["aucBootstrap"] = _mv(area, blo, bhi, "bootstrap")
+    thr = cls.threshold_metrics(y, s, cfg.operating_threshold, level)
+    for name in ("sensitivity", "specificity", "ppv", "npv"):
+        if name in wanted:
+            p: cls.Proportion = getattr(thr, name)
+            out[name] = _mv(p.value, p.lower, p.upper, "wilson")
+    if "youdenThreshold" in wanted:
+        out["youdenThreshold"] = _mv(cls.youden_threshold(y, s))
+    if "brier" in wanted:
+        per_case = (s - y) ** 2
+        lo, hi = (
+            percentile_interval(bootstrap_means(per_case, resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, clusters=clusters), level)
+            if extras is not None
+            else (None, None)
+        )
+        out["brier"] = _mv(cls.brier(y, s), lo, hi, "bootstrap")
+    if "ece" in wanted or extras is not None:
+        cal = cls.calibration(y, s)
+        if "ece" in wanted:
+            out["ece"] = _mv(cal.ece)
+        if extras is not None:
+            extras["reliability"] = [asdict(b) for b in cal.bins]
+    if extras is not None:
+        fpr, tpr, thresholds = cls.roc_curve(y, s)
+        extras["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": [t if math.isfinite(t) else None for t in thresholds.tolist()]}
+        extras["confusion"] = {"threshold": thr.threshold, "tp": thr.tp, "fp": thr.fp, "tn": thr.tn, "fn": thr.fn}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+# --- segmentation --------------------------------------------------------------------------
+
+
+def _load_mask(path: Path) -> np.ndarray:
+    if path.stat().st_size > MAX_MASK_BYTES:
+        raise ValueError("mask file too large")
+    with np.load(path, allow_pickle=False) as npz:
+        names = list(npz.keys()) if hasattr(npz, "keys") else []
+        if "mask" in names:
+            arr = npz["mask"]
+        elif len(names) == 1:
+            arr = npz[names[0]]
+        else:
+            raise ValueError("no 'mask' array")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError("mask is not numeric")
+    return np.asarray(arr)
+
+
+def _inside(base: Path, relative: Any) -> Path | None:
+    if not isinstance(relative, str) or not relative or relative.startswith("/") or "\\" in relative:
+        return None
+    candidate = (base / relative).resolve()
+    root = base.resolve()
+    return candidate if candidate.is_relative_to(root) and candidate.is_file() else None
+
+
+def score_segmentation_inputs(
+    cases: Mapping[str, dict[str, Any]], truth_dir: Path, output: Path, preds: Mapping[str, Any], failures: Failures
+) -> Scored:
+    ids: list[str] = []
+    dice: list[float] = []
+    iou: list[float] = []
+    hd: list[float] = []
+    per_case: dict[str, dict[str, float]] = {}
+    for case_id, info in cases.items():
+        truth_path = truth_dir / "masks" / f"{info['source']}.npz"
+        try:
+            truth = _load_mask(truth_path).astype(bool)
+        except (OSError, ValueError, KeyError):
+            raise _truth_error("a ground-truth mask is missing or unreadable")
+        entry = preds.get(case_id)
+        if entry is None:
+            failures.missing.append(case_id)
+            continue
+        path = _inside(output, entry.get("mask") if isinstance(entry, dict) else None)
+        try:
+            if path is None:
+                raise ValueError
+            pred = _load_mask(path)
+            if not np.isfinite(pred).all():
+                failures.nan.append(case_id)
+                continue
+            pred = pred != 0
+            if pred.shape != truth.shape and pred.squeeze().shape == truth.squeeze().shape:
+                pred = pred.reshape(truth.shape)
+            if pred.shape != truth.shape:
+                raise ValueError
+        except (OSError, ValueError, KeyError, EOFError):
+            failures.unreadable.append(case_id)
+            continue
+        spacing = info.get("spacing") or [1.0, 1.0, 1.0]
+        r = seg.score_masks(pred, truth, spacing)
+        ids.append(case_id)
+        dice.append(r.dice)
+        iou.append(r.iou)
+        hd.append(r.hd95)
+        per_case[case_id] = {"dice": r.dice, "iou": r.iou, "hd95": r.hd95}
+    return Scored(ids, {"dice": np.asarray(dice), "iou": np.asarray(iou), "hd95": np.asarray(hd)}, per_case)
+
+
+def segmentation_metrics(
+    cfg: ScorerConfig, values: Mapping[str, np.ndarray], clusters: list[str] | None, wanted: list[str], extras: dict[str, Any] | None
+) -> dict[str, MetricValue]:
+    out: dict[str, MetricValue | None] = {}
+    for name in ("dice", "iou", "hd95"):
+        if name not in wanted:
+            continue
+        v = values[name]
+        finite = v[np.isfinite(v)]
+        if finite.size == 0:
+            continue
+        boot = bootstrap_means(v, resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, clusters=clusters)
+        lo, hi = percentile_interval(boot, cfg.confidence_level)
+        out[name] = _mv(float(finite.mean()), lo, hi, "bootstrap")
+        if extras is not None and name == "hd95":
+            extras["hd95Undefined"] = int((~np.isfinite(v)).sum())
+    return {k: val for k, val in out.items() if val is not None}
+
+
+# --- detection -----------------------------------------------------------------------------
+
+
+def score_detection_inputs(
+    cases: Mapping[str, dict[str, Any]], truth_dir: Path, preds: Mapping[str, Any], failures: Failures
+) -> tuple[Scored, dict[str, list[det.Finding]], dict[str, list[det.Lesion]]]:
+    truth = _read_json(truth_dir / "findings.json", "findings.json")
+    if not isinstance(truth, dict):
+        raise _truth_error("findings.json must map case to lesions")
+    lesions: dict[str, list[det.Lesion]] = {}
+    findings: dict[str, list[det.Finding]] = {}
+    for case_id, info in cases.items():
+        try:
+            raw = truth[info["source"]]["lesions"]
+            case_lesions = [det.Lesion(float(l["x"]), float(l["y"]), int(l.get("slice", 0)), float(l["radius"])) for l in raw]
+        except (KeyError, TypeError, ValueError):
+            raise _truth_error("findings.json lacks lesions for some staged cases")
+        entry = preds.get(case_id)
+        if entry is None:
+            failures.missing.append(case_id)
+            continue
+        try:
+            parsed: list[det.Finding] = []
+            for f in entry["findings"]:
+                loc = f["location"]
+                x, y, score = _number(loc["x"]), _number(loc["y"]), _number(f["score"])
+                sl = loc.get("slice", 0)
+                if x is None or y is None or score is None or isinstance(sl, bool) or not isinstance(sl, int):
+                    raise ValueError
+                if not all(map(math.isfinite, (x, y, score))) or not 0 <= score <= 1:
+                    raise ArithmeticError
+                parsed.append(det.Finding(x, y, sl, score))
+        except ArithmeticError:
+            failures.nan.append(case_id)
+            continue
+        except (KeyError, TypeError, ValueError, AttributeError):
+            failures.unreadable.append(case_id)
+            continue
+        lesions[case_id] = case_lesions
+        findings[case_id] = parsed
+    ids = list(lesions)
+    per_case = {c: {"lesions": float(len(lesions[c])), "findings": float(len(findings[c]))} for c in ids}
+    return Scored(ids, {}, per_case), findings, lesions
+
+
+def detection_metrics(
+    cfg: ScorerConfig, findings: Mapping[str, list[det.Finding]], lesions: Mapping[str, list[det.Lesion]],
+    clusters: list[str] | None, wanted: list[str], extras: dict[str, Any] | None,
+) -> dict[str, MetricValue]:
+    if "frocSensitivity" not in wanted or not lesions:
+        return {}
+    targets = list(cfg.froc_false_positives)
+    cf = det.match_by_case(findings, lesions)
+    n = len(lesions)
+    point = det.weighted_sensitivity_at(cf, np.ones((1, n)), targets)[0]
+    if not np.isfinite(point).all():
+        return {}
+    out: dict[str, MetricValue | None] = {}
+    rng = np.random.default_rng(cfg.bootstrap.seed)
+    if clusters is None:
+        cluster_index, n_clusters = np.arange(n), n
+    else:
+        _, cluster_index = np.unique(np.asarray(clusters), return_inverse=True)
+        n_clusters = int(cluster_index.max()) + 1
+    boots = []
+    for start in range(0, cfg.bootstrap.resamples, 256):
+        b = min(256, cfg.bootstrap.resamples - start)
+        boots.append(det.weighted_sensitivity_at(cf, resample_weights(rng, cluster_index, n_clusters, b), targets))
+    boot = np.vstack(boots)
+    lo, hi = percentile_interval(np.nanmean(boot, axis=1), cfg.confidence_level)
+    out["frocSensitivity"] = _mv(float(point.mean()), lo, hi, "bootstrap")
+    if extras is not None:
+        for j, t in enumerate(targets):
+            plo, phi = percentile_interval(boot[:, j], cfg.confidence_level)
+            out[f"frocSensitivity@{t:g}"] = _mv(float(point[j]), plo, phi, "bootstrap")
+        fp, sens = det.froc(det.match(findings, lesions))
+        extras["froc"] = {"fpPerImage": fp.tolist(), "sensitivity": sens.tolist()}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+# --- assembly ------------------------------------------------------------------------------
+
+
+def _downsample_roc(fpr: list[float], tpr: list[float], points: int) -> list[tuple[float, float]]:
+    if points <= 0 or not fpr:
+        return []
+    idx = np.unique(np.round(np.linspace(0, len(fpr) - 1, min(points, len(fpr)))).astype(int))
+    return [(round(fpr[i], 4), round(tpr[i], 4)) for i in idx]
+
+
+def _round_metrics(metrics: dict[str, MetricValue]) -> dict[str, MetricValue]:
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(x, 4)
+
+    return {k: MetricValue(value=round(v.value, 4), lower=r(v.lower), upper=r(v.upper), method=v.method) for k, v in metrics.items()}
+
+
+def _message_size(report: ScoreReport) -> int:
+    return len(report.model_dump_json(by_alias=True, exclude_none=True).encode())
+
+
+def fit_report(report: ScoreReport, roc: Mapping[str, list[float]] | None) -> ScoreReport:
+    """Shrink the report until its JSON fits the termination message: fewer ROC points first,
+    then subgroup metrics beyond the first, then the subgroups themselves."""
+    candidates = [41, 21, 11, 5, 0] if roc else [0]
+    for points in candidates:
+        trial = report.model_copy(update={"roc": _downsample_roc(roc["fpr"], roc["tpr"], points) if roc else []})
+        if _message_size(trial) <= TERMINATION_MESSAGE_LIMIT:
+            return trial
+    slim_groups = {
+        dim: {g: SubgroupResult(n=r.n, suppressed=r.suppressed, metrics=dict(list(r.metrics.items())[:1])) for g, r in groups.items()}
+        for dim, groups in report.subgroups.items()
+    }
+    trial = report.model_copy(update={"roc": [], "subgroups": slim_groups})
+    if _message_size(trial) <= TERMINATION_MESSAGE_LIMIT:
+        return trial
+    return report.model_copy(update={"roc": [], "subgroups": {}})
+
+
+def subgroup_results(
+    cfg: ScorerConfig, ids: list[str], cases: Mapping[str, dict[str, Any]], compute: Callable[[np.ndarray], dict[str, MetricValue]]
+) -> dict[str, dict[str, SubgroupResult]]:
+    out: dict[str, dict[str, SubgroupResult]] = {}
+    for dim in cfg.subgroups:
+        groups = np.asarray([str(cases[c].get(dim, "unknown")) for c in ids])
+        out[dim] = {}
+        for g in sorted(set(groups.tolist())):
+            mask = groups == g
+            n = int(mask.sum())
+            if n < cfg.min_subgroup_size:
+                out[dim][g] = SubgroupResult(n=0, suppressed=True)
+            else:
+                out[dim][g] = SubgroupResult(n=n, metrics=_round_metrics(compute(mask)))
+    return out
+
+
+def score(cfg: ScorerConfig, output: Path, truth_dir: Path, work: Path) -> tuple[ScoreReport, dict[str, Any]]:
+    cases = load_cases(work)
+    if not truth_dir.is_dir():
+        raise _truth_error("the ground-truth directory is missing")
+    preds = load_predictions(output, cfg.task)
+    failures = Failures()
+    wanted = list(cfg.metrics) or DEFAULT_METRICS[cfg.task]
+    sub_wanted = [m for m in SUBGROUP_METRICS[cfg.task] if m in wanted] or wanted[:1]
+    extras: dict[str, Any] = {}
+    sub_cfg = cfg.model_copy(update={"bootstrap": cfg.bootstrap.model_copy(update={"resamples": min(cfg.bootstrap.resamples, 1000)})})
+    if cfg.task == "classification":
+        positive = _positive_label(cfg)
+        scored = score_classification_inputs(cases, truth_dir, preds, positive, failures)
+        y, s = scored.values["y"], scored.values["score"]
+        clusters = _clusters(cfg, scored.ids, cases)
+        metrics = classification_metrics(cfg, y, s, clusters, wanted, extras) if y.any() and (~y).any() else {}
+        if not metrics and scored.ids:
+            extras["note"] = "scored cases lack one of the classes"
+
+        def per_group(mask: np.ndarray) -> dict[str, MetricValue]:
+            return classification_metrics(sub_cfg, y[mask], s[mask], None, sub_wanted, None) if len(set(y[mask].tolist())) == 2 else {
+                k: v for k, v in classification_metrics(sub_cfg, y[mask], s[mask], None, [m for m in sub_wanted if m != "auc"], None).items()
+            }
+    elif cfg.task == "segmentation":
+        scored = score_segmentation_inputs(cases, truth_dir, output, preds, failures)
+        clusters = _clusters(cfg, scored.ids, cases)
+        metrics = segmentation_metrics(cfg, scored.values, clusters, wanted, extras)
+
+        def per_group(mask: np.ndarray) -> dict[str, MetricValue]:
+            return segmentation_metrics(sub_cfg, {k: v[mask] for k, v in scored.values.items()}, None, sub_wanted, None)
+    else:
+        scored, findings, lesions = score_detection_inputs(cases, truth_dir, preds, failures)
+        clusters = _clusters(cfg, scored.ids, cases)
+        metrics = detection_metrics(cfg, findings, lesions, clusters, wanted, extras)
+
+        def per_group(mask: np.ndarray) -> dict[str, MetricValue]:
+            chosen = [c for c, m in zip(scored.ids, mask) if m]
+            return detection_metrics(sub_cfg, findings, {c: lesions[c] for c in chosen}, None, sub_wanted, None)
+
+    subgroups = subgroup_results(cfg, scored.ids, cases, per_group)
+    report = ScoreReport(
+        task=cfg.task,
+        cases=len(cases),
+        scored=len(scored.ids),
+        failures=failures.summary(),
+        confidence_level=cfg.confidence_level,
+        metrics=_round_metrics(metrics),
+        subgroups=subgroups,
+    )
+    fitted = fit_report(report, extras.get("roc"))
+    full = {
+        "report": json.loads(report.model_dump_json(by_alias=True, exclude_none=True)),
+        "perCase": scored.per_case,
+        "failures": {"missing": failures.missing, "unreadable": failures.unreadable, "nan": failures.nan},
+        "unexpectedPredictions": sum(1 for k in preds if k not in cases),
+        "bootstrap": cfg.bootstrap.model_dump(by_alias=True),
+        **extras,
+    }
+    return fitted, full
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lightbox score", description=__doc__.split("\n\n")[0])
+    parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        cfg = ScorerConfig.model_validate(read_json_env(SCORER_CONFIG_ENV))
+    except (ValueError, ValidationError) as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)) if isinstance(exc, ValidationError) else str(exc)
+        return fail("ConfigInvalid", f"{SCORER_CONFIG_ENV}: {detail}", EXIT_CONFIG_INVALID)
+    work = directory(WORK_DIR_ENV)
+    try:
+        report, full = score(cfg, directory(OUTPUT_DIR_ENV), directory(TRUTH_DIR_ENV), work)
+    except ScoreError as exc:
+        print(f"lightbox score: {exc.reason}: {exc.message}", file=sys.stderr)
+        return fail(exc.reason, exc.message, exc.exit_code)
+    full["scoringSeconds"] = round(time.monotonic() - started, 3)
+    try:
+        (work / RESULTS_FILE).write_text(json.dumps(_finite(full), indent=1, allow_nan=False, default=_json_default))
+    except (OSError, ValueError) as exc:
+        print(f"lightbox score: could not write {RESULTS_FILE}: {exc}", file=sys.stderr)
+    write_termination(report.to_termination_message())
+    print(f"lightbox score: scored {report.scored}/{report.cases} cases")
+    return EXIT_OK
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf -> null, so results.json is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(type(value).__name__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
