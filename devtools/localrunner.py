@@ -519,7 +519,13 @@ class _PodExecution:
         name = str(container["name"])
         try:
             plan = plan_container(
-                self.pod, container, volumes=volumes, layout=self.layout, config=self.config, host_env=self.runner.host_env
+                self.pod,
+                container,
+                volumes=volumes,
+                layout=self.layout,
+                config=self.config,
+                host_env=self.runner.host_env,
+                other_pods=[path for path in self.config.work_dir.iterdir() if path != self.layout.root],
             )
         except PodConfigError as error:
             return self.refuse(name, error)
@@ -558,7 +564,8 @@ class _PodExecution:
                 plan.argv,
                 env=plan.env,
                 read_only=plan.read_only,
-                hidden=plan.hidden,
+                # A path that does not exist holds nothing to hide (and cannot be mounted over).
+                hidden=[path for path in plan.hidden if path.exists()],
                 timeout=timeout,
                 max_output_bytes=self.config.max_output_bytes,
                 cwd=plan.cwd,

@@ -363,6 +363,7 @@ def plan_container(
     layout: PodLayout,
     config: RunnerConfig,
     host_env: Mapping[str, str],
+    other_pods: Sequence[Path] = (),
     which: Callable[..., str | None] = shutil.which,
 ) -> ContainerPlan:
     """Everything needed to start one container, or the PodConfigError a kubelet would report."""
@@ -388,6 +389,7 @@ def plan_container(
         *(volume.path for volume in volumes.values()),
         *pod_mount_paths(pod, volumes),
         *(Path(path) for path in config.claims.values()),
+        *other_pods,  # with concurrency > 1, another run's emptyDirs sit next door
     ]
     return ContainerPlan(
         name=name,

@@ -325,3 +325,55 @@ def test_the_operators_isolation_probe_finds_nothing_answering(api_client, names
     terminated = finished.status.container_statuses[0].state.terminated
     assert finished.status.phase == "Succeeded", terminated
     assert json.loads(terminated.message)["isolated"] is True
+
+
+FILESYSTEM_PROBE = """
+import json, os
+seen = {}
+try:
+    seen['truth'] = sorted(os.listdir(os.environ['CLAIM_HOST_PATH']))
+except OSError as error:
+    seen['truth'] = type(error).__name__
+try:
+    open(os.environ['LIGHTBOX_INPUT_DIR'] + '/x', 'w').write('tamper')
+    seen['input'] = 'written'
+except OSError as error:
+    seen['input'] = type(error).__name__
+open(os.environ['LIGHTBOX_OUTPUT_DIR'] + '/p.json', 'w').write('{}')
+open(os.environ['LIGHTBOX_TERMINATION_LOG'], 'w').write(json.dumps(seen))
+"""
+
+
+def test_vendor_cannot_see_unmounted_claims_or_write_read_only_mounts(api_client, namespace: str, runner: LocalRunner) -> None:
+    pytest.importorskip("lightbox.sandbox.isolation", reason="read-only binds and hiding come from sandbox/isolation.py")
+    claim_host = runner.config.claims["datasets"]
+    vendor = container(
+        "vendor",
+        FILESYSTEM_PROBE,
+        env=[
+            {"name": "CLAIM_HOST_PATH", "value": str(claim_host / "truth")},
+            {"name": "LIGHTBOX_INPUT_DIR", "value": "/input"},
+            {"name": "LIGHTBOX_OUTPUT_DIR", "value": "/output"},
+        ],
+        volumeMounts=[{"name": "input", "mountPath": "/input", "readOnly": True}, {"name": "output", "mountPath": "/output"}],
+    )
+    score = container(
+        "score",
+        "import os; open(os.environ['LIGHTBOX_TERMINATION_LOG'], 'w').write(str(sorted(os.listdir(os.environ['T']))))",
+        env=[{"name": "T", "value": "/data/truth"}],
+        volumeMounts=[{"name": "truth", "mountPath": "/data/truth", "subPath": "truth", "readOnly": True}],
+    )
+    volumes = [
+        {"name": "truth", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}},
+        {"name": "input", "emptyDir": {}},
+        {"name": "output", "emptyDir": {}},
+    ]
+    create_pod(api_client, namespace, "fs", pod_spec([score], [vendor], volumes=volumes))
+
+    pod = finished_pod(api_client, namespace, "fs")
+
+    assert pod.status.phase == "Succeeded", pod.status
+    seen = json.loads(pod.status.init_container_statuses[0].state.terminated.message)
+    assert seen["truth"] in ([], "FileNotFoundError", "PermissionError")
+    assert seen["input"] in ("OSError", "PermissionError")
+    assert pod.status.container_statuses[0].state.terminated.message == "['labels.json']"

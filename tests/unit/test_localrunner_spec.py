@@ -365,3 +365,14 @@ def test_host_paths_under_tmp_are_not_rewritten_twice() -> None:
     assert env["CACHE"] == "/tmp/runner/pod/volumes/tmp/cache"
     argv = container_argv(container, env, IMAGES, COMMANDS, mounts)
     assert argv[-2:] == ["/tmp/runner/pod/volumes/tmp/x", "/tmp/runner/pod/volumes/tmp/y"]
+
+
+def test_other_pods_directories_are_hidden(tmp_path: Path) -> None:
+    config = RunnerConfig(images={"registry.lightbox.test/lightbox": [sys.executable]})
+    layout = PodLayout(tmp_path / "pod")
+    spec = run_pod(tmp_path)
+    spec["spec"]["volumes"] = [v for v in spec["spec"]["volumes"] if "emptyDir" in v]
+    main = {"name": "c", "image": "registry.lightbox.test/lightbox", "command": ["python", "-c", "pass"]}
+    volumes = map_volumes({"spec": {"volumes": spec["spec"]["volumes"]}, "metadata": spec["metadata"]}, {}, layout.empty_dirs)
+    plan = plan_container(spec | {"spec": {"containers": [main]}}, main, volumes=volumes, layout=layout, config=config, host_env={}, other_pods=[tmp_path / "other"])
+    assert tmp_path / "other" in plan.hidden
