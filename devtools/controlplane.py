@@ -271,6 +271,11 @@ class ControlPlane:
         return {"KUBECONFIG": str(self.kubeconfig)}
 
     @property
+    def binaries(self) -> _binaries.Binaries | None:
+        """The binaries in use (set by start() when not given)."""
+        return self._binaries
+
+    @property
     def pids(self) -> dict[str, int]:
         return {name: c.pid for name, c in self.components.items()}
 

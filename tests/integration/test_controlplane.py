@@ -62,7 +62,7 @@ def _gone(read) -> bool:
 def test_server_reports_expected_version(control_plane, api_client):
     info = client.VersionApi(api_client).get_code()
     if os.environ.get("KUBEBUILDER_ASSETS"):
-        expected = binaries.binary_version(control_plane._binaries.kube_apiserver)
+        expected = binaries.binary_version(control_plane.binaries.kube_apiserver)
     else:
         expected = binaries.K8S_VERSION
     assert info.git_version == expected
