@@ -377,3 +377,79 @@ def test_vendor_cannot_see_unmounted_claims_or_write_read_only_mounts(api_client
     assert seen["truth"] in ([], "FileNotFoundError", "PermissionError")
     assert seen["input"] in ("OSError", "PermissionError")
     assert pod.status.container_statuses[0].state.terminated.message == "['labels.json']"
+
+
+def test_the_operators_run_job_scores_the_reference_algorithm(api_client, namespace: str, tmp_path: Path) -> None:
+    """stage -> vendor -> score exactly as the operator builds them; the real scorer's report lands in status."""
+    from kubernetes import client
+
+    from lightbox.api import Algorithm, Dataset, Validation
+    from lightbox.api.results import ScoreReport
+    from lightbox.devtools.localrunner_config import development_images
+    from lightbox.operator.builders import run_job
+    from lightbox.operator.config import OperatorConfig
+    from lightbox.sandbox.sampledata import make_sample_dataset
+
+    sample = make_sample_dataset(tmp_path / "claim" / "ds1", n_cases=12)
+    meta = {"namespace": namespace, "uid": "00000000-0000-0000-0000-00000000000a", "generation": 1}
+    dataset = Dataset.model_validate(
+        {
+            "apiVersion": "lightbox.dev/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {**meta, "name": "ds1"},
+            "spec": {
+                "studies": {"claimName": "datasets", "subPath": "ds1/studies"},
+                "groundTruth": {"claimName": "datasets", "subPath": "ds1/truth"},
+                "deidentification": {"options": sample.deid_options},
+            },
+        }
+    )
+    algorithm = Algorithm.model_validate(
+        {
+            "apiVersion": "lightbox.dev/v1alpha1",
+            "kind": "Algorithm",
+            "metadata": {**meta, "name": "classifier"},
+            "spec": {
+                "vendor": "Lightbox",
+                "product": "Reference classifier",
+                "version": "1.0.0",
+                "image": "registry.lightbox.test/reference/classifier@sha256:" + "a" * 64,
+                "task": "classification",
+                "modality": "CT",
+                "bodyPart": "CHEST",
+                "labels": sample.labels,
+                "positiveLabel": sample.positive_label,
+                "timeoutSeconds": 300,
+            },
+        }
+    )
+    validation = Validation.model_validate(
+        {
+            "apiVersion": "lightbox.dev/v1alpha1",
+            "kind": "Validation",
+            "metadata": {**meta, "name": "v1"},
+            "spec": {"algorithmRef": {"name": "classifier"}, "datasetRef": {"name": "ds1"}, "bootstrap": {"resamples": 200}},
+        }
+    )
+    config = OperatorConfig()
+    job = run_job(validation, algorithm, dataset, None, "v1-run-1", 1, config)
+    job["metadata"].pop("ownerReferences")  # the Validation is not stored in this test
+    runner_config = RunnerConfig(
+        claims={"datasets": tmp_path / "claim"},
+        images=development_images(config.trusted_image),
+        work_dir=tmp_path / "work",
+        watch_seconds=2,
+    )
+    batch = client.BatchV1Api(api_client)
+    with LocalRunner(api_client, runner_config, isolate=_isolation()):
+        batch.create_namespaced_job(namespace, job)
+        done = wait_for(
+            lambda: batch.read_namespaced_job_status("v1-run-1", namespace),
+            lambda j: any(c.type in ("Complete", "Failed") and c.status == "True" for c in (j.status.conditions or [])),
+            timeout=240,
+        )
+    (pod,) = client.CoreV1Api(api_client).list_namespaced_pod(namespace, label_selector="job-name=v1-run-1").items
+    assert {c.type for c in done.status.conditions if c.status == "True"} >= {"Complete"}, pod.status
+    assert [s.state.terminated.exit_code for s in pod.status.init_container_statuses] == [0, 0]
+    report = ScoreReport.model_validate_json(pod.status.container_statuses[0].state.terminated.message)
+    assert report.cases == 12
