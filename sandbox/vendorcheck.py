@@ -1,0 +1,412 @@
+"""``lightbox vendor check``: what a vendor runs before shipping an algorithm.
+
+    lightbox vendor check [--task classification] [--cases N] [--timeout S] -- COMMAND...
+
+Generates a small de-identified sample input from pydicom's test images, runs COMMAND with
+no network, the input read-only, the sample's ground truth hidden and a time limit, then
+checks what it wrote against vendor contract v1 and prints a verdict. Exit code 0 only when
+the run conforms; 1 when it does not; 3 when the check itself could not run (e.g. no
+namespace support: the command is never run un-isolated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightbox.api.run import INPUT_DIR_ENV, MANIFEST_FILE, OUTPUT_DIR_ENV, PREDICTIONS_FILE, ScorerConfig, StagerConfig
+from lightbox.sandbox.contract import (
+    CONTRACT_VERSION,
+    CONTRACT_VERSION_ENV,
+    LABELS_ENV,
+    MAX_PREDICTIONS_BYTES,
+    TASK_ENV,
+    AlgorithmManifest,
+    describe_errors,
+    validate_predictions,
+)
+from lightbox.sandbox.deidgate import minimal_verify_tree
+from lightbox.sandbox.isolation import IsolationUnavailable, run_isolated
+from lightbox.sandbox.sampledata import make_sample_dataset
+from lightbox.sandbox.stager import stage
+
+EXIT_CONFORMANT, EXIT_NOT_CONFORMANT, EXIT_USAGE, EXIT_CANNOT_CHECK = 0, 1, 2, 3
+LOG_LIMIT = 1 << 20
+
+
+@dataclass
+class Verdict:
+    problems: list[str] = field(default_factory=list)
+    passed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def conformant(self) -> bool:
+        return not self.problems
+
+
+def _tail(data: bytes, lines: int = 8) -> str:
+    text = data.decode(errors="replace").rstrip().splitlines()[-lines:]
+    return "\n".join("      | " + line[:200] for line in text)
+
+
+def _dir_size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def sample_identifiers(input_dir: Path) -> dict[str, set[str]]:
+    """Values in the sample input that identify a patient or study: they must not be logged."""
+    import pydicom
+
+    found: dict[str, set[str]] = {"PatientID": set(), "StudyInstanceUID": set(), "SeriesInstanceUID": set(), "SOPInstanceUID": set()}
+    for path in input_dir.rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for keyword, values in found.items():
+            value = str(ds.get(keyword, "") or "")
+            if len(value) >= 8:
+                values.add(value)
+    return found
+
+
+_DUMP_PATTERN = re.compile(rb"\(0010,\s*[0-9a-fA-F]{4}\)|Patient(?:'s)?\s*(?:Name|ID|Birth)", re.IGNORECASE)
+
+
+def check_logs(stdout: bytes, stderr: bytes, identifiers: dict[str, set[str]], verdict: Verdict) -> None:
+    logs = stdout + b"\n" + stderr
+    leaked = {k: sum(1 for v in values if v.encode() in logs) for k, values in identifiers.items()}
+    leaked = {k: n for k, n in leaked.items() if n}
+    if leaked:
+        what = ", ".join(f"{n} distinct {k} value{'s' if n != 1 else ''}" for k, n in leaked.items())
+        verdict.problems.append(
+            f"printed patient or study identifiers to stdout/stderr ({what}). Container logs leave the sandbox: "
+            "never log DICOM attribute values; log case ids from manifest.json instead."
+        )
+    elif _DUMP_PATTERN.search(logs):
+        verdict.problems.append(
+            "stdout/stderr contain what looks like a DICOM header dump (patient attributes). "
+            "Container logs leave the sandbox: do not log DICOM headers."
+        )
+    else:
+        verdict.passed.append("no patient or study identifiers in stdout/stderr")
+
+
+def _check_classification(doc: Any, manifest: dict[str, Any], verdict: Verdict) -> None:
+    labels = set(manifest.get("labels") or [])
+    missing_labels = 0
+    unknown_labels = 0
+    for case in doc.cases.values():
+        got = set(case.scores)
+        missing_labels += bool(labels - got)
+        unknown_labels += bool(got - labels) if labels else 0
+    if missing_labels:
+        verdict.problems.append(f"{missing_labels} cases lack a score for some of the labels {sorted(labels)}; give a probability for every label")
+    if unknown_labels:
+        verdict.problems.append(f"{unknown_labels} cases have scores for labels not in the manifest {sorted(labels)}")
+
+
+def _series_shape(manifest_case: dict[str, Any]) -> tuple[int, int, int]:
+    s = manifest_case["series"][0]
+    return (len(s["files"]), s["rows"], s["columns"])
+
+
+def _check_segmentation(doc: Any, by_id: dict[str, dict[str, Any]], output: Path, verdict: Verdict) -> None:
+    import numpy as np
+
+    problems: dict[str, list[str]] = {}
+    for case_id, case in doc.cases.items():
+        if case_id not in by_id:
+            continue
+        path = (output / case.mask).resolve()
+        reason = None
+        if not path.is_relative_to(output.resolve()):
+            reason = "points outside the output directory"
+        elif not path.is_file():
+            reason = "file not found"
+        elif path.suffix == ".dcm":
+            reason = None  # DICOM SEG is allowed by the contract; only its presence is checked here
+        else:
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    arr = npz["mask"] if "mask" in npz else None
+                if arr is None:
+                    reason = "has no array named 'mask'"
+                elif tuple(arr.shape) != _series_shape(by_id[case_id]):
+                    reason = f"shape {tuple(arr.shape)} != (slices, rows, columns) {_series_shape(by_id[case_id])}"
+                elif arr.dtype.kind not in "biu":
+                    reason = f"dtype {arr.dtype} (use uint8 or bool)"
+            except Exception as exc:  # any unreadable file is the vendor's to fix
+                reason = f"not a readable .npz ({type(exc).__name__})"
+        if reason:
+            problems.setdefault(reason, []).append(case_id)
+    for reason, cases in problems.items():
+        verdict.problems.append(f"mask {reason}: {_names(cases)}")
+
+
+def _check_detection(doc: Any, by_id: dict[str, dict[str, Any]], verdict: Verdict) -> None:
+    bad: list[str] = []
+    for case_id, case in doc.cases.items():
+        if case_id not in by_id:
+            continue
+        slices, rows, cols = _series_shape(by_id[case_id])
+        if any(f.location.slice >= slices or f.location.x >= cols or f.location.y >= rows for f in case.findings):
+            bad.append(case_id)
+    if bad:
+        verdict.problems.append(f"findings outside the image (x < columns, y < rows, slice < number of files): {_names(bad)}")
+
+
+def _names(cases: list[str], limit: int = 8) -> str:
+    shown = ", ".join(sorted(cases)[:limit])
+    return shown + (f" and {len(cases) - limit} more" if len(cases) > limit else "") + f" ({len(cases)})"
+
+
+def check_predictions(output: Path, manifest: dict[str, Any], task: str, verdict: Verdict) -> Any:
+    path = output / PREDICTIONS_FILE
+    if not path.is_file():
+        verdict.problems.append(f"{PREDICTIONS_FILE} was not written to the output directory (${OUTPUT_DIR_ENV})")
+        return None
+    size = path.stat().st_size
+    if size > MAX_PREDICTIONS_BYTES:
+        verdict.problems.append(f"{PREDICTIONS_FILE} is {size} bytes; the limit is {MAX_PREDICTIONS_BYTES}")
+        return None
+    try:
+        data = json.loads(path.read_bytes())
+    except json.JSONDecodeError as exc:
+        verdict.problems.append(f"{PREDICTIONS_FILE} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
+        return None
+    except (UnicodeDecodeError, ValueError) as exc:
+        verdict.problems.append(f"{PREDICTIONS_FILE} is not valid UTF-8 JSON ({type(exc).__name__})")
+        return None
+    if isinstance(data, dict) and data.get("task") not in (None, task):
+        verdict.problems.append(f"{PREDICTIONS_FILE} says task {data.get('task')!r}; this check is for {task!r}")
+        return None
+    doc, errors = validate_predictions(data)
+    if errors:
+        verdict.problems.append(f"{PREDICTIONS_FILE} does not match the v1 schema:\n" + "\n".join(f"      - {e}" for e in errors))
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), dict):
+        return None
+    expected = [c["id"] for c in manifest["cases"]]
+    missing = [c for c in expected if c not in data["cases"]]
+    extra = [c for c in data["cases"] if c not in set(expected)]
+    if missing:
+        verdict.problems.append(f"no prediction for {len(missing)} of {len(expected)} cases: {_names(missing)}")
+    if extra:
+        verdict.problems.append(f"predictions for case ids not in manifest.json: {_names([str(c)[:64] for c in extra])}")
+    if doc is None:
+        return None
+    by_id = {c["id"]: c for c in manifest["cases"]}
+    if task == "classification":
+        _check_classification(doc, manifest, verdict)
+    elif task == "segmentation":
+        _check_segmentation(doc, by_id, output, verdict)
+    else:
+        _check_detection(doc, by_id, verdict)
+    if not errors and not missing and not extra:
+        verdict.passed.append(f"{PREDICTIONS_FILE} conforms to contract {CONTRACT_VERSION} ({len(expected)}/{len(expected)} cases)")
+    return doc
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(code).name
+    except ValueError:
+        return f"signal {code}"
+
+
+@dataclass
+class CheckSettings:
+    task: str = "classification"
+    cases: int = 12
+    seed: int = 0
+    timeout: float = 300.0
+    max_output_bytes: int = 64 << 20
+    keep: Path | None = None
+    manifest: Path | None = None
+
+
+def run_check(command: list[str], settings: CheckSettings, out: Any = sys.stdout) -> int:
+    def say(text: str = "") -> None:
+        print(text, file=out)
+
+    workdir = Path(tempfile.mkdtemp(prefix="lightbox-vendor-check-"))
+    try:
+        sample = make_sample_dataset(workdir / "data", settings.cases, settings.seed, settings.task)  # type: ignore[arg-type]
+        input_dir, output_dir, work_dir, scratch = workdir / "input", workdir / "output", workdir / "work", workdir / "scratch"
+        for d in (output_dir, scratch):
+            d.mkdir(parents=True)
+        stage(
+            sample.studies_dir, input_dir, work_dir,
+            StagerConfig(deid_options=sample.deid_options),  # type: ignore[arg-type]
+            task=settings.task, labels=sample.labels, verifier=minimal_verify_tree,
+        )
+        manifest = json.loads((input_dir / MANIFEST_FILE).read_text())
+        identifiers = sample_identifiers(input_dir)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(scratch),
+            "TMPDIR": str(scratch),
+            "LANG": "C.UTF-8",
+            INPUT_DIR_ENV: str(input_dir),
+            OUTPUT_DIR_ENV: str(output_dir),
+            CONTRACT_VERSION_ENV: CONTRACT_VERSION,
+            TASK_ENV: settings.task,
+            LABELS_ENV: json.dumps(sample.labels),
+        }
+        hidden = [sample.root, work_dir] + [p for p in (Path("/data"),) if p.exists()]
+        say(f"lightbox vendor check: {settings.task}, {len(manifest['cases'])} sample cases, timeout {settings.timeout:g} s")
+        say(f"  command: {' '.join(command)}")
+        verdict = Verdict()
+        if settings.manifest is not None:
+            _check_manifest(settings.manifest, settings.task, verdict)
+        try:
+            result = run_isolated(
+                command, env=env, read_only=[input_dir], hidden=hidden, timeout=settings.timeout,
+                max_output_bytes=LOG_LIMIT, cwd=scratch, max_file_bytes=settings.max_output_bytes,
+            )
+        except IsolationUnavailable as exc:
+            say(f"  cannot check: isolation unavailable: {exc.reason}")
+            say("  (the command was not run; vendor check needs Linux namespaces: run as root or enable user namespaces)")
+            return EXIT_CANNOT_CHECK
+        if result.timed_out:
+            say(f"  ran {result.seconds:.1f} s: stopped at the time limit")
+            verdict.problems.append(
+                f"did not exit within {settings.timeout:g} s and was killed. Exit when predictions are written; "
+                "no background processes or servers. A run's limit is the Algorithm's timeoutSeconds."
+            )
+        else:
+            code = result.returncode
+            say(f"  ran {result.seconds:.1f} s, exit code {code}" if code is not None and code >= 0 else f"  ran {result.seconds:.1f} s, killed by {_signal_name(-(code or 0))}")
+            if code == -signal.SIGXFSZ:
+                verdict.problems.append(
+                    f"a file grew past the output limit of {settings.max_output_bytes >> 20} MiB and the process was killed "
+                    "(SIGXFSZ). Write only predictions.json and masks to the output directory."
+                )
+            elif code is not None and code < 0:
+                verdict.problems.append(f"killed by {_signal_name(-code)}.\n{_tail(result.stderr)}")
+            elif code:
+                verdict.problems.append(f"exited with code {code}; exit 0 after writing predictions. Last lines of stderr:\n{_tail(result.stderr)}")
+            else:
+                verdict.passed.append("exited with code 0")
+        if result.network_attempts:
+            verdict.problems.append(
+                f"tried to use the network ({result.network_attempts} blocked DNS lookups or connections). There is no "
+                "network in the sandbox: remove licence checks, telemetry and model downloads; ship weights in the image."
+            )
+        else:
+            verdict.passed.append("no network use")
+        if result.output_truncated:
+            verdict.notes.append(f"stdout/stderr exceeded {LOG_LIMIT >> 20} MiB and were truncated; keep logs short")
+        check_logs(result.stdout, result.stderr, identifiers, verdict)
+        size = _dir_size(output_dir)
+        at_limit = [p for p in output_dir.rglob("*") if p.is_file() and p.stat().st_size >= settings.max_output_bytes]
+        if at_limit and code_was_not_sigxfsz(result):
+            verdict.problems.append(
+                f"a file in the output directory reached the per-file limit of {settings.max_output_bytes >> 20} MiB and "
+                "further writes failed (EFBIG). Write only predictions.json and masks to the output directory."
+            )
+        elif size > settings.max_output_bytes:
+            verdict.problems.append(f"wrote {size >> 20} MiB to the output directory; the limit is {settings.max_output_bytes >> 20} MiB")
+        if not result.timed_out:
+            doc = check_predictions(output_dir, manifest, settings.task, verdict)
+            if doc is not None and verdict.conformant:
+                _sample_score(settings, sample, output_dir, work_dir, verdict)
+        for line in verdict.passed:
+            say(f"  ok    {line}")
+        for line in verdict.notes:
+            say(f"  note  {line}")
+        for line in verdict.problems:
+            say(f"  FAIL  {line}")
+        if verdict.conformant:
+            say("verdict: CONFORMANT to vendor contract v1")
+            return EXIT_CONFORMANT
+        say(f"verdict: NOT CONFORMANT ({len(verdict.problems)} problem{'s' if len(verdict.problems) != 1 else ''})")
+        return EXIT_NOT_CONFORMANT
+    finally:
+        if settings.keep is not None:
+            settings.keep.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(workdir, settings.keep, dirs_exist_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def code_was_not_sigxfsz(result: Any) -> bool:
+    return result.returncode != -signal.SIGXFSZ
+
+
+def _check_manifest(path: Path, task: str, verdict: Verdict) -> None:
+    try:
+        manifest = AlgorithmManifest.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        verdict.problems.append(f"image manifest {path}: {exc.strerror}")
+        return
+    except ValueError as exc:
+        lines = describe_errors(exc) if hasattr(exc, "errors") else [str(exc)]  # type: ignore[arg-type]
+        verdict.problems.append(f"image manifest {path} is not a valid algorithm.json:\n" + "\n".join(f"      - {e}" for e in lines))
+        return
+    if manifest.task != task:
+        verdict.problems.append(f"image manifest declares task {manifest.task!r}, checked as {task!r}")
+    else:
+        verdict.passed.append(f"image manifest {manifest.name} {manifest.version} is valid")
+
+
+def _sample_score(settings: CheckSettings, sample: Any, output: Path, work: Path, verdict: Verdict) -> None:
+    from lightbox.sandbox.scorer import ScoreError, score
+
+    cfg = ScorerConfig(
+        task=settings.task, labels=sample.labels, positive_label=sample.positive_label,  # type: ignore[arg-type]
+        bootstrap={"resamples": 200, "level": "case"},  # type: ignore[arg-type]
+    )
+    try:
+        report, _ = score(cfg, output, sample.truth_dir, work)
+    except ScoreError as exc:
+        verdict.problems.append(f"the scorer rejected the output: {exc.message}")
+        return
+    shown = {k: v.value for k, v in report.metrics.items() if k in ("auc", "sensitivity", "specificity", "dice", "hd95", "frocSensitivity")}
+    if shown:
+        verdict.notes.append(
+            "on the synthetic sample (for information only): " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lightbox vendor check", description="Run an algorithm against a sample input and check it against vendor contract v1.")
+    p.add_argument("--task", choices=["classification", "detection", "segmentation"], default="classification")
+    p.add_argument("--cases", type=int, default=12, help="sample cases to generate (default 12)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample data")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds before the command is killed (default 300)")
+    p.add_argument("--max-output-mb", type=int, default=64, help="largest file / total output in MiB (default 64)")
+    p.add_argument("--manifest", type=Path, help="also validate this algorithm.json image manifest")
+    p.add_argument("--keep", type=Path, help="copy the sample input/output here for debugging")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if not args_in or args_in[0] != "check":
+        print("usage: lightbox vendor check [--task T] [--cases N] [--timeout S] -- COMMAND...", file=sys.stderr)
+        return EXIT_USAGE
+    args = _parser().parse_args(args_in[1:])
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("lightbox vendor check: give the algorithm's command after --", file=sys.stderr)
+        return EXIT_USAGE
+    if args.cases < 2:
+        print("lightbox vendor check: --cases must be at least 2", file=sys.stderr)
+        return EXIT_USAGE
+    settings = CheckSettings(
+        task=args.task, cases=args.cases, seed=args.seed, timeout=args.timeout,
+        max_output_bytes=args.max_output_mb << 20, keep=args.keep, manifest=args.manifest,
+    )
+    return run_check(command, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
