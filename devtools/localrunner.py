@@ -559,9 +559,12 @@ class _PodExecution:
         timeout = min(self.config.container_timeout_seconds, remaining) if remaining is not None else self.config.container_timeout_seconds
         if timeout <= 0:
             return terminated_state(returncode=0, timed_out=True, deadline_exceeded=True, message="", started_at=started, finished_at=now())
+        # Only when set, so an isolate without file-size limits still fits.
+        limits = {"max_file_bytes": plan.max_file_bytes} if plan.max_file_bytes is not None else {}
         try:
             result = self.runner.isolate(
                 plan.argv,
+                **limits,
                 env=plan.env,
                 read_only=plan.read_only,
                 # A path that does not exist holds nothing to hide (and cannot be mounted over).

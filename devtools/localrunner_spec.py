@@ -333,6 +333,7 @@ class ContainerPlan:
     termination_log: Path
     fallback_to_logs: bool
     mounts: list[Mount] = field(default_factory=list)
+    max_file_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -402,7 +403,27 @@ def plan_container(
         termination_log=layout.termination_log(name),
         fallback_to_logs=container.get("terminationMessagePolicy") == "FallbackToLogsOnError",
         mounts=mounts,
+        max_file_bytes=ephemeral_storage_limit(container),
     )
+
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?$")
+_SUFFIX = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_SUFFIX |= {f"{unit}i": 1024 ** (power + 1) for power, unit in enumerate("KMGTPE")}
+
+
+def quantity_bytes(quantity: str) -> int | None:
+    """``1Gi`` -> 1073741824; None for forms this runner does not need (e.g. ``1e3``)."""
+    match = _QUANTITY.match(quantity.strip())
+    if match is None:
+        return None
+    return int(float(match.group(1)) * _SUFFIX[match.group(2) or ""])
+
+
+def ephemeral_storage_limit(container: Container) -> int | None:
+    """The container's ephemeral-storage limit, enforced here as a cap on any one file's size."""
+    limit = ((container.get("resources") or {}).get("limits") or {}).get("ephemeral-storage")
+    return quantity_bytes(str(limit)) if limit is not None else None
 
 
 # --- termination messages -------------------------------------------------------------

@@ -57,14 +57,16 @@ class Terminated:
 ContainerState = Waiting | Running | Terminated
 
 
-def exit_code_of(returncode: int) -> int:
-    """subprocess reports a signal as -N; a container runtime as 128+N."""
+def exit_code_of(returncode: int | None) -> int:
+    """subprocess reports a signal as -N (isolation: None for its own kill); a runtime as 128+N."""
+    if returncode is None:
+        return KILLED_EXIT_CODE
     return 128 - returncode if returncode < 0 else returncode
 
 
 def terminated_state(
     *,
-    returncode: int,
+    returncode: int | None,
     timed_out: bool,
     deadline_exceeded: bool,
     message: str,

@@ -43,8 +43,10 @@ class FakeIsolation:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    def __call__(self, argv, *, env, read_only, hidden, timeout, max_output_bytes, cwd) -> FakeResult:  # noqa: ANN001
-        self.calls.append({"argv": argv, "env": env, "read_only": read_only, "hidden": hidden, "timeout": timeout, "cwd": cwd})
+    def __call__(self, argv, *, env, read_only, hidden, timeout, max_output_bytes, cwd, max_file_bytes=None) -> FakeResult:  # noqa: ANN001
+        self.calls.append(
+            {"argv": argv, "env": env, "read_only": read_only, "hidden": hidden, "timeout": timeout, "cwd": cwd, "max_file_bytes": max_file_bytes}
+        )
         started = time.monotonic()
         try:
             done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, timeout=timeout, check=False)
@@ -344,3 +346,14 @@ def test_development_images_cover_the_trusted_image_and_reference_algorithms() -
     images = development_images()
     assert image_entrypoint(DEFAULT_TRUSTED_IMAGE, images) == [sys.executable, "-m", "lightbox"]
     assert image_entrypoint("registry.lightbox.test/reference/classifier@sha256:" + "a" * 64, images)[-1] == "lightbox.sandbox.reference.classifier"
+
+
+def test_ephemeral_storage_limit_reaches_isolation(claims: Path, tmp_path: Path) -> None:
+    score = python("score", "pass") | {"resources": {"limits": {"ephemeral-storage": "1Gi"}}}
+    isolation = FakeIsolation()
+    runner, core = runner_for([make_pod([], [score])], claims, tmp_path, isolation)
+
+    runner.run_once()
+
+    assert isolation.calls[0]["max_file_bytes"] == 1 << 30
+    assert core.final["phase"] == "Succeeded"

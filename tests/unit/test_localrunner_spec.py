@@ -376,3 +376,17 @@ def test_other_pods_directories_are_hidden(tmp_path: Path) -> None:
     volumes = map_volumes({"spec": {"volumes": spec["spec"]["volumes"]}, "metadata": spec["metadata"]}, {}, layout.empty_dirs)
     plan = plan_container(spec | {"spec": {"containers": [main]}}, main, volumes=volumes, layout=layout, config=config, host_env={}, other_pods=[tmp_path / "other"])
     assert tmp_path / "other" in plan.hidden
+
+
+@pytest.mark.parametrize(("quantity", "size"), [("1Gi", 1 << 30), ("512Mi", 512 << 20), ("2G", 2 * 10**9), ("100", 100), ("1.5Ki", 1536), ("bad", None)])
+def test_quantities(quantity: str, size: int | None) -> None:
+    from lightbox.devtools.localrunner_spec import quantity_bytes
+
+    assert quantity_bytes(quantity) == size
+
+
+def test_ephemeral_storage_limit_caps_files() -> None:
+    from lightbox.devtools.localrunner_spec import ephemeral_storage_limit
+
+    assert ephemeral_storage_limit({"resources": {"limits": {"ephemeral-storage": "1Gi", "cpu": "1"}}}) == 1 << 30
+    assert ephemeral_storage_limit({"name": "c"}) is None

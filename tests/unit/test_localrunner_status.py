@@ -164,3 +164,8 @@ def test_node_has_labels_gpus_and_a_fresh_ready_heartbeat() -> None:
     assert (ready["status"], ready["lastHeartbeatTime"], ready["lastTransitionTime"]) == ("True", "2026-11-27T07:00:05Z", "2026-11-27T07:00:00Z")
     lease = node_lease("lightbox-local", "uid", T1)
     assert lease["spec"]["renewTime"] == "2026-11-27T07:00:05.000000Z"
+
+
+def test_a_result_without_return_code_reads_as_killed() -> None:
+    state = terminated_state(returncode=None, timed_out=False, deadline_exceeded=False, message="", started_at=T0, finished_at=T1)
+    assert (state.exit_code, state.reason) == (KILLED_EXIT_CODE, "Error")
