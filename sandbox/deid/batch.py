@@ -8,6 +8,7 @@ target and renamed over it, so readers never see half a file.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -16,19 +17,19 @@ from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from lightbox.sandbox.deid.dicomio import DicomError, Element, ParsedFile, parse_file, write_file
+from lightbox.sandbox.deid.dicomio import DicomError, ParsedFile, encode_meta, parse_fd, write_pieces
 from lightbox.sandbox.deid.profile import compile_profile
 from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
+from lightbox.sandbox.deid.rewrite import Piece, Rewritten, rewrite
 from lightbox.sandbox.deid.safe_private import SafePrivateList
 from lightbox.sandbox.deid.transform import (
+    SOP_CLASS_UID,
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,
     Settings,
     burned_in_reason,
-    deidentify_elements,
     file_meta,
-    find_text,
-    patient_identity,
+    text,
 )
 
 Status = Literal["written", "quarantined", "error", "skipped"]
@@ -87,48 +88,84 @@ def default_quarantine(dst_root: Path) -> Path:
     return dst_root.with_name(dst_root.name + "-quarantine")
 
 
-def _write_atomic(target: Path, parsed: ParsedFile, meta: list[Element], elements: list[Element], src: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+@dataclass(slots=True)
+class _Worker:
+    """Per-chunk scratch: folders already made, this process's id (both save a syscall per file)."""
+
+    folders: set[str] = field(default_factory=set)
+    pid: int = field(default_factory=os.getpid)
+
+
+def _write_atomic(target: str, parsed: ParsedFile, meta: bytes, pieces: list[Piece], src_fd: int, worker: _Worker) -> None:
+    folder, name = os.path.split(target)
+    if folder not in worker.folders:
+        os.makedirs(folder, exist_ok=True)
+        worker.folders.add(folder)
+    tmp = os.path.join(folder, f".{name}.{worker.pid}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         try:
-            write_file(fd, parsed, meta, elements, src)
+            write_pieces(fd, parsed, meta, pieces, src_fd)
         finally:
             os.close(fd)
         os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
 
 
-def _output_path(parsed: ParsedFile, settings: Settings) -> Path:
-    sop = find_text(parsed.elements, SOP_INSTANCE_UID)
+def _rewrite_fd(fd: int, settings: Settings) -> tuple[ParsedFile, Rewritten]:
+    """Rewrite from the file's first bytes; re-read it whole when the header does not fit."""
+    parsed = parse_fd(fd, whole=False)
+    if len(parsed.buffer) < parsed.file_size:
+        try:
+            result = rewrite(parsed, parsed.start, settings, lambda offset, n: os.pread(fd, n, offset))
+            if result.end == parsed.file_size:
+                return parsed, result
+        except DicomError:
+            pass
+        parsed = parse_fd(fd, whole=True)
+    return parsed, rewrite(parsed, parsed.start, settings)
+
+
+def _output_path(values: dict[int, bytes], identity: str, settings: Settings) -> str:
+    sop = text(values.get(SOP_INSTANCE_UID))
     if not sop:
         raise DicomError("no SOPInstanceUID: not a composite instance")
     pseudo = settings.pseudonymizer
-    patient = pseudo.patient_id(patient_identity(parsed.elements))
-    study = pseudo.path_token("study", find_text(parsed.elements, STUDY_INSTANCE_UID))
-    return Path(patient) / study / (pseudo.path_token("instance", sop) + ".dcm")
+    study = pseudo.path_token("study", text(values.get(STUDY_INSTANCE_UID)))
+    return os.path.join(pseudo.patient_id(identity), study, pseudo.path_token("instance", sop) + ".dcm")
 
 
-def process_file(src: Path, job: Job) -> FileOutcome:
+def process_file(src: Path, job: Job, worker: _Worker | None = None) -> FileOutcome:
     if src.name in SKIPPED_NAMES:
         return FileOutcome(str(src), "skipped", reason="DICOMDIR is not copied")
+    worker = worker or _Worker()
+    settings = job.settings
     try:
-        parsed = parse_file(src)
-        relative = _output_path(parsed, job.settings)
-        reason = None if job.allow_burned_in else burned_in_reason(parsed.elements)
-        elements = deidentify_elements(parsed.elements, job.settings)
-        meta = file_meta(elements, parsed.meta, parsed.transfer_syntax)
-        root = job.quarantine_root if reason else job.dst_root
-        target = root / relative
-        _write_atomic(target, parsed, meta, elements, src)
+        fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            parsed, result = _rewrite_fd(fd, settings)
+            values = result.recorded
+            relative = _output_path(values, result.identity, settings)
+            reason = None if job.allow_burned_in else burned_in_reason(values)
+            sop = text(values.get(SOP_INSTANCE_UID))
+            rule = settings.profile.rules.get(SOP_INSTANCE_UID)
+            new_sop = settings.pseudonymizer.uid(sop) if rule is not None and rule.action == "U" else sop
+            sop_class = text(values.get(SOP_CLASS_UID)) or next(
+                (text(e.value) for e in parsed.meta if e.tag == 0x00020002), ""
+            )
+            meta = encode_meta(file_meta(sop_class, new_sop, parsed.transfer_syntax))
+            target = os.path.join(job.quarantine_root if reason else job.dst_root, relative)
+            _write_atomic(target, parsed, meta, result.pieces, fd, worker)
+        finally:
+            os.close(fd)
         if reason:
-            reason_file = target.with_name(target.stem + REASON_SUFFIX)
+            reason_file = Path(target[: -len(".dcm")] + REASON_SUFFIX)
             reason_file.write_text(f"quarantined: {reason}\n", encoding="utf-8")
-            return FileOutcome(str(src), "quarantined", str(target), reason)
-        return FileOutcome(str(src), "written", str(target))
+            return FileOutcome(str(src), "quarantined", target, reason)
+        return FileOutcome(str(src), "written", target)
     except DicomError as exc:
         return FileOutcome(str(src), "error", reason=str(exc))
     except (OSError, ValueError, UnicodeError) as exc:
@@ -163,7 +200,8 @@ def iter_files(root: Path) -> list[Path]:
 
 
 def _run_chunk(job: Job, chunk: list[Path]) -> list[FileOutcome]:
-    return [process_file(path, job) for path in chunk]
+    worker = _Worker()
+    return [process_file(path, job, worker) for path in chunk]
 
 
 def run_parallel(func: Callable[[list[Path]], T], paths: list[Path], jobs: int) -> Iterator[T]:

@@ -18,7 +18,7 @@ import mmap
 import os
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -70,13 +70,15 @@ class Element:
 class ParsedFile:
     """A file's meta information, header elements and where its bytes live."""
 
+
     meta: list[Element]
-    elements: list[Element]
+    elements: list[Element]  # empty when parsed with ``elements=False``
     transfer_syntax: str
     buffer: bytes | mmap.mmap
+    start: int  # offset of the data set in ``buffer``
+    file_size: int  # ``buffer`` may hold only the first bytes of the file
     # True when ``buffer`` is the file itself, so spans can be copied by the kernel.
     spans_in_file: bool = True
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def implicit(self) -> bool:
@@ -201,7 +203,12 @@ def _read_dataset(
             append(Element(tag, "SQ", items=items))
             continue
         if length == UNDEFINED:
-            raise DicomError(f"undefined length on {tag_text(tag)} ({vr})")
+            if tag not in BULK_TAGS:
+                raise DicomError(f"undefined length on {tag_text(tag)} ({vr})")
+            # Encapsulated pixels inside an item (e.g. an icon image): kept as raw bytes.
+            pos = _skip_encapsulated(buf, vpos, end)
+            append(Element(tag, vr, buf[vpos:pos]))
+            continue
         pos = vpos + length
         if pos > end:
             raise DicomError(f"{tag_text(tag)} runs past the end of the data")
@@ -215,18 +222,34 @@ def _looks_explicit(buf: bytes | mmap.mmap, pos: int) -> bool:
     return bytes(buf[pos + 4 : pos + 6]).decode("latin-1") in KNOWN_VRS
 
 
-def parse_file(path: Path) -> ParsedFile:
-    """Parse ``path`` up to and around its bulk data. Raises DicomError."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size < 12:
-            raise DicomError("empty or too short to be DICOM")
-        buf: bytes | mmap.mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    return parse_buffer(buf, size)
+HEAD_BYTES = 1 << 16  # enough for nearly every header; larger ones are re-read whole
 
 
-def parse_buffer(buf: bytes | mmap.mmap, size: int) -> ParsedFile:
+def parse_file(path: Path, elements: bool = True) -> ParsedFile:
+    """Parse ``path``'s meta and (unless ``elements`` is False) its data set. Raises DicomError."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return parse_fd(fd, whole=True, elements=elements)
+    finally:
+        os.close(fd)
+
+
+def parse_fd(fd: int, *, whole: bool, elements: bool = False) -> ParsedFile:
+    """Parse an open file: its first HEAD_BYTES only, or (``whole``) all of it, memory-mapped."""
+    size = os.fstat(fd).st_size
+    if size < 12:
+        raise DicomError("empty or too short to be DICOM")
+    buf: bytes | mmap.mmap = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if whole else os.pread(fd, HEAD_BYTES, 0)
+    parsed = parse_buffer(buf, size, elements and whole)
+    if parsed.transfer_syntax == DEFLATED_LE and not whole and len(buf) < size:
+        return parse_fd(fd, whole=True, elements=elements)
+    return parsed
+
+
+def parse_buffer(buf: bytes | mmap.mmap, file_size: int, elements: bool = True) -> ParsedFile:
+    """Parse meta (and data set) from ``buf``, which holds the first bytes of a ``file_size``-byte file."""
     meta: list[Element] = []
+    size = len(buf)
     if size >= 132 and buf[128:132] == b"DICM":
         pos = 132
         while pos + 8 <= size and _H.unpack_from(buf, pos)[0] == 0x0002:
@@ -263,11 +286,21 @@ def parse_buffer(buf: bytes | mmap.mmap, size: int) -> ParsedFile:
             buf = zlib.decompress(bytes(buf[pos:]), -zlib.MAX_WBITS)
         except zlib.error as exc:
             raise DicomError(f"deflated data set does not inflate: {exc}") from None
-        pos, size, spans_in_file = 0, len(buf), False
-    elements, _ = _read_dataset(buf, pos, size, ts == IMPLICIT_LE, top=True, until_delimiter=False)
-    if not elements:
+        pos, size, file_size, spans_in_file = 0, len(buf), len(buf), False
+    if pos + 8 > size:
         raise DicomError("no data set after the file meta information")
-    return ParsedFile(meta=meta, elements=elements, transfer_syntax=ts, buffer=buf, spans_in_file=spans_in_file)
+    found: list[Element] = []
+    if elements:
+        found, _ = _read_dataset(buf, pos, size, ts == IMPLICIT_LE, top=True, until_delimiter=False)
+    return ParsedFile(
+        meta=meta,
+        elements=found,
+        transfer_syntax=ts,
+        buffer=buf,
+        start=pos,
+        file_size=file_size,
+        spans_in_file=spans_in_file,
+    )
 
 
 # ---------------------------------------------------------------- writing
@@ -342,37 +375,29 @@ def _copy_range(src_fd: int, dst_fd: int, start: int, end: int) -> None:
             remaining -= len(chunk)
 
 
-def write_file(
-    dst_fd: int, parsed: ParsedFile, meta: list[Element], elements: list[Element], src_path: Path | None
+def write_pieces(
+    dst_fd: int,
+    parsed: ParsedFile,
+    meta: bytes,
+    pieces: list[bytearray | tuple[int, int]],
+    src_fd: int,
 ) -> None:
-    """Write meta + elements to ``dst_fd``; bulk-data spans come from the source file."""
-    implicit = parsed.implicit
+    """Write meta + data set pieces to ``dst_fd``; ``(start, end)`` pieces are copied from the source."""
     if parsed.transfer_syntax == DEFLATED_LE:
-        body = bytearray()
-        for e in elements:
-            if e.span is not None:
-                body += parsed.buffer[e.span[0] : e.span[1]]
-            else:
-                _encode_into(body, [e], implicit=False)
+        body = b"".join(bytes(parsed.buffer[p[0] : p[1]]) if isinstance(p, tuple) else bytes(p) for p in pieces)
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
-        _write_all(dst_fd, encode_meta(meta) + compressor.compress(bytes(body)) + compressor.flush())
+        _write_all(dst_fd, meta + compressor.compress(body) + compressor.flush())
         return
-    pending = bytearray(encode_meta(meta))
-    src_fd = -1
-    try:
-        for e in elements:
-            if e.span is None:
-                _encode_into(pending, [e], implicit)
-                continue
-            if parsed.spans_in_file and src_path is not None:
-                if src_fd < 0:
-                    src_fd = os.open(src_path, os.O_RDONLY)
-                _write_all(dst_fd, pending)
-                pending = bytearray()
-                _copy_range(src_fd, dst_fd, e.span[0], e.span[1])
-            else:
-                pending += parsed.buffer[e.span[0] : e.span[1]]
-        _write_all(dst_fd, pending)
-    finally:
-        if src_fd >= 0:
-            os.close(src_fd)
+    pending = bytearray(meta)
+    for piece in pieces:
+        if not isinstance(piece, tuple):
+            pending += piece
+            continue
+        start, end = piece
+        if parsed.spans_in_file:
+            _write_all(dst_fd, pending)
+            pending = bytearray()
+            _copy_range(src_fd, dst_fd, start, end)
+        else:
+            pending += parsed.buffer[start:end]
+    _write_all(dst_fd, pending)

@@ -29,8 +29,8 @@ from lightbox.sandbox.deid.transform import (
     PATIENT_IDENTITY_REMOVED,
     PSEUDONYM_TAGS,
     STUDY_INSTANCE_UID,
-    _is_curve,
-    _is_overlay,
+    is_curve,
+    is_overlay,
     find_text,
     text,
 )
@@ -137,11 +137,11 @@ def _check(elements: list[Element], checker: Checker, found: Counter[tuple[str, 
         if tag & 0xFFFF == 0 or e.span is not None:
             continue
         empty = not e.items if e.items is not None else not e.value.strip(b" \0")
-        if _is_curve(group):
+        if is_curve(group):
             if profile.curve_action == "X" and not empty:
                 found[("CurveData", tag)] += 1
             continue
-        if _is_overlay(group) and tag & 0xFFFF in (0x3000, 0x4000):
+        if is_overlay(group) and tag & 0xFFFF in (0x3000, 0x4000):
             if profile.overlay_action == "X" and not empty:
                 found[("OverlayData" if tag & 0xFFFF == 0x3000 else "OverlayComments", tag)] += 1
             continue
