@@ -1,20 +1,18 @@
 """The development runner against the real API server and Job controller.
 
-Containers run through ``lightbox.sandbox.isolation.run_isolated`` when that
-module exists; until then through a stand-in (below, tests only) that still
-gives the process a network namespace with no interfaces via ``unshare --net``,
-so the no-network test means what it says either way.
+Containers run through the real ``lightbox.sandbox.isolation.run_isolated``
+(no network, read-only binds, hidden paths), as they do in the demo.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -23,43 +21,10 @@ import pytest
 
 from lightbox.devtools.localrunner import LocalRunner
 from lightbox.devtools.localrunner_config import RunnerConfig
+from lightbox.sandbox.isolation import run_isolated
 
 TOOLS = "registry.lightbox.test/tools/python"
 IMAGE = f"{TOOLS}@sha256:{'0' * 64}"
-
-
-@dataclass
-class _Result:
-    returncode: int
-    timed_out: bool
-    seconds: float
-    stdout: bytes
-    stderr: bytes
-    output_truncated: bool = False
-
-
-def _unshare_isolate(argv, *, env, read_only, hidden, timeout, max_output_bytes, cwd) -> _Result:  # noqa: ANN001
-    """Network namespace only (no read-only binds, no hiding): a stand-in until sandbox/isolation.py lands."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        raise RuntimeError("unshare(1) not found")
-    started = time.monotonic()
-    process = subprocess.Popen([unshare, "--net", "--", *argv], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=timeout)
-        return _Result(process.returncode, False, time.monotonic() - started, out[:max_output_bytes], err[:max_output_bytes])
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        return _Result(-9, True, time.monotonic() - started, out, err)
-
-
-def _isolation() -> Callable[..., Any]:
-    try:
-        from lightbox.sandbox.isolation import run_isolated
-    except ImportError:
-        return _unshare_isolate
-    return run_isolated
 
 
 @pytest.fixture
@@ -74,7 +39,7 @@ def runner(api_client, tmp_path: Path) -> Iterator[LocalRunner]:
         watch_seconds=2,
         concurrency=2,
     )
-    local = LocalRunner(api_client, config, isolate=_isolation())
+    local = LocalRunner(api_client, config, isolate=run_isolated)
     local.start()
     yield local
     local.stop()
@@ -318,7 +283,7 @@ def test_the_operators_isolation_probe_finds_nothing_answering(api_client, names
     pod = probe_pod(policy, namespace, "probe-1", config, api_client.configuration.host)
     pod["metadata"].pop("ownerReferences")  # the policy object is not stored in this test
     runner_config = RunnerConfig(images=development_images(config.trusted_image), work_dir=tmp_path / "work", watch_seconds=2)
-    with LocalRunner(api_client, runner_config, isolate=_isolation()):
+    with LocalRunner(api_client, runner_config, isolate=run_isolated):
         client.CoreV1Api(api_client).create_namespaced_pod(namespace, pod)
         finished = finished_pod(api_client, namespace, "probe-1", timeout=90)
 
@@ -345,7 +310,6 @@ open(os.environ['LIGHTBOX_TERMINATION_LOG'], 'w').write(json.dumps(seen))
 
 
 def test_vendor_cannot_see_unmounted_claims_or_write_read_only_mounts(api_client, namespace: str, runner: LocalRunner) -> None:
-    pytest.importorskip("lightbox.sandbox.isolation", reason="read-only binds and hiding come from sandbox/isolation.py")
     claim_host = runner.config.claims["datasets"]
     vendor = container(
         "vendor",
@@ -441,7 +405,7 @@ def test_the_operators_run_job_scores_the_reference_algorithm(api_client, namesp
         watch_seconds=2,
     )
     batch = client.BatchV1Api(api_client)
-    with LocalRunner(api_client, runner_config, isolate=_isolation()):
+    with LocalRunner(api_client, runner_config, isolate=run_isolated):
         batch.create_namespaced_job(namespace, job)
         done = wait_for(
             lambda: batch.read_namespaced_job_status("v1-run-1", namespace),
@@ -453,3 +417,24 @@ def test_the_operators_run_job_scores_the_reference_algorithm(api_client, namesp
     assert [s.state.terminated.exit_code for s in pod.status.init_container_statuses] == [0, 0]
     report = ScoreReport.model_validate_json(pod.status.container_statuses[0].state.terminated.message)
     assert report.cases == 12
+
+
+def test_the_cli_runs_as_a_separate_process(api_client, kubeconfig: Path, namespace: str, tmp_path: Path) -> None:
+    config = tmp_path / "runner.yaml"
+    config.write_text(json.dumps({"images": {TOOLS: [sys.executable]}, "work_dir": str(tmp_path / "work"), "watch_seconds": 1}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lightbox", "local-runner", "--config", str(config), "--kubeconfig", str(kubeconfig)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        create_pod(api_client, namespace, "cli", pod_spec([container("score", WRITE_MESSAGE.format("from the cli"))]))
+        pod = finished_pod(api_client, namespace, "cli")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert pod.status.container_statuses[0].state.terminated.message == "from the cli", output
+    assert process.returncode == 0, output
+    assert "DEVELOPMENT" in output
