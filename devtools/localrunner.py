@@ -77,7 +77,7 @@ Pod = Mapping[str, Any]
 
 
 class IsolationResultLike(Protocol):
-    returncode: int
+    returncode: int | None
     timed_out: bool
     seconds: float
     stdout: bytes | str
@@ -375,12 +375,14 @@ class LocalRunner:
                 self._active.pop(uid, None)
             return
         layout = PodLayout(self.config.work_dir / f"{pod['metadata']['namespace']}_{pod['metadata']['name']}_{uid[:8]}")
+        execution = _PodExecution(self, pod, layout, active)
         try:
-            _PodExecution(self, pod, layout, active).run()
+            execution.run()
         finally:
             with self._lock:
                 self._active.pop(uid, None)
-                self._done.add(uid)
+                if not execution.retry:
+                    self._done.add(uid)
             if not self.config.keep_workdirs:
                 shutil.rmtree(layout.root, ignore_errors=True)
             if active.reason == "deleted":
@@ -462,6 +464,7 @@ class _PodExecution:
         self.conditions: list[dict[str, Any]] = list((pod.get("status") or {}).get("conditions") or [])
         self.progress: PodProgress = progress_for(pod, now())
         self.finished = False
+        self.retry = False  # not bound (API error): the next relist tries again
         deadline = pod.get("spec", {}).get("activeDeadlineSeconds")
         self.deadline: float | None = time.monotonic() + float(deadline) if deadline is not None else None
 
@@ -471,9 +474,15 @@ class _PodExecution:
 
     def run(self) -> None:
         action = pod_action(self.pod, self.config.node_name, self.runner.labels, self.config.node_taints)
-        if action == "bind" and not self.runner.bind(self.pod):
-            return
-        elif action == "orphaned":
+        if action == "bind":
+            try:
+                if not self.runner.bind(self.pod):
+                    return
+            except Exception as error:  # noqa: BLE001 - API hiccup: leave it for the next relist
+                log.warning("binding %s failed: %s", self.name, error)
+                self.retry = True
+                return
+        if action == "orphaned":
             self.finish("Failed", "NodeRestarted", "the local runner restarted while this pod was running")
             return
         start = (self.pod.get("status") or {}).get("startTime")

@@ -429,12 +429,6 @@ def ephemeral_storage_limit(container: Container) -> int | None:
 # --- termination messages -------------------------------------------------------------
 
 
-def _text(data: bytes | str | None) -> str:
-    if data is None:
-        return ""
-    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-
-
 def log_tail(output: str) -> str:
     lines = output.splitlines(keepends=True)[-MAX_FALLBACK_LOG_LINES:]
     tail = "".join(lines).encode("utf-8")[-MAX_FALLBACK_LOG_BYTES:]

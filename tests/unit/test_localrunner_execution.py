@@ -357,3 +357,21 @@ def test_ephemeral_storage_limit_reaches_isolation(claims: Path, tmp_path: Path)
 
     assert isolation.calls[0]["max_file_bytes"] == 1 << 30
     assert core.final["phase"] == "Succeeded"
+
+
+def test_a_failed_binding_is_retried_on_the_next_pass(claims: Path, tmp_path: Path) -> None:
+    runner, core = runner_for([make_pod([], [python("score", "pass")])], claims, tmp_path, FakeIsolation())
+    bind = core.create_namespaced_pod_binding
+    attempts: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("connection reset")
+        bind(*args, **kwargs)
+
+    core.create_namespaced_pod_binding = flaky  # type: ignore[method-assign]
+
+    assert runner.run_once() == 1 and core.patches == []
+    assert runner.run_once() == 1
+    assert core.final["phase"] == "Succeeded"
