@@ -222,7 +222,7 @@ def _looks_explicit(buf: bytes | mmap.mmap, pos: int) -> bool:
     return bytes(buf[pos + 4 : pos + 6]).decode("latin-1") in KNOWN_VRS
 
 
-HEAD_BYTES = 1 << 16  # enough for nearly every header; larger ones are re-read whole
+HEAD_BYTES = 1 << 15  # enough for most headers; larger ones are re-read whole
 
 
 def parse_file(path: Path, elements: bool = True) -> ParsedFile:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import mmap
 import struct
 from collections.abc import Callable
+from functools import lru_cache
 from dataclasses import dataclass, field
 
 from lightbox.sandbox.deid.dicomio import (
@@ -37,6 +38,7 @@ from lightbox.sandbox.deid.dicomio import (
     encode_elements,
     tag_text,
 )
+from lightbox.sandbox.deid.profile import compile_profile
 from lightbox.sandbox.deid.transform import (
     BURNED_IN_ANNOTATION,
     MODALITY,
@@ -201,6 +203,7 @@ class _Rewriter:
         self.file_size = parsed.file_size
         self.offset = 0  # file offset of ``buf`` (non-zero while rewriting a tail read separately)
         self.head = parsed.buffer
+        self.inserts = _inserts(settings.profile.options)
 
     # -- cleaning needs the file's identifying values, collected on first use only
     @property
@@ -277,7 +280,7 @@ class _Rewriter:
     ) -> int:
         buf, view, rules, profile = self.buf, self.view, self.rules, self.profile
         keep_private = self.keep_safe_private
-        inserts: list[tuple[int, bytes]] = _inserts(self.settings, implicit) if top and insert else []
+        inserts: list[tuple[int, bytes]] = list(self.inserts[implicit]) if top and insert else []
         insert_tags = {tag for tag, _ in inserts}
         creators: dict[tuple[int, int], str] = {}
         run = -1  # start of the pending run of unchanged elements
@@ -434,8 +437,11 @@ class _Rewriter:
         return pos
 
 
-def _inserts(settings: Settings, implicit: bool) -> list[tuple[int, bytes]]:
-    return [(e.tag, encode_elements([e], implicit)) for e in method_elements(settings.profile)]
+@lru_cache(maxsize=64)
+def _inserts(options: frozenset[str]) -> dict[bool, tuple[tuple[int, bytes], ...]]:
+    """The profile's own attributes, encoded both ways (implicit, explicit)."""
+    added = method_elements(compile_profile(options))
+    return {implicit: tuple((e.tag, encode_elements([e], implicit)) for e in added) for implicit in (True, False)}
 
 
 def rewrite(parsed: ParsedFile, start: int, settings: Settings, read_at: Callable[[int, int], bytes] | None = None) -> Rewritten:
