@@ -1,0 +1,188 @@
+"""Classification metrics against independent references: scikit-learn, direct counts,
+brute-force DeLong, and the Wilson interval's defining equation solved numerically."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+from scipy.stats import norm
+from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score, roc_curve
+
+from lightbox.sandbox.metrics import classification as cls
+from lightbox.sandbox.metrics._stats import midranks, wilson_interval
+
+
+def _data(seed: int, n: int = 60, ties: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.4
+    y[:2] = [True, False]
+    s = rng.normal(y * 1.0, 1.0)
+    if ties:
+        s = np.round(s, 1)
+    return y, s
+
+
+def mann_whitney_auc(y: np.ndarray, s: np.ndarray) -> float:
+    pos, neg = s[y], s[~y]
+    wins = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def brute_force_delong(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
+    """DeLong, DeLong & Clarke-Pearson (1988) from the pairwise kernel, O(m n)."""
+    pos, neg = s[y], s[~y]
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    area = psi.mean()
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    return float(area), float(np.var(v10, ddof=1) / len(pos) + np.var(v01, ddof=1) / len(neg))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_auc_matches_sklearn_and_pairwise_count(seed: int) -> None:
+    y, s = _data(seed, ties=seed % 2 == 0)
+    assert cls.auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert cls.auc(y, s) == pytest.approx(mann_whitney_auc(y, s), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_delong_matches_brute_force(seed: int) -> None:
+    y, s = _data(seed, n=40 + seed * 7, ties=seed % 2 == 1)
+    area, var = cls.delong(y, s)
+    ref_area, ref_var = brute_force_delong(y, s)
+    assert area == pytest.approx(ref_area, abs=1e-12)
+    assert var == pytest.approx(ref_var, rel=1e-10)
+
+
+def test_delong_interval_is_normal_around_auc() -> None:
+    y, s = _data(3, n=200)
+    area, lo, hi = cls.delong_interval(y, s, 0.95)
+    _, var = brute_force_delong(y, s)
+    assert lo == pytest.approx(max(0, area - norm.ppf(0.975) * math.sqrt(var)))
+    assert hi == pytest.approx(min(1, area + norm.ppf(0.975) * math.sqrt(var)))
+
+
+def test_midranks_match_scipy() -> None:
+    from scipy.stats import rankdata
+
+    x = np.round(np.random.default_rng(1).normal(size=500), 1)
+    np.testing.assert_allclose(midranks(x), rankdata(x))
+
+
+def test_count_based_bootstrap_equals_sklearn_on_the_same_resamples() -> None:
+    y, s = _data(7, n=80)
+    idx = np.random.default_rng(0).integers(0, len(y), size=(25, len(y)))
+    ours = cls.bootstrap_auc_from_indices(y, s, idx)
+    ref = [roc_auc_score(y[i], s[i]) if y[i].any() and (~y[i]).any() else np.nan for i in idx]
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+
+
+def test_stratified_bootstrap_reproduces_its_draws() -> None:
+    """Replay the generator: each resample must be the AUC of the drawn cases."""
+    y, s = _data(11, n=70)
+    boot = cls.bootstrap_auc(y, s, resamples=30, seed=5)
+    rng = np.random.default_rng(5)
+    pos, neg = s[y], np.sort(s[~y])
+    b = min(30, cls.stratified_batch(len(pos), len(neg)))
+    assert b == 30  # one batch: draws are all negatives' then all positives'
+    ni = rng.integers(0, len(neg), size=(b, len(neg)), dtype=np.int32)
+    pi = rng.integers(0, len(pos), size=(b, len(pos)), dtype=np.int32)
+    for r in range(b):
+        yy = np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
+        assert boot[r] == pytest.approx(roc_auc_score(yy, np.r_[pos[pi[r]], neg[ni[r]]]), abs=1e-12)
+
+
+def test_patient_level_bootstrap_keeps_patients_together() -> None:
+    y, s = _data(2, n=60)
+    clusters = np.arange(60) // 3
+    boot = cls.bootstrap_auc(y, s, resamples=200, seed=1, clusters=clusters)
+    assert np.isfinite(boot).sum() > 150
+    assert abs(np.nanmean(boot) - cls.auc(y, s)) < 0.05
+    # With one case per cluster the cluster path is an (unstratified) case bootstrap.
+    single = cls.bootstrap_auc(y, s, resamples=200, seed=1, clusters=np.arange(60))
+    assert abs(np.nanstd(single) - np.nanstd(cls.bootstrap_auc(y, s, resamples=200, seed=2))) < 0.02
+
+
+def test_bootstrap_is_deterministic_in_seed() -> None:
+    y, s = _data(4)
+    np.testing.assert_array_equal(cls.bootstrap_auc(y, s, resamples=50, seed=9), cls.bootstrap_auc(y, s, resamples=50, seed=9))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_roc_curve_matches_sklearn(seed: int) -> None:
+    y, s = _data(seed)
+    fpr, tpr, thr = cls.roc_curve(y, s)
+    rf, rt, rthr = roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, rf)
+    np.testing.assert_allclose(tpr, rt)
+    np.testing.assert_allclose(thr[1:], rthr[1:])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_youden_threshold_matches_sklearn_roc(seed: int) -> None:
+    y, s = _data(seed)
+    rf, rt, rthr = roc_curve(y, s, drop_intermediate=False)
+    j = rt - rf
+    assert cls.youden_threshold(y, s) == pytest.approx(rthr[int(np.argmax(j))])
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.8])
+def test_threshold_metrics_match_confusion_matrix(threshold: float) -> None:
+    rng = np.random.default_rng(3)
+    y = rng.random(150) < 0.35
+    p = np.clip(rng.normal(0.3 + 0.4 * y, 0.2), 0, 1)
+    tn, fp, fn, tp = confusion_matrix(y, p >= threshold, labels=[False, True]).ravel()
+    m = cls.threshold_metrics(y, p, threshold)
+    assert (m.tp, m.fp, m.tn, m.fn) == (tp, fp, tn, fn)
+    assert m.sensitivity.value == pytest.approx(tp / (tp + fn))
+    assert m.specificity.value == pytest.approx(tn / (tn + fp))
+    if tp + fp:
+        assert m.ppv.value == pytest.approx(tp / (tp + fp))
+    assert m.npv.value == pytest.approx(tn / (tn + fn)) if tn + fn else math.isnan(m.npv.value)
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (47, 120), (1, 1)])
+def test_wilson_interval_solves_the_score_equation(k: int, n: int) -> None:
+    z = norm.ppf(0.975)
+    phat = k / n
+    f = lambda p: abs(phat - p) - z * math.sqrt(p * (1 - p) / n)  # noqa: E731
+    lo, hi = wilson_interval(k, n, 0.95)
+    eps = 1e-12
+    ref_lo = 0.0 if k == 0 else brentq(f, eps, phat if k < n else 1 - eps)
+    ref_hi = 1.0 if k == n else brentq(f, phat if k > 0 else eps, 1 - eps)
+    assert lo == pytest.approx(ref_lo, abs=1e-9)
+    assert hi == pytest.approx(ref_hi, abs=1e-9)
+
+
+def test_brier_matches_sklearn() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.3
+    p = rng.random(300)
+    assert cls.brier(y, p) == pytest.approx(brier_score_loss(y, p))
+
+
+def test_ece_matches_a_direct_loop_and_sklearn_bins() -> None:
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(1)
+    p = rng.random(1000)
+    y = rng.random(1000) < p**1.5
+    cal = cls.calibration(y, p, n_bins=10)
+    ece = 0.0
+    for b in range(10):
+        lo, hi = b / 10, (b + 1) / 10
+        inside = (p >= lo) & ((p < hi) if b < 9 else (p <= hi))
+        if inside.any():
+            ece += inside.mean() * abs(y[inside].mean() - p[inside].mean())
+    assert cal.ece == pytest.approx(ece, abs=1e-12)
+    prob_true, prob_pred = calibration_curve(y, p, n_bins=10, strategy="uniform")
+    np.testing.assert_allclose([b.observed_rate for b in cal.bins], prob_true)
+    np.testing.assert_allclose([b.mean_predicted for b in cal.bins], prob_pred)
+
+
+def test_degenerate_inputs_give_nan_not_errors() -> None:
+    assert math.isnan(cls.auc([1, 1, 1], [0.1, 0.2, 0.3]))
+    assert all(math.isnan(v) for v in cls.delong([0, 0], [0.1, 0.2]))
+    assert np.isnan(cls.bootstrap_auc([1, 1], [0.1, 0.2], resamples=5)).all()
