@@ -63,6 +63,7 @@ from lightbox.devtools.localrunner_status import (
     node_labels,
     node_manifest,
     node_status,
+    pod_event,
     progress_for,
     render_pod_status,
     terminated_state,
@@ -410,7 +411,13 @@ class LocalRunner:
             current = self.core.read_namespaced_pod(name, namespace)
             return bool(current.spec.node_name == self.config.node_name)
         log.info("bound %s/%s to %s", namespace, name, self.config.node_name)
+        self.event(pod, "Scheduled", f"Successfully assigned {namespace}/{name} to {self.config.node_name}")
         return True
+
+    def event(self, pod: Pod, reason: str, message: str, *, warning: bool = False, container: str | None = None) -> None:
+        """Best effort, like the kubelet's: a lost event must not stop a run."""
+        body = pod_event(pod, reason=reason, message=message, warning=warning, node_name=self.config.node_name, now=now(), container=container)
+        self._try(lambda: self.core.create_namespaced_event(pod["metadata"]["namespace"], body))
 
     def patch_status(self, pod: Pod, status: dict[str, Any]) -> None:
         self.core.patch_namespaced_pod_status(pod["metadata"]["name"], pod["metadata"]["namespace"], {"status": status})
@@ -493,6 +500,7 @@ class _PodExecution:
             volumes = map_volumes(self.pod, self.config.claims, self.layout.empty_dirs)
             self.prepare(volumes)
         except PodConfigError as error:
+            self.runner.event(self.pod, error.reason, error.message, warning=True)
             self.finish("Failed", error.reason, error.message)
             return
         spec = self.pod["spec"]
@@ -544,7 +552,11 @@ class _PodExecution:
         started = now()
         self.progress.states[name] = Running(started)
         self.report()
+        self.runner.event(self.pod, "Started", f"Started container {name}: {' '.join(plan.argv)[:300]}", container=name)
         terminated = self.execute(plan, started)
+        if terminated.reason != "Completed":
+            note = f"Container {name} ended: exit code {terminated.exit_code} ({terminated.reason})"
+            self.runner.event(self.pod, "Killing" if terminated.exit_code == 137 else "Failed", note, warning=True, container=name)
         self.progress.states[name] = terminated
         self.report()
         log.info("%s: container %s exited %d (%s)", self.name, name, terminated.exit_code, terminated.reason)
@@ -552,6 +564,7 @@ class _PodExecution:
 
     def refuse(self, name: str, error: PodConfigError) -> bool:
         """Image pull and config failures leave the container waiting, as a kubelet does."""
+        self.runner.event(self.pod, "Failed", error.message, warning=True, container=name)
         if error.reason == "StartError":
             self.progress.states[name] = Terminated(128, "StartError", now(), now(), error.message)
             return False

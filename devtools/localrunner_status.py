@@ -323,3 +323,45 @@ def node_lease(node_name: str, node_uid: str, now: datetime, duration_seconds: i
         },
         "spec": {"holderIdentity": node_name, "leaseDurationSeconds": duration_seconds, "renewTime": micro_time(now)},
     }
+
+
+# --- events -------------------------------------------------------------------------
+
+
+def pod_event(
+    pod: Mapping[str, Any],
+    *,
+    reason: str,
+    message: str,
+    warning: bool,
+    node_name: str,
+    now: datetime,
+    container: str | None = None,
+) -> dict[str, Any]:
+    """A core/v1 Event as the kubelet records it, so ``kubectl describe pod`` tells the story."""
+    metadata = pod.get("metadata", {})
+    involved: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": metadata.get("name", ""),
+        "namespace": metadata.get("namespace", ""),
+        "uid": metadata.get("uid", ""),
+    }
+    if container:
+        init = {c["name"] for c in pod.get("spec", {}).get("initContainers") or []}
+        involved["fieldPath"] = f"spec.{'initContainers' if container in init else 'containers'}{{{container}}}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{metadata.get('name', 'pod')}.", "namespace": metadata.get("namespace", "")},
+        "involvedObject": involved,
+        "reason": reason,
+        "message": message[:1024],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": "lightbox-local-runner", "host": node_name},
+        "reportingComponent": "lightbox-local-runner",
+        "reportingInstance": node_name,
+        "firstTimestamp": rfc3339(now),
+        "lastTimestamp": rfc3339(now),
+        "count": 1,
+    }

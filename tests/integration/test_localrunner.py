@@ -174,6 +174,8 @@ def test_failing_command_fails_the_pod_with_its_exit_code(api_client, namespace:
 
 
 def test_unknown_image_reports_an_image_pull_failure(api_client, namespace: str, runner: LocalRunner) -> None:
+    from kubernetes import client
+
     vendor = container("vendor", "print('never')", image="evil.example/model@sha256:" + "1" * 64)
     create_pod(api_client, namespace, "pull", pod_spec([container("score", "pass")], [vendor]))
 
@@ -181,6 +183,8 @@ def test_unknown_image_reports_an_image_pull_failure(api_client, namespace: str,
 
     assert (pod.status.phase, pod.status.reason) == ("Failed", "ErrImagePull")
     assert pod.status.init_container_statuses[0].state.waiting.reason in ("ErrImagePull", "ImagePullBackOff")
+    events = client.CoreV1Api(api_client).list_namespaced_event(namespace, field_selector="involvedObject.name=pull").items
+    assert any(e.reason == "Failed" and "evil.example/model" in e.message for e in events), events
 
 
 NETWORK_PROBE = """

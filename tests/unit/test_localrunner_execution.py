@@ -63,6 +63,7 @@ class FakeCore:
         self.patches: list[dict[str, Any]] = []
         self.bindings: list[tuple[str, str, dict]] = []
         self.deleted: list[str] = []
+        self.events: list[dict[str, Any]] = []
 
     def create_node(self, body: dict) -> Any:
         return SimpleNamespace(metadata=SimpleNamespace(uid="node-uid"))
@@ -79,6 +80,9 @@ class FakeCore:
 
     def patch_namespaced_pod_status(self, name: str, namespace: str, body: dict) -> None:
         self.patches.append(json.loads(json.dumps(body["status"])))
+
+    def create_namespaced_event(self, namespace: str, body: dict) -> None:
+        self.events.append(body)
 
     def delete_namespaced_pod(self, name: str, namespace: str, body: dict) -> None:
         self.deleted.append(name)
@@ -210,6 +214,10 @@ def test_unknown_image_is_an_image_pull_failure(claims: Path, tmp_path: Path) ->
     assert "ErrImagePull" in waiting and waiting[-1] == "ImagePullBackOff"
     assert (core.final["phase"], core.final["reason"]) == ("Failed", "ErrImagePull")
     assert isolation.calls == []
+    assert [(e["reason"], e["type"], e["involvedObject"].get("fieldPath")) for e in core.events] == [
+        ("Scheduled", "Normal", None),
+        ("Failed", "Warning", "spec.initContainers{vendor}"),
+    ]
 
 
 def test_active_deadline_kills_and_fails_with_deadline_exceeded(claims: Path, tmp_path: Path) -> None:
