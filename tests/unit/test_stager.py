@@ -1,0 +1,147 @@
+"""The stage step: de-identification gate, input manifest, scorer-only cases.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from lightbox.api.run import EXIT_DATASET_UNREADABLE, EXIT_OK, EXIT_PHI_FOUND
+from lightbox.sandbox import deidgate, stager
+from lightbox.sandbox.contract import InputManifest
+from lightbox.sandbox.sampledata import SAMPLE_DEID_OPTIONS, make_sample_dataset
+
+
+@pytest.fixture
+def minimal_verifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stager logic is tested with the built-in minimal check; the full profile check is the
+    deid package's to test."""
+    monkeypatch.setattr(deidgate, "load_verifier", lambda: (deidgate.minimal_verify_tree, "minimal"))
+
+
+def _env(monkeypatch: pytest.MonkeyPatch, tmp: Path, studies: Path, config: dict | None = None) -> dict[str, Path]:
+    paths = {"input": tmp / "input", "work": tmp / "work", "term": tmp / "termination-log"}
+    monkeypatch.setenv("LIGHTBOX_STUDIES_DIR", str(studies))
+    monkeypatch.setenv("LIGHTBOX_INPUT_DIR", str(paths["input"]))
+    monkeypatch.setenv("LIGHTBOX_WORK_DIR", str(paths["work"]))
+    monkeypatch.setenv("LIGHTBOX_TERMINATION_LOG", str(paths["term"]))
+    cfg = {"deidOptions": SAMPLE_DEID_OPTIONS} if config is None else config
+    monkeypatch.setenv("LIGHTBOX_STAGER_CONFIG", json.dumps(cfg))
+    return paths
+
+
+@pytest.mark.usefixtures("minimal_verifier")
+def test_stages_sample_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = make_sample_dataset(tmp_path / "data", n_cases=6, seed=1, task="segmentation")
+    paths = _env(monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "task": "segmentation", "labels": ["lesion"]})
+    assert stager.main([]) == EXIT_OK
+    manifest = InputManifest.model_validate_json((paths["input"] / "manifest.json").read_text())
+    assert manifest.task == "segmentation" and manifest.labels == ["lesion"]
+    assert [c.id for c in manifest.cases] == [f"case-{i:04d}" for i in range(1, 7)]
+    for case in manifest.cases:
+        files = case.series[0].files
+        assert len(files) == 3
+        positions = [float(pydicom.dcmread(paths["input"] / f).ImagePositionPatient[2]) for f in files]
+        assert positions == sorted(positions)
+    cases = json.loads((paths["work"] / "cases.json").read_text())["cases"]
+    assert sorted(c["source"] for c in cases.values()) == sorted(sample.cases)
+    first = cases["case-0001"]
+    assert set(first) >= {"patientId", "sex", "ageBand", "manufacturer", "site", "spacing", "shape"}
+    assert first["site"].startswith("SITE-") and first["sex"] in ("M", "F")
+    assert first["spacing"][0] > 0 and first["shape"][0] == 3
+    # the vendor's input never names the dataset's folders
+    assert not any(src in (paths["input"] / "manifest.json").read_text() for src in sample.cases)
+    summary = json.loads(paths["term"].read_text())
+    assert summary["cases"] == 6 and summary["files"] == 18
+
+
+@pytest.mark.usefixtures("minimal_verifier")
+def test_max_cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = make_sample_dataset(tmp_path / "data", n_cases=5)
+    paths = _env(monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "maxCases": 2})
+    assert stager.main([]) == EXIT_OK
+    assert len(json.loads((paths["input"] / "manifest.json").read_text())["cases"]) == 2
+
+
+@pytest.mark.usefixtures("minimal_verifier")
+def test_refuses_identifiable_data_naming_attributes_not_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = make_sample_dataset(tmp_path / "data", n_cases=4)
+    for path in list(sample.studies_dir.rglob("*.dcm"))[:3]:
+        ds = pydicom.dcmread(path)
+        ds.PatientName = "DOE^JANE"
+        ds.PatientBirthDate = "19700101"
+        ds.save_as(path)
+    paths = _env(monkeypatch, tmp_path, sample.studies_dir)
+    assert stager.main([]) == EXIT_PHI_FOUND
+    term = paths["term"].read_text()
+    message = json.loads(term)
+    assert message["reason"] == "PHIFound"
+    assert "PatientName (0010,0010): 3 occurrences in 3 files" in message["message"]
+    assert "PatientBirthDate" in message["message"]
+    assert "DOE" not in term and "JANE" not in term and "1970" not in term
+    assert not (paths["input"] / "manifest.json").exists()
+
+
+@pytest.mark.usefixtures("minimal_verifier")
+def test_missing_identity_removed_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = make_sample_dataset(tmp_path / "data", n_cases=2)
+    path = next(sample.studies_dir.rglob("*.dcm"))
+    ds = pydicom.dcmread(path)
+    del ds.PatientIdentityRemoved
+    ds.save_as(path)
+    paths = _env(monkeypatch, tmp_path, sample.studies_dir)
+    assert stager.main([]) == EXIT_PHI_FOUND
+    assert "PatientIdentityRemoved" in paths["term"].read_text()
+
+
+@pytest.mark.usefixtures("minimal_verifier")
+def test_non_dicom_file_is_unreadable_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = make_sample_dataset(tmp_path / "data", n_cases=2)
+    (sample.studies_dir / sample.cases[0] / "notes.txt").write_text("not dicom")
+    paths = _env(monkeypatch, tmp_path, sample.studies_dir)
+    assert stager.main([]) == EXIT_DATASET_UNREADABLE
+    assert json.loads(paths["term"].read_text())["reason"] == "DatasetUnreadable"
+
+
+def test_missing_studies_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = _env(monkeypatch, tmp_path, tmp_path / "nope")
+    assert stager.main([]) == EXIT_DATASET_UNREADABLE
+    assert json.loads(paths["term"].read_text())["reason"] == "DatasetUnreadable"
+
+
+def test_fails_closed_when_the_declared_verifier_cannot_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> None:
+        raise deidgate.VerifierUnavailable("the de-identification verifier failed to load: boom")
+
+    monkeypatch.setattr(deidgate, "load_verifier", broken)
+    sample = make_sample_dataset(tmp_path / "data", n_cases=2)
+    paths = _env(monkeypatch, tmp_path, sample.studies_dir)
+    assert stager.main([]) != EXIT_OK
+    assert json.loads(paths["term"].read_text())["reason"] == "VerifierUnavailable"
+    assert not (paths["input"] / "manifest.json").exists()
+
+
+def test_invalid_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = _env(monkeypatch, tmp_path, tmp_path, {"deidOptions": ["keepEverything"]})
+    assert stager.main([]) == stager.EXIT_CONFIG_INVALID
+    assert json.loads(paths["term"].read_text())["reason"] == "ConfigInvalid"
+
+
+def test_absent_config_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _env(monkeypatch, tmp_path, tmp_path)
+    monkeypatch.delenv("LIGHTBOX_STAGER_CONFIG")
+    config, task, labels = stager._config()
+    assert config.deid_options == [] and task == "classification" and labels == []
+
+
+def test_sample_dataset_passes_the_real_verifier_with_its_options(tmp_path: Path) -> None:
+    try:
+        verifier, name = deidgate.load_verifier()
+    except deidgate.VerifierUnavailable as exc:
+        pytest.skip(str(exc))
+    sample = make_sample_dataset(tmp_path / "data", n_cases=4)
+    report = verifier(sample.studies_dir, sample.deid_options)
+    assert report.ok, [(v.keyword, v.occurrences) for v in report.violations]
+    assert deidgate.error_count(report) == 0
