@@ -412,7 +412,9 @@ def detection_metrics(
         b = min(256, cfg.bootstrap.resamples - start)
         boots.append(det.weighted_sensitivity_at(cf, resample_weights(rng, cluster_index, n_clusters, b), targets))
     boot = np.vstack(boots)
-    lo, hi = percentile_interval(np.nanmean(boot, axis=1), cfg.confidence_level)
+    # resamples that drew no lesion at all have no sensitivity; leave them out
+    usable = np.isfinite(boot).all(axis=1)
+    lo, hi = percentile_interval(boot[usable].mean(axis=1), cfg.confidence_level)
     out["frocSensitivity"] = _mv(float(point.mean()), lo, hi, "bootstrap")
     if extras is not None:
         for j, t in enumerate(targets):
