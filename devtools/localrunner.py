@@ -665,19 +665,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="runner config (YAML or JSON); see lightbox.devtools.localrunner_config")
     parser.add_argument("--kubeconfig", type=Path, help="kubeconfig of the API server (default: $KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--once", action="store_true", help="run the pods waiting now, then exit")
+    parser.add_argument("--print-config", action="store_true", help="print the effective config as YAML and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log container output too")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    config = load_config(args.config)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+        return 0
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not args.verbose:
         logging.getLogger("kubernetes").setLevel(logging.WARNING)
     from kubernetes import config as kube_config
 
     api_client = kube_config.new_client_from_config(config_file=str(args.kubeconfig) if args.kubeconfig else None)
-    runner = LocalRunner(api_client, load_config(args.config))
+    runner = LocalRunner(api_client, config)
     if args.once:
         runner.run_once()
         return 0

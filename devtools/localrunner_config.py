@@ -70,6 +70,10 @@ class RunnerConfig(BaseModel):
         description="Image repository (or full reference) -> argv prefix of its entry point; "
         "any other image fails like an image pull.",
     )
+    development_images: bool = Field(
+        default=True,
+        description="Also map the operator's trusted image and the reference algorithms (see development_images()).",
+    )
     commands: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Executable name -> argv prefix, on top of default_commands() (lightbox, python).",
@@ -92,6 +96,9 @@ class RunnerConfig(BaseModel):
 
     def all_commands(self) -> dict[str, list[str]]:
         return default_commands() | self.commands
+
+    def all_images(self) -> dict[str, list[str]]:
+        return (development_images() if self.development_images else {}) | self.images
 
 
 def load_config(path: Path | str | None) -> RunnerConfig:

@@ -384,7 +384,7 @@ def plan_container(
         node_name=config.node_name,
         host_ip=config.host_ip,
     )
-    argv = container_argv(container, env, config.images, config.all_commands(), mounts)
+    argv = container_argv(container, env, config.all_images(), config.all_commands(), mounts)
     argv = resolve_executable(argv, env.get("PATH"), which)
     candidates = [
         *(volume.path for volume in volumes.values()),

@@ -352,6 +352,8 @@ def test_development_images_cover_the_trusted_image_and_reference_algorithms() -
     from lightbox.operator.config import DEFAULT_TRUSTED_IMAGE
 
     images = development_images()
+    assert RunnerConfig().all_images() == images
+    assert RunnerConfig(development_images=False).all_images() == {}
     assert image_entrypoint(DEFAULT_TRUSTED_IMAGE, images) == [sys.executable, "-m", "lightbox"]
     assert image_entrypoint("registry.lightbox.test/reference/classifier@sha256:" + "a" * 64, images)[-1] == "lightbox.sandbox.reference.classifier"
 

@@ -390,3 +390,12 @@ def test_ephemeral_storage_limit_caps_files() -> None:
 
     assert ephemeral_storage_limit({"resources": {"limits": {"ephemeral-storage": "1Gi", "cpu": "1"}}}) == 1 << 30
     assert ephemeral_storage_limit({"name": "c"}) is None
+
+
+def test_cli_prints_an_effective_config_that_loads_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lightbox.devtools.localrunner import main
+
+    (tmp_path / "in.yaml").write_text("claims: {datasets: /srv/ds}\n")
+    assert main(["--config", str(tmp_path / "in.yaml"), "--print-config"]) == 0
+    (tmp_path / "out.yaml").write_text(capsys.readouterr().out)
+    assert load_config(tmp_path / "out.yaml") == load_config(tmp_path / "in.yaml")
