@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vendor": ("lightbox.sandbox.vendorcheck", "vendor tools: vendor check -- COMMAND..."),
     "stage": ("lightbox.sandbox.stager", "trusted staging step inside a sandbox pod"),
     "score": ("lightbox.sandbox.scorer", "trusted scoring step inside a sandbox pod"),
+    "probe": ("lightbox.sandbox.probe", "network isolation probe inside a sandbox namespace"),
 }
 
 
