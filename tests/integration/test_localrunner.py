@@ -189,7 +189,7 @@ def test_unknown_image_reports_an_image_pull_failure(api_client, namespace: str,
 
 NETWORK_PROBE = """
 import json, os, socket
-targets = [(os.environ['API_HOST'], int(os.environ['API_PORT'])), ('1.1.1.1', 53), ('127.0.0.1', int(os.environ['API_PORT']))]
+targets = [(os.environ['API_HOST'], int(os.environ['API_PORT'])), ('127.0.0.2', 53), ('127.0.0.1', int(os.environ['API_PORT']))]
 reached = []
 for host, port in targets:
     try:
