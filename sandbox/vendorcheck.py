@@ -232,9 +232,9 @@ class CheckSettings:
     manifest: Path | None = None
 
 
-def run_check(command: list[str], settings: CheckSettings, out: Any = sys.stdout) -> int:
+def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> int:
     def say(text: str = "") -> None:
-        print(text, file=out)
+        print(text, file=out or sys.stdout)
 
     workdir = Path(tempfile.mkdtemp(prefix="lightbox-vendor-check-"))
     try:
