@@ -47,6 +47,25 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
     memo["runtime"] = runtime
 
 
+@kopf.on.login()
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """The same credentials as our own client (in-cluster, or the kubeconfig given)."""
+    cfg = load_configuration(memo.get("kubeconfig"))
+    token = (cfg.api_key or {}).get("authorization") or None
+    scheme = (cfg.api_key_prefix or {}).get("authorization")
+    if token and " " in token:
+        scheme, token = token.split(" ", 1)
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+        scheme=scheme if token else None,
+        token=token,
+    )
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")

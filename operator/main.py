@@ -46,11 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         probe_outside=args.probe_outside,
         workers=args.workers,
     )
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     kopf.configure(verbose=args.verbose)
+    # One line per API request drowns what the operator decided.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     kopf.run(
         standalone=True,
         clusterwide=not config.namespaces,

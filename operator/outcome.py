@@ -321,6 +321,8 @@ def verify_result(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Ver
     verified = data["verified"] and term.get("exitCode") == 0 and not violations and "contentHash" in summary
     if verified:
         return VerifyResult(True, "Verified", "Verified", f"{summary.get('caseCount', '?')} cases verified de-identified", summary)
+    if not data["verified"] and not violations and isinstance(data.get("message"), str):
+        return VerifyResult(False, "Error", DATASET_UNREADABLE, _clip(data["message"]), summary)
     if not violations and isinstance(data.get("errors"), int) and data["errors"] > 0:
         return VerifyResult(
             False, "Error", DATASET_UNREADABLE, f"{data['errors']} files could not be read as DICOM", summary

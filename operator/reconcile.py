@@ -407,7 +407,7 @@ async def reconcile_validation(runtime: Runtime, namespace: str, name: str) -> f
                 records[run_name_] = record.model_copy(update={"phase": phase, "reason": reason, "message": message})
             continue
         runtime.crash("before-result-write")
-        if not outcome.job_finished(job):
+        if not outcome.job_finished(job) and not outcome.pod_finished(pods.get(run_name_)):
             # Image pull failures and deleted datasets leave a live Job behind: stop it.
             await kube.delete(path("jobs", namespace, run_name_), "Background")
         records[run_name_] = _finish(record, result, validation, now)

@@ -1,7 +1,7 @@
 """The dataset-verification step (trusted image): ``python -m lightbox.operator.verifystep DIR``.
 
-Wraps the de-identification gate (``lightbox.sandbox.deid.verify_tree``, the
-same check as ``lightbox deid verify --json``) and writes a compact summary to
+Wraps the de-identification gate (``lightbox.sandbox.deidgate.verify_tree``:
+the check of ``lightbox deid verify``, as the stager applies it) and writes a compact summary to
 the termination log, the one channel a Job's pod has back to the operator.
 The full report can exceed the 4096 bytes Kubernetes keeps, so violations are
 capped and the per-file list of unreadable files is left out.
@@ -29,9 +29,11 @@ def compact_summary(report: Any, case_count: int, limit: int = TERMINATION_MESSA
         "contentHash": report.content_hash,
         "caseCount": case_count,
         "fileCount": report.files,
-        "errors": report.errors,
-        "cohort": report.cohort,
-        "violations": [v.model_dump(by_alias=True) for v in report.violations],
+        "errors": getattr(report, "errors", 0),
+        "cohort": getattr(report, "cohort", {}) or {},
+        "violations": [
+            {"keyword": v.keyword, "tag": v.tag, "occurrences": v.occurrences, "files": v.files} for v in report.violations
+        ],
     }
     text = json.dumps(summary, separators=(",", ":"))
     # Drop detail, least important first, until it fits the termination message.
@@ -49,14 +51,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dir", type=Path)
     parser.add_argument("--option", action="append", default=[], help="profile option the dataset claims")
     args = parser.parse_args(argv)
-    from lightbox.sandbox.deid import verify_tree
+    # The same gate the stager applies before every run.
+    from lightbox.sandbox.deidgate import verify_tree
 
     target = os.environ.get(TERMINATION_LOG_ENV) or TERMINATION_LOG_PATH
+    report = None
     if not args.dir.is_dir():
         text = json.dumps({"verified": False, "message": f"{args.dir} is not a directory"})
         code = EXIT_DATASET_UNREADABLE
     else:
-        report = verify_tree(args.dir, args.option, jobs=1)
+        try:
+            report = verify_tree(args.dir, args.option)
+        except Exception as exc:  # noqa: BLE001  (fail closed, but say why)
+            text = json.dumps({"verified": False, "message": f"verifier failed: {type(exc).__name__}: {exc}"[:2000]})
+            code = EXIT_DATASET_UNREADABLE
+    if report is not None:
         cases = sum(1 for p in args.dir.iterdir() if p.is_dir())
         text = compact_summary(report, cases)
         code = 0 if report.ok else EXIT_PHI_FOUND

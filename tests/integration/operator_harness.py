@@ -1,0 +1,322 @@
+"""Shared pieces of the operator's integration tests: manifests, the dev runner, the operator process.
+
+The operator runs as a subprocess (``python -m lightbox.operator``) so tests can
+SIGKILL it like a crashed pod; the development runner runs in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightbox.devtools.localrunner import LocalRunner
+from lightbox.devtools.localrunner_config import RunnerConfig
+
+REPO = Path(__file__).resolve().parents[2]
+TRUSTED_REPO = "ghcr.io/lightbox-health/lightbox"
+TRUSTED_IMAGE = f"{TRUSTED_REPO}@sha256:{'0' * 64}"
+VENDOR = "registry.lightbox.test/reference"
+DIGEST = "sha256:" + "1" * 64
+CLAIM = "lightbox-data"
+CASES = 24
+
+
+def image(name: str) -> str:
+    return f"{VENDOR}/{name}@{DIGEST}"
+
+
+def runner_images() -> dict[str, list[str]]:
+    py = [sys.executable, "-m"]
+    images = {
+        TRUSTED_REPO: ["lightbox"],
+        f"{VENDOR}/classifier": [*py, "lightbox.sandbox.reference.classifier"],
+    }
+    for mode in ("hang", "malformed", "schema", "read-truth", "network"):
+        images[f"{VENDOR}/misbehave-{mode}"] = [*py, "lightbox.sandbox.reference.misbehave", mode]
+    return images
+
+
+@dataclass
+class _Result:
+    returncode: int
+    timed_out: bool
+    seconds: float
+    stdout: bytes
+    stderr: bytes
+    output_truncated: bool = False
+
+
+def _unshare_isolate(argv, *, env, read_only, hidden, timeout, max_output_bytes, cwd):  # noqa: ANN001, ARG001
+    """A network namespace with no interfaces around the process, until sandbox isolation lands."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        ["unshare", "--net", "--", *argv], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=timeout)
+        return _Result(process.returncode, False, time.monotonic() - started, out[:max_output_bytes], err[:max_output_bytes])
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        return _Result(-9, True, time.monotonic() - started, out[:max_output_bytes], err[:max_output_bytes])
+
+
+def isolation() -> Callable[..., Any]:
+    try:
+        from lightbox.sandbox.isolation import run_isolated
+    except ImportError:
+        return _unshare_isolate
+    return run_isolated
+
+
+@contextmanager
+def local_runner(api_client, claim_root: Path, work: Path, concurrency: int = 2) -> Iterator[LocalRunner]:
+    config = RunnerConfig(
+        claims={CLAIM: claim_root},
+        images=runner_images(),
+        work_dir=work,
+        watch_seconds=2,
+        concurrency=concurrency,
+        image_pull_backoff_seconds=0.5,
+    )
+    runner = LocalRunner(api_client, config, isolate=isolation())
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+class Operator:
+    """``python -m lightbox.operator`` for one namespace, logging to a file."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path, **env: str):
+        self.kubeconfig, self.namespace, self.log = kubeconfig, namespace, log
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, **env: str) -> Operator:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.log, "ab")  # noqa: SIM115  (owned by the child)
+        handle.write(f"\n===== start {env} =====\n".encode())
+        handle.flush()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lightbox.operator", "--namespace", self.namespace, "--metrics-port", "0",
+             "--kubeconfig", str(self.kubeconfig), "--trusted-image", TRUSTED_IMAGE],
+            stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **self.env, **env}, cwd=REPO,
+        )
+        handle.close()
+        return self
+
+    def metrics_port(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.findall(rb"metrics on :(\d+)", self.log.read_bytes())
+            if found:
+                return int(found[-1])
+            time.sleep(0.2)
+        raise AssertionError(f"operator never reported its metrics port:\n{self.tail()}")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"operator did not exit within {timeout}s:\n{self.tail()}") from None
+
+    def check(self) -> None:
+        """Fail fast when the operator died instead of waiting out a timeout."""
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"operator exited with {self.process.returncode}:\n{self.tail()}")
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+# -- manifests -------------------------------------------------------------------
+
+
+def policy(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "lightbox.dev/v1alpha1",
+        "kind": "SandboxPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "allowedRegistries": ["registry.lightbox.test"],
+            "namespaces": [namespace],
+            "maxGpusPerRun": 1,
+            "maxConcurrentRuns": 4,
+            "isolationProbe": {"required": True, "intervalSeconds": 3600},
+            **spec,
+        },
+    }
+
+
+def dataset(name: str = "chest", sub: str = "chest") -> dict[str, Any]:
+    return {
+        "apiVersion": "lightbox.dev/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": name},
+        "spec": {
+            "studies": {"claimName": CLAIM, "subPath": f"{sub}/studies"},
+            "groundTruth": {"claimName": CLAIM, "subPath": f"{sub}/truth"},
+            "deidentification": {"profile": "basic", "options": ["retainPatientCharacteristics", "retainInstitutionIdentity"]},
+            "modality": "CT",
+        },
+    }
+
+
+def algorithm(name: str, image_ref: str, timeout: int = 300, gpus: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "lightbox.dev/v1alpha1",
+        "kind": "Algorithm",
+        "metadata": {"name": name},
+        "spec": {
+            "vendor": "Lightbox Reference",
+            "product": name,
+            "version": "1.0.0",
+            "image": image_ref,
+            "task": "classification",
+            "modality": "CT",
+            "bodyPart": "CHEST",
+            "labels": ["normal", "abnormal"],
+            "positiveLabel": "abnormal",
+            "resources": {"gpus": gpus, "cpu": "1", "memory": "1Gi", "ephemeralStorage": "1Gi"},
+            "timeoutSeconds": timeout,
+        },
+    }
+
+
+def validation(name: str, algorithm_name: str, dataset_name: str = "chest", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "lightbox.dev/v1alpha1",
+        "kind": "Validation",
+        "metadata": {"name": name},
+        "spec": {
+            "algorithmRef": {"name": algorithm_name},
+            "datasetRef": {"name": dataset_name},
+            "metrics": ["auc", "sensitivity", "specificity"],
+            "acceptance": [{"metric": "auc", "threshold": 0.5, "bound": "point"}],
+            "bootstrap": {"resamples": 200, "seed": 1, "level": "case"},
+            **spec,
+        },
+    }
+
+
+def apply(kubectl, namespace: str | None, *docs: dict[str, Any]) -> None:
+    args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+    result = kubectl(*args, input=yaml.safe_dump_all(docs))
+    assert result.returncode == 0, result.stderr
+
+
+# -- reading ---------------------------------------------------------------------
+
+
+def custom(api_client):
+    from kubernetes import client
+
+    return client.CustomObjectsApi(api_client)
+
+
+def get(api_client, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return custom(api_client).get_namespaced_custom_object("lightbox.dev", "v1alpha1", namespace, plural, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def wait_for(
+    read: Callable[[], Any],
+    done: Callable[[Any], bool],
+    timeout: float,
+    what: str,
+    operator: Operator | None = None,
+) -> Any:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        if operator is not None:
+            operator.check()
+        value = read()
+        if done(value):
+            return value
+        time.sleep(0.5)
+    tail = operator.tail() if operator is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value:\n{yaml.safe_dump(value)}\n{tail}")
+
+
+def runs_of(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return ((obj or {}).get("status") or {}).get("runs") or []
+
+
+def finished(obj: dict[str, Any] | None) -> bool:
+    runs = runs_of(obj)
+    return bool(runs) and runs[-1]["phase"] in {"Succeeded", "Failed"}
+
+
+def jobs(api_client, namespace: str, selector: str = "lightbox.dev/component=run") -> list[dict[str, Any]]:
+    from kubernetes import client
+
+    items = client.BatchV1Api(api_client).list_namespaced_job(namespace, label_selector=selector).items
+    return [api_client.sanitize_for_serialization(j) for j in items]
+
+
+def network_policies(api_client, namespace: str) -> list[dict[str, Any]]:
+    from kubernetes import client
+
+    items = client.NetworkingV1Api(api_client).list_namespaced_network_policy(namespace).items
+    return [api_client.sanitize_for_serialization(n) for n in items]
+
+
+def delete_policy(api_client, name: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        custom(api_client).delete_cluster_custom_object("lightbox.dev", "v1alpha1", "sandboxpolicies", name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def make_claim(root: Path) -> Path:
+    """The claim's host directory: a sample dataset under chest/ (studies + truth)."""
+    from lightbox.sandbox.sampledata import make_sample_dataset
+
+    if not (root / "chest" / "studies").exists():
+        make_sample_dataset(root / "chest", n_cases=CASES, seed=7)
+    return root
+
+
+def copy_claim(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
