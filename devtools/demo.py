@@ -1,0 +1,178 @@
+"""``lightbox demo``: one validation end to end on a local control plane.
+
+1. start (or reuse) etcd + kube-apiserver + kube-controller-manager on loopback;
+2. apply the CRDs and examples/ with kubectl: a namespace enforcing PodSecurity
+   "restricted", a SandboxPolicy, claims, a Dataset, the reference classifier
+   and a Validation;
+3. make a de-identified sample dataset from pydicom's bundled files with
+   synthetic labels, in the folders the development runner maps the claims to;
+4. run the operator and the development runner (DEVELOPMENT ONLY: it plays the
+   kubelet) until the Validation has a verdict;
+5. print the results and leave the control plane running for kubectl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import config as kube_config
+
+from lightbox.api import Validation
+from lightbox.devtools.controlplane import ControlPlane
+from lightbox.devtools.localrunner import LocalRunner
+from lightbox.devtools.localrunner_config import RunnerConfig
+from lightbox.devtools.stack import OperatorProcess
+from lightbox.operator.crdgen import REPO_ROOT
+from lightbox.sandbox.sampledata import make_sample_dataset
+
+NAMESPACE = "radiology"
+VALIDATION = "reference-on-chest-sample"
+CLAIMS = {"imaging-studies": "studies", "imaging-truth": "truth"}
+SUB_PATH = "chest"
+
+
+def _say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def _kubectl(kubeconfig: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=120
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+def start_control_plane(workdir: Path) -> ControlPlane:
+    existing = ControlPlane.attach(workdir)
+    if existing is not None and existing.ready():
+        _say(f"reusing the control plane at {existing.url}")
+        return existing
+    if existing is not None:
+        existing.stop()
+    plane = ControlPlane(workdir, detach=True, log=_say)
+    plane.start()
+    return plane
+
+
+def make_claims(root: Path, cases: int, seed: int) -> dict[str, Path]:
+    """The sample dataset, laid out as two claims: studies and (apart) ground truth."""
+    scratch = root / "sample"
+    shutil.rmtree(root, ignore_errors=True)
+    sample = make_sample_dataset(scratch, n_cases=cases, seed=seed)
+    claims = {}
+    for claim, part in CLAIMS.items():
+        target = root / claim / SUB_PATH
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(sample.studies_dir if part == "studies" else sample.truth_dir), target)
+        claims[claim] = root / claim
+    shutil.rmtree(scratch, ignore_errors=True)
+    return claims
+
+
+def wait_for_verdict(kubeconfig: Path, operator: OperatorProcess, timeout: float) -> Validation:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        operator.check()
+        raw = json.loads(_kubectl(kubeconfig, "get", "validation", VALIDATION, "-n", NAMESPACE, "-o", "json"))
+        validation = Validation.model_validate(raw)
+        status = validation.status
+        phase = status.phase if status else None
+        reason = next((c.reason for c in (status.conditions or []) if c.status == "False"), "") if status else ""
+        if (phase, reason) != last:
+            _say(f"validation phase: {phase or 'Pending'} {reason}".rstrip())
+            last = (phase, reason)
+        if status and status.runs and status.runs[-1].phase in ("Succeeded", "Failed"):
+            return validation
+        time.sleep(1)
+    raise RuntimeError(f"no verdict within {timeout:.0f}s; operator log:\n{operator.tail()}")
+
+
+def result_table(validation: Validation) -> str:
+    """The latest run as a clinician reads it: metric, estimate, interval, method; then criteria."""
+    run = validation.status.runs[-1]
+    lines = [
+        f"Validation {validation.metadata['name']}: run {run.name} {run.phase}"
+        + (f" ({run.reason}: {run.message})" if run.reason else ""),
+        f"cases {run.cases} scored {run.scored}; verdict {run.verdict}",
+        "",
+        f"{'metric':<16}{'estimate':>10}  {'95% interval':<20}{'method'}",
+    ]
+    for name, metric in sorted((run.metrics or {}).items()):
+        interval = f"[{metric.lower:.3f}, {metric.upper:.3f}]" if metric.lower is not None else ""
+        lines.append(f"{name:<16}{metric.value:>10.3f}  {interval:<20}{metric.method or ''}")
+    if run.criteria:
+        lines += ["", "acceptance criteria:"]
+        for c in run.criteria:
+            observed = "n/a" if c.observed is None else f"{c.observed:.3f}"
+            lines.append(f"  {c.metric} ({c.bound}) {c.comparison} {c.threshold}: observed {observed} -> {c.outcome}")
+    if run.subgroups:
+        lines += ["", "subgroups (auc; small groups suppressed):"]
+        for dimension, groups in sorted(run.subgroups.items()):
+            cells = []
+            for group, result in sorted(groups.items()):
+                auc = result.metrics.get("auc")
+                cells.append(f"{group}: suppressed" if result.suppressed else f"{group} n={result.n} auc={auc.value:.3f}" if auc else f"{group} n={result.n}")
+            lines.append(f"  {dimension}: " + "; ".join(cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lightbox demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, default=Path(".lightbox"), help="state folder (default .lightbox)")
+    parser.add_argument("--cases", type=int, default=60, help="cases in the sample dataset")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the verdict")
+    args = parser.parse_args(argv)
+    workdir = args.dir.resolve()
+
+    plane = start_control_plane(workdir / "control-plane")
+    kubeconfig = plane.kubeconfig
+    _say("applying the CRDs")
+    _kubectl(kubeconfig, "apply", "-f", str(REPO_ROOT / "crds"))
+    _kubectl(kubeconfig, "wait", "--for=condition=Established", "crd", "-l", "app.kubernetes.io/part-of=lightbox")
+
+    _say(f"making a de-identified sample dataset of {args.cases} cases from pydicom's bundled files")
+    claims = make_claims(workdir / "claims", args.cases, args.seed)
+
+    runner_config = RunnerConfig(claims=claims, work_dir=workdir / "runner", concurrency=2)
+    api_client = kube_config.new_client_from_config(str(kubeconfig))
+    operator = OperatorProcess(kubeconfig, workdir / "logs" / "operator.log", namespaces=(NAMESPACE,))
+    # A re-run starts the validation afresh rather than reporting the last one.
+    _kubectl(kubeconfig, "delete", "validation", VALIDATION, "-n", NAMESPACE, "--ignore-not-found", "--wait=false")
+    runner = LocalRunner(api_client, runner_config)
+    runner.start()
+    operator.start()
+    try:
+        _say("applying examples/ with kubectl: namespace, policy, claims, dataset, algorithm, validation")
+        for manifest in sorted((REPO_ROOT / "examples").glob("*.yaml")):
+            _kubectl(kubeconfig, "apply", "-f", str(manifest))
+        validation = wait_for_verdict(kubeconfig, operator, args.timeout)
+    finally:
+        operator.stop()
+        runner.stop()
+
+    print()
+    print(_kubectl(kubeconfig, "get", "sandboxpolicies,datasets,algorithms,validations", "-n", NAMESPACE))
+    print(result_table(validation))
+    print()
+    print("The control plane is still running. To look around:")
+    print(f"  export KUBECONFIG={kubeconfig}")
+    print(f"  kubectl get lightbox -n {NAMESPACE}")
+    print(f"  kubectl get validation {VALIDATION} -n {NAMESPACE} -o yaml")
+    print("To stop it:")
+    print(f"  make down    # or: lightbox control-plane down --dir {workdir / 'control-plane'}")
+    return 0 if validation.status.runs[-1].phase == "Succeeded" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
