@@ -65,6 +65,7 @@ class Profile:
     curve_action: str
     overlay_action: str
     private_action: str
+    cleans: bool  # some attribute's action is C
 
     def rule(self, tag: int) -> Rule | None:
         return self.rules.get(tag)
@@ -73,10 +74,11 @@ class Profile:
         return option in self.options
 
 
-def load_table() -> list[dict[str, str]]:
+@lru_cache(maxsize=1)
+def load_table() -> tuple[dict[str, str], ...]:
+    """The table's rows (read once; treat as read-only)."""
     text = resources.files(__package__).joinpath(TABLE_FILE).read_text(encoding="utf-8")
-    rows: list[dict[str, str]] = json.loads(text)
-    return rows
+    return tuple(json.loads(text))
 
 
 def validate_options(options: Iterable[str]) -> frozenset[str]:
@@ -121,6 +123,7 @@ def _compile(options: frozenset[str]) -> Profile:
         curve_action=wildcard[CURVE_ID],
         overlay_action=overlay,
         private_action=wildcard[PRIVATE_ID],
+        cleans="C" in {r.action for r in rules.values()} | set(wildcard.values()),
     )
 
 

@@ -55,7 +55,15 @@ from lightbox.sandbox.deid.transform import (
     is_overlay,
     method_elements,
 )
-from lightbox.sandbox.deid.values import DATE_VRS, TEXT_VRS, Scrubber, dummy_for, map_uids, shift_dates
+from lightbox.sandbox.deid.values import (
+    DATE_VRS,
+    TEXT_VRS,
+    Scrubber,
+    dummy_for,
+    identifying_terms,
+    map_uids,
+    shift_dates,
+)
 
 _HHL = struct.Struct("<HHL")
 _L = struct.Struct("<L")
@@ -73,6 +81,15 @@ RECORDED = frozenset({SOP_INSTANCE_UID, STUDY_INSTANCE_UID, SOP_CLASS_UID, MODAL
 IDENTITY_TAGS = (PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE)
 
 Piece = bytearray | tuple[int, int]
+@dataclass(slots=True)
+class _Deferred:
+    """A cleaned value, written once all of the file's identifying words are known."""
+
+    index: int  # its slot in the pieces list
+    tag: int
+    vr: str
+    value: bytes
+    implicit: bool
 TAIL_LIMIT = 1 << 16  # larger tails after the pixels: the file is re-read whole instead
 
 
@@ -198,33 +215,54 @@ class _Rewriter:
         self.out = bytearray()
         self.pieces: list[Piece] = []
         self.recorded: dict[int, bytes] = {}
-        self._scrubber: Scrubber | None = None
-        self.top_implicit = parsed.implicit
         self.file_size = parsed.file_size
         self.offset = 0  # file offset of ``buf`` (non-zero while rewriting a tail read separately)
-        self.head = parsed.buffer
         self.inserts = _inserts(settings.profile.options)
+        # Cleaning removes the file's own identifying words from retained text. Those words are
+        # collected from removed values during this same pass, so cleaned values are written
+        # as placeholders and filled in at the end, when every word is known.
+        self.collect = settings.profile.cleans
+        self.terms: set[str] = set()
+        self.deferred: list[_Deferred] = []
 
-    # -- cleaning needs the file's identifying values, collected on first use only
-    @property
-    def scrubber(self) -> Scrubber:
-        if self._scrubber is None:
-            elements, _ = _read_dataset(self.head, self.start, len(self.head), self.top_implicit, top=True, until_delimiter=False)
-            terms: list[str] = []
-            collect_terms(elements, self.profile, terms, removing=False)
-            self._scrubber = Scrubber.build(terms)
-        return self._scrubber
+    def gather(self, vr: str, value: bytes) -> None:
+        if vr in TEXT_VRS:
+            self.terms.update(identifying_terms(vr, value))
 
-    def replacement(self, tag: int, vr: str, value: bytes, action: str) -> bytes | None:
-        """New value for a non-sequence attribute, or None to drop it."""
-        if action == "X":
-            return None
+    def gather_range(self, pos: int, end: int, implicit: bool) -> None:
+        """Collect words from every text value in buf[pos:end] (a removed sequence or private run)."""
+        elements, _ = _read_dataset(self.buf, pos, end, implicit, top=False, until_delimiter=False)
+        found: list[str] = []
+        collect_terms(elements, self.profile, found, removing=True)
+        self.terms.update(found)
+
+    def clean_later(self, tag: int, vr: str, value: bytes, implicit: bool) -> None:
+        self.pieces.append(self.out)
+        self.deferred.append(_Deferred(len(self.pieces), tag, vr, value, implicit))
+        self.pieces.append(bytearray())
+        self.out = bytearray()
+
+    def finish(self) -> list[Piece]:
+        self.pieces.append(self.out)
+        if self.deferred:
+            scrubber = Scrubber.build(self.terms)
+            for d in self.deferred:
+                self.pieces[d.index] = bytearray(_element(d.tag, d.vr, scrubber.clean(d.value), d.implicit))
+        return self.pieces
+
+    def replacement(self, tag: int, vr: str, value: bytes, action: str, implicit: bool) -> bytes | None:
+        """New value for a non-sequence attribute; None to drop it (or when written later)."""
         if action == "C":
             if vr in DATE_VRS and self.profile.has("retainLongitudinalModifiedDates"):
                 return shift_dates(value, vr, self.shift_days)
-            if vr in TEXT_VRS or vr in DATE_VRS:
-                return self.scrubber.clean(value)
+            if vr in TEXT_VRS or vr in DATE_VRS or vr == "CS":
+                self.clean_later(tag, vr, value, implicit)
+                return None
             return value
+        if self.collect:
+            self.gather(vr, value)
+        if action == "X":
+            return None
         if tag in PSEUDONYM_TAGS and action in ("Z", "D"):
             return self.patient
         if action == "Z":
@@ -342,6 +380,7 @@ class _Rewriter:
                 if run >= 0:
                     self.out += view[run:pos]
                     run = -1
+                run_from = pos
                 while True:
                     if length != UNDEFINED:
                         pos = vpos + length
@@ -363,6 +402,8 @@ class _Rewriter:
                         break
                 if pos > end:
                     raise DicomError("private attribute runs past the end of the data")
+                if self.collect:
+                    self.gather_range(run_from, pos, implicit)
                 continue
             if group & 1:
                 action: str | None = "K" if self.private_kept(group, elem, vpos, length, creators) else "X"
@@ -382,12 +423,18 @@ class _Rewriter:
                 if run >= 0:
                     self.out += view[run:pos]
                     run = -1
+                skipped_from = pos
                 if length != UNDEFINED:
                     pos = vpos + length
                 else:
                     pos = skip_sequence(buf, vpos, end, implicit or raw_vr == b"UN")
                 if pos > end:
                     raise DicomError(f"{tag_text(tag)} runs past the end of the data")
+                if self.collect:
+                    if is_sequence:
+                        self.gather_range(skipped_from, pos, implicit)
+                    elif raw_vr in _TEXT_B:
+                        self.gather(raw_vr.decode("ascii"), bytes(view[vpos:pos]))
                 continue
             if not is_sequence:
                 vend = vpos + length
@@ -406,7 +453,7 @@ class _Rewriter:
                     self.out += view[run:pos]
                     run = -1
                 vr_text = raw_vr.decode("ascii")
-                new = self.replacement(tag, vr_text, bytes(view[vpos:vend]), action)
+                new = self.replacement(tag, vr_text, bytes(view[vpos:vend]), action, implicit)
                 if new is not None:
                     self.out += _element(tag, vr_text, new, implicit)
                 pos = vend
@@ -421,9 +468,12 @@ class _Rewriter:
                 pos = self.items(vpos, length, end, in_clean or action == "C", items_implicit)
                 self.out += _SEQUENCE_END
                 continue
+            skipped_from = pos
             pos = skip_sequence(buf, vpos, end, items_implicit) if length == UNDEFINED else vpos + length
             if pos > end:
                 raise DicomError(f"{tag_text(tag)} runs past the end of the data")
+            if self.collect:
+                self.gather_range(skipped_from, pos, implicit)
             if action == "Z":
                 self.out += _header(tag, raw_vr, 0, implicit)
             elif action == "D":
@@ -459,5 +509,4 @@ def rewrite(parsed: ParsedFile, start: int, settings: Settings, read_at: Callabl
         tail = read_at(end, parsed.file_size - end)
         rewriter.buf, rewriter.view, rewriter.offset = tail, memoryview(tail), end
         end += rewriter.dataset(0, len(tail), True, False, False, parsed.implicit, insert=False)
-    rewriter.pieces.append(rewriter.out)
-    return Rewritten(rewriter.pieces, identity, end, rewriter.recorded)
+    return Rewritten(rewriter.finish(), identity, end, rewriter.recorded)

@@ -97,52 +97,53 @@ def shift_dates(value: bytes, vr: str, days: int) -> bytes:
 # ---------------------------------------------------------------- cleaning
 
 _STOPWORDS = frozenset({"THE", "AND", "FOR", "WITH", "NOT", "NONE", "ANONYMIZED", "UNKNOWN", "YES"})
-_GENERIC = (
-    r"\b(?:19|20)\d{2}[-/.](?:0[1-9]|1[0-2])[-/.](?:0[1-9]|[12]\d|3[01])\b",  # 2024-01-31
-    r"\b(?:0?[1-9]|[12]\d|3[01])[-/.](?:0?[1-9]|1[0-2])[-/.](?:19|20)\d{2}\b",  # 31.01.2024
-    r"\b(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])/(?:19|20)\d{2}\b",  # 01/31/2024
-    r"\b(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b",  # 20240131
-    r"\d{6,}",  # record numbers, phone numbers
-    r"[\w.+-]+@[\w-]+\.[\w.-]+",  # e-mail addresses
+# Identifying by form, whoever they belong to: dates, long numbers, e-mail addresses.
+_GENERIC = re.compile(
+    "|".join(
+        (
+            r"\b(?:19|20)\d{2}[-/.](?:0[1-9]|1[0-2])[-/.](?:0[1-9]|[12]\d|3[01])\b",  # 2024-01-31
+            r"\b(?:0?[1-9]|[12]\d|3[01])[-/.](?:0?[1-9]|1[0-2])[-/.](?:19|20)\d{2}\b",  # 31.01.2024, 01/31/2024
+            r"\b(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b",  # 20240131
+            r"\d{6,}",  # record and phone numbers
+            r"[\w.+-]+@[\w-]+\.[\w.-]+",  # e-mail addresses
+        )
+    ),
+    re.IGNORECASE,
 )
-_TOKEN_SPLIT = re.compile(r"[\s^=\\,;:/()\[\]\"]+")
-
-
-def _date_variants(text: str) -> list[str]:
-    d = text[:8]
-    if len(d) != 8 or not d.isdigit():
-        return []
-    y, m, dd = d[:4], d[4:6], d[6:8]
-    return [d, f"{y}-{m}-{dd}", f"{dd}/{m}/{y}", f"{m}/{dd}/{y}", f"{dd}.{m}.{y}", f"{y}/{m}/{dd}"]
+# Words: letters (Latin-1 included) and digits; everything else separates.
+_SPLIT = re.compile(r"([^0-9A-Za-z\u00c0-\u00ff]+)")
+REDACTED = "*"
 
 
 def identifying_terms(vr: str, value: bytes) -> list[str]:
-    """Words of a value the profile removes, to be cleaned out of retained text."""
-    text = value.decode("latin-1").strip(" \0")
-    if not text:
-        return []
+    """Words of a value the profile removes, to be cleaned out of retained text (upper case)."""
     if vr in DATE_VRS:
-        return [v for part in text.split("\\") for v in _date_variants(part)]
-    terms = [t for t in _TOKEN_SPLIT.split(text) if len(t) >= 3 and t.upper() not in _STOPWORDS]
-    whole = text.replace("^", " ").strip()
-    if len(whole) >= 3:
-        terms.append(whole)
-    return terms
+        return []  # dates are caught by form
+    text = value.decode("latin-1")
+    return [t for t in _SPLIT.split(text.upper())[::2] if len(t) >= 3 and t not in _STOPWORDS]
 
 
 @dataclass(frozen=True, slots=True)
 class Scrubber:
-    """Removes a file's own identifying values (and dates, long numbers, e-mails) from free text."""
+    """Removes a file's own identifying words (and dates, long numbers, e-mails) from free text.
 
-    pattern: re.Pattern[str]
+    Word lookup in a set rather than one big regular expression: a file may
+    remove thousands of values, and compiling them per file would cost more
+    than the rest of its de-identification.
+    """
+
+    terms: frozenset[str]
 
     @classmethod
     def build(cls, terms: Iterable[str]) -> Scrubber:
-        unique = sorted(set(terms), key=len, reverse=True)
-        alternatives = [re.escape(t) for t in unique] + list(_GENERIC)
-        return cls(re.compile("|".join(alternatives), re.IGNORECASE))
+        return cls(frozenset(terms))
 
     def clean(self, value: bytes) -> bytes:
-        text = value.decode("latin-1")
-        cleaned = self.pattern.sub("*", text)
-        return value if cleaned == text else cleaned.encode("latin-1")
+        original = value.decode("latin-1")
+        text = _GENERIC.sub(REDACTED, original)
+        parts = _SPLIT.split(text)
+        for k in range(0, len(parts), 2):
+            if parts[k].upper() in self.terms:
+                parts[k] = REDACTED
+        cleaned = "".join(parts)
+        return value if cleaned == original else cleaned.encode("latin-1")
