@@ -73,10 +73,13 @@ def surface(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
 def _first_axis_sq(features: NDArray[np.bool_], step: float) -> NDArray[np.float64]:
     """Squared distance along axis 0 to the nearest feature on the same line (inf if none)."""
     n = features.shape[0]
-    pos = np.arange(n, dtype=float).reshape((n,) + (1,) * (features.ndim - 1))
-    last = np.maximum.accumulate(np.where(features, pos, -np.inf), axis=0)
-    nxt = np.flip(np.minimum.accumulate(np.flip(np.where(features, pos, np.inf), axis=0), axis=0), axis=0)
-    d = np.minimum(pos - last, nxt - pos) * step
+    pos = np.arange(n, dtype=np.int32).reshape((n,) + (1,) * (features.ndim - 1))
+    far = np.int32(4 * n + 4)  # farther than any feature, still small enough not to overflow
+    last = np.maximum.accumulate(np.where(features, pos, -far), axis=0)
+    nxt = np.flip(np.minimum.accumulate(np.flip(np.where(features, pos, far), axis=0), axis=0), axis=0)
+    gap = np.minimum(pos - last, nxt - pos)
+    d = gap.astype(float) * step
+    d[gap > 2 * n] = np.inf
     return d * d
 
 
@@ -126,7 +129,12 @@ def directed_surface_distances(
     min_step = min(spacing[1], spacing[2])
     while pending.size:
         full = bound >= max(crop.shape[1], crop.shape[2])
-        _extend_second_axis_sq(second, first, done, bound, spacing[1])
+        # Only slices (first axis) holding unresolved queries need the wider search; the set
+        # shrinks as queries resolve, so every slice in it has been searched up to ``done``.
+        rows = np.unique(q[pending, 0])
+        part = second[rows]
+        _extend_second_axis_sq(part, first[rows], done, bound, spacing[1])
+        second[rows] = part
         sq = _third_axis_at(second, q[pending], bound, spacing[2])
         exact = np.ones(sq.shape, bool) if full else sq < ((bound + 1) * min_step) ** 2
         result[pending[exact]] = sq[exact]
