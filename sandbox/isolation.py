@@ -103,6 +103,11 @@ def run_isolated(
     for p in read_only:
         if not Path(p).exists():
             raise IsolationUnavailable(f"read-only path {p} does not exist")
+    for ro in _absolute(read_only):
+        for hide in _absolute(hidden):
+            if Path(ro).is_relative_to(hide):
+                # hidden paths are mounted last, so this would cover the input: a caller bug
+                raise ValueError(f"read-only path {ro} lies inside hidden path {hide}")
     status_r, status_w = os.pipe()
     spec = {
         "argv": list(argv),

@@ -164,3 +164,9 @@ def test_refuses_missing_read_only_path(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="checks the root code path")
 def test_root_runs_without_user_namespace() -> None:
     assert "--map-root-user" not in isolation._unshare_command()
+
+
+def test_read_only_inside_hidden_is_a_caller_error(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    with pytest.raises(ValueError, match="inside hidden"):
+        run_isolated(["true"], env=ENV, timeout=5, read_only=[tmp_path / "in"], hidden=[tmp_path])
