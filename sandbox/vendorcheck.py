@@ -269,7 +269,7 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
         try:
             result = run_isolated(
                 command, env=env, read_only=[input_dir], hidden=hidden, timeout=settings.timeout,
-                max_output_bytes=LOG_LIMIT, cwd=scratch, max_file_bytes=settings.max_output_bytes,
+                max_output_bytes=LOG_LIMIT, cwd=Path.cwd(), max_file_bytes=settings.max_output_bytes,
             )
         except IsolationUnavailable as exc:
             say(f"  cannot check: isolation unavailable: {exc.reason}")

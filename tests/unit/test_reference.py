@@ -87,3 +87,16 @@ def test_truth_reading_cheat_works_unconfined_and_is_contained_in_the_sandbox(tm
 def test_unknown_mode_is_a_usage_error() -> None:
     assert misbehave.main(["launch-missiles"]) == 2
     assert set(misbehave.MODES) >= {"network", "read-truth", "flood", "hang", "malformed", "leak-phi"}
+
+
+def test_detector_finds_the_sample_lesions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightbox.sandbox.metrics import detection as det
+    from lightbox.sandbox.reference import detector
+
+    cases, dirs, output = _staged(tmp_path, monkeypatch, "detection", 12)
+    assert detector.main([]) == 0
+    preds = json.loads((output / "predictions.json").read_text())["cases"]
+    truth = json.loads((dirs["truth"] / "findings.json").read_text())
+    findings = {c: [det.Finding(f["location"]["x"], f["location"]["y"], f["location"]["slice"], f["score"]) for f in preds[c]["findings"]] for c in cases}
+    lesions = {c: [det.Lesion(**l) for l in truth[info["source"]]["lesions"]] for c, info in cases.items()}
+    assert det.sensitivity_at(det.match(findings, lesions), [1.0])[0] > 0.8

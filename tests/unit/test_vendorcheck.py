@@ -141,3 +141,18 @@ def test_image_manifest_is_validated(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"name": "demo", "task": "classification", "resources": {"cpu": "lots"}}))
     code, text = check(module("classifier"), manifest=bad)
     assert code == 1 and "version: Field required" in text and "resources.cpu" in text
+
+
+def test_honest_detector_is_conformant() -> None:
+    code, text = check(module("detector"), task="detection")
+    assert code == 0, text
+    assert "frocSensitivity" in text
+
+
+def test_relative_command_runs_from_the_callers_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "algo.sh"
+    script.write_text(f"#!/bin/sh\nexec {PY} -m lightbox.sandbox.reference.classifier\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    code, text = check(["./algo.sh"])
+    assert code == 0, text
