@@ -12,16 +12,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 AGE_BANDS = ("0-17", "18-39", "40-59", "60-79", "80+")
-
-
-class ViolationLike(Protocol):
-    keyword: str
-    tag: str
-    occurrences: int
-    files: int
 
 
 @dataclass(frozen=True)

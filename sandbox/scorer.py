@@ -213,6 +213,11 @@ def _clusters(cfg: ScorerConfig, ids: list[str], cases: Mapping[str, dict[str, A
     return [str(cases[c].get("patientId", c)) for c in ids] if cfg.bootstrap.level == "patient" else None
 
 
+def _rankable(wanted: list[str], y: np.ndarray) -> list[str]:
+    """AUC needs both classes; the threshold metrics do not."""
+    return wanted if y.any() and (~y).any() else [m for m in wanted if m not in ("auc", "youdenThreshold")]
+
+
 def classification_metrics(
     cfg: ScorerConfig, y: np.ndarray, s: np.ndarray, clusters: list[str] | None, wanted: list[str], extras: dict[str, Any] | None
 ) -> dict[str, MetricValue]:
@@ -246,7 +251,7 @@ def classification_metrics(
             out["ece"] = _mv(cal.ece)
         if extras is not None:
             extras["reliability"] = [asdict(b) for b in cal.bins]
-    if extras is not None:
+    if extras is not None and y.any() and (~y).any():
         fpr, tpr, thresholds = cls.roc_curve(y, s)
         extras["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": [t if math.isfinite(t) else None for t in thresholds.tolist()]}
         extras["confusion"] = {"threshold": thr.threshold, "tp": thr.tp, "fp": thr.fp, "tn": thr.tn, "fn": thr.fn}
@@ -496,14 +501,10 @@ def score(cfg: ScorerConfig, output: Path, truth_dir: Path, work: Path) -> tuple
         scored = score_classification_inputs(cases, truth_dir, preds, positive, failures)
         y, s = scored.values["y"], scored.values["score"]
         clusters = _clusters(cfg, scored.ids, cases)
-        metrics = classification_metrics(cfg, y, s, clusters, wanted, extras) if y.any() and (~y).any() else {}
-        if not metrics and scored.ids:
-            extras["note"] = "scored cases lack one of the classes"
+        metrics = classification_metrics(cfg, y, s, clusters, _rankable(wanted, y), extras)
 
         def per_group(mask: np.ndarray) -> dict[str, MetricValue]:
-            return classification_metrics(sub_cfg, y[mask], s[mask], None, sub_wanted, None) if len(set(y[mask].tolist())) == 2 else {
-                k: v for k, v in classification_metrics(sub_cfg, y[mask], s[mask], None, [m for m in sub_wanted if m != "auc"], None).items()
-            }
+            return classification_metrics(sub_cfg, y[mask], s[mask], None, _rankable(sub_wanted, y[mask]), None)
     elif cfg.task == "segmentation":
         scored = score_segmentation_inputs(cases, truth_dir, output, preds, failures)
         clusters = _clusters(cfg, scored.ids, cases)

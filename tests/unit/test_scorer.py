@@ -235,3 +235,17 @@ def test_results_json_is_strict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     text = (run.work / "results.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert not math.isnan(ScoreReport.model_validate_json(run.term.read_text()).metrics["dice"].value)
+
+
+def test_single_class_scored_still_reports_what_it_can(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = Run(tmp_path, monkeypatch, n=12)
+    run.predict()
+    doc = run.predictions()
+    labels = json.loads((run.sample.truth_dir / "labels.json").read_text())
+    cases = json.loads((run.work / "cases.json").read_text())["cases"]
+    doc["cases"] = {cid: v for cid, v in doc["cases"].items() if labels[cases[cid]["source"]]["label"] == "normal"}
+    run.write(doc)
+    code, text = run.score()
+    report = ScoreReport.model_validate_json(text)
+    assert code == EXIT_OK and "auc" not in report.metrics and "specificity" in report.metrics
+    assert report.roc == [] and report.failures.missing > 0
