@@ -16,6 +16,7 @@ import json
 import math
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -261,20 +262,27 @@ def classification_metrics(
 # --- segmentation --------------------------------------------------------------------------
 
 
-def _load_mask(path: Path) -> np.ndarray:
+def _load_mask(path: Path, max_elements: int | None = None) -> np.ndarray:
+    """The 'mask' array (or the only array) of an .npz, refusing pickles and, when
+    ``max_elements`` is given, arrays whose header promises more elements than that (so a
+    small compressed file cannot expand into all of the scorer's memory)."""
     if path.stat().st_size > MAX_MASK_BYTES:
         raise ValueError("mask file too large")
-    with np.load(path, allow_pickle=False) as npz:
-        names = list(npz.keys()) if hasattr(npz, "keys") else []
-        if "mask" in names:
-            arr = npz["mask"]
-        elif len(names) == 1:
-            arr = npz[names[0]]
-        else:
+    with zipfile.ZipFile(path) as zf:
+        names = [n for n in zf.namelist() if n.endswith(".npy")]
+        name = "mask.npy" if "mask.npy" in names else (names[0] if len(names) == 1 else None)
+        if name is None:
             raise ValueError("no 'mask' array")
-    if arr.dtype.kind not in "biuf":
-        raise ValueError("mask is not numeric")
-    return np.asarray(arr)
+        with zf.open(name) as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+            if dtype.hasobject or dtype.kind not in "biuf":
+                raise ValueError("mask is not numeric")
+            if max_elements is not None and math.prod(shape) > max_elements:
+                raise ValueError("mask has more elements than the image")
+    with np.load(path, allow_pickle=False) as npz:
+        return np.asarray(npz[name[:-4]])
 
 
 def _inside(base: Path, relative: Any) -> Path | None:
@@ -297,7 +305,7 @@ def score_segmentation_inputs(
         truth_path = truth_dir / "masks" / f"{info['source']}.npz"
         try:
             truth = _load_mask(truth_path).astype(bool)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             raise _truth_error("a ground-truth mask is missing or unreadable")
         entry = preds.get(case_id)
         if entry is None:
@@ -307,7 +315,7 @@ def score_segmentation_inputs(
         try:
             if path is None:
                 raise ValueError
-            pred = _load_mask(path)
+            pred = _load_mask(path, max_elements=truth.size)
             if not np.isfinite(pred).all():
                 failures.nan.append(case_id)
                 continue
@@ -316,7 +324,7 @@ def score_segmentation_inputs(
                 pred = pred.reshape(truth.shape)
             if pred.shape != truth.shape:
                 raise ValueError
-        except (OSError, ValueError, KeyError, EOFError):
+        except Exception:  # whatever a vendor file does wrong, it is one unreadable case
             failures.unreadable.append(case_id)
             continue
         spacing = info.get("spacing") or [1.0, 1.0, 1.0]

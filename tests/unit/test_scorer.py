@@ -249,3 +249,19 @@ def test_single_class_scored_still_reports_what_it_can(tmp_path: Path, monkeypat
     report = ScoreReport.model_validate_json(text)
     assert code == EXIT_OK and "auc" not in report.metrics and "specificity" in report.metrics
     assert report.roc == [] and report.failures.missing > 0
+
+
+def test_oversized_or_foreign_mask_files_are_unreadable_without_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = Run(tmp_path, monkeypatch, task="segmentation", n=3)
+    run.predict()
+    doc = run.predictions()
+    ids = sorted(doc["cases"])
+    np.savez_compressed(run.output / "masks" / "bomb.npz", mask=np.zeros((64, 1024, 1024), np.uint8))  # 64 MiB, ~64 KiB on disk
+    np.save(run.output / "masks" / "plain.npy", np.zeros((3, 4, 4)))
+    np.savez(run.output / "masks" / "objects.npz", mask=np.array([object()] * 3))
+    doc["cases"][ids[0]]["mask"] = "masks/bomb.npz"
+    doc["cases"][ids[1]]["mask"] = "masks/plain.npy"
+    doc["cases"][ids[2]]["mask"] = "masks/objects.npz"
+    run.write(doc)
+    code, text = run.score()
+    assert code == EXIT_OK and ScoreReport.model_validate_json(text).failures.unreadable == 3
