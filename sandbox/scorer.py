@@ -110,6 +110,9 @@ def _read_json(path: Path, what: str) -> Any:
 
 def load_predictions(output: Path, task: str) -> dict[str, Any]:
     path = output / PREDICTIONS_FILE
+    if path.is_symlink():
+        # a link could point the scorer at files the vendor cannot read (the ground truth)
+        raise _predictions_error(f"{PREDICTIONS_FILE} is a symbolic link; write a regular file")
     try:
         size = path.stat().st_size
     except OSError:

@@ -142,11 +142,14 @@ def test_partial_and_bad_values_are_counted_not_fatal(tmp_path: Path, monkeypatc
         ("[1, 2]", "must be an object"),
         ('{"task": "segmentation", "cases": {}}', "another task"),
         ('{"contractVersion": "v9", "cases": {}}', "contract version"),
+        ("symlink", "symbolic link"),
     ],
 )
 def test_malformed_predictions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str | None, fragment: str) -> None:
     run = Run(tmp_path, monkeypatch, n=6)
-    if content is not None:
+    if content == "symlink":
+        (run.output / "predictions.json").symlink_to(run.sample.truth_dir / "labels.json")
+    elif content is not None:
         run.write(content)
     code, text = run.score()
     assert code == EXIT_MALFORMED_PREDICTIONS
