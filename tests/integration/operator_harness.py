@@ -320,3 +320,58 @@ def make_claim(root: Path) -> Path:
 def copy_claim(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def add_phi(claim_root: Path, src: str = "chest", dst: str = "dirty") -> None:
+    """A copy of the sample dataset in which one file names its patient."""
+    import pydicom
+
+    shutil.copytree(claim_root / src, claim_root / dst)
+    first = sorted((claim_root / dst / "studies").rglob("*.dcm"))[0]
+    ds = pydicom.dcmread(first)
+    ds.PatientName = "DOE^JANE"
+    ds.save_as(first)
+
+
+def mark_verified(api_client, namespace: str, name: str) -> None:
+    """Stand in for the verification Job where no runner executes it (tests without a runner)."""
+    body = {
+        "status": {
+            "phase": "Verified",
+            "verified": True,
+            "contentHash": "0" * 64,
+            "caseCount": CASES,
+            "observedGeneration": 1,
+        }
+    }
+    custom(api_client).patch_namespaced_custom_object_status("lightbox.dev", "v1alpha1", namespace, "datasets", name, body)
+
+
+def pods_of_job(api_client, namespace: str, job: str) -> list[dict[str, Any]]:
+    from kubernetes import client
+
+    items = client.CoreV1Api(api_client).list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job}").items
+    return [api_client.sanitize_for_serialization(p) for p in items]
+
+
+def finish_pod_as_kubelet(api_client, namespace: str, pod: str, score_exit: int, score_message: str) -> None:
+    """Write a finished pod's status the way a kubelet would, with a chosen scorer result."""
+    from kubernetes import client
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def status(name: str, code: int, message: str = "") -> dict[str, Any]:
+        return {
+            "name": name, "image": "x", "imageID": "", "ready": False, "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                     "message": message, "startedAt": now, "finishedAt": now}},
+        }
+
+    body = {
+        "status": {
+            "phase": "Succeeded" if score_exit == 0 else "Failed",
+            "initContainerStatuses": [status("stage", 0), status("vendor", 0)],
+            "containerStatuses": [status("score", score_exit, score_message)],
+        }
+    }
+    client.CoreV1Api(api_client).patch_namespaced_pod_status(pod, namespace, body)

@@ -1,0 +1,228 @@
+"""Bad input and failure: each ends with a clear condition or reason, and nothing stuck.
+
+Tests that need a pod to *finish* run the dev runner; tests about what happens
+while runs wait or are in flight leave pods unexecuted (there is no kubelet
+without the runner), which holds runs in progress for as long as they need.
+"""
+
+from __future__ import annotations
+
+import json
+
+from lightbox.api.results import TERMINATION_MESSAGE_LIMIT
+from operator_harness import (
+    Operator,
+    add_phi,
+    algorithm,
+    apply,
+    custom,
+    dataset,
+    delete_policy,
+    finish_pod_as_kubelet,
+    finished,
+    get,
+    image,
+    jobs,
+    local_runner,
+    make_claim,
+    mark_verified,
+    pods_of_job,
+    policy,
+    runs_of,
+    validation,
+    wait_for,
+)
+
+
+def conditions(obj):
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def phases(api_client, ns, *names):
+    return {n: ((get(api_client, "validations", ns, n) or {}).get("status") or {}).get("phase") for n in names}
+
+
+def patch_policy(api_client, name, spec):
+    custom(api_client).patch_cluster_custom_object("lightbox.dev", "v1alpha1", "sandboxpolicies", name, {"spec": spec})
+
+
+def test_blocked_by_policy_and_unverified_dataset_then_proceeds_without_recreation(
+    api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path
+):
+    ns, pol = namespace, f"blocked-{namespace}"
+    claim = make_claim(tmp_path_factory.mktemp("claim"))
+    add_phi(claim)
+    operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
+    try:
+        with local_runner(api_client, claim, tmp_path / "runner"):
+            apply(kubectl, None, policy(pol, ns, allowedRegistries=["registry.elsewhere.test"]))
+            apply(
+                kubectl, ns,
+                dataset("chest"), dataset("dirty", sub="dirty"),
+                algorithm("classifier", image("classifier")),
+                validation("not-allowed", "classifier"),
+                validation("unverified", "classifier", "dirty"),
+            )
+            get_v = lambda name: lambda: get(api_client, "validations", ns, name)  # noqa: E731
+            blocked = wait_for(
+                get_v("not-allowed"),
+                lambda v: conditions(v or {}).get("Admitted", {}).get("reason") == "RegistryNotAllowed",
+                60, "RegistryNotAllowed", operator,
+            )
+            assert blocked["status"]["phase"] == "Blocked"
+            assert "registry.lightbox.test/reference/classifier" in conditions(blocked)["Admitted"]["message"]
+
+            dirty = wait_for(
+                lambda: get(api_client, "datasets", ns, "dirty"),
+                lambda d: ((d or {}).get("status") or {}).get("phase") == "Rejected",
+                60, "the dirty dataset to be rejected", operator,
+            )
+            assert dirty["status"]["verified"] is False
+            assert [v["keyword"] for v in dirty["status"]["violations"]] == ["PatientName"]
+            assert conditions(dirty)["Verified"]["reason"] == "PHIFound"
+            assert "DOE" not in json.dumps(dirty["status"])
+
+            # The policy now allows the registry: the blocked one proceeds, the unverified one stays blocked.
+            patch_policy(api_client, pol, {"allowedRegistries": ["registry.lightbox.test"]})
+            done = wait_for(get_v("not-allowed"), finished, 120, "the unblocked run", operator)
+            assert runs_of(done)[-1]["phase"] == "Succeeded", runs_of(done)
+            assert conditions(done)["Admitted"]["status"] == "True"
+            unverified = get_v("unverified")()
+            assert unverified["status"]["phase"] == "Blocked"
+            admitted = conditions(unverified)["Admitted"]
+            assert admitted["reason"] == "DatasetNotVerified" and "PatientName" in admitted["message"]
+            assert not runs_of(unverified)
+            assert [j["metadata"]["name"] for j in jobs(api_client, ns)] == ["not-allowed-r1"]
+    finally:
+        operator.stop()
+        delete_policy(api_client, pol)
+
+
+def test_vendor_failures_end_with_specific_reasons(api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path):
+    """Non-zero exit, hang past the deadline, malformed predictions, unpullable image: all at once."""
+    ns, pol = namespace, f"vendors-{namespace}"
+    claim = make_claim(tmp_path_factory.mktemp("claim"))
+    operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
+    cases = {
+        "exits": ("misbehave-read-truth", "VendorExitCode"),
+        "hangs": ("misbehave-hang", "DeadlineExceeded"),
+        "malformed": ("misbehave-malformed", "MalformedPredictions"),
+        "missing-image": ("not-in-any-registry", "ImagePullFailed"),
+    }
+    try:
+        with local_runner(api_client, claim, tmp_path / "runner", concurrency=4):
+            apply(kubectl, None, policy(pol, ns, maxConcurrentRuns=4))
+            docs = [dataset()]
+            for name, (img, _) in cases.items():
+                docs += [algorithm(name, image(img), timeout=60), validation(name, name)]
+            apply(kubectl, ns, *docs)
+            for name, (_, reason) in cases.items():
+                result = wait_for(lambda n=name: get(api_client, "validations", ns, n), finished, 150, f"{name} to end", operator)
+                (run,) = runs_of(result)
+                assert (run["phase"], run["reason"]) == ("Failed", reason), run
+                assert run["message"]
+                assert result["status"]["phase"] == "Failed"
+                assert conditions(result)["Succeeded"]["reason"] == reason
+                assert "verdict" not in run
+            exits = runs_of(get(api_client, "validations", ns, "exits"))[0]
+            assert "code 1" in exits["message"]
+            # Nothing left running: the unpullable run's Job was stopped too.
+            wait_for(
+                lambda: [j["metadata"]["name"] for j in jobs(api_client, ns) if not _job_done(j)],
+                lambda active: not active, 30, "no active Jobs", operator,
+            )
+    finally:
+        operator.stop()
+        delete_policy(api_client, pol)
+
+
+def _job_done(job):
+    return any(c["type"] in {"Complete", "Failed"} and c["status"] == "True" for c in job["status"].get("conditions") or []) or bool(
+        job["metadata"].get("deletionTimestamp")
+    )
+
+
+def test_termination_message_not_json_or_oversized(api_client, kubeconfig, kubectl, namespace, tmp_path):
+    ns, pol = namespace, f"termmsg-{namespace}"
+    apply(kubectl, None, policy(pol, ns, isolationProbe={"required": False}))
+    apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+    mark_verified(api_client, ns, "chest")
+    operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
+    messages = {
+        "not-json": ("scored everything, trust me", "not JSON"),
+        "oversized": (json.dumps({"task": "classification", "cases": 1, "scored": 1, "pad": "x" * TERMINATION_MESSAGE_LIMIT}), "bytes"),
+        "wrong-shape": (json.dumps({"task": "classification", "cases": 3, "scored": 9, "caseIds": ["a"]}), "not a ScoreReport"),
+    }
+    try:
+        apply(kubectl, ns, *[validation(name, "classifier") for name in messages])
+        for name, (message, _) in messages.items():
+            pod = wait_for(lambda n=name: pods_of_job(api_client, ns, f"{n}-r1"), bool, 60, f"{name}'s pod", operator)[0]
+            finish_pod_as_kubelet(api_client, ns, pod["metadata"]["name"], 0, message)
+        for name, (_, fragment) in messages.items():
+            result = wait_for(lambda n=name: get(api_client, "validations", ns, n), finished, 60, f"{name} to end", operator)
+            (run,) = runs_of(result)
+            assert (run["phase"], run["reason"]) == ("Failed", "TerminationMessageInvalid"), run
+            assert fragment in run["message"]
+            assert "metrics" not in run
+    finally:
+        operator.stop()
+        delete_policy(api_client, pol)
+
+
+def test_policy_changed_while_runs_are_queued(api_client, kubeconfig, kubectl, namespace, tmp_path):
+    ns, pol = namespace, f"queue-{namespace}"
+    apply(kubectl, None, policy(pol, ns, maxConcurrentRuns=1, isolationProbe={"required": False}))
+    apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+    mark_verified(api_client, ns, "chest")
+    operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
+    names = ("first", "second", "third")
+    try:
+        for name in names:  # separate applies: creation order is the queue order
+            apply(kubectl, ns, validation(name, "classifier"))
+        wait_for(lambda: phases(api_client, ns, *names), lambda p: p == {"first": "Running", "second": "Queued", "third": "Queued"},
+                 60, "one running, two queued", operator)
+        second = get(api_client, "validations", ns, "second")
+        assert runs_of(second)[0]["reason"] == "WaitingForCapacity"
+        assert "1 of 1 runs active" in runs_of(second)[0]["message"]
+
+        # More room: the older queued run starts first.
+        patch_policy(api_client, pol, {"maxConcurrentRuns": 2})
+        wait_for(lambda: phases(api_client, ns, *names), lambda p: p == {"first": "Running", "second": "Running", "third": "Queued"},
+                 60, "second started before third", operator)
+
+        # The registry is no longer allowed: the queued run is held, with the reason; running ones go on.
+        patch_policy(api_client, pol, {"allowedRegistries": ["registry.elsewhere.test"], "maxConcurrentRuns": 3})
+        third = wait_for(lambda: get(api_client, "validations", ns, "third"),
+                         lambda v: v["status"]["phase"] == "Blocked", 60, "third blocked", operator)
+        assert runs_of(third)[0]["phase"] == "Queued" and runs_of(third)[0]["reason"] == "NotAdmitted"
+        assert conditions(third)["Admitted"]["reason"] == "RegistryNotAllowed"
+        assert sorted(j["metadata"]["name"] for j in jobs(api_client, ns)) == ["first-r1", "second-r1"]
+
+        # Allowed again: it proceeds without being re-created.
+        patch_policy(api_client, pol, {"allowedRegistries": ["registry.lightbox.test"]})
+        wait_for(lambda: phases(api_client, ns, *names), lambda p: set(p.values()) == {"Running"}, 60, "all running", operator)
+        assert sorted(j["metadata"]["name"] for j in jobs(api_client, ns)) == ["first-r1", "second-r1", "third-r1"]
+    finally:
+        operator.stop()
+        delete_policy(api_client, pol)
+
+
+def test_dataset_deleted_mid_run(api_client, kubeconfig, kubectl, namespace, tmp_path):
+    ns, pol = namespace, f"deleted-{namespace}"
+    apply(kubectl, None, policy(pol, ns, isolationProbe={"required": False}))
+    apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+    mark_verified(api_client, ns, "chest")
+    operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
+    try:
+        apply(kubectl, ns, validation("inflight", "classifier"))
+        wait_for(lambda: phases(api_client, ns, "inflight"), lambda p: p["inflight"] == "Running", 60, "running", operator)
+        assert kubectl("delete", "dataset", "chest", "-n", ns).returncode == 0
+        result = wait_for(lambda: get(api_client, "validations", ns, "inflight"), finished, 60, "the run to end", operator)
+        (run,) = runs_of(result)
+        assert (run["phase"], run["reason"]) == ("Failed", "DatasetDeleted"), run
+        assert conditions(result)["Admitted"]["reason"] == "DatasetNotFound"
+        assert result["status"]["phase"] == "Blocked"
+        wait_for(lambda: jobs(api_client, ns), lambda js: not js, 60, "the run's Job to be deleted", operator)
+    finally:
+        operator.stop()
+        delete_policy(api_client, pol)
