@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PATIENT_PREFIX = "LB"
@@ -44,13 +44,26 @@ def new_key() -> bytes:
     return base64.b64encode(os.urandom(32))
 
 
+MEMO_LIMIT = 1 << 16
+
+
 @dataclass(frozen=True, slots=True)
 class Pseudonymizer:
     key: bytes
+    # Study, series and frame-of-reference UIDs repeat in every slice of a series, so
+    # digests are memoised (per instance, so per worker process; bounded).
+    _memo: dict[tuple[str, bytes | str], bytes] = field(default_factory=dict, compare=False, repr=False)
 
     def digest(self, purpose: str, value: bytes | str) -> bytes:
-        data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
-        return hmac.new(self.key, purpose.encode() + b"\0" + data, hashlib.sha256).digest()
+        memo_key = (purpose, value)
+        found = self._memo.get(memo_key)
+        if found is None:
+            data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+            found = hmac.new(self.key, purpose.encode() + b"\0" + data, hashlib.sha256).digest()
+            if len(self._memo) >= MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[memo_key] = found
+        return found
 
     def uid(self, uid: str) -> str:
         """A ``2.25.`` UID (at most 44 characters) standing for ``uid``."""
