@@ -100,6 +100,8 @@ def run_isolated(
     ``max_file_bytes`` (optional) caps the size of any file the command writes (RLIMIT_FSIZE)."""
     if not argv:
         raise ValueError("empty command")
+    if cwd is not None and not Path(cwd).is_dir():
+        raise ValueError(f"working directory {cwd} does not exist")
     for p in read_only:
         if not Path(p).exists():
             raise IsolationUnavailable(f"read-only path {p} does not exist")

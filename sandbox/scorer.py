@@ -485,7 +485,8 @@ def subgroup_results(
 ) -> dict[str, dict[str, SubgroupResult]]:
     out: dict[str, dict[str, SubgroupResult]] = {}
     for dim in cfg.subgroups:
-        groups = np.asarray([str(cases[c].get(dim, "unknown")) for c in ids])
+        # group names are header values (e.g. Manufacturer); bound them so they cannot crowd out numbers
+        groups = np.asarray([str(cases[c].get(dim, "unknown"))[:64] or "unknown" for c in ids])
         out[dim] = {}
         for g in sorted(set(groups.tolist())):
             mask = groups == g
