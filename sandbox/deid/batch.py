@@ -22,7 +22,7 @@ from lightbox.sandbox.deid.profile import compile_profile
 from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
 from lightbox.sandbox.deid.rewrite import Piece, Rewritten, rewrite
 from lightbox.sandbox.deid.safe_private import SafePrivateList
-from lightbox.sandbox.deid.transform import (
+from lightbox.sandbox.deid.attributes import (
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,

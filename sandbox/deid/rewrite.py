@@ -39,7 +39,7 @@ from lightbox.sandbox.deid.dicomio import (
     tag_text,
 )
 from lightbox.sandbox.deid.profile import compile_profile
-from lightbox.sandbox.deid.transform import (
+from lightbox.sandbox.deid.attributes import (
     BURNED_IN_ANNOTATION,
     MODALITY,
     PATIENT_BIRTH_DATE,
@@ -233,7 +233,7 @@ class _Rewriter:
         """Collect words from every text value in buf[pos:end] (a removed sequence or private run)."""
         elements, _ = _read_dataset(self.buf, pos, end, implicit, top=False, until_delimiter=False)
         found: list[str] = []
-        collect_terms(elements, self.profile, found, removing=True)
+        collect_terms(elements, found)
         self.terms.update(found)
 
     def clean_later(self, tag: int, vr: str, value: bytes, implicit: bool) -> None:
@@ -252,6 +252,9 @@ class _Rewriter:
 
     def replacement(self, tag: int, vr: str, value: bytes, action: str, implicit: bool) -> bytes | None:
         """New value for a non-sequence attribute; None to drop it (or when written later)."""
+        if vr == "UN":
+            # Decide by what the attribute is, not by how this file happened to encode it.
+            vr = dictionary_vr(tag)
         if action == "C":
             if vr in DATE_VRS and self.profile.has("retainLongitudinalModifiedDates"):
                 return shift_dates(value, vr, self.shift_days)
@@ -433,8 +436,8 @@ class _Rewriter:
                 if self.collect:
                     if is_sequence:
                         self.gather_range(skipped_from, pos, implicit)
-                    elif raw_vr in _TEXT_B:
-                        self.gather(raw_vr.decode("ascii"), bytes(view[vpos:pos]))
+                    elif raw_vr in _TEXT_B or raw_vr == b"UN":
+                        self.gather(dictionary_vr(tag) if raw_vr == b"UN" else raw_vr.decode("ascii"), bytes(view[vpos:pos]))
                 continue
             if not is_sequence:
                 vend = vpos + length
@@ -443,7 +446,7 @@ class _Rewriter:
                 if top and tag in RECORDED:
                     self.recorded[tag] = bytes(view[vpos:vend])
                 if action is None or action == "K":
-                    if not (in_clean and action is None and raw_vr in _TEXT_B):
+                    if not (in_clean and action is None and (raw_vr in _TEXT_B or raw_vr == b"UN")):
                         if run < 0:
                             run = pos
                         pos = vend

@@ -25,7 +25,7 @@ from lightbox.sandbox.deid.dicomio import DicomError, Element, parse_file, tag_t
 from lightbox.sandbox.deid.profile import Profile, compile_profile
 from lightbox.sandbox.deid.pseudonyms import PATIENT_PSEUDONYM, UID_ROOT
 from lightbox.sandbox.deid.safe_private import SafePrivateList
-from lightbox.sandbox.deid.transform import (
+from lightbox.sandbox.deid.attributes import (
     PATIENT_IDENTITY_REMOVED,
     PSEUDONYM_TAGS,
     STUDY_INSTANCE_UID,

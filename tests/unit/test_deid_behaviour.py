@@ -20,7 +20,7 @@ from lightbox.sandbox.deid import batch
 from lightbox.sandbox.deid.profile import OPTIONS, compile_profile, load_table, resolve_action, validate_options
 from lightbox.sandbox.deid.pseudonyms import KeyFileError, load_key
 from lightbox.sandbox.deid.safe_private import SafePrivateList
-from lightbox.sandbox.deid.transform import BASIC_CODE, METHOD_CODES
+from lightbox.sandbox.deid.attributes import BASIC_CODE, METHOD_CODES
 from lightbox.sandbox.deid.values import Scrubber, identifying_terms, shift_dates
 
 KEY = b"behaviour-test-key-0123456789abc"
@@ -348,3 +348,18 @@ def test_key_file(tmp_path: Path) -> None:
 
 def test_dicom_error_is_exported() -> None:
     assert issubclass(DicomError, Exception)
+
+
+def test_attributes_encoded_as_un_are_judged_by_their_real_vr(tmp_path: Path) -> None:
+    ds = ct()
+    del ds.PatientName
+    ds.add_new(0x00100010, "UN", b"Doe^Jane")
+    ds.add_new(0x00081030, "UN", b"CT for Jane Doe ")
+    ds.add_new(0x00080080, "UN", b"St Elsewhere")
+    src = write(ds, tmp_path / "in" / "ct.dcm").parent
+    for options in ((), ("cleanDescriptors",)):
+        out = tmp_path / ("out" + "".join(options))
+        deidentify_tree(src, out, key=KEY, options=options, jobs=1)
+        data = next(out.rglob("*.dcm")).read_bytes()
+        assert b"Doe" not in data and b"Jane" not in data and b"Elsewhere" not in data
+    assert b"CT for * *" in data

@@ -1,6 +1,6 @@
-"""What de-identification adds and decides around the per-attribute rewrite:
-the profile's own attributes, fresh file meta, the burned-in text check, and the
-identifying terms that cleaning removes from retained text.
+"""The attributes de-identification reads and adds around the per-attribute
+rewrite: the profile's own attributes (CID 7050 codes), fresh file meta, the
+burned-in text check, and the words that cleaning removes from retained text.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from lightbox.sandbox.deid.dicomio import Element
 from lightbox.sandbox.deid.profile import Profile
 from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
 from lightbox.sandbox.deid.safe_private import SafePrivateList
-from lightbox.sandbox.deid.values import DATE_VRS, TEXT_VRS, identifying_terms
+from lightbox.sandbox.deid.values import TEXT_VRS, identifying_terms
 
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
@@ -111,18 +111,13 @@ def is_overlay(group: int) -> bool:
     return 0x6000 <= group <= 0x601E and not group & 1
 
 
-def collect_terms(elements: list[Element], profile: Profile, terms: list[str], removing: bool) -> None:
+def collect_terms(elements: list[Element], terms: list[str]) -> None:
+    """Identifying words of every text value in ``elements`` (which are being removed), nested too."""
     for e in elements:
-        group = e.tag >> 16
-        if group & 1 or is_curve(group) or is_overlay(group):
-            gone = True
-        else:
-            rule = profile.rules.get(e.tag)
-            gone = removing or (rule is not None and rule.action in ("X", "Z", "D"))
         if e.items is not None:
             for item in e.items:
-                collect_terms(item, profile, terms, gone)
-        elif gone and (e.vr in TEXT_VRS or e.vr in DATE_VRS):
+                collect_terms(item, terms)
+        elif e.vr in TEXT_VRS:
             terms.extend(identifying_terms(e.vr, e.value))
 
 
