@@ -185,7 +185,9 @@ def run_pod_spec(
 ) -> dict[str, Any]:
     """stage (trusted) → vendor → score (trusted, the only one with the ground truth)."""
     algo, data = algorithm.spec, dataset.spec
-    stager = StagerConfig(deid_options=list(data.deidentification.options))
+    stager = StagerConfig(
+        task=algo.task, labels=list(algo.labels or []), deid_options=list(data.deidentification.options)
+    )
     termination = {layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH}
 
     stage = _trusted_container(layout.STAGE_CONTAINER, config.trusted_image, ["lightbox", "stage"], config)

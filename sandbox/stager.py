@@ -8,14 +8,13 @@ only the scorer reads.
 
 Environment: LIGHTBOX_STAGER_CONFIG (StagerConfig JSON; may be absent), LIGHTBOX_STUDIES_DIR,
 LIGHTBOX_INPUT_DIR, LIGHTBOX_WORK_DIR, LIGHTBOX_TERMINATION_LOG; the manifest's task and labels
-come from LIGHTBOX_TASK / LIGHTBOX_LABELS (or "task"/"labels" keys in the config JSON).
+come from the config's "task" and "labels".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from collections import defaultdict
@@ -39,7 +38,7 @@ from lightbox.api.run import (
     StagerConfig,
 )
 from lightbox.sandbox import deidgate
-from lightbox.sandbox.contract import LABELS_ENV, TASK_ENV, InputCase, InputManifest, InputSeries
+from lightbox.sandbox.contract import InputCase, InputManifest, InputSeries
 from lightbox.sandbox.steps import directory, fail, read_json_env, write_termination
 
 EXIT_CONFIG_INVALID = 2
@@ -205,12 +204,8 @@ def stage(
 
 
 def _config() -> tuple[StagerConfig, str, list[str]]:
-    raw = read_json_env(STAGER_CONFIG_ENV)
-    task = raw.pop("task", None) or os.environ.get(TASK_ENV) or "classification"
-    labels = raw.pop("labels", None)
-    if labels is None:
-        labels = json.loads(os.environ.get(LABELS_ENV) or "[]")
-    return StagerConfig.model_validate(raw), str(task), [str(label) for label in labels]
+    config = StagerConfig.model_validate(read_json_env(STAGER_CONFIG_ENV))
+    return config, config.task, list(config.labels)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,6 +93,8 @@ SubgroupDimension = Literal["sex", "ageBand", "manufacturer", "site"]
 class StagerConfig(Model):
     """Settings of the ``stage`` step (env ``LIGHTBOX_STAGER_CONFIG``)."""
 
+    task: Task = Field(description="The algorithm's task, written into the vendor's manifest.json.")
+    labels: list[str] = Field(default_factory=list, description="The algorithm's labels, for manifest.json.")
     deid_options: list[DeidOption] = Field(default_factory=list, description="Profile options the dataset claims.")
     max_cases: int | None = Field(default=None, ge=1, description="Stage at most this many cases.")
 

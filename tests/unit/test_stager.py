@@ -27,7 +27,7 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp: Path, studies: Path, config: dict
     monkeypatch.setenv("LIGHTBOX_INPUT_DIR", str(paths["input"]))
     monkeypatch.setenv("LIGHTBOX_WORK_DIR", str(paths["work"]))
     monkeypatch.setenv("LIGHTBOX_TERMINATION_LOG", str(paths["term"]))
-    cfg = {"deidOptions": SAMPLE_DEID_OPTIONS} if config is None else config
+    cfg = {"task": "classification", "deidOptions": SAMPLE_DEID_OPTIONS} if config is None else {"task": "classification", **config}
     monkeypatch.setenv("LIGHTBOX_STAGER_CONFIG", json.dumps(cfg))
     return paths
 
@@ -129,11 +129,12 @@ def test_invalid_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert json.loads(paths["term"].read_text())["reason"] == "ConfigInvalid"
 
 
-def test_absent_config_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _env(monkeypatch, tmp_path, tmp_path)
+def test_absent_config_is_refused_since_the_task_is_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = _env(monkeypatch, tmp_path, tmp_path)
     monkeypatch.delenv("LIGHTBOX_STAGER_CONFIG")
-    config, task, labels = stager._config()
-    assert config.deid_options == [] and task == "classification" and labels == []
+    assert stager.main([]) == 2
+    message = json.loads(paths["term"].read_text())
+    assert message["reason"] == "ConfigInvalid" and "task" in message["message"]
 
 
 def test_sample_dataset_passes_the_real_verifier_with_its_options(tmp_path: Path) -> None:
