@@ -148,9 +148,13 @@ def method_elements(profile: Profile) -> list[Element]:
     ]
 
 
-def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> list[Element]:
-    """Fresh file meta: nothing from the source's AE titles or implementation survives."""
-    return [
+def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, padding: int = 0) -> list[Element]:
+    """Fresh file meta: nothing from the source's AE titles or implementation survives.
+
+    ``padding`` zero bytes go into (0002,0102) Private Information, whose creator is
+    this implementation: see :func:`alignment_padding` for why.
+    """
+    meta = [
         Element(0x00020001, "OB", b"\0\1"),
         Element(0x00020002, "UI", sop_class.encode()),
         Element(0x00020003, "UI", sop_instance.encode()),
@@ -158,3 +162,29 @@ def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> list[E
         Element(0x00020012, "UI", IMPLEMENTATION_CLASS_UID.encode()),
         Element(0x00020013, "SH", IMPLEMENTATION_VERSION),
     ]
+    if padding:
+        meta.append(Element(0x00020100, "UI", IMPLEMENTATION_CLASS_UID.encode()))
+        meta.append(Element(0x00020102, "OB", bytes(padding)))
+    return meta
+
+
+PAGE = 4096
+ALIGN_MIN_BULK = 1 << 16
+# Bytes (0002,0100) and the header of (0002,0102) add: 8 + the even-padded UID, then 12.
+_PADDING_OVERHEAD = 8 + len(IMPLEMENTATION_CLASS_UID) + (len(IMPLEMENTATION_CLASS_UID) & 1) + 12
+
+
+def alignment_padding(header_bytes: int, bulk_offset: int, bulk_bytes: int) -> int:
+    """Zero bytes to add to the meta so the pixel data keeps its offset within a page.
+
+    The kernel copies a file range page by page; when source and destination
+    offsets differ within the page, every page is copied in two pieces, which
+    costs noticeably more than the header rewrite itself. Only worth it for
+    large bulk data.
+    """
+    if bulk_bytes < ALIGN_MIN_BULK:
+        return 0
+    gap = (bulk_offset - header_bytes) % PAGE
+    while gap < _PADDING_OVERHEAD:
+        gap += PAGE
+    return gap - _PADDING_OVERHEAD

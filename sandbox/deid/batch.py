@@ -27,6 +27,7 @@ from lightbox.sandbox.deid.attributes import (
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,
     Settings,
+    alignment_padding,
     burned_in_reason,
     file_meta,
     text,
@@ -157,6 +158,11 @@ def process_file(src: Path, job: Job, worker: _Worker | None = None) -> FileOutc
                 (text(e.value) for e in parsed.meta if e.tag == 0x00020002), ""
             )
             meta = encode_meta(file_meta(sop_class, new_sop, parsed.transfer_syntax))
+            if parsed.spans_in_file and len(result.pieces) > 1:
+                start, stop = result.pieces[1]  # type: ignore[misc]
+                padding = alignment_padding(len(meta) + len(result.pieces[0]), start, stop - start)
+                if padding:
+                    meta = encode_meta(file_meta(sop_class, new_sop, parsed.transfer_syntax, padding))
             target = os.path.join(job.quarantine_root if reason else job.dst_root, relative)
             _write_atomic(target, parsed, meta, result.pieces, fd, worker)
         finally:
