@@ -116,6 +116,18 @@ def _write_atomic(target: str, parsed: ParsedFile, meta: bytes, pieces: list[Pie
         raise
 
 
+def _padding(parsed: ParsedFile, meta: bytes, pieces: list[Piece]) -> int:
+    """Meta padding that puts the first bulk-data range at its source offset within a page."""
+    if not parsed.spans_in_file:
+        return 0
+    written = len(meta)
+    for piece in pieces:
+        if isinstance(piece, tuple):
+            return alignment_padding(written, piece[0], piece[1] - piece[0])
+        written += len(piece)
+    return 0
+
+
 def _rewrite_fd(fd: int, settings: Settings) -> tuple[ParsedFile, Rewritten]:
     """Rewrite from the file's first bytes; re-read it whole when the header does not fit."""
     parsed = parse_fd(fd, whole=False)
@@ -158,11 +170,9 @@ def process_file(src: Path, job: Job, worker: _Worker | None = None) -> FileOutc
                 (text(e.value) for e in parsed.meta if e.tag == 0x00020002), ""
             )
             meta = encode_meta(file_meta(sop_class, new_sop, parsed.transfer_syntax))
-            if parsed.spans_in_file and len(result.pieces) > 1:
-                start, stop = result.pieces[1]  # type: ignore[misc]
-                padding = alignment_padding(len(meta) + len(result.pieces[0]), start, stop - start)
-                if padding:
-                    meta = encode_meta(file_meta(sop_class, new_sop, parsed.transfer_syntax, padding))
+            padding = _padding(parsed, meta, result.pieces)
+            if padding:
+                meta = encode_meta(file_meta(sop_class, new_sop, parsed.transfer_syntax, padding))
             target = os.path.join(job.quarantine_root if reason else job.dst_root, relative)
             _write_atomic(target, parsed, meta, result.pieces, fd, worker)
         finally:
