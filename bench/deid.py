@@ -162,7 +162,9 @@ from deid.dicom import get_files, replace_identifiers
 src, dst = sys.argv[1], sys.argv[2]
 files = sorted(get_files(src))
 os.makedirs(dst, exist_ok=True)
-replace_identifiers(dicom_files=files, save=True, output_folder=dst, overwrite=True, strip_sequences=True, remove_private=True)
+replace_identifiers(
+    dicom_files=files, save=True, output_folder=dst, overwrite=True, strip_sequences=True, remove_private=True
+)
 """
 
 
@@ -222,18 +224,27 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [str(python), "-m", "dicognito", "--output-directory", str(out), str(corpus)]
             os.sync()
             seconds, proc = _timed(cmd)
-            results.append(Result("dicognito", seconds if proc.returncode == 0 else None, note=proc.stderr.decode()[-300:]))
+            results.append(
+                Result("dicognito", seconds if proc.returncode == 0 else None, note=proc.stderr.decode()[-300:])
+            )
         else:
             results.append(Result("dicognito", note="not installed"))
     if "deid" not in args.skip:
         if python is not None and _has(python, "deid.dicom"):
             os.sync()
             seconds, proc = _timed([str(python), "-c", DEID_DRIVER, str(corpus), str(work / "out-deid")])
-            results.append(Result("pydicom/deid", seconds if proc.returncode == 0 else None, note=proc.stderr.decode()[-300:]))
+            results.append(
+                Result("pydicom/deid", seconds if proc.returncode == 0 else None, note=proc.stderr.decode()[-300:])
+            )
         else:
             results.append(Result("pydicom/deid", note="not installed"))
 
-    outputs = {"cp -r": "out-cp", "lightbox deid": "out-lightbox", "dicognito": "out-dicognito", "pydicom/deid": "out-deid"}
+    outputs = {
+        "cp -r": "out-cp",
+        "lightbox deid": "out-lightbox",
+        "dicognito": "out-dicognito",
+        "pydicom/deid": "out-deid",
+    }
     for r in results:
         out = work / outputs[r.name]
         if out.exists():

@@ -33,13 +33,13 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:
-    from lightbox.sandbox.deid.batch import DeidSummary, FileOutcome, deidentify_file, deidentify_tree
-    from lightbox.sandbox.deid.dicomio import DicomError
-    from lightbox.sandbox.deid.profile import OPTIONS, compile_profile
-    from lightbox.sandbox.deid.pseudonyms import KeyFileError, load_key, new_key
-    from lightbox.sandbox.deid.safe_private import SafePrivateList
-    from lightbox.sandbox.deid.verify import VerificationReport, Violation, verify_file, verify_tree
+if TYPE_CHECKING:  # re-exports for type checkers; at run time names resolve lazily
+    from lightbox.sandbox.deid.batch import DeidSummary, FileOutcome, deidentify_file, deidentify_tree  # noqa: F401
+    from lightbox.sandbox.deid.dicomio import DicomError  # noqa: F401
+    from lightbox.sandbox.deid.profile import OPTIONS, compile_profile  # noqa: F401
+    from lightbox.sandbox.deid.pseudonyms import KeyFileError, load_key, new_key  # noqa: F401
+    from lightbox.sandbox.deid.safe_private import SafePrivateList  # noqa: F401
+    from lightbox.sandbox.deid.verify import VerificationReport, Violation, verify_file, verify_tree  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

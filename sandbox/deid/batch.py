@@ -17,11 +17,6 @@ from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from lightbox.sandbox.deid.dicomio import DicomError, ParsedFile, encode_meta, parse_fd, write_pieces
-from lightbox.sandbox.deid.profile import compile_profile
-from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
-from lightbox.sandbox.deid.rewrite import Piece, Rewritten, rewrite
-from lightbox.sandbox.deid.safe_private import SafePrivateList
 from lightbox.sandbox.deid.attributes import (
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,
@@ -32,6 +27,11 @@ from lightbox.sandbox.deid.attributes import (
     file_meta,
     text,
 )
+from lightbox.sandbox.deid.dicomio import DicomError, ParsedFile, encode_meta, parse_fd, write_pieces
+from lightbox.sandbox.deid.profile import compile_profile
+from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
+from lightbox.sandbox.deid.rewrite import Piece, Rewritten, rewrite
+from lightbox.sandbox.deid.safe_private import SafePrivateList
 
 Status = Literal["written", "quarantined", "error", "skipped"]
 REASON_SUFFIX = ".reason.txt"
@@ -97,7 +97,9 @@ class _Worker:
     pid: int = field(default_factory=os.getpid)
 
 
-def _write_atomic(target: str, parsed: ParsedFile, meta: bytes, pieces: list[Piece], src_fd: int, worker: _Worker) -> None:
+def _write_atomic(
+    target: str, parsed: ParsedFile, meta: bytes, pieces: list[Piece], src_fd: int, worker: _Worker
+) -> None:
     folder, name = os.path.split(target)
     if folder not in worker.folders:
         os.makedirs(folder, exist_ok=True)
@@ -199,7 +201,8 @@ def deidentify_file(
     safe_private: SafePrivateList | None = None,
 ) -> FileOutcome:
     """De-identify one file into ``dst_root`` (quarantine next to it when refused)."""
-    job = Job(make_settings(key, options, safe_private), Path(dst_root), quarantine_root or default_quarantine(dst_root), allow_burned_in)
+    settings = make_settings(key, options, safe_private)
+    job = Job(settings, Path(dst_root), quarantine_root or default_quarantine(dst_root), allow_burned_in)
     return process_file(Path(src), job)
 
 
@@ -266,7 +269,9 @@ def deidentify_tree(
 ) -> DeidSummary:
     """De-identify every file under ``src`` into ``dst``; never raises for a bad file."""
     dst = Path(dst)
-    job = Job(make_settings(key, options, safe_private), dst, quarantine_root or default_quarantine(dst), allow_burned_in)
+    job = Job(
+        make_settings(key, options, safe_private), dst, quarantine_root or default_quarantine(dst), allow_burned_in
+    )
     paths = iter_files(Path(src))
     summary = DeidSummary(files=len(paths))
     with _progress_bar(len(paths), progress) as bar:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -39,8 +38,12 @@ def _deid_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src", type=Path, help="file or folder to de-identify")
     p.add_argument("dst", type=Path, help="output folder (<patient>/<study>/<instance>.dcm, hashed names)")
-    p.add_argument("--key-file", type=Path, default=os.environ.get(KEY_FILE_ENV), help=f"secret key (env {KEY_FILE_ENV})")
-    p.add_argument("--allow-burned-in", action="store_true", help="do not quarantine files that may have burned-in text")
+    p.add_argument(
+        "--key-file", type=Path, default=os.environ.get(KEY_FILE_ENV), help=f"secret key (env {KEY_FILE_ENV})"
+    )
+    p.add_argument(
+        "--allow-burned-in", action="store_true", help="do not quarantine files that may have burned-in text"
+    )
     p.add_argument("--quarantine", type=Path, default=None, help="folder for refused files (default: DST-quarantine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_common(p)

@@ -36,7 +36,29 @@ BULK_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
 LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
 KNOWN_VRS = LONG_VRS | frozenset(
-    {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"}
+    {
+        "AE",
+        "AS",
+        "AT",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "FL",
+        "FD",
+        "IS",
+        "LO",
+        "LT",
+        "PN",
+        "SH",
+        "SL",
+        "SS",
+        "ST",
+        "TM",
+        "UI",
+        "UL",
+        "US",
+    }
 )
 
 _HH = struct.Struct("<HH")
@@ -69,7 +91,6 @@ class Element:
 @dataclass(slots=True)
 class ParsedFile:
     """A file's meta information, header elements and where its bytes live."""
-
 
     meta: list[Element]
     elements: list[Element]  # empty when parsed with ``elements=False``
@@ -111,7 +132,9 @@ def tag_text(tag: int) -> str:
 # ---------------------------------------------------------------- reading
 
 
-def _read_items(buf: bytes | mmap.mmap, pos: int, length: int, implicit: bool, limit: int) -> tuple[list[list[Element]], int]:
+def _read_items(
+    buf: bytes | mmap.mmap, pos: int, length: int, implicit: bool, limit: int
+) -> tuple[list[list[Element]], int]:
     items: list[list[Element]] = []
     end = limit if length == UNDEFINED else pos + length
     if end > limit:
@@ -349,7 +372,7 @@ def encode_meta(meta: list[Element]) -> bytes:
     return b"\0" * 128 + b"DICM" + group_length + body
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

@@ -19,9 +19,25 @@ from __future__ import annotations
 import mmap
 import struct
 from collections.abc import Callable
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 
+from lightbox.sandbox.deid.attributes import (
+    BURNED_IN_ANNOTATION,
+    MODALITY,
+    PATIENT_BIRTH_DATE,
+    PATIENT_ID,
+    PATIENT_NAME,
+    PSEUDONYM_TAGS,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+    Settings,
+    collect_terms,
+    is_curve,
+    is_overlay,
+    method_elements,
+)
 from lightbox.sandbox.deid.dicomio import (
     BULK_TAGS,
     ITEM,
@@ -39,22 +55,6 @@ from lightbox.sandbox.deid.dicomio import (
     tag_text,
 )
 from lightbox.sandbox.deid.profile import compile_profile
-from lightbox.sandbox.deid.attributes import (
-    BURNED_IN_ANNOTATION,
-    MODALITY,
-    PATIENT_BIRTH_DATE,
-    PATIENT_ID,
-    PATIENT_NAME,
-    PSEUDONYM_TAGS,
-    SOP_CLASS_UID,
-    SOP_INSTANCE_UID,
-    STUDY_INSTANCE_UID,
-    Settings,
-    collect_terms,
-    is_curve,
-    is_overlay,
-    method_elements,
-)
 from lightbox.sandbox.deid.values import (
     DATE_VRS,
     TEXT_VRS,
@@ -81,6 +81,8 @@ RECORDED = frozenset({SOP_INSTANCE_UID, STUDY_INSTANCE_UID, SOP_CLASS_UID, MODAL
 IDENTITY_TAGS = (PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE)
 
 Piece = bytearray | tuple[int, int]
+
+
 @dataclass(slots=True)
 class _Deferred:
     """A cleaned value, written once all of the file's identifying words are known."""
@@ -90,6 +92,8 @@ class _Deferred:
     vr: str
     value: bytes
     implicit: bool
+
+
 TAIL_LIMIT = 1 << 16  # larger tails after the pixels: the file is re-read whole instead
 
 
@@ -163,7 +167,9 @@ def _skip_dataset(buf: bytes | mmap.mmap, pos: int, limit: int, implicit: bool) 
     raise DicomError("item without a delimiter")
 
 
-def scan_top_level(buf: bytes | mmap.mmap, pos: int, end: int, implicit: bool, wanted: tuple[int, ...]) -> dict[int, bytes]:
+def scan_top_level(
+    buf: bytes | mmap.mmap, pos: int, end: int, implicit: bool, wanted: tuple[int, ...]
+) -> dict[int, bytes]:
     """Values of ``wanted`` top-level attributes, reading headers only up to the last one."""
     found: dict[int, bytes] = {}
     last = max(wanted)
@@ -283,8 +289,8 @@ class _Rewriter:
             creators[(group, elem)] = creator
             return any(c == creator and g == group for c, g, _ in safe.entries)
         if elem >= 0x1000:
-            creator = creators.get((group, elem >> 8))
-            return creator is not None and safe.allows(creator, group, elem)
+            owner = creators.get((group, elem >> 8))
+            return owner is not None and safe.allows(owner, group, elem)
         return False
 
     def items(self, pos: int, length: int, limit: int, in_clean: bool, implicit: bool) -> int:
@@ -437,7 +443,9 @@ class _Rewriter:
                     if is_sequence:
                         self.gather_range(skipped_from, pos, implicit)
                     elif raw_vr in _TEXT_B or raw_vr == b"UN":
-                        self.gather(dictionary_vr(tag) if raw_vr == b"UN" else raw_vr.decode("ascii"), bytes(view[vpos:pos]))
+                        self.gather(
+                            dictionary_vr(tag) if raw_vr == b"UN" else raw_vr.decode("ascii"), bytes(view[vpos:pos])
+                        )
                 continue
             if not is_sequence:
                 vend = vpos + length
@@ -497,7 +505,9 @@ def _inserts(options: frozenset[str]) -> dict[bool, tuple[tuple[int, bytes], ...
     return {implicit: tuple((e.tag, encode_elements([e], implicit)) for e in added) for implicit in (True, False)}
 
 
-def rewrite(parsed: ParsedFile, start: int, settings: Settings, read_at: Callable[[int, int], bytes] | None = None) -> Rewritten:
+def rewrite(
+    parsed: ParsedFile, start: int, settings: Settings, read_at: Callable[[int, int], bytes] | None = None
+) -> Rewritten:
     """Rewrite the data set that begins at ``start`` of ``parsed.buffer``.
 
     When the buffer holds only the file's head and the data set continues after

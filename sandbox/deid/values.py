@@ -88,7 +88,7 @@ def shift_dates(value: bytes, vr: str, days: int) -> bytes:
             continue
         ends = text.split("-") if vr == "DA" and "-" in text else [text]
         shifted = [(_shift_date(e, days) if e else "") for e in ends]
-        if any(e and not s for e, s in zip(ends, shifted)):
+        if any(e and not s for e, s in zip(ends, shifted, strict=True)):
             return b""
         out.append("-".join(shifted))
     return "\\".join(out).encode("ascii")

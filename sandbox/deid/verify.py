@@ -17,24 +17,24 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from pydantic import Field
-
-from lightbox.api.results import Model
+from lightbox.sandbox.deid.attributes import (
+    PATIENT_IDENTITY_REMOVED,
+    PSEUDONYM_TAGS,
+    STUDY_INSTANCE_UID,
+    find_text,
+    is_curve,
+    is_overlay,
+    text,
+)
 from lightbox.sandbox.deid.batch import iter_files, run_parallel
 from lightbox.sandbox.deid.dicomio import DicomError, Element, parse_file, tag_text
 from lightbox.sandbox.deid.profile import Profile, compile_profile
 from lightbox.sandbox.deid.pseudonyms import PATIENT_PSEUDONYM, UID_ROOT
 from lightbox.sandbox.deid.safe_private import SafePrivateList
-from lightbox.sandbox.deid.attributes import (
-    PATIENT_IDENTITY_REMOVED,
-    PSEUDONYM_TAGS,
-    STUDY_INSTANCE_UID,
-    is_curve,
-    is_overlay,
-    find_text,
-    text,
-)
 from lightbox.sandbox.deid.values import is_dummy, split_values
+from pydantic import Field
+
+from lightbox.api.results import Model
 
 AGE_BANDS = ("0-17", "18-39", "40-59", "60-79", "80+")
 COHORT_DIMENSIONS = ("sex", "ageBand", "manufacturer", "modality")
@@ -110,7 +110,9 @@ def _check_private(elements: list[Element], checker: Checker, found: Counter[tup
             continue
         if 0x0010 <= elem <= 0x00FF and e.items is None:
             creators[(group, elem)] = text(e.value)
-            if keep_safe and any(c == creators[(group, elem)] and g == group for c, g, _ in checker.safe_private.entries):
+            if keep_safe and any(
+                c == creators[(group, elem)] and g == group for c, g, _ in checker.safe_private.entries
+            ):
                 continue
             found[("PrivateCreator", e.tag)] += 1
         elif elem >= 0x1000:
@@ -213,6 +215,13 @@ def check_file(path: Path, root: Path, checker: Checker) -> FileCheck:
 
 def _check_chunk(root: Path, checker: Checker, chunk: list[Path]) -> list[FileCheck]:
     return [check_file(path, root, checker) for path in chunk]
+
+
+def verify_file(
+    path: Path, options: Iterable[str] = (), *, safe_private: SafePrivateList | None = None
+) -> VerificationReport:
+    """:func:`verify_tree` for a single file (its content hash covers that file alone)."""
+    return verify_tree(path, options, jobs=1, safe_private=safe_private)
 
 
 def verify_tree(

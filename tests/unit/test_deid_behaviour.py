@@ -10,18 +10,17 @@ from typing import get_args
 
 import pydicom
 import pytest
+from lightbox.sandbox.deid import DicomError, batch, deidentify_file, deidentify_tree, verify_tree
+from lightbox.sandbox.deid.attributes import BASIC_CODE, METHOD_CODES
+from lightbox.sandbox.deid.profile import OPTIONS, compile_profile, load_table, resolve_action, validate_options
+from lightbox.sandbox.deid.pseudonyms import KeyFileError, load_key
+from lightbox.sandbox.deid.safe_private import SafePrivateList
+from lightbox.sandbox.deid.values import Scrubber, identifying_terms, shift_dates
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from lightbox.api.run import DeidOption
-from lightbox.sandbox.deid import DicomError, deidentify_file, deidentify_tree, verify_tree
-from lightbox.sandbox.deid import batch
-from lightbox.sandbox.deid.profile import OPTIONS, compile_profile, load_table, resolve_action, validate_options
-from lightbox.sandbox.deid.pseudonyms import KeyFileError, load_key
-from lightbox.sandbox.deid.safe_private import SafePrivateList
-from lightbox.sandbox.deid.attributes import BASIC_CODE, METHOD_CODES
-from lightbox.sandbox.deid.values import Scrubber, identifying_terms, shift_dates
 
 KEY = b"behaviour-test-key-0123456789abc"
 OTHER_KEY = b"another-test-key-0123456789abcde"
@@ -163,7 +162,11 @@ def test_options_match_the_api_literal() -> None:
 def test_action_resolution_is_table_driven() -> None:
     rows = {r["name"]: r for r in load_table()}
     basic = compile_profile()
-    tag = {name: int(r["tag"][1:5] + r["tag"][6:10], 16) for name, r in rows.items() if "X" not in r["tag"][1:10] and "G" not in r["tag"]}
+    tag = {
+        name: int(r["tag"][1:5] + r["tag"][6:10], 16)
+        for name, r in rows.items()
+        if "X" not in r["tag"][1:10] and "G" not in r["tag"]
+    }
     assert basic.rules[tag["Patient's Name"]].action == "Z"
     assert basic.rules[tag["Referenced Study Sequence"]].action == "Z"  # X/Z
     assert basic.rules[tag["Protocol Name"]].action == "D"  # X/D
@@ -177,7 +180,9 @@ def test_action_resolution_is_table_driven() -> None:
     # Retain wins over clean whenever both chosen columns speak.
     for row in rows.values():
         chosen = frozenset(OPTIONS) - {"retainLongitudinalFullDates"}
-        columns = [row.get(c) for c in ("rtnSafePrivOpt", "rtnUIDsOpt", "rtnDevIdOpt", "rtnInstIdOpt", "rtnPatCharsOpt")]
+        columns = [
+            row.get(c) for c in ("rtnSafePrivOpt", "rtnUIDsOpt", "rtnDevIdOpt", "rtnInstIdOpt", "rtnPatCharsOpt")
+        ]
         if "K" in columns:
             assert resolve_action(row, chosen) == "K"
 
@@ -207,11 +212,19 @@ def test_option_behaviour(tmp_path: Path) -> None:
     kept = run(
         src,
         tmp_path / "kept",
-        ("retainPatientCharacteristics", "retainInstitutionIdentity", "retainDeviceIdentity", "retainSafePrivate", "cleanDescriptors"),
+        (
+            "retainPatientCharacteristics",
+            "retainInstitutionIdentity",
+            "retainDeviceIdentity",
+            "retainSafePrivate",
+            "cleanDescriptors",
+        ),
         safe_private=safe,
     )[0]
     assert (kept.PatientSex, kept.PatientAge, kept.PatientWeight) == ("F", "047Y", 61.5)
-    assert kept.InstitutionName == "St Elsewhere" and kept.DeviceSerialNumber == "SN-4711" and kept.StationName == "CT01"
+    assert (
+        kept.InstitutionName == "St Elsewhere" and kept.DeviceSerialNumber == "SN-4711" and kept.StationName == "CT01"
+    )
     assert kept.StudyDescription == "Chest CT for *, MRN *"
     private = [e for e in kept if e.tag.is_private]
     assert [e.value for e in private] == ["LKSAFE", "1.5"]  # the safelisted element and its creator only
@@ -257,7 +270,10 @@ def test_pixel_data_streamed_unchanged(tmp_path: Path) -> None:
     out = tmp_path / "out"
     summary = deidentify_tree(src, out, key=KEY, jobs=1, allow_burned_in=True)
     assert summary.written == len(names) and summary.ok
-    originals = {pydicom.dcmread(src / n).SOPClassUID + str(pydicom.dcmread(src / n).get("InstanceNumber")): src / n for n in names}
+    originals = {
+        pydicom.dcmread(src / n).SOPClassUID + str(pydicom.dcmread(src / n).get("InstanceNumber")): src / n
+        for n in names
+    }
     for path in out.rglob("*.dcm"):
         ds = pydicom.dcmread(path)
         before = pydicom.dcmread(originals[ds.SOPClassUID + str(ds.get("InstanceNumber"))])
@@ -271,7 +287,9 @@ def test_output_names_carry_no_identifiers(series: Path, tmp_path: Path) -> None
     out = tmp_path / "out"
     run(series, out)
     originals = [pydicom.dcmread(p) for p in series.rglob("*.dcm")]
-    secrets = {str(v) for ds in originals for v in (ds.PatientID, ds.PatientName, ds.SOPInstanceUID, ds.StudyInstanceUID)}
+    secrets = {
+        str(v) for ds in originals for v in (ds.PatientID, ds.PatientName, ds.SOPInstanceUID, ds.StudyInstanceUID)
+    }
     for path in out.rglob("*"):
         rel = str(path.relative_to(out))
         assert not any(secret in rel for secret in secrets)
@@ -333,7 +351,9 @@ def test_parallel_output_equals_serial(tmp_path: Path) -> None:
         write(ct(SOPInstanceUID=f"1.2.3.7.{i}", InstanceNumber=i), src / f"{i}.dcm")
     deidentify_tree(src, tmp_path / "serial", key=KEY, jobs=1)
     deidentify_tree(src, tmp_path / "parallel", key=KEY, jobs=2)
-    assert verify_tree(tmp_path / "serial", jobs=1).content_hash == verify_tree(tmp_path / "parallel", jobs=2).content_hash
+    assert (
+        verify_tree(tmp_path / "serial", jobs=1).content_hash == verify_tree(tmp_path / "parallel", jobs=2).content_hash
+    )
 
 
 def test_key_file(tmp_path: Path) -> None:
@@ -363,3 +383,16 @@ def test_attributes_encoded_as_un_are_judged_by_their_real_vr(tmp_path: Path) ->
         data = next(out.rglob("*.dcm")).read_bytes()
         assert b"Doe" not in data and b"Jane" not in data and b"Elsewhere" not in data
     assert b"CT for * *" in data
+
+
+def test_large_pixel_data_keeps_its_page_offset(tmp_path: Path) -> None:
+    ds = ct(Rows=256, Columns=256)
+    ds.PixelData = bytes(range(256)) * 512
+    src = write(ds, tmp_path / "in" / "ct.dcm")
+    outcome = deidentify_file(src, tmp_path / "out", key=KEY)
+    assert outcome.output is not None
+    data, original = Path(outcome.output).read_bytes(), src.read_bytes()
+    pixels = b"\xe0\x7f\x10\x00"
+    assert data.rindex(pixels) % 4096 == original.rindex(pixels) % 4096
+    out = pydicom.dcmread(outcome.output)
+    assert out.PixelData == ds.PixelData and not any(out.file_meta.PrivateInformation)

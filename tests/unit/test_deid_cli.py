@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from lightbox.sandbox.deid.cli import main
 from pydicom.data import get_testdata_file
 
 from lightbox.cli import main as lightbox
-from lightbox.sandbox.deid.cli import main
 
 
 @pytest.fixture()
@@ -38,14 +38,34 @@ def test_deid_then_verify(layout: tuple[Path, Path, Path], capsys: pytest.Captur
 
 def test_dispatcher_routes_deid(layout: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     src, out, key = layout
-    assert lightbox(["deid", str(src), str(out), "--key-file", str(key), "-j", "1", "-o", "retainUIDs,retainPatientCharacteristics"]) == 0
-    assert lightbox(["deid", "verify", str(out), "--json", "--option", "retainUIDs", "-o", "retainPatientCharacteristics"]) == 0
+    assert (
+        lightbox(
+            [
+                "deid",
+                str(src),
+                str(out),
+                "--key-file",
+                str(key),
+                "-j",
+                "1",
+                "-o",
+                "retainUIDs,retainPatientCharacteristics",
+            ]
+        )
+        == 0
+    )
+    assert (
+        lightbox(["deid", "verify", str(out), "--json", "--option", "retainUIDs", "-o", "retainPatientCharacteristics"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True and report["files"] == 2
     assert report["options"] == ["retainPatientCharacteristics", "retainUIDs"]
 
 
-def test_refusals_make_the_exit_status_non_zero(layout: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_refusals_make_the_exit_status_non_zero(
+    layout: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     src, out, key = layout
     (src / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
     shutil.copy(get_testdata_file("SC_rgb_small_odd.dcm"), src / "screen.dcm")
@@ -57,7 +77,9 @@ def test_refusals_make_the_exit_status_non_zero(layout: tuple[Path, Path, Path],
     assert len(list(quarantine.rglob("*.reason.txt"))) == 1
 
 
-def test_usage_errors(layout: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_usage_errors(
+    layout: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     src, out, key = layout
     monkeypatch.delenv("LIGHTBOX_DEID_KEY_FILE", raising=False)
     assert main([str(src), str(out)]) == 2

@@ -20,15 +20,14 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
-from pydicom.datadict import dictionary_VR
-from pydicom.sequence import Sequence
-
 from lightbox.sandbox.deid.batch import Job, make_settings, process_file
 from lightbox.sandbox.deid.profile import OPTIONS, Profile, load_table
 from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
 from lightbox.sandbox.deid.safe_private import SafePrivateList
+from pydicom.data import get_testdata_file
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 FAMILY = "ZYXWVUT"  # the patient's family name: planted in PatientName and inside every text value
 NESTED = 1000  # index offset of the copies planted inside a sequence
@@ -213,7 +212,9 @@ def leaks(data: bytes, profile: Profile) -> list[str]:
         if planted is None:
             problems.append(f"unknown survivor {kind} {i}")
         elif not may_survive(profile, planted):
-            problems.append(f"{kind} planted in {planted.tag:08X} (index {i}, action {action(profile, planted.tag)}) survived")
+            problems.append(
+                f"{kind} planted in {planted.tag:08X} (index {i}, action {action(profile, planted.tag)}) survived"
+            )
     # The family name may only survive inside a kept text value; cleaning must remove it.
     for m in re.finditer(FAMILY.encode(), data):
         before = data[max(0, m.start() - 8) : m.start()]

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-from test_deid_leaks import FAMILY, ROWS, SAFE, build_planted, representative
-
 from lightbox.sandbox.deid import VerificationReport, deidentify_tree, verify_tree
 from lightbox.sandbox.deid.verify import age_band
+from pydicom.data import get_testdata_file
+from test_deid_leaks import FAMILY, ROWS, SAFE, build_planted, representative
 
 KEY = b"verify-test-key-0123456789abcdef"
 
@@ -27,7 +26,9 @@ def planted_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("options", representative(), ids=lambda o: "+".join(o) or "basic")
 def test_verify_passes_on_output(options: tuple[str, ...], planted_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    summary = deidentify_tree(planted_dir, out, key=KEY, options=options, jobs=1, safe_private=SAFE, allow_burned_in=True)
+    summary = deidentify_tree(
+        planted_dir, out, key=KEY, options=options, jobs=1, safe_private=SAFE, allow_burned_in=True
+    )
     assert summary.written == 1 and summary.ok
     report = verify_tree(out, options, jobs=1, safe_private=SAFE)
     assert report.ok, report.violations
@@ -40,7 +41,14 @@ def test_verify_reports_planted_attributes_on_input(planted_dir: Path) -> None:
     tags = {v.tag for v in report.violations}
     keywords = {v.keyword for v in report.violations}
     assert {"(0010,0010)", "(0010,0020)", "(0010,0030)", "(0008,0080)", "(0020,000D)", "(0008,0050)"} <= tags
-    assert {"PatientName", "PatientID", "PatientIdentityRemoved", "PrivateAttribute", "OverlayData", "CurveData"} <= keywords
+    assert {
+        "PatientName",
+        "PatientID",
+        "PatientIdentityRemoved",
+        "PrivateAttribute",
+        "OverlayData",
+        "CurveData",
+    } <= keywords
     # Every row that the basic profile removes/replaces is reported, top level and nested alike.
     name = next(v for v in report.violations if v.tag == "(0010,0010)")
     assert name.occurrences == 2 and name.files == 1
