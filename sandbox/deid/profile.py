@@ -67,6 +67,11 @@ class Profile:
     private_action: str
     cleans: bool  # some attribute's action is C
 
+    def __reduce__(self) -> tuple[object, tuple[tuple[str, ...]]]:
+        # Workers rebuild the profile from its options (cached per process) rather than
+        # unpickling hundreds of rules with every chunk of files.
+        return (compile_profile, (tuple(sorted(self.options)),))
+
     def rule(self, tag: int) -> Rule | None:
         return self.rules.get(tag)
 
