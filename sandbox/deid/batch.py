@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,7 +28,15 @@ from lightbox.sandbox.deid.attributes import (
     file_meta,
     text,
 )
-from lightbox.sandbox.deid.dicomio import DicomError, ParsedFile, encode_meta, parse_fd, write_pieces
+from lightbox.sandbox.deid.dicomio import (
+    DEFLATED_LE,
+    DicomError,
+    ParsedFile,
+    encode_meta,
+    parse_buffer,
+    parse_fd,
+    write_pieces,
+)
 from lightbox.sandbox.deid.profile import compile_profile
 from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
 from lightbox.sandbox.deid.rewrite import Piece, Rewritten, rewrite
@@ -188,6 +197,25 @@ def process_file(src: Path, job: Job, worker: _Worker | None = None) -> FileOutc
         return FileOutcome(str(src), "error", reason=str(exc))
     except (OSError, ValueError, UnicodeError) as exc:
         return FileOutcome(str(src), "error", reason=f"{type(exc).__name__}: {exc}")
+
+
+def deidentify_bytes(data: bytes, settings: Settings) -> bytes:
+    """De-identify a whole file held in memory (no quarantine check, no naming). Raises DicomError."""
+    parsed = parse_buffer(data, len(data), elements=False)
+    result = rewrite(parsed, parsed.start, settings)
+    if result.end != parsed.file_size:
+        raise DicomError("data set ends before the end of the data")
+    values = result.recorded
+    sop = text(values.get(SOP_INSTANCE_UID))
+    rule = settings.profile.rules.get(SOP_INSTANCE_UID)
+    new_sop = settings.pseudonymizer.uid(sop) if rule is not None and rule.action == "U" else sop
+    sop_class = text(values.get(SOP_CLASS_UID)) or next((text(e.value) for e in parsed.meta if e.tag == 0x00020002), "")
+    body = b"".join(bytes(parsed.buffer[p[0] : p[1]]) if isinstance(p, tuple) else bytes(p) for p in result.pieces)
+    meta = encode_meta(file_meta(sop_class, new_sop, parsed.transfer_syntax))
+    if parsed.transfer_syntax == DEFLATED_LE:
+        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+        return meta + compressor.compress(body) + compressor.flush()
+    return meta + body
 
 
 def deidentify_file(

@@ -97,27 +97,41 @@ def validate_options(options: Iterable[str]) -> frozenset[str]:
 
 
 def resolve_action(row: dict[str, str], options: frozenset[str]) -> str:
-    overrides = {row[OPTION_COLUMNS[o]] for o in options if OPTION_COLUMNS[o] in row}
-    if "K" in overrides:
+    return _resolve(row["basicProfile"], tuple((o, row[c]) for o, c in OPTION_COLUMNS.items() if c in row), options)
+
+
+def _resolve(basic: str, overrides: tuple[tuple[str, str], ...], options: frozenset[str]) -> str:
+    chosen = {action for option, action in overrides if option in options}
+    if "K" in chosen:
         return "K"
-    if "C" in overrides:
+    if "C" in chosen:
         return "C"
-    action = row["basicProfile"]
-    return _COMBINED.get(action, action)
+    return _COMBINED.get(basic, basic)
+
+
+@lru_cache(maxsize=1)
+def _rows() -> tuple[tuple[int | None, str, str, str, tuple[tuple[str, str], ...]], ...]:
+    """Per row: (tag, or None for wildcard rows), id, name, basic action, (option, action) pairs."""
+    rows = []
+    for row in load_table():
+        text = row["tag"]
+        wildcard = "X" in text[1:10] or "G" in text[1:10]
+        tag = None if wildcard else int(text[1:5] + text[6:10], 16)
+        overrides = tuple((o, row[c]) for o, c in OPTION_COLUMNS.items() if c in row)
+        rows.append((tag, row["id"], row["name"], row["basicProfile"], overrides))
+    return tuple(rows)
 
 
 @lru_cache(maxsize=64)
 def _compile(options: frozenset[str]) -> Profile:
     rules: dict[int, Rule] = {}
     wildcard: dict[str, str] = {}
-    for row in load_table():
-        action = resolve_action(row, options)
-        text = row["tag"]
-        if "X" in text[1:10] or "G" in text[1:10]:
-            wildcard[row["id"]] = action
-            continue
-        tag = int(text[1:5] + text[6:10], 16)
-        rules[tag] = Rule(row["name"], action)
+    for tag, row_id, name, basic, overrides in _rows():
+        action = _resolve(basic, overrides, options) if overrides else _COMBINED.get(basic, basic)
+        if tag is None:
+            wildcard[row_id] = action
+        else:
+            rules[tag] = Rule(name, action)
     missing = {CURVE_ID, OVERLAY_DATA_ID, OVERLAY_COMMENTS_ID, PRIVATE_ID} - set(wildcard)
     if missing:
         raise RuntimeError(f"profile table lacks wildcard rows {sorted(missing)}")
