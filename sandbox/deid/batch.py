@@ -162,7 +162,19 @@ def _output_path(values: dict[int, bytes], identity: str, settings: Settings) ->
     return os.path.join(pseudo.patient_id(identity), study, pseudo.path_token("instance", sop) + ".dcm")
 
 
+def _new_meta(parsed: ParsedFile, result: Rewritten, settings: Settings, padding: int = 0) -> bytes:
+    """Encoded file meta for the rewritten data set (its SOP Instance UID mapped like the data set's)."""
+    sop = text(result.recorded.get(SOP_INSTANCE_UID))
+    rule = settings.profile.rules.get(SOP_INSTANCE_UID)
+    new_sop = settings.pseudonymizer.uid(sop) if rule is not None and rule.action == "U" else sop
+    sop_class = text(result.recorded.get(SOP_CLASS_UID))
+    if not sop_class:
+        sop_class = next((text(e.value) for e in parsed.meta if e.tag == 0x00020002), "")
+    return encode_meta(file_meta(sop_class, new_sop, parsed.transfer_syntax, padding))
+
+
 def process_file(src: Path, job: Job, worker: _Worker | None = None) -> FileOutcome:
+    """De-identify one file for ``job``; every failure becomes an outcome, never an exception."""
     if src.name in SKIPPED_NAMES:
         return FileOutcome(str(src), "skipped", reason="DICOMDIR is not copied")
     worker = worker or _Worker()
@@ -174,16 +186,10 @@ def process_file(src: Path, job: Job, worker: _Worker | None = None) -> FileOutc
             values = result.recorded
             relative = _output_path(values, result.identity, settings)
             reason = None if job.allow_burned_in else burned_in_reason(values)
-            sop = text(values.get(SOP_INSTANCE_UID))
-            rule = settings.profile.rules.get(SOP_INSTANCE_UID)
-            new_sop = settings.pseudonymizer.uid(sop) if rule is not None and rule.action == "U" else sop
-            sop_class = text(values.get(SOP_CLASS_UID)) or next(
-                (text(e.value) for e in parsed.meta if e.tag == 0x00020002), ""
-            )
-            meta = encode_meta(file_meta(sop_class, new_sop, parsed.transfer_syntax))
+            meta = _new_meta(parsed, result, settings)
             padding = _padding(parsed, meta, result.pieces)
             if padding:
-                meta = encode_meta(file_meta(sop_class, new_sop, parsed.transfer_syntax, padding))
+                meta = _new_meta(parsed, result, settings, padding)
             target = os.path.join(job.quarantine_root if reason else job.dst_root, relative)
             _write_atomic(target, parsed, meta, result.pieces, fd, worker)
         finally:
@@ -205,13 +211,8 @@ def deidentify_bytes(data: bytes, settings: Settings) -> bytes:
     result = rewrite(parsed, parsed.start, settings)
     if result.end != parsed.file_size:
         raise DicomError("data set ends before the end of the data")
-    values = result.recorded
-    sop = text(values.get(SOP_INSTANCE_UID))
-    rule = settings.profile.rules.get(SOP_INSTANCE_UID)
-    new_sop = settings.pseudonymizer.uid(sop) if rule is not None and rule.action == "U" else sop
-    sop_class = text(values.get(SOP_CLASS_UID)) or next((text(e.value) for e in parsed.meta if e.tag == 0x00020002), "")
     body = b"".join(bytes(parsed.buffer[p[0] : p[1]]) if isinstance(p, tuple) else bytes(p) for p in result.pieces)
-    meta = encode_meta(file_meta(sop_class, new_sop, parsed.transfer_syntax))
+    meta = _new_meta(parsed, result, settings)
     if parsed.transfer_syntax == DEFLATED_LE:
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
         return meta + compressor.compress(body) + compressor.flush()
