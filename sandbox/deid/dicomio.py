@@ -220,7 +220,7 @@ def _read_dataset(
             append(Element(tag, vr, span=(pos, stop)))
             pos = stop
             continue
-        if vr == "SQ" or (length == UNDEFINED and vr == "UN"):
+        if vr == "SQ" or (vr == "UN" and (length == UNDEFINED or (not group & 1 and dictionary_vr(tag) == "SQ"))):
             # An undefined-length UN is a sequence encoded implicitly (PS3.5 6.2.2).
             items, pos = _read_items(buf, vpos, length, implicit or vr == "UN", end)
             append(Element(tag, "SQ", items=items))

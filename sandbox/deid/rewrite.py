@@ -382,7 +382,10 @@ class _Rewriter:
                     run = pos
                 pos = stop
                 continue
-            is_sequence = raw_vr == b"SQ" or (length == UNDEFINED and raw_vr == b"UN")
+            # UN sequences (undefined length, or a dictionary SQ) hold implicit-VR items (PS3.5 6.2.2).
+            is_sequence = raw_vr == b"SQ" or (
+                raw_vr == b"UN" and (length == UNDEFINED or (not group & 1 and dictionary_vr(tag) == "SQ"))
+            )
             # Which action applies.
             if group & 1 and not keep_private:
                 # Private blocks come in long runs; skip the whole run with a minimal loop.

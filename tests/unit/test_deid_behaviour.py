@@ -396,3 +396,35 @@ def test_large_pixel_data_keeps_its_page_offset(tmp_path: Path) -> None:
     assert data.rindex(pixels) % 4096 == original.rindex(pixels) % 4096
     out = pydicom.dcmread(outcome.output)
     assert out.PixelData == ds.PixelData and not any(out.file_meta.PrivateInformation)
+
+
+def test_sequences_encoded_as_un_are_rewritten_inside(tmp_path: Path) -> None:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ref.ReferencedSOPInstanceUID = "1.2.3.4.555"
+    ref.PatientName = "Doe^Jane"
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, True
+    write_dataset(body, ref)
+    raw = body.getvalue()
+    items = b"\xfe\xff\x00\xe0" + len(raw).to_bytes(4, "little") + raw
+    path = write(ct(PatientName="Doe^Jane"), tmp_path / "in" / "ct.dcm")
+    # Referenced Image Sequence with a defined length, encoded as UN, spliced in before PatientName.
+    element = b"\x08\x00\x40\x11UN\x00\x00" + len(items).to_bytes(4, "little") + items
+    data = path.read_bytes()
+    at = data.index(b"\x10\x00\x10\x00PN")
+    path.write_bytes(data[:at] + element + data[at:])
+    src = path.parent
+    out = tmp_path / "out"
+    deidentify_tree(src, out, key=KEY, jobs=1)
+    path = next(out.rglob("*.dcm"))
+    data = path.read_bytes()
+    assert b"Doe" not in data and b"1.2.3.4.555" not in data
+    seq = pydicom.dcmread(path).ReferencedImageSequence
+    assert seq[0].ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+    assert UID.match(seq[0].ReferencedSOPInstanceUID) and seq[0].PatientName.family_name.startswith("LB")
+    assert verify_tree(out, jobs=1).ok
+    assert not verify_tree(src, jobs=1).ok
