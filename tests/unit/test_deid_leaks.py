@@ -31,8 +31,9 @@ from pydicom.sequence import Sequence
 
 FAMILY = "ZYXWVUT"  # the patient's family name: planted in PatientName and inside every text value
 NESTED = 1000  # index offset of the copies planted inside a sequence
+IN_PRIVATE = 2000  # index offset of the copies planted inside a (safelisted) private sequence
 NEST_TAG = 0x00283010  # VOI LUT Sequence: not in the table, so kept and recursed into
-SAFE = SafePrivateList(frozenset({("LKSAFE", 0x0019, 0x01)}))
+SAFE = SafePrivateList(frozenset({("LKSAFE", 0x0019, 0x01), ("LKSAFE", 0x0019, 0x04)}))
 TEXT_VRS = {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"}
 BINARY_VRS = {"OB", "OW", "UN", "OD", "OF", "OL", "OV"}
 KEY = b"leak-test-key-0123456789abcdef"
@@ -95,13 +96,18 @@ def plant_rows(ds: Dataset, offset: int) -> None:
         ds.add_new(tag, vr, value_for(tag, vr, i + offset))
 
 
-def plant_private(ds: Dataset, base: int) -> None:
+def plant_private(ds: Dataset, base: int, rows_offset: int | None = None) -> None:
     safe = ds.private_block(0x0019, "LKSAFE", create=True)
     safe.add_new(0x01, "LO", f"LK{base + 1:04d}P")  # on the test safelist
     safe.add_new(0x02, "LO", f"LK{base + 2:04d}P {FAMILY}")
     item = Dataset()
     item.PatientName = f"{FAMILY}^LK{base + 3:04d}P"
     safe.add_new(0x03, "SQ", Sequence([item]))
+    if rows_offset is not None:
+        # A safelisted private sequence: kept under retainSafePrivate, so its items must be rewritten.
+        rows = Dataset()
+        plant_rows(rows, rows_offset)
+        safe.add_new(0x04, "SQ", Sequence([rows]))
     other = ds.private_block(0x0009, "ACME PHI", create=True)
     other.add_new(0x10, "PN", f"{FAMILY}^LK{base + 4:04d}P")
 
@@ -113,7 +119,7 @@ def build_planted(nested: bool = True) -> bytes:
         if elem.tag.is_private:
             del ds[elem.tag]
     plant_rows(ds, 0)
-    plant_private(ds, 9000)
+    plant_private(ds, 9000, IN_PRIVATE if nested else None)
     if nested:
         item = Dataset()
         plant_rows(item, NESTED)
@@ -143,18 +149,19 @@ class Planted:
     tag: int
     vr: str
     kind: str  # text, seq, bin, date, time, uid, num
+    in_private: bool = False
 
 
 def planted_index() -> dict[tuple[str, int], Planted]:
     """(kind, index) -> what was planted there, for the table rows at both depths."""
     kinds = {"DA": "date", "DT": "date", "TM": "time", "UI": "uid", "DS": "num", "IS": "num", "SQ": "seq"}
     found = {}
-    for offset in (0, NESTED):
+    for offset in (0, NESTED, IN_PRIVATE):
         for i, (tag, _) in enumerate(ROWS):
             vr = dictionary_VR(tag).split(" or ")[0]
             kind = "text" if vr in TEXT_VRS or vr == "UR" else "bin" if vr in BINARY_VRS else kinds.get(vr, "")
             if kind:
-                found[(kind, i + offset)] = Planted(tag, vr, kind)
+                found[(kind, i + offset)] = Planted(tag, vr, kind, offset == IN_PRIVATE)
     return found
 
 
@@ -165,8 +172,8 @@ MARKERS = re.compile(
     rb"LK(\d{4})X|LK(\d{4})S|LKB(\d{4})X|101010\.9(\d{5})|1\.2\.826\.0\.1\.3680043\.8\.498\.(\d+)\.77"
     rb"|(?:7777\.|\+7777)(\d{4})|LK(9\d{3})P|LK(3\d{3})G"
 )
-DATE_PATTERN = re.compile(rb"(?=(193[1-5]\d{4}))")
-DATE_INDEX = {date_for(i).encode(): i for i in range(0, 2 * NESTED)}
+DATE_PATTERN = re.compile(rb"(?=(193[1-8]\d{4}))")
+DATE_INDEX = {date_for(i).encode(): i for i in range(0, 3 * NESTED)}
 
 
 def survivors(data: bytes) -> set[tuple[str, int]]:
@@ -182,6 +189,8 @@ def action(profile: Profile, tag: int) -> str | None:
 
 def may_survive(profile: Profile, planted: Planted) -> bool:
     """Whether the profile lets this planted value through (kept, or cleaned without removing it)."""
+    if planted.in_private and not profile.has("retainSafePrivate"):
+        return False
     act = action(profile, planted.tag)
     if planted.kind == "seq":
         return act in (None, "K", "C", "U*")
@@ -218,7 +227,8 @@ def leaks(data: bytes, profile: Profile) -> list[str]:
         kind = "text" if owner and owner.group(2) == b"X" else "seq"
         planted = PLANTED.get((kind, int(owner.group(1)))) if owner else None
         kept = (None, "K") if kind == "text" else (None, "K", "U*")
-        if planted is None or action(profile, planted.tag) not in kept:
+        dropped = planted is not None and planted.in_private and not profile.has("retainSafePrivate")
+        if planted is None or dropped or action(profile, planted.tag) not in kept:
             problems.append(f"family name survived at byte {m.start()} after {before!r}")
     return problems
 
@@ -237,7 +247,7 @@ def key_with_large_shift() -> bytes:
     """A key whose date shift moves every planted date out of the planted range (no false matches)."""
     for n in range(1000):
         key = KEY + str(n).encode()
-        if Pseudonymizer(key).date_shift_days(PATIENT_IDENTITY) < -1800:
+        if Pseudonymizer(key).date_shift_days(PATIENT_IDENTITY) < -2800:
             return key
     raise AssertionError("no suitable key")
 
@@ -274,9 +284,11 @@ def deidentify(src: Path, dst: Path, options: tuple[str, ...], key: bytes) -> by
 def test_planting_covers_every_row(planted_file: Path) -> None:
     data = planted_file.read_bytes()
     ds = pydicom.dcmread(planted_file)
+    in_private = ds.private_block(0x0019, "LKSAFE")[0x04].value[0]
     for tag, name in ROWS:
         assert tag in ds, name
         assert tag in ds[NEST_TAG][0], name
+        assert tag in in_private, name
     # Sanity: the survivors scan sees the planted values in the input.
     assert len(survivors(data)) >= len(PLANTED)
     assert FAMILY.encode() in data
@@ -315,11 +327,18 @@ def test_leak_check_catches_a_leak(planted_file: Path) -> None:
 def test_kept_and_cleaned_values_do_survive(planted_file: Path, tmp_path: Path) -> None:
     # Guard against a de-identifier that passes by deleting everything.
     key = key_with_large_shift()
-    options = ("retainDeviceIdentity", "retainInstitutionIdentity", "retainUIDs", "cleanDescriptors", "cleanGraphics")
+    options = (
+        "retainDeviceIdentity",
+        "retainInstitutionIdentity",
+        "retainUIDs",
+        "retainSafePrivate",
+        "cleanDescriptors",
+        "cleanGraphics",
+    )
     data = deidentify(planted_file, tmp_path / "out", options, key)
     found = survivors(data)
     profile = make_settings(key, options, SAFE).profile
     expected = {k for k, p in PLANTED.items() if may_survive(profile, p)}
     assert expected <= found
     assert b"LKB3000X" in data and b"LK3002G *" in data  # overlay kept, its comment cleaned
-    assert b"LK0" in data and b"* " not in data[:132]
+    assert any(PLANTED[k].in_private for k in found if k in PLANTED)  # the safelisted private sequence was kept
