@@ -252,6 +252,14 @@ def _run_chunk(job: Job, chunk: list[Path]) -> list[FileOutcome]:
     return [process_file(path, job, worker) for path in chunk]
 
 
+def available_cores() -> int:
+    """Cores this process may run on (a container's cpuset, not the whole node)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def run_parallel(func: Callable[[list[Path]], T], paths: list[Path], jobs: int) -> Iterator[T]:
     """Yield ``func(chunk)`` results, in chunks small enough for a smooth progress bar."""
     if jobs <= 1 or len(paths) < 8:
@@ -304,7 +312,7 @@ def deidentify_tree(
     paths = iter_files(Path(src))
     summary = DeidSummary(files=len(paths))
     with _progress_bar(len(paths), progress) as bar:
-        for outcomes in run_parallel(partial(_run_chunk, job), paths, jobs or os.cpu_count() or 1):
+        for outcomes in run_parallel(partial(_run_chunk, job), paths, jobs or available_cores()):
             for outcome in outcomes:
                 if outcome.status == "written":
                     summary.written += 1

@@ -10,7 +10,6 @@ pass. Reports carry attribute names, tags and counts, never values.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from lightbox.sandbox.deid.attributes import (
     is_overlay,
     text,
 )
-from lightbox.sandbox.deid.batch import iter_files, run_parallel
+from lightbox.sandbox.deid.batch import available_cores, iter_files, run_parallel
 from lightbox.sandbox.deid.dicomio import DicomError, Element, parse_file, tag_text
 from lightbox.sandbox.deid.profile import Profile, compile_profile
 from lightbox.sandbox.deid.pseudonyms import PATIENT_PSEUDONYM, UID_ROOT
@@ -238,7 +237,7 @@ def verify_tree(
     paths = iter_files(root)
     base = root if root.is_dir() else root.parent
     checks: list[FileCheck] = []
-    for chunk in run_parallel(partial(_check_chunk, base, checker), paths, jobs or os.cpu_count() or 1):
+    for chunk in run_parallel(partial(_check_chunk, base, checker), paths, jobs or available_cores()):
         checks.extend(chunk)
     checks.sort(key=lambda c: c.relative)
 
