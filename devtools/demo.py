@@ -129,7 +129,7 @@ def result_table(validation: Validation) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lightbox demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=Path(".lightbox"), help="state folder (default .lightbox)")
-    parser.add_argument("--cases", type=int, default=60, help="cases in the sample dataset")
+    parser.add_argument("--cases", type=int, default=120, help="cases in the sample dataset")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the verdict")
     args = parser.parse_args(argv)
@@ -147,12 +147,14 @@ def main(argv: list[str]) -> int:
     runner_config = RunnerConfig(claims=claims, work_dir=workdir / "runner", concurrency=2)
     api_client = kube_config.new_client_from_config(str(kubeconfig))
     operator = OperatorProcess(kubeconfig, workdir / "logs" / "operator.log", namespaces=(NAMESPACE,))
-    # A re-run starts the validation afresh rather than reporting the last one.
-    _kubectl(kubeconfig, "delete", "validation", VALIDATION, "-n", NAMESPACE, "--ignore-not-found", "--wait=false")
     runner = LocalRunner(api_client, runner_config)
     runner.start()
     operator.start()
     try:
+        # A re-run starts afresh: the operator (running now, so its finalizers
+        # complete) removes the last run's objects before the new data is declared.
+        for manifest in ("40-validation.yaml", "20-dataset.yaml"):
+            _kubectl(kubeconfig, "delete", "-f", str(REPO_ROOT / "examples" / manifest), "--ignore-not-found", "--timeout=120s")
         _say("applying examples/ with kubectl: namespace, policy, claims, dataset, algorithm, validation")
         for manifest in sorted((REPO_ROOT / "examples").glob("*.yaml")):
             _kubectl(kubeconfig, "apply", "-f", str(manifest))
