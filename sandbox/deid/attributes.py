@@ -6,7 +6,7 @@ burned-in text check, and the words that cleaning removes from retained text.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lightbox.sandbox.deid.dicomio import Element
 from lightbox.sandbox.deid.profile import Profile
@@ -68,6 +68,9 @@ class Settings:
     profile: Profile
     pseudonymizer: Pseudonymizer
     safe_private: SafePrivateList
+    # Encoded Z/D replacements, which depend only on (tag, VR, encoding, action): the same
+    # few dozen elements are rebuilt in every file otherwise. Per instance, so per worker.
+    encoded: dict[tuple[int, bytes, bool, str], bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 def text(value: bytes | None) -> str:

@@ -224,6 +224,7 @@ class _Rewriter:
         self.file_size = parsed.file_size
         self.offset = 0  # file offset of ``buf`` (non-zero while rewriting a tail read separately)
         self.inserts = _inserts(settings.profile.options)
+        self.encoded = settings.encoded
         # Cleaning removes the file's own identifying words from retained text. Those words are
         # collected from removed values during this same pass, so cleaned values are written
         # as placeholders and filled in at the end, when every word is known.
@@ -417,6 +418,25 @@ class _Rewriter:
                 if self.collect:
                     self.gather_range(run_from, pos, implicit)
                 continue
+            rule = rules.get(tag)
+            if (
+                rule is None
+                and elem
+                and not group & 1
+                and not 0x5000 <= group <= 0x601E
+                and raw_vr != b"SQ"
+                and raw_vr != b"UN"
+                and not (top and (tag in insert_tags or tag in RECORDED))
+                and not (in_clean and raw_vr in _TEXT_B)
+            ):
+                # Most attributes are not in the table and are kept as they are: extend the run.
+                vend = vpos + length
+                if length == UNDEFINED or vend > end:
+                    raise DicomError(f"{tag_text(tag)} runs past the end of the data")
+                if run < 0:
+                    run = pos
+                pos = vend
+                continue
             if group & 1:
                 action: str | None = "K" if self.private_kept(group, elem, vpos, length, creators) else "X"
             elif elem == 0:
@@ -428,7 +448,6 @@ class _Rewriter:
             elif top and tag in insert_tags:
                 action = "X"  # replaced by this tool's own de-identification attributes
             else:
-                rule = rules.get(tag)
                 action = rule.action if rule is not None else None
             if action == "X":
                 # The common case (private blocks, removed attributes): skip without decoding anything.
@@ -466,6 +485,20 @@ class _Rewriter:
                 if run >= 0:
                     self.out += view[run:pos]
                     run = -1
+                if (action == "Z" or action == "D") and not self.collect and tag not in PSEUDONYM_TAGS:
+                    key = (tag, raw_vr, implicit, action)
+                    encoded = self.encoded.get(key)
+                    if encoded is None:
+                        new = self.replacement(tag, raw_vr.decode("ascii"), bytes(view[vpos:vend]), action, implicit)
+                        if raw_vr != b"UI" and raw_vr != b"UN" and new is not None:
+                            encoded = self.encoded[key] = _element(tag, raw_vr.decode("ascii"), new, implicit)
+                        else:  # UIDs map per value; not constant
+                            self.out += _element(tag, raw_vr.decode("ascii"), new or b"", implicit)
+                            pos = vend
+                            continue
+                    self.out += encoded
+                    pos = vend
+                    continue
                 vr_text = raw_vr.decode("ascii")
                 new = self.replacement(tag, vr_text, bytes(view[vpos:vend]), action, implicit)
                 if new is not None:
