@@ -26,7 +26,7 @@ from lightbox.sandbox.deid.attributes import (
     text,
 )
 from lightbox.sandbox.deid.batch import available_cores, iter_files, run_parallel
-from lightbox.sandbox.deid.dicomio import DicomError, Element, parse_file, tag_text
+from lightbox.sandbox.deid.dicomio import DicomError, Element, dictionary_vr, parse_file, tag_text
 from lightbox.sandbox.deid.profile import Profile, compile_profile
 from lightbox.sandbox.deid.pseudonyms import PATIENT_PSEUDONYM, UID_ROOT
 from lightbox.sandbox.deid.safe_private import SafePrivateList
@@ -95,9 +95,10 @@ def _replaced(e: Element, action: str) -> bool:
         return True
     if e.tag in PSEUDONYM_TAGS and PATIENT_PSEUDONYM.match(text(e.value)):
         return True
-    if action == "U" or e.vr == "UI":
+    vr = dictionary_vr(e.tag) if e.vr == "UN" else e.vr  # the de-identifier wrote a dummy for the real VR
+    if action == "U" or vr == "UI":
         return all(not v.strip(b" \0") or v.strip(b" \0").startswith(UID_ROOT.encode()) for v in split_values(e.value))
-    return action == "D" and is_dummy(e.vr, e.value)
+    return action == "D" and is_dummy(vr, e.value)
 
 
 def _check_private(elements: list[Element], checker: Checker, found: Counter[tuple[str, int]]) -> None:

@@ -428,3 +428,13 @@ def test_sequences_encoded_as_un_are_rewritten_inside(tmp_path: Path) -> None:
     assert UID.match(seq[0].ReferencedSOPInstanceUID) and seq[0].PatientName.family_name.startswith("LB")
     assert verify_tree(out, jobs=1).ok
     assert not verify_tree(src, jobs=1).ok
+
+
+def test_verify_accepts_dummies_written_under_un(tmp_path: Path) -> None:
+    ds = ct()
+    ds.add_new(0x00080023, "UN", b"20200315")  # Content Date (Z/D -> D) encoded as UN
+    ds.add_new(0x00181030, "UN", b"Chest protocol of Dr Who ")  # Protocol Name (X/D -> D)
+    src = write(ds, tmp_path / "in" / "ct.dcm").parent
+    deidentify_tree(src, tmp_path / "out", key=KEY, jobs=1)
+    assert verify_tree(tmp_path / "out", jobs=1).ok
+    assert {"ContentDate", "ProtocolName"} <= {v.keyword for v in verify_tree(src, jobs=1).violations}
