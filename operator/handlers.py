@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from lightbox.api import run as layout
-from lightbox.operator import builders
+from lightbox.operator import builders, outcome
 from lightbox.operator.config import OperatorConfig
 from lightbox.operator.exporter import Exporter
 from lightbox.operator.kube import Kube, load_configuration
@@ -90,8 +90,12 @@ def validation_event(
             runtime.validations.setdefault(ns, set()).update(store)
     if event.get("type") == "DELETED":
         runtime.validations.get(namespace, set()).discard(name)
+        runtime.own_writes.pop((namespace, name), None)
     else:
         runtime.validations.setdefault(namespace, set()).add(name)
+        version = ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion")
+        if version is not None and runtime.own_writes.get((namespace, name)) == version:
+            return  # the echo of our own status write: nothing new to look at
     runtime.wake_validation(namespace, name)
 
 
@@ -116,13 +120,24 @@ def policy_event(name: str, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={layout.LABEL_COMPONENT: kopf.PRESENT})
-def job_event(namespace: str, annotations: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
-    _wake_owner(memo["runtime"], namespace, annotations)
+def job_event(
+    event: dict[str, Any], labels: dict[str, str], namespace: str, annotations: dict[str, str], memo: kopf.Memo, **_: Any
+) -> None:
+    runtime: Runtime = memo["runtime"]
+    job = event.get("object")
+    if not isinstance(job, dict):
+        return
+    if labels.get(layout.LABEL_COMPONENT) == builders.COMPONENT_RUN:
+        runtime.observe_job(namespace, job, deleted=event.get("type") == "DELETED")
+    if outcome.job_event_matters(event.get("type"), job):
+        _wake_owner(runtime, namespace, annotations)
 
 
 @kopf.on.event("", "v1", "pods", labels={layout.LABEL_COMPONENT: kopf.PRESENT})
-def pod_event(namespace: str, annotations: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
-    _wake_owner(memo["runtime"], namespace, annotations)
+def pod_event(event: dict[str, Any], namespace: str, annotations: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+    pod = event.get("object")
+    if isinstance(pod, dict) and outcome.pod_event_matters(event.get("type"), pod):
+        _wake_owner(memo["runtime"], namespace, annotations)
 
 
 def _wake_owner(runtime: Runtime, namespace: str, annotations: dict[str, str]) -> None:

@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose)
     # One line per API request drowns what the operator decided.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not args.verbose:
+        # kopf logs every watch event handled ("Handler ... succeeded"): thousands per run burst.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         standalone=True,
         clusterwide=not config.namespaces,

@@ -86,6 +86,21 @@ def pod_finished(pod: dict[str, Any] | None) -> bool:
     return ((pod or {}).get("status") or {}).get("phase") in {"Succeeded", "Failed"}
 
 
+def pod_event_matters(event_type: str | None, pod: dict[str, Any]) -> bool:
+    """Only endings and pull failures change a run; every other pod update is noise
+    that would cost a reconciliation (many per run)."""
+    return event_type == "DELETED" or pod_finished(pod) or image_pull_failure(pod) is not None
+
+
+def job_event_matters(event_type: str | None, job: dict[str, Any]) -> bool:
+    """Endings, deletions, and a Kueue admission (the Job leaves suspension)."""
+    if event_type == "DELETED" or job_finished(job) or (job.get("metadata") or {}).get("deletionTimestamp"):
+        return True
+    labels = (job.get("metadata") or {}).get("labels") or {}
+    queued = "kueue.x-k8s.io/queue-name" in labels
+    return queued and not (job.get("spec") or {}).get("suspend")
+
+
 def _step_message(terminated: dict[str, Any], fallback: str) -> str:
     """A trusted step's termination JSON carries a message; fall back to a fixed text."""
     raw = terminated.get("message") or ""

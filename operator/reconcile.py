@@ -75,6 +75,22 @@ class Runtime:
     unsynced: set[tuple[str, str]] | None = None
     api_server: str = ""
     workers: list[asyncio.Task[None]] = field(default_factory=list)
+    # namespace -> {Job name: GPUs} of unfinished run Jobs. Filled by one LIST, then
+    # kept current by our own creations and the Job watch, so a start decision under
+    # the namespace lock costs no LIST (which grows with the number of Jobs).
+    active_jobs: dict[str, dict[str, int]] = field(default_factory=dict)
+    # (namespace, name) -> resourceVersion of our last status write, to ignore its echo.
+    own_writes: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def observe_job(self, namespace: str, job: dict[str, Any], deleted: bool) -> None:
+        jobs = self.active_jobs.get(namespace)
+        if jobs is None:
+            return  # not loaded yet: the first LIST will include it
+        name = job["metadata"]["name"]
+        if deleted or outcome.job_finished(job) or job["metadata"].get("deletionTimestamp"):
+            jobs.pop(name, None)
+        else:
+            jobs[name] = _job_gpus(job)
 
     def lock(self, namespace: str) -> asyncio.Lock:
         return self.locks.setdefault(namespace, asyncio.Lock())
@@ -118,6 +134,7 @@ class Runtime:
         while True:
             key = await self.queue.get()
             delay: float | None = None
+            began = asyncio.get_running_loop().time()
             try:
                 kind, *rest = key  # type: ignore[misc]
                 if kind == VALIDATION:
@@ -126,6 +143,7 @@ class Runtime:
                     delay = await reconcile_dataset(self, *rest)
                 elif kind == POLICY:
                     delay = await reconcile_policy(self, *rest)
+                log.debug("reconciled %s in %.3f s; again in %s s", key, asyncio.get_running_loop().time() - began, delay)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001  (one bad object must not stop the others)
@@ -293,19 +311,38 @@ async def _start_run(
     await runtime.kube.create(path("networkpolicies", namespace), netpol)
     scheduled = record.scheduled_for.isoformat() if record.scheduled_for else None
     job = builders.run_job(validation, algorithm, dataset, policy, record.name, record.number, runtime.config, scheduled)
-    _, created = await runtime.kube.create(path("jobs", namespace), job)
+    made, created = await runtime.kube.create(path("jobs", namespace), job)
+    runtime.observe_job(namespace, made, deleted=False)
     runtime.crash("after-job-create")
     return created
 
 
+def _wake_heads(runtime: Runtime, namespace: str, count: int) -> None:
+    """Wake the Validations of the first ``count`` queued runs in the namespace."""
+    if count <= 0:
+        return
+    for entry in runs.queue_order(runtime.queued.get(namespace, {}).values())[: min(count, 16)]:
+        runtime.wake_validation(namespace, entry.validation)
+
+
+async def _active_jobs(runtime: Runtime, namespace: str) -> dict[str, int]:
+    if namespace not in runtime.active_jobs:
+        jobs = await runtime.kube.list(path("jobs", namespace), f"{layout.LABEL_COMPONENT}={builders.COMPONENT_RUN}")
+        runtime.active_jobs[namespace] = {
+            j["metadata"]["name"]: _job_gpus(j)
+            for j in jobs
+            if not outcome.job_finished(j) and not j["metadata"].get("deletionTimestamp")
+        }
+    return runtime.active_jobs[namespace]
+
+
 async def _capacity(runtime: Runtime, namespace: str, policy: SandboxPolicy | None) -> runs.Capacity:
-    jobs = await runtime.kube.list(path("jobs", namespace), f"{layout.LABEL_COMPONENT}={builders.COMPONENT_RUN}")
-    active = [j for j in jobs if not outcome.job_finished(j) and not j["metadata"].get("deletionTimestamp")]
+    active = await _active_jobs(runtime, namespace)
     spec = policy.spec if policy else None
     runtime.exporter.runs_active.labels(namespace).set(len(active))
     return runs.Capacity(
         active_runs=len(active),
-        gpus_in_use=sum(_job_gpus(j) for j in active),
+        gpus_in_use=sum(active.values()),
         max_runs=spec.max_concurrent_runs if spec else 1,
         max_gpus=spec.max_gpus_in_use if spec else 0,
     )
@@ -334,8 +371,20 @@ def _isolation_gate(policy: SandboxPolicy | None, namespace: str) -> tuple[str, 
 async def reconcile_validation(runtime: Runtime, namespace: str, name: str) -> float | None:
     kube, config = runtime.kube, runtime.config
     raw = await kube.get(path("validations", namespace, name))
+    last_unsynced = runtime.unsynced is not None and runtime.unsynced == {(namespace, name)}
     if runtime.unsynced is not None:
         runtime.unsynced.discard((namespace, name))
+    try:
+        return await _reconcile_validation(runtime, namespace, name, raw)
+    finally:
+        if last_unsynced:
+            # The queue order is known now: the runs that waited for it may start.
+            for queued_namespace in list(runtime.queued):
+                _wake_heads(runtime, queued_namespace, 16)
+
+
+async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw: dict[str, Any] | None) -> float | None:
+    kube, config = runtime.kube, runtime.config
     if raw is None or raw["metadata"].get("deletionTimestamp"):
         # Owner references take the Jobs, Pods and NetworkPolicies with it.
         for key in [k for k in runtime.queued.get(namespace, {}) if k[0] == name]:
@@ -493,15 +542,21 @@ async def reconcile_validation(runtime: Runtime, namespace: str, name: str) -> f
                         "created_at": record.created_at or now,
                     }
                 )
+                log.info("%s/%s: run %s started", namespace, name, run_name_)
                 events.append(("Normal", "RunStarted", f"run {run_name_} started (Job {run_name_})"))
                 started = True
-            else:
-                ahead = sum(1 for e in queued_here.values() if e < entry)
+                # The next in line may fit too; they would otherwise wait for their resync.
+                _wake_heads(runtime, namespace, capacity.max_runs - capacity.active_runs - 1)
+            elif not capacity.admits(entry.gpus):
+                # Volatile counts stay out of status: each change would be a write and a watch event.
                 message = (
-                    f"{capacity.active_runs} of {capacity.max_runs} runs active, {capacity.gpus_in_use} of "
-                    f"{capacity.max_gpus} GPUs in use in namespace {namespace}; {ahead} queued ahead"
+                    f"namespace {namespace} is at its limit of {capacity.max_runs} concurrent runs and "
+                    f"{capacity.max_gpus} GPUs in use; this run needs {entry.gpus} GPUs"
                 )
                 records[run_name_] = record.model_copy(update={"reason": "WaitingForCapacity", "message": message})
+            else:
+                message = f"runs queued earlier in namespace {namespace} start first"
+                records[run_name_] = record.model_copy(update={"reason": "WaitingInQueue", "message": message})
     runtime.exporter.runs_queued.labels(namespace).set(len(queued_here))
 
     # Keep the configured history; the Jobs of dropped runs go too.
@@ -524,9 +579,7 @@ async def reconcile_validation(runtime: Runtime, namespace: str, name: str) -> f
         await post_event(runtime, raw, type_, reason, message)
     if finished:
         # A slot freed up: the next queued runs in this namespace may start.
-        for other, _ in list(queued_here):
-            if other != name:
-                runtime.wake_validation(namespace, other)
+        _wake_heads(runtime, namespace, len(finished))
 
     latest = runs.latest_finished(records.values())
     if latest is not None and latest.phase == "Succeeded" and latest.metrics:
@@ -590,7 +643,10 @@ async def _write_status(
         return
     # Transition times of unchanged conditions stay; the rest of status is replaced.
     body.setdefault("nextRunTime", None)
-    await runtime.kube.patch(path("validations", raw["metadata"]["namespace"], raw["metadata"]["name"], "status"), {"status": body})
+    namespace, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
+    written = await runtime.kube.patch(path("validations", namespace, name, "status"), {"status": body})
+    if written is not None:
+        runtime.own_writes[(namespace, name)] = written["metadata"]["resourceVersion"]
 
 
 def _report_of(record: RunRecord, task: str | None) -> ScoreReport:

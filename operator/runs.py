@@ -96,12 +96,16 @@ class Capacity:
 
 
 def may_start(entry: QueueEntry, queued: Iterable[QueueEntry], capacity: Capacity) -> bool:
-    """Strict FIFO per namespace: only the head of the queue starts, and only when it fits,
-    so a large GPU run is not starved by a stream of small ones."""
-    if not capacity.admits(entry.gpus):
-        return False
+    """FIFO per namespace: a run starts only if it fits *together with every run queued
+    before it*, so room is reserved for those first and a large GPU run is not starved
+    by a stream of small ones; when there is room for all, nobody waits for its turn."""
     ahead = [e for e in queued if e < entry and (e.validation, e.number) != (entry.validation, entry.number)]
-    return not ahead
+    runs_needed = len(ahead) + 1
+    gpus_needed = sum(e.gpus for e in ahead) + entry.gpus
+    return (
+        capacity.active_runs + runs_needed <= capacity.max_runs
+        and capacity.gpus_in_use + gpus_needed <= capacity.max_gpus
+    )
 
 
 def validation_phase(status: ValidationStatus, admitted: bool, scheduled: bool) -> str:

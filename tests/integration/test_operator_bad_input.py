@@ -183,7 +183,7 @@ def test_policy_changed_while_runs_are_queued(api_client, kubeconfig, kubectl, n
                  60, "one running, two queued", operator)
         second = get(api_client, "validations", ns, "second")
         assert runs_of(second)[0]["reason"] == "WaitingForCapacity"
-        assert "1 of 1 runs active" in runs_of(second)[0]["message"]
+        assert "limit of 1 concurrent runs" in runs_of(second)[0]["message"]
 
         # More room: the older queued run starts first.
         patch_policy(api_client, pol, {"maxConcurrentRuns": 2})

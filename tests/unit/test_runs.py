@@ -69,13 +69,19 @@ def test_queue_order_is_creation_order():
     assert ordered == [("c", False), ("z", False), ("a", True), ("b", False)]
 
 
-def test_may_start_only_the_head_and_only_when_it_fits():
+def test_may_start_only_with_room_for_everyone_queued_before():
     first, second = entry(1, "a", gpus=1), entry(2, "b", gpus=1)
     queue = [first, second]
+    one_slot = runs.Capacity(active_runs=0, gpus_in_use=0, max_runs=1, max_gpus=2)
+    assert runs.may_start(first, queue, one_slot)
+    assert not runs.may_start(second, queue, one_slot)  # the slot is first's
     room = runs.Capacity(active_runs=0, gpus_in_use=0, max_runs=2, max_gpus=2)
-    assert runs.may_start(first, queue, room)
-    assert not runs.may_start(second, queue, room)  # strict FIFO
-    assert runs.may_start(second, [second], room)
+    assert runs.may_start(second, queue, room)  # room for both: no need to wait its turn
+    gpu_bound = runs.Capacity(active_runs=0, gpus_in_use=1, max_runs=5, max_gpus=2)
+    assert runs.may_start(first, queue, gpu_bound)
+    assert not runs.may_start(second, queue, gpu_bound)  # first's GPU is reserved
+    big = entry(0, "big", gpus=2)
+    assert not runs.may_start(first, [big, first], gpu_bound)  # a small run does not overtake a big one
     full = runs.Capacity(active_runs=2, gpus_in_use=0, max_runs=2, max_gpus=8)
     assert not runs.may_start(first, queue, full)
     no_gpus = runs.Capacity(active_runs=0, gpus_in_use=2, max_runs=5, max_gpus=2)
