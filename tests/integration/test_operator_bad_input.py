@@ -226,3 +226,95 @@ def test_dataset_deleted_mid_run(api_client, kubeconfig, kubectl, namespace, tmp
     finally:
         operator.stop()
         delete_policy(api_client, pol)
+
+
+def test_namespace_not_isolated_blocks_vendor_code(api_client, kubeconfig, kubectl, namespace, tmp_path):
+    """A probe that reached something: condition, Event and metric say so, and no Job is created."""
+    import urllib.request
+
+    ns, pol = namespace, f"leaky-{namespace}"
+    apply(kubectl, None, policy(pol, ns))
+    apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+    mark_verified(api_client, ns, "chest")
+    operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
+    try:
+        apply(kubectl, ns, validation("waits", "classifier"))
+        waiting = wait_for(lambda: get(api_client, "validations", ns, "waits"),
+                           lambda v: bool(runs_of(v)) and runs_of(v)[0].get("reason") == "AwaitingIsolationProbe",
+                           60, "the run to wait for the probe", operator)
+        assert waiting["status"]["phase"] == "Queued"
+        probe = wait_for(lambda: _probe_pods(api_client, ns), bool, 60, "the probe pod", operator)[0]
+        spec = probe["spec"]
+        assert spec["automountServiceAccountToken"] is False and spec["securityContext"]["runAsNonRoot"] is True
+        assert any(n["metadata"]["name"] == probe["metadata"]["name"] for n in _netpols(api_client, ns))
+        # What a kubelet would report for a probe that got an answer from the API server.
+        answered = json.dumps({"isolated": False, "answered": ["api-server 10.96.0.1:443 (TCP connection established)"]})
+        _finish_probe(api_client, ns, probe["metadata"]["name"], answered)
+
+        held = wait_for(lambda: get(api_client, "validations", ns, "waits"),
+                        lambda v: runs_of(v)[0].get("reason") == "NamespaceNotIsolated", 60, "NamespaceNotIsolated", operator)
+        assert "api-server 10.96.0.1:443" in runs_of(held)[0]["message"]
+        assert jobs(api_client, ns) == []
+        status = custom(api_client).get_cluster_custom_object("lightbox.dev", "v1alpha1", "sandboxpolicies", pol)["status"]
+        assert status["isolation"][ns]["isolated"] is False
+        isolated = conditions({"status": status})["Isolated"]
+        assert isolated["status"] == "False" and isolated["reason"] == "NetworkReachable"
+        events = kubectl("get", "events", "-n", "default", "--field-selector", f"involvedObject.name={pol}", "-o", "json")
+        assert "NamespaceNotIsolated" in events.stdout
+        text = urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port()}/metrics", timeout=5).read().decode()
+        assert f'lightbox_namespace_isolated{{namespace="{ns}",policy="{pol}"}} 0.0' in text
+    finally:
+        operator.stop()
+        delete_policy(api_client, pol)
+
+
+def test_kueue_queue_name_creates_a_suspended_labelled_job(api_client, kubeconfig, kubectl, namespace, tmp_path):
+    ns, pol = namespace, f"kueue-{namespace}"
+    apply(kubectl, None, policy(pol, ns, queueName="gpu", isolationProbe={"required": False}))
+    apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+    mark_verified(api_client, ns, "chest")
+    operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
+    try:
+        apply(kubectl, ns, validation("queued", "classifier"))
+        (job,) = wait_for(lambda: jobs(api_client, ns), bool, 60, "the Job", operator)
+        assert job["spec"]["suspend"] is True
+        assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
+        run = wait_for(lambda: get(api_client, "validations", ns, "queued"),
+                       lambda v: bool(runs_of(v)) and runs_of(v)[0].get("reason") == "KueueAdmissionPending",
+                       60, "KueueAdmissionPending", operator)
+        assert runs_of(run)[0]["phase"] == "Queued"
+        # Kueue admits it by unsuspending: the run shows as Running.
+        from kubernetes import client
+
+        client.BatchV1Api(api_client).patch_namespaced_job("queued-r1", ns, {"spec": {"suspend": False}})
+        wait_for(lambda: get(api_client, "validations", ns, "queued"),
+                 lambda v: runs_of(v)[0]["phase"] == "Running", 60, "Running after admission", operator)
+    finally:
+        operator.stop()
+        delete_policy(api_client, pol)
+
+
+def _probe_pods(api_client, ns):
+    from kubernetes import client
+
+    items = client.CoreV1Api(api_client).list_namespaced_pod(ns, label_selector="lightbox.dev/component=isolation-probe").items
+    return [api_client.sanitize_for_serialization(p) for p in items]
+
+
+def _netpols(api_client, ns):
+    from operator_harness import network_policies
+
+    return network_policies(api_client, ns)
+
+
+def _finish_probe(api_client, ns, name, message):
+    import time as _time
+
+    from kubernetes import client
+
+    now = _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime())
+    body = {"status": {"phase": "Failed", "containerStatuses": [{
+        "name": "probe", "image": "x", "imageID": "", "ready": False, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": message, "startedAt": now, "finishedAt": now}},
+    }]}}
+    client.CoreV1Api(api_client).patch_namespaced_pod_status(name, ns, body)
