@@ -266,7 +266,7 @@ def run_parallel(func: Callable[[list[Path]], T], paths: list[Path], jobs: int) 
         for i in range(0, len(paths), 16):
             yield func(paths[i : i + 16])
         return
-    size = max(1, min(64, len(paths) // (jobs * 8)))
+    size = max(1, min(16, len(paths) // (jobs * 8)))  # small chunks: workers finish together
     chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     with context.Pool(min(jobs, len(chunks))) as pool:
