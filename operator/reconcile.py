@@ -79,6 +79,7 @@ class Runtime:
     # kept current by our own creations and the Job watch, so a start decision under
     # the namespace lock costs no LIST (which grows with the number of Jobs).
     active_jobs: dict[str, dict[str, int]] = field(default_factory=dict)
+    active_jobs_loaded: dict[str, float] = field(default_factory=dict)
     # (namespace, name) -> resourceVersion of our last status write, to ignore its echo.
     own_writes: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -326,7 +327,12 @@ def _wake_heads(runtime: Runtime, namespace: str, count: int) -> None:
 
 
 async def _active_jobs(runtime: Runtime, namespace: str) -> dict[str, int]:
+    now = asyncio.get_running_loop().time()
+    # Re-read now and then, so a missed watch event cannot hold a slot forever.
+    if now - runtime.active_jobs_loaded.get(namespace, -1e9) > runtime.config.resync_seconds:
+        runtime.active_jobs.pop(namespace, None)
     if namespace not in runtime.active_jobs:
+        runtime.active_jobs_loaded[namespace] = now
         jobs = await runtime.kube.list(path("jobs", namespace), f"{layout.LABEL_COMPONENT}={builders.COMPONENT_RUN}")
         runtime.active_jobs[namespace] = {
             j["metadata"]["name"]: _job_gpus(j)
@@ -440,6 +446,7 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
                 )
                 finished.append(records[run_name_])
             continue
+        runtime.observe_job(namespace, job, deleted=False)
         result = outcome.run_outcome(job, pods.get(run_name_))
         if result is None and dataset is None and not outcome.job_finished(job):
             result = outcome.Outcome(
@@ -459,6 +466,7 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
         if not outcome.job_finished(job) and not outcome.pod_finished(pods.get(run_name_)):
             # Image pull failures and deleted datasets leave a live Job behind: stop it.
             await kube.delete(path("jobs", namespace, run_name_), "Background")
+            runtime.observe_job(namespace, job, deleted=True)
         records[run_name_] = _finish(record, result, validation, now)
         finished.append(records[run_name_])
 
