@@ -419,6 +419,11 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
     records: dict[str, RunRecord] = {r.name: r for r in status.runs or []}
     events: list[tuple[str, str, str]] = []
     finished: list[RunRecord] = []
+    before = next((c for c in status.conditions or [] if c.type == "Admitted"), None)
+    if admission.admitted and before is not None and before.status != "True":
+        events.append(("Normal", "Admitted", "the Validation may run now"))
+    elif not admission.admitted and (before is None or before.reason != admission.problems[0].reason):
+        events.append(("Warning", admission.problems[0].reason, admission.problems[0].message))
 
     # A Job without a record: status was lost between creating the Job and writing it.
     for job_name, job in jobs.items():
