@@ -99,14 +99,22 @@ def validation_event(
     runtime.wake_validation(namespace, name)
 
 
+def _current(event: dict[str, Any]) -> dict[str, Any] | None:
+    obj = event.get("object")
+    return None if event.get("type") == "DELETED" or not isinstance(obj, dict) else obj
+
+
 @kopf.on.event(GROUP, VERSION, "algorithms")
-def algorithm_event(namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    memo["runtime"].wake_namespace(namespace)
+def algorithm_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime = memo["runtime"]
+    runtime.observe("algorithms", namespace, name, _current(event))
+    runtime.wake_namespace(namespace)
 
 
 @kopf.on.event(GROUP, VERSION, "datasets")
 def dataset_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
+    runtime.observe("datasets", namespace, name, _current(event))
     if event.get("type") != "DELETED":
         runtime.queue.add((DATASET, namespace, name))
     runtime.wake_namespace(namespace)
@@ -115,6 +123,7 @@ def dataset_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.M
 @kopf.on.event(GROUP, VERSION, "sandboxpolicies")
 def policy_event(name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
+    runtime.policies = None
     runtime.queue.add((POLICY, name))
     runtime.wake_all()
 

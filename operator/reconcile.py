@@ -80,8 +80,20 @@ class Runtime:
     # the namespace lock costs no LIST (which grows with the number of Jobs).
     active_jobs: dict[str, dict[str, int]] = field(default_factory=dict)
     active_jobs_loaded: dict[str, float] = field(default_factory=dict)
+    # Watch-fed copies of Algorithms and Datasets ((plural, namespace, name) -> object)
+    # and of the SandboxPolicy list, so a reconciliation does not GET what the watch
+    # already delivered. A miss falls back to the API server.
+    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    policies: list[dict[str, Any]] | None = None
+    policies_loaded: float = -1e9
     # (namespace, name) -> resourceVersion of our last status write, to ignore its echo.
     own_writes: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def observe(self, plural: str, namespace: str, name: str, obj: dict[str, Any] | None) -> None:
+        if obj is None:
+            self.objects.pop((plural, namespace, name), None)
+        else:
+            self.objects[(plural, namespace, name)] = obj
 
     def observe_job(self, namespace: str, job: dict[str, Any], deleted: bool) -> None:
         jobs = self.active_jobs.get(namespace)
@@ -263,10 +275,21 @@ async def _load_dependencies(
     runtime: Runtime, validation: Validation, namespace: str
 ) -> tuple[Algorithm | None, Dataset | None, list[SandboxPolicy]]:
     kube = runtime.kube
+
+    async def cached(plural: str, name: str) -> dict[str, Any] | None:
+        hit = runtime.objects.get((plural, namespace, name))
+        return hit if hit is not None else await kube.get(path(plural, namespace, name))
+
+    async def policies() -> list[dict[str, Any]]:
+        now = asyncio.get_running_loop().time()
+        if runtime.policies is None or now - runtime.policies_loaded > runtime.config.resync_seconds:
+            runtime.policies, runtime.policies_loaded = await kube.list(path("sandboxpolicies")), now
+        return runtime.policies
+
     algo_raw, data_raw, policies_raw = await asyncio.gather(
-        kube.get(path("algorithms", namespace, validation.spec.algorithm_ref.name)),
-        kube.get(path("datasets", namespace, validation.spec.dataset_ref.name)),
-        kube.list(path("sandboxpolicies")),
+        cached("algorithms", validation.spec.algorithm_ref.name),
+        cached("datasets", validation.spec.dataset_ref.name),
+        policies(),
     )
     if data_raw is not None and data_raw["metadata"].get("deletionTimestamp"):
         data_raw = None  # being deleted: as good as gone for a run
@@ -409,12 +432,14 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
     task = algorithm.spec.task if algorithm else None
 
     selector = f"{layout.LABEL_COMPONENT}={builders.COMPONENT_RUN},{layout.LABEL_VALIDATION}={builders.label_value(name)}"
-    jobs_raw, pods_raw = await asyncio.gather(
-        kube.list(path("jobs", namespace), selector), kube.list(path("pods", namespace), selector)
-    )
     uid = raw["metadata"]["uid"]
+    jobs_raw = await kube.list(path("jobs", namespace), selector)
     jobs = {j["metadata"]["name"]: j for j in jobs_raw if _owned_by(j, uid)}
-    pods = _pods_by_job(pods_raw)
+    unfinished = [j for j in jobs.values() if not outcome.job_finished(j)]
+    known = {r.name: r for r in status.runs or []}
+    # Pods matter only for runs still open; a finished Job whose record is final needs none.
+    need_pods = unfinished or any(known.get(n) is None or known[n].phase in runs.ACTIVE_PHASES for n in jobs)
+    pods = _pods_by_job(await kube.list(path("pods", namespace), selector)) if need_pods else {}
 
     records: dict[str, RunRecord] = {r.name: r for r in status.runs or []}
     events: list[tuple[str, str, str]] = []
@@ -534,12 +559,9 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
             continue
         if not runtime.synced:
             continue
-        if record is new_record:
-            # The record must be in status before its Job exists, so a restart finds the name.
-            await _write_status(runtime, raw, status, records, admission, policy, generation, now, scheduled, validation, task)
-            status = ValidationStatus.model_validate(
-                {**_dump(status), "runs": [_dump(r) for r in sorted(records.values(), key=lambda r: r.number)]}
-            )
+        # No status write before the Job: its name is deterministic and a restarted
+        # operator adopts a Job that has no record yet (see above), so the run is
+        # neither lost nor duplicated whichever write a crash interrupts.
         async with runtime.lock(namespace):
             capacity = await _capacity(runtime, namespace, policy)
             if runs.may_start(entry, queued_here.values(), capacity):
@@ -706,7 +728,8 @@ async def reconcile_dataset(runtime: Runtime, namespace: str, name: str) -> floa
                     for c in set_condition(conditions, "Verified", "Unknown", "Verifying", f"Job {job_name} is checking the studies", now, generation)
                 ],
             }
-            await kube.patch(path("datasets", namespace, name, "status"), {"status": body})
+            written = await kube.patch(path("datasets", namespace, name, "status"), {"status": body})
+            runtime.observe("datasets", namespace, name, written)
             runtime.wake_namespace(namespace)
         return 15.0
     summary = result.summary
@@ -727,7 +750,8 @@ async def reconcile_dataset(runtime: Runtime, namespace: str, name: str) -> floa
             )
         ],
     }
-    await kube.patch(path("datasets", namespace, name, "status"), {"status": body})
+    written = await kube.patch(path("datasets", namespace, name, "status"), {"status": body})
+    runtime.observe("datasets", namespace, name, written)  # the Validations woken below must see it
     await post_event(runtime, raw, "Normal" if result.verified else "Warning", result.reason, result.message)
     runtime.wake_namespace(namespace)
     return None
@@ -804,6 +828,7 @@ async def reconcile_policy(runtime: Runtime, name: str) -> float | None:
             "observedGeneration": raw["metadata"].get("generation"),
         }
         await kube.patch(path("sandboxpolicies", None, name, "status"), {"status": body})
+        runtime.policies = None  # the woken Validations must see the new isolation result
         for namespace, item in updates.items():
             runtime.exporter.record_isolation(namespace, name, item.isolated)
             message = f"namespace {namespace}: {item.message}"
