@@ -318,3 +318,30 @@ def _finish_probe(api_client, ns, name, message):
         "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": message, "startedAt": now, "finishedAt": now}},
     }]}}
     client.CoreV1Api(api_client).patch_namespaced_pod_status(name, ns, body)
+
+
+def test_identifying_data_found_at_staging(api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path):
+    """Files changed after verification: the trusted stage step refuses them and the run says PHIFound."""
+    import pydicom
+
+    ns, pol = namespace, f"phi-{namespace}"
+    claim = make_claim(tmp_path_factory.mktemp("claim"))
+    operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
+    try:
+        with local_runner(api_client, claim, tmp_path / "runner"):
+            apply(kubectl, None, policy(pol, ns))
+            apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+            wait_for(lambda: get(api_client, "datasets", ns, "chest"),
+                     lambda d: ((d or {}).get("status") or {}).get("verified") is True, 60, "verification", operator)
+            first = sorted((claim / "chest" / "studies").rglob("*.dcm"))[0]
+            ds = pydicom.dcmread(first)
+            ds.PatientName = "DOE^JANE"
+            ds.save_as(first)
+            apply(kubectl, ns, validation("late-phi", "classifier"))
+            result = wait_for(lambda: get(api_client, "validations", ns, "late-phi"), finished, 90, "the run", operator)
+            (run,) = runs_of(result)
+            assert (run["phase"], run["reason"]) == ("Failed", "PHIFound"), run
+            assert "DOE" not in json.dumps(result)
+    finally:
+        operator.stop()
+        delete_policy(api_client, pol)
