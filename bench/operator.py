@@ -219,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
         from kubernetes import config as kconfig
 
         from lightbox.devtools.controlplane import ControlPlane
-        from lightbox.operator import crdgen  # noqa: F401  (crds/ is what gets applied)
 
         control_plane = ControlPlane(log.parent / "control-plane", log=lambda m: print(f"[bench] {m}", file=sys.stderr))
         control_plane.start()

@@ -398,8 +398,7 @@ def _isolation_gate(policy: SandboxPolicy | None, namespace: str) -> tuple[str, 
 
 
 async def reconcile_validation(runtime: Runtime, namespace: str, name: str) -> float | None:
-    kube, config = runtime.kube, runtime.config
-    raw = await kube.get(path("validations", namespace, name))
+    raw = await runtime.kube.get(path("validations", namespace, name))
     last_unsynced = runtime.unsynced is not None and runtime.unsynced == {(namespace, name)}
     if runtime.unsynced is not None:
         runtime.unsynced.discard((namespace, name))
@@ -452,7 +451,7 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
 
     # A Job without a record: status was lost between creating the Job and writing it.
     for job_name, job in jobs.items():
-        if job_name not in records:
+        if job_name not in records and not job["metadata"].get("deletionTimestamp"):
             annotations = job["metadata"].get("annotations") or {}
             number = int(annotations.get(layout.ANNOTATION_RUN_NUMBER, "0") or 0) or runs.next_number(records.values())
             records[job_name] = RunRecord(
