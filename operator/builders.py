@@ -320,9 +320,8 @@ def run_network_policy(validation: Validation, run: str) -> dict[str, Any]:
     )
 
 
-def probe_name(policy: str, slot: int) -> str:
-    """Deterministic per policy and interval slot, so a restarted operator finds its probe."""
-    return label_value(f"lightbox-probe-{policy}-{slot}")
+def probe_name(policy: str, stamp: int) -> str:
+    return label_value(f"lightbox-probe-{policy}-{stamp}")
 
 
 def probe_pod(

@@ -789,8 +789,14 @@ async def reconcile_policy(runtime: Runtime, name: str) -> float | None:
                 continue
             result = outcome.probe_result(pod)
             if result is None:
-                pending = pod
-                continue
+                created = _parse_time(pod["metadata"].get("creationTimestamp"))
+                limit = builders.PROBE_DEADLINE_SECONDS + 60
+                if created is None or (now - created).total_seconds() <= limit:
+                    pending = pod
+                    continue
+                # Never scheduled or never started: isolation is unproven, which must block runs too.
+                phase = (pod.get("status") or {}).get("phase", "Pending")
+                result = outcome.ProbeResult(False, f"the probe pod did not finish within {limit} s (phase {phase})")
             current = NamespaceIsolation(
                 isolated=result.isolated, checked_at=now, message=result.message, probe=pod["metadata"]["name"]
             )
@@ -802,15 +808,18 @@ async def reconcile_policy(runtime: Runtime, name: str) -> float | None:
                 await kube.delete(path("networkpolicies", namespace, pod_name))
         checked = current.checked_at if current and current.checked_at else None
         age = (now - checked).total_seconds() if checked else None
-        if pending is None and (age is None or age >= interval):
-            probe = builders.probe_name(name, int(now.timestamp() // interval))
+        # A failed probe is repeated sooner: the fix (a NetworkPolicy-enforcing CNI) should show quickly.
+        due_after = interval if current is None or current.isolated else min(interval, 300)
+        if pending is None and (age is None or age >= due_after):
+            # Restart safety comes from looking for an unfinished probe first (above), not from the name.
+            probe = builders.probe_name(name, int(now.timestamp()))
             await kube.create(path("networkpolicies", namespace), builders.probe_network_policy(policy, namespace, probe))
             await kube.create(
                 path("pods", namespace),
                 builders.probe_pod(policy, namespace, probe, config, config.probe_api_server or runtime.api_server),
             )
             pending = True  # type: ignore[assignment]
-        wait = 5.0 if pending is not None else max(1.0, interval - (age or 0))
+        wait = 5.0 if pending is not None else max(1.0, due_after - (age or 0))
         delay = wait if delay is None else min(delay, wait)
 
     if updates:
