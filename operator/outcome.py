@@ -300,6 +300,9 @@ def verify_result(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Ver
         data = json.loads(raw)
     except ValueError:
         data = None
+    if isinstance(data, dict) and "verified" not in data and isinstance(data.get("ok"), bool):
+        # `lightbox deid verify --json` names them after its VerificationReport.
+        data = {**data, "verified": data["ok"], "fileCount": data.get("files")}
     if not isinstance(data, dict) or not isinstance(data.get("verified"), bool):
         code = term.get("exitCode")
         return VerifyResult(

@@ -173,3 +173,9 @@ def test_verify_result_defensive(message):
 def test_verify_claims_success_without_hash_is_not_verified():
     result = outcome.verify_result(job("Complete"), verify_pod(0, json.dumps({"verified": True})))
     assert result.verified is False
+
+
+def test_verify_result_reads_the_deid_cli_report_shape_too():
+    message = json.dumps({"ok": True, "files": 3, "contentHash": "abc", "violations": [], "errors": 0, "cohort": {}})
+    result = outcome.verify_result(job("Complete"), verify_pod(0, message))
+    assert result.verified and result.summary["fileCount"] == 3
