@@ -565,7 +565,17 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
             capacity = await _capacity(runtime, namespace, policy)
             if runs.may_start(entry, queued_here.values(), capacity):
                 assert algorithm is not None and dataset is not None
-                await _start_run(runtime, validation, algorithm, dataset, policy, record)
+                try:
+                    await _start_run(runtime, validation, algorithm, dataset, policy, record)
+                except KubeError as exc:
+                    if exc.status not in (400, 422):
+                        raise  # conflicts, quota, outages: try again
+                    # The API server will never accept this Job: say why instead of retrying forever.
+                    queued_here.pop((name, record.number), None)
+                    rejected = outcome.Outcome("Failed", "RunRejected", str(exc)[:2048])
+                    records[run_name_] = _finish(record, rejected, validation, now)
+                    finished.append(records[run_name_])
+                    continue
                 queued_here.pop((name, record.number), None)
                 suspended = bool(builders.queue_name(validation, policy))
                 records[run_name_] = record.model_copy(

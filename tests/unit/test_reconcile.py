@@ -292,3 +292,19 @@ def test_status_write_is_skipped_when_nothing_changed(clock):
     assert kube.objects[("validations", NS, "val")]["metadata"]["resourceVersion"] == version
     assert json.dumps(status(kube))  # plain JSON
 
+
+
+def test_a_job_the_api_server_refuses_ends_the_run_with_its_message(clock):
+    kube = setup_cluster()
+    original = kube.create
+
+    async def refuse_jobs(url, body):
+        if "/jobs" in url:
+            raise reconcile.KubeError(422, 'Job.batch "val-r1" is invalid: spec.template: forbidden', "POST", url)
+        return await original(url, body)
+
+    kube.create = refuse_jobs  # type: ignore[method-assign]
+    run(reconcile.reconcile_validation(make_runtime(kube), NS, "val"))
+    (record,) = status(kube)["runs"]
+    assert (record["phase"], record["reason"]) == ("Failed", "RunRejected")
+    assert "forbidden" in record["message"]
