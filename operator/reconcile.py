@@ -475,7 +475,10 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
                 )
                 finished.append(records[run_name_])
             continue
-        runtime.observe_job(namespace, job, deleted=False)
+        if outcome.job_finished(job):
+            # Only ever *free* a slot from a LIST (finishing is final); a stale LIST
+            # must not re-add a Job the watch has already seen finish.
+            runtime.observe_job(namespace, job, deleted=True)
         result = outcome.run_outcome(job, pods.get(run_name_))
         if result is None and dataset is None and not outcome.job_finished(job):
             result = outcome.Outcome(
