@@ -103,8 +103,6 @@ def stage(
     work_dir: Path,
     config: StagerConfig,
     *,
-    task: str = "classification",
-    labels: list[str] | None = None,
     verifier: Callable[..., Any] | None = None,
 ) -> StageResult:
     """Verify and stage; ``verifier`` overrides the deid gate (vendor check's synthetic data only)."""
@@ -195,7 +193,8 @@ def stage(
             "shape": [len(entries[0].files), entries[0].rows, entries[0].columns],
             "spacing": _spacing(first_ds, positions),
         }
-    manifest = InputManifest(task=task, labels=list(labels or []), cases=manifest_cases)  # type: ignore[arg-type]
+    task = config.task
+    manifest = InputManifest(task=task, labels=list(config.labels), cases=manifest_cases)  # type: ignore[arg-type]
     (input_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(by_alias=True, indent=1))
     (work_dir / CASES_FILE).write_text(
         json.dumps({"contractVersion": "v1", "task": task, "contentHash": report.content_hash, "cases": scorer_cases}, indent=1)
@@ -203,24 +202,21 @@ def stage(
     return StageResult(cases=len(manifest_cases), files=files_total, content_hash=report.content_hash, verifier=verifier_name)
 
 
-def _config() -> tuple[StagerConfig, str, list[str]]:
-    config = StagerConfig.model_validate(read_json_env(STAGER_CONFIG_ENV))
-    return config, config.task, list(config.labels)
+def _config() -> StagerConfig:
+    return StagerConfig.model_validate(read_json_env(STAGER_CONFIG_ENV))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lightbox stage", description=__doc__.split("\n\n")[0])
     parser.parse_args(argv)
     try:
-        config, task, labels = _config()
-        if task not in ("classification", "detection", "segmentation"):
-            raise ValueError(f"unknown task {task!r}")
+        config = _config()
     except (ValueError, ValidationError) as exc:
         msg = exc.errors(include_input=False) if isinstance(exc, ValidationError) else str(exc)
         return fail("ConfigInvalid", f"{STAGER_CONFIG_ENV}: {msg}", EXIT_CONFIG_INVALID)
     try:
         result = stage(
-            directory(STUDIES_DIR_ENV), directory(INPUT_DIR_ENV), directory(WORK_DIR_ENV), config, task=task, labels=labels
+            directory(STUDIES_DIR_ENV), directory(INPUT_DIR_ENV), directory(WORK_DIR_ENV), config
         )
     except StageError as exc:
         print(f"lightbox stage: {exc.reason}: {exc.message}", file=sys.stderr)

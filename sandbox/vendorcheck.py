@@ -244,8 +244,8 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
             d.mkdir(parents=True)
         stage(
             sample.studies_dir, input_dir, work_dir,
-            StagerConfig(deid_options=sample.deid_options),  # type: ignore[arg-type]
-            task=settings.task, labels=sample.labels, verifier=minimal_verify_tree,
+            StagerConfig(task=settings.task, labels=sample.labels, deid_options=sample.deid_options),  # type: ignore[arg-type]
+            verifier=minimal_verify_tree,
         )
         manifest = json.loads((input_dir / MANIFEST_FILE).read_text())
         identifiers = sample_identifiers(input_dir)

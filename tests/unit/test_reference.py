@@ -22,8 +22,8 @@ from lightbox.sandbox.stager import stage
 
 def _staged(tmp: Path, monkeypatch: pytest.MonkeyPatch, task: str, n: int) -> tuple[dict, dict, Path]:
     sample = make_sample_dataset(tmp / "data", n_cases=n, seed=0, task=task)  # type: ignore[arg-type]
-    stage(sample.studies_dir, tmp / "input", tmp / "work", StagerConfig(deid_options=sample.deid_options), task=task,
-          labels=sample.labels, verifier=minimal_verify_tree)
+    stage(sample.studies_dir, tmp / "input", tmp / "work", StagerConfig(task=task, labels=sample.labels,
+          deid_options=sample.deid_options), verifier=minimal_verify_tree)
     monkeypatch.setenv("LIGHTBOX_INPUT_DIR", str(tmp / "input"))
     monkeypatch.setenv("LIGHTBOX_OUTPUT_DIR", str(tmp / "output"))
     cases = json.loads((tmp / "work" / "cases.json").read_text())["cases"]

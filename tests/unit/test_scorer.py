@@ -28,8 +28,8 @@ class Run:
         self.sample: SampleDataset = make_sample_dataset(tmp / "data", n_cases=n, seed=3, task=task)  # type: ignore[arg-type]
         self.input, self.output, self.work, self.term = tmp / "input", tmp / "output", tmp / "work", tmp / "term"
         self.output.mkdir()
-        stage(self.sample.studies_dir, self.input, self.work, StagerConfig(deid_options=self.sample.deid_options), task=task,
-              labels=self.sample.labels, verifier=minimal_verify_tree)
+        stage(self.sample.studies_dir, self.input, self.work, StagerConfig(task=task, labels=self.sample.labels,
+              deid_options=self.sample.deid_options), verifier=minimal_verify_tree)
         self.task = task
         self.mp = monkeypatch
         for key, value in {
