@@ -6,6 +6,7 @@ runner, so what lands in status is the real scorer's output.
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 import pytest
@@ -88,6 +89,10 @@ def test_validation_runs_end_to_end(api_client, kubeconfig, kubectl, namespace, 
             netpols = {n["metadata"]["name"]: n for n in network_policies(api_client, ns)}
             assert netpols["chest-auc-r1"]["spec"]["policyTypes"] == ["Ingress", "Egress"]
             assert "ingress" not in netpols["chest-auc-r1"]["spec"] or not netpols["chest-auc-r1"]["spec"]["ingress"]
+
+            events = kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=chest-auc", "-o", "json")
+            reasons = {e["reason"] for e in json.loads(events.stdout)["items"]}
+            assert {"RunStarted", "RunSucceeded"} <= reasons, reasons
 
             port = operator.metrics_port()
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
