@@ -58,7 +58,8 @@ class ValidationSpec(Model):
     model_config = Model.model_config | {
         "json_schema_extra": validations(
             cel(
-                "!has(self.metrics) || size(self.metrics) == 0 || self.acceptance.all(c, c.metric in self.metrics)",
+                "!has(self.acceptance) || !has(self.metrics) || size(self.metrics) == 0 || "
+                "self.acceptance.all(c, c.metric in self.metrics)",
                 "every acceptance criterion's metric must also be listed in metrics",
                 field_path=".acceptance",
             ),

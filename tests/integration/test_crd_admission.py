@@ -29,6 +29,13 @@ def test_valid_manifests_are_accepted(kubectl, namespace, kind):
         kubectl("delete", "sandboxpolicy", manifest["metadata"]["name"])
 
 
+def test_optional_fields_may_be_omitted(kubectl, namespace):
+    manifest = VALID["Validation"]()
+    del manifest["spec"]["acceptance"], manifest["spec"]["schedule"]
+    result = apply(kubectl, namespace, manifest)
+    assert result.returncode == 0, result.stderr
+
+
 def test_there_are_at_least_twenty_bad_inputs():
     assert len(INVALID) >= 20
     assert len({case_id for case_id, *_ in INVALID}) == len(INVALID)
