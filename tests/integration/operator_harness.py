@@ -6,16 +6,11 @@ SIGKILL it like a crashed pod; the development runner runs in-process.
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +18,7 @@ import yaml
 
 from lightbox.devtools.localrunner import LocalRunner
 from lightbox.devtools.localrunner_config import RunnerConfig
+from lightbox.devtools.stack import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 TRUSTED_REPO = "ghcr.io/lightbox-health/lightbox"
@@ -48,40 +44,6 @@ def runner_images() -> dict[str, list[str]]:
     return images
 
 
-@dataclass
-class _Result:
-    returncode: int
-    timed_out: bool
-    seconds: float
-    stdout: bytes
-    stderr: bytes
-    output_truncated: bool = False
-
-
-def _unshare_isolate(argv, *, env, read_only, hidden, timeout, max_output_bytes, cwd):  # noqa: ANN001, ARG001
-    """A network namespace with no interfaces around the process, until sandbox isolation lands."""
-    started = time.monotonic()
-    process = subprocess.Popen(
-        ["unshare", "--net", "--", *argv], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = process.communicate(timeout=timeout)
-        return _Result(process.returncode, False, time.monotonic() - started, out[:max_output_bytes], err[:max_output_bytes])
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        return _Result(-9, True, time.monotonic() - started, out[:max_output_bytes], err[:max_output_bytes])
-
-
-def isolation() -> Callable[..., Any]:
-    try:
-        from lightbox.sandbox.isolation import run_isolated
-    except ImportError:
-        return _unshare_isolate
-    return run_isolated
-
-
 @contextmanager
 def local_runner(api_client, claim_root: Path, work: Path, concurrency: int = 2) -> Iterator[LocalRunner]:
     config = RunnerConfig(
@@ -92,7 +54,7 @@ def local_runner(api_client, claim_root: Path, work: Path, concurrency: int = 2)
         concurrency=concurrency,
         image_pull_backoff_seconds=0.5,
     )
-    runner = LocalRunner(api_client, config, isolate=isolation())
+    runner = LocalRunner(api_client, config)
     runner.start()
     try:
         yield runner
@@ -100,63 +62,9 @@ def local_runner(api_client, claim_root: Path, work: Path, concurrency: int = 2)
         runner.stop()
 
 
-class Operator:
-    """``python -m lightbox.operator`` for one namespace, logging to a file."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path, **env: str):
-        self.kubeconfig, self.namespace, self.log = kubeconfig, namespace, log
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, **env: str) -> Operator:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.log, "ab")  # noqa: SIM115  (owned by the child)
-        handle.write(f"\n===== start {env} =====\n".encode())
-        handle.flush()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "lightbox.operator", "--namespace", self.namespace, "--metrics-port", "0",
-             "--kubeconfig", str(self.kubeconfig), "--trusted-image", TRUSTED_IMAGE],
-            stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **self.env, **env}, cwd=REPO,
-        )
-        handle.close()
-        return self
-
-    def metrics_port(self, timeout: float = 30) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = re.findall(rb"metrics on :(\d+)", self.log.read_bytes())
-            if found:
-                return int(found[-1])
-            time.sleep(0.2)
-        raise AssertionError(f"operator never reported its metrics port:\n{self.tail()}")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def wait_exit(self, timeout: float) -> int:
-        assert self.process is not None
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"operator did not exit within {timeout}s:\n{self.tail()}") from None
-
-    def check(self) -> None:
-        """Fail fast when the operator died instead of waiting out a timeout."""
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"operator exited with {self.process.returncode}:\n{self.tail()}")
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+def Operator(kubeconfig: Path, namespace: str, log: Path, **env: str) -> OperatorProcess:  # noqa: N802
+    """The operator for one namespace as a child process (the same wrapper the demo uses)."""
+    return OperatorProcess(kubeconfig, log, namespaces=(namespace,), trusted_image=TRUSTED_IMAGE, cwd=REPO, **env)
 
 
 # -- manifests -------------------------------------------------------------------
