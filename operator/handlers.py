@@ -17,7 +17,7 @@ from lightbox.operator import builders, outcome
 from lightbox.operator.config import OperatorConfig
 from lightbox.operator.exporter import Exporter
 from lightbox.operator.kube import Kube, load_configuration
-from lightbox.operator.reconcile import DATASET, POLICY, Runtime
+from lightbox.operator.reconcile import ALGORITHM, DATASET, POLICY, Runtime
 
 GROUP, VERSION = "lightbox.dev", "v1alpha1"
 
@@ -108,6 +108,8 @@ def _current(event: dict[str, Any]) -> dict[str, Any] | None:
 def algorithm_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.observe("algorithms", namespace, name, _current(event))
+    if event.get("type") != "DELETED":
+        runtime.queue.add((ALGORITHM, namespace, name))
     runtime.wake_namespace(namespace)
 
 
@@ -126,6 +128,7 @@ def policy_event(name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime.policies = None
     runtime.queue.add((POLICY, name))
     runtime.wake_all()
+    runtime.wake_algorithms()
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={layout.LABEL_COMPONENT: kopf.PRESENT})

@@ -42,7 +42,7 @@ from lightbox.operator.workqueue import WorkQueue
 
 log = logging.getLogger("lightbox.operator")
 
-VALIDATION, DATASET, POLICY = "validation", "dataset", "policy"
+VALIDATION, DATASET, POLICY, ALGORITHM = "validation", "dataset", "policy", "algorithm"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 LEGACY_JOB_NAME_LABEL = "job-name"
 
@@ -126,6 +126,12 @@ class Runtime:
         for namespace in sorted(self.validations):
             self.wake_namespace(namespace)
 
+    def wake_algorithms(self) -> None:
+        """Policies changed: every Algorithm's Allowed condition may have too."""
+        for plural, namespace, name in sorted(self.objects):
+            if plural == "algorithms":
+                self.queue.add((ALGORITHM, namespace, name))
+
     @property
     def synced(self) -> bool:
         return self.unsynced is not None and not self.unsynced
@@ -156,6 +162,8 @@ class Runtime:
                     delay = await reconcile_dataset(self, *rest)
                 elif kind == POLICY:
                     delay = await reconcile_policy(self, *rest)
+                elif kind == ALGORITHM:
+                    delay = await reconcile_algorithm(self, *rest)
                 log.debug("reconciled %s in %.3f s; again in %s s", key, asyncio.get_running_loop().time() - began, delay)
             except asyncio.CancelledError:
                 raise
@@ -280,21 +288,22 @@ async def _load_dependencies(
         hit = runtime.objects.get((plural, namespace, name))
         return hit if hit is not None else await kube.get(path(plural, namespace, name))
 
-    async def policies() -> list[dict[str, Any]]:
-        now = asyncio.get_running_loop().time()
-        if runtime.policies is None or now - runtime.policies_loaded > runtime.config.resync_seconds:
-            runtime.policies, runtime.policies_loaded = await kube.list(path("sandboxpolicies")), now
-        return runtime.policies
-
-    algo_raw, data_raw, policies_raw = await asyncio.gather(
+    algo_raw, data_raw, policies = await asyncio.gather(
         cached("algorithms", validation.spec.algorithm_ref.name),
         cached("datasets", validation.spec.dataset_ref.name),
-        policies(),
+        _policies(runtime),
     )
     if data_raw is not None and data_raw["metadata"].get("deletionTimestamp"):
         data_raw = None  # being deleted: as good as gone for a run
-    policies = [p for p in (_model(SandboxPolicy, raw) for raw in policies_raw) if p is not None]
     return _model(Algorithm, algo_raw), _model(Dataset, data_raw), policies
+
+
+async def _policies(runtime: Runtime) -> list[SandboxPolicy]:
+    """All SandboxPolicies, re-listed at most every resync interval unless a policy event dropped the copy."""
+    now = asyncio.get_running_loop().time()
+    if runtime.policies is None or now - runtime.policies_loaded > runtime.config.resync_seconds:
+        runtime.policies, runtime.policies_loaded = await runtime.kube.list(path("sandboxpolicies")), now
+    return [p for p in (_model(SandboxPolicy, raw) for raw in runtime.policies) if p is not None]
 
 
 def _finish(record: RunRecord, result: outcome.Outcome, validation: Validation, now: datetime) -> RunRecord:
@@ -702,6 +711,48 @@ def _report_of(record: RunRecord, task: str | None) -> ScoreReport:
         metrics = set(record.metrics or {})
         task = "segmentation" if metrics & {"dice", "iou", "hd95"} else "detection" if "frocSensitivity" in metrics else "classification"
     return ScoreReport(task=task, cases=record.cases or 0, scored=record.scored or 0, metrics=record.metrics or {})  # type: ignore[arg-type]
+
+
+# -- Algorithm ----------------------------------------------------------------
+
+
+def algorithm_allowed(algorithm: Algorithm, policies: list[SandboxPolicy], namespace: str) -> tuple[str, str, str]:
+    """(status, reason, message) of an Algorithm's Allowed condition under the cluster's policies."""
+    selected = admission_mod.select_policy(policies, namespace)
+    problems = [selected] if isinstance(selected, admission_mod.Problem) else admission_mod.check_algorithm(algorithm, selected)
+    if problems:
+        reason = problems[0].reason if len({p.reason for p in problems}) == 1 else "NotAllowed"
+        return "False", reason, "; ".join(p.message for p in problems)
+    return "True", "PolicyAllows", f"SandboxPolicy {selected.metadata.get('name')} allows its registry, resources and timeout"
+
+
+async def reconcile_algorithm(runtime: Runtime, namespace: str, name: str) -> float | None:
+    raw = await runtime.kube.get(path("algorithms", namespace, name))
+    if raw is None or raw["metadata"].get("deletionTimestamp"):
+        return None
+    algorithm = _model(Algorithm, raw)
+    if algorithm is None:
+        return None
+    generation = raw["metadata"].get("generation")
+    status, reason, message = algorithm_allowed(algorithm, await _policies(runtime), namespace)
+    current = algorithm.status
+    previous = next((c for c in (current.conditions or []) if c.type == "Allowed"), None) if current else None
+    if previous and (previous.status, previous.reason, previous.message, previous.observed_generation) == (
+        status, reason, message, generation
+    ):
+        return None  # nothing new; also ends the echo of our own write
+    now = utcnow()
+    conditions = set_condition(current.conditions if current else None, "Allowed", status, reason, message, now, generation)
+    body = {
+        "conditions": [_dump(c) for c in conditions],
+        "observedGeneration": generation,
+        "lastChecked": now.isoformat().replace("+00:00", "Z"),
+    }
+    written = await runtime.kube.patch(path("algorithms", namespace, name, "status"), {"status": body})
+    runtime.observe("algorithms", namespace, name, written)
+    if status == "False":
+        await post_event(runtime, raw, "Warning", reason, message)
+    return None
 
 
 # -- Dataset ------------------------------------------------------------------

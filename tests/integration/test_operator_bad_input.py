@@ -71,6 +71,12 @@ def test_blocked_by_policy_and_unverified_dataset_then_proceeds_without_recreati
             )
             assert blocked["status"]["phase"] == "Blocked"
             assert "registry.lightbox.test/reference/classifier" in conditions(blocked)["Admitted"]["message"]
+            refused = wait_for(
+                lambda: get(api_client, "algorithms", ns, "classifier"),
+                lambda a: conditions(a or {}).get("Allowed", {}).get("status") == "False",
+                60, "the Algorithm's Allowed condition", operator,
+            )
+            assert conditions(refused)["Allowed"]["reason"] == "RegistryNotAllowed"
 
             dirty = wait_for(
                 lambda: get(api_client, "datasets", ns, "dirty"),
@@ -87,6 +93,7 @@ def test_blocked_by_policy_and_unverified_dataset_then_proceeds_without_recreati
             done = wait_for(get_v("not-allowed"), finished, 120, "the unblocked run", operator)
             assert runs_of(done)[-1]["phase"] == "Succeeded", runs_of(done)
             assert conditions(done)["Admitted"]["status"] == "True"
+            assert conditions(get(api_client, "algorithms", ns, "classifier"))["Allowed"]["status"] == "True"
             unverified = get_v("unverified")()
             assert unverified["status"]["phase"] == "Blocked"
             admitted = conditions(unverified)["Admitted"]

@@ -78,6 +78,11 @@ def test_validation_runs_end_to_end(api_client, kubeconfig, kubectl, namespace, 
             assert data["caseCount"] == 24 and data["contentHash"]
             assert sum(data["cohort"]["sex"].values()) == 24
 
+            allowed = {c["type"]: c for c in get(api_client, "algorithms", ns, "classifier")["status"]["conditions"]}
+            assert (allowed["Allowed"]["status"], allowed["Allowed"]["reason"]) == ("True", "PolicyAllows")
+            algorithms_table = kubectl("get", "algorithms", "-n", ns).stdout.splitlines()
+            assert "ALLOWED" in algorithms_table[0] and "True" in algorithms_table[1]
+
             pol_status = get_policy(api_client, pol)["status"]
             assert pol_status["isolation"][ns]["isolated"] is True
             assert {c["type"]: c["status"] for c in pol_status["conditions"]}["Isolated"] == "True"
