@@ -3,6 +3,11 @@
 # ~/.cache/lightbox) the kube-apiserver, kube-controller-manager, etcd and helm
 # binaries from the Go module proxy, unless KUBEBUILDER_ASSETS points at them.
 
+# The card's folder operator/ would shadow the standard library's `operator`
+# module for `python -m ...` run from this folder; safe-path mode keeps the
+# current directory off sys.path for every Python started below.
+export PYTHONSAFEPATH := 1
+
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
