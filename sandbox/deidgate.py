@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightbox.sandbox.deid.verify import age_band
+
 AGE_BANDS = ("0-17", "18-39", "40-59", "60-79", "80+")
 
 
@@ -54,17 +56,6 @@ _MUST_BE_EMPTY: dict[str, tuple[int, str | None]] = {
 
 def _tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-def age_band(age: str) -> str:
-    age = (age or "").strip().upper()
-    if len(age) != 4 or not age[:3].isdigit() or age[3] not in "DWMY":
-        return "unknown"
-    years = int(age[:3]) / {"D": 365.25, "W": 52.18, "M": 12, "Y": 1}[age[3]]
-    for limit, band in ((18, "0-17"), (40, "18-39"), (60, "40-59"), (80, "60-79")):
-        if years < limit:
-            return band
-    return "80+"
 
 
 def minimal_verify_tree(root: Path, options: Iterable[str] = ()) -> VerificationReport:

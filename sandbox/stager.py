@@ -39,6 +39,7 @@ from lightbox.api.run import (
 )
 from lightbox.sandbox import deidgate
 from lightbox.sandbox.contract import InputCase, InputManifest, InputSeries
+from lightbox.sandbox.deid.verify import age_band
 from lightbox.sandbox.steps import directory, fail, read_json_env, write_termination
 
 EXIT_CONFIG_INVALID = 2
@@ -186,7 +187,7 @@ def stage(
             "source": source,
             "patientId": str(first_ds.get("PatientID", "") or source),
             "sex": _sex(first_ds.get("PatientSex")),
-            "ageBand": deidgate.age_band(str(first_ds.get("PatientAge", ""))),
+            "ageBand": age_band(str(first_ds.get("PatientAge", ""))),
             "manufacturer": str(first_ds.get("Manufacturer", "") or "unknown"),
             "site": str(first_ds.get("ClinicalTrialSiteID", "") or "unknown"),
             "slices": len(entries[0].files),
