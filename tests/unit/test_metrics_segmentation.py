@@ -1,4 +1,4 @@
-"""Dice, IoU and HD95 against scikit-learn and a KD-tree over surface voxels."""
+"""Dice, IoU and HD95 against scikit-learn, scipy's distance transform and a KD-tree over surface voxels."""
 
 from __future__ import annotations
 
@@ -81,3 +81,124 @@ def test_identical_masks_are_perfect() -> None:
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError):
         seg.dice_iou(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+# --- exactness against scipy's Euclidean distance transform --------------------------------
+#
+# The reference below is what medpy/MONAI do: surfaces by binary erosion, then
+# distance_transform_edt over the whole volume per direction. It sums squared per-axis
+# distances in the same order as the scorer, so values must agree to the last bit.
+
+
+def edt_directed(a: np.ndarray, b: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sa = a & ~ndimage.binary_erosion(a, border_value=0)
+    sb = b & ~ndimage.binary_erosion(b, border_value=0)
+    return (
+        ndimage.distance_transform_edt(~sb, sampling=spacing)[sa],
+        ndimage.distance_transform_edt(~sa, sampling=spacing)[sb],
+    )
+
+
+def edt_hd95(a: np.ndarray, b: np.ndarray, spacing: np.ndarray) -> float:
+    d_ab, d_ba = edt_directed(a, b, spacing)
+    return float(max(np.percentile(d_ab, 95), np.percentile(d_ba, 95)))
+
+
+def _random_case(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1000 + seed)
+    shape = tuple(int(v) for v in rng.integers(1, 28, 3))
+    a = rng.random(shape) < rng.uniform(0.01, 0.5)
+    if seed % 3 == 0:
+        a = ndimage.binary_opening(a)
+    b = ndimage.binary_dilation(rng.random(shape) < rng.uniform(0.002, 0.05), iterations=int(rng.integers(0, 3)))
+    for m in (a, b):  # an empty draw becomes a one-voxel mask
+        if not m.any():
+            m[tuple(int(rng.integers(n)) for n in shape)] = True
+    spacing = rng.uniform(0.2, 3.0, 3)
+    if seed % 4 == 0:  # ties in spacing decide which axis the search runs along
+        spacing[rng.integers(3)] = spacing[rng.integers(3)]
+    return a, b, spacing
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_hd95_and_directed_distances_equal_distance_transform_on_random_anisotropic_masks(seed: int) -> None:
+    a, b, spacing = _random_case(seed)
+    d_ab, d_ba = edt_directed(a, b, spacing)
+    assert np.array_equal(seg.directed_surface_distances(seg.surface(a), seg.surface(b), spacing), d_ab)
+    assert np.array_equal(seg.directed_surface_distances(seg.surface(b), seg.surface(a), spacing), d_ba)
+    assert seg.hd95(a, b, spacing) == edt_hd95(a, b, spacing)
+    assert seg.hd95(a, b, spacing) == pytest.approx(reference_hd95(a, b, spacing), rel=1e-12)
+
+
+@pytest.mark.parametrize("finest", range(3))
+def test_hd95_exact_whichever_axis_is_finest(finest: int) -> None:
+    a, b = _blobs(7, (18, 21, 16))
+    spacing = np.array([1.7, 1.3, 2.1])
+    spacing[finest] = 0.4
+    assert seg.hd95(a, b, spacing) == edt_hd95(a, b, spacing)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"_MAX_LINES": 1},  # every open query goes to a fallback at once
+        {"_MAX_LINES": 5, "_SEPARABLE_COST": 10**9},  # brute force
+        {"_MAX_LINES": 5, "_BRUTE_SPEEDUP": 10**-9},  # separable transform
+        {"_SEPARABLE_COST": 0},  # switch after the first line
+    ],
+)
+@pytest.mark.parametrize("seed", range(6))
+def test_fallbacks_are_exact(monkeypatch: pytest.MonkeyPatch, limits: dict[str, float], seed: int) -> None:
+    for name, value in limits.items():
+        monkeypatch.setattr(seg, name, value)
+    a, b, spacing = _random_case(seed)
+    d_ab, _ = edt_directed(a, b, spacing)
+    assert np.array_equal(seg.directed_surface_distances(seg.surface(a), seg.surface(b), spacing), d_ab)
+    assert seg.hd95(a, b, spacing) == edt_hd95(a, b, spacing)
+
+
+def test_far_apart_objects_and_a_stray_voxel_are_exact() -> None:
+    shape = (20, 90, 100)
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    a = (z - 10) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 < 36
+    b = (z - 9) ** 2 + (y - 70) ** 2 + (x - 80) ** 2 < 64
+    spacing = np.array([2.0, 0.8, 0.6])
+    assert seg.hd95(a, b, spacing) == edt_hd95(a, b, spacing)
+    c = b.copy()
+    c[0, 0, 0] = True  # one far outlier among many near voxels: above the 95th percentile
+    near = (z - 9) ** 2 + (y - 70) ** 2 + (x - 79) ** 2 < 64
+    assert seg.hd95(c, near, spacing) == edt_hd95(c, near, spacing)
+    assert seg.hd95(near, c, spacing) == edt_hd95(near, c, spacing)
+
+
+def test_one_voxel_masks() -> None:
+    a = np.zeros((5, 9, 11), bool)
+    b = np.zeros_like(a)
+    a[1, 2, 3] = True
+    b[4, 7, 1] = True
+    spacing = np.array([2.5, 0.9, 0.6])
+    expected = math.sqrt((3 * 2.5) ** 2 + (5 * 0.9) ** 2 + (2 * 0.6) ** 2)
+    assert seg.hd95(a, b, spacing) == pytest.approx(expected, rel=1e-15)
+    assert seg.hd95(a, b, spacing) == edt_hd95(a, b, spacing)
+    assert seg.score_masks(a, a, spacing) == seg.SegmentationScores(1.0, 1.0, 0.0)
+    r = seg.score_masks(a, b, spacing)
+    assert (r.dice, r.iou) == (0.0, 0.0)
+    blob = np.zeros_like(a)
+    blob[1:4, 3:8, 2:9] = True
+    blob[2, 5, 5] = False
+    assert seg.hd95(a, blob, spacing) == edt_hd95(a, blob, spacing)
+    assert seg.hd95(blob, a, spacing) == edt_hd95(blob, a, spacing)
+    empty = np.zeros_like(a)
+    assert math.isnan(seg.hd95(a, empty, spacing)) and math.isnan(seg.hd95(empty, a, spacing))
+    assert seg.hd95(empty, empty, spacing) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_score_masks_dice_matches_dice_iou_and_accepts_non_bool(seed: int) -> None:
+    a, b, _ = _random_case(seed)
+    a[..., : a.shape[-1] // 3] = False  # bounding boxes that only partly overlap
+    b[..., 2 * b.shape[-1] // 3 :] = False
+    a[0, 0, -1] = b[-1, -1, 0] = True  # neither mask empty
+    r = seg.score_masks(a.astype(np.uint8), b.astype(np.uint8) * 3, [1.5, 0.5, 0.7])
+    assert (r.dice, r.iou) == seg.dice_iou(a, b)
+    assert r.hd95 == seg.hd95(a, b, [1.5, 0.5, 0.7])
