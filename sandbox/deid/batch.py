@@ -14,7 +14,7 @@ import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -29,9 +29,14 @@ from lightbox.sandbox.deid.attributes import (
     text,
 )
 from lightbox.sandbox.deid.dicomio import (
+    _EXPLICIT_SHORT,
+    _L,
     DEFLATED_LE,
+    HEAD_BYTES,
     DicomError,
+    Element,
     ParsedFile,
+    encode_elements,
     encode_meta,
     parse_buffer,
     parse_fd,
@@ -100,10 +105,12 @@ def default_quarantine(dst_root: Path) -> Path:
 
 @dataclass(slots=True)
 class _Worker:
-    """Per-chunk scratch: folders already made, this process's id (both save a syscall per file)."""
+    """Per-process scratch: folders already made and this process's id (each saves a syscall
+    per file), and a reused buffer for the files' first bytes."""
 
     folders: set[str] = field(default_factory=set)
     pid: int = field(default_factory=os.getpid)
+    head: bytearray = field(default_factory=lambda: bytearray(HEAD_BYTES))
 
 
 def _write_atomic(
@@ -127,11 +134,11 @@ def _write_atomic(
         raise
 
 
-def _padding(parsed: ParsedFile, meta: bytes, pieces: list[Piece]) -> int:
+def _padding(parsed: ParsedFile, meta_length: int, pieces: list[Piece]) -> int:
     """Meta padding that puts the first bulk-data range at its source offset within a page."""
     if not parsed.spans_in_file:
         return 0
-    written = len(meta)
+    written = meta_length
     for piece in pieces:
         if isinstance(piece, tuple):
             return alignment_padding(written, piece[0], piece[1] - piece[0])
@@ -139,9 +146,9 @@ def _padding(parsed: ParsedFile, meta: bytes, pieces: list[Piece]) -> int:
     return 0
 
 
-def _rewrite_fd(fd: int, settings: Settings) -> tuple[ParsedFile, Rewritten]:
+def _rewrite_fd(fd: int, settings: Settings, scratch: bytearray | None = None) -> tuple[ParsedFile, Rewritten]:
     """Rewrite from the file's first bytes; re-read it whole when the header does not fit."""
-    parsed = parse_fd(fd, whole=False)
+    parsed = parse_fd(fd, whole=False, scratch=scratch)
     if len(parsed.buffer) < parsed.file_size:
         try:
             result = rewrite(parsed, parsed.start, settings, lambda offset, n: os.pread(fd, n, offset))
@@ -162,34 +169,70 @@ def _output_path(values: dict[int, bytes], identity: str, settings: Settings) ->
     return os.path.join(pseudo.patient_id(identity), study, pseudo.path_token("instance", sop) + ".dcm")
 
 
-def _new_meta(parsed: ParsedFile, result: Rewritten, settings: Settings, padding: int = 0) -> bytes:
-    """Encoded file meta for the rewritten data set (its SOP Instance UID mapped like the data set's)."""
+def _meta_uids(parsed: ParsedFile, result: Rewritten, settings: Settings) -> tuple[str, str]:
+    """(SOP Class UID, SOP Instance UID) for the new file meta, the instance mapped like the data set's."""
     sop = text(result.recorded.get(SOP_INSTANCE_UID))
     rule = settings.profile.rules.get(SOP_INSTANCE_UID)
     new_sop = settings.pseudonymizer.uid(sop) if rule is not None and rule.action == "U" else sop
     sop_class = text(result.recorded.get(SOP_CLASS_UID))
     if not sop_class:
         sop_class = next((text(e.value) for e in parsed.meta if e.tag == 0x00020002), "")
-    return encode_meta(file_meta(sop_class, new_sop, parsed.transfer_syntax, padding))
+    return sop_class, new_sop
 
 
-def process_file(src: Path, job: Job, worker: _Worker | None = None) -> FileOutcome:
+def _new_meta(parsed: ParsedFile, result: Rewritten, settings: Settings, padding: int = 0) -> bytes:
+    """Encoded file meta for the rewritten data set (its SOP Instance UID mapped like the data set's)."""
+    sop_class, sop = _meta_uids(parsed, result, settings)
+    return encode_meta(file_meta(sop_class, sop, parsed.transfer_syntax, padding))
+
+
+_PREAMBLE = b"\0" * 128 + b"DICM"
+
+
+@lru_cache(maxsize=256)
+def _meta_around(sop_class: str, transfer_syntax: str) -> tuple[bytes, bytes]:
+    """The meta elements before and after (0002,0003), encoded: the same for a whole series."""
+    elements = file_meta(sop_class, "", transfer_syntax)
+    return encode_elements(elements[:2], implicit=False), encode_elements(elements[3:], implicit=False)
+
+
+@lru_cache(maxsize=1024)
+def _meta_padding(padding: int) -> bytes:
+    return encode_elements(file_meta("", "", "", padding)[-2:], implicit=False)
+
+
+def _fast_meta(sop_class: str, sop: str, transfer_syntax: str, padding: int) -> bytes:
+    """``encode_meta(file_meta(...))`` built from cached parts (a test checks they agree)."""
+    before, after = _meta_around(sop_class, transfer_syntax)
+    body = before + encode_elements([Element(0x00020003, "UI", sop.encode())], implicit=False) + after
+    if padding:
+        body += _meta_padding(padding)
+    return _PREAMBLE + _EXPLICIT_SHORT.pack(0x0002, 0x0000, b"UL", 4) + _L.pack(len(body)) + body
+
+
+def _meta_for(parsed: ParsedFile, result: Rewritten, settings: Settings) -> bytes:
+    """The new file meta, padded (see :func:`alignment_padding`) when the file has bulk data."""
+    sop_class, sop = _meta_uids(parsed, result, settings)
+    meta = _fast_meta(sop_class, sop, parsed.transfer_syntax, 0)
+    padding = _padding(parsed, len(meta), result.pieces)
+    return _fast_meta(sop_class, sop, parsed.transfer_syntax, padding) if padding else meta
+
+
+def process_file(src: str | os.PathLike[str], job: Job, worker: _Worker | None = None) -> FileOutcome:
     """De-identify one file for ``job``; every failure becomes an outcome, never an exception."""
-    if src.name in SKIPPED_NAMES:
-        return FileOutcome(str(src), "skipped", reason="DICOMDIR is not copied")
+    source = src if isinstance(src, str) else str(src)
+    if os.path.basename(source) in SKIPPED_NAMES:
+        return FileOutcome(source, "skipped", reason="DICOMDIR is not copied")
     worker = worker or _Worker()
     settings = job.settings
     try:
-        fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            parsed, result = _rewrite_fd(fd, settings)
+            parsed, result = _rewrite_fd(fd, settings, worker.head)
             values = result.recorded
             relative = _output_path(values, result.identity, settings)
             reason = None if job.allow_burned_in else burned_in_reason(values)
-            meta = _new_meta(parsed, result, settings)
-            padding = _padding(parsed, meta, result.pieces)
-            if padding:
-                meta = _new_meta(parsed, result, settings, padding)
+            meta = _meta_for(parsed, result, settings)
             target = os.path.join(job.quarantine_root if reason else job.dst_root, relative)
             _write_atomic(target, parsed, meta, result.pieces, fd, worker)
         finally:
@@ -197,12 +240,12 @@ def process_file(src: Path, job: Job, worker: _Worker | None = None) -> FileOutc
         if reason:
             reason_file = Path(target[: -len(".dcm")] + REASON_SUFFIX)
             reason_file.write_text(f"quarantined: {reason}\n", encoding="utf-8")
-            return FileOutcome(str(src), "quarantined", target, reason)
-        return FileOutcome(str(src), "written", target)
+            return FileOutcome(source, "quarantined", target, reason)
+        return FileOutcome(source, "written", target)
     except DicomError as exc:
-        return FileOutcome(str(src), "error", reason=str(exc))
+        return FileOutcome(source, "error", reason=str(exc))
     except (OSError, ValueError, UnicodeError) as exc:
-        return FileOutcome(str(src), "error", reason=f"{type(exc).__name__}: {exc}")
+        return FileOutcome(source, "error", reason=f"{type(exc).__name__}: {exc}")
 
 
 def deidentify_bytes(data: bytes, settings: Settings) -> bytes:
@@ -235,21 +278,74 @@ def deidentify_file(
     return process_file(Path(src), job)
 
 
-def iter_files(root: Path) -> list[Path]:
-    """Regular files under ``root`` (or ``root`` itself), sorted, symlinked folders not followed."""
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+def walk_files(root: str | os.PathLike[str]) -> list[str]:
+    """:func:`iter_files` as strings (no Path per file), spelled as ``str(Path(...))`` would."""
+    top = str(Path(root))
+    if os.path.isfile(top):
+        return [top]
+    found: list[str] = []
+    join = os.path.join
+    for dirpath, dirnames, filenames in os.walk(top):
         dirnames.sort()
-        found.extend(Path(dirpath, name) for name in sorted(filenames))
+        found.extend([join(dirpath, name) for name in sorted(filenames)])
     return found
 
 
-def _run_chunk(job: Job, chunk: list[Path]) -> list[FileOutcome]:
-    worker = _Worker()
-    return [process_file(path, job, worker) for path in chunk]
+def iter_files(root: Path) -> list[Path]:
+    """Regular files under ``root`` (or ``root`` itself), sorted, symlinked folders not followed."""
+    return [Path(p) for p in walk_files(root)]
+
+
+# What a chunk of files came to: files, written, skipped, and the outcome of every other file.
+ChunkResult = tuple[int, int, int, list[FileOutcome]]
+
+
+def _deid_chunk(job: Job, worker: _Worker, chunk: list[str]) -> ChunkResult:
+    written = skipped = 0
+    refused: list[FileOutcome] = []
+    for path in chunk:
+        outcome = process_file(path, job, worker)
+        if outcome.status == "written":
+            written += 1
+        elif outcome.status == "skipped":
+            skipped += 1
+        else:
+            refused.append(outcome)
+    return len(chunk), written, skipped, refused
+
+
+# A pool worker's job and scratch, set once per process by the pool's initialiser, so
+# tasks carry only file names (and each worker keeps its folder and pseudonym caches).
+_POOL_STATE: tuple[Job, _Worker] | None = None
+
+
+def _init_pool_worker(job: Job) -> None:
+    global _POOL_STATE
+    _POOL_STATE = (job, _Worker())
+
+
+def _pool_chunk(chunk: list[str]) -> ChunkResult:
+    assert _POOL_STATE is not None
+    return _deid_chunk(*_POOL_STATE, chunk)
+
+
+def _deid_parallel(job: Job, paths: list[str], jobs: int) -> Iterator[ChunkResult]:
+    if jobs <= 1 or len(paths) < 8:
+        worker = _Worker()
+        for i in range(0, len(paths), 32):
+            yield _deid_chunk(job, worker, paths[i : i + 32])
+        return
+    # Chunks of up to 32 files: few enough tasks that dispatch costs little, small enough
+    # that the workers finish together and the progress bar moves.
+    size = max(1, min(32, len(paths) // (jobs * 16)))
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+    with _pool(min(jobs, len(chunks)), _init_pool_worker, (job,)) as pool:
+        yield from pool.imap_unordered(_pool_chunk, chunks)
+
+
+def _pool(processes: int, initializer: Callable[..., None] | None = None, initargs: tuple[object, ...] = ()):  # type: ignore[no-untyped-def]
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    return context.Pool(processes, initializer, initargs)
 
 
 def available_cores() -> int:
@@ -268,8 +364,7 @@ def run_parallel(func: Callable[[list[Path]], T], paths: list[Path], jobs: int) 
         return
     size = max(1, min(16, len(paths) // (jobs * 8)))  # small chunks: workers finish together
     chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with context.Pool(min(jobs, len(chunks))) as pool:
+    with _pool(min(jobs, len(chunks))) as pool:
         yield from pool.imap_unordered(func, chunks)
 
 
@@ -309,21 +404,18 @@ def deidentify_tree(
     job = Job(
         make_settings(key, options, safe_private), dst, quarantine_root or default_quarantine(dst), allow_burned_in
     )
-    paths = iter_files(Path(src))
+    paths = walk_files(src)
     summary = DeidSummary(files=len(paths))
     with _progress_bar(len(paths), progress) as bar:
-        for outcomes in run_parallel(partial(_run_chunk, job), paths, jobs or available_cores()):
-            for outcome in outcomes:
-                if outcome.status == "written":
-                    summary.written += 1
-                elif outcome.status == "skipped":
-                    summary.skipped += 1
+        for count, written, skipped, refused in _deid_parallel(job, paths, jobs or available_cores()):
+            summary.written += written
+            summary.skipped += skipped
+            for outcome in refused:
+                summary.refused.append((outcome.source, outcome.reason or outcome.status))
+                if outcome.status == "quarantined":
+                    summary.quarantined += 1
                 else:
-                    summary.refused.append((outcome.source, outcome.reason or outcome.status))
-                    if outcome.status == "quarantined":
-                        summary.quarantined += 1
-                    else:
-                        summary.errors += 1
-            bar.update(len(outcomes))
+                    summary.errors += 1
+            bar.update(count)
     summary.refused.sort()
     return summary

@@ -95,7 +95,7 @@ class ParsedFile:
     meta: list[Element]
     elements: list[Element]  # empty when parsed with ``elements=False``
     transfer_syntax: str
-    buffer: bytes | mmap.mmap
+    buffer: bytes | bytearray | mmap.mmap
     start: int  # offset of the data set in ``buffer``
     file_size: int  # ``buffer`` may hold only the first bytes of the file
     # True when ``buffer`` is the file itself, so spans can be copied by the kernel.
@@ -257,12 +257,24 @@ def parse_file(path: Path, elements: bool = True) -> ParsedFile:
         os.close(fd)
 
 
-def parse_fd(fd: int, *, whole: bool, elements: bool = False) -> ParsedFile:
-    """Parse an open file: its first HEAD_BYTES only, or (``whole``) all of it, memory-mapped."""
+def parse_fd(fd: int, *, whole: bool, elements: bool = False, scratch: bytearray | None = None) -> ParsedFile:
+    """Parse an open file: its first HEAD_BYTES only, or (``whole``) all of it, memory-mapped.
+
+    ``scratch`` (HEAD_BYTES long) is reused for the head of a large file instead of a new
+    buffer: a fresh 32 KiB allocation costs several times what reading into warm memory
+    does. The result then refers to ``scratch``, so it is valid until the next call.
+    """
     size = os.fstat(fd).st_size
     if size < 12:
         raise DicomError("empty or too short to be DICOM")
-    buf: bytes | mmap.mmap = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if whole else os.pread(fd, HEAD_BYTES, 0)
+    buf: bytes | bytearray | mmap.mmap
+    if whole:
+        buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    elif scratch is not None and size >= len(scratch) == HEAD_BYTES:
+        n = os.preadv(fd, [scratch], 0)
+        buf = scratch if n == HEAD_BYTES else bytes(scratch[:n])
+    else:
+        buf = os.pread(fd, HEAD_BYTES, 0)
     parsed = parse_buffer(buf, size, elements and whole)
     if parsed.transfer_syntax == DEFLATED_LE and not whole and len(buf) < size:
         return parse_fd(fd, whole=True, elements=elements)

@@ -53,6 +53,7 @@ class Pseudonymizer:
     # Study, series and frame-of-reference UIDs repeat in every slice of a series, so
     # digests are memoised (per instance, so per worker process; bounded).
     _memo: dict[tuple[str, bytes | str], bytes] = field(default_factory=dict, compare=False, repr=False)
+    _uids: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def digest(self, purpose: str, value: bytes | str) -> bytes:
         memo_key = (purpose, value)
@@ -67,7 +68,13 @@ class Pseudonymizer:
 
     def uid(self, uid: str) -> str:
         """A ``2.25.`` UID (at most 44 characters) standing for ``uid``."""
-        return UID_ROOT + str(int.from_bytes(self.digest("uid", uid)[:16], "big"))
+        found = self._uids.get(uid)
+        if found is None:
+            found = UID_ROOT + str(int.from_bytes(self.digest("uid", uid)[:16], "big"))
+            if len(self._uids) >= MEMO_LIMIT:
+                self._uids.clear()
+            self._uids[uid] = found
+        return found
 
     def patient_id(self, identity: str) -> str:
         return PATIENT_PREFIX + base64.b32encode(self.digest("patient", identity)[:10]).decode()

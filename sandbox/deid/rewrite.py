@@ -78,6 +78,23 @@ _SEQUENCE_END = _HHL.pack(0xFFFE, 0xE0DD, 0)
 
 # Top-level values the caller needs (naming, burned-in check), read in passing.
 RECORDED = frozenset({SOP_INSTANCE_UID, STUDY_INSTANCE_UID, SOP_CLASS_UID, MODALITY, BURNED_IN_ANNOTATION})
+
+# For the fast path of the element walk: short VRs that need no decision beyond the tag
+# (text VRs are excluded while cleaning), and groups that can hold ordinary attributes
+# (even, not overlay/curve repeating groups, not the item tags' FFFE).
+_SHORT_B = _KNOWN_B - _LONG_B
+def _plain_groups() -> bytes:
+    flags = bytearray(b"\1\0" * 0x8000)  # even groups
+    flags[0x5000:0x601F] = bytes(0x601F - 0x5000)
+    flags[0xFFFE] = 0
+    return bytes(flags)
+
+
+_PLAIN_GROUP = _plain_groups()
+_NO_TAG = 1 << 32
+_ENCODED_LIMIT = 1 << 16
+# Codes of the per-tag lookup that send an attribute to the full path whatever its action.
+_RECORD, _INSERT, _PSEUDONYM, _BULK = "record", "insert", "pseudonym", "bulk"
 IDENTITY_TAGS = (PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE)
 
 Piece = bytearray | tuple[int, int]
@@ -224,6 +241,7 @@ class _Rewriter:
         self.file_size = parsed.file_size
         self.offset = 0  # file offset of ``buf`` (non-zero while rewriting a tail read separately)
         self.inserts = _inserts(settings.profile.options)
+        self.special_top, self.special_nested = _special_tags(settings.profile.options)
         self.encoded = settings.encoded
         # Cleaning removes the file's own identifying words from retained text. Those words are
         # collected from removed values during this same pass, so cleaned values are written
@@ -294,6 +312,39 @@ class _Rewriter:
             return owner is not None and safe.allows(owner, group, elem)
         return False
 
+    def skip_private(self, pos: int, vpos: int, length: int, raw_vr: bytes, end: int, implicit: bool) -> int:
+        """Drop the run of private attributes starting at ``pos``; returns where it ends.
+
+        Private blocks come in long runs, so this is a minimal loop of its own.
+        """
+        buf = self.buf
+        run_from = pos
+        unpack, unpack_long, long_vrs = _EXPLICIT_SHORT.unpack_from, _L.unpack_from, _LONG_B
+        while True:
+            if length != UNDEFINED:
+                pos = vpos + length
+            else:
+                pos = skip_sequence(buf, vpos, end, implicit or raw_vr == b"UN")
+            if pos + 8 > end:
+                break
+            if implicit:
+                group, elem, length = _HHL.unpack_from(buf, pos)
+                vpos = pos + 8
+            else:
+                group, elem, raw_vr, length = unpack(buf, pos)
+                if raw_vr in long_vrs:
+                    length = unpack_long(buf, pos + 8)[0]
+                    vpos = pos + 12
+                else:
+                    vpos = pos + 8
+            if not group & 1 or group == 0xFFFF:
+                break
+        if pos > end:
+            raise DicomError("private attribute runs past the end of the data")
+        if self.collect:
+            self.gather_range(run_from, pos, implicit)
+        return pos
+
     def items(self, pos: int, length: int, limit: int, in_clean: bool, implicit: bool) -> int:
         end = limit if length == UNDEFINED else pos + length
         if end > limit:
@@ -330,13 +381,91 @@ class _Rewriter:
         keep_private = self.keep_safe_private
         inserts: list[tuple[int, bytes]] = list(self.inserts[implicit]) if top and insert else []
         insert_tags = {tag for tag, _ in inserts}
+        next_insert = inserts[0][0] if inserts else _NO_TAG
         creators: dict[tuple[int, int], str] = {}
+        # Fast path (explicit VR): an element whose VR is short and plain, whose group is an
+        # ordinary even group and whose tag is in no table is kept as it is. Everything
+        # else (listed tags, sequences, UN, private, overlay/curve groups, group lengths,
+        # text while cleaning) takes the full path below.
+        # The common cases of explicit VR data with a short VR are settled right after the
+        # element header is read, by one lookup of the tag: unlisted or K (kept, extending
+        # the run of unchanged bytes), X (dropped), Z/D (a cached encoded replacement), U on
+        # a UI (a cached mapping), and private runs (dropped). Everything else (sequences,
+        # long VRs, overlay/curve groups, group lengths, cleaning, the values this module
+        # records or inserts) takes the full path below, which also fills the caches.
+        special = self.special_top if top else self.special_nested
+        texts = _TEXT_B if in_clean else frozenset()
+        collect = self.collect
+        encoded_cache = self.encoded
+        unpack = _EXPLICIT_SHORT.unpack_from
         run = -1  # start of the pending run of unchanged elements
         while pos < end:
             if pos + 8 > end:
                 if top and not any(buf[pos:end]):
                     break
                 raise DicomError("truncated element header")
+            if not implicit:
+                group, elem, raw_vr, length = unpack(buf, pos)
+                tag = group << 16 | elem
+                if raw_vr in _SHORT_B and elem and tag < next_insert:
+                    if _PLAIN_GROUP[group]:
+                        code = special.get(tag)
+                        if code is None or code == "K":
+                            if code is None and raw_vr in texts:
+                                pass  # unlisted text inside a cleaned sequence: full path
+                            else:
+                                if run < 0:
+                                    run = pos
+                                pos += 8 + length
+                                if pos > end:
+                                    raise DicomError(f"{tag_text(tag)} runs past the end of the data")
+                                continue
+                        elif code == "X":
+                            if not collect:
+                                vend = pos + 8 + length
+                                if vend > end:
+                                    raise DicomError(f"{tag_text(tag)} runs past the end of the data")
+                                if run >= 0:
+                                    self.out += view[run:pos]
+                                    run = -1
+                                pos = vend
+                                continue
+                        elif code == "Z" or code == "D":
+                            if not collect and raw_vr != b"UI":
+                                encoded = encoded_cache.get((tag, raw_vr, False, code))
+                                vend = pos + 8 + length
+                                if encoded is not None and vend <= end:
+                                    if run >= 0:
+                                        self.out += view[run:pos]
+                                        run = -1
+                                    self.out += encoded
+                                    pos = vend
+                                    continue
+                        elif code == "U" and raw_vr == b"UI":
+                            vend = pos + 8 + length
+                            if vend > end:
+                                raise DicomError(f"{tag_text(tag)} runs past the end of the data")
+                            value = bytes(view[pos + 8 : vend])
+                            key = (tag, value, False, "U")
+                            encoded = encoded_cache.get(key)
+                            if encoded is None:
+                                new = map_uids(value, self.pseudo.uid) if value.strip(b" \0") else b""
+                                encoded = _element(tag, "UI", new, False)
+                                if len(encoded_cache) >= _ENCODED_LIMIT:
+                                    encoded_cache.clear()
+                                encoded_cache[key] = encoded
+                            if run >= 0:
+                                self.out += view[run:pos]
+                                run = -1
+                            self.out += encoded
+                            pos = vend
+                            continue
+                    elif group & 1 and not keep_private and group != 0xFFFF:
+                        if run >= 0:
+                            self.out += view[run:pos]
+                            run = -1
+                        pos = self.skip_private(pos, pos + 8, length, raw_vr, end, False)
+                        continue
             if implicit:
                 group, elem, length = _HHL.unpack_from(buf, pos)
                 tag = group << 16 | elem
@@ -368,6 +497,7 @@ class _Rewriter:
                     self.out += view[run:pos]
                     run = -1
                 self.out += inserts.pop(0)[1]
+                next_insert = inserts[0][0] if inserts else _NO_TAG
             if tag in BULK_TAGS:
                 stop = _skip_encapsulated(buf, vpos, end) if length == UNDEFINED else vpos + length
                 if stop > (self.file_size - self.offset if top else end):
@@ -393,30 +523,7 @@ class _Rewriter:
                 if run >= 0:
                     self.out += view[run:pos]
                     run = -1
-                run_from = pos
-                while True:
-                    if length != UNDEFINED:
-                        pos = vpos + length
-                    else:
-                        pos = skip_sequence(buf, vpos, end, implicit or raw_vr == b"UN")
-                    if pos + 8 > end:
-                        break
-                    if implicit:
-                        group, elem, length = _HHL.unpack_from(buf, pos)
-                        vpos = pos + 8
-                    else:
-                        group, elem, raw_vr, length = _EXPLICIT_SHORT.unpack_from(buf, pos)
-                        if raw_vr in _LONG_B:
-                            length = _L.unpack_from(buf, pos + 8)[0]
-                            vpos = pos + 12
-                        else:
-                            vpos = pos + 8
-                    if not group & 1 or group == 0xFFFF:
-                        break
-                if pos > end:
-                    raise DicomError("private attribute runs past the end of the data")
-                if self.collect:
-                    self.gather_range(run_from, pos, implicit)
+                pos = self.skip_private(pos, vpos, length, raw_vr, end, implicit)
                 continue
             rule = rules.get(tag)
             if (
@@ -535,6 +642,18 @@ class _Rewriter:
 
 
 @lru_cache(maxsize=64)
+def _special_tags(options: frozenset[str]) -> tuple[dict[int, str], dict[int, str]]:
+    """Per-tag codes for the fast path: (top level, nested). Unlisted tags are kept."""
+    nested = {tag: rule.action for tag, rule in compile_profile(options).rules.items()}
+    nested.update(dict.fromkeys(PSEUDONYM_TAGS, _PSEUDONYM))
+    nested.update(dict.fromkeys(BULK_TAGS, _BULK))
+    top = dict(nested)
+    top.update(dict.fromkeys(RECORDED, _RECORD))
+    top.update(dict.fromkeys((tag for tag, _ in _inserts(options)[False]), _INSERT))
+    return top, nested
+
+
+@lru_cache(maxsize=64)
 def _inserts(options: frozenset[str]) -> dict[bool, tuple[tuple[int, bytes], ...]]:
     """The profile's own attributes, encoded both ways (implicit, explicit)."""
     added = method_elements(compile_profile(options))
@@ -557,5 +676,20 @@ def rewrite(
     if read_at is not None and size <= end < parsed.file_size and parsed.file_size - end <= TAIL_LIMIT:
         tail = read_at(end, parsed.file_size - end)
         rewriter.buf, rewriter.view, rewriter.offset = tail, memoryview(tail), end
-        end += rewriter.dataset(0, len(tail), True, False, False, parsed.implicit, insert=False)
+        pieces = rewriter.pieces
+        count = len(pieces)
+        consumed = rewriter.dataset(0, len(tail), True, False, False, parsed.implicit, insert=False)
+        last = pieces[-1] if pieces else None
+        if (
+            consumed == len(tail)
+            and len(pieces) == count
+            and isinstance(last, tuple)
+            and last[1] == end
+            and rewriter.out == tail
+        ):
+            # The tail came through unchanged (e.g. trailing padding): one range copies
+            # pixels and tail together, which saves the writer a system call.
+            pieces[-1] = (last[0], end + consumed)
+            rewriter.out = bytearray()
+        end += consumed
     return Rewritten(rewriter.finish(), identity, end, rewriter.recorded)

@@ -438,3 +438,55 @@ def test_verify_accepts_dummies_written_under_un(tmp_path: Path) -> None:
     deidentify_tree(src, tmp_path / "out", key=KEY, jobs=1)
     assert verify_tree(tmp_path / "out", jobs=1).ok
     assert {"ContentDate", "ProtocolName"} <= {v.keyword for v in verify_tree(src, jobs=1).violations}
+
+
+def test_cached_meta_encoding_matches_the_element_encoder() -> None:
+    from lightbox.sandbox.deid.attributes import file_meta
+    from lightbox.sandbox.deid.dicomio import encode_meta
+
+    for sop_class, sop, ts in [
+        ("1.2.840.10008.5.1.4.1.1.2", "2.25.1234", "1.2.840.10008.1.2.1"),
+        ("1.2.840.10008.5.1.4.1.1.4", "2.25.12345", "1.2.840.10008.1.2"),
+        ("", "1.2.3", "1.2.840.10008.1.2.4.90"),
+    ]:
+        for padding in (0, 2, 1000, 4054):
+            assert batch._fast_meta(sop_class, sop, ts, padding) == encode_meta(file_meta(sop_class, sop, ts, padding))
+
+
+def test_fast_path_writes_what_the_full_path_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The element walk settles common attributes by a tag lookup; with that switched off
+    (every element through the full decision) the output must be byte for byte the same."""
+    from lightbox.sandbox.deid import rewrite
+
+    names = ["CT_small.dcm", "MR_small_implicit.dcm", "JPEG2000.dcm", "image_dfl.dcm", "rtplan.dcm", "reportsi.dcm"]
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in names:
+        shutil.copy(get_testdata_file(name), src / name)
+    ds = ct(
+        SOPInstanceUID="1.2.3.4.77",
+        StudyDescription="Chest CT for Doe",
+        PatientName="Doe^Jane",
+        InstitutionName="St Elsewhere",
+    )
+    ds.ReferencedImageSequence = Sequence([Dataset()])
+    ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.3.4.5"
+    ds.ReferencedImageSequence[0].StationName = "CT01"
+    write(ds, src / "extra.dcm")
+    option_sets = [(), ("cleanDescriptors", "retainUIDs"), ("retainInstitutionIdentity", "cleanStructuredContent")]
+
+    def outputs(out: Path, options: tuple[str, ...]) -> dict[str, bytes]:
+        # Two passes over the files with one set of settings, so the caches are warm for the second.
+        for _ in range(2):
+            summary = deidentify_tree(src, out, key=KEY, options=options, jobs=1, allow_burned_in=True)
+            assert summary.ok, summary.refused
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.dcm"))}
+
+    for i, options in enumerate(option_sets):
+        fast = outputs(tmp_path / f"fast{i}", options)
+        monkeypatch.setattr(rewrite, "_SHORT_B", frozenset())
+        full = outputs(tmp_path / f"full{i}", options)
+        monkeypatch.undo()
+        assert fast.keys() == full.keys() and len(fast) == len(names) + 1
+        for name in fast:
+            assert fast[name] == full[name], name
