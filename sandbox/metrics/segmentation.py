@@ -34,6 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 
 _FIRST_BOUND = 4
 _MAX_LINES = 4096  # parallel lines visited per query before the fallback takes over
+_TABLE_GAP = 15  # gaps along a line held in the byte table (at most 254)
 _BRUTE_PAIRS = 1 << 20  # query-target pairs per brute-force chunk
 # Rough costs of the fallbacks in units of one query-line visit (for choosing, not results):
 _BRUTE_SPEEDUP = 3  # one brute-force query-target pair is about a third of a visit
@@ -204,6 +205,11 @@ def _nearest_sq(
 
     At least ``need`` entries are exact; the others are NaN and their true values are all
     >= the returned bound, which is >= every exact entry.
+
+    Lines run along axis ``a`` (the finest spacing). For each query, parallel lines are visited
+    in increasing in-plane distance; on each, the gap to the nearest target comes first from a
+    table of gaps up to ``_TABLE_GAP`` voxels (one byte per voxel of the box), then, for queries
+    still open once that limit binds, from a binary search over all target keys.
     """
     n = len(q)
     out = np.full(n, np.nan)
@@ -220,19 +226,6 @@ def _nearest_sq(
     a = max(range(3), key=lambda ax: (-spacing[ax], ax))
     b, c = (ax for ax in range(3) if ax != a)
     na, nb, nc = (int(shape[ax]) for ax in (a, b, c))
-    width, stride = 2 * na, 3 * nc  # keys on different lines differ by more than na
-
-    def keys(p: NDArray[np.intp]) -> NDArray[np.int64]:
-        return ((p[:, b].astype(np.int64) + nb) * stride + (p[:, c] + nc)) * width + p[:, a]
-
-    tk = np.sort(keys(t))
-    # The nearest target key to x is tk[searchsorted(mid, x)], mid holding floor midpoints.
-    mid = (tk[:-1] + tk[1:]) // 2
-    qk = keys(q)
-    order = np.argsort(qk, kind="stable")
-    qk = qk[order]
-    along = (np.arange(na + 1) * spacing[a]) ** 2
-    along[na] = np.inf  # gap na or more: no target on that line
 
     # In-plane offsets (parallel lines) in increasing order of in-plane distance.
     radius = math.sqrt(_MAX_LINES * spacing[b] * spacing[c] / math.pi)
@@ -246,44 +239,104 @@ def _nearest_sq(
         db, dc, xb, xc, plane = db[keep], dc[keep], xb[keep], xc[keep], plane[keep]
     by_cost = np.argsort(plane, kind="stable")
     db, dc, xb, xc, plane = db[by_cost], dc[by_cost], xb[by_cost], xc[by_cost], plane[by_cost]
-    shift = (db.astype(np.int64) * stride + dc) * width
     # Every target on a line not yet visited is at least this far (squared):
     next_plane = np.r_[plane[1:], np.inf if whole else radius * radius]
+    along = (np.arange(max(na, 256) + 1) * spacing[a]) ** 2
 
+    # Queries in the order of their lines (b, c), then along a: memory access stays local.
+    order = np.lexsort((q[:, a], q[:, c], q[:, b]))
+    q = q[order]
     pend = np.arange(n)
-    pk = qk
     best = np.full(n, np.inf)
     final = 0
-    bound = 0.0
     # Work is counted in query-line visits. Once the visits so far exceed what finishing the
     # open queries another way is estimated to cost, do that instead (at most twice the best).
     separable_cost = _SEPARABLE_COST * int(np.prod(shape))
     work = 0
-    for s in range(len(shift)):
-        if work > min(separable_cost, pend.size * len(t) // _BRUTE_SPEEDUP):
-            break
-        work += pend.size
-        moved = pk + shift[s]
-        gap = tk[np.searchsorted(mid, moved)]
-        gap -= moved
-        np.abs(gap, out=gap)
-        total = _ordered_sum({a: along.take(gap, mode="clip"), b: xb[s], c: xc[s]})
-        np.minimum(best, total, out=best)
-        bound = float(next_plane[s])
+
+    def too_long() -> bool:
+        return work > min(separable_cost, pend.size * len(t) // _BRUTE_SPEEDUP)
+
+    def settle(bound: float) -> bool:
+        """Record the queries whose best is final; True once enough are."""
+        nonlocal pend, best, final, cols
         ok = best <= bound
         if ok.any():
             out[order[pend[ok]]] = best[ok]
             final += int(np.count_nonzero(ok))
             keep = ~ok
-            pend, pk, best = pend[keep], pk[keep], best[keep]
-        if final >= need or pend.size == 0:
+            pend, best, cols = pend[keep], best[keep], cols[keep]
+        return final >= need or pend.size == 0
+
+    # Phase 1: a byte per voxel holds the gap to the nearest target on its line, up to g_max
+    # (255: none that close). Lines are padded so that visited neighbours stay inside.
+    g_max = _TABLE_GAP
+    cap = float((g_max + 1) * spacing[a]) ** 2  # a gap beyond g_max costs at least this
+    pb, pc = int(math.sqrt(cap) / spacing[b]) + 1, int(math.sqrt(cap) / spacing[c]) + 1
+    wa, wc = na + g_max, nc + 2 * pc
+
+    def flat(p: NDArray[np.intp]) -> NDArray[np.intp]:
+        return g_max + ((p[:, b] + pb) * wc + (p[:, c] + pc)) * wa + p[:, a]
+
+    table = np.full(g_max + (nb + 2 * pb) * wc * wa, 255, np.uint8)
+    tf = flat(t)
+    for d in range(g_max, 0, -1):
+        table[tf + d] = d
+        table[tf - d] = d
+    table[tf] = 0
+    near = along[:256].copy()
+    near[g_max + 1 :] = np.inf
+    cols = flat(q)
+    shift = (db * wc + dc) * wa
+    bound = 0.0
+    for s in range(len(shift)):
+        if plane[s] >= cap:
+            break
+        if too_long():
+            break
+        work += pend.size // 4
+        gap = table[cols + shift[s]]
+        total = _ordered_sum({a: near.take(gap), b: xb[s], c: xc[s]})
+        np.minimum(best, total, out=best)
+        bound = min(float(next_plane[s]), cap)
+        if settle(bound):
             return out, bound
+    del table
+
+    # Phase 2 (objects farther apart): the same walk from the first line, with exact gaps from
+    # a binary search over sorted target keys. Keys on different lines differ by more than na.
+    if not too_long():
+        width, stride = 2 * na, 3 * nc
+
+        def keys(p: NDArray[np.intp]) -> NDArray[np.int64]:
+            return ((p[:, b].astype(np.int64) + nb) * stride + (p[:, c] + nc)) * width + p[:, a]
+
+        tk = np.sort(keys(t))
+        mid = (tk[:-1] + tk[1:]) // 2  # the nearest key to x is tk[searchsorted(mid, x)]
+        cols = keys(q[pend])
+        shift = (db.astype(np.int64) * stride + dc) * width
+        along[na:] = np.inf  # a gap of na or more: no target on that line
+        for s in range(len(shift)):
+            if too_long():
+                break
+            work += pend.size
+            moved = cols + shift[s]
+            gap = tk[np.searchsorted(mid, moved)]
+            gap -= moved
+            np.abs(gap, out=gap)
+            total = _ordered_sum({a: along.take(gap, mode="clip"), b: xb[s], c: xc[s]})
+            np.minimum(best, total, out=best)
+            bound = float(next_plane[s])
+            if settle(bound):
+                return out, bound
+
     # Objects far apart: finish the open queries another way.
     rest = order[pend]
+    qr = q[pend]
     if len(rest) * len(t) // _BRUTE_SPEEDUP <= separable_cost:
-        out[rest] = _brute_force_sq(q[rest], t, spacing)
+        out[rest] = _brute_force_sq(qr, t, spacing)
     else:
-        out[rest] = _separable_sq(q[rest], t, spacing)
+        out[rest] = _separable_sq(qr, t, spacing)
     return out, math.inf
 
 

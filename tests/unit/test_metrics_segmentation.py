@@ -145,10 +145,12 @@ def test_hd95_exact_whichever_axis_is_finest(finest: int) -> None:
         {"_MAX_LINES": 5, "_SEPARABLE_COST": 10**9},  # brute force
         {"_MAX_LINES": 5, "_BRUTE_SPEEDUP": 10**-9},  # separable transform
         {"_SEPARABLE_COST": 0},  # switch after the first line
+        {"_TABLE_GAP": 0},  # the gap table only knows hits; binary search does the rest
+        {"_TABLE_GAP": 2, "_MAX_LINES": 30},
     ],
 )
 @pytest.mark.parametrize("seed", range(6))
-def test_fallbacks_are_exact(monkeypatch: pytest.MonkeyPatch, limits: dict[str, float], seed: int) -> None:
+def test_search_phases_and_fallbacks_are_exact(monkeypatch: pytest.MonkeyPatch, limits: dict[str, float], seed: int) -> None:
     for name, value in limits.items():
         monkeypatch.setattr(seg, name, value)
     a, b, spacing = _random_case(seed)
