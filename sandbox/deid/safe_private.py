@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 SAFELIST_FILE = "safe_private_attributes.json"
@@ -40,4 +39,4 @@ class SafePrivateList:
         """The packaged list, or ``path`` (same JSON shape) instead of it."""
         if path is not None:
             return cls.from_json(Path(path).read_text(encoding="utf-8"))
-        return cls.from_json(resources.files(__package__).joinpath(SAFELIST_FILE).read_text(encoding="utf-8"))
+        return cls.from_json(Path(__file__).with_name(SAFELIST_FILE).read_text(encoding="utf-8"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
 
 TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
 DATE_VRS = frozenset({"DA", "DT"})
@@ -67,6 +66,8 @@ def map_uids(value: bytes, mapper: Callable[[str], str]) -> bytes:
 
 def _shift_date(text: str, days: int) -> str:
     """Shift a DA (or the date part of a DT); partial dates keep their precision."""
+    from datetime import date, timedelta  # only date shifting needs it: not imported at start-up
+
     digits = text[:8]
     if not digits.isdigit() or len(digits) not in (4, 6, 8):
         return ""

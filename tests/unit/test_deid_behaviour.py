@@ -490,3 +490,19 @@ def test_fast_path_writes_what_the_full_path_writes(tmp_path: Path, monkeypatch:
         assert fast.keys() == full.keys() and len(fast) == len(names) + 1
         for name in fast:
             assert fast[name] == full[name], name
+
+
+def test_parallel_run_reports_what_a_serial_run_reports(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    for i in range(40):
+        write(ct(SOPInstanceUID=f"1.2.3.8.{i}", InstanceNumber=i), src / f"{i:02d}.dcm")
+    for i in range(5):
+        (src / f"bad{i}.dcm").write_bytes(b"not dicom at all" * i)
+    (src / "DICOMDIR").write_bytes(b"skipped")
+    serial = deidentify_tree(src, tmp_path / "serial", key=KEY, jobs=1)
+    parallel = deidentify_tree(src, tmp_path / "parallel", key=KEY, jobs=3)
+    assert (serial.files, serial.written, serial.errors, serial.skipped) == (46, 40, 5, 1)
+    assert parallel == serial
+    assert (
+        verify_tree(tmp_path / "serial", jobs=1).content_hash == verify_tree(tmp_path / "parallel", jobs=1).content_hash
+    )
