@@ -218,10 +218,10 @@ def _nearest_sq(
     if len(t) == 0:
         out[:] = np.inf
         return out, math.inf
-    both = np.vstack([q, t])
-    lo = both.min(axis=0)
+    lo = np.array([min(q[:, ax].min(), t[:, ax].min()) for ax in range(3)])
+    hi = np.array([max(q[:, ax].max(), t[:, ax].max()) for ax in range(3)])
     q, t = q - lo, t - lo
-    shape = both.max(axis=0) - lo + 1
+    shape = hi - lo + 1
     # Lines run along the axis with the finest spacing (the last one among equals).
     a = max(range(3), key=lambda ax: (-spacing[ax], ax))
     b, c = (ax for ax in range(3) if ax != a)
@@ -244,7 +244,7 @@ def _nearest_sq(
     along = (np.arange(max(na, 256) + 1) * spacing[a]) ** 2
 
     # Queries in the order of their lines (b, c), then along a: memory access stays local.
-    order = np.lexsort((q[:, a], q[:, c], q[:, b]))
+    order = np.argsort((q[:, b].astype(np.int64) * nc + q[:, c]) * na + q[:, a], kind="stable")
     q = q[order]
     pend = np.arange(n)
     best = np.full(n, np.inf)
@@ -295,9 +295,8 @@ def _nearest_sq(
         if too_long():
             break
         work += pend.size // 4
-        gap = table[cols + shift[s]]
-        total = _ordered_sum({a: near.take(gap), b: xb[s], c: xc[s]})
-        np.minimum(best, total, out=best)
+        lut = _ordered_sum({a: near, b: xb[s], c: xc[s]})  # squared distance for each gap
+        np.minimum(best, lut.take(table[cols + shift[s]]), out=best)
         bound = min(float(next_plane[s]), cap)
         if settle(bound):
             return out, bound
