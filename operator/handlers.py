@@ -88,11 +88,15 @@ def validation_event(
         runtime.unsynced = {(ns, n) for ns, store in validation_names.items() for n in store}
         for ns, store in validation_names.items():
             runtime.validations.setdefault(ns, set()).update(store)
+            runtime.unreconciled.setdefault(ns, set()).update(store)
     if event.get("type") == "DELETED":
         runtime.validations.get(namespace, set()).discard(name)
         runtime.own_writes.pop((namespace, name), None)
     else:
-        runtime.validations.setdefault(namespace, set()).add(name)
+        known = runtime.validations.setdefault(namespace, set())
+        if name not in known:
+            runtime.unreconciled.setdefault(namespace, set()).add(name)
+        known.add(name)
         version = ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion")
         if version is not None and runtime.own_writes.get((namespace, name)) == version:
             return  # the echo of our own status write: nothing new to look at

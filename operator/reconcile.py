@@ -73,6 +73,9 @@ class Runtime:
     # Validations present at start-up that have not been reconciled yet: until they
     # have, the queue order is unknown, so no new run starts.
     unsynced: set[tuple[str, str]] | None = None
+    # namespace -> Validations the watch delivered that have not finished a pass yet:
+    # until they have, a run created after them must not jump ahead in the queue.
+    unreconciled: dict[str, set[str]] = field(default_factory=dict)
     api_server: str = ""
     workers: list[asyncio.Task[None]] = field(default_factory=list)
     # namespace -> {Job name: GPUs} of unfinished run Jobs. Filled by one LIST, then
@@ -414,6 +417,11 @@ async def reconcile_validation(runtime: Runtime, namespace: str, name: str) -> f
     try:
         return await _reconcile_validation(runtime, namespace, name, raw)
     finally:
+        pending = runtime.unreconciled.get(namespace)
+        if pending is not None and name in pending:
+            pending.discard(name)
+            if not pending:
+                _wake_heads(runtime, namespace, 16)
         if last_unsynced:
             # The queue order is known now: the runs that waited for it may start.
             for queued_namespace in list(runtime.queued):
@@ -550,8 +558,10 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
             queued_here.pop((name, record.number), None)
             continue
         gpus = algorithm.spec.resources.gpus if algorithm else 0
+        # Arrival comes from the cluster (the schedule tick, else the Validation's creation),
+        # not from when this operator happened to look, so the order survives restarts and races.
         entry = runs.QueueEntry(
-            queued_at=record.created_at or now,
+            queued_at=record.scheduled_for or _parse_time(raw["metadata"].get("creationTimestamp")) or now,
             validation_created=raw["metadata"].get("creationTimestamp") or "",
             validation=name,
             number=record.number,
@@ -568,8 +578,8 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
             if policy is not None:
                 runtime.queue.add((POLICY, policy.metadata["name"]))
             continue
-        if not runtime.synced:
-            continue
+        if not runtime.synced or runtime.unreconciled.get(namespace, set()) - {name}:
+            continue  # woken again once every Validation seen has had its pass
         # No status write before the Job: its name is deterministic and a restarted
         # operator adopts a Job that has no record yet (see above), so the run is
         # neither lost nor duplicated whichever write a crash interrupts.

@@ -71,7 +71,8 @@ def prune(records: list[RunRecord], history_limit: int) -> tuple[list[RunRecord]
 
 @dataclass(frozen=True, order=True)
 class QueueEntry:
-    """Sort key of a queued run: creation order of the run, then of its Validation."""
+    """Sort key of a queued run: its arrival (schedule tick, else its Validation's creation), then the
+    Validation's creation and name (timestamps have whole seconds), then the run number."""
 
     queued_at: datetime
     validation_created: str
