@@ -224,8 +224,9 @@ def _nearest_sq(
     hi = np.array([max(q[:, ax].max(), t[:, ax].max()) for ax in range(3)])
     q, t = q - lo, t - lo
     shape = hi - lo + 1
-    # Lines run along the axis with the finest spacing (the last one among equals).
-    a = max(range(3), key=lambda ax: (-spacing[ax], ax))
+    # Lines run along the axis with the finest spacing (the last one among equals), leaving
+    # out axes one voxel long (2-D masks).
+    a = max(range(3), key=lambda ax: (bool(shape[ax] > 1), -spacing[ax], ax))
     b, c = (ax for ax in range(3) if ax != a)
     na, nb, nc = (int(shape[ax]) for ax in (a, b, c))
 

@@ -63,6 +63,8 @@ def test_two_dimensional_masks_take_row_and_column_spacing() -> None:
     b[8:20, 6:18] = True
     got = seg.hd95(a, b, [0.5, 2.0])
     assert got == pytest.approx(reference_hd95(a[None], b[None], np.array([1.0, 0.5, 2.0])))
+    for spacing in ([0.5, 2.0], [2.0, 3.0], [4.0, 1.5]):  # the implicit slice spacing 1.0 finest or not
+        assert seg.hd95(a, b, spacing) == edt_hd95(a[None], b[None], np.r_[1.0, spacing])
 
 
 def test_empty_mask_conventions() -> None:
