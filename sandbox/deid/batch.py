@@ -338,15 +338,24 @@ def _deid_parallel(job: Job, paths: list[str], jobs: int) -> Iterator[ChunkResul
         for i in range(0, len(paths), 32):
             yield _deid_chunk(job, worker, paths[i : i + 32])
         return
-    # Chunks of up to 32 files: few enough tasks that dispatch costs little, small enough
-    # that the workers finish together and the progress bar moves.
-    size = max(1, min(32, len(paths) // (jobs * 16)))
-    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+    chunks = _guided_chunks(paths, jobs)
     if hasattr(os, "fork"):
         yield from _forked(job, chunks, min(jobs, len(chunks)))
         return
     with _pool(min(jobs, len(chunks)), _init_pool_worker, (job,)) as pool:
         yield from pool.imap_unordered(_pool_chunk, chunks)
+
+
+def _guided_chunks(paths: list[str], jobs: int) -> list[list[str]]:
+    """Chunks that shrink as the work runs out: large ones first (few tasks, little dispatch
+    cost), then smaller ones, so the workers finish together; never more than 32 files."""
+    chunks: list[list[str]] = []
+    i = 0
+    while i < len(paths):
+        size = max(1, min(32, (len(paths) - i) // (jobs * 4)))
+        chunks.append(paths[i : i + size])
+        i += size
+    return chunks
 
 
 def _pool(processes: int, initializer: Callable[..., None] | None = None, initargs: tuple[object, ...] = ()):  # type: ignore[no-untyped-def]

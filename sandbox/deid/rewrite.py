@@ -320,6 +320,29 @@ class _Rewriter:
         buf = self.buf
         run_from = pos
         unpack, unpack_long, long_vrs = _EXPLICIT_SHORT.unpack_from, _L.unpack_from, _LONG_B
+        if not implicit:
+            # The same loop as below, specialised for explicit VR (the common case).
+            if length == UNDEFINED:
+                pos = skip_sequence(buf, vpos, end, raw_vr == b"UN")
+            else:
+                pos = vpos + length
+            while pos + 8 <= end:
+                group, elem, raw_vr, length = unpack(buf, pos)
+                if not group & 1 or group == 0xFFFF:
+                    break
+                if raw_vr in long_vrs:
+                    length = unpack_long(buf, pos + 8)[0]
+                    if length == UNDEFINED:
+                        pos = skip_sequence(buf, pos + 12, end, raw_vr == b"UN")
+                        continue
+                    pos += 12 + length
+                else:
+                    pos += 8 + length
+            if pos > end:
+                raise DicomError("private attribute runs past the end of the data")
+            if self.collect:
+                self.gather_range(run_from, pos, implicit)
+            return pos
         while True:
             if length != UNDEFINED:
                 pos = vpos + length
