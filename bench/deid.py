@@ -196,33 +196,42 @@ def main(argv: list[str] | None = None) -> int:
 
     # The machine is shared, so the fast tools run --repeat times, interleaved, and keep
     # their best time; dirty pages are flushed before every run so none pays for another's writes.
-    fast = {
-        "cp -r": (["cp", "-r", str(corpus), str(work / "out-cp")], work / "out-cp"),
-        "lightbox deid": (
-            [sys.executable, "-m", "lightbox.cli", "deid", str(corpus), str(work / "out-lightbox")]
-            + ["--key-file", str(key), "--jobs", str(args.jobs), "--no-progress"],
-            work / "out-lightbox",
-        ),
-    }
+    def cp_cmd(out: Path) -> list[str]:
+        return ["cp", "-r", str(corpus), str(out)]
+
+    def lightbox_cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "lightbox.cli", "deid", str(corpus), str(out)] + [
+            "--key-file",
+            str(key),
+            "--jobs",
+            str(args.jobs),
+            "--no-progress",
+        ]
+
+    fast = {"cp -r": (cp_cmd, work / "out-cp"), "lightbox deid": (lightbox_cmd, work / "out-lightbox")}
     # An installed package runs from compiled bytecode; a checkout with PYTHONDONTWRITEBYTECODE
     # set (as in some dev shells) would recompile every module on every start. So the bytecode
     # goes to a cache of the bench's own (not the checkout), filled by one untimed run.
     lightbox_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     lightbox_env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
-    warm = fast["lightbox deid"][0][:4] + [str(next(corpus.rglob("*.dcm"))), str(work / "out-warmup")]
-    _timed(warm + fast["lightbox deid"][0][6:], lightbox_env)
-    shutil.rmtree(work / "out-warmup", ignore_errors=True)
+    warm = lightbox_cmd(work / "out-warmup")
+    warm[4] = str(next(corpus.rglob("*.dcm")))
+    _timed(warm, lightbox_env)
     best: dict[str, Result] = {name: Result(name) for name in fast}
+    runs: dict[str, list[float]] = {name: [] for name in fast}
     for _ in range(args.repeat):
-        for name, (cmd, out) in fast.items():
+        for name, (make_cmd, out) in fast.items():
             shutil.rmtree(out, ignore_errors=True)
             os.sync()
-            seconds, proc = _timed(cmd, lightbox_env if name == "lightbox deid" else None)
+            seconds, proc = _timed(make_cmd(out), lightbox_env if name == "lightbox deid" else None)
             r = best[name]
             if proc.returncode != 0:
                 r.note = proc.stderr.decode()[-300:].strip()
-            elif r.seconds is None or seconds < r.seconds:
-                r.seconds = seconds
+            else:
+                runs[name].append(seconds)
+                if r.seconds is None or seconds < r.seconds:
+                    r.seconds = seconds
+    shutil.rmtree(work / "out-warmup", ignore_errors=True)
     results.extend(best.values())
 
     python = ensure_bench_venv(args.bench_venv, install=not args.no_install)
@@ -275,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         if r.name != "cp -r" and leaked:
             detail = ", ".join(f"{c} in {n} files" for c, n in leaked.items())
             print(f"{'':<15} left: {detail}")
+    for name, times in runs.items():
+        print(f"{name} runs (s): {' '.join(f'{t:.2f}' for t in times)}")
     if ours and floor:
         print(f"\nlightbox deid / cp -r = {ours / floor:.2f} (target <= 1.5)")
     for r in results:
