@@ -11,7 +11,8 @@ verifier's pydantic models (start-up time is a visible share of a run).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
 
 _EXPORTS: dict[str, str] = {
     "DeidSummary": "batch",
@@ -34,6 +35,8 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # re-exports for type checkers; at run time names resolve lazily
+    from typing import Any
+
     from lightbox.sandbox.deid.batch import DeidSummary, FileOutcome, deidentify_file, deidentify_tree  # noqa: F401
     from lightbox.sandbox.deid.dicomio import DicomError  # noqa: F401
     from lightbox.sandbox.deid.profile import OPTIONS, compile_profile  # noqa: F401

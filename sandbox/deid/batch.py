@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, TypeVar
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
 
 from lightbox.sandbox.deid.attributes import (
     SOP_CLASS_UID,
@@ -50,13 +50,14 @@ from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
 from lightbox.sandbox.deid.rewrite import Piece, Rewritten, rewrite
 from lightbox.sandbox.deid.safe_private import SafePrivateList
 
-Status = Literal["written", "quarantined", "error", "skipped"]
+if TYPE_CHECKING:  # only type checkers need these (saves importing typing at start-up)
+    from typing import Literal, TypeVar
+
+    Status = Literal["written", "quarantined", "error", "skipped"]
+    T = TypeVar("T")
 REASON_SUFFIX = ".reason.txt"
 # Media directories index a whole file-set (names, IDs); they are not images and are not copied.
 SKIPPED_NAMES = frozenset({"DICOMDIR"})
-
-T = TypeVar("T")
-
 
 @dataclass(frozen=True, slots=True)
 class FileOutcome:

@@ -54,6 +54,7 @@ class Pseudonymizer:
     # digests are memoised (per instance, so per worker process; bounded).
     _memo: dict[tuple[str, bytes | str], bytes] = field(default_factory=dict, compare=False, repr=False)
     _uids: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    _patients: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def digest(self, purpose: str, value: bytes | str) -> bytes:
         memo_key = (purpose, value)
@@ -77,7 +78,13 @@ class Pseudonymizer:
         return found
 
     def patient_id(self, identity: str) -> str:
-        return PATIENT_PREFIX + base64.b32encode(self.digest("patient", identity)[:10]).decode()
+        found = self._patients.get(identity)
+        if found is None:
+            found = PATIENT_PREFIX + base64.b32encode(self.digest("patient", identity)[:10]).decode()
+            if len(self._patients) >= MEMO_LIMIT:
+                self._patients.clear()
+            self._patients[identity] = found
+        return found
 
     def date_shift_days(self, identity: str) -> int:
         return -(1 + int.from_bytes(self.digest("date-shift", identity)[:4], "big") % MAX_SHIFT_DAYS)
