@@ -16,6 +16,7 @@ from lightbox.api import run as layout
 from lightbox.api.common import VolumeLocation
 from lightbox.api.run import ScorerConfig, StagerConfig
 from lightbox.operator.config import OperatorConfig
+from lightbox.sandbox.contract import vendor_environment
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -220,7 +221,7 @@ def run_pod_spec(
         "name": layout.VENDOR_CONTAINER,
         "image": algo.image,
         "imagePullPolicy": "IfNotPresent",
-        "env": _env({layout.INPUT_DIR_ENV: layout.INPUT_DIR, layout.OUTPUT_DIR_ENV: layout.OUTPUT_DIR}),
+        "env": _env(vendor_environment(algo.task, list(algo.labels or []), layout.INPUT_DIR, layout.OUTPUT_DIR)),
         "volumeMounts": [
             _mount(layout.INPUT_VOLUME, layout.INPUT_DIR, True),
             _mount(layout.OUTPUT_VOLUME, layout.OUTPUT_DIR, False),

@@ -27,6 +27,28 @@ CONTRACT_VERSION_ENV = "LIGHTBOX_CONTRACT_VERSION"
 TASK_ENV = "LIGHTBOX_TASK"
 LABELS_ENV = "LIGHTBOX_LABELS"  # JSON list, same as the manifest's labels
 
+
+
+def vendor_environment(task: str, labels: list[str], input_dir: str, output_dir: str) -> dict[str, str]:
+    """Everything Lightbox sets in the vendor container, in a run pod and in ``vendor check`` alike.
+
+    The output directory is the only writable place (the root file system is
+    read-only), so HOME and TMPDIR point there; the scorer reads only
+    predictions.json and the masks it names.
+    """
+    from lightbox.api.run import INPUT_DIR_ENV, OUTPUT_DIR_ENV
+
+    return {
+        INPUT_DIR_ENV: input_dir,
+        OUTPUT_DIR_ENV: output_dir,
+        CONTRACT_VERSION_ENV: CONTRACT_VERSION,
+        TASK_ENV: task,
+        LABELS_ENV: json.dumps(labels),
+        "HOME": output_dir,
+        "TMPDIR": output_dir,
+    }
+
+
 # Where an image declares itself, like MONAI MAP's app.json/pkg.json.
 ALGORITHM_MANIFEST_PATH = "/opt/lightbox/algorithm.json"
 

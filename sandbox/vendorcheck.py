@@ -23,16 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightbox.api.run import INPUT_DIR_ENV, MANIFEST_FILE, OUTPUT_DIR_ENV, PREDICTIONS_FILE, ScorerConfig, StagerConfig
+from lightbox.api.run import MANIFEST_FILE, OUTPUT_DIR_ENV, PREDICTIONS_FILE, ScorerConfig, StagerConfig
 from lightbox.sandbox.contract import (
     CONTRACT_VERSION,
-    CONTRACT_VERSION_ENV,
-    LABELS_ENV,
     MAX_PREDICTIONS_BYTES,
-    TASK_ENV,
     AlgorithmManifest,
     describe_errors,
     validate_predictions,
+    vendor_environment,
 )
 from lightbox.sandbox.deidgate import minimal_verify_tree
 from lightbox.sandbox.isolation import IsolationUnavailable, run_isolated
@@ -239,9 +237,8 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
     workdir = Path(tempfile.mkdtemp(prefix="lightbox-vendor-check-"))
     try:
         sample = make_sample_dataset(workdir / "data", settings.cases, settings.seed, settings.task)  # type: ignore[arg-type]
-        input_dir, output_dir, work_dir, scratch = workdir / "input", workdir / "output", workdir / "work", workdir / "scratch"
-        for d in (output_dir, scratch):
-            d.mkdir(parents=True)
+        input_dir, output_dir, work_dir = workdir / "input", workdir / "output", workdir / "work"
+        output_dir.mkdir(parents=True)
         stage(
             sample.studies_dir, input_dir, work_dir,
             StagerConfig(task=settings.task, labels=sample.labels, deid_options=sample.deid_options),  # type: ignore[arg-type]
@@ -251,14 +248,8 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
         identifiers = sample_identifiers(input_dir)
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": str(scratch),
-            "TMPDIR": str(scratch),
             "LANG": "C.UTF-8",
-            INPUT_DIR_ENV: str(input_dir),
-            OUTPUT_DIR_ENV: str(output_dir),
-            CONTRACT_VERSION_ENV: CONTRACT_VERSION,
-            TASK_ENV: settings.task,
-            LABELS_ENV: json.dumps(sample.labels),
+            **vendor_environment(settings.task, sample.labels, str(input_dir), str(output_dir)),
         }
         hidden = [sample.root, work_dir] + [p for p in (Path("/data"),) if p.exists()]
         say(f"lightbox vendor check: {settings.task}, {len(manifest['cases'])} sample cases, timeout {settings.timeout:g} s")

@@ -110,7 +110,16 @@ def test_vendor_sees_only_input_read_only_and_output_writable():
         "input": {"name": "input", "mountPath": layout.INPUT_DIR, "readOnly": True},
         "output": {"name": "output", "mountPath": layout.OUTPUT_DIR, "readOnly": False},
     }
-    assert env(vendor) == {layout.INPUT_DIR_ENV: layout.INPUT_DIR, layout.OUTPUT_DIR_ENV: layout.OUTPUT_DIR}
+    # Exactly the contract's variables: directories, contract version, task, labels; scratch in /output.
+    assert env(vendor) == {
+        layout.INPUT_DIR_ENV: layout.INPUT_DIR,
+        layout.OUTPUT_DIR_ENV: layout.OUTPUT_DIR,
+        "LIGHTBOX_CONTRACT_VERSION": "v1",
+        "LIGHTBOX_TASK": "classification",
+        "LIGHTBOX_LABELS": '["normal", "nodule"]',
+        "HOME": layout.OUTPUT_DIR,
+        "TMPDIR": layout.OUTPUT_DIR,
+    }
 
 
 def test_only_the_scorer_mounts_the_truth_and_only_the_stager_the_studies():
