@@ -74,9 +74,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index(GROUP, VERSION, "validations")
-def validation_names(namespace: str, name: str, **_: Any) -> dict[str, str]:
-    """Namespace → Validation names; kopf fills it from the initial listing before any handler runs."""
-    return {namespace: name}
+def validation_names(namespace: str, name: str, meta: kopf.Meta, **_: Any) -> dict[str, tuple[str, str]]:
+    """Namespace → (name, creationTimestamp) of Validations; kopf fills it from the initial listing before any handler runs."""
+    return {namespace: (name, meta.get("creationTimestamp") or "")}
 
 
 @kopf.on.event(GROUP, VERSION, "validations")
@@ -85,17 +85,18 @@ def validation_event(
 ) -> None:
     runtime: Runtime = memo["runtime"]
     if runtime.unsynced is None:
-        runtime.unsynced = {(ns, n) for ns, store in validation_names.items() for n in store}
+        runtime.unsynced = {(ns, n) for ns, store in validation_names.items() for n, _ in store}
         for ns, store in validation_names.items():
-            runtime.validations.setdefault(ns, set()).update(store)
-            runtime.unreconciled.setdefault(ns, set()).update(store)
+            runtime.validations.setdefault(ns, set()).update(n for n, _ in store)
+            runtime.unreconciled.setdefault(ns, {}).update(dict(store))
     if event.get("type") == "DELETED":
         runtime.validations.get(namespace, set()).discard(name)
         runtime.own_writes.pop((namespace, name), None)
     else:
         known = runtime.validations.setdefault(namespace, set())
         if name not in known:
-            runtime.unreconciled.setdefault(namespace, set()).add(name)
+            created = ((event.get("object") or {}).get("metadata") or {}).get("creationTimestamp") or ""
+            runtime.unreconciled.setdefault(namespace, {})[name] = created
         known.add(name)
         version = ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion")
         if version is not None and runtime.own_writes.get((namespace, name)) == version:

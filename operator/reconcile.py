@@ -73,9 +73,14 @@ class Runtime:
     # Validations present at start-up that have not been reconciled yet: until they
     # have, the queue order is unknown, so no new run starts.
     unsynced: set[tuple[str, str]] | None = None
-    # namespace -> Validations the watch delivered that have not finished a pass yet:
-    # until they have, a run created after them must not jump ahead in the queue.
-    unreconciled: dict[str, set[str]] = field(default_factory=dict)
+    # namespace -> {name: creationTimestamp} of Validations the watch delivered that have not
+    # finished a pass yet: a run of a Validation created after them must not jump ahead.
+    unreconciled: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def earlier_unreconciled(self, namespace: str, name: str, created: str) -> int:
+        """Validations created before this one (ties by name, as the queue orders) not yet through a pass."""
+        mine = (created, name)
+        return sum((when, other) < mine for other, when in self.unreconciled.get(namespace, {}).items())
     api_server: str = ""
     workers: list[asyncio.Task[None]] = field(default_factory=list)
     # namespace -> {Job name: GPUs} of unfinished run Jobs. Filled by one LIST, then
@@ -419,9 +424,9 @@ async def reconcile_validation(runtime: Runtime, namespace: str, name: str) -> f
     finally:
         pending = runtime.unreconciled.get(namespace)
         if pending is not None and name in pending:
-            pending.discard(name)
-            if not pending:
-                _wake_heads(runtime, namespace, 16)
+            del pending[name]
+            # The head of the queue may have been waiting for this one's first pass.
+            _wake_heads(runtime, namespace, 1 if pending else 16)
         if last_unsynced:
             # The queue order is known now: the runs that waited for it may start.
             for queued_namespace in list(runtime.queued):
@@ -578,14 +583,16 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
             if policy is not None:
                 runtime.queue.add((POLICY, policy.metadata["name"]))
             continue
-        if not runtime.synced or runtime.unreconciled.get(namespace, set()) - {name}:
-            continue  # woken again once every Validation seen has had its pass
+        if not runtime.synced:
+            continue
         # No status write before the Job: its name is deterministic and a restarted
         # operator adopts a Job that has no record yet (see above), so the run is
         # neither lost nor duplicated whichever write a crash interrupts.
         async with runtime.lock(namespace):
             capacity = await _capacity(runtime, namespace, policy)
-            if runs.may_start(entry, queued_here.values(), capacity):
+            # Validations created earlier whose first pass has not queued their run yet keep their place too.
+            unseen = runtime.earlier_unreconciled(namespace, name, entry.validation_created)
+            if runs.may_start(entry, queued_here.values(), capacity, unseen_ahead=unseen):
                 assert algorithm is not None and dataset is not None
                 try:
                     await _start_run(runtime, validation, algorithm, dataset, policy, record)

@@ -96,12 +96,14 @@ class Capacity:
         return self.active_runs < self.max_runs and self.gpus_in_use + gpus <= self.max_gpus
 
 
-def may_start(entry: QueueEntry, queued: Iterable[QueueEntry], capacity: Capacity) -> bool:
+def may_start(entry: QueueEntry, queued: Iterable[QueueEntry], capacity: Capacity, unseen_ahead: int = 0) -> bool:
     """FIFO per namespace: a run starts only if it fits *together with every run queued
     before it*, so room is reserved for those first and a large GPU run is not starved
-    by a stream of small ones; when there is room for all, nobody waits for its turn."""
+    by a stream of small ones; when there is room for all, nobody waits for its turn.
+    ``unseen_ahead`` counts earlier Validations whose runs are not queued yet (their first
+    pass is still to come): each keeps a run slot; their GPUs are not known yet."""
     ahead = [e for e in queued if e < entry and (e.validation, e.number) != (entry.validation, entry.number)]
-    runs_needed = len(ahead) + 1
+    runs_needed = len(ahead) + unseen_ahead + 1
     gpus_needed = sum(e.gpus for e in ahead) + entry.gpus
     return (
         capacity.active_runs + runs_needed <= capacity.max_runs

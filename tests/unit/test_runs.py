@@ -104,3 +104,12 @@ def test_validation_phase():
 def test_latest_finished():
     assert runs.latest_finished([record(1), record(2, "Failed"), record(3, "Running")]).number == 2
     assert runs.latest_finished([record(1, "Queued")]) is None
+
+
+def test_validations_not_yet_seen_by_a_pass_keep_their_slot():
+    third = entry(3, "third")
+    one_slot = runs.Capacity(active_runs=0, gpus_in_use=0, max_runs=1, max_gpus=0)
+    assert runs.may_start(third, [third], one_slot)
+    assert not runs.may_start(third, [third], one_slot, unseen_ahead=2)  # first and second come first
+    room = runs.Capacity(active_runs=0, gpus_in_use=0, max_runs=3, max_gpus=0)
+    assert runs.may_start(third, [third], room, unseen_ahead=2)  # room for all three: no waiting
