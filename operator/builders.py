@@ -286,30 +286,50 @@ def run_job(
         annotations[ANNOTATION_SCHEDULED_FOR] = scheduled_for
     if dataset.status and dataset.status.content_hash:
         annotations[f"{layout.GROUP}/dataset-hash"] = dataset.status.content_hash
-    job_labels = dict(labels)
     queue = queue_name(validation, policy)
+    job = _job(
+        run,
+        validation,
+        labels,
+        annotations,
+        algorithm.spec.timeout_seconds + config.job_deadline_slack_seconds,
+        run_pod_spec(validation, algorithm, dataset, policy, config),
+    )
     if queue:
-        job_labels[KUEUE_QUEUE_LABEL] = queue
+        # Kueue admits the Job by unsuspending it once quota is free.
+        job["metadata"]["labels"][KUEUE_QUEUE_LABEL] = queue
+        job["spec"]["suspend"] = True
+    return job
+
+
+def _job(
+    name: str,
+    owner: Validation | Dataset,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    deadline: int,
+    pod_spec: dict[str, Any],
+) -> dict[str, Any]:
+    """A single-pod Job that never retries (a failed sandbox run is reported, not repeated), owned by ``owner``."""
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": run,
-            "namespace": validation.metadata["namespace"],
-            "labels": job_labels,
-            "annotations": annotations,
-            "ownerReferences": [owner_reference(validation)],
+            "name": name,
+            "namespace": owner.metadata["namespace"],
+            "labels": dict(labels),
+            "annotations": dict(annotations),
+            "ownerReferences": [owner_reference(owner)],
         },
         "spec": {
             "backoffLimit": 0,
             "completions": 1,
             "parallelism": 1,
-            "activeDeadlineSeconds": algorithm.spec.timeout_seconds + config.job_deadline_slack_seconds,
-            # Kueue admits the Job by unsuspending it once quota is free.
-            "suspend": bool(queue),
+            "activeDeadlineSeconds": deadline,
+            "suspend": False,
             "template": {
                 "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-                "spec": run_pod_spec(validation, algorithm, dataset, policy, config),
+                "spec": pod_spec,
             },
         },
     }
@@ -395,33 +415,16 @@ def verify_job(dataset: Dataset, name: str, config: OperatorConfig) -> dict[str,
         _mount(layout.STUDIES_VOLUME, layout.STUDIES_DIR, True, dataset.spec.studies.sub_path),
         _mount(layout.TMP_VOLUME, layout.TMP_DIR, False),
     ]
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": dataset.metadata["namespace"],
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [owner_reference(dataset)],
-        },
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": config.verify_deadline_seconds,
-            "template": {
-                "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-                "spec": {
-                    **_pod_basics(None),
-                    "activeDeadlineSeconds": config.verify_deadline_seconds,
-                    "containers": [container],
-                    "volumes": [
-                        _claim_volume(layout.STUDIES_VOLUME, dataset.spec.studies),
-                        {"name": layout.TMP_VOLUME, "emptyDir": {"sizeLimit": config.trusted_resources.ephemeral_storage}},
-                    ],
-                },
-            },
-        },
+    pod_spec = {
+        **_pod_basics(None),
+        "activeDeadlineSeconds": config.verify_deadline_seconds,
+        "containers": [container],
+        "volumes": [
+            _claim_volume(layout.STUDIES_VOLUME, dataset.spec.studies),
+            {"name": layout.TMP_VOLUME, "emptyDir": {"sizeLimit": config.trusted_resources.ephemeral_storage}},
+        ],
     }
+    return _job(name, dataset, labels, annotations, config.verify_deadline_seconds, pod_spec)
 
 
 def verify_network_policy(dataset: Dataset, name: str) -> dict[str, Any]:
