@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from croniter import croniter
 from kubernetes.utils.quantity import parse_quantity
 
 from lightbox.api import Algorithm, Dataset, SandboxPolicy, Validation
@@ -137,6 +138,20 @@ def check_dataset(dataset: Dataset) -> list[Problem]:
     return []
 
 
+def check_schedule(validation: Validation) -> list[Problem]:
+    """The CRD checks the shape of a cron expression; the ranges (minute 0-59, ...) are checked here."""
+    schedule = validation.spec.schedule
+    if schedule and not croniter.is_valid(schedule):
+        return [
+            Problem(
+                "InvalidSchedule",
+                f"spec.schedule {schedule!r} is not a valid cron expression: use minute (0-59) hour (0-23) "
+                "day-of-month (1-31) month (1-12) day-of-week (0-6), or @hourly, @daily, @weekly, @monthly, @yearly",
+            )
+        ]
+    return []
+
+
 def admit(
     validation: Validation,
     algorithm: Algorithm | None,
@@ -145,7 +160,7 @@ def admit(
 ) -> Admission:
     """All the reasons the validation may not run now; admitted when there are none."""
     namespace = validation.metadata.get("namespace", "")
-    problems: list[Problem] = []
+    problems: list[Problem] = check_schedule(validation)
     if algorithm is None:
         problems.append(
             Problem(

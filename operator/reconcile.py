@@ -525,7 +525,8 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
         finished.append(records[run_name_])
 
     active = [r for r in records.values() if r.phase in runs.ACTIVE_PHASES]
-    scheduled = bool(validation.spec.schedule)
+    # An out-of-range schedule blocks admission (InvalidSchedule) and has no ticks.
+    scheduled = bool(validation.spec.schedule) and not admission_mod.check_schedule(validation)
     new_record: RunRecord | None = None
     if admission.admitted and not validation.spec.suspend and not active:
         tick: datetime | None = None

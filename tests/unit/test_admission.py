@@ -85,3 +85,15 @@ def test_no_policy_or_two_policies_deny():
 def test_policy_scoped_to_other_namespaces_does_not_apply():
     scoped = policy(namespaces=["elsewhere"])
     assert reasons(admit(validation(), algorithm(), dataset(), [scoped])) == ["NoSandboxPolicy"]
+
+
+@pytest.mark.parametrize("schedule", ["61 * * * *", "0 25 * * *", "0 0 32 * *"])
+def test_out_of_range_schedule_blocks_with_the_field_named(schedule):
+    result = admit(validation(schedule=schedule), algorithm(), dataset(), [policy()])
+    assert reasons(result) == ["InvalidSchedule"]
+    assert "spec.schedule" in result.problems[0].message and "minute (0-59)" in result.problems[0].message
+
+
+def test_valid_schedules_are_admitted():
+    for schedule in ("0 3 * * 1", "*/15 * * * *", "@daily"):
+        assert admit(validation(schedule=schedule), algorithm(), dataset(), [policy()]).admitted

@@ -230,6 +230,17 @@ def test_schedule_ticks_and_history_limit_prunes_jobs(clock):
     assert status(kube)["runs"][-1]["scheduledFor"][:19] == "2026-01-01T09:00:00"
 
 
+def test_out_of_range_schedule_is_blocked_not_retried_forever(clock):
+    kube = setup_cluster(schedule="61 * * * *")
+    delay = run(reconcile.reconcile_validation(make_runtime(kube), NS, "val"))
+    st = status(kube)
+    admitted = {c["type"]: c for c in st["conditions"]}["Admitted"]
+    assert (st["phase"], admitted["reason"]) == ("Blocked", "InvalidSchedule")
+    assert "spec.schedule" in admitted["message"] and st.get("nextRunTime") is None
+    assert not [k for k in kube.objects if k[0] == "jobs"]
+    assert delay is not None and delay > 5  # a normal resync, not the 5 s error retry
+
+
 def test_suspended_validation_starts_nothing(clock):
     kube = setup_cluster()
     kube.objects[("validations", NS, "val")]["spec"]["suspend"] = True
