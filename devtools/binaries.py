@@ -120,52 +120,36 @@ def staging_version(k8s_version: str) -> str:
     return f"v0.{minor}.{patch}"
 
 
+def _wrapper_gomod(name: str, require: str, tools: Sequence[str], extra: Sequence[str] = ()) -> str:
+    """A module that only requires ``require`` and names the commands to build as tools."""
+    lines = [f"module lightbox.local/{name}", "", "go 1.24.0", "", f"require {require}", "", *extra, *_tool_block(tools)]
+    return "\n".join(lines) + "\n"
+
+
 def render_k8s_gomod(version: str = K8S_VERSION, tools: Sequence[str] = (KUBE_APISERVER_PKG, KUBE_CONTROLLER_MANAGER_PKG)) -> str:
     """The wrapper module that builds Kubernetes commands from the module proxy."""
     staging = staging_version(version)
-    lines = [
-        "module lightbox.local/k8sbuild",
-        "",
-        "go 1.24.0",
-        "",
-        f"require k8s.io/kubernetes {version}",
-        "",
+    replaces = [
         "// k8s.io/kubernetes requires its staging modules at v0.0.0 (resolved by",
         "// replace directives inside its own repository); pin the matching releases.",
         "replace (",
+        *[f"\tk8s.io/{m} => k8s.io/{m} {staging}" for m in STAGING_MODULES],
+        ")",
+        "",
     ]
-    lines += [f"\tk8s.io/{m} => k8s.io/{m} {staging}" for m in STAGING_MODULES]
-    lines += [")", ""]
-    lines += _tool_block(tools)
-    return "\n".join(lines) + "\n"
+    return _wrapper_gomod("k8sbuild", f"k8s.io/kubernetes {version}", tools, replaces)
 
 
 def render_etcd_gomod(version: str = ETCD_VERSION) -> str:
     """Wrapper module for etcd (``go install`` refuses etcd's replace directives)."""
     _check_version(version)
-    return "\n".join([
-        "module lightbox.local/etcdbuild",
-        "",
-        "go 1.24.0",
-        "",
-        f"require go.etcd.io/etcd/server/v3 {version}",
-        "",
-        *_tool_block([ETCD_PKG]),
-    ]) + "\n"
+    return _wrapper_gomod("etcdbuild", f"go.etcd.io/etcd/server/v3 {version}", [ETCD_PKG])
 
 
 def render_helm_gomod(version: str = HELM_VERSION) -> str:
     """Wrapper module for helm (equivalent to ``go install helm.sh/helm/v3/cmd/helm@version``)."""
     _check_version(version)
-    return "\n".join([
-        "module lightbox.local/helmbuild",
-        "",
-        "go 1.24.0",
-        "",
-        f"require helm.sh/helm/v3 {version}",
-        "",
-        *_tool_block([HELM_PKG]),
-    ]) + "\n"
+    return _wrapper_gomod("helmbuild", f"helm.sh/helm/v3 {version}", [HELM_PKG])
 
 
 def _tool_block(tools: Sequence[str]) -> list[str]:
