@@ -295,21 +295,29 @@ def test_deleting_a_running_pod_kills_its_processes(claims: Path, tmp_path: Path
         bystander.kill()
 
 
-def test_watch_loop_runs_pods_and_stops_cleanly(claims: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    runner, core = runner_for([make_pod([], [python("score", "pass")])], claims, tmp_path, FakeIsolation(), watch_seconds=1)
+class _NoEvents:
+    """A watch that never delivers: the runner must find pods by relisting."""
 
-    class NoEvents:
-        def stream(self, *args: Any, **kwargs: Any) -> Any:
-            time.sleep(0.2)
-            return iter(())
+    def stream(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.2)
+        return iter(())
 
-        def stop(self) -> None:
-            pass
+    def stop(self) -> None:
+        pass
 
-    monkeypatch.setattr("kubernetes.watch.Watch", NoEvents)
+
+def start_watch_loop(runner: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Thread]:
+    monkeypatch.setattr("kubernetes.watch.Watch", _NoEvents)
     stop = threading.Event()
     thread = threading.Thread(target=runner.run_forever, args=(stop,))
     thread.start()
+    return stop, thread
+
+
+def test_watch_loop_runs_pods_and_stops_cleanly(claims: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner, core = runner_for([make_pod([], [python("score", "pass")])], claims, tmp_path, FakeIsolation(), watch_seconds=1)
+
+    stop, thread = start_watch_loop(runner, monkeypatch)
     deadline = time.monotonic() + 20
     while not (core.patches and core.final["phase"] == "Succeeded") and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -323,18 +331,7 @@ def test_watch_loop_runs_pods_and_stops_cleanly(claims: Path, tmp_path: Path, mo
 def test_stopping_the_runner_kills_and_fails_running_pods(claims: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runner, core = runner_for([make_pod([], [python("score", "import time; time.sleep(60)")])], claims, tmp_path, FakeIsolation())
 
-    class NoEvents:
-        def stream(self, *args: Any, **kwargs: Any) -> Any:
-            time.sleep(0.2)
-            return iter(())
-
-        def stop(self) -> None:
-            pass
-
-    monkeypatch.setattr("kubernetes.watch.Watch", NoEvents)
-    stop = threading.Event()
-    thread = threading.Thread(target=runner.run_forever, args=(stop,))
-    thread.start()
+    stop, thread = start_watch_loop(runner, monkeypatch)
     deadline = time.monotonic() + 20
     while not (core.patches and core.final["phase"] == "Running") and time.monotonic() < deadline:
         time.sleep(0.1)
