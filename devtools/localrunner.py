@@ -73,6 +73,8 @@ from lightbox.devtools.localrunner_status import (
 __all__ = ["LocalRunner", "RunnerConfig", "load_config", "main"]
 
 log = logging.getLogger("lightbox.localrunner")
+# The kubelet's wording for a pod stopped by activeDeadlineSeconds.
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 Pod = Mapping[str, Any]
 
@@ -558,8 +560,13 @@ class _PodExecution:
             note = f"Container {name} ended: exit code {terminated.exit_code} ({terminated.reason})"
             self.runner.event(self.pod, "Killing" if terminated.exit_code == 137 else "Failed", note, warning=True, container=name)
         self.progress.states[name] = terminated
-        self.report()
         log.info("%s: container %s exited %d (%s)", self.name, name, terminated.exit_code, terminated.reason)
+        if terminated.reason == "DeadlineExceeded":
+            # One write with the pod's reason, as a kubelet does: a bare Failed
+            # first would read as the container's own failure.
+            self.finish("Failed", "DeadlineExceeded", DEADLINE_MESSAGE)
+            return False
+        self.report()
         return terminated.succeeded
 
     def refuse(self, name: str, error: PodConfigError) -> bool:
@@ -631,7 +638,7 @@ class _PodExecution:
         if self.deadline_passed() or any(
             isinstance(s, Terminated) and s.reason == "DeadlineExceeded" for s in self.progress.states.values()
         ):
-            self.finish("Failed", "DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
+            self.finish("Failed", "DeadlineExceeded", DEADLINE_MESSAGE)
             return
         self.finish(derived_phase(self.progress), "", "")
 

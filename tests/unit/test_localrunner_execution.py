@@ -231,6 +231,10 @@ def test_active_deadline_kills_and_fails_with_deadline_exceeded(claims: Path, tm
     assert (core.final["phase"], core.final["reason"]) == ("Failed", "DeadlineExceeded")
     terminated = core.final["initContainerStatuses"][0]["state"]["terminated"]
     assert (terminated["exitCode"], terminated["reason"]) == (137, "DeadlineExceeded")
+    # Like a kubelet, one write says Failed and why: a reader acting on the
+    # first Failed it sees must not take the kill for the vendor's own exit.
+    failed = [(p["phase"], p.get("reason")) for p in core.patches if p["phase"] == "Failed"]
+    assert failed and set(failed) == {("Failed", "DeadlineExceeded")}, failed
 
 
 def test_without_isolation_nothing_runs(claims: Path, tmp_path: Path) -> None:
