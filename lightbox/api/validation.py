@@ -52,6 +52,22 @@ class AcceptanceCriterion(Model):
     )
 
 
+# The study protocol is fixed once the Validation exists: a threshold moved
+# after the results are known is not a validation, and each run's record must
+# mean what it meant when it ran. Schedule, history, suspend and queue may change.
+PROTOCOL_FIELDS = ("algorithmRef", "datasetRef", "metrics", "acceptance", "subgroups", "bootstrap", "confidenceLevel")
+
+
+def _unchanged(field: str) -> dict[str, str]:
+    return cel(
+        f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})",
+        f"{field} cannot change once the Validation exists (its protocol is fixed before results are seen); "
+        "create a new Validation instead. schedule, historyLimit, suspend and queueName may change.",
+        field_path=f".{field}",
+        reason="FieldValueForbidden",
+    )
+
+
 class ValidationSpec(Model):
     """Which algorithm on which dataset, scored how, and how often."""
 
@@ -63,6 +79,7 @@ class ValidationSpec(Model):
                 "every acceptance criterion's metric must also be listed in metrics",
                 field_path=".acceptance",
             ),
+            *(_unchanged(field) for field in PROTOCOL_FIELDS),
         )
     }
 

@@ -36,6 +36,33 @@ def test_optional_fields_may_be_omitted(kubectl, namespace):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("acceptance", [{"metric": "auc", "bound": "lower", "comparison": ">=", "threshold": 0.5}]),
+        ("algorithmRef", {"name": "another-model"}),
+        ("metrics", ["auc"]),
+        ("confidenceLevel", 0.9),
+    ],
+)
+def test_the_protocol_of_an_existing_validation_cannot_change(kubectl, namespace, field, value):
+    manifest = VALID["Validation"]()
+    assert apply(kubectl, namespace, manifest).returncode == 0
+    changed = json.loads(json.dumps(manifest))
+    changed["spec"][field] = value
+    result = apply(kubectl, namespace, changed)
+    assert result.returncode != 0, f"changing spec.{field} was accepted"
+    assert f"spec.{field}" in result.stderr and "create a new Validation" in result.stderr, result.stderr
+
+
+def test_schedule_history_and_suspend_of_an_existing_validation_may_change(kubectl, namespace):
+    manifest = VALID["Validation"]()
+    assert apply(kubectl, namespace, manifest).returncode == 0
+    manifest["spec"] |= {"schedule": "@weekly", "historyLimit": 3, "suspend": True}
+    result = apply(kubectl, namespace, manifest)
+    assert result.returncode == 0, result.stderr
+
+
 def test_there_are_at_least_twenty_bad_inputs():
     assert len(INVALID) >= 20
     assert len({case_id for case_id, *_ in INVALID}) == len(INVALID)
