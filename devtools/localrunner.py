@@ -86,6 +86,7 @@ class IsolationResultLike(Protocol):
     stdout: bytes | str
     stderr: bytes | str
     output_truncated: bool
+    memory_exceeded: bool
 
 
 Isolate = Callable[..., IsolationResultLike]
@@ -589,7 +590,11 @@ class _PodExecution:
         if timeout <= 0:
             return terminated_state(returncode=0, timed_out=True, deadline_exceeded=True, message="", started_at=started, finished_at=now())
         # Only when set, so an isolate without file-size limits still fits.
-        limits = {"max_file_bytes": plan.max_file_bytes} if plan.max_file_bytes is not None else {}
+        limits = {
+            key: value
+            for key, value in (("max_file_bytes", plan.max_file_bytes), ("max_memory_bytes", plan.max_memory_bytes))
+            if value is not None
+        }
         try:
             result = self.runner.isolate(
                 plan.argv,
@@ -615,6 +620,7 @@ class _PodExecution:
             returncode=result.returncode,
             timed_out=bool(result.timed_out),
             deadline_exceeded=deadline_hit,
+            oom_killed=bool(result.memory_exceeded),
             message=message,
             started_at=started,
             finished_at=now(),

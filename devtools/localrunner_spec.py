@@ -334,6 +334,7 @@ class ContainerPlan:
     fallback_to_logs: bool
     mounts: list[Mount] = field(default_factory=list)
     max_file_bytes: int | None = None
+    max_memory_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -403,7 +404,10 @@ def plan_container(
         termination_log=layout.termination_log(name),
         fallback_to_logs=container.get("terminationMessagePolicy") == "FallbackToLogsOnError",
         mounts=mounts,
-        max_file_bytes=ephemeral_storage_limit(container),
+        # Ephemeral storage is enforced as a cap on any one file's size; memory by
+        # sampling the processes' resident size (no cgroup here).
+        max_file_bytes=limit_bytes(container, "ephemeral-storage"),
+        max_memory_bytes=limit_bytes(container, "memory"),
     )
 
 
@@ -420,9 +424,9 @@ def quantity_bytes(quantity: str) -> int | None:
     return int(float(match.group(1)) * _SUFFIX[match.group(2) or ""])
 
 
-def ephemeral_storage_limit(container: Container) -> int | None:
-    """The container's ephemeral-storage limit, enforced here as a cap on any one file's size."""
-    limit = ((container.get("resources") or {}).get("limits") or {}).get("ephemeral-storage")
+def limit_bytes(container: Container, resource: str) -> int | None:
+    """The container's limit of ``memory`` or ``ephemeral-storage`` in bytes, if set."""
+    limit = ((container.get("resources") or {}).get("limits") or {}).get(resource)
     return quantity_bytes(str(limit)) if limit is not None else None
 
 

@@ -72,8 +72,11 @@ def terminated_state(
     message: str,
     started_at: datetime,
     finished_at: datetime,
+    oom_killed: bool = False,
 ) -> Terminated:
-    """A finished process as a container state; timeouts read as a kill."""
+    """A finished process as a container state; timeouts and memory kills read as a kill."""
+    if oom_killed:
+        return Terminated(KILLED_EXIT_CODE, "OOMKilled", started_at, finished_at, message)
     if timed_out:
         reason = "DeadlineExceeded" if deadline_exceeded else "Error"
         note = "pod's activeDeadlineSeconds exceeded" if deadline_exceeded else "killed by the local runner's container timeout"

@@ -5,7 +5,8 @@ The command runs in new pid, network and mount namespaces (util-linux ``unshare`
 else inside a user namespace with ``unshare -r``). The network namespace has no interface up,
 ``read_only`` paths are bind-mounted read-only onto themselves, ``hidden`` paths are covered by
 an empty read-only tmpfs (files by /dev/null), and the command runs without any capability, so
-it cannot undo those mounts. At the timeout the whole namespace is killed. If any of that
+it cannot undo those mounts. At the timeout, or when the processes' resident memory goes over
+``max_memory_bytes`` (sampled, as a stand-in for a cgroup limit), the whole namespace is killed. If any of that
 cannot be set up, ``IsolationUnavailable`` is raised: the command never runs un-isolated.
 """
 
@@ -44,6 +45,44 @@ class IsolationResult:
     stderr: bytes
     output_truncated: bool
     network_attempts: int = 0  # packets the command tried to route (and could not)
+    memory_exceeded: bool = False  # killed for going over ``max_memory_bytes``
+    peak_memory_bytes: int = 0  # largest sampled resident size (0 when not watched)
+
+
+# Memory is sampled, not enforced by a cgroup: an allocation burst shorter than
+# one interval can briefly overshoot before the kill.
+MEMORY_SAMPLE_SECONDS = 0.1
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of ``root`` and all its descendants, from /proc (pages shared
+    between them count once per process, so the sum errs on the high side)."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue  # gone meanwhile
+        # The command name may hold spaces and parentheses: fields follow the last ')'.
+        parents[int(entry.name)] = int(stat[stat.rindex(b")") + 2 :].split()[1])
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == pid and child not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as handle:
+                total += int(handle.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 class _CappedReader(threading.Thread):
@@ -95,9 +134,11 @@ def run_isolated(
     max_output_bytes: int = 1 << 20,
     cwd: Path | None = None,
     max_file_bytes: int | None = None,
+    max_memory_bytes: int | None = None,
 ) -> IsolationResult:
     """Run ``argv`` isolated; ``max_output_bytes`` caps each of stdout and stderr as captured,
-    ``max_file_bytes`` (optional) caps the size of any file the command writes (RLIMIT_FSIZE)."""
+    ``max_file_bytes`` (optional) caps the size of any file the command writes (RLIMIT_FSIZE),
+    ``max_memory_bytes`` (optional) kills the namespace when its resident memory goes over."""
     if not argv:
         raise ValueError("empty command")
     if cwd is not None and not Path(cwd).is_dir():
@@ -148,11 +189,25 @@ def run_isolated(
         proc.stdin.close()
     except BrokenPipeError:
         pass
-    timed_out = False
-    try:
-        proc.wait(timeout=max(0.0, timeout - (time.monotonic() - started)))
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    timed_out = memory_exceeded = False
+    peak = 0
+    deadline = started + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        try:
+            proc.wait(timeout=min(left, MEMORY_SAMPLE_SECONDS) if max_memory_bytes is not None else left)
+            break
+        except subprocess.TimeoutExpired:
+            if max_memory_bytes is None:
+                continue
+            peak = max(peak, tree_rss_bytes(proc.pid))
+            if peak > max_memory_bytes:
+                memory_exceeded = True
+                break
+    if timed_out or memory_exceeded:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -171,11 +226,13 @@ def run_isolated(
     if "setup_error" in status:
         raise IsolationUnavailable(f"isolation setup failed: {status['setup_error']}")
     if not status.get("ready"):
+        if memory_exceeded:
+            raise IsolationUnavailable(f"isolation setup alone needs more than the memory limit of {max_memory_bytes} bytes")
         if timed_out:
             raise IsolationUnavailable("isolation setup did not finish before the timeout")
         detail = readers[1].data.decode(errors="replace").strip().splitlines()
         raise IsolationUnavailable(f"unshare failed (exit {proc.returncode}): {detail[-1] if detail else 'no message'}")
-    returncode = None if timed_out else status.get("returncode")
+    returncode = None if timed_out or memory_exceeded else status.get("returncode")
     return IsolationResult(
         returncode=returncode,
         timed_out=timed_out,
@@ -184,4 +241,6 @@ def run_isolated(
         stderr=readers[1].data,
         output_truncated=readers[0].truncated or readers[1].truncated,
         network_attempts=int(status.get("network_attempts", 0)),
+        memory_exceeded=memory_exceeded,
+        peak_memory_bytes=peak,
     )

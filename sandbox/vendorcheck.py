@@ -226,6 +226,7 @@ class CheckSettings:
     seed: int = 0
     timeout: float = 300.0
     max_output_bytes: int = 64 << 20
+    max_memory_bytes: int | None = None
     keep: Path | None = None
     manifest: Path | None = None
 
@@ -261,12 +262,21 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
             result = run_isolated(
                 command, env=env, read_only=[input_dir], hidden=hidden, timeout=settings.timeout,
                 max_output_bytes=LOG_LIMIT, cwd=Path.cwd(), max_file_bytes=settings.max_output_bytes,
+                max_memory_bytes=settings.max_memory_bytes,
             )
         except IsolationUnavailable as exc:
             say(f"  cannot check: isolation unavailable: {exc.reason}")
             say("  (the command was not run; vendor check needs Linux namespaces: run as root or enable user namespaces)")
             return EXIT_CANNOT_CHECK
-        if result.timed_out:
+        if result.memory_exceeded:
+            limit = (settings.max_memory_bytes or 0) >> 20
+            say(f"  ran {result.seconds:.1f} s: stopped at the memory limit")
+            verdict.problems.append(
+                f"went over the memory limit of {limit} MiB (resident memory reached {result.peak_memory_bytes >> 20} MiB) "
+                "and was killed, as Kubernetes kills a container at its memory limit (OOMKilled). Use less memory, "
+                "or declare what the algorithm needs in the Algorithm's resources.memory."
+            )
+        elif result.timed_out:
             say(f"  ran {result.seconds:.1f} s: stopped at the time limit")
             verdict.problems.append(
                 f"did not exit within {settings.timeout:g} s and was killed. Exit when predictions are written; "
@@ -286,6 +296,10 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
                 verdict.problems.append(f"exited with code {code}; exit 0 after writing predictions. Last lines of stderr:\n{_tail(result.stderr)}")
             else:
                 verdict.passed.append("exited with code 0")
+            if settings.max_memory_bytes is not None:
+                verdict.passed.append(
+                    f"resident memory peaked at {result.peak_memory_bytes >> 20} MiB of the {settings.max_memory_bytes >> 20} MiB limit"
+                )
         if result.network_attempts:
             verdict.problems.append(
                 f"tried to use the network ({result.network_attempts} blocked DNS lookups or connections). There is no "
@@ -305,7 +319,7 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
             )
         elif size > settings.max_output_bytes:
             verdict.problems.append(f"wrote {size >> 20} MiB to the output directory; the limit is {settings.max_output_bytes >> 20} MiB")
-        if not result.timed_out:
+        if not (result.timed_out or result.memory_exceeded):
             doc = check_predictions(output_dir, manifest, settings.task, verdict)
             if doc is not None and verdict.conformant:
                 _sample_score(settings, sample, output_dir, work_dir, verdict)
@@ -373,6 +387,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sample data")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds before the command is killed (default 300)")
     p.add_argument("--max-output-mb", type=int, default=64, help="largest file / total output in MiB (default 64)")
+    p.add_argument(
+        "--memory-mb", type=int, help="kill the command when its resident memory goes over this many MiB "
+        "(use the Algorithm's resources.memory; default: not limited)"
+    )
     p.add_argument("--manifest", type=Path, help="also validate this algorithm.json image manifest")
     p.add_argument("--keep", type=Path, help="copy the sample input/output here for debugging")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
@@ -395,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = CheckSettings(
         task=args.task, cases=args.cases, seed=args.seed, timeout=args.timeout,
         max_output_bytes=args.max_output_mb << 20, keep=args.keep, manifest=args.manifest,
+        max_memory_bytes=args.memory_mb << 20 if args.memory_mb is not None else None,
     )
     return run_check(command, settings)
 

@@ -9,6 +9,7 @@ Modes (also read from LIGHTBOX_MISBEHAVE when no argument is given):
                  without it, gives up with exit code 1
 * ``flood``      writes without end to /output and to stdout
 * ``hang``       predicts honestly, then never exits
+* ``hog``        holds ever more memory (up to 1 GiB, in 32 MiB steps), then predicts honestly
 * ``malformed``  writes predictions.json that is not JSON
 * ``schema``     writes JSON with missing cases and out-of-range scores
 * ``leak-phi``   prints each case's patient attributes and UIDs to stdout, then predicts honestly
@@ -28,7 +29,7 @@ from pathlib import Path
 from lightbox.sandbox.reference import classifier
 from lightbox.sandbox.reference._common import input_dir, load_manifest, output_dir, write_predictions
 
-MODES = ("network", "read-truth", "flood", "hang", "malformed", "schema", "leak-phi", "tamper")
+MODES = ("network", "read-truth", "flood", "hang", "hog", "malformed", "schema", "leak-phi", "tamper")
 
 
 def _network() -> None:
@@ -82,6 +83,15 @@ def _hang() -> None:
         time.sleep(3600)
 
 
+def _hog() -> None:
+    held = []
+    for _ in range(32):  # 1 GiB: past any limit the tests set, small enough for a CI machine
+        held.append(b"\x01" * (32 << 20))  # written, so resident
+        time.sleep(0.05)
+    del held
+    classifier.main([])
+
+
 def _malformed() -> None:
     out = output_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if mode == "read-truth":
         return _read_truth()
-    {"network": _network, "flood": _flood, "hang": _hang, "malformed": _malformed, "schema": _schema,
+    {"network": _network, "flood": _flood, "hang": _hang, "hog": _hog, "malformed": _malformed, "schema": _schema,
      "leak-phi": _leak_phi, "tamper": _tamper}[mode]()
     return 0
 

@@ -39,7 +39,7 @@ def runner_images() -> dict[str, list[str]]:
         TRUSTED_REPO: ["lightbox"],
         f"{VENDOR}/classifier": [*py, "lightbox.sandbox.reference.classifier"],
     }
-    for mode in ("hang", "malformed", "schema", "read-truth", "network"):
+    for mode in ("hang", "hog", "malformed", "schema", "read-truth", "network"):
         images[f"{VENDOR}/misbehave-{mode}"] = [*py, "lightbox.sandbox.reference.misbehave", mode]
     return images
 
@@ -100,7 +100,7 @@ def dataset(name: str = "chest", sub: str = "chest") -> dict[str, Any]:
     }
 
 
-def algorithm(name: str, image_ref: str, timeout: int = 300, gpus: int = 1) -> dict[str, Any]:
+def algorithm(name: str, image_ref: str, timeout: int = 300, gpus: int = 1, memory: str = "1Gi") -> dict[str, Any]:
     return {
         "apiVersion": "lightbox.dev/v1alpha1",
         "kind": "Algorithm",
@@ -115,7 +115,7 @@ def algorithm(name: str, image_ref: str, timeout: int = 300, gpus: int = 1) -> d
             "bodyPart": "CHEST",
             "labels": ["normal", "abnormal"],
             "positiveLabel": "abnormal",
-            "resources": {"gpus": gpus, "cpu": "1", "memory": "1Gi", "ephemeralStorage": "1Gi"},
+            "resources": {"gpus": gpus, "cpu": "1", "memory": memory, "ephemeralStorage": "1Gi"},
             "timeoutSeconds": timeout,
         },
     }

@@ -106,22 +106,24 @@ def test_blocked_by_policy_and_unverified_dataset_then_proceeds_without_recreati
 
 
 def test_vendor_failures_end_with_specific_reasons(api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path):
-    """Non-zero exit, hang past the deadline, malformed predictions, unpullable image: all at once."""
+    """Non-zero exit, hang past the deadline, over the memory limit, malformed predictions, unpullable image: all at once."""
     ns, pol = namespace, f"vendors-{namespace}"
     claim = make_claim(tmp_path_factory.mktemp("claim"))
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     cases = {
         "exits": ("misbehave-read-truth", "VendorExitCode"),
         "hangs": ("misbehave-hang", "DeadlineExceeded"),
+        "hogs": ("misbehave-hog", "OOMKilled"),
         "malformed": ("misbehave-malformed", "MalformedPredictions"),
         "missing-image": ("not-in-any-registry", "ImagePullFailed"),
     }
     try:
-        with local_runner(api_client, claim, tmp_path / "runner", concurrency=4):
-            apply(kubectl, None, policy(pol, ns, maxConcurrentRuns=4))
+        with local_runner(api_client, claim, tmp_path / "runner", concurrency=len(cases)):
+            apply(kubectl, None, policy(pol, ns, maxConcurrentRuns=len(cases)))
             docs = [dataset()]
             for name, (img, _) in cases.items():
-                docs += [algorithm(name, image(img), timeout=60), validation(name, name)]
+                memory = "256Mi" if name == "hogs" else "1Gi"
+                docs += [algorithm(name, image(img), timeout=60, memory=memory), validation(name, name)]
             apply(kubectl, ns, *docs)
             for name, (_, reason) in cases.items():
                 result = wait_for(lambda n=name: get(api_client, "validations", ns, n), finished, 150, f"{name} to end", operator)

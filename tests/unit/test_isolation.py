@@ -5,6 +5,7 @@ impossible."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -127,6 +128,46 @@ def test_file_size_limit(tmp_path: Path) -> None:
     r = _sh(f"head -c 3000000 /dev/zero > {out}/big", max_file_bytes=1 << 20)
     assert r.returncode != 0
     assert (out / "big").stat().st_size == 1 << 20
+
+
+# Allocates MiB in 16 MiB steps, each written so it is resident, then waits.
+HOG = "import sys, time; keep = [b'x' * (16 << 20) for _ in range(int(sys.argv[1]) // 16)]; time.sleep(30)"
+MiB = 1 << 20
+
+
+def test_memory_over_the_limit_kills_the_whole_tree_even_from_a_setsid_child(tmp_path: Path) -> None:
+    marker = tmp_path / "survivor"
+    started = time.monotonic()
+    # The allocation happens in a grandchild that left the session: the tree still counts it.
+    r = _sh(f"setsid {sys.executable} -c \"{HOG}\" 400 & (sleep 5; touch {marker}) & wait", max_memory_bytes=128 * MiB)
+    assert r.memory_exceeded and not r.timed_out and r.returncode is None
+    assert r.peak_memory_bytes > 128 * MiB
+    assert time.monotonic() - started < 15
+    time.sleep(5.5)
+    assert not marker.exists()
+
+
+def test_memory_under_the_limit_runs_to_the_end() -> None:
+    r = run_isolated([sys.executable, "-c", HOG.replace("time.sleep(30)", "time.sleep(1)"), "64"], env=ENV, timeout=20, max_memory_bytes=512 * MiB)
+    assert r.returncode == 0 and not r.memory_exceeded
+    assert 64 * MiB < r.peak_memory_bytes < 512 * MiB
+
+
+def test_tree_rss_counts_children(tmp_path: Path) -> None:
+    import subprocess
+
+    ready = tmp_path / "ready"
+    script = f"import pathlib, time; keep = b'x' * (96 << 20); pathlib.Path({str(ready)!r}).touch(); time.sleep(30)"
+    parent = subprocess.Popen(["sh", "-c", f"{sys.executable} -c \"{script}\"; true"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists()
+        assert isolation.tree_rss_bytes(parent.pid) > 96 * MiB
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
 
 
 def test_no_capabilities_in_the_command() -> None:

@@ -35,6 +35,7 @@ class FakeResult:
     stdout: bytes
     stderr: bytes
     output_truncated: bool = False
+    memory_exceeded: bool = False
 
 
 class FakeIsolation:
@@ -43,9 +44,12 @@ class FakeIsolation:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    def __call__(self, argv, *, env, read_only, hidden, timeout, max_output_bytes, cwd, max_file_bytes=None) -> FakeResult:  # noqa: ANN001
+    def __call__(self, argv, *, env, read_only, hidden, timeout, max_output_bytes, cwd, max_file_bytes=None, max_memory_bytes=None) -> FakeResult:  # noqa: ANN001
         self.calls.append(
-            {"argv": argv, "env": env, "read_only": read_only, "hidden": hidden, "timeout": timeout, "cwd": cwd, "max_file_bytes": max_file_bytes}
+            {
+                "argv": argv, "env": env, "read_only": read_only, "hidden": hidden, "timeout": timeout, "cwd": cwd,
+                "max_file_bytes": max_file_bytes, "max_memory_bytes": max_memory_bytes,
+            }
         )
         started = time.monotonic()
         try:
@@ -368,6 +372,29 @@ def test_ephemeral_storage_limit_reaches_isolation(claims: Path, tmp_path: Path)
 
     assert isolation.calls[0]["max_file_bytes"] == 1 << 30
     assert core.final["phase"] == "Succeeded"
+
+
+class MemoryKill(FakeIsolation):
+    """Reports a kill for memory, as run_isolated does, for any container with a memory limit."""
+
+    def __call__(self, argv, **kwargs: Any) -> FakeResult:  # noqa: ANN001
+        result = super().__call__(argv, **kwargs)
+        if kwargs.get("max_memory_bytes") is not None:
+            return FakeResult(None, False, result.seconds, b"", b"", memory_exceeded=True)  # type: ignore[arg-type]
+        return result
+
+
+def test_memory_limit_reaches_isolation_and_a_kill_reads_oomkilled(claims: Path, tmp_path: Path) -> None:
+    vendor = python("vendor", "pass", image=VENDOR) | {"resources": {"limits": {"memory": "256Mi"}}}
+    isolation = MemoryKill()
+    runner, core = runner_for([make_pod([vendor], [python("score", "pass")])], claims, tmp_path, isolation)
+
+    runner.run_once()
+
+    assert [call["max_memory_bytes"] for call in isolation.calls] == [256 << 20]  # the scorer never ran
+    terminated = core.final["initContainerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (137, "OOMKilled")
+    assert core.final["phase"] == "Failed"
 
 
 def test_a_failed_binding_is_retried_on_the_next_pass(claims: Path, tmp_path: Path) -> None:

@@ -385,11 +385,13 @@ def test_quantities(quantity: str, size: int | None) -> None:
     assert quantity_bytes(quantity) == size
 
 
-def test_ephemeral_storage_limit_caps_files() -> None:
-    from lightbox.devtools.localrunner_spec import ephemeral_storage_limit
+def test_memory_and_ephemeral_storage_limits_in_bytes() -> None:
+    from lightbox.devtools.localrunner_spec import limit_bytes
 
-    assert ephemeral_storage_limit({"resources": {"limits": {"ephemeral-storage": "1Gi", "cpu": "1"}}}) == 1 << 30
-    assert ephemeral_storage_limit({"name": "c"}) is None
+    container = {"resources": {"limits": {"ephemeral-storage": "1Gi", "memory": "512Mi", "cpu": "1"}}}
+    assert limit_bytes(container, "ephemeral-storage") == 1 << 30
+    assert limit_bytes(container, "memory") == 512 << 20
+    assert limit_bytes({"name": "c"}, "memory") is None
 
 
 def test_cli_prints_an_effective_config_that_loads_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -117,6 +117,11 @@ def test_image_pull_failure_shows_in_the_waiting_state_and_pod_reason() -> None:
     assert (status["phase"], status["reason"]) == ("Failed", "ErrImagePull")
 
 
+def test_a_memory_kill_reads_as_oomkilled_whatever_else_happened() -> None:
+    state = terminated_state(returncode=None, timed_out=False, deadline_exceeded=False, message="", started_at=T0, finished_at=T1, oom_killed=True)
+    assert (state.exit_code, state.reason) == (KILLED_EXIT_CODE, "OOMKilled")
+
+
 @pytest.mark.parametrize(
     ("returncode", "timed_out", "deadline", "exit_code", "reason"),
     [

@@ -79,6 +79,18 @@ def test_hang_is_killed_at_the_time_limit() -> None:
     assert "did not exit within 4 s and was killed" in text
 
 
+def test_memory_hog_is_killed_at_the_memory_limit() -> None:
+    code, text = check(module("misbehave", "hog"), max_memory_bytes=256 << 20)
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    assert "went over the memory limit of 256 MiB" in text and "OOMKilled" in text
+
+
+def test_peak_memory_is_reported_under_a_limit() -> None:
+    code, text = check(module("classifier"), max_memory_bytes=1 << 30)
+    assert code == 0, text
+    assert "resident memory peaked at" in text and "of the 1024 MiB limit" in text
+
+
 def test_tampering_is_contained(tmp_path: Path) -> None:
     code, text = check(module("misbehave", "tamper"), keep=tmp_path / "kept")
     # the attempts fail inside the sandbox, so the honest predictions it then writes conform
