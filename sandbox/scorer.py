@@ -495,7 +495,19 @@ def subgroup_results(
                 out[dim][g] = SubgroupResult(n=0, suppressed=True)
             else:
                 out[dim][g] = SubgroupResult(n=n, metrics=_round_metrics(compute(mask)))
+        out[dim] = suppress_complement(out[dim])
     return out
+
+
+def suppress_complement(groups: Mapping[str, SubgroupResult]) -> dict[str, SubgroupResult]:
+    """Secondary suppression: a dimension's groups add up to the reported total, so a lone
+    suppressed group's size would follow by subtraction. Suppress the smallest other group too."""
+    hidden = [g for g, r in groups.items() if r.suppressed]
+    shown = sorted((r.n, g) for g, r in groups.items() if not r.suppressed)
+    if len(hidden) != 1 or not shown:
+        return dict(groups)
+    _, smallest = shown[0]
+    return {g: SubgroupResult(n=0, suppressed=True) if g == smallest else r for g, r in groups.items()}
 
 
 def score(cfg: ScorerConfig, output: Path, truth_dir: Path, work: Path) -> tuple[ScoreReport, dict[str, Any]]:

@@ -67,7 +67,11 @@ class SubgroupResult(Model):
     """Metrics for one subgroup, or a note that it was too small to report."""
 
     n: int = Field(ge=0, description="Cases in the subgroup (0 when suppressed, so the size does not leak either).")
-    suppressed: bool = Field(default=False, description="True when the subgroup is below the policy's minimum size.")
+    suppressed: bool = Field(
+        default=False,
+        description="True when the subgroup is below the policy's minimum size, or is the smallest other group of a "
+        "dimension where only one was (else that one's size would follow from the total).",
+    )
     metrics: dict[str, MetricValue] = Field(default_factory=dict, description="Metrics for this subgroup.")
 
 

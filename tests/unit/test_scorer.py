@@ -214,6 +214,47 @@ def test_small_subgroups_are_suppressed_with_n_zero(tmp_path: Path, monkeypatch:
     assert all(r.suppressed and r.n == 0 and not r.metrics for g in report.subgroups.values() for r in g.values())
 
 
+def _groups(**sizes: int) -> dict:
+    from lightbox.api.results import SubgroupResult
+
+    return {g: SubgroupResult(n=0, suppressed=True) if n < 10 else SubgroupResult(n=n) for g, n in sizes.items()}
+
+
+def _hidden(groups: dict) -> set[str]:
+    return {g for g, r in groups.items() if r.suppressed}
+
+
+def test_a_lone_suppressed_group_takes_the_smallest_other_with_it() -> None:
+    # M 60, F 37, O 3 out of 100: O alone suppressed would be 100 - 60 - 37.
+    out = scorer.suppress_complement(_groups(M=60, F=37, O=3))
+    assert _hidden(out) == {"O", "F"}
+    assert out["M"].n == 60 and all(out[g].n == 0 and not out[g].metrics for g in ("O", "F"))
+
+
+@pytest.mark.parametrize(
+    ("sizes", "hidden"),
+    [
+        ({"M": 60, "F": 40}, set()),  # nothing to protect
+        ({"A": 50, "B": 4, "C": 3}, {"B", "C"}),  # two hidden: only their sum follows
+        ({"A": 97, "B": 3}, {"A", "B"}),  # the only other group goes too
+        ({"B": 3}, {"B"}),
+    ],
+)
+def test_secondary_suppression_only_where_subtraction_would_reveal(sizes: dict[str, int], hidden: set[str]) -> None:
+    assert _hidden(scorer.suppress_complement(_groups(**sizes))) == hidden
+
+
+def test_no_suppressed_group_size_follows_from_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = Run(tmp_path, monkeypatch, n=40)
+    run.configure(minSubgroupSize=10)
+    run.predict()
+    code, text = run.score()
+    report = ScoreReport.model_validate_json(text)
+    assert code == EXIT_OK
+    for groups in report.subgroups.values():
+        assert sum(r.suppressed for r in groups.values()) != 1 or len(groups) == 1, groups
+
+
 def test_fit_report_shrinks_roc_until_it_fits() -> None:
     from lightbox.api.results import MetricValue, SubgroupResult
 
