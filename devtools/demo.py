@@ -170,6 +170,7 @@ def main(argv: list[str]) -> int:
     print(f"  export KUBECONFIG={kubeconfig}")
     print(f"  kubectl get lightbox -n {NAMESPACE}")
     print(f"  kubectl get validation {VALIDATION} -n {NAMESPACE} -o yaml")
+    print(f"  kubectl get auditrecords -n {NAMESPACE}")
     print("To stop it:")
     print(f"  make down    # or: lightbox control-plane down --dir {workdir / 'control-plane'}")
     return 0 if validation.status.runs[-1].phase == "Succeeded" else 1

@@ -91,20 +91,20 @@ def openapi_schema(model: type[KubeObject]) -> dict[str, Any]:
     """The structural schema of one kind: envelope, spec and status."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.get("$defs", {})
-    spec = _resolve(raw["properties"]["spec"], defs)
-    status = _resolve(raw["properties"]["status"], defs)
-    _mark_conditions(status)
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string", "description": "lightbox.dev/v1alpha1"},
+        "kind": {"type": "string", "description": model.kind_name},
+        "metadata": {"type": "object"},
+        "spec": _resolve(raw["properties"]["spec"], defs),
+    }
+    if "status" in raw["properties"]:  # a kind without status is a record, written once
+        properties["status"] = _resolve(raw["properties"]["status"], defs)
+        _mark_conditions(properties["status"])
     return {
         "type": "object",
         "description": model.__doc__.strip(),
         "required": ["spec"],
-        "properties": {
-            "apiVersion": {"type": "string", "description": "lightbox.dev/v1alpha1"},
-            "kind": {"type": "string", "description": model.kind_name},
-            "metadata": {"type": "object"},
-            "spec": spec,
-            "status": status,
-        },
+        "properties": properties,
     }
 
 
@@ -134,7 +134,7 @@ def crd_manifest(model: type[KubeObject]) -> dict[str, Any]:
                     "name": API_VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    **({"subresources": {"status": {}}} if "status" in model.model_fields else {}),
                     "additionalPrinterColumns": list(model.printer_columns),
                     "schema": {"openAPIV3Schema": openapi_schema(model)},
                 }

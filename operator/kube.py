@@ -48,6 +48,7 @@ def path(kind: str, namespace: str | None = None, name: str | None = None, subre
         "algorithms": f"/apis/{GROUP_VERSION}",
         "datasets": f"/apis/{GROUP_VERSION}",
         "sandboxpolicies": f"/apis/{GROUP_VERSION}",
+        "auditrecords": f"/apis/{GROUP_VERSION}",
     }
     out = prefixes[kind]
     if namespace is not None:

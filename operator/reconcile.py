@@ -34,7 +34,7 @@ from lightbox.api.policy import NamespaceIsolation
 from lightbox.api.results import ScoreReport
 from lightbox.api.validation import RunRecord, ValidationStatus
 from lightbox.operator import admission as admission_mod
-from lightbox.operator import builders, outcome, runs, verdict
+from lightbox.operator import audit, builders, outcome, runs, verdict
 from lightbox.operator.config import OperatorConfig
 from lightbox.operator.exporter import Exporter
 from lightbox.operator.kube import Kube, KubeError, path
@@ -336,6 +336,32 @@ def _finish(record: RunRecord, result: outcome.Outcome, validation: Validation, 
     return record.model_copy(update=update)
 
 
+async def _conclude(
+    runtime: Runtime,
+    validation: Validation,
+    record: RunRecord,
+    result: outcome.Outcome,
+    algorithm: Algorithm | None,
+    dataset: Dataset | None,
+    policy: SandboxPolicy | None,
+    now: datetime,
+) -> RunRecord:
+    """The run's final record. The audit trail is the commit point: a record already
+    there (written before a restart) is the result; otherwise it is made and written now,
+    before status, so a crash in between finds it and status says the same."""
+    namespace = validation.metadata["namespace"]
+    name = audit.record_name(validation, record.name)
+    existing = await runtime.kube.get(path("auditrecords", namespace, name))
+    if existing is not None:
+        return RunRecord.model_validate(existing["spec"]["run"])
+    final = _finish(record, result, validation, now)
+    policy_name = policy.metadata.get("name") if policy else None
+    body = audit.audit_record(validation, final, algorithm, dataset, policy_name, audit.recorded_by())
+    await runtime.kube.create(path("auditrecords", namespace), body)
+    runtime.crash("after-audit-write")
+    return final
+
+
 async def _start_run(
     runtime: Runtime,
     validation: Validation,
@@ -492,9 +518,8 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
         job = jobs.get(run_name_)
         if job is None:
             if record.phase == "Running":
-                records[run_name_] = record.model_copy(
-                    update={"phase": "Failed", "reason": outcome.JOB_FAILED, "message": "the run's Job was deleted", "finished_at": now}
-                )
+                gone = outcome.Outcome("Failed", outcome.JOB_FAILED, "the run's Job was deleted")
+                records[run_name_] = await _conclude(runtime, validation, record, gone, algorithm, dataset, policy, now)
                 finished.append(records[run_name_])
             continue
         if outcome.job_finished(job):
@@ -517,12 +542,12 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
                 records[run_name_] = record.model_copy(update={"phase": phase, "reason": reason, "message": message})
             continue
         runtime.crash("before-result-write")
+        records[run_name_] = await _conclude(runtime, validation, record, result, algorithm, dataset, policy, now)
+        finished.append(records[run_name_])
         if not outcome.job_finished(job) and not outcome.pod_finished(pods.get(run_name_)):
             # Image pull failures and deleted datasets leave a live Job behind: stop it.
             await kube.delete(path("jobs", namespace, run_name_), "Background")
             runtime.observe_job(namespace, job, deleted=True)
-        records[run_name_] = _finish(record, result, validation, now)
-        finished.append(records[run_name_])
 
     active = [r for r in records.values() if r.phase in runs.ACTIVE_PHASES]
     # An out-of-range schedule blocks admission (InvalidSchedule) and has no ticks.
@@ -603,7 +628,7 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
                     # The API server will never accept this Job: say why instead of retrying forever.
                     queued_here.pop((name, record.number), None)
                     rejected = outcome.Outcome("Failed", "RunRejected", str(exc)[:2048])
-                    records[run_name_] = _finish(record, rejected, validation, now)
+                    records[run_name_] = await _conclude(runtime, validation, record, rejected, algorithm, dataset, policy, now)
                     finished.append(records[run_name_])
                     continue
                 queued_here.pop((name, record.number), None)

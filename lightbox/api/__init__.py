@@ -6,13 +6,14 @@ steps share the run layout and score report defined here.
 """
 
 from lightbox.api.algorithm import Algorithm, AlgorithmSpec
+from lightbox.api.audit import AuditRecord, AuditRecordSpec
 from lightbox.api.common import API_GROUP, API_VERSION, Condition, KubeObject
 from lightbox.api.dataset import Dataset, DatasetSpec
 from lightbox.api.policy import SandboxPolicy, SandboxPolicySpec
 from lightbox.api.results import MetricValue, ScoreReport
 from lightbox.api.validation import Validation, ValidationSpec
 
-KINDS: tuple[type[KubeObject], ...] = (Algorithm, Dataset, Validation, SandboxPolicy)
+KINDS: tuple[type[KubeObject], ...] = (Algorithm, Dataset, Validation, SandboxPolicy, AuditRecord)
 
 __all__ = [
     "API_GROUP",
@@ -20,6 +21,8 @@ __all__ = [
     "KINDS",
     "Algorithm",
     "AlgorithmSpec",
+    "AuditRecord",
+    "AuditRecordSpec",
     "Condition",
     "Dataset",
     "DatasetSpec",

@@ -14,6 +14,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -98,7 +99,33 @@ def apply_crds(api_client, files: list[Path], timeout: float = 60.0) -> list[str
             raise RuntimeError(f"CRDs not Established within {timeout:.0f}s: {sorted(pending)}")
         if pending:
             time.sleep(0.1)
+    _wait_for_openapi(api_client, [yaml.safe_load(p.read_text()) for p in files], deadline)
     return names
+
+
+def _wait_for_openapi(api_client, crds: list[dict], deadline: float) -> None:
+    """`kubectl explain` reads the OpenAPI v3 document, published a moment after Established."""
+    from kubernetes.client.rest import ApiException
+
+    wanted: dict[str, set[str]] = {}
+    for crd in crds:
+        group, version = crd["spec"]["group"], crd["spec"]["versions"][0]["name"]
+        wanted.setdefault(f"/openapi/v3/apis/{group}/{version}", set()).add(crd["spec"]["names"]["kind"])
+    for url, kinds in wanted.items():
+        while True:
+            try:
+                response = api_client.call_api(url, "GET", _preload_content=False, auth_settings=["BearerToken"])[0]
+                schemas = json.loads(response.data).get("components", {}).get("schemas", {})
+            except ApiException as exc:
+                if exc.status != 404:  # 404: the group is not published at all yet
+                    raise
+                schemas = {}
+            published = {name.rsplit(".", 1)[-1] for name in schemas}
+            if kinds <= published:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} does not describe {sorted(kinds - published)} yet")
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

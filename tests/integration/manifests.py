@@ -80,7 +80,27 @@ def policy() -> dict[str, Any]:
     }
 
 
-VALID = {"Algorithm": algorithm, "Dataset": dataset, "Validation": validation, "SandboxPolicy": policy}
+def audit_record() -> dict[str, Any]:
+    return {
+        "apiVersion": "lightbox.dev/v1alpha1",
+        "kind": "AuditRecord",
+        "metadata": {"name": "chest-ai-on-2025-r1-0a1b2c3d"},
+        "spec": {
+            "validation": {"name": "chest-ai-on-2025", "uid": "0a1b2c3d-0000-4000-8000-000000000000"},
+            "run": {
+                "name": "chest-ai-on-2025-r1", "number": 1, "phase": "Succeeded", "reason": "Succeeded",
+                "metrics": {"auc": {"value": 0.91, "lower": 0.86, "upper": 0.95, "method": "delong"}}, "verdict": "Passed",
+            },
+            "algorithm": {"name": "chest-ai", "vendor": "Acme Imaging", "version": "1.2.0"},
+            "dataset": {"name": "chest-2025", "contentHash": "sha256:" + "00" * 32},
+            "recordedBy": "lightbox-operator/0.1.0",
+        },
+    }
+
+
+VALID = {
+    "Algorithm": algorithm, "Dataset": dataset, "Validation": validation, "SandboxPolicy": policy, "AuditRecord": audit_record,
+}
 
 
 def _set(manifest: dict[str, Any], path: str, value: Any) -> None:

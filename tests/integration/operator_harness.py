@@ -183,6 +183,11 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value:\n{yaml.safe_dump(value)}\n{tail}")
 
 
+def audit_records(api_client, namespace: str) -> list[dict[str, Any]]:
+    items = custom(api_client).list_namespaced_custom_object("lightbox.dev", "v1alpha1", namespace, "auditrecords")["items"]
+    return sorted(items, key=lambda a: a["spec"]["run"]["number"])
+
+
 def runs_of(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
     return ((obj or {}).get("status") or {}).get("runs") or []
 

@@ -63,6 +63,16 @@ def test_rendered_operator_is_locked_down_and_pinned(helm, namespace):
     assert run_namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
+def test_the_operator_may_write_audit_records_but_never_change_or_delete_them(helm, namespace):
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in render(helm, namespace)}
+    rules = docs[("ClusterRole", "lb-operator")]["rules"]
+    verbs = {verb for rule in rules if "auditrecords" in rule["resources"] for verb in rule["verbs"]}
+    assert verbs == {"get", "create"}
+    reader = docs[("ClusterRole", "lb-operator-audit-reader")]
+    assert reader["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert reader["rules"] == [{"apiGroups": ["lightbox.dev"], "resources": ["auditrecords"], "verbs": ["get", "list", "watch"]}]
+
+
 def test_missing_registries_or_unpinned_image_fail_with_a_clear_message(helm, namespace):
     no_registries = helm("template", "lb", str(CHART), "-n", namespace, check=False)
     assert no_registries.returncode != 0

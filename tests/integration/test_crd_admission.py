@@ -63,6 +63,22 @@ def test_schedule_history_and_suspend_of_an_existing_validation_may_change(kubec
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [(("run", "verdict"), "Failed"), (("run", "metrics", "auc", "value"), 0.99), (("algorithm", "version"), "1.3.0")],
+)
+def test_an_audit_record_cannot_be_changed(kubectl, namespace, path, value):
+    manifest = VALID["AuditRecord"]()
+    assert apply(kubectl, namespace, manifest).returncode == 0
+    node = manifest["spec"]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    result = apply(kubectl, namespace, manifest)
+    assert result.returncode != 0, f"changing spec.{'.'.join(path)} was accepted"
+    assert "an AuditRecord cannot be changed once written" in result.stderr, result.stderr
+
+
 def test_there_are_at_least_twenty_bad_inputs():
     assert len(INVALID) >= 20
     assert len({case_id for case_id, *_ in INVALID}) == len(INVALID)

@@ -15,6 +15,7 @@ from operator_harness import (
     Operator,
     algorithm,
     apply,
+    audit_records,
     dataset,
     delete_policy,
     finished,
@@ -105,6 +106,16 @@ def test_validation_runs_end_to_end(api_client, kubeconfig, kubectl, namespace, 
             assert f'lightbox_namespace_isolated{{namespace="{ns}",policy="{pol}"}} 1.0' in text
             assert 'lightbox_runs_total{reason="Succeeded"} 1.0' in text
 
+            # The audit trail: one record of the run, readable in a table.
+            (entry,) = audit_records(api_client, ns)
+            assert entry["spec"]["run"] == run
+            assert entry["spec"]["validation"] == {"name": "chest-auc", "uid": final["metadata"]["uid"]}
+            assert entry["spec"]["dataset"]["contentHash"] == data["contentHash"]
+            assert entry["spec"]["algorithm"]["version"] == "1.0.0" and entry["spec"]["policy"] == pol
+            rows = kubectl("get", "auditrecords", "-n", ns).stdout.splitlines()
+            assert "VALIDATION" in rows[0] and "VERDICT" in rows[0]
+            assert rows[1].split()[:4] == [entry["metadata"]["name"], "chest-auc", "1", "Succeeded"]
+
             # Deleting the Validation takes its Job and NetworkPolicy with it (owner references).
             assert kubectl("delete", "validation", "chest-auc", "-n", ns, "--wait=true", timeout=60).returncode == 0
             wait_for(lambda: jobs(api_client, ns), lambda js: not js, timeout=60, what="the Job to be collected")
@@ -114,6 +125,8 @@ def test_validation_runs_end_to_end(api_client, kubeconfig, kubectl, namespace, 
                 timeout=60,
                 what="the NetworkPolicy to be collected",
             )
+            # ...but not its history.
+            assert [a["metadata"]["name"] for a in audit_records(api_client, ns)] == [entry["metadata"]["name"]]
     finally:
         operator.stop()
         delete_policy(api_client, pol)

@@ -1,4 +1,4 @@
-"""Restart safety: the operator dies at three points of a run and the run still ends once, recorded.
+"""Restart safety: the operator dies at several points of a run and the run still ends once, recorded.
 
 The operator is a subprocess. It exits abruptly (``os._exit``, no cleanup, like
 SIGKILL) at a named point via ``LIGHTBOX_OPERATOR_CRASH_AT``, or is SIGKILLed
@@ -12,6 +12,7 @@ from operator_harness import (
     Operator,
     algorithm,
     apply,
+    audit_records,
     dataset,
     delete_policy,
     finished,
@@ -76,7 +77,13 @@ def test_operator_killed_at_three_points_keeps_one_job_and_every_result(
             assert operator.wait_exit(120) == CRASHED, operator.tail()
             assert [r["phase"] for r in runs_of(get_val("later")())] == ["Running"]
 
-            # 5. A clean start records the result from the finished pod.
+            # 5. Dies after committing the result to the audit trail, before status.
+            operator.start(LIGHTBOX_OPERATOR_CRASH_AT="after-audit-write")
+            assert operator.wait_exit(120) == CRASHED, operator.tail()
+            assert [r["phase"] for r in runs_of(get_val("later")())] == ["Running"]
+            assert [a["spec"]["run"]["name"] for a in audit_records(api_client, ns)] == ["earlier-r1", "later-r1"]
+
+            # 6. A clean start records the result in status, as the audit trail has it.
             operator.start()
             later = wait_for(get_val("later"), finished, 60, "the result after the restarts", operator)
 
@@ -88,6 +95,12 @@ def test_operator_killed_at_three_points_keeps_one_job_and_every_result(
         earlier_again = get_val("earlier")()
         assert runs_of(earlier_again) == runs_of(earlier)
         assert earlier_again["status"]["verdict"] == earlier["status"]["verdict"]
+        # One audit record per run, each the same as the run in status.
+        trail = audit_records(api_client, ns)
+        assert [(a["spec"]["validation"]["name"], a["spec"]["run"]) for a in trail] == [
+            ("earlier", runs_of(earlier)[0]),
+            ("later", run),
+        ]
     finally:
         operator.stop()
         delete_policy(api_client, pol)

@@ -201,6 +201,13 @@ def test_one_shot_run_from_start_to_verdict(clock):
 
     run(reconcile.reconcile_validation(runtime, NS, "val"))  # one-shot: no further runs
     assert len(status(kube)["runs"]) == 1
+    (entry,) = audit_records(kube)
+    assert entry["spec"]["run"] == record  # the same record as status, kept for good
+    assert entry["spec"]["validation"] == {"name": "val", "uid": "uid-val"}
+
+
+def audit_records(kube: FakeKube) -> list[dict[str, Any]]:
+    return [obj for (plural, ns, _), obj in sorted(kube.objects.items()) if plural == "auditrecords" and ns == NS]
 
 
 def test_schedule_ticks_and_history_limit_prunes_jobs(clock):
@@ -222,6 +229,8 @@ def test_schedule_ticks_and_history_limit_prunes_jobs(clock):
     assert ("jobs", NS, "val-r1") not in kube.objects and ("networkpolicies", NS, "val-r1") not in kube.objects
     assert ("jobs", NS, "val-r3") in kube.objects
     assert st["phase"] == "Scheduled"
+    # History is pruned; the audit trail is not.
+    assert [a["spec"]["run"]["name"] for a in audit_records(kube)] == ["val-r1", "val-r2", "val-r3"]
 
     # Missed ticks collapse into one run.
     clock["t"] = datetime(2026, 1, 1, 9, 10, tzinfo=UTC)
@@ -270,6 +279,8 @@ def test_vendor_failure_is_recorded_with_reason_and_a_warning_event(clock):
     assert status(kube)["summary"] == "VendorExitCode"
     warning = [e for e in kube.events if e["type"] == "Warning"]
     assert warning and warning[0]["reason"] == "VendorExitCode"
+    (entry,) = audit_records(kube)
+    assert (entry["spec"]["run"]["phase"], entry["spec"]["run"]["reason"]) == ("Failed", "VendorExitCode")
     assert 'lightbox_runs_total{reason="VendorExitCode"} 1.0' in runtime.exporter.render().decode()
 
 
@@ -281,6 +292,8 @@ def test_dataset_deleted_mid_run_stops_the_job(clock):
     run(reconcile.reconcile_validation(runtime, NS, "val"))
     (record,) = status(kube)["runs"]
     assert record["reason"] == "DatasetDeleted"
+    (entry,) = audit_records(kube)
+    assert entry["spec"]["dataset"] == {"name": "data"}  # gone: only its name is known
     assert ("jobs", NS, "val-r1") not in kube.objects
     assert status(kube)["phase"] == "Blocked"
 
@@ -319,3 +332,33 @@ def test_a_job_the_api_server_refuses_ends_the_run_with_its_message(clock):
     (record,) = status(kube)["runs"]
     assert (record["phase"], record["reason"]) == ("Failed", "RunRejected")
     assert "forbidden" in record["message"]
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crash_after_the_audit_write_leaves_status_saying_what_the_audit_trail_says(clock):
+    kube = setup_cluster()
+    runtime = make_runtime(kube)
+    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    finish(kube, "val-r1")
+
+    def crash(point: str) -> None:
+        if point == "after-audit-write":
+            raise Crash(point)
+
+    runtime.crash = crash  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        run(reconcile.reconcile_validation(runtime, NS, "val"))
+    (entry,) = audit_records(kube)
+    assert [r["phase"] for r in status(kube)["runs"]] == ["Running"]  # status was not written
+
+    # Later, with the Job gone meanwhile: the recorded result stands, not "the Job was deleted".
+    del kube.objects[("jobs", NS, "val-r1")]
+    clock["t"] = clock["t"].replace(hour=5)
+    restarted = make_runtime(kube)
+    run(reconcile.reconcile_validation(restarted, NS, "val"))
+    (record,) = status(kube)["runs"]
+    assert record == entry["spec"]["run"] and record["phase"] == "Succeeded"
+    assert len(audit_records(kube)) == 1
