@@ -24,4 +24,5 @@ def test_example_parses(doc):
 
 
 def test_every_kind_has_an_example():
-    assert {p.values[0]["kind"] for p in documents()} == set(BY_KIND)
+    # AuditRecords are written by the operator only: no user manifest makes one.
+    assert {p.values[0]["kind"] for p in documents()} == set(BY_KIND) - {"AuditRecord"}
