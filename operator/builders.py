@@ -187,7 +187,10 @@ def run_pod_spec(
     """stage (trusted) → vendor → score (trusted, the only one with the ground truth)."""
     algo, data = algorithm.spec, dataset.spec
     stager = StagerConfig(
-        task=algo.task, labels=list(algo.labels or []), deid_options=list(data.deidentification.options)
+        task=algo.task,
+        labels=list(algo.labels or []),
+        deid_options=list(data.deidentification.options),
+        verified_content_hash=dataset.status.content_hash if dataset.status else None,
     )
     termination = {layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH}
 

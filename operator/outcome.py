@@ -30,6 +30,7 @@ VENDOR_EXIT_CODE = "VendorExitCode"
 MALFORMED_PREDICTIONS = "MalformedPredictions"
 PHI_FOUND = "PHIFound"
 DATASET_UNREADABLE = "DatasetUnreadable"
+DATASET_CHANGED = "DatasetChanged"
 GROUND_TRUTH_UNREADABLE = "GroundTruthUnreadable"
 TERMINATION_MESSAGE_INVALID = "TerminationMessageInvalid"
 DATASET_DELETED = "DatasetDeleted"
@@ -185,6 +186,10 @@ def run_outcome(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Outco
         if code == layout.EXIT_DATASET_UNREADABLE:
             return Outcome(
                 "Failed", DATASET_UNREADABLE, _step_message(stage, "staging could not read the studies"), exit_code=code
+            )
+        if code == layout.EXIT_DATASET_CHANGED:
+            return Outcome(
+                "Failed", DATASET_CHANGED, _step_message(stage, "the studies changed since the Dataset was verified"), exit_code=code
             )
         return Outcome("Failed", STAGE_FAILED, f"the staging step exited with code {code}", exit_code=code)
 

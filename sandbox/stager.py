@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from lightbox.api.run import (
     CASES_FILE,
+    EXIT_DATASET_CHANGED,
     EXIT_DATASET_UNREADABLE,
     EXIT_OK,
     EXIT_PHI_FOUND,
@@ -132,6 +133,16 @@ def stage(
         raise StageError("DatasetUnreadable", f"{errors} of {report.files} files are not readable DICOM", EXIT_DATASET_UNREADABLE)
     if not report.ok:
         raise StageError("PHIFound", f"de-identification check did not pass ({verifier_name} verifier)", EXIT_PHI_FOUND)
+    # Identifying data first (above): it is the graver finding. Then provenance: the run must
+    # read the data the Dataset's verification described (case count, cohort, hash).
+    expected = config.verified_content_hash
+    if expected is not None and report.content_hash != expected:
+        raise StageError(
+            "DatasetChanged",
+            f"the studies changed since the Dataset was verified (verified {expected}, now {report.content_hash}); "
+            "verify it again by changing the Dataset's spec.revision",
+            EXIT_DATASET_CHANGED,
+        )
 
     folders = _case_folders(studies)
     if not folders:

@@ -53,6 +53,12 @@ class DatasetSpec(Model):
     site: str | None = Field(
         default=None, max_length=64, description="Site or hospital code used for subgroup reporting."
     )
+    revision: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Free label of the data's version, e.g. 2026-12. Change it when the studies are refreshed: "
+        "the Dataset is verified again (runs refuse studies that differ from the verified content hash).",
+    )
 
 
 class Violation(Model):

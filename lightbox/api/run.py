@@ -71,6 +71,7 @@ EXIT_PHI_FOUND = 3  # stage: de-identification check failed
 EXIT_DATASET_UNREADABLE = 4  # stage: studies missing or not DICOM
 EXIT_MALFORMED_PREDICTIONS = 5  # score: predictions.json missing, not JSON, or not to schema
 EXIT_GROUND_TRUTH_UNREADABLE = 6  # score: ground truth missing or malformed
+EXIT_DATASET_CHANGED = 7  # stage: the studies differ from what the Dataset's verification saw
 
 DeidOption = Literal[
     "retainSafePrivate",
@@ -97,6 +98,9 @@ class StagerConfig(Model):
     labels: list[str] = Field(default_factory=list, description="The algorithm's labels, for manifest.json.")
     deid_options: list[DeidOption] = Field(default_factory=list, description="Profile options the dataset claims.")
     max_cases: int | None = Field(default=None, ge=1, description="Stage at most this many cases.")
+    verified_content_hash: str | None = Field(
+        default=None, max_length=80, description="The Dataset's verified content hash; the studies must still match it."
+    )
 
 
 class BootstrapSettings(Model):

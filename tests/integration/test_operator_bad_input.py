@@ -354,3 +354,49 @@ def test_identifying_data_found_at_staging(api_client, kubeconfig, kubectl, name
     finally:
         operator.stop()
         delete_policy(api_client, pol)
+
+
+def test_studies_changed_after_verification_are_refused_until_verified_again(
+    api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path
+):
+    """A run reads the data its Dataset's verification described, or none: the audit trail's hash means what it says."""
+    import pydicom
+
+    ns, pol = namespace, f"changed-{namespace}"
+    claim = make_claim(tmp_path_factory.mktemp("claim"))
+    operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
+    verified = lambda d: ((d or {}).get("status") or {}).get("verified") is True  # noqa: E731
+    try:
+        with local_runner(api_client, claim, tmp_path / "runner"):
+            apply(kubectl, None, policy(pol, ns))
+            apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+            before = wait_for(lambda: get(api_client, "datasets", ns, "chest"), verified, 60, "verification", operator)
+            # Re-exported after verification: nothing identifying, but not the data that was verified.
+            first = sorted((claim / "chest" / "studies").rglob("*.dcm"))[0]
+            ds = pydicom.dcmread(first)
+            ds.InstanceNumber = 99
+            ds.save_as(first)
+
+            apply(kubectl, ns, validation("stale", "classifier"))
+            stale = wait_for(lambda: get(api_client, "validations", ns, "stale"), finished, 90, "the run", operator)
+            (run,) = runs_of(stale)
+            assert (run["phase"], run["reason"]) == ("Failed", "DatasetChanged"), run
+            assert before["status"]["contentHash"] in run["message"] and "spec.revision" in run["message"]
+
+            # Verified again under a new revision: the new content is what runs read.
+            changed = dataset()
+            changed["spec"]["revision"] = "2026-12"
+            apply(kubectl, ns, changed)
+            after = wait_for(
+                lambda: get(api_client, "datasets", ns, "chest"),
+                lambda d: verified(d) and d["status"]["contentHash"] != before["status"]["contentHash"],
+                60, "verification of the new revision", operator,
+            )
+            assert after["status"]["caseCount"] == before["status"]["caseCount"]
+            apply(kubectl, ns, validation("fresh", "classifier"))
+            fresh = wait_for(lambda: get(api_client, "validations", ns, "fresh"), finished, 90, "the run", operator)
+            (run,) = runs_of(fresh)
+            assert run["phase"] == "Succeeded" and run["datasetHash"] == after["status"]["contentHash"], run
+    finally:
+        operator.stop()
+        delete_policy(api_client, pol)

@@ -169,6 +169,8 @@ def test_step_configs_come_from_the_models():
     assert scorer.min_subgroup_size == 25 and scorer.confidence_level == 0.9
     stager = StagerConfig.model_validate_json(env(by_name["stage"])[layout.STAGER_CONFIG_ENV])
     assert stager.deid_options == ["retainPatientCharacteristics"]
+    # The stager refuses studies that are no longer the ones verified.
+    assert stager.verified_content_hash == data.status.content_hash and stager.verified_content_hash
 
 
 def test_vendor_resources_requests_equal_limits_with_gpus():

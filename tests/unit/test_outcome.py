@@ -97,6 +97,7 @@ def test_phi_found_at_staging_uses_the_stagers_message():
 def test_dataset_unreadable_and_other_stage_failures():
     assert outcome.run_outcome(job("Failed"), pod("Failed", [terminated("stage", 4)])).reason == "DatasetUnreadable"
     assert outcome.run_outcome(job("Failed"), pod("Failed", [terminated("stage", 1)])).reason == "StageFailed"
+    assert outcome.run_outcome(job("Failed"), pod("Failed", [terminated("stage", 7)])).reason == "DatasetChanged"
 
 
 def test_malformed_predictions_from_the_scorer():

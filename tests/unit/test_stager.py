@@ -8,7 +8,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from lightbox.api.run import EXIT_DATASET_UNREADABLE, EXIT_OK, EXIT_PHI_FOUND
+from lightbox.api.run import EXIT_DATASET_CHANGED, EXIT_DATASET_UNREADABLE, EXIT_OK, EXIT_PHI_FOUND
 from lightbox.sandbox import deidgate, stager
 from lightbox.sandbox.contract import InputManifest
 from lightbox.sandbox.sampledata import SAMPLE_DEID_OPTIONS, make_sample_dataset
@@ -146,3 +146,48 @@ def test_sample_dataset_passes_the_real_verifier_with_its_options(tmp_path: Path
     report = verifier(sample.studies_dir, sample.deid_options)
     assert report.ok, [(v.keyword, v.occurrences) for v in report.violations]
     assert deidgate.error_count(report) == 0
+
+
+def _verified_hash(studies: Path) -> str:
+    """What the Dataset's verification step records (the same gate, run by verifystep)."""
+    return deidgate.verify_tree(studies, SAMPLE_DEID_OPTIONS).content_hash
+
+
+def test_studies_as_verified_are_staged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = make_sample_dataset(tmp_path / "data", n_cases=4)
+    config = {"deidOptions": SAMPLE_DEID_OPTIONS, "verifiedContentHash": _verified_hash(sample.studies_dir)}
+    paths = _env(monkeypatch, tmp_path, sample.studies_dir, config)
+    assert stager.main([]) == EXIT_OK
+    assert json.loads(paths["term"].read_text())["contentHash"] == config["verifiedContentHash"]
+
+
+@pytest.mark.parametrize("change", ["edit", "add", "remove"])
+def test_studies_changed_since_verification_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    sample = make_sample_dataset(tmp_path / "data", n_cases=4)
+    verified = _verified_hash(sample.studies_dir)
+    first = sorted(sample.studies_dir.rglob("*.dcm"))[0]
+    if change == "edit":
+        ds = pydicom.dcmread(first)
+        ds.InstanceNumber = 99  # not identifying: only the content differs
+        ds.save_as(first)
+    elif change == "add":
+        (first.parent / "extra.dcm").write_bytes(first.read_bytes())
+    else:
+        first.unlink()
+    paths = _env(monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "verifiedContentHash": verified})
+    assert stager.main([]) == EXIT_DATASET_CHANGED
+    term = json.loads(paths["term"].read_text())
+    assert term["reason"] == "DatasetChanged" and verified in term["message"] and "spec.revision" in term["message"]
+    assert not (paths["input"] / "manifest.json").exists()  # nothing reached the vendor's input
+
+
+def test_identifying_data_outranks_a_changed_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = make_sample_dataset(tmp_path / "data", n_cases=4)
+    verified = _verified_hash(sample.studies_dir)
+    first = sorted(sample.studies_dir.rglob("*.dcm"))[0]
+    ds = pydicom.dcmread(first)
+    ds.PatientName = "Doe^Jane"
+    ds.save_as(first)
+    paths = _env(monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "verifiedContentHash": verified})
+    assert stager.main([]) == EXIT_PHI_FOUND
+    assert json.loads(paths["term"].read_text())["reason"] == "PHIFound"
