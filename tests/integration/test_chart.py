@@ -98,3 +98,20 @@ def test_server_side_dry_run_accepts_every_rendered_object(helm, kubectl, namesp
         "--set", f"sandboxPolicy.name={policy_name}", "--set", "runNamespaces=null",
     )
     assert "STATUS: pending-install" in install.stdout
+
+
+def test_alert_rules_use_only_metrics_the_operator_exports(helm, namespace):
+    import re
+
+    from lightbox.operator.exporter import Exporter
+
+    assert not [d for d in render(helm, namespace) if d["kind"] == "PrometheusRule"]  # off unless asked for
+    (rule,) = [d for d in render(helm, namespace, "--set", "metrics.alerts=true") if d["kind"] == "PrometheusRule"]
+    alerts = rule["spec"]["groups"][0]["rules"]
+    exported = set()
+    for family in Exporter().registry.collect():
+        exported |= {family.name, f"{family.name}_total"} if family.type == "counter" else {family.name}
+    used = {name for alert in alerts for name in re.findall(r"lightbox_[a-z_]+", alert["expr"])}
+    assert used and used <= exported, used - exported
+    # Prometheus, not Helm, fills in the labels.
+    assert "{{ $labels.validation }}" in alerts[0]["annotations"]["summary"]
