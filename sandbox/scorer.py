@@ -228,8 +228,10 @@ def classification_metrics(
     level = cfg.confidence_level
     out: dict[str, MetricValue | None] = {}
     if "auc" in wanted:
-        area, lo, hi = cls.delong_interval(y, s, level)
-        out["auc"] = _mv(area, lo, hi, "delong")
+        # Several cases of one patient are not independent: then Obuchowski's clustered variance.
+        clustered = clusters is not None and len(set(clusters)) < len(clusters)
+        area, lo, hi = cls.delong_interval(y, s, level, clusters=clusters if clustered else None)
+        out["auc"] = _mv(area, lo, hi, "obuchowski" if clustered else "delong")
         if extras is not None:
             boot = cls.bootstrap_auc(y, s, resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, clusters=clusters)
             blo, bhi = percentile_interval(boot, level)

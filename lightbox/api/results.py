@@ -51,7 +51,8 @@ class MetricValue(Model):
     method: str | None = Field(
         default=None,
         max_length=32,
-        description="How the interval was computed: delong, bootstrap, wilson, percentile.",
+        description="How the interval was computed: delong, obuchowski (DeLong for cases clustered by patient), "
+        "bootstrap, wilson, percentile.",
     )
 
 

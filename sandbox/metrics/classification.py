@@ -34,8 +34,12 @@ def auc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     return float((ranks[y].sum() - m * (m + 1) / 2) / (m * n))
 
 
-def delong(y_true: ArrayLike, y_score: ArrayLike) -> tuple[float, float]:
-    """AUC and its DeLong variance by the fast midrank algorithm of Sun & Xu (2014)."""
+def delong(y_true: ArrayLike, y_score: ArrayLike, clusters: ArrayLike | None = None) -> tuple[float, float]:
+    """AUC and its DeLong variance by the fast midrank algorithm of Sun & Xu (2014).
+
+    With ``clusters`` (e.g. a patient id per case), cases of one cluster are not taken as
+    independent: the variance is Obuchowski's (1997) clustered form, built from the same
+    structural components summed per cluster. With one case per cluster it is DeLong's."""
     y, s = _as_binary(y_true, y_score)
     x_pos, x_neg = s[y], s[~y]
     m, n = x_pos.size, x_neg.size
@@ -46,13 +50,35 @@ def delong(y_true: ArrayLike, y_score: ArrayLike) -> tuple[float, float]:
     area = (tz[:m].sum() - m * (m + 1) / 2) / (m * n)
     v10 = (tz[:m] - tx) / n  # structural components of the positives
     v01 = 1.0 - (tz[m:] - ty) / m  # and of the negatives
+    if clusters is not None:
+        _, index = np.unique(np.asarray(clusters).ravel(), return_inverse=True)
+        if index.size != y.size:
+            raise ValueError("clusters and labels differ in length")
+        return float(area), _clustered_variance(area, v10, v01, index[y], index[~y], int(index.max()) + 1)
     s10 = v10.var(ddof=1) if m > 1 else 0.0
     s01 = v01.var(ddof=1) if n > 1 else 0.0
     return float(area), float(s10 / m + s01 / n)
 
 
-def delong_interval(y_true: ArrayLike, y_score: ArrayLike, confidence_level: float = 0.95) -> tuple[float, float, float]:
-    area, var = delong(y_true, y_score)
+def _clustered_variance(
+    area: float, v10: NDArray[np.float64], v01: NDArray[np.float64], pos: NDArray[np.intp], neg: NDArray[np.intp], k: int
+) -> float:
+    """Obuchowski, Biometrics 53:567 (1997), eqs. for V10, V01 and their covariance per cluster."""
+    m, n = v10.size, v01.size
+    m_i, n_i = np.bincount(pos, minlength=k), np.bincount(neg, minlength=k)
+    d10 = np.bincount(pos, weights=v10, minlength=k) - m_i * area  # per-cluster sums, centred
+    d01 = np.bincount(neg, weights=v01, minlength=k) - n_i * area
+    k10, k01 = int((m_i > 0).sum()), int((n_i > 0).sum())
+    s10 = k10 / ((k10 - 1) * m) * float((d10**2).sum()) if k10 > 1 else 0.0
+    s01 = k01 / ((k01 - 1) * n) * float((d01**2).sum()) if k01 > 1 else 0.0
+    s11 = k / (k - 1) * float((d10 * d01).sum()) if k > 1 else 0.0
+    return s10 / m + s01 / n + 2 * s11 / (m * n)
+
+
+def delong_interval(
+    y_true: ArrayLike, y_score: ArrayLike, confidence_level: float = 0.95, clusters: ArrayLike | None = None
+) -> tuple[float, float, float]:
+    area, var = delong(y_true, y_score, clusters)
     if not np.isfinite(var):
         return area, float("nan"), float("nan")
     half = z_value(confidence_level) * np.sqrt(max(var, 0.0))

@@ -56,6 +56,38 @@ def test_fast_delong_matches_brute_force(seed: int) -> None:
     assert var == pytest.approx(ref_var, rel=1e-10)
 
 
+def brute_force_obuchowski(y: np.ndarray, s: np.ndarray, clusters: np.ndarray) -> float:
+    """Obuchowski (1997) written out from the kernel, cluster by cluster, O(m n)."""
+    pos, neg = s[y], s[~y]
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    m, n, area = len(pos), len(neg), psi.mean()
+    ids = sorted(set(clusters.tolist()))
+    cp, cn = clusters[y], clusters[~y]
+    v10 = {i: psi[cp == i].sum() / n for i in ids}  # sum over the cluster's positives of their placements
+    v01 = {i: psi[:, cn == i].sum() / m for i in ids}
+    m_i = {i: int((cp == i).sum()) for i in ids}
+    n_i = {i: int((cn == i).sum()) for i in ids}
+    i10, i01, k = sum(m_i[i] > 0 for i in ids), sum(n_i[i] > 0 for i in ids), len(ids)
+    s10 = i10 / ((i10 - 1) * m) * sum((v10[i] - m_i[i] * area) ** 2 for i in ids)
+    s01 = i01 / ((i01 - 1) * n) * sum((v01[i] - n_i[i] * area) ** 2 for i in ids)
+    s11 = k / (k - 1) * sum((v10[i] - m_i[i] * area) * (v01[i] - n_i[i] * area) for i in ids)
+    return float(s10 / m + s01 / n + 2 * s11 / (m * n))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_clustered_variance_matches_the_formula_written_out(seed: int) -> None:
+    y, s = _data(seed, n=60, ties=seed % 2 == 1)
+    clusters = np.random.default_rng(seed).integers(0, 15, size=y.size)  # patients with 1-8 cases of either class
+    area, var = cls.delong(y, s, clusters)
+    assert area == pytest.approx(cls.auc(y, s), abs=1e-12)
+    assert var == pytest.approx(brute_force_obuchowski(y, s, clusters), rel=1e-10)
+
+
+def test_one_case_per_cluster_is_delong() -> None:
+    y, s = _data(5, n=80, ties=True)
+    assert cls.delong(y, s, [f"p{i}" for i in range(y.size)])[1] == pytest.approx(cls.delong(y, s)[1], rel=1e-12)
+
+
 def test_delong_interval_is_normal_around_auc() -> None:
     y, s = _data(3, n=200)
     area, lo, hi = cls.delong_interval(y, s, 0.95)

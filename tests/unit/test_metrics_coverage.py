@@ -34,6 +34,31 @@ def _coverage() -> tuple[float, float]:
     return delong_hits / STUDIES, boot_hits / STUDIES
 
 
+def _clustered_coverage() -> tuple[float, float]:
+    """Patients with 4 cases each, all of one class, sharing a patient effect (u ~ N(0, 1))
+    besides the case's own noise: cases are not independent. Marginally each class is normal
+    with variance 2, so the true AUC is Phi(d / 2)."""
+    patients, per = 100, 4
+    d = 2 * NormalDist().inv_cdf(TRUE_AUC)
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.r_[np.ones(patients, bool), np.zeros(patients, bool)], per)
+    clusters = np.repeat(np.arange(2 * patients), per)
+    plain = clustered = 0
+    for _ in range(STUDIES):
+        s = d * y + np.repeat(rng.normal(0, 1, 2 * patients), per) + rng.normal(0, 1, y.size)
+        _, lo, hi = cls.delong_interval(y, s, 0.95)
+        plain += lo <= TRUE_AUC <= hi
+        _, lo, hi = cls.delong_interval(y, s, 0.95, clusters=clusters)
+        clustered += lo <= TRUE_AUC <= hi
+    return plain / STUDIES, clustered / STUDIES
+
+
+def test_clustered_interval_covers_where_plain_delong_is_too_narrow() -> None:
+    plain, clustered = _clustered_coverage()
+    assert 0.93 <= clustered <= 0.97, f"clustered coverage {clustered:.3f}"
+    assert plain < 0.90, f"plain DeLong coverage {plain:.3f}: the data are not clustered enough to tell"
+
+
 def test_delong_and_bootstrap_intervals_cover_the_true_auc() -> None:
     delong, boot = _coverage()
     assert 0.93 <= delong <= 0.97, f"DeLong coverage {delong:.3f}"

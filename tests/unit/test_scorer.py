@@ -68,7 +68,8 @@ def test_reference_classification_report_fits_and_round_trips(tmp_path: Path, mo
     assert report.cases == report.scored == 40
     assert set(report.metrics) >= {"auc", "aucBootstrap", "sensitivity", "specificity", "ppv", "npv", "youdenThreshold", "brier", "ece"}
     auc = report.metrics["auc"]
-    assert auc.method == "delong" and auc.lower <= auc.value <= auc.upper
+    # The sample has patients with more than one study: their cases are clustered.
+    assert auc.method == "obuchowski" and auc.lower <= auc.value <= auc.upper
     assert report.metrics["aucBootstrap"].method == "bootstrap"
     assert report.metrics["sensitivity"].method == "wilson"
     assert len(report.roc) >= 5 and report.roc[0] == (0.0, 0.0) and report.roc[-1] == (1.0, 1.0)
@@ -203,6 +204,14 @@ def test_segmentation_mask_outside_output_is_unreadable(tmp_path: Path, monkeypa
     code, text = run.score()
     report = ScoreReport.model_validate_json(text)
     assert code == EXIT_OK and report.failures.unreadable == 3 and report.scored == 1
+
+
+def test_case_level_resampling_takes_cases_as_independent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = Run(tmp_path, monkeypatch)
+    run.configure(bootstrap={"resamples": 200, "seed": 0, "level": "case"})
+    run.predict()
+    code, text = run.score()
+    assert code == EXIT_OK and ScoreReport.model_validate_json(text).metrics["auc"].method == "delong"
 
 
 def test_small_subgroups_are_suppressed_with_n_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
