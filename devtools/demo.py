@@ -29,6 +29,7 @@ from lightbox.devtools.localrunner import LocalRunner
 from lightbox.devtools.localrunner_config import RunnerConfig
 from lightbox.devtools.stack import OperatorProcess
 from lightbox.operator.crdgen import REPO_ROOT
+from lightbox.report import report
 from lightbox.sandbox.sampledata import make_sample_dataset
 
 NAMESPACE = "radiology"
@@ -96,35 +97,6 @@ def wait_for_verdict(kubeconfig: Path, operator: OperatorProcess, timeout: float
     raise RuntimeError(f"no verdict within {timeout:.0f}s; operator log:\n{operator.tail()}")
 
 
-def result_table(validation: Validation) -> str:
-    """The latest run as a clinician reads it: metric, estimate, interval, method; then criteria."""
-    run = validation.status.runs[-1]
-    lines = [
-        f"Validation {validation.metadata['name']}: run {run.name} {run.phase}"
-        + (f" ({run.reason}: {run.message})" if run.reason else ""),
-        f"cases {run.cases} scored {run.scored}; verdict {run.verdict}",
-        "",
-        f"{'metric':<16}{'estimate':>10}  {'95% interval':<20}{'method'}",
-    ]
-    for name, metric in sorted((run.metrics or {}).items()):
-        interval = f"[{metric.lower:.3f}, {metric.upper:.3f}]" if metric.lower is not None else ""
-        lines.append(f"{name:<16}{metric.value:>10.3f}  {interval:<20}{metric.method or ''}")
-    if run.criteria:
-        lines += ["", "acceptance criteria:"]
-        for c in run.criteria:
-            observed = "n/a" if c.observed is None else f"{c.observed:.3f}"
-            lines.append(f"  {c.metric} ({c.bound}) {c.comparison} {c.threshold}: observed {observed} -> {c.outcome}")
-    if run.subgroups:
-        lines += ["", "subgroups (auc; small groups suppressed):"]
-        for dimension, groups in sorted(run.subgroups.items()):
-            cells = []
-            for group, result in sorted(groups.items()):
-                auc = result.metrics.get("auc")
-                cells.append(f"{group}: suppressed" if result.suppressed else f"{group} n={result.n} auc={auc.value:.3f}" if auc else f"{group} n={result.n}")
-            lines.append(f"  {dimension}: " + "; ".join(cells))
-    return "\n".join(lines)
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lightbox demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=Path(".lightbox"), help="state folder (default .lightbox)")
@@ -164,13 +136,14 @@ def main(argv: list[str]) -> int:
 
     print()
     print(_kubectl(kubeconfig, "get", "sandboxpolicies,datasets,algorithms,validations", "-n", NAMESPACE))
-    print(result_table(validation))
+    print(report(api_client, NAMESPACE, VALIDATION))
     print()
     print("The control plane is still running. To look around:")
     print(f"  export KUBECONFIG={kubeconfig}")
     print(f"  kubectl get lightbox -n {NAMESPACE}")
     print(f"  kubectl get validation {VALIDATION} -n {NAMESPACE} -o yaml")
     print(f"  kubectl get auditrecords -n {NAMESPACE}")
+    print(f"  lightbox report {VALIDATION} -n {NAMESPACE}")
     print("To stop it:")
     print(f"  make down    # or: lightbox control-plane down --dir {workdir / 'control-plane'}")
     return 0 if validation.status.runs[-1].phase == "Succeeded" else 1

@@ -21,9 +21,12 @@ def test_demo_prints_a_verdict_and_leaves_the_control_plane_running(tmp_path):
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         out = result.stdout
-        assert "verdict Passed" in out or "verdict Inconclusive" in out or "verdict Failed" in out
+        # The report: a verdict, the device, the data's hash, and the run in the audit trail.
+        assert any(f"Verdict: **{v}**" in out for v in ("Passed", "Inconclusive", "Failed")), out[-3000:]
+        assert "| Vendor | Lightbox |" in out and "| Content hash | `" in out
+        assert "| 1 | " in out.split("## History (audit trail)")[1]
         # The sample has patients with several studies: the AUC interval is the clustered one.
-        assert "auc " in out and "obuchowski" in out and "wilson" in out
+        assert "| auc | " in out and "obuchowski" in out and "wilson" in out
         assert f"export KUBECONFIG={state / 'control-plane' / 'kubeconfig'}" in out
         status = subprocess.run(
             [sys.executable, "-m", "lightbox", "control-plane", "status", "--dir", str(state / "control-plane")],

@@ -7,6 +7,8 @@ runner, so what lands in status is the real scorer's output.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -116,6 +118,15 @@ def test_validation_runs_end_to_end(api_client, kubeconfig, kubectl, namespace, 
             assert "VALIDATION" in rows[0] and "VERDICT" in rows[0]
             assert rows[1].split()[:4] == [entry["metadata"]["name"], "chest-auc", "1", "Succeeded"]
 
+            # The report quality staff read, from the same objects.
+            report = lightbox("report", "chest-auc", "-n", ns, "--kubeconfig", str(kubeconfig))
+            assert report.returncode == 0, report.stderr
+            assert f"Verdict: **{run['verdict']}**" in report.stdout and data["contentHash"] in report.stdout
+            history = report.stdout.split("## History (audit trail)")[1]
+            assert "| 1 | " in history and run["verdict"] in history
+            missing = lightbox("report", "no-such-validation", "-n", ns, "--kubeconfig", str(kubeconfig))
+            assert missing.returncode == 1 and "Validation no-such-validation not found" in missing.stderr
+
             # Deleting the Validation takes its Job and NetworkPolicy with it (owner references).
             assert kubectl("delete", "validation", "chest-auc", "-n", ns, "--wait=true", timeout=60).returncode == 0
             wait_for(lambda: jobs(api_client, ns), lambda js: not js, timeout=60, what="the Job to be collected")
@@ -130,6 +141,10 @@ def test_validation_runs_end_to_end(api_client, kubeconfig, kubectl, namespace, 
     finally:
         operator.stop()
         delete_policy(api_client, pol)
+
+
+def lightbox(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lightbox", *args], capture_output=True, text=True, timeout=120)
 
 
 def get_policy(api_client, name):

@@ -1,0 +1,226 @@
+"""``lightbox report``: a Validation as quality staff and clinicians read it (Markdown).
+
+    lightbox report VALIDATION -n NAMESPACE [--kubeconfig FILE] [-o report.md]
+
+Device, data, protocol, the latest run (estimates with intervals, criteria, subgroups)
+and every run in the audit trail, which outlives the Validation's own history. It holds
+aggregates only, as everything that leaves a sandbox run does. ``render`` is pure; the
+command around it only reads the objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from lightbox.api import API_GROUP, API_VERSION, Algorithm, AuditRecord, Dataset, Validation
+from lightbox.api.run import LABEL_VALIDATION
+from lightbox.api.validation import RunRecord
+from lightbox.operator.builders import label_value
+
+GROUP, VERSION = API_GROUP, API_VERSION
+# The metric a history row shows when the protocol names none first.
+MAIN_METRICS = ("auc", "dice", "frocSensitivity", "sensitivity")
+
+
+def _cell(value: object) -> str:
+    text = "—" if value is None or value == "" else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _interval(lower: float | None, upper: float | None) -> str:
+    return f"[{lower:.3f}, {upper:.3f}]" if lower is not None and upper is not None else "—"
+
+
+def _main_metric(validation: Validation, run: RunRecord) -> str | None:
+    names = [*validation.spec.metrics, *MAIN_METRICS]
+    return next((name for name in names if run.metrics and name in run.metrics), None)
+
+
+def _device(validation: Validation, algorithm: Algorithm | None, trail: list[AuditRecord]) -> list[str]:
+    lines = ["## Device", ""]
+    if algorithm is not None:
+        spec, reg = algorithm.spec, algorithm.spec.regulatory
+        rows = [
+            ("Vendor", spec.vendor), ("Product", spec.product), ("Version", spec.version), ("Image", f"`{spec.image}`"),
+            ("Task", f"{spec.task}, {spec.modality} {spec.body_part or ''}".strip()),
+            ("CE class", reg.ce_class if reg else None), ("UDI-DI", reg.udi if reg else None),
+        ]
+        lines += _table(["", ""], rows)
+        if reg and reg.intended_use:
+            lines += ["", f"Intended use: {reg.intended_use}"]
+    elif trail:
+        last = trail[-1].spec.algorithm
+        lines.append(f"Algorithm {last.name} no longer exists; as last recorded: {last.vendor} {last.product} {last.version}.")
+    else:
+        lines.append(f"Algorithm {validation.spec.algorithm_ref.name} does not exist.")
+    return lines
+
+
+def _data(validation: Validation, dataset: Dataset | None) -> list[str]:
+    lines = ["## Data", ""]
+    if dataset is None:
+        return lines + [f"Dataset {validation.spec.dataset_ref.name} does not exist."]
+    status, spec = dataset.status, dataset.spec
+    rows = [
+        ("Dataset", dataset.metadata.get("name")), ("Revision", spec.revision), ("Site", spec.site),
+        ("De-identification", f"PS3.15 {spec.deidentification.profile} profile" + (
+            f" + {', '.join(spec.deidentification.options)}" if spec.deidentification.options else "")),
+        ("Verified", f"{status.phase} at {status.verified_at:%Y-%m-%d %H:%M} UTC" if status and status.verified_at else (status.phase if status else None)),
+        ("Content hash", f"`{status.content_hash}`" if status and status.content_hash else None),
+        ("Cases", status.case_count if status else None),
+    ]
+    lines += _table(["", ""], rows)
+    if status and status.cohort:
+        lines += ["", "Cohort:", ""]
+        lines += _table(["", "groups"], (
+            (dimension, ", ".join(f"{group} {count}" for group, count in sorted(groups.items())))
+            for dimension, groups in sorted(status.cohort.items())
+        ))
+    return lines
+
+
+def _protocol(validation: Validation) -> list[str]:
+    spec = validation.spec
+    lines = ["## Protocol", "", f"Metrics: {', '.join(spec.metrics) or 'the task defaults'}; "
+             f"{spec.confidence_level:.0%} intervals; bootstrap {spec.bootstrap.resamples} resamples at {spec.bootstrap.level} level, "
+             f"seed {spec.bootstrap.seed}; subgroups {', '.join(spec.subgroups) or 'none'}.",
+             f"Runs: {'on the schedule `' + spec.schedule + '`' if spec.schedule else 'once'}."]
+    if spec.acceptance:
+        lines += ["", "Acceptance criteria (all must hold for Passed; Inconclusive when the interval straddles a threshold):", ""]
+        lines += _table(["metric", "compared", "must be"], (
+            (c.metric, "point estimate" if c.bound == "point" else f"{c.bound} bound", f"{c.comparison} {c.threshold:g}")
+            for c in spec.acceptance
+        ))
+    return lines
+
+
+def _latest(validation: Validation, run: RunRecord) -> list[str]:
+    level = f"{validation.spec.confidence_level:.0%}"
+    when = f", finished {run.finished_at:%Y-%m-%d %H:%M} UTC" if run.finished_at else ""
+    lines = ["## Latest run", "", f"Run {run.number} ({run.name}): **{run.phase}**{when}."]
+    if run.phase != "Succeeded":
+        return lines + [f"Reason: {run.reason}: {run.message or ''}".rstrip(": ")]
+    lines += [f"Cases {run.cases}, scored {run.scored}. Verdict: **{run.verdict or 'none (no criteria)'}**.", ""]
+    lines += _table(["metric", "estimate", f"{level} interval", "method"], (
+        (name, f"{m.value:.3f}", _interval(m.lower, m.upper), m.method) for name, m in sorted((run.metrics or {}).items())
+    ))
+    if run.criteria:
+        lines += [""]
+        lines += _table(["criterion", "observed", "outcome"], (
+            (f"{c.metric} ({c.bound}) {c.comparison} {c.threshold:g}", "—" if c.observed is None else f"{c.observed:.3f}", c.outcome)
+            for c in run.criteria
+        ))
+    if run.subgroups:
+        lines += ["", "Subgroups (groups below the policy's minimum size are suppressed, with one more where needed "
+                  "so that their size cannot be worked out from the total):", ""]
+        rows = []
+        for dimension, groups in sorted(run.subgroups.items()):
+            for group, result in sorted(groups.items()):
+                if result.suppressed:
+                    rows.append((dimension, group, "suppressed", "", ""))
+                    continue
+                for name, m in sorted(result.metrics.items()):
+                    rows.append((dimension, group, result.n, name, f"{m.value:.3f} {_interval(m.lower, m.upper)}"))
+        lines += _table(["dimension", "group", "n", "metric", "estimate"], rows)
+    return lines
+
+
+def _history(validation: Validation, trail: list[AuditRecord]) -> list[str]:
+    lines = ["## History (audit trail)", ""]
+    if not trail:
+        return lines + ["No run has finished yet."]
+    rows = []
+    for record in trail:
+        run = record.spec.run
+        metric = _main_metric(validation, run)
+        value = run.metrics[metric] if metric and run.metrics else None
+        shown = f"{metric} {value.value:.3f} {_interval(value.lower, value.upper)}" if value else "—"
+        rows.append((
+            run.number, f"{run.finished_at:%Y-%m-%d %H:%M}" if run.finished_at else None, run.phase,
+            run.reason if run.phase != "Succeeded" else None, run.verdict, shown,
+            f"`{run.dataset_hash[:19]}…`" if run.dataset_hash else None, record.spec.algorithm.version,
+        ))
+    return lines + _table(["run", "finished (UTC)", "phase", "reason", "verdict", "main metric", "data", "version"], rows)
+
+
+def render(validation: Validation, algorithm: Algorithm | None, dataset: Dataset | None, trail: list[AuditRecord]) -> str:
+    """The report of one Validation. ``trail``: its AuditRecords, any order."""
+    trail = sorted((r for r in trail if r.spec.validation.uid == validation.metadata.get("uid")), key=lambda r: r.spec.run.number)
+    name, namespace = validation.metadata.get("name"), validation.metadata.get("namespace")
+    lines = [f"# Validation {name}", "", f"Namespace {namespace}. Aggregate results only; no case-level data leaves the sandbox.", ""]
+    lines += _device(validation, algorithm, trail) + [""]
+    lines += _data(validation, dataset) + [""]
+    lines += _protocol(validation) + [""]
+    runs = [r for r in (validation.status.runs if validation.status else None) or [] if r.phase in ("Succeeded", "Failed")]
+    latest = runs[-1] if runs else (trail[-1].spec.run if trail else None)
+    lines += (_latest(validation, latest) if latest else ["## Latest run", "", "No run has finished yet."]) + [""]
+    lines += _history(validation, trail)
+    return "\n".join(lines) + "\n"
+
+
+def report(api_client: Any, namespace: str, name: str) -> str | None:
+    """Read the Validation, its Algorithm, Dataset and audit trail, and render; None without the Validation."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(api_client)
+
+    def read(plural: str, name: str) -> dict | None:
+        try:
+            return api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    raw = read("validations", name)
+    if raw is None:
+        return None
+    validation = Validation.model_validate(raw)
+    algorithm_raw = read("algorithms", validation.spec.algorithm_ref.name)
+    dataset_raw = read("datasets", validation.spec.dataset_ref.name)
+    selector = f"{LABEL_VALIDATION}={label_value(name)}"  # as the operator labels its records
+    items = api.list_namespaced_custom_object(GROUP, VERSION, namespace, "auditrecords", label_selector=selector)["items"]
+    return render(
+        validation,
+        Algorithm.model_validate(algorithm_raw) if algorithm_raw else None,
+        Dataset.model_validate(dataset_raw) if dataset_raw else None,
+        [AuditRecord.model_validate(item) for item in items],
+    )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lightbox report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("validation", help="the Validation's name")
+    parser.add_argument("-n", "--namespace", required=True)
+    parser.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or ~/.kube/config")
+    parser.add_argument("-o", "--output", type=Path, help="write the Markdown here instead of standard output")
+    args = parser.parse_args(argv)
+
+    from kubernetes import config as kube_config
+
+    api_client = kube_config.new_client_from_config(str(args.kubeconfig) if args.kubeconfig else None)
+    text = report(api_client, args.namespace, args.validation)
+    if text is None:
+        print(f"lightbox report: Validation {args.validation} not found in namespace {args.namespace}", file=sys.stderr)
+        return 1
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
