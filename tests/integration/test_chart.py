@@ -115,3 +115,12 @@ def test_alert_rules_use_only_metrics_the_operator_exports(helm, namespace):
     assert used and used <= exported, used - exported
     # Prometheus, not Helm, fills in the labels.
     assert "{{ $labels.validation }}" in alerts[0]["annotations"]["summary"]
+    # The decline alert watches real metric names, each one where higher is better.
+    from typing import get_args
+
+    from lightbox.api.results import MetricName
+
+    (decline,) = [a for a in alerts if a["alert"] == "LightboxMetricDeclined"]
+    watched = set(re.search(r'metric=~"([^"]+)"', decline["expr"]).group(1).split("|"))
+    assert watched and watched <= set(get_args(MetricName)) - {"hd95", "brier", "ece"}, watched
+    assert decline["expr"].rstrip().endswith("> 0.05") and "[30d]" in decline["expr"]
