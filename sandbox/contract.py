@@ -125,7 +125,8 @@ class DetectionCase(Model):
 class SegmentationCase(Model):
     mask: RelativePath = Field(
         description="Mask file relative to the output directory: .npz with one array 'mask' "
-        "shaped (slices, rows, columns), non-zero = structure."
+        "shaped (slices, rows, columns), non-zero = structure; or a DICOM SEG (.dcm) whose frames "
+        "name their source images."
     )
 
 

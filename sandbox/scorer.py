@@ -44,6 +44,7 @@ from lightbox.sandbox.metrics import classification as cls
 from lightbox.sandbox.metrics import detection as det
 from lightbox.sandbox.metrics import segmentation as seg
 from lightbox.sandbox.metrics._stats import bootstrap_means, percentile_interval, resample_weights
+from lightbox.sandbox.segfile import read_seg
 from lightbox.sandbox.steps import directory, fail, read_json_env, write_termination
 
 EXIT_CONFIG_INVALID = 2
@@ -320,7 +321,10 @@ def score_segmentation_inputs(
         try:
             if path is None:
                 raise ValueError
-            pred = _load_mask(path, max_elements=truth.size)
+            if path.suffix.lower() == ".dcm":
+                pred = read_seg(path, info.get("sopInstanceUids") or [], truth.shape)
+            else:
+                pred = _load_mask(path, max_elements=truth.size)
             if not np.isfinite(pred).all():
                 failures.nan.append(case_id)
                 continue

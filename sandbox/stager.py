@@ -169,6 +169,7 @@ def stage(
         ordered = sorted(series.items(), key=lambda kv: (-len(kv[1]), kv[0]))
         entries: list[InputSeries] = []
         first_ds = None
+        slice_uids: list[str] = []
         positions: list[float] = []
         for s_index, (uid, members) in enumerate(ordered):
             members.sort(key=lambda m: (m[1], m[0]) if any(x[1] for x in members) else (m[0], 0))
@@ -182,6 +183,7 @@ def stage(
             ds0 = members[0][3]
             if s_index == 0:
                 first_ds, positions = ds0, [m[0] for m in members]
+                slice_uids = [str(m[3].get("SOPInstanceUID", "")) for m in members]
             entries.append(
                 InputSeries(
                     series_instance_uid=uid[:64] or "unknown",
@@ -204,6 +206,8 @@ def stage(
             "slices": len(entries[0].files),
             "shape": [len(entries[0].files), entries[0].rows, entries[0].columns],
             "spacing": _spacing(first_ds, positions),
+            # A DICOM SEG mask names its slices by these (scorer only; the vendor has the files).
+            "sopInstanceUids": slice_uids,
         }
     task = config.task
     manifest = InputManifest(task=task, labels=list(config.labels), cases=manifest_cases)  # type: ignore[arg-type]

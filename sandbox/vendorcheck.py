@@ -35,6 +35,7 @@ from lightbox.sandbox.contract import (
 from lightbox.sandbox.deidgate import minimal_verify_tree
 from lightbox.sandbox.isolation import IsolationUnavailable, run_isolated
 from lightbox.sandbox.sampledata import make_sample_dataset
+from lightbox.sandbox.segfile import SegError, read_seg
 from lightbox.sandbox.stager import stage
 
 EXIT_CONFORMANT, EXIT_NOT_CONFORMANT, EXIT_USAGE, EXIT_CANNOT_CHECK = 0, 1, 2, 3
@@ -116,7 +117,13 @@ def _series_shape(manifest_case: dict[str, Any]) -> tuple[int, int, int]:
     return (len(s["files"]), s["rows"], s["columns"])
 
 
-def _check_segmentation(doc: Any, by_id: dict[str, dict[str, Any]], output: Path, verdict: Verdict) -> None:
+def _slice_uids(input_dir: Path, manifest_case: dict[str, Any]) -> list[str]:
+    import pydicom
+
+    return [str(pydicom.dcmread(input_dir / f, stop_before_pixels=True).SOPInstanceUID) for f in manifest_case["series"][0]["files"]]
+
+
+def _check_segmentation(doc: Any, by_id: dict[str, dict[str, Any]], output: Path, input_dir: Path, verdict: Verdict) -> None:
     import numpy as np
 
     problems: dict[str, list[str]] = {}
@@ -129,8 +136,11 @@ def _check_segmentation(doc: Any, by_id: dict[str, dict[str, Any]], output: Path
             reason = "points outside the output directory"
         elif not path.is_file():
             reason = "file not found"
-        elif path.suffix == ".dcm":
-            reason = None  # DICOM SEG is allowed by the contract; only its presence is checked here
+        elif path.suffix.lower() == ".dcm":
+            try:
+                read_seg(path, _slice_uids(input_dir, by_id[case_id]), _series_shape(by_id[case_id]))
+            except SegError as exc:
+                reason = f"is not a DICOM SEG of this case: {exc}"
         else:
             try:
                 with np.load(path, allow_pickle=False) as npz:
@@ -166,7 +176,7 @@ def _names(cases: list[str], limit: int = 8) -> str:
     return shown + (f" and {len(cases) - limit} more" if len(cases) > limit else "") + f" ({len(cases)})"
 
 
-def check_predictions(output: Path, manifest: dict[str, Any], task: str, verdict: Verdict) -> Any:
+def check_predictions(output: Path, manifest: dict[str, Any], task: str, verdict: Verdict, input_dir: Path) -> Any:
     path = output / PREDICTIONS_FILE
     if not path.is_file():
         verdict.problems.append(f"{PREDICTIONS_FILE} was not written to the output directory (${OUTPUT_DIR_ENV})")
@@ -204,7 +214,7 @@ def check_predictions(output: Path, manifest: dict[str, Any], task: str, verdict
     if task == "classification":
         _check_classification(doc, manifest, verdict)
     elif task == "segmentation":
-        _check_segmentation(doc, by_id, output, verdict)
+        _check_segmentation(doc, by_id, output, input_dir, verdict)
     else:
         _check_detection(doc, by_id, verdict)
     if not errors and not missing and not extra:
@@ -320,7 +330,7 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
         elif size > settings.max_output_bytes:
             verdict.problems.append(f"wrote {size >> 20} MiB to the output directory; the limit is {settings.max_output_bytes >> 20} MiB")
         if not (result.timed_out or result.memory_exceeded):
-            doc = check_predictions(output_dir, manifest, settings.task, verdict)
+            doc = check_predictions(output_dir, manifest, settings.task, verdict, input_dir)
             if doc is not None and verdict.conformant:
                 _sample_score(settings, sample, output_dir, work_dir, verdict)
         for line in verdict.passed:

@@ -190,6 +190,19 @@ def test_vendor_text_never_reaches_the_report(tmp_path: Path, monkeypatch: pytes
     assert code == EXIT_MALFORMED_PREDICTIONS and secret not in text
 
 
+def test_dicom_seg_masks_score_exactly_as_the_same_masks_in_npz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reports = {}
+    for fmt, argv in (("npz", []), ("seg", ["--dicom-seg"])):
+        run = Run(tmp_path / fmt, monkeypatch, task="segmentation", n=8)
+        segmenter.main(argv)
+        assert all(c["mask"].endswith(".dcm" if argv else ".npz") for c in run.predictions()["cases"].values())
+        code, text = run.score()
+        assert code == EXIT_OK, text
+        reports[fmt] = ScoreReport.model_validate_json(text)
+    assert reports["seg"].scored == reports["npz"].scored == 8
+    assert reports["seg"].metrics == reports["npz"].metrics
+
+
 def test_segmentation_mask_outside_output_is_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = Run(tmp_path, monkeypatch, task="segmentation", n=4)
     run.predict()

@@ -42,6 +42,27 @@ def test_honest_classifier_is_conformant() -> None:
     assert "verdict: CONFORMANT" in text and "(8/8 cases)" in text and "no network use" in text
 
 
+def test_segmenter_writing_dicom_seg_is_conformant() -> None:
+    code, text = check(module("segmenter", "--dicom-seg"), task="segmentation")
+    assert code == 0, text
+    assert "dice" in text
+
+
+def test_a_dicom_seg_that_names_other_images_is_named_as_the_problem() -> None:
+    script = (
+        "import glob, os, pydicom\n"
+        "from lightbox.sandbox.reference import segmenter\n"
+        "segmenter.main(['--dicom-seg'])\n"
+        "f = sorted(glob.glob(os.path.join(os.environ['LIGHTBOX_OUTPUT_DIR'], 'masks', '*.dcm')))[0]\n"
+        "ds = pydicom.dcmread(f)\n"
+        "ds.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID = '1.2.3'\n"
+        "ds.save_as(f)\n"
+    )
+    code, text = check([PY, "-c", script], task="segmentation")
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    assert "mask is not a DICOM SEG of this case: frame 1 refers to an image that is not in the case's first series: case-0001" in text, text
+
+
 def test_honest_segmenter_is_conformant() -> None:
     code, text = check(module("segmenter"), task="segmentation")
     assert code == 0, text
