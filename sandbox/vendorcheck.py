@@ -117,13 +117,9 @@ def _series_shape(manifest_case: dict[str, Any]) -> tuple[int, int, int]:
     return (len(s["files"]), s["rows"], s["columns"])
 
 
-def _slice_uids(input_dir: Path, manifest_case: dict[str, Any]) -> list[str]:
-    import pydicom
-
-    return [str(pydicom.dcmread(input_dir / f, stop_before_pixels=True).SOPInstanceUID) for f in manifest_case["series"][0]["files"]]
-
-
-def _check_segmentation(doc: Any, by_id: dict[str, dict[str, Any]], output: Path, input_dir: Path, verdict: Verdict) -> None:
+def _check_segmentation(
+    doc: Any, by_id: dict[str, dict[str, Any]], output: Path, staged: dict[str, dict[str, Any]], verdict: Verdict
+) -> None:
     import numpy as np
 
     problems: dict[str, list[str]] = {}
@@ -138,7 +134,7 @@ def _check_segmentation(doc: Any, by_id: dict[str, dict[str, Any]], output: Path
             reason = "file not found"
         elif path.suffix.lower() == ".dcm":
             try:
-                read_seg(path, _slice_uids(input_dir, by_id[case_id]), _series_shape(by_id[case_id]))
+                read_seg(path, staged[case_id]["sopInstanceUids"], _series_shape(by_id[case_id]))
             except SegError as exc:
                 reason = f"is not a DICOM SEG of this case: {exc}"
         else:
@@ -176,7 +172,8 @@ def _names(cases: list[str], limit: int = 8) -> str:
     return shown + (f" and {len(cases) - limit} more" if len(cases) > limit else "") + f" ({len(cases)})"
 
 
-def check_predictions(output: Path, manifest: dict[str, Any], task: str, verdict: Verdict, input_dir: Path) -> Any:
+def check_predictions(output: Path, manifest: dict[str, Any], task: str, verdict: Verdict, work: Path) -> Any:
+    """``work``: the stage step's scorer-only folder, whose cases.json places DICOM SEG frames."""
     path = output / PREDICTIONS_FILE
     if not path.is_file():
         verdict.problems.append(f"{PREDICTIONS_FILE} was not written to the output directory (${OUTPUT_DIR_ENV})")
@@ -214,7 +211,9 @@ def check_predictions(output: Path, manifest: dict[str, Any], task: str, verdict
     if task == "classification":
         _check_classification(doc, manifest, verdict)
     elif task == "segmentation":
-        _check_segmentation(doc, by_id, output, input_dir, verdict)
+        from lightbox.sandbox.scorer import load_cases
+
+        _check_segmentation(doc, by_id, output, load_cases(work), verdict)
     else:
         _check_detection(doc, by_id, verdict)
     if not errors and not missing and not extra:
@@ -330,7 +329,7 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
         elif size > settings.max_output_bytes:
             verdict.problems.append(f"wrote {size >> 20} MiB to the output directory; the limit is {settings.max_output_bytes >> 20} MiB")
         if not (result.timed_out or result.memory_exceeded):
-            doc = check_predictions(output_dir, manifest, settings.task, verdict, input_dir)
+            doc = check_predictions(output_dir, manifest, settings.task, verdict, work_dir)
             if doc is not None and verdict.conformant:
                 _sample_score(settings, sample, output_dir, work_dir, verdict)
         for line in verdict.passed:
