@@ -21,7 +21,6 @@ from lightbox.api.run import LABEL_VALIDATION
 from lightbox.api.validation import RunRecord
 from lightbox.operator.builders import label_value
 
-GROUP, VERSION = API_GROUP, API_VERSION
 # The metric a history row shows when the protocol names none first.
 MAIN_METRICS = ("auc", "dice", "frocSensitivity", "sensitivity")
 
@@ -178,7 +177,7 @@ def report(api_client: Any, namespace: str, name: str) -> str | None:
 
     def read(plural: str, name: str) -> dict | None:
         try:
-            return api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+            return api.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -191,7 +190,7 @@ def report(api_client: Any, namespace: str, name: str) -> str | None:
     algorithm_raw = read("algorithms", validation.spec.algorithm_ref.name)
     dataset_raw = read("datasets", validation.spec.dataset_ref.name)
     selector = f"{LABEL_VALIDATION}={label_value(name)}"  # as the operator labels its records
-    items = api.list_namespaced_custom_object(GROUP, VERSION, namespace, "auditrecords", label_selector=selector)["items"]
+    items = api.list_namespaced_custom_object(API_GROUP, API_VERSION, namespace, "auditrecords", label_selector=selector)["items"]
     return render(
         validation,
         Algorithm.model_validate(algorithm_raw) if algorithm_raw else None,

@@ -57,7 +57,7 @@ MEMORY_SAMPLE_SECONDS = 0.1
 def tree_rss_bytes(root: int) -> int:
     """Resident memory of ``root`` and all its descendants, from /proc (pages shared
     between them count once per process, so the sum errs on the high side)."""
-    parents: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -67,13 +67,14 @@ def tree_rss_bytes(root: int) -> int:
         except OSError:
             continue  # gone meanwhile
         # The command name may hold spaces and parentheses: fields follow the last ')'.
-        parents[int(entry.name)] = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        parent = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
     tree, frontier = {root}, [root]
     while frontier:
-        pid = frontier.pop()
-        children = [child for child, parent in parents.items() if parent == pid and child not in tree]
-        tree.update(children)
-        frontier.extend(children)
+        for child in children.get(frontier.pop(), ()):
+            if child not in tree:
+                tree.add(child)
+                frontier.append(child)
     page = os.sysconf("SC_PAGE_SIZE")
     total = 0
     for pid in tree:
