@@ -1,4 +1,5 @@
-"""Control-plane binaries: kube-apiserver, kube-controller-manager, etcd (and helm).
+"""Cluster binaries: kube-apiserver, kube-controller-manager, etcd (and helm); for a
+real node also kubelet, kube-scheduler, kube-proxy, kube-router and the pause binary.
 
 Where they come from, in order:
 
@@ -24,6 +25,9 @@ Layout under the cache root (reused by every checkout on the machine)::
     bin/k8s-v1.34.4/kube-apiserver, kube-controller-manager
     bin/etcd-v3.6.14/etcd
     bin/helm-v3.21.4/helm
+    bin/k8s-v1.34.4/kubelet, kube-scheduler, kube-proxy      (real node)
+    bin/kube-router-v2.1.0/kube-router                       (real node, test fixture)
+    bin/pause-1/pause                                        (real node's sandbox image)
     go/mod, go/build             GOMODCACHE and GOCACHE for those builds
     locks/<key>.lock             one builder at a time per key
 
@@ -50,6 +54,11 @@ from pathlib import Path
 K8S_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.14"
 HELM_VERSION = "v3.21.4"
+#: The only kube-router release the module proxy serves here. It has published
+#: advisories: it is a NetworkPolicy engine for the real-node test tier, never shipped.
+KUBE_ROUTER_VERSION = "v2.1.0"
+#: Revision of the pause program below; bump it when the source changes.
+PAUSE_VERSION = "1"
 
 #: The staging modules of k8s.io/kubernetes (staging/src/k8s.io/* in the
 #: kubernetes repository), each published as k8s.io/<name> at v0.<minor>.<patch>.
@@ -87,6 +96,54 @@ STAGING_MODULES: tuple[str, ...] = (
 
 KUBE_APISERVER_PKG = "k8s.io/kubernetes/cmd/kube-apiserver"
 KUBE_CONTROLLER_MANAGER_PKG = "k8s.io/kubernetes/cmd/kube-controller-manager"
+#: Every command the k8s wrapper module names as a tool. One go.mod for all of
+#: them, so the node's binaries reuse the control plane's go.sum and build cache.
+K8S_TOOLS: tuple[str, ...] = (
+    KUBE_APISERVER_PKG,
+    KUBE_CONTROLLER_MANAGER_PKG,
+    "k8s.io/kubernetes/cmd/kubelet",
+    "k8s.io/kubernetes/cmd/kube-scheduler",
+    "k8s.io/kubernetes/cmd/kube-proxy",
+)
+NODE_K8S_BINARIES: tuple[str, ...] = ("kubelet", "kube-scheduler", "kube-proxy")
+KUBE_ROUTER_PKG = "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"
+#: Dependencies of kube-router v2.1.0 raised past published advisories (each
+#: still builds with it): docker/docker < 25.0.6 (CVE-2024-41110, CVE-2024-29018).
+KUBE_ROUTER_DEPENDENCY_BUMPS: tuple[tuple[str, str], ...] = (
+    ("github.com/docker/docker", "v25.0.6+incompatible"),
+)
+PAUSE_PKG = "lightbox.local/pausebuild"
+
+#: The pod sandbox's process: holds the pod's namespaces until told to stop.
+#: Static (CGO_ENABLED=0) so the image needs nothing but this file.
+PAUSE_MAIN_GO = """package main
+
+import (
+\t"os"
+\t"os/signal"
+\t"syscall"
+)
+
+// pause holds a pod's namespaces. It exits on SIGINT/SIGTERM and reaps
+// children when it is PID 1 of a shared process namespace.
+func main() {
+\tsigs := make(chan os.Signal, 8)
+\tsignal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+\tfor s := range sigs {
+\t\tif s == syscall.SIGCHLD {
+\t\t\tfor {
+\t\t\t\tvar ws syscall.WaitStatus
+\t\t\t\tpid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+\t\t\t\tif pid <= 0 || err != nil {
+\t\t\t\t\tbreak
+\t\t\t\t}
+\t\t\t}
+\t\t\tcontinue
+\t\t}
+\t\tos.Exit(0)
+\t}
+}
+"""
 ETCD_PKG = "go.etcd.io/etcd/server/v3"
 HELM_PKG = "helm.sh/helm/v3/cmd/helm"
 
@@ -126,7 +183,7 @@ def _wrapper_gomod(name: str, require: str, tools: Sequence[str], extra: Sequenc
     return "\n".join(lines) + "\n"
 
 
-def render_k8s_gomod(version: str = K8S_VERSION, tools: Sequence[str] = (KUBE_APISERVER_PKG, KUBE_CONTROLLER_MANAGER_PKG)) -> str:
+def render_k8s_gomod(version: str = K8S_VERSION, tools: Sequence[str] = K8S_TOOLS) -> str:
     """The wrapper module that builds Kubernetes commands from the module proxy."""
     staging = staging_version(version)
     replaces = [
@@ -150,6 +207,20 @@ def render_helm_gomod(version: str = HELM_VERSION) -> str:
     """Wrapper module for helm (equivalent to ``go install helm.sh/helm/v3/cmd/helm@version``)."""
     _check_version(version)
     return _wrapper_gomod("helmbuild", f"helm.sh/helm/v3 {version}", [HELM_PKG])
+
+
+def render_kube_router_gomod(version: str = KUBE_ROUTER_VERSION,
+                             bumps: Sequence[tuple[str, str]] = KUBE_ROUTER_DEPENDENCY_BUMPS) -> str:
+    """Wrapper module for kube-router, with its vulnerable dependencies raised."""
+    _check_version(version)
+    extra = ["// Raised past published advisories; kube-router builds with them.",
+             *[f"require {mod} {ver}" for mod, ver in bumps], ""] if bumps else []
+    return _wrapper_gomod("kuberouterbuild", f"github.com/cloudnativelabs/kube-router/v2 {version}",
+                          [KUBE_ROUTER_PKG], extra)
+
+
+def render_pause_gomod() -> str:
+    return "module lightbox.local/pausebuild\n\ngo 1.24.0\n"
 
 
 def _tool_block(tools: Sequence[str]) -> list[str]:
@@ -183,6 +254,10 @@ class BuildSpec:
     gomod: str
     outputs: tuple[tuple[str, str], ...]   # (package, binary name)
     ldflags: str = "-s -w"
+    #: Extra environment for ``go build`` (e.g. CGO_ENABLED=0 for static binaries).
+    env: tuple[tuple[str, str], ...] = ()
+    #: Source files written next to go.mod (a module with its own main package).
+    files: tuple[tuple[str, str], ...] = ()
 
     def go_build_args(self, out_dir: Path) -> list[str]:
         args = ["build", "-trimpath", "-ldflags", self.ldflags]
@@ -203,12 +278,17 @@ def _default_binary_name(pkg: str) -> str:
 
 
 def k8s_spec(version: str = K8S_VERSION, binaries: Sequence[str] = ("kube-apiserver", "kube-controller-manager")) -> BuildSpec:
+    unknown = [b for b in binaries if f"k8s.io/kubernetes/cmd/{b}" not in K8S_TOOLS]
+    if unknown:
+        raise ValueError(f"not a command of the k8s wrapper module: {', '.join(unknown)}; "
+                         f"allowed: {', '.join(p.rsplit('/', 1)[1] for p in K8S_TOOLS)}")
     pkgs = tuple((f"k8s.io/kubernetes/cmd/{b}", b) for b in binaries)
     return BuildSpec(
         key=f"k8s-{version}",
         label=f"{' and '.join(binaries)} {version}",
-        # The go.mod is always the full one (both tools), so building only
-        # kube-controller-manager later reuses the same module, go.sum and cache.
+        # The go.mod is always the full one (every tool), so building only
+        # kube-controller-manager or the node's commands later reuses the same
+        # module, go.sum and cache.
         gomod=render_k8s_gomod(version),
         outputs=pkgs,
         ldflags=k8s_ldflags(version),
@@ -223,6 +303,18 @@ def etcd_spec(version: str = ETCD_VERSION) -> BuildSpec:
 def helm_spec(version: str = HELM_VERSION) -> BuildSpec:
     return BuildSpec(key=f"helm-{version}", label=f"helm {version}", gomod=render_helm_gomod(version),
                      outputs=((HELM_PKG, "helm"),), ldflags=helm_ldflags(version))
+
+
+def kube_router_spec(version: str = KUBE_ROUTER_VERSION) -> BuildSpec:
+    return BuildSpec(key=f"kube-router-{version}", label=f"kube-router {version}",
+                     gomod=render_kube_router_gomod(version), outputs=((KUBE_ROUTER_PKG, "kube-router"),),
+                     env=(("CGO_ENABLED", "0"),))
+
+
+def pause_spec() -> BuildSpec:
+    return BuildSpec(key=f"pause-{PAUSE_VERSION}", label=f"pause {PAUSE_VERSION}", gomod=render_pause_gomod(),
+                     outputs=((PAUSE_PKG, "pause"),), env=(("CGO_ENABLED", "0"),),
+                     files=(("main.go", PAUSE_MAIN_GO),))
 
 
 # --------------------------------------------------------------------------- lookup
@@ -314,6 +406,36 @@ def ensure_helm(*, version: str = HELM_VERSION, cache: Path | None = None, log: 
             raise BinaryError(f"LIGHTBOX_HELM={explicit} is not an executable file")
         return p
     return ensure_built(helm_spec(version), cache=cache or cache_root(), log=log or _default_log)["helm"]
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeBinaries:
+    kubelet: Path
+    kube_scheduler: Path
+    kube_proxy: Path
+    kube_router: Path
+    pause: Path
+
+    def as_dict(self) -> dict[str, str]:
+        return {k.replace("_", "-"): str(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def ensure_node_binaries(*, k8s_version: str = K8S_VERSION, cache: Path | None = None,
+                         log: Log | None = None) -> NodeBinaries:
+    """kubelet, kube-scheduler, kube-proxy, kube-router and pause; builds what is missing.
+
+    With ``$KUBEBUILDER_ASSETS`` the node's commands are built for the apiserver's version there.
+    """
+    log = log or _default_log
+    cache = cache or cache_root()
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        k8s_version = binary_version(Path(assets).expanduser() / "kube-apiserver") or k8s_version
+    k8s = ensure_built(k8s_spec(k8s_version, NODE_K8S_BINARIES), cache=cache, log=log)
+    router = ensure_built(kube_router_spec(), cache=cache, log=log)
+    pause = ensure_built(pause_spec(), cache=cache, log=log)
+    return NodeBinaries(k8s["kubelet"], k8s["kube-scheduler"], k8s["kube-proxy"], router["kube-router"],
+                        pause["pause"])
 
 
 class _Built(dict[str, Path]):
@@ -424,6 +546,9 @@ def _build(spec: BuildSpec, *, cache: Path, log: Log) -> None:
     bin_dir.mkdir(parents=True, exist_ok=True)
     (cache / "go").mkdir(parents=True, exist_ok=True)
 
+    for fname, content in spec.files:
+        (build_dir / fname).write_text(content)
+    env.update(dict(spec.env))
     gomod = build_dir / "go.mod"
     # Keep a tidied go.mod (and its go.sum) when it came from the same template:
     # `go mod tidy` then has nothing to resolve. Otherwise start from the template.
@@ -437,13 +562,13 @@ def _build(spec: BuildSpec, *, cache: Path, log: Log) -> None:
         f"(cold build takes several minutes; log: {build_dir / 'build.log'})")
     started = time.monotonic()
     _run_logged([str(go), "mod", "tidy"], cwd=build_dir, env=env, logfile=build_dir / "tidy.log",
-                what=f"`go mod tidy` for {spec.label}",
+                what=f"`go mod tidy` for {spec.label}", log=log,
                 hint="Needs network access to the Go module proxy ($GOPROXY, default proxy.golang.org)")
 
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{spec.key}-", dir=bin_dir.parent))
     try:
         _run_logged([str(go), *spec.go_build_args(tmp)], cwd=build_dir, env=env, logfile=build_dir / "build.log",
-                    what=f"`go build` of {spec.label}",
+                    what=f"`go build` of {spec.label}", log=log,
                     hint="A newer Kubernetes release may need a newer Go than the installed one")
         for _, name in spec.outputs:
             built = tmp / name
@@ -455,15 +580,28 @@ def _build(spec: BuildSpec, *, cache: Path, log: Log) -> None:
     log(f"built {names} ({spec.label}) into {bin_dir} in {time.monotonic() - started:.0f}s")
 
 
-def _run_logged(cmd: list[str], *, cwd: Path, env: dict[str, str], logfile: Path, what: str, hint: str) -> None:
+#: Seconds between "still building" lines, so a cold build never looks hung.
+PROGRESS_EVERY = 60.0
+
+
+def _run_logged(cmd: list[str], *, cwd: Path, env: dict[str, str], logfile: Path, what: str, hint: str,
+                log: Log | None = None, progress_every: float = PROGRESS_EVERY) -> None:
+    started = time.monotonic()
     with open(logfile, "a") as fh:
         fh.write(f"\n$ {' '.join(cmd)}    # {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
         fh.flush()
         try:
-            rc = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL).returncode
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
         except OSError as exc:
             raise BinaryError(f"{what} could not run: {exc}") from exc
+        while True:
+            try:
+                rc = proc.wait(timeout=progress_every)
+                break
+            except subprocess.TimeoutExpired:
+                if log is not None:
+                    log(f"still running {what}: {time.monotonic() - started:.0f}s elapsed (log: {logfile})")
     if rc != 0:
         raise BinaryError(
             f"{what} failed (exit {rc}) in {cwd}. {hint}. Last lines of {logfile}:\n{_tail(logfile)}\n"
@@ -472,11 +610,13 @@ def _run_logged(cmd: list[str], *, cwd: Path, env: dict[str, str], logfile: Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lightbox.devtools.binaries [--helm]``: build/locate and print the paths."""
+    """``python -m lightbox.devtools.binaries [--helm] [--node]``: build/locate and print the paths."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="lightbox-binaries")
     parser.add_argument("--helm", action="store_true", help="also ensure helm")
+    parser.add_argument("--node", action="store_true",
+                        help="also ensure the real node's kubelet, kube-scheduler, kube-proxy, kube-router, pause")
     args = parser.parse_args(argv)
     try:
         b = ensure_binaries()
@@ -484,6 +624,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}\t{path}")
         if args.helm:
             print(f"helm\t{ensure_helm()}")
+        if args.node:
+            for name, path in ensure_node_binaries().as_dict().items():
+                print(f"{name}\t{path}")
     except BinaryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

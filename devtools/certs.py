@@ -118,8 +118,12 @@ def _leaf(ca_key, ca_cert: x509.Certificate, subject: x509.Name, usage, sans=Non
     return key, b.sign(ca_key, hashes.SHA256())
 
 
-def generate(directory: Path) -> Pki:
-    """Write a fresh CA, serving cert, client certs and service-account keys into ``directory``."""
+def generate(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Write a fresh CA, serving cert, client certs and service-account keys into ``directory``.
+
+    ``extra_ips``: more addresses the apiserver's serving certificate is valid for
+    (a real node reaches it on a non-loopback address).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
     now = dt.datetime.now(dt.timezone.utc)
@@ -138,7 +142,7 @@ def generate(directory: Path) -> Pki:
     _write(pki.ca_crt, _cert_pem(ca_cert))
     _write(pki.ca_key, _key_pem(ca_key), private=True)
 
-    sans = [x509.DNSName(n) for n in SERVING_DNS_NAMES] + [x509.IPAddress(ipaddress.ip_address(i)) for i in SERVING_IPS]
+    sans = [x509.DNSName(n) for n in SERVING_DNS_NAMES] + [x509.IPAddress(ipaddress.ip_address(i)) for i in (*SERVING_IPS, *extra_ips)]
     key, cert = _leaf(ca_key, ca_cert, _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, sans)
     _write(pki.serving_crt, _cert_pem(cert))
     _write(pki.serving_key, _key_pem(key), private=True)

@@ -234,6 +234,9 @@ class ControlPlane:
         timeout: float = 120.0,
         controllers: Sequence[str] = DEFAULT_CONTROLLERS,
         apiserver_args: Sequence[str] = (),
+        controller_manager_args: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        authorization_mode: str = "RBAC",
         log: Log | None = None,
     ) -> None:
         self.workdir = Path(workdir).absolute()
@@ -241,6 +244,11 @@ class ControlPlane:
         self.timeout = timeout
         self.controllers = tuple(controllers)
         self.apiserver_args = tuple(apiserver_args)
+        self.controller_manager_args = tuple(controller_manager_args)
+        #: Address the apiserver binds and advertises. A real node's pods reach it
+        #: through the `kubernetes` Service, whose endpoint cannot be loopback.
+        self.host = host
+        self.authorization_mode = authorization_mode
         self._binaries = binaries
         self._log = log or _default_log
         self.components: dict[str, _Component] = {}
@@ -303,7 +311,7 @@ class ControlPlane:
         self._binaries = bins
         t0 = time.monotonic()
         self._reset_workdir()
-        pki = _certs.generate(self.pki.dir)
+        pki = _certs.generate(self.pki.dir, extra_ips=() if self.host == "127.0.0.1" else (self.host,))
         try:
             self._start_etcd(bins)
             self._start_apiserver(bins, pki)
@@ -421,14 +429,14 @@ class ControlPlane:
             return [
                 str(bins.kube_apiserver),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.host}",
+                f"--advertise-address={self.host}",
                 f"--secure-port={port}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={pki.serving_crt}",
                 f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.ca_crt}",
-                "--authorization-mode=RBAC",
+                f"--authorization-mode={self.authorization_mode}",
                 f"--service-cluster-ip-range={_certs.SERVICE_CLUSTER_IP_RANGE}",
                 f"--service-account-issuer={SA_ISSUER}",
                 f"--service-account-key-file={pki.sa_pub}",
@@ -444,7 +452,7 @@ class ControlPlane:
             ], port
 
         def ready(c: _Component) -> bool:
-            self.url = f"https://127.0.0.1:{c.port}"
+            self.url = f"https://{self.host}:{c.port}"
             status, body = self._get("/readyz")
             return status == 200 and body.strip() == b"ok"
 
@@ -475,6 +483,7 @@ class ControlPlane:
                 f"--root-ca-file={pki.ca_crt}",
                 "--use-service-account-credentials=false",
                 "--leader-elect=false",
+                *self.controller_manager_args,
             ], port
 
         def ready(c: _Component) -> bool:

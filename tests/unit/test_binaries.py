@@ -103,7 +103,9 @@ def test_k8s_gomod_requires_kubernetes_and_replaces_every_staging_module():
     assert len(replaced) == 29 == len(b.STAGING_MODULES)
     assert [m for m, _, _ in replaced] == list(b.STAGING_MODULES)
     assert all(m == target and v == "v0.34.4" for m, target, v in replaced)
-    assert text.endswith("tool (\n\tk8s.io/kubernetes/cmd/kube-apiserver\n\tk8s.io/kubernetes/cmd/kube-controller-manager\n)\n")
+    assert text.endswith("tool (\n\tk8s.io/kubernetes/cmd/kube-apiserver\n\tk8s.io/kubernetes/cmd/kube-controller-manager\n"
+                         "\tk8s.io/kubernetes/cmd/kubelet\n\tk8s.io/kubernetes/cmd/kube-scheduler\n"
+                         "\tk8s.io/kubernetes/cmd/kube-proxy\n)\n")
 
 
 def test_staging_version_and_bad_versions():
