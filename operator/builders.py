@@ -14,7 +14,7 @@ from typing import Any
 from lightbox.api import Algorithm, Dataset, SandboxPolicy, Validation
 from lightbox.api import run as layout
 from lightbox.api.common import VolumeLocation
-from lightbox.api.run import ScorerConfig, StagerConfig
+from lightbox.api.run import IsolationCheckConfig, ScorerConfig, StagerConfig
 from lightbox.operator.config import OperatorConfig
 from lightbox.sandbox.contract import vendor_environment
 
@@ -177,14 +177,39 @@ def scorer_config(validation: Validation, algorithm: Algorithm, policy: SandboxP
     )
 
 
+def isolation_check_config(config: OperatorConfig, api_server: str | None) -> IsolationCheckConfig:
+    """What the stage step tries before the vendor may start (docs/isolation.md)."""
+    return IsolationCheckConfig(
+        api_server=config.probe_api_server or api_server,
+        dns=[config.probe_dns],
+        outside=[config.probe_outside],
+        clean_rounds=config.isolation_check_rounds,
+        bound_seconds=config.isolation_check_bound_seconds,
+    )
+
+
+def _node_ip_env() -> dict[str, Any]:
+    return {"name": layout.NODE_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
+
+
+# A trusted container that requests no GPU asks the NVIDIA toolkit for all of them: if it
+# then sees any, the node lets a container's environment choose its GPUs, so a vendor image
+# could too, and the check refuses the run (docs/gpus.md).
+GPU_CANARY = {layout.NVIDIA_VISIBLE_DEVICES_ENV: "all"}
+
+
 def run_pod_spec(
     validation: Validation,
     algorithm: Algorithm,
     dataset: Dataset,
     policy: SandboxPolicy | None,
     config: OperatorConfig,
+    api_server: str | None = None,
 ) -> dict[str, Any]:
-    """stage (trusted) → vendor → score (trusted, the only one with the ground truth)."""
+    """stage (trusted) → vendor → score (trusted, the only one with the ground truth).
+
+    ``api_server`` is the endpoint the operator itself reaches the API server at, one of
+    the targets the stage step's isolation check must find silent."""
     algo, data = algorithm.spec, dataset.spec
     stager = StagerConfig(
         task=algo.task,
@@ -201,10 +226,12 @@ def run_pod_spec(
             layout.INPUT_DIR_ENV: layout.INPUT_DIR,
             layout.WORK_DIR_ENV: layout.WORK_DIR,
             layout.STAGER_CONFIG_ENV: stager.model_dump_json(by_alias=True),
+            layout.ISOLATION_CHECK_ENV: isolation_check_config(config, api_server).model_dump_json(by_alias=True),
             "TMPDIR": layout.TMP_DIR,
+            **GPU_CANARY,
             **termination,
         }
-    )
+    ) + [_node_ip_env()]
     stage["volumeMounts"] = [
         _mount(layout.STUDIES_VOLUME, layout.STUDIES_DIR, True, data.studies.sub_path),
         _mount(layout.INPUT_VOLUME, layout.INPUT_DIR, False),
@@ -219,12 +246,18 @@ def run_pod_spec(
     }
     if algo.resources.gpus:
         vendor_resources[GPU_RESOURCE] = str(algo.resources.gpus)
+    vendor_env = dict(vendor_environment(algo.task, list(algo.labels or []), layout.INPUT_DIR, layout.OUTPUT_DIR))
+    if not algo.resources.gpus:
+        # The pod's env overrides the image's ENV: an image that sets NVIDIA_VISIBLE_DEVICES=all
+        # (or a legacy CUDA image, which the toolkit treats as "all") gets none. GPU runs leave
+        # it to the device plugin, whose value is the allocation (docs/gpus.md).
+        vendor_env[layout.NVIDIA_VISIBLE_DEVICES_ENV] = "void"
     # The image's own entrypoint runs: the vendor contract fixes only the directories.
     vendor = {
         "name": layout.VENDOR_CONTAINER,
         "image": algo.image,
         "imagePullPolicy": "IfNotPresent",
-        "env": _env(vendor_environment(algo.task, list(algo.labels or []), layout.INPUT_DIR, layout.OUTPUT_DIR)),
+        "env": _env(vendor_env),
         "volumeMounts": [
             _mount(layout.INPUT_VOLUME, layout.INPUT_DIR, True),
             _mount(layout.OUTPUT_VOLUME, layout.OUTPUT_DIR, False),
@@ -278,6 +311,7 @@ def run_job(
     number: int,
     config: OperatorConfig,
     scheduled_for: str | None = None,
+    api_server: str | None = None,
 ) -> dict[str, Any]:
     """The batch/v1 Job of one run, owned by the Validation."""
     labels = run_labels(validation, run)
@@ -296,7 +330,7 @@ def run_job(
         labels,
         annotations,
         algorithm.spec.timeout_seconds + config.job_deadline_slack_seconds,
-        run_pod_spec(validation, algorithm, dataset, policy, config),
+        run_pod_spec(validation, algorithm, dataset, policy, config, api_server),
     )
     if queue:
         # Kueue admits the Job by unsuspending it once quota is free.
@@ -374,7 +408,7 @@ def probe_pod(
         str(config.probe_timeout_seconds),
     ]
     container = _trusted_container("probe", config.trusted_image, command, config)
-    container["env"] = _env({layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH})
+    container["env"] = _env({layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH, **GPU_CANARY})
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -41,6 +41,10 @@ class OperatorConfig:
     probe_dns: str = DEFAULT_CLUSTER_DNS
     probe_outside: str = DEFAULT_OUTSIDE_ADDRESS
     probe_timeout_seconds: float = 2.0
+    # The stage step's in-pod check: consecutive silent rounds it needs before the vendor
+    # may start, and how long it waits for a policy engine to catch up with a new pod.
+    isolation_check_rounds: int = 3
+    isolation_check_bound_seconds: float = 30.0
     verify_deadline_seconds: int = 3600
     # Extra time the Job gets over the vendor's timeout for staging and scoring;
     # the pod's own deadline is the algorithm timeout.
@@ -67,6 +71,8 @@ class OperatorConfig:
             values["probe_dns"] = env["LIGHTBOX_PROBE_DNS"]
         if env.get("LIGHTBOX_PROBE_OUTSIDE"):
             values["probe_outside"] = env["LIGHTBOX_PROBE_OUTSIDE"]
+        if env.get("LIGHTBOX_ISOLATION_CHECK_BOUND_SECONDS"):
+            values["isolation_check_bound_seconds"] = float(env["LIGHTBOX_ISOLATION_CHECK_BOUND_SECONDS"])
         if env.get("LIGHTBOX_OPERATOR_CRASH_AT"):
             values["crash_at"] = env["LIGHTBOX_OPERATOR_CRASH_AT"]
         values.update({k: v for k, v in overrides.items() if v is not None})

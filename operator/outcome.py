@@ -31,6 +31,7 @@ MALFORMED_PREDICTIONS = "MalformedPredictions"
 PHI_FOUND = "PHIFound"
 DATASET_UNREADABLE = "DatasetUnreadable"
 DATASET_CHANGED = "DatasetChanged"
+ISOLATION_NOT_ENFORCED = "IsolationNotEnforced"
 GROUND_TRUTH_UNREADABLE = "GroundTruthUnreadable"
 TERMINATION_MESSAGE_INVALID = "TerminationMessageInvalid"
 DATASET_DELETED = "DatasetDeleted"
@@ -186,6 +187,14 @@ def run_outcome(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Outco
         if code == layout.EXIT_DATASET_UNREADABLE:
             return Outcome(
                 "Failed", DATASET_UNREADABLE, _step_message(stage, "staging could not read the studies"), exit_code=code
+            )
+        if code == layout.EXIT_ISOLATION_NOT_ENFORCED:
+            # The vendor never started: the stage step found the network (or GPUs) reachable in this pod.
+            return Outcome(
+                "Failed",
+                ISOLATION_NOT_ENFORCED,
+                _step_message(stage, "the network answered from inside the run pod; the vendor container was not started"),
+                exit_code=code,
             )
         if code == layout.EXIT_DATASET_CHANGED:
             return Outcome(

@@ -377,7 +377,9 @@ async def _start_run(
     # The NetworkPolicy first: the pod must never exist without it.
     await runtime.kube.create(path("networkpolicies", namespace), netpol)
     scheduled = record.scheduled_for.isoformat() if record.scheduled_for else None
-    job = builders.run_job(validation, algorithm, dataset, policy, record.name, record.number, runtime.config, scheduled)
+    job = builders.run_job(
+        validation, algorithm, dataset, policy, record.name, record.number, runtime.config, scheduled, runtime.api_server
+    )
     made, created = await runtime.kube.create(path("jobs", namespace), job)
     runtime.observe_job(namespace, made, deleted=False)
     runtime.crash("after-job-create")

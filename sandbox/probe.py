@@ -2,8 +2,13 @@
 
 Run by the operator in a pod confined exactly like a vendor run. It tries the
 API server, the cluster DNS server and an address outside the cluster, each
-with a short timeout. A refused connection counts as an answer: something on
-the path replied. Only silence (timeouts, unreachable networks) is isolation.
+with a short timeout. A connection refused by the host (a TCP reset) counts as
+an answer: the host's stack replied, so packets reach it. A SYN stopped by a
+packet filter that says so with an ICMP error (kube-router's REJECT, kube-proxy
+for a Service without endpoints) is not: no TCP stack answers a SYN with ICMP,
+so the packet died in the filter (docs/isolation.md). It also counts the GPUs
+the container sees (it requests none). The stage step of every run pod reuses
+these checks (``lightbox.sandbox.incheck``).
 
 Exit 0 and ``{"isolated": true, ...}`` when nothing answered; exit 1 and
 ``{"isolated": false, "answered": [...]}`` otherwise. The JSON goes to stdout
@@ -18,6 +23,7 @@ import errno
 import json
 import os
 import random
+import re
 import socket
 import struct
 import sys
@@ -25,6 +31,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from lightbox.api.run import TERMINATION_LOG_ENV, TERMINATION_LOG_PATH
@@ -33,6 +40,12 @@ from lightbox.api.run import TERMINATION_LOG_ENV, TERMINATION_LOG_PATH
 SILENT_ERRNOS = frozenset(
     {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.EADDRNOTAVAIL, errno.EACCES, errno.EPERM}
 )
+
+# Linux's extended socket errors (ip(7) IP_RECVERR): with them on, an ICMP error that
+# ends a connection attempt leaves its sender's address in the socket's error queue.
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,51 @@ def split_address(address: str, default_port: int) -> tuple[str, int]:
     return address, default_port
 
 
+def _want_icmp_errors(sock: socket.socket, family: int) -> None:
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    elif family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+
+
+def offender_address(raw: bytes) -> str:
+    """The host of a ``struct sockaddr`` (in, in6) as text; "" for anything else."""
+    if len(raw) >= 8 and struct.unpack("=H", raw[:2])[0] == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8])
+    if len(raw) >= 24 and struct.unpack("=H", raw[:2])[0] == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24])
+    return ""
+
+
+def icmp_offender(sock: socket.socket) -> str | None:
+    """Who sent the ICMP error that ended the last attempt, from the error queue
+    (``struct sock_extended_err`` then the offender's sockaddr); None when no ICMP
+    error is queued, i.e. the refusal was a TCP reset."""
+    try:
+        _, ancillary, _, _ = sock.recvmsg(1, 1024, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+    except OSError:
+        return None
+    for _level, _type, data in ancillary:
+        if len(data) >= 16 and data[4] in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+            return offender_address(data[16:])
+    return None
+
+
+def refusal(kind: str, target_host: str, offender: str | None) -> tuple[bool, str]:
+    """(answered, detail) for a refused TCP connection.
+
+    A TCP stack refuses a SYN with a reset; an ICMP error in its place comes from a
+    packet filter (iptables REJECT, as kube-router and kube-proxy use), so the SYN
+    stopped there and nothing behind it was reached. One exception: an outside
+    address whose own host sent the ICMP error was reached (only its firewall said no).
+    """
+    if offender is None:
+        return True, "connection refused with a TCP reset (a host replied)"
+    if kind == "outside" and offender == target_host:
+        return True, f"rejected by the outside host {offender} itself (packets reach it)"
+    return False, f"rejected by a packet filter at {offender or 'an unknown address'} (ICMP)"
+
+
 def tcp_check(kind: str, address: str, default_port: int, timeout: float) -> Check:
     host, port = split_address(address, default_port)
     try:
@@ -66,10 +124,14 @@ def tcp_check(kind: str, address: str, default_port: int, timeout: float) -> Che
     for family, socktype, proto, _, sockaddr in infos[:2]:
         with socket.socket(family, socktype, proto) as sock:
             sock.settimeout(timeout)
+            _want_icmp_errors(sock, family)
             try:
                 sock.connect(sockaddr)
             except ConnectionRefusedError:
-                return Check(address, kind, True, "connection refused (a host replied)")
+                answered, detail = refusal(kind, str(sockaddr[0]), icmp_offender(sock))
+                if answered:
+                    return Check(address, kind, True, detail)
+                return Check(address, kind, False, detail)
             except TimeoutError:
                 continue
             except OSError as exc:
@@ -97,6 +159,7 @@ def dns_check(address: str, timeout: float, name: str = "kubernetes.default.svc.
     family, socktype, proto, _, sockaddr = infos[0]
     with socket.socket(family, socktype, proto) as sock:
         sock.settimeout(timeout)
+        _want_icmp_errors(sock, family)
         try:
             sock.sendto(packet, sockaddr)
             deadline = time.monotonic() + timeout
@@ -105,7 +168,11 @@ def dns_check(address: str, timeout: float, name: str = "kubernetes.default.svc.
                 if len(data) >= 2 and struct.unpack(">H", data[:2])[0] == ident:
                     return Check(address, "dns", True, "DNS server replied")
         except ConnectionRefusedError:
-            return Check(address, "dns", True, "port unreachable (a host replied)")
+            # Port unreachable: no DNS server took the query (a filter's REJECT, or
+            # nothing listening). Service NAT may rewrite who sent it, so the sender
+            # is reported, not judged.
+            offender = icmp_offender(sock)
+            return Check(address, "dns", False, f"port unreachable (ICMP from {offender or 'an unknown address'}): no DNS server reached")
         except TimeoutError:
             pass
         except OSError as exc:
@@ -124,6 +191,50 @@ def run_checks(api_server: str | None, dns: list[str], outside: list[str], timeo
         return list(pool.map(lambda job: job(), jobs))
 
 
+# /dev/nvidia0, /dev/nvidia1, ...: one node per GPU the container may open (nvidiactl,
+# nvidia-uvm and nvidia-modeset are shared control nodes, not GPUs).
+_GPU_DEVICE = re.compile(r"nvidia[0-9]+")
+
+
+@dataclass(frozen=True)
+class GpuView:
+    devices: tuple[str, ...]  # /dev/nvidiaN present: what the container can open
+    listed: tuple[str, ...]  # /proc/driver/nvidia/gpus/*: what the driver shows it
+
+    @property
+    def count(self) -> int:
+        """GPUs usable here. Device nodes decide: the NVIDIA driver is reached only
+        through /dev/nvidiaN, while /proc/driver/nvidia/gpus lists every GPU of the node
+        in a container the toolkit did not touch (procfs is not per container), so
+        counting it would refuse every CPU-only run on a GPU node."""
+        return len(self.devices)
+
+
+def gpu_view(root: Path = Path("/")) -> GpuView:
+    """The GPUs visible under ``root`` (a fake tree in tests)."""
+
+    def names(folder: Path, keep: Callable[[str], bool]) -> tuple[str, ...]:
+        try:
+            return tuple(sorted(entry.name for entry in folder.iterdir() if keep(entry.name)))
+        except OSError:
+            return ()
+
+    return GpuView(
+        devices=names(root / "dev", lambda name: _GPU_DEVICE.fullmatch(name) is not None),
+        listed=names(root / "proc" / "driver" / "nvidia" / "gpus", lambda name: True),
+    )
+
+
+def gpu_problem(view: GpuView, allowed: int) -> str | None:
+    """Why the GPUs seen are more than requested, or None."""
+    if view.count <= allowed:
+        return None
+    return (
+        f"gpus: {view.count} visible ({', '.join('/dev/' + d for d in view.devices[:8])}) where {allowed} "
+        "were requested; the node lets a container choose its GPUs (see docs/gpus.md)"
+    )
+
+
 def _write_termination_log(text: str) -> None:
     target = os.environ.get(TERMINATION_LOG_ENV) or TERMINATION_LOG_PATH
     try:
@@ -139,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dns", action="append", default=[], help="cluster DNS server host[:port] (repeatable)")
     parser.add_argument("--outside", action="append", default=[], help="an address outside the cluster (repeatable)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per check")
+    parser.add_argument("--gpus-allowed", type=int, default=0, help="GPUs this container requested (default 0)")
+    parser.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)  # a fake /dev, /proc tree in tests
     args = parser.parse_args(argv)
 
     api_server = args.api_server
@@ -146,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         api_server = f"{os.environ['KUBERNETES_SERVICE_HOST']}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
     checks = run_checks(api_server, args.dns, args.outside, args.timeout)
     answered = [f"{c.kind} {c.target} ({c.detail})" for c in checks if c.answered]
+    gpus = gpu_problem(gpu_view(args.root), args.gpus_allowed)
+    if gpus:
+        answered.append(gpus)
     result = {"isolated": not answered, "answered": answered, "checked": [c.target for c in checks]}
     text = json.dumps(result, separators=(",", ":"))
     if len(text) > 4000:

@@ -29,6 +29,7 @@ from lightbox.api.run import (
     CASES_FILE,
     EXIT_DATASET_CHANGED,
     EXIT_DATASET_UNREADABLE,
+    EXIT_ISOLATION_NOT_ENFORCED,
     EXIT_OK,
     EXIT_PHI_FOUND,
     INPUT_DIR_ENV,
@@ -38,7 +39,7 @@ from lightbox.api.run import (
     WORK_DIR_ENV,
     StagerConfig,
 )
-from lightbox.sandbox import deidgate
+from lightbox.sandbox import deidgate, incheck
 from lightbox.sandbox.contract import InputCase, InputManifest, InputSeries
 from lightbox.sandbox.deid.verify import age_band
 from lightbox.sandbox.steps import directory, fail, read_json_env, write_termination
@@ -225,6 +226,11 @@ def _config() -> StagerConfig:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lightbox stage", description=__doc__.split("\n\n")[0])
     parser.parse_args(argv)
+    # First, before reading any study: the vendor container starts after this step, so only
+    # once this pod is seen cut off (lightbox.sandbox.incheck, docs/isolation.md).
+    refused = incheck.run_from_environment()
+    if refused is not None:
+        return fail(incheck.REASON, refused, EXIT_ISOLATION_NOT_ENFORCED)
     try:
         config = _config()
     except (ValueError, ValidationError) as exc:

@@ -56,6 +56,13 @@ TERMINATION_LOG_ENV = "LIGHTBOX_TERMINATION_LOG"
 TERMINATION_LOG_PATH = "/dev/termination-log"
 
 STAGER_CONFIG_ENV = "LIGHTBOX_STAGER_CONFIG"
+# The stage step's in-pod isolation check (IsolationCheckConfig JSON) and the node's
+# address, which the pod learns from the downward API (status.hostIP).
+ISOLATION_CHECK_ENV = "LIGHTBOX_ISOLATION_CHECK"
+NODE_IP_ENV = "LIGHTBOX_NODE_IP"
+# The NVIDIA container toolkit picks a container's GPUs from this variable when it
+# trusts the environment; see docs/gpus.md.
+NVIDIA_VISIBLE_DEVICES_ENV = "NVIDIA_VISIBLE_DEVICES"
 SCORER_CONFIG_ENV = "LIGHTBOX_SCORER_CONFIG"
 
 # Labels and annotations on every object of a run.
@@ -72,6 +79,7 @@ EXIT_DATASET_UNREADABLE = 4  # stage: studies missing or not DICOM
 EXIT_MALFORMED_PREDICTIONS = 5  # score: predictions.json missing, not JSON, or not to schema
 EXIT_GROUND_TRUTH_UNREADABLE = 6  # score: ground truth missing or malformed
 EXIT_DATASET_CHANGED = 7  # stage: the studies differ from what the Dataset's verification saw
+EXIT_ISOLATION_NOT_ENFORCED = 8  # stage: the network answered (or GPUs showed) inside the run pod
 
 DeidOption = Literal[
     "retainSafePrivate",
@@ -122,3 +130,21 @@ class ScorerConfig(Model):
     confidence_level: float = Field(default=0.95, gt=0, lt=1)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     froc_false_positives: list[float] = Field(default_factory=lambda: [0.125, 0.25, 0.5, 1, 2, 4, 8])
+
+
+class IsolationCheckConfig(Model):
+    """Settings of the in-pod isolation check that opens the ``stage`` step (env ``LIGHTBOX_ISOLATION_CHECK``).
+
+    The targets come from here and from the pod itself: ``KUBERNETES_SERVICE_HOST``/``PORT``
+    (set by every kubelet), ``LIGHTBOX_NODE_IP`` (downward API) and the default gateway of
+    ``/proc/net/route``. See docs/isolation.md for why the check waits and when it refuses.
+    """
+
+    api_server: str | None = Field(default=None, max_length=512, description="The API server endpoint the operator uses (host:port or URL).")
+    dns: list[str] = Field(default_factory=list, max_length=8, description="Cluster DNS servers (host[:port]).")
+    outside: list[str] = Field(default_factory=list, max_length=8, description="Addresses outside the cluster that listen (host[:port]).")
+    timeout_seconds: float = Field(default=1.0, gt=0, le=10, description="Seconds each connection attempt waits for an answer.")
+    clean_rounds: int = Field(default=3, ge=1, le=20, description="Consecutive rounds in which every target must be silent.")
+    interval_seconds: float = Field(default=1.0, ge=0, le=30, description="Pause between rounds.")
+    bound_seconds: float = Field(default=30.0, gt=0, le=600, description="Refuse if the rounds are not clean by then.")
+    gpus_allowed: int = Field(default=0, ge=0, le=64, description="GPUs this (trusted) container may see; it requests none.")

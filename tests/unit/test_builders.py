@@ -38,7 +38,8 @@ def mounts(container):
 
 
 def env(container):
-    return {e["name"]: e["value"] for e in container.get("env", [])}
+    """Plain values; a downward-API entry maps to its valueFrom."""
+    return {e["name"]: e["value"] if "value" in e else e["valueFrom"] for e in container.get("env", [])}
 
 
 def test_job_basics_name_owner_deadline_and_no_retries():
