@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crds": ("lightbox.operator.crdgen", "write crds/*.yaml from the API models (--check: fail on drift)"),
     "operator": ("lightbox.operator.main", "run the operator against the current kubeconfig"),
     "control-plane": ("lightbox.devtools.controlplane", "start/stop a local etcd + kube-apiserver (development)"),
+    "node": ("lightbox.devtools.node", "start/stop a local control plane plus a real node (root; containerd, kubelet)"),
     "local-runner": ("lightbox.devtools.localrunner", "run sandbox pods as local processes (development kubelet)"),
     "demo": ("lightbox.devtools.demo", "end-to-end demo on a local control plane"),
     "report": ("lightbox.report", "a Validation's report in Markdown: device, data, protocol, latest run, audit trail"),
