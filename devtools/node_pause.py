@@ -98,7 +98,7 @@ def import_archive(socket: Path, archive: Path, ref: str, *, log: Log) -> None:
     if image_present(socket, ref):
         return
     name, _ = tag_of(ref)
-    _run([*ctr_base(socket), "images", "import", "--base-name", name, str(archive)],
+    _run([*ctr_base(socket), "images", "import", "--digests", "--base-name", name, str(archive)],
          f"import of {archive}")
     if not image_present(socket, ref):
         raise ImageError(f"imported {archive} but containerd does not list {ref}: the archive's index must "
