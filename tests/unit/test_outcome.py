@@ -180,3 +180,14 @@ def test_verify_result_reads_the_deid_cli_report_shape_too():
     message = json.dumps({"ok": True, "files": 3, "contentHash": "abc", "violations": [], "errors": 0, "cohort": {}})
     result = outcome.verify_result(job("Complete"), verify_pod(0, message))
     assert result.verified and result.summary["fileCount"] == 3
+
+
+def test_isolation_not_enforced_at_staging_names_what_answered_and_is_not_judged():
+    """Exit 8 of the stage step: the in-pod check found the network reachable; the vendor never ran."""
+    message = json.dumps({"reason": "IsolationNotEnforced", "message": "api-server 10.96.0.1:443 (TCP connection established)"})
+    result = outcome.run_outcome(job("Failed"), pod("Failed", [terminated("stage", 8, message), waiting("vendor", "PodInitializing")]))
+    assert (result.phase, result.reason, result.exit_code) == ("Failed", "IsolationNotEnforced", 8)
+    assert result.message == "api-server 10.96.0.1:443 (TCP connection established)"
+    assert result.report is None  # no report, so no verdict: a run that never scored is not judged
+    fallback = outcome.run_outcome(job("Failed"), pod("Failed", [terminated("stage", 8, "garbage")]))
+    assert fallback.reason == "IsolationNotEnforced" and "vendor container was not started" in fallback.message

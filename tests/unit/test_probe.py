@@ -77,3 +77,61 @@ def test_reachable_means_not_isolated(tmp_path):
     assert result.returncode == 1
     data = json.loads(log.read_text())
     assert data["isolated"] is False and "api-server" in data["answered"][0]
+
+
+def _probe_in_new_netns(tmp_path, setup: str, *args: str):
+    import os
+    import shutil
+
+    import pytest
+
+    if os.geteuid() != 0 or shutil.which("iptables") is None:
+        pytest.skip("needs root and iptables to build a network namespace with a REJECT rule")
+    log = tmp_path / "termination"
+    result = subprocess.run(
+        ["unshare", "--net", "--", "sh", "-c", f'set -e\n{setup}\nexec "$@"', "sh", sys.executable, "-m", "lightbox.sandbox.probe", *args],
+        capture_output=True, text=True, env={"LIGHTBOX_TERMINATION_LOG": str(log), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, timeout=60,
+    )
+    return result, json.loads(log.read_text())
+
+
+REJECT_PORT_1 = "ip link set lo up && iptables -A OUTPUT -p tcp -d 127.0.0.1 --dport 1 -j REJECT"
+
+
+def test_a_packet_filters_icmp_reject_is_not_an_answer(tmp_path):
+    """kube-router's deny: REJECT, i.e. ICMP port-unreachable. No TCP stack answers a SYN
+    with ICMP, so the SYN died in the filter: isolated."""
+    result, data = _probe_in_new_netns(tmp_path, REJECT_PORT_1, "--api-server", "127.0.0.1:1", "--timeout", "1")
+    assert result.returncode == 0, result.stdout
+    assert data["isolated"] is True
+    check = json.loads(result.stdout)["checks"][0]
+    assert check["answered"] is False and "packet filter at 127.0.0.1" in check["detail"]
+
+
+def test_without_the_filter_the_same_address_answers_with_a_reset(tmp_path):
+    result, data = _probe_in_new_netns(tmp_path, "ip link set lo up", "--api-server", "127.0.0.1:1", "--timeout", "1")
+    assert result.returncode == 1
+    assert "TCP reset" in data["answered"][0]
+
+
+def test_an_outside_host_rejecting_for_itself_was_reached(tmp_path):
+    """The ICMP came from the outside address itself: packets got there."""
+    result, data = _probe_in_new_netns(tmp_path, REJECT_PORT_1, "--outside", "127.0.0.1:1", "--timeout", "1")
+    assert result.returncode == 1
+    assert "outside 127.0.0.1:1" in data["answered"][0] and "itself" in data["answered"][0]
+
+
+def test_gpus_visible_to_the_probe_mean_not_isolated(tmp_path):
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    for name in ("nvidia0", "nvidia1", "nvidiactl"):
+        (root / "dev" / name).touch()
+    log = tmp_path / "termination"
+    result = subprocess.run(
+        ["unshare", "--net", "--", sys.executable, "-m", "lightbox.sandbox.probe", "--api-server", "127.0.0.1:1",
+         "--timeout", "1", "--root", str(root)],
+        capture_output=True, text=True, env={"LIGHTBOX_TERMINATION_LOG": str(log), "PATH": "/usr/bin:/bin"}, timeout=30,
+    )
+    assert result.returncode == 1
+    data = json.loads(log.read_text())
+    assert data["isolated"] is False and data["answered"] == [data["answered"][0]] and "gpus: 2 visible" in data["answered"][0]
