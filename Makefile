@@ -13,7 +13,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration crds bench down clean
+.PHONY: demo test unit integration realnode node-down crds bench down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration
+
+## realnode: the real-node tier (root): control plane + containerd/kubelet node + the chart in-cluster
+realnode: $(STAMP)
+	$(BIN)/python -m lightbox.devtools.binaries --helm --node
+	LIGHTBOX_REALNODE=1 $(BIN)/pytest tests/realnode
+
+## node-down: stop a node left by `lightbox node up` or the demo, and restore the host
+node-down: $(STAMP)
+	$(BIN)/lightbox node down
 
 crds: $(STAMP)
 	$(BIN)/lightbox crds

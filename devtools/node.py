@@ -205,7 +205,8 @@ class Node:
         _write_private(self.paths.kubelet_kubeconfig, render_kubeconfig(
             self.control_plane.url, cp_pki.ca_crt, npki.client_crt, npki.client_key,
             user=node_pki.node_user(cfg.NODE_NAME)))
-        self._kubelet_port, self._kubelet_healthz = free_port(), free_port()
+        # The standard port: the in-pod isolation check knocks on the node's kubelet port.
+        self._kubelet_port, self._kubelet_healthz = cfg.KUBELET_PORT, free_port()
         self.paths.kubelet_config.write_text(cfg.render_kubelet_config(
             self.paths, ca_file=cp_pki.ca_crt, tls_cert=npki.serving_crt, tls_key=npki.serving_key,
             port=self._kubelet_port, healthz_port=self._kubelet_healthz))
@@ -297,6 +298,26 @@ class Node:
             self._wait(self.procs["kubelet"], f"node {cfg.NODE_NAME} Ready, untainted, with a podCIDR", ready)
         finally:
             api.close()
+
+    # ------------------------------------------------------------------ the policy engine, for tests
+
+    @contextlib.contextmanager
+    def policy_engine_stopped(self):
+        """No NetworkPolicy enforcement inside the block: kube-router stopped and its rules removed.
+
+        Stopping kube-router alone leaves its chains enforcing; a crashed or removed policy
+        engine is what the in-pod isolation check must catch. kube-router is restarted after.
+        """
+        p = self.procs.get("kube-router")
+        if p is not None:
+            stop_pids([p.pid], grace=5, procs={p.pid: p.proc} if p.proc else None)
+            del self.procs["kube-router"]
+        host.remove_kube_router_state()
+        try:
+            yield
+        finally:
+            self._start_kube_router(_binaries.ensure_node_binaries(log=self._log))
+            self._write_state()
 
     # ------------------------------------------------------------------ state
 

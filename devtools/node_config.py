@@ -33,6 +33,7 @@ POD_CIDR = "10.88.0.0/16"
 BRIDGE = "lbx0"
 CNI_NETWORK = "lightbox"
 PAUSE_IMAGE = "localhost/lightbox/pause:1"
+KUBELET_PORT = 10250
 
 #: Sysctls the kubelet, the bridge plugin or kube-proxy may change; `down` puts them back.
 TOUCHED_SYSCTLS: tuple[str, ...] = (

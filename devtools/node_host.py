@@ -289,6 +289,31 @@ def remove_netns(before: Iterable[str]) -> None:
             path.unlink()
 
 
+def remove_chains(is_ours: Callable[[str], bool]) -> None:
+    """Remove the chains ``is_ours`` names, and every rule jumping to them, from iptables and ip6tables."""
+    for family in ("ip4", "ip6"):
+        restore = "iptables-restore" if family == "ip4" else "ip6tables-restore"
+        if not _have(restore):
+            continue
+        for table, ruleset in strip_chains(_save(family), is_ours).items():
+            result = _run([restore, "-w"], input=ruleset)
+            if result.returncode != 0:
+                raise RuntimeError(f"{restore} of table {table} failed: {result.stderr.strip()}")
+
+
+def is_kube_router_chain(name: str) -> bool:
+    return name.startswith(("KUBE-ROUTER-", "KUBE-NWPLCY-", "KUBE-POD-FW-", "KUBE-SRC-", "KUBE-DST-"))
+
+
+def remove_kube_router_state() -> None:
+    """What kube-router leaves when stopped: its chains (still enforcing) and ipsets.
+
+    ``kube-router --cleanup-config`` would do this but panics without IPVS in this kernel.
+    """
+    remove_chains(is_kube_router_chain)
+    remove_ipsets(None)
+
+
 def remove_iptables(before: HostState | None) -> None:
     for family in ("ip4", "ip6"):
         restore = "iptables-restore" if family == "ip4" else "ip6tables-restore"
@@ -298,7 +323,7 @@ def remove_iptables(before: HostState | None) -> None:
         before_names = {c for t, names in (before.chains if before else {}).items() if t.startswith(family)
                         for c in names}
         for table, ruleset in strip_chains(text, lambda n: is_node_chain(n, before_names)).items():
-            result = _run([restore], input=ruleset)
+            result = _run([restore, "-w"], input=ruleset)
             if result.returncode != 0:
                 raise RuntimeError(f"{restore} of table {table} failed: {result.stderr.strip()}")
 

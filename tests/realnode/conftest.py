@@ -1,0 +1,257 @@
+"""Real-node tier: control plane + one real node (containerd, kubelet, kube-scheduler, kube-proxy,
+kube-router) + the operator installed in-cluster by ``helm install`` of charts/lightbox, once per session.
+
+Nothing is mocked: the vendor runs in its own container from its own image, the kernel's cgroup
+limits stop it, kube-router enforces the NetworkPolicy.
+
+Selection: collected when ``LIGHTBOX_REALNODE=1`` (``make realnode``) or when tests/realnode is named on
+the command line. With ``CI=true`` a machine that cannot run the node FAILS the tier; elsewhere it is
+skipped with a line naming what is missing (not root, not Linux, no apt-get for the packages).
+
+Fixtures:
+    cluster     session   Cluster(node, kubeconfig, images {name: BuiltImage}, data_dir)
+    kubectl     session   kubectl(*args, input=None, timeout=120) -> CompletedProcess[str]
+    api_client  session   kubernetes ApiClient (admin)
+    run_ns      function  a namespace enforcing PodSecurity restricted, its own SandboxPolicy (allowing
+                          localhost images), a PV/PVC ``lightbox-data`` holding the sample dataset
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+HERE = Path(__file__).parent
+IMAGES = ("lightbox", "classifier", "misbehave")
+
+
+def _selected(config) -> bool:
+    if os.environ.get("LIGHTBOX_REALNODE") == "1":
+        return True
+    return any("realnode" in str(a) for a in config.args)
+
+
+def pytest_ignore_collect(collection_path, config):
+    if collection_path.parent == HERE and collection_path.name.startswith("test_") and not _selected(config):
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.realnode)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "realnode: needs the real node started by tests/realnode/conftest.py")
+
+
+def _terminal_log(request):
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+
+    def log(message: str) -> None:
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                print(f"\n[lightbox] {message}", file=sys.stderr, flush=True)
+        else:
+            print(f"[lightbox] {message}", file=sys.stderr, flush=True)
+
+    return log
+
+
+@dataclasses.dataclass
+class Cluster:
+    node: Any
+    kubeconfig: Path
+    images: dict[str, Any]
+    data_dir: Path
+    timings: dict[str, float]
+
+    def image(self, name: str) -> str:
+        """``repository@digest`` of a built image (what a vendor puts in spec.image)."""
+        img = self.images[name]
+        return f"{img.ref.rpartition(':')[0]}@{img.digest}"
+
+
+@pytest.fixture(scope="session")
+def cluster(request, tmp_path_factory):
+    from lightbox.devtools import node as node_mod
+    from lightbox.devtools import node_chart, node_host
+
+    reason = node_mod.unavailable_reason()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"real-node tier cannot run in CI: {reason}", pytrace=False)
+        pytest.skip(f"real-node tier skipped: {reason}")
+    log = _terminal_log(request)
+    timings: dict[str, float] = {}
+
+    from lightbox.devtools import images as lbimages
+    from lightbox.devtools.node_packages import ensure_packages
+
+    t0 = time.monotonic()
+    ensure_packages(log)   # mmdebstrap and umoci for the images, before the node's own check
+    built = lbimages.build(list(IMAGES), log=log)
+    timings["images"] = time.monotonic() - t0
+
+    data_dir = tmp_path_factory.mktemp("realnode-data")
+    from operator_harness import make_claim
+    make_claim(data_dir)
+    os.chmod(data_dir, 0o755)
+
+    workdir = tmp_path_factory.mktemp("realnode")
+    before = node_host.snapshot()
+    node = node_mod.Node(workdir, log=log)
+    t0 = time.monotonic()
+    try:
+        node.start()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"could not start the real node in {workdir}:\n{exc}", pytrace=False)
+    timings["node_up"] = time.monotonic() - t0
+    try:
+        t0 = time.monotonic()
+        node_chart.import_images(node.paths.containerd_socket, built, log)
+        node_chart.helm_install(node.kubeconfig, node_chart.chart_values(built["lightbox"]), workdir=workdir, log=log)
+        timings["chart"] = time.monotonic() - t0
+        log(f"real node ready: images {timings['images']:.0f}s, node {timings['node_up']:.0f}s, "
+            f"chart {timings['chart']:.0f}s")
+    except BaseException:
+        node.stop()
+        raise
+    yield Cluster(node, node.kubeconfig, built, data_dir, timings)
+
+    first = node.stop()
+    second = node.stop()   # `down` twice: idempotent
+    after = node_host.snapshot()
+    problems = before.differences(after)
+    assert first == [] and second == [] and problems == [], (
+        f"the host is not as before the node started: {problems or first or second}")
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster):
+    def run(*args: str, input: str | None = None, check: bool = False, timeout: float = 120):
+        result = subprocess.run(["kubectl", "--kubeconfig", str(cluster.kubeconfig), *args], input=input,
+                                capture_output=True, text=True, timeout=timeout)
+        if check:
+            assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+        return result
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def api_client(cluster):
+    from kubernetes import config as kconfig
+
+    api = kconfig.new_client_from_config(str(cluster.kubeconfig))
+    yield api
+    api.close()
+
+
+def _ns_name(request) -> str:
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")
+    base = re.sub(r"^test-", "", base)[:36].strip("-") or "t"
+    return f"{base}-{uuid.uuid4().hex[:5]}"
+
+
+def sandbox_policy(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "lightbox.dev/v1alpha1",
+        "kind": "SandboxPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "allowedRegistries": ["localhost"],
+            "namespaces": [namespace],
+            "maxGpusPerRun": 1,
+            "maxConcurrentRuns": 4,
+            **spec,
+        },
+    }
+
+
+def data_volume(name: str, namespace: str, claim: str, path: Path) -> list[dict[str, Any]]:
+    """A hostPath PV pre-bound to the namespace's claim (PodSecurity restricted admits PVCs, not hostPath)."""
+    pv = {
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                 "claimRef": {"namespace": namespace, "name": claim},
+                 "hostPath": {"path": str(path), "type": "Directory"}},
+    }
+    pvc = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
+        "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": name,
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    return [pv, pvc]
+
+
+@pytest.fixture
+def run_ns(request, cluster, kubectl):
+    from operator_harness import CLAIM
+
+    ns = _ns_name(request)
+    labels = {"pod-security.kubernetes.io/enforce": "restricted",
+              "pod-security.kubernetes.io/enforce-version": "latest", "lightbox.test/realnode": "true"}
+    kubectl("create", "namespace", ns, check=True)
+    kubectl("label", "namespace", ns, *[f"{k}={v}" for k, v in labels.items()], check=True)
+    docs = [sandbox_policy(f"rn-{ns}", ns), *data_volume(f"rn-{ns}", ns, CLAIM, cluster.data_dir)]
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), check=True)
+    deadline = time.monotonic() + 30
+    while kubectl("get", "serviceaccount", "default", "-n", ns).returncode != 0:
+        assert time.monotonic() < deadline, f"namespace {ns} got no default ServiceAccount"
+        time.sleep(0.2)
+    yield ns
+    kubectl("delete", "namespace", ns, "--wait=false")
+    kubectl("delete", "sandboxpolicy", f"rn-{ns}", "--ignore-not-found")
+    kubectl("delete", "pv", f"rn-{ns}", "--ignore-not-found", "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def variant(cluster, tmp_path_factory):
+    """variant(base, tag, cmd) -> repository@digest: a built image with another CMD, imported into the node.
+
+    The misbehaving reference image picks its mode from CMD; a vendor's image cannot be given
+    arguments through the Algorithm, so each mode is its own image (a config-only change, by umoci).
+    """
+    import json as _json
+    import tarfile
+
+    from lightbox.devtools import node_pause
+
+    made: dict[tuple[str, str], str] = {}
+
+    def make(base: str, tag: str, cmd: list[str]) -> str:
+        if (base, tag) in made:
+            return made[(base, tag)]
+        img = cluster.images[base]
+        repo, _, base_tag = img.ref.rpartition(":")
+        work = tmp_path_factory.mktemp(f"variant-{base}-{tag}")
+        layout = work / "layout"
+        layout.mkdir()
+        with tarfile.open(img.archive) as tf:
+            tf.extractall(layout, filter="tar")
+        subprocess.run(["umoci", "config", "--image", f"{layout}:{base_tag}", "--tag", tag,
+                        *[a for c in cmd for a in ("--config.cmd", c)]], check=True, capture_output=True)
+        index = _json.loads((layout / "index.json").read_text())
+        (digest,) = [m["digest"] for m in index["manifests"]
+                     if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
+        archive = work / "variant.tar"
+        subprocess.run(["tar", "-C", str(layout), "-cf", str(archive), "."], check=True)
+        node_pause.import_archive(cluster.node.paths.containerd_socket, archive, f"{repo}:{tag}", log=lambda m: None)
+        made[(base, tag)] = f"{repo}@{digest}"
+        return made[(base, tag)]
+
+    return make

@@ -1,0 +1,65 @@
+"""On the real node: the operator in-cluster from the chart, a vendor in its own container, real limits."""
+
+from __future__ import annotations
+
+import json
+
+from operator_harness import algorithm, apply, dataset, finished, get, runs_of, validation, wait_for
+
+from lightbox.api.run import SCORE_CONTAINER, STAGE_CONTAINER, VENDOR_CONTAINER
+from lightbox.devtools import node_chart
+from lightbox.devtools.node_config import NODE_NAME
+
+RUN_TIMEOUT = 600
+
+
+def _pods(kubectl, ns: str, selector: str) -> list[dict]:
+    out = kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "json", check=True)
+    return json.loads(out.stdout)["items"]
+
+
+def _statuses(pod: dict) -> dict[str, dict]:
+    status = pod["status"]
+    return {s["name"]: s for s in [*(status.get("initContainerStatuses") or []),
+                                    *(status.get("containerStatuses") or [])]}
+
+
+def test_operator_runs_in_cluster_from_the_built_image(cluster, kubectl):
+    pod = node_chart.operator_pod(cluster.kubeconfig)
+    assert pod["status"]["phase"] == "Running"
+    assert pod["spec"]["nodeName"] == NODE_NAME
+    (status,) = pod["status"]["containerStatuses"]
+    digest = cluster.images["lightbox"].digest
+    assert status["ready"] is True
+    assert status["imageID"].endswith(digest), (status["imageID"], digest)
+    table = kubectl("get", "pods", "-n", node_chart.NAMESPACE, check=True).stdout
+    assert "Running" in table
+
+
+def test_vendor_runs_from_its_own_image_and_the_validation_succeeds(cluster, run_ns, kubectl, api_client):
+    ns = run_ns
+    apply(kubectl, ns, dataset(), algorithm("classifier", cluster.image("classifier"), gpus=0),
+          validation("chest-auc", "classifier"))
+    final = wait_for(lambda: get(api_client, "validations", ns, "chest-auc"), finished, timeout=RUN_TIMEOUT,
+                     what="the run on the real node")
+    run = runs_of(final)[-1]
+    assert run["phase"] == "Succeeded", run
+    auc = run["metrics"]["auc"]
+    assert 0.0 <= auc["lower"] <= auc["value"] <= auc["upper"] <= 1.0
+    assert run["cases"] == 24 and run["scored"] == 24
+
+    (pod,) = _pods(kubectl, ns, "job-name=chest-auc-r1")
+    assert pod["spec"]["nodeName"] == NODE_NAME
+    assert pod["status"]["phase"] == "Succeeded"
+    statuses = _statuses(pod)
+    vendor = statuses[VENDOR_CONTAINER]
+    assert vendor["imageID"].endswith(cluster.images["classifier"].digest)
+    assert vendor["state"]["terminated"]["exitCode"] == 0
+    trusted = cluster.images["lightbox"].digest
+    assert statuses[STAGE_CONTAINER]["imageID"].endswith(trusted)
+    assert statuses[SCORE_CONTAINER]["imageID"].endswith(trusted)
+
+    # The API server reaches the kubelet (serving TLS on the node address) for logs.
+    logs = kubectl("logs", "-n", ns, pod["metadata"]["name"], "-c", STAGE_CONTAINER)
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.strip(), "the stage step logged nothing"
