@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 ## demo: start a local control plane, run a validation end to end, print the results
 demo: $(STAMP)
-	$(BIN)/lightbox demo
+	$(BIN)/lightbox demo --node auto
 
 ## down: stop the demo's control plane
 down: $(STAMP)

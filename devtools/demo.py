@@ -78,11 +78,12 @@ def make_claims(root: Path, cases: int, seed: int) -> dict[str, Path]:
     return claims
 
 
-def wait_for_verdict(kubeconfig: Path, operator: OperatorProcess, timeout: float) -> Validation:
+def wait_for_verdict(kubeconfig: Path, operator: OperatorProcess | None, timeout: float) -> Validation:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        operator.check()
+        if operator is not None:  # None: the operator runs in-cluster (real node)
+            operator.check()
         raw = json.loads(_kubectl(kubeconfig, "get", "validation", VALIDATION, "-n", NAMESPACE, "-o", "json"))
         validation = Validation.model_validate(raw)
         status = validation.status
@@ -94,7 +95,9 @@ def wait_for_verdict(kubeconfig: Path, operator: OperatorProcess, timeout: float
         if status and status.runs and status.runs[-1].phase in ("Succeeded", "Failed"):
             return validation
         time.sleep(1)
-    raise RuntimeError(f"no verdict within {timeout:.0f}s; operator log:\n{operator.tail()}")
+    tail = operator.tail() if operator is not None else _kubectl(
+        kubeconfig, "logs", "-n", "lightbox-system", "deploy/lightbox-operator", "--tail=60")
+    raise RuntimeError(f"no verdict within {timeout:.0f}s; operator log:\n{tail}")
 
 
 def main(argv: list[str]) -> int:
@@ -103,8 +106,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cases", type=int, default=120, help="cases in the sample dataset")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the verdict")
+    parser.add_argument("--node", choices=("no", "auto", "yes"), default="no",
+                        help="run on a real node (containerd, kubelet; the operator in-cluster from the chart): "
+                             "auto where the machine allows it (root, Linux), yes or fail, no: the development runner")
     args = parser.parse_args(argv)
     workdir = args.dir.resolve()
+    if args.node != "no":
+        from lightbox.devtools.node import unavailable_reason
+
+        reason = unavailable_reason()
+        if reason is None:
+            return main_real_node(args, workdir)
+        if args.node == "yes":
+            _say(f"cannot run on a real node: {reason}")
+            return 1
+        _say(f"no real node here ({reason}); using the development runner")
 
     plane = start_control_plane(workdir / "control-plane")
     kubeconfig = plane.kubeconfig
@@ -146,6 +162,32 @@ def main(argv: list[str]) -> int:
     print(f"  lightbox report {VALIDATION} -n {NAMESPACE}")
     print("To stop it:")
     print(f"  make down    # or: lightbox control-plane down --dir {workdir / 'control-plane'}")
+    return 0 if validation.status.runs[-1].phase == "Succeeded" else 1
+
+
+def main_real_node(args: argparse.Namespace, workdir: Path) -> int:
+    """The demo with a real node: see devtools/node_demo.py."""
+    from lightbox.devtools import node_demo
+
+    started = time.monotonic()
+    _say(f"making a de-identified sample dataset of {args.cases} cases from pydicom's bundled files")
+    claims = make_claims(workdir / "claims", args.cases, args.seed)
+    kubeconfig, node = node_demo.run(workdir, claims, _say)
+    validation = wait_for_verdict(kubeconfig, None, args.timeout)
+    api_client = kube_config.new_client_from_config(str(kubeconfig))
+    print()
+    print(_kubectl(kubeconfig, "get", "pods", "-n", "lightbox-system", "-o", "wide"))
+    print(_kubectl(kubeconfig, "get", "sandboxpolicies,datasets,algorithms,validations", "-n", NAMESPACE))
+    print(report(api_client, NAMESPACE, VALIDATION))
+    print()
+    print(f"Demo on the real node took {time.monotonic() - started:.0f}s. The node, the control plane and the "
+          "operator (in-cluster) keep running; apply your own manifests:")
+    print(f"  export KUBECONFIG={kubeconfig}")
+    print("  kubectl get pods -A")
+    print(f"  kubectl get validation {VALIDATION} -n {NAMESPACE} -o yaml")
+    print(f"  lightbox report {VALIDATION} -n {NAMESPACE}")
+    print("To stop everything and restore the host:")
+    print(f"  make node-down    # or: lightbox node down --dir {node.workdir}")
     return 0 if validation.status.runs[-1].phase == "Succeeded" else 1
 
 

@@ -362,6 +362,11 @@ class Node:
         stop_names(("containerd",))
         self.procs.clear()
         self.control_plane.stop(grace=grace)
+        other = active_node()
+        if other is not None and other != self.workdir:
+            # Another node owns the host's bridge, chains and pods: restoring from here would break it.
+            self._log(f"the node running from {other} owns the host state; left it alone")
+            return []
         before = None
         with contextlib.suppress(OSError, ValueError, TypeError):
             before = host.HostState.from_json(self.paths.host_snapshot.read_text())
