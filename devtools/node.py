@@ -163,10 +163,12 @@ class Node:
             self._start_containerd()
             images.import_archive(self.paths.containerd_socket, pause_archive, cfg.PAUSE_IMAGE, log=self._log)
             self._start_kubelet(nbins)
+            # kube-router reads the node's podCIDR at start: wait for the node-ipam controller.
+            self._wait_node(lambda node: bool(node.spec.pod_cidr), f"node {cfg.NODE_NAME} registered with a podCIDR")
             self._start_scheduler(nbins)
             self._start_kube_proxy(nbins)
             self._start_kube_router(nbins)
-            self._wait_node_ready()
+            self._wait_node(_ready_untainted, f"node {cfg.NODE_NAME} Ready and untainted")
         except BaseException:
             self.stop(grace=3)
             raise
@@ -282,20 +284,13 @@ class Node:
         self._wait(p, "kube-router's firewall chains", lambda: subprocess.run(
             ["iptables", "-w", "-n", "-L", "KUBE-ROUTER-INPUT"], capture_output=True).returncode == 0)
 
-    def _wait_node_ready(self) -> None:
+    def _wait_node(self, predicate: Callable[[object], bool], what: str) -> None:
         from kubernetes import client, config
 
         api = config.new_client_from_config(str(self.kubeconfig))
         core = client.CoreV1Api(api)
-
-        def ready() -> bool:
-            node = core.read_node(cfg.NODE_NAME)
-            conds = {c.type: c.status for c in (node.status.conditions or [])}
-            taints = [t.key for t in (node.spec.taints or [])]
-            return conds.get("Ready") == "True" and not taints and bool(node.spec.pod_cidr)
-
         try:
-            self._wait(self.procs["kubelet"], f"node {cfg.NODE_NAME} Ready, untainted, with a podCIDR", ready)
+            self._wait(self.procs["kubelet"], what, lambda: predicate(core.read_node(cfg.NODE_NAME)))
         finally:
             api.close()
 
@@ -383,6 +378,11 @@ class Node:
         else:
             self._log("the host still differs from before the node started:\n  " + "\n  ".join(left))
         return left
+
+
+def _ready_untainted(node) -> bool:
+    conds = {c.type: c.status for c in (node.status.conditions or [])}
+    return conds.get("Ready") == "True" and not node.spec.taints
 
 
 def _default_controllers() -> tuple[str, ...]:

@@ -295,13 +295,15 @@ def apiserver_args(*, kubelet_client_cert: Path, kubelet_client_key: Path, ca_fi
 def forward_rules(pod_cidr: str = POD_CIDR, chain: str = EGRESS_CHAIN) -> list[list[str]]:
     """iptables argument lists: pods may not send to any address outside the pod network through us.
 
-    Pod-to-host traffic is delivered locally (INPUT), pod-to-pod traffic stays in
-    the pod network; everything else would be forwarded to another machine.
+    Pod-to-host traffic is delivered locally (INPUT), pod-to-pod traffic stays in the pod
+    network; anything else would be forwarded to another machine. The rule lives in the mangle
+    table's FORWARD chain, which the kernel walks before the filter table's, where kube-router
+    ACCEPTs the traffic of pods no NetworkPolicy selects.
     """
     return [
-        ["-N", chain],
-        ["-A", chain, "-s", pod_cidr, "!", "-d", pod_cidr, "-j", "REJECT", "--reject-with", "icmp-net-prohibited"],
-        ["-I", "FORWARD", "1", "-j", chain],
+        ["-t", "mangle", "-N", chain],
+        ["-t", "mangle", "-A", chain, "-s", pod_cidr, "!", "-d", pod_cidr, "-j", "DROP"],
+        ["-t", "mangle", "-I", "FORWARD", "1", "-j", chain],
     ]
 
 

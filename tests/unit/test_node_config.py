@@ -71,13 +71,14 @@ def test_node_address_is_a_private_address_outside_the_pod_and_service_ranges():
     assert node not in ipaddress.ip_network("10.0.0.0/24")
 
 
-def test_forward_rule_rejects_pod_traffic_to_other_hosts():
+def test_forward_rule_drops_pod_traffic_to_other_hosts_before_the_filter_table():
     rules = cfg.forward_rules("10.88.0.0/16")
-    assert ["-I", "FORWARD", "1", "-j", cfg.EGRESS_CHAIN] in rules
-    reject = next(r for r in rules if r[0] == "-A")
-    assert reject[reject.index("-s") + 1] == "10.88.0.0/16"
-    assert reject[reject.index("-d") - 1] == "!" and reject[reject.index("-d") + 1] == "10.88.0.0/16"
-    assert "REJECT" in reject
+    assert all(r[:2] == ["-t", "mangle"] for r in rules)
+    assert ["-t", "mangle", "-I", "FORWARD", "1", "-j", cfg.EGRESS_CHAIN] in rules
+    drop = next(r for r in rules if "-A" in r)
+    assert drop[drop.index("-s") + 1] == "10.88.0.0/16"
+    assert drop[drop.index("-d") - 1] == "!" and drop[drop.index("-d") + 1] == "10.88.0.0/16"
+    assert drop[-2:] == ["-j", "DROP"]
 
 
 def test_controller_manager_allocates_the_whole_pod_range_to_the_one_node():
