@@ -238,6 +238,8 @@ class CheckSettings:
     max_memory_bytes: int | None = None
     keep: Path | None = None
     manifest: Path | None = None
+    # `vendor check --image`: runs the image in the command's place (sandbox/imagecheck.py)
+    runner: Any = None
 
 
 def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> int:
@@ -268,7 +270,7 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
         if settings.manifest is not None:
             _check_manifest(settings.manifest, settings.task, verdict)
         try:
-            result = run_isolated(
+            result = (settings.runner or run_isolated)(
                 command, env=env, read_only=[input_dir], hidden=hidden, timeout=settings.timeout,
                 max_output_bytes=LOG_LIMIT, cwd=Path.cwd(), max_file_bytes=settings.max_output_bytes,
                 max_memory_bytes=settings.max_memory_bytes,
@@ -402,6 +404,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--manifest", type=Path, help="also validate this algorithm.json image manifest")
     p.add_argument("--keep", type=Path, help="copy the sample input/output here for debugging")
+    p.add_argument("--image", metavar="REF", help="run this image (a name the runtime has, or oci-archive:PATH) as the "
+                   "run pod does; arguments after -- replace its CMD")
+    p.add_argument("--runtime", choices=["auto", "podman", "docker", "ctr"], default="auto", help="with --image (default: the first available)")
+    p.add_argument("--containerd-address", type=Path, help="with --runtime ctr: this containerd's socket instead of a private one")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     return p
 
@@ -413,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     args = _parser().parse_args(args_in[1:])
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
+    if not command and not args.image:
         print("lightbox vendor check: give the algorithm's command after --", file=sys.stderr)
         return EXIT_USAGE
     if args.cases < 2:
@@ -424,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
         max_output_bytes=args.max_output_mb << 20, keep=args.keep, manifest=args.manifest,
         max_memory_bytes=args.memory_mb << 20 if args.memory_mb is not None else None,
     )
+    if args.image:
+        from lightbox.sandbox.imagecheck import check_image
+
+        return check_image(args.image, command, settings, runtime=args.runtime, containerd_address=args.containerd_address)
     return run_check(command, settings)
 
 

@@ -1,0 +1,519 @@
+"""``lightbox vendor check --image REF``: the vendor's real image, run as a sandbox pod runs it.
+
+The command mode (``vendor check -- COMMAND``) runs a process in namespaces; this mode runs the
+image itself with a container runtime, with what the run pod gives the vendor container:
+
+* the root file system read-only, user 65532, no capabilities, no new privileges, seccomp;
+* no network: a network namespace of its own with no interface up, so every DNS lookup and
+  connection fails at once (and is counted, as in command mode, from the namespace's
+  ``OutNoRoutes`` counters);
+* the sample input read-only at /input, an output tmpfs of the output limit at /output, no
+  other mounts; the contract's environment (paths rewritten to /input and /output);
+* the memory limit as a cgroup limit (the kernel kills, as it does a pod at its limit), and the
+  time limit (the container is killed).
+
+Runtimes, the first available unless ``--runtime`` names one: podman, docker (when its daemon
+answers), containerd's ``ctr`` (root; a private containerd with its own root, state and socket is
+started for the check when no ``--containerd-address`` is given). The verdict comes from the same
+checks as the command mode (``vendorcheck.run_check``).
+
+Images whose config sets ``NVIDIA_VISIBLE_DEVICES`` or ``NVIDIA_DRIVER_CAPABILITIES`` are refused:
+on a GPU node the NVIDIA runtime acts on these variables, so an image could give itself devices
+the Algorithm never requested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightbox.api.run import INPUT_DIR_ENV, OUTPUT_DIR_ENV
+from lightbox.sandbox.isolation import IsolationResult, IsolationUnavailable
+
+CONTAINER_INPUT, CONTAINER_OUTPUT = "/input", "/output"
+SANDBOX_USER = "65532"
+REFUSED_IMAGE_ENV = ("NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES")
+CTR_NAMESPACE = "lightbox-vendor-check"
+OCI_ARCHIVE = "oci-archive:"
+# ctr's default capability set (containerd 1.6 oci.defaultUnixCaps): all dropped, as the pod's drop: [ALL].
+CTR_DEFAULT_CAPS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)
+RUNTIMES = ("podman", "docker", "ctr")
+LOG_LIMIT = 1 << 20
+
+
+class ImageRefused(ValueError):
+    """The image itself breaks a rule that holds before any run (its config's environment)."""
+
+
+# --- pure pieces ---------------------------------------------------------------------------
+
+
+def container_env(env: Mapping[str, str], host_in: Path, host_out: Path) -> dict[str, str]:
+    """The contract's variables with the host's sample folders replaced by /input and /output.
+
+    Only what ``vendor_environment`` sets goes in: the host's PATH or LANG belong to the image.
+    """
+    host_in_s, host_out_s = str(host_in), str(host_out)
+    out: dict[str, str] = {}
+    for key, value in env.items():
+        if not (key.startswith("LIGHTBOX_") or key in ("HOME", "TMPDIR")):
+            continue
+        out[key] = CONTAINER_INPUT if value == host_in_s else CONTAINER_OUTPUT if value == host_out_s else value
+    return out
+
+
+def refused_env(image_env: Sequence[str]) -> list[str]:
+    """The image config's ``KEY=VALUE`` entries that Lightbox refuses."""
+    return [item for item in image_env if item.partition("=")[0] in REFUSED_IMAGE_ENV]
+
+
+def no_route_count(snmp: str, snmp6: str = "") -> int:
+    """``Ip: OutNoRoutes`` plus ``Ip6OutNoRoutes`` of a network namespace's /proc/net/snmp{,6}."""
+    total = 0
+    lines = snmp.splitlines()
+    for head, values in zip(lines, lines[1:]):
+        if head.startswith("Ip:") and values.startswith("Ip:") and "OutNoRoutes" in head:
+            total += int(dict(zip(head.split()[1:], values.split()[1:])).get("OutNoRoutes", 0))
+            break
+    for line in snmp6.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "Ip6OutNoRoutes":
+            total += int(value.strip() or 0)
+    return total
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What to run, whatever the runtime."""
+
+    image: str
+    args: tuple[str, ...]  # replaces the image's CMD (the entrypoint stays)
+    env: Mapping[str, str]
+    input_dir: Path
+    output_dir: Path
+    memory_bytes: int | None
+    name: str
+    netns: Path | None = None  # a network namespace made for the check (ctr, podman)
+    cgroup: str | None = None  # ctr: cgroup path, for the peak memory
+
+
+def ctr_argv(base: Sequence[str], spec: ContainerSpec) -> list[str]:
+    argv = [*base, "run", "--rm", "--read-only", "--user", SANDBOX_USER, "--seccomp", "--cwd", CONTAINER_OUTPUT]
+    for cap in CTR_DEFAULT_CAPS:
+        argv += ["--cap-drop", cap]
+    argv += ["--mount", f"type=bind,src={spec.input_dir},dst={CONTAINER_INPUT},options=rbind:ro",
+             "--mount", f"type=bind,src={spec.output_dir},dst={CONTAINER_OUTPUT},options=rbind:rw"]
+    if spec.netns is not None:
+        argv += ["--with-ns", f"network:{spec.netns}"]
+    if spec.memory_bytes is not None:
+        argv += ["--memory-limit", str(spec.memory_bytes)]
+    if spec.cgroup is not None:
+        argv += ["--cgroup", spec.cgroup]
+    for key, value in sorted(spec.env.items()):
+        argv += ["--env", f"{key}={value}"]
+    return [*argv, spec.image, spec.name, *spec.args]
+
+
+def podman_docker_argv(runtime: str, spec: ContainerSpec) -> list[str]:
+    """podman and docker share these flags; podman joins our namespace, docker gets ``none``."""
+    network = f"ns:{spec.netns}" if runtime == "podman" and spec.netns is not None else "none"
+    argv = [runtime, "run", "--rm", "--name", spec.name, "--read-only", "--user", f"{SANDBOX_USER}:{SANDBOX_USER}",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--network", network,
+            "--mount", f"type=bind,src={spec.input_dir},dst={CONTAINER_INPUT},readonly",
+            "--mount", f"type=bind,src={spec.output_dir},dst={CONTAINER_OUTPUT}",
+            "--workdir", CONTAINER_OUTPUT, "--pull", "never"]
+    if spec.memory_bytes is not None:
+        argv += ["--memory", str(spec.memory_bytes), "--memory-swap", str(spec.memory_bytes)]
+    for key, value in sorted(spec.env.items()):
+        argv += ["--env", f"{key}={value}"]
+    return [*argv, spec.image, *spec.args]
+
+
+def exit_to_returncode(code: int) -> int:
+    """Runtimes report a container killed by signal N as 128+N; the verdict code wants -N."""
+    return -(code - 128) if 128 < code < 160 else code
+
+
+def archive_image(path: Path) -> tuple[str, list[str]]:
+    """(name, config Env) of the image in an OCI archive, read without importing it."""
+    with tarfile.open(path) as tar:
+        def blob(digest: str) -> Any:
+            member = tar.extractfile(f"blobs/sha256/{digest.partition(':')[2]}")
+            if member is None:
+                raise ImageRefused(f"{path}: blob {digest} is missing")
+            return json.loads(member.read())
+
+        index_file = tar.extractfile("index.json")
+        if index_file is None:
+            raise ImageRefused(f"{path} is not an OCI archive (no index.json)")
+        index = json.loads(index_file.read())
+        manifests = index.get("manifests") or []
+        if len(manifests) != 1:
+            raise ImageRefused(f"{path} holds {len(manifests)} images; give an archive of one")
+        top = manifests[0]
+        annotations = top.get("annotations") or {}
+        name = annotations.get("io.containerd.image.name")
+        if not name and annotations.get("org.opencontainers.image.ref.name"):
+            name = f"localhost/vendor-check:{annotations['org.opencontainers.image.ref.name']}"
+        if not name:
+            raise ImageRefused(f"{path}: the index names no image (annotation org.opencontainers.image.ref.name)")
+        doc = blob(top["digest"])
+        if "manifests" in doc:  # an index: the linux/amd64 manifest
+            chosen = [m for m in doc["manifests"] if (m.get("platform") or {}).get("architecture") in ("amd64", None)]
+            if not chosen:
+                raise ImageRefused(f"{path}: no linux/amd64 image in the index")
+            doc = blob(chosen[0]["digest"])
+        config = blob(doc["config"]["digest"])
+        return name, list((config.get("config") or {}).get("Env") or [])
+
+
+# --- side effects: runtimes --------------------------------------------------------------
+
+
+def _capped_reader(stream: Any, sink: bytearray, truncated: list[bool]) -> threading.Thread:
+    def pump() -> None:
+        for chunk in iter(lambda: stream.read(65536), b""):
+            room = LOG_LIMIT - len(sink)
+            if room > 0:
+                sink += chunk[:room]
+            if len(chunk) > max(room, 0):
+                truncated[0] = True
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    return t
+
+
+def _available(runtime: str) -> bool:
+    if shutil.which(runtime) is None:
+        return False
+    if runtime == "docker":  # the client alone is no runtime: its daemon must answer
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    if runtime == "ctr":
+        return os.geteuid() == 0 and shutil.which("containerd") is not None and shutil.which("ip") is not None
+    return True
+
+
+def choose_runtime(wanted: str = "auto", available: Callable[[str], bool] | None = None) -> str:
+    available = available or _available
+    if wanted != "auto":
+        if wanted not in RUNTIMES:
+            raise IsolationUnavailable(f"--runtime {wanted!r}: one of auto, {', '.join(RUNTIMES)}")
+        if not available(wanted):
+            raise IsolationUnavailable(f"{wanted} is not available here" + (" (ctr needs root, containerd and ip)" if wanted == "ctr" else ""))
+        return wanted
+    for runtime in RUNTIMES:
+        if available(runtime):
+            return runtime
+    raise IsolationUnavailable("no container runtime: install podman, or run as root with containerd (ctr), or start docker")
+
+
+def _cache_root() -> Path:
+    explicit = os.environ.get("LIGHTBOX_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lightbox"
+
+
+@contextlib.contextmanager
+def private_containerd(root: Path | None = None) -> Iterator[Path]:
+    """A containerd of our own (root kept under the cache so imported images stay; state, socket temporary).
+
+    Only the plugins ``ctr run`` needs: the CRI plugin is disabled, so no CNI or pod sandbox image.
+    One check at a time per root (a lock file), since two daemons must not share a root.
+    """
+    import fcntl
+
+    root = root or _cache_root() / "vendor-check" / "containerd-root"
+    root.mkdir(parents=True, exist_ok=True)
+    state = Path(tempfile.mkdtemp(prefix="lightbox-containerd-"))
+    socket = state / "containerd.sock"
+    config = state / "config.toml"
+    config.write_text(
+        "version = 2\n"
+        f'root = "{root}"\nstate = "{state / "state"}"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.tracing"]\n'
+        f'[grpc]\n  address = "{socket}"\n[ttrpc]\n  address = "{socket}.ttrpc"\n'
+    )
+    lock = (root.parent / "containerd-root.lock").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    log = (state / "containerd.log").open("wb")
+    proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["ctr", "--address", str(socket), "version"], capture_output=True).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise IsolationUnavailable(f"containerd did not start: {(state / 'containerd.log').read_text(errors='replace')[-600:]}")
+            time.sleep(0.1)
+        yield socket
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        subprocess.run(["umount", "-R", str(state / "state")], capture_output=True)
+        shutil.rmtree(state, ignore_errors=True)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+@contextlib.contextmanager
+def network_namespace(name: str) -> Iterator[Path]:
+    """A named network namespace with no interface up: its counters outlive the container."""
+    done = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise IsolationUnavailable(f"cannot create a network namespace: {done.stderr.strip()}")
+    try:
+        yield Path("/var/run/netns") / name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
+def netns_no_routes(name: str) -> int:
+    def read(path: str) -> str:
+        done = subprocess.run(["ip", "netns", "exec", name, "cat", path], capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else ""
+
+    return no_route_count(read("/proc/net/snmp"), read("/proc/net/snmp6"))
+
+
+@contextlib.contextmanager
+def output_tmpfs(size: int) -> Iterator[Path]:
+    """A tmpfs of ``size`` bytes, writable by the sandbox user: the output limit, enforced by the kernel."""
+    where = Path(tempfile.mkdtemp(prefix="lightbox-check-output-"))
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755,uid={SANDBOX_USER},gid={SANDBOX_USER}",
+                           "lightbox-output", str(where)], capture_output=True, text=True)
+    if done.returncode != 0:
+        shutil.rmtree(where, ignore_errors=True)
+        raise IsolationUnavailable(f"cannot mount the output tmpfs: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def _copy_out(src: Path, dst: Path) -> None:
+    """What the container left, for the checks (symlinks stay links: the checks refuse them)."""
+    for item in src.iterdir():
+        target = dst / item.name
+        if item.is_symlink():
+            os.symlink(os.readlink(item), target)
+        elif item.is_dir():
+            shutil.copytree(item, target, symlinks=True)
+        else:
+            shutil.copy2(item, target)
+
+
+class _PeakMemory(threading.Thread):
+    """Samples a cgroup v1 memory controller's high-water mark while the container runs."""
+
+    def __init__(self, cgroup: str) -> None:
+        super().__init__(daemon=True)
+        self.files = [Path("/sys/fs/cgroup/memory") / cgroup.lstrip("/") / "memory.max_usage_in_bytes",
+                      Path("/sys/fs/cgroup") / cgroup.lstrip("/") / "memory.peak"]
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            for f in self.files:
+                with contextlib.suppress(OSError, ValueError):
+                    self.peak = max(self.peak, int(f.read_text()))
+
+
+@dataclass
+class ImageRunner:
+    """Callable like ``isolation.run_isolated``; vendorcheck.run_check calls it in command mode's place."""
+
+    runtime: str
+    image: str
+    ctr_base: tuple[str, ...] = ()
+    # ctr replaces the whole process (entrypoint too) with the arguments it is given
+    entrypoint: tuple[str, ...] = ()
+
+    def __call__(
+        self, argv: Sequence[str], *, env: Mapping[str, str], timeout: float, max_memory_bytes: int | None = None,
+        max_file_bytes: int | None = None, view: Any = None, **_unused: Any,
+    ) -> IsolationResult:
+        """Command mode's other arguments (hidden paths, working directory, extra read-only binds)
+        have no counterpart: the container sees its image, /input and /output only."""
+        name = f"lightbox-check-{secrets.token_hex(4)}"
+        if view is not None:
+            host_in = next(Path(host) for host, target in view.binds if target == CONTAINER_INPUT)
+            host_out, limit = Path(view.output_host), int(view.max_output_bytes)
+        else:
+            host_in, host_out, limit = Path(env[INPUT_DIR_ENV]), Path(env[OUTPUT_DIR_ENV]), max_file_bytes or (64 << 20)
+        with contextlib.ExitStack() as stack:
+            netns = stack.enter_context(network_namespace(name)) if self.runtime in ("ctr", "podman") else None
+            out = stack.enter_context(output_tmpfs(limit))
+            spec = ContainerSpec(
+                image=self.image, args=(*self.entrypoint, *argv) if argv and self.runtime == "ctr" else tuple(argv),
+                env=container_env(env, host_in, host_out), input_dir=host_in, output_dir=out,
+                memory_bytes=max_memory_bytes, name=name, netns=netns,
+                cgroup=f"/{CTR_NAMESPACE}/{name}" if self.runtime == "ctr" else None,
+            )
+            command = ctr_argv(self.ctr_base, spec) if self.runtime == "ctr" else podman_docker_argv(self.runtime, spec)
+            peak, code, timed_out, seconds, stdout, stderr, truncated = self._run(command, spec, timeout)
+            attempts = netns_no_routes(name) if netns is not None else 0
+            _copy_out(out, host_out)
+        # 128+9 from the runtime: SIGKILL. Near the cgroup limit, that is the kernel's OOM kill.
+        memory_exceeded = bool(max_memory_bytes) and not timed_out and code == -9 and peak >= 0.9 * (max_memory_bytes or 0)
+        return IsolationResult(
+            returncode=None if timed_out else code, timed_out=timed_out, seconds=seconds, stdout=stdout, stderr=stderr,
+            output_truncated=truncated, network_attempts=attempts, memory_exceeded=memory_exceeded, peak_memory_bytes=peak,
+        )
+
+    def _run(self, command: list[str], spec: ContainerSpec, timeout: float) -> tuple[int, int, bool, float, bytes, bytes, bool]:
+        stdout, stderr, truncated = bytearray(), bytearray(), [False]
+        sampler = _PeakMemory(spec.cgroup) if spec.cgroup else None
+        t0 = time.monotonic()
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        readers = [_capped_reader(proc.stdout, stdout, truncated), _capped_reader(proc.stderr, stderr, truncated)]
+        if sampler is not None:
+            sampler.start()
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            self._kill(spec.name)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        seconds = time.monotonic() - t0
+        for r in readers:
+            r.join(timeout=10)
+        if sampler is not None:
+            sampler.stop.set()
+            sampler.join()
+        return (sampler.peak if sampler else 0), exit_to_returncode(proc.returncode), timed_out, seconds, bytes(stdout), bytes(stderr), truncated[0]
+
+    def _kill(self, name: str) -> None:
+        if self.runtime == "ctr":
+            subprocess.run([*self.ctr_base, "task", "kill", "--signal", "SIGKILL", "--all", name], capture_output=True)
+        else:
+            subprocess.run([self.runtime, "kill", "--signal", "KILL", name], capture_output=True)
+
+
+def _image_config(runtime: str, ctr_base: Sequence[str], ref: str) -> dict[str, Any]:
+    """The image config's ``config`` object (Env, Entrypoint, Cmd, ...)."""
+    if runtime == "ctr":
+        return _ctr_image_config(ctr_base, ref)
+    done = subprocess.run([runtime, "image", "inspect", "--format", "{{json .Config}}", ref], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise IsolationUnavailable(f"{runtime} does not have the image {ref}: {done.stderr.strip()}")
+    return dict(json.loads(done.stdout or "null") or {})
+
+
+def _ctr_image_config(base: Sequence[str], ref: str) -> dict[str, Any]:
+    listed = subprocess.run([*base, "images", "ls"], capture_output=True, text=True)
+    for line in listed.stdout.splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0] == ref:
+            digest = fields[2]
+            break
+    else:
+        raise IsolationUnavailable(f"containerd has no image {ref}: import it (oci-archive:PATH) or pull it first")
+
+    def content(d: str) -> Any:
+        got = subprocess.run([*base, "content", "get", d], capture_output=True)
+        if got.returncode != 0:
+            raise IsolationUnavailable(f"containerd lacks content {d} of {ref}")
+        return json.loads(got.stdout)
+
+    doc = content(digest)
+    if "manifests" in doc:
+        chosen = [m for m in doc["manifests"] if (m.get("platform") or {}).get("architecture") in ("amd64", None)]
+        if not chosen:
+            raise ImageRefused(f"{ref}: no linux/amd64 image")
+        doc = content(chosen[0]["digest"])
+    return dict(content(doc["config"]["digest"]).get("config") or {})
+
+
+@contextlib.contextmanager
+def prepared_runner(ref: str, runtime: str = "auto", containerd_address: Path | None = None,
+                    say: Callable[[str], None] = print) -> Iterator[ImageRunner]:
+    """A runner for ``ref`` (a name the runtime has, or ``oci-archive:PATH``), after refusing a forbidden config env.
+
+    Raises ImageRefused (the image breaks a rule) or IsolationUnavailable (no runtime to check it with).
+    """
+    archive = Path(ref[len(OCI_ARCHIVE):]) if ref.startswith(OCI_ARCHIVE) else None
+    name = ref
+    if archive is not None:  # refused before any runtime is needed
+        if not archive.is_file():
+            raise ImageRefused(f"{archive}: no such OCI archive")
+        name, env = archive_image(archive)
+        _refuse(ref, env)
+    chosen = choose_runtime(runtime)
+    with contextlib.ExitStack() as stack:
+        base: tuple[str, ...] = ()
+        if chosen == "ctr":
+            socket = containerd_address or stack.enter_context(private_containerd())
+            base = ("ctr", "--address", str(socket), "--namespace", CTR_NAMESPACE)
+        if archive is not None:
+            say(f"  importing {archive} as {name} into {chosen}")
+            load = [*base, "images", "import", str(archive)] if chosen == "ctr" else [chosen, "load", "-i", str(archive)]
+            done = subprocess.run(load, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise IsolationUnavailable(f"{' '.join(load[:4])} failed: {done.stderr.strip()[-400:]}")
+        config = _image_config(chosen, base, name)
+        _refuse(ref, list(config.get("Env") or []))
+        say(f"  runtime: {chosen}; image {name}")
+        yield ImageRunner(chosen, name, base, tuple(config.get("Entrypoint") or ()))
+
+
+def _refuse(ref: str, env: Sequence[str]) -> None:
+    bad = refused_env(env)
+    if bad:
+        raise ImageRefused(
+            f"the image {ref} sets {', '.join(bad)} in its config. On a GPU node the NVIDIA container runtime acts on "
+            f"these variables, so the image could give itself GPUs the Algorithm did not request: remove "
+            f"{' and '.join(sorted({b.partition('=')[0] for b in bad}))} from the image (ENV) and declare GPUs in the "
+            f"Algorithm's resources.gpus instead."
+        )
+
+
+def check_image(ref: str, args: Sequence[str], settings: Any, *, runtime: str = "auto", containerd_address: Path | None = None,
+                out: Any = None) -> int:
+    """``vendor check --image``: the same checks and verdict as the command mode, the image run by a container runtime."""
+    import dataclasses
+    import sys
+
+    from lightbox.sandbox import vendorcheck
+
+    def say(text: str) -> None:
+        print(text, file=out or sys.stdout)
+
+    say(f"lightbox vendor check --image {ref}")
+    try:
+        with prepared_runner(ref, runtime, containerd_address, say) as runner:
+            return vendorcheck.run_check(list(args), dataclasses.replace(settings, runner=runner), out)
+    except ImageRefused as exc:
+        say(f"  FAIL  {exc}")
+        say("verdict: NOT CONFORMANT (1 problem)")
+        return vendorcheck.EXIT_NOT_CONFORMANT
+    except IsolationUnavailable as exc:
+        say(f"  cannot check: {exc.reason}")
+        say("  (the image was not run)")
+        return vendorcheck.EXIT_CANNOT_CHECK
