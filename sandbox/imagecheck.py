@@ -375,8 +375,10 @@ class ImageRunner:
             peak, code, timed_out, seconds, stdout, stderr, truncated = self._run(command, spec, timeout)
             attempts = netns_no_routes(name) if netns is not None else 0
             _copy_out(out, host_out)
-        # 128+9 from the runtime: SIGKILL. Near the cgroup limit, that is the kernel's OOM kill.
-        memory_exceeded = bool(max_memory_bytes) and not timed_out and code == -9 and peak >= 0.9 * (max_memory_bytes or 0)
+        # 128+9 from the runtime: SIGKILL, which under a memory limit and before the deadline is the
+        # kernel's OOM kill; with ctr the cgroup's high-water mark near the limit confirms it.
+        near_limit = peak >= 0.9 * (max_memory_bytes or 0) if spec.cgroup else True
+        memory_exceeded = bool(max_memory_bytes) and not timed_out and code == -9 and near_limit
         return IsolationResult(
             returncode=None if timed_out else code, timed_out=timed_out, seconds=seconds, stdout=stdout, stderr=stderr,
             output_truncated=truncated, network_attempts=attempts, memory_exceeded=memory_exceeded, peak_memory_bytes=peak,

@@ -1,0 +1,100 @@
+"""``vendor check --image`` with containerd: the reference images themselves, run as the pod runs them.
+
+Needs root, containerd, runc and ip (a private containerd is started for each check); the images
+come from ``lightbox.devtools.images.build`` (cached). Each verdict is compared with the command
+mode's on the same sample: the image and the command must fail for the same reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lightbox.devtools import images
+from lightbox.sandbox import imagecheck, vendorcheck
+
+CASES = 8
+
+
+def _unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (containerd, network namespaces, a tmpfs for the output)"
+    missing = [t for t in ("containerd", "ctr", "runc", "ip") if shutil.which(t) is None]
+    return f"missing {', '.join(missing)} (apt-get install containerd runc iproute2)" if missing else None
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, images.BuiltImage]:
+    reason = _unavailable()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"vendor check --image cannot run in CI: {reason}", pytrace=False)
+        pytest.skip(f"vendor check --image: {reason}")
+    return images.build(["classifier", "misbehave"])
+
+
+def image_check(image: images.BuiltImage, args: list[str], **settings: object) -> tuple[int, str]:
+    out = io.StringIO()
+    code = imagecheck.check_image(f"oci-archive:{image.archive}", args, vendorcheck.CheckSettings(cases=CASES, **settings),  # type: ignore[arg-type]
+                                  runtime="ctr", out=out)
+    return code, out.getvalue()
+
+
+def command_check(args: list[str], **settings: object) -> tuple[int, str]:
+    out = io.StringIO()
+    code = vendorcheck.run_check(["python", "-m", "lightbox.sandbox.reference.misbehave", *args],
+                                 vendorcheck.CheckSettings(cases=CASES, **settings), out)  # type: ignore[arg-type]
+    return code, out.getvalue()
+
+
+def fail_lines(text: str) -> list[str]:
+    # the number of blocked attempts depends on the resolver configuration each sandbox has
+    return [re.sub(r"\(\d+ blocked", "(N blocked", line.strip()) for line in text.splitlines() if line.strip().startswith("FAIL")]
+
+
+def test_the_reference_classifier_image_conforms(built: dict[str, images.BuiltImage]) -> None:
+    code, text = image_check(built["classifier"], [])
+    assert code == vendorcheck.EXIT_CONFORMANT, text
+    assert "runtime: ctr" in text and f"({CASES}/{CASES} cases)" in text and "no network use" in text
+
+
+def test_a_network_attempt_fails_as_in_command_mode(built: dict[str, images.BuiltImage]) -> None:
+    code, text = image_check(built["misbehave"], ["network"])
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    assert "tried to use the network" in text and "ship weights in the image" in text
+    command_code, command_text = command_check(["network"])
+    assert command_code == code
+    assert fail_lines(text) == fail_lines(command_text), (text, command_text)
+
+
+def test_writes_outside_the_output_are_contained_as_in_command_mode(built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
+    code, text = image_check(built["misbehave"], ["tamper"], keep=tmp_path / "image")
+    command_code, command_text = command_check(["tamper"], keep=tmp_path / "command")
+    # both: the attempts on /input fail, then the honest predictions conform
+    assert code == command_code == vendorcheck.EXIT_CONFORMANT, (text, command_text)
+    manifest = json.loads((tmp_path / "image" / "input" / "manifest.json").read_text())
+    assert len(manifest["cases"]) == CASES
+
+
+def test_the_image_cmd_runs_when_no_arguments_are_given(built: dict[str, images.BuiltImage]) -> None:
+    # the misbehave image's CMD is ["network"]: the same failure without arguments
+    code, text = image_check(built["misbehave"], [])
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT and "tried to use the network" in text, text
+
+
+def test_a_memory_hog_is_killed_by_the_cgroup_limit(built: dict[str, images.BuiltImage]) -> None:
+    code, text = image_check(built["misbehave"], ["hog"], max_memory_bytes=256 << 20)
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    assert "went over the memory limit of 256 MiB" in text and "OOMKilled" in text
+
+
+def test_a_hang_is_killed_at_the_time_limit(built: dict[str, images.BuiltImage]) -> None:
+    code, text = image_check(built["misbehave"], ["hang"], timeout=20.0)
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    assert "did not exit within 20 s and was killed" in text
