@@ -43,7 +43,7 @@ from lightbox.sandbox.contract import MAX_PREDICTIONS_BYTES
 from lightbox.sandbox.metrics import classification as cls
 from lightbox.sandbox.metrics import detection as det
 from lightbox.sandbox.metrics import segmentation as seg
-from lightbox.sandbox.metrics._stats import bootstrap_means, percentile_interval, resample_weights
+from lightbox.sandbox.metrics._stats import bootstrap_interval, bootstrap_mean_interval, resample_weights
 from lightbox.sandbox.segfile import read_seg
 from lightbox.sandbox.steps import directory, fail, read_json_env, write_termination
 
@@ -206,12 +206,17 @@ def score_classification_inputs(
     return Scored(ids, {"y": np.asarray(ys, bool), "score": np.asarray(ss, float)}, per_case)
 
 
-def _mv(value: float, lower: float | None = None, upper: float | None = None, method: str | None = None) -> MetricValue | None:
+def _mv(
+    value: float, lower: float | None = None, upper: float | None = None, method: str | None = None, unavailable: str | None = None
+) -> MetricValue | None:
     if value is None or not math.isfinite(value):
         return None
     lo = lower if lower is not None and math.isfinite(lower) else None
     hi = upper if upper is not None and math.isfinite(upper) else None
-    return MetricValue(value=value, lower=lo, upper=hi, method=method if lo is not None else None)
+    return MetricValue(
+        value=value, lower=lo, upper=hi, method=method if lo is not None else None,
+        interval_unavailable=unavailable if lo is None or hi is None else None,
+    )
 
 
 def _clusters(cfg: ScorerConfig, ids: list[str], cases: Mapping[str, dict[str, Any]]) -> list[str] | None:
@@ -231,27 +236,30 @@ def classification_metrics(
     if "auc" in wanted:
         # Several cases of one patient are not independent: then Obuchowski's clustered variance.
         clustered = clusters is not None and len(set(clusters)) < len(clusters)
-        area, lo, hi = cls.delong_interval(y, s, level, clusters=clusters if clustered else None)
-        out["auc"] = _mv(area, lo, hi, "obuchowski" if clustered else "delong")
+        area, iv = cls.delong_interval(y, s, level, clusters=clusters if clustered else None)
+        out["auc"] = _mv(area, iv.lower, iv.upper, "obuchowski" if clustered else "delong", iv.unavailable)
         if extras is not None:
-            boot = cls.bootstrap_auc(y, s, resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, clusters=clusters)
-            blo, bhi = percentile_interval(boot, level)
-            out["aucBootstrap"] = _mv(area, blo, bhi, "bootstrap")
+            biv = cls.auc_bootstrap_interval(
+                y, s, resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, clusters=clusters, confidence_level=level
+            )
+            out["aucBootstrap"] = _mv(area, biv.lower, biv.upper, "bootstrap", biv.unavailable)
     thr = cls.threshold_metrics(y, s, cfg.operating_threshold, level)
     for name in ("sensitivity", "specificity", "ppv", "npv"):
         if name in wanted:
             p: cls.Proportion = getattr(thr, name)
-            out[name] = _mv(p.value, p.lower, p.upper, "wilson")
+            out[name] = _mv(p.value, p.lower, p.upper, "wilson", p.unavailable)
     if "youdenThreshold" in wanted:
         out["youdenThreshold"] = _mv(cls.youden_threshold(y, s))
     if "brier" in wanted:
         per_case = (s - y) ** 2
-        lo, hi = (
-            percentile_interval(bootstrap_means(per_case, resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, clusters=clusters), level)
+        brier_iv = (
+            bootstrap_mean_interval(per_case, resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, clusters=clusters, confidence_level=level)
             if extras is not None
-            else (None, None)
+            else None
         )
-        out["brier"] = _mv(cls.brier(y, s), lo, hi, "bootstrap")
+        out["brier"] = (
+            _mv(cls.brier(y, s), brier_iv.lower, brier_iv.upper, "bootstrap", brier_iv.unavailable) if brier_iv else _mv(cls.brier(y, s))
+        )
     if "ece" in wanted or extras is not None:
         cal = cls.calibration(y, s)
         if "ece" in wanted:
@@ -357,9 +365,10 @@ def segmentation_metrics(
         finite = v[np.isfinite(v)]
         if finite.size == 0:
             continue
-        boot = bootstrap_means(v, resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, clusters=clusters)
-        lo, hi = percentile_interval(boot, cfg.confidence_level)
-        out[name] = _mv(float(finite.mean()), lo, hi, "bootstrap")
+        iv = bootstrap_mean_interval(
+            v, resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, clusters=clusters, confidence_level=cfg.confidence_level
+        )
+        out[name] = _mv(float(finite.mean()), iv.lower, iv.upper, "bootstrap", iv.unavailable)
         if extras is not None and name == "hd95":
             extras["hd95Undefined"] = int((~np.isfinite(v)).sum())
     return {k: val for k, val in out.items() if val is not None}
@@ -436,12 +445,13 @@ def detection_metrics(
     boot = np.vstack(boots)
     # resamples that drew no lesion at all have no sensitivity; leave them out
     usable = np.isfinite(boot).all(axis=1)
-    lo, hi = percentile_interval(boot[usable].mean(axis=1), cfg.confidence_level)
-    out["frocSensitivity"] = _mv(float(point.mean()), lo, hi, "bootstrap")
+    too_few = det.froc_interval_unavailable(cf.lesions_per_case, clusters)
+    iv = bootstrap_interval(boot[usable].mean(axis=1), cfg.confidence_level, too_few)
+    out["frocSensitivity"] = _mv(float(point.mean()), iv.lower, iv.upper, "bootstrap", iv.unavailable)
     if extras is not None:
         for j, t in enumerate(targets):
-            plo, phi = percentile_interval(boot[:, j], cfg.confidence_level)
-            out[f"frocSensitivity@{t:g}"] = _mv(float(point[j]), plo, phi, "bootstrap")
+            piv = bootstrap_interval(boot[:, j], cfg.confidence_level, too_few)
+            out[f"frocSensitivity@{t:g}"] = _mv(float(point[j]), piv.lower, piv.upper, "bootstrap", piv.unavailable)
         fp, sens = det.froc(det.match(findings, lesions))
         extras["froc"] = {"fpPerImage": fp.tolist(), "sensitivity": sens.tolist()}
     return {k: v for k, v in out.items() if v is not None}
@@ -461,7 +471,7 @@ def _round_metrics(metrics: dict[str, MetricValue]) -> dict[str, MetricValue]:
     def r(x: float | None) -> float | None:
         return None if x is None else round(x, 4)
 
-    return {k: MetricValue(value=round(v.value, 4), lower=r(v.lower), upper=r(v.upper), method=v.method) for k, v in metrics.items()}
+    return {k: v.model_copy(update={"value": round(v.value, 4), "lower": r(v.lower), "upper": r(v.upper)}) for k, v in metrics.items()}
 
 
 def _message_size(report: ScoreReport) -> int:

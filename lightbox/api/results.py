@@ -54,6 +54,12 @@ class MetricValue(Model):
         description="How the interval was computed: delong, obuchowski (DeLong for cases clustered by patient), "
         "bootstrap, wilson, percentile.",
     )
+    interval_unavailable: Literal["noCases", "tooFewCases", "noVariation"] | None = Field(
+        default=None,
+        description="Why no interval is given where one is computed: noCases (nothing to estimate from), tooFewCases "
+        "(below the minimum cases per class, cases or clusters in docs/statistics.md), noVariation (the data show no spread "
+        "to estimate one from). A criterion on a bound is then Inconclusive.",
+    )
 
 
 class FailureSummary(Model):

@@ -8,19 +8,36 @@ per-distinct-score counts and one cumulative sum.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from lightbox.sandbox.metrics._stats import midranks, percentile_interval, wilson_interval, z_value
+from lightbox.sandbox.metrics._stats import (
+    Interval,
+    Unavailable,
+    bootstrap_interval,
+    check_binary,
+    check_finite,
+    check_level,
+    check_probabilities,
+    check_resamples,
+    cluster_index,
+    midranks,
+    no_interval,
+    size_reason,
+    wilson_interval,
+    z_value,
+)
 
 
-def _as_binary(y_true: ArrayLike, y_score: ArrayLike) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
-    y = np.asarray(y_true).astype(bool).ravel()
-    s = np.asarray(y_score, dtype=float).ravel()
+def _as_binary(y_true: ArrayLike, y_score: ArrayLike, probabilities: bool = False) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+    """Labels (0/1 or bool only) and scores (finite; in [0, 1] when they are probabilities)."""
+    y = check_binary(y_true, "y_true").ravel()
+    s = check_probabilities(y_score, "y_prob") if probabilities else check_finite(y_score, "y_score")
     if y.shape != s.shape:
-        raise ValueError("labels and scores differ in length")
+        raise ValueError(f"y_true and the scores differ in length ({y.size} vs {s.size})")
     return y, s
 
 
@@ -41,6 +58,7 @@ def delong(y_true: ArrayLike, y_score: ArrayLike, clusters: ArrayLike | None = N
     independent: the variance is Obuchowski's (1997) clustered form, built from the same
     structural components summed per cluster. With one case per cluster it is DeLong's."""
     y, s = _as_binary(y_true, y_score)
+    index = None if clusters is None else cluster_index(clusters, y.size)
     x_pos, x_neg = s[y], s[~y]
     m, n = x_pos.size, x_neg.size
     if m == 0 or n == 0:
@@ -50,10 +68,7 @@ def delong(y_true: ArrayLike, y_score: ArrayLike, clusters: ArrayLike | None = N
     area = (tz[:m].sum() - m * (m + 1) / 2) / (m * n)
     v10 = (tz[:m] - tx) / n  # structural components of the positives
     v01 = 1.0 - (tz[m:] - ty) / m  # and of the negatives
-    if clusters is not None:
-        _, index = np.unique(np.asarray(clusters).ravel(), return_inverse=True)
-        if index.size != y.size:
-            raise ValueError("clusters and labels differ in length")
+    if index is not None:
         return float(area), _clustered_variance(area, v10, v01, index[y], index[~y], int(index.max()) + 1)
     s10 = v10.var(ddof=1) if m > 1 else 0.0
     s01 = v01.var(ddof=1) if n > 1 else 0.0
@@ -75,14 +90,31 @@ def _clustered_variance(
     return s10 / m + s01 / n + 2 * s11 / (m * n)
 
 
+def auc_interval_unavailable(y_true: ArrayLike, clusters: ArrayLike | None = None) -> Unavailable | None:
+    """Sample-size rule for an AUC interval: at least MIN_CASES positives and as many negatives,
+    or, when cases are clustered, that many clusters holding a positive and holding a negative
+    (a class of one case has no variance to estimate; a handful gives intervals far too narrow)."""
+    y = check_binary(y_true, "y_true").ravel()
+    if clusters is None:
+        return size_reason(min(int(y.sum()), int((~y).sum())))
+    index = cluster_index(clusters, y.size)
+    return size_reason(min(np.unique(index[y]).size, np.unique(index[~y]).size))
+
+
 def delong_interval(
     y_true: ArrayLike, y_score: ArrayLike, confidence_level: float = 0.95, clusters: ArrayLike | None = None
-) -> tuple[float, float, float]:
+) -> tuple[float, Interval]:
+    """AUC and its normal-theory interval from the DeLong (or, with ``clusters``, Obuchowski)
+    variance, clipped to [0, 1]; no interval below the sample-size rule or with variance 0."""
+    z = z_value(confidence_level)
     area, var = delong(y_true, y_score, clusters)
-    if not np.isfinite(var):
-        return area, float("nan"), float("nan")
-    half = z_value(confidence_level) * np.sqrt(max(var, 0.0))
-    return area, max(0.0, area - half), min(1.0, area + half)
+    reason = auc_interval_unavailable(y_true, clusters)
+    if reason is not None:
+        return area, no_interval(reason)
+    if not var > 0:
+        return area, no_interval("noVariation")
+    half = z * math.sqrt(var)
+    return area, Interval(max(0.0, area - half), min(1.0, area + half))
 
 
 class _GroupedScores:
@@ -136,20 +168,23 @@ def bootstrap_auc(
     resamples that happen to lack a class are returned as NaN.
     """
     y, s = _as_binary(y_true, y_score)
+    resamples = check_resamples(resamples)
     grouped = _GroupedScores(y, s)
     rng = np.random.default_rng(seed)
     out = np.empty(resamples, dtype=float)
     batch = _batch_size(y.size)
     if clusters is None:
         return _stratified_bootstrap_auc(s[y], s[~y], resamples, rng)
-    _, cluster_index = np.unique(np.asarray(clusters).ravel(), return_inverse=True)
-    n_clusters = int(cluster_index.max()) + 1 if cluster_index.size else 0
+    index = cluster_index(clusters, y.size)
+    n_clusters = int(index.max()) + 1 if index.size else 0
+    if n_clusters == 0:
+        return np.full(resamples, np.nan)
     for start in range(0, resamples, batch):
         b = min(batch, resamples - start)
         draws = rng.integers(0, n_clusters, size=(b, n_clusters))
         offsets = (np.arange(b) * n_clusters)[:, None]
         counts = np.bincount((draws + offsets).ravel(), minlength=b * n_clusters).reshape(b, n_clusters)
-        case_w = counts[:, cluster_index].astype(float)
+        case_w = counts[:, index].astype(float)
         out[start : start + b] = grouped.auc_from_group_weights(
             grouped.group_weights(case_w, y), grouped.group_weights(case_w, ~y)
         )
@@ -193,6 +228,8 @@ def bootstrap_auc_from_indices(y_true: ArrayLike, y_score: ArrayLike, indices: N
     y, s = _as_binary(y_true, y_score)
     grouped = _GroupedScores(y, s)
     idx = np.atleast_2d(indices)
+    if idx.dtype.kind not in "iu" or (idx.size and (idx.min() < 0 or idx.max() >= y.size)):
+        raise ValueError(f"indices must be case numbers in [0, {y.size})")
     yy = y[idx]
     gg = grouped.group[idx]
     wpos = np.stack([np.bincount(g[t], minlength=grouped.n_groups) for g, t in zip(gg, yy)]).astype(float)
@@ -238,6 +275,12 @@ class Proportion:
     def value(self) -> float:
         return self.successes / self.trials if self.trials else float("nan")
 
+    @property
+    def unavailable(self) -> Unavailable | None:
+        """Why there is no interval. Wilson's needs one trial, no more: its coverage stays near
+        nominal for small counts and its width shows how few they are (docs/statistics.md)."""
+        return "noCases" if self.trials == 0 else None
+
 
 def _proportion(successes: int, trials: int, confidence_level: float) -> Proportion:
     lo, hi = wilson_interval(successes, trials, confidence_level)
@@ -261,6 +304,9 @@ def threshold_metrics(
     y_true: ArrayLike, y_score: ArrayLike, threshold: float, confidence_level: float = 0.95
 ) -> ThresholdMetrics:
     y, s = _as_binary(y_true, y_score)
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (int, float, np.integer, np.floating)) or math.isnan(threshold):
+        raise ValueError(f"threshold must be a number (not NaN), got {threshold!r}")
+    check_level(confidence_level)
     called = s >= threshold
     tp, fp = int((called & y).sum()), int((called & ~y).sum())
     fn, tn = int((~called & y).sum()), int((~called & ~y).sum())
@@ -275,7 +321,7 @@ def threshold_metrics(
 
 
 def brier(y_true: ArrayLike, y_prob: ArrayLike) -> float:
-    y, p = _as_binary(y_true, y_prob)
+    y, p = _as_binary(y_true, y_prob, probabilities=True)
     return float(np.mean((p - y) ** 2)) if y.size else float("nan")
 
 
@@ -296,7 +342,9 @@ class Calibration:
 
 def calibration(y_true: ArrayLike, y_prob: ArrayLike, n_bins: int = 10) -> Calibration:
     """Expected calibration error over equal-width probability bins (the last bin includes 1.0)."""
-    y, p = _as_binary(y_true, y_prob)
+    if isinstance(n_bins, (bool, np.bool_)) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins must be a whole number >= 1, got {n_bins!r}")
+    y, p = _as_binary(y_true, y_prob, probabilities=True)
     if y.size == 0:
         return Calibration(float("nan"))
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -323,7 +371,7 @@ def auc_bootstrap_interval(
     seed: int = 0,
     clusters: ArrayLike | None = None,
     confidence_level: float = 0.95,
-) -> tuple[float, float]:
-    return percentile_interval(
-        bootstrap_auc(y_true, y_score, resamples=resamples, seed=seed, clusters=clusters), confidence_level
-    )
+) -> Interval:
+    """Percentile interval of the bootstrap AUC, under the same sample-size rule as DeLong's."""
+    boot = bootstrap_auc(y_true, y_score, resamples=resamples, seed=seed, clusters=clusters)
+    return bootstrap_interval(boot, confidence_level, auc_interval_unavailable(y_true, clusters))

@@ -11,8 +11,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
+
+from lightbox.sandbox.metrics._stats import Unavailable, check_finite, cluster_index, size_reason
+
+
+def _finite(value: object, name: str) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def _slice_number(value: object) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"slice must be a whole number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -22,6 +36,14 @@ class Lesion:
     slice: int
     radius: float
 
+    def __post_init__(self) -> None:
+        _finite(self.x, "lesion x")
+        _finite(self.y, "lesion y")
+        _slice_number(self.slice)
+        _finite(self.radius, "lesion radius")
+        if self.radius < 0:
+            raise ValueError(f"lesion radius must be >= 0, got {self.radius!r}")
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -29,6 +51,13 @@ class Finding:
     y: float
     slice: int
     score: float
+
+    def __post_init__(self) -> None:
+        # A NaN score would sort anywhere and a NaN location hit nothing: refuse both.
+        _finite(self.x, "finding x")
+        _finite(self.y, "finding y")
+        _slice_number(self.slice)
+        _finite(self.score, "finding score")
 
 
 @dataclass(frozen=True)
@@ -40,8 +69,19 @@ class MatchedFindings:
     lesions: int
     images: int
 
+    def __post_init__(self) -> None:
+        check_finite(self.scores, "scores")
+        if np.asarray(self.true_positive).dtype != np.bool_ or np.shape(self.true_positive) != np.shape(self.scores):
+            raise ValueError("true_positive must be a bool array with one entry per score")
+        for name in ("lesions", "images"):
+            v = getattr(self, name)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {v!r}")
+
 
 def match_case(findings: Sequence[Finding], lesions: Sequence[Lesion]) -> tuple[list[float], list[bool]]:
+    if not all(isinstance(f, Finding) for f in findings) or not all(isinstance(les, Lesion) for les in lesions):
+        raise ValueError("match_case takes Finding and Lesion objects")
     hit = [False] * len(lesions)
     scores: list[float] = []
     tps: list[bool] = []
@@ -93,8 +133,16 @@ def froc(matched: MatchedFindings) -> tuple[NDArray[np.float64], NDArray[np.floa
     return np.r_[0.0, fps / matched.images], sens
 
 
+def _targets(fp_per_image: Sequence[float]) -> NDArray[np.float64]:
+    t = check_finite(fp_per_image, "fp_per_image")
+    if (t < 0).any():
+        raise ValueError("fp_per_image must be >= 0 false positives per image")
+    return t
+
+
 def sensitivity_at(matched: MatchedFindings, fp_per_image: Sequence[float]) -> NDArray[np.float64]:
     """Highest sensitivity reached with at most each given number of false positives per image."""
+    fp_per_image = _targets(fp_per_image)
     fp, sens = froc(matched)
     out = np.empty(len(fp_per_image))
     for i, target in enumerate(fp_per_image):
@@ -111,6 +159,18 @@ class CaseFindings:
     scores: NDArray[np.float64]
     true_positive: NDArray[np.bool_]
     lesions_per_case: NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        check_finite(self.scores, "scores")
+        n = np.shape(self.scores)
+        if np.shape(self.case_of_finding) != n or np.shape(self.true_positive) != n:
+            raise ValueError("case_of_finding, scores and true_positive must have one entry per finding")
+        counts = check_finite(self.lesions_per_case, "lesions_per_case")
+        if (counts < 0).any():
+            raise ValueError("lesions_per_case must be >= 0")
+        cases = np.asarray(self.case_of_finding)
+        if cases.size and (cases.dtype.kind not in "iu" or cases.min() < 0 or cases.max() >= counts.size):
+            raise ValueError("case_of_finding must be case numbers below the number of cases")
 
 
 def match_by_case(findings: Mapping[str, Sequence[Finding]], lesions: Mapping[str, Sequence[Lesion]]) -> CaseFindings:
@@ -133,7 +193,12 @@ def weighted_sensitivity_at(
     cf: CaseFindings, case_weights: NDArray[np.float64], fp_per_image: Sequence[float]
 ) -> NDArray[np.float64]:
     """Sensitivity at each FP rate for each row of (batch, cases) case multiplicities."""
+    fp_per_image = _targets(fp_per_image)
     weights = np.atleast_2d(case_weights)
+    if weights.ndim != 2 or weights.shape[1] != cf.lesions_per_case.size:
+        raise ValueError(f"case_weights must be (batch, {cf.lesions_per_case.size}) case multiplicities")
+    if (check_finite(weights, "case_weights") < 0).any():
+        raise ValueError("case_weights must be >= 0")
     order = np.argsort(-cf.scores, kind="mergesort")
     s = cf.scores[order]
     w = weights[:, cf.case_of_finding[order]]
@@ -151,3 +216,13 @@ def weighted_sensitivity_at(
         out[:, j] = np.max(np.where(fppi <= target + 1e-12, sens, 0.0), axis=1)
     out[lesions[:, 0] == 0] = np.nan
     return out
+
+
+def froc_interval_unavailable(lesions_per_case: ArrayLike, clusters: ArrayLike | None = None) -> Unavailable | None:
+    """Sample-size rule for a bootstrap interval of FROC sensitivity: at least MIN_CASES cases
+    holding a lesion, or that many clusters holding one when whole clusters are resampled."""
+    counts = check_finite(lesions_per_case, "lesions_per_case")
+    with_lesion = counts > 0
+    if clusters is None:
+        return size_reason(int(with_lesion.sum()))
+    return size_reason(int(np.unique(cluster_index(clusters, counts.size)[with_lesion]).size))

@@ -2,7 +2,9 @@
 
 HD95 is the larger of the two directed 95th-percentile surface distances (as in MONAI), where
 a surface voxel is a foreground voxel with a background 6-neighbour (outside the array counts
-as background), and a directed distance is the Euclidean distance (in mm, summed as
+as background). A 2-D mask, and a volume of one slice, is an image: its surface is taken in
+the plane (4-neighbours), else every pixel would border the empty slices above and below and
+count as surface. A directed distance is the Euclidean distance (in mm, summed as
 ``((d0*s0)**2 + (d1*s1)**2) + (d2*s2)**2``) from a surface voxel of one mask to the nearest
 surface voxel of the other; the percentile is numpy's default (linear) one.
 
@@ -34,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from lightbox.sandbox.metrics._stats import check_binary
+
 _FIRST_BOUND = 4
 _MAX_LINES = 4096  # parallel lines visited per query before the fallback takes over
 _TABLE_GAP = 15  # gaps along a line held in the byte table (at most 254)
@@ -51,34 +55,53 @@ class SegmentationScores:
     hd95: float  # NaN when exactly one of the masks is empty (undefined)
 
 
-def _as_bool(mask: ArrayLike) -> NDArray[np.bool_]:
-    arr = np.asarray(mask)
-    return arr if arr.dtype == np.bool_ else arr.astype(bool)
+def _as_bool(mask: ArrayLike, name: str = "mask") -> NDArray[np.bool_]:
+    """A mask of bool or of numbers that are exactly 0 or 1: NaN, -1 or 0.5 are refused, not
+    read as foreground (a probability map must be thresholded by whoever knows the threshold)."""
+    return check_binary(mask, name)
 
 
-def _as_3d(mask: ArrayLike) -> NDArray[np.bool_]:
-    arr = _as_bool(mask)
+def _as_3d(mask: ArrayLike, name: str = "mask") -> NDArray[np.bool_]:
+    arr = _as_bool(mask, name)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
-        raise ValueError(f"masks must be 2-D or 3-D, got {arr.ndim}-D")
+        raise ValueError(f"{name} must be 2-D or 3-D, got {arr.ndim}-D")
     return arr
 
 
 def _spacing(spacing: Sequence[float] | None, ndim_in: int) -> NDArray[np.float64]:
+    """(slice, row, column) spacing for a mask of ``ndim_in`` dimensions. A 3-D mask needs all
+    three (a missing slice spacing is not 1 mm); a 2-D mask takes (row, column), or three with
+    the slice spacing, which has no effect on one plane."""
+    if ndim_in not in (2, 3):
+        raise ValueError(f"masks must be 2-D or 3-D, got {ndim_in}-D")
     if spacing is None:
         return np.ones(3)
-    sp = np.asarray(spacing, dtype=float).ravel()
-    if sp.size == 2:
-        sp = np.r_[1.0, sp]
-    if sp.size != 3 or not np.all(sp > 0):
-        raise ValueError("spacing must be 2 or 3 positive numbers (slice, row, column)")
-    return sp
+    sp = np.asarray(spacing)
+    if sp.dtype.kind not in "iuf" or sp.ndim != 1:
+        raise ValueError("spacing must be a list of numbers (slice, row, column)")
+    sp = sp.astype(float)
+    allowed = (2, 3) if ndim_in == 2 else (3,)
+    if sp.size not in allowed:
+        what = "2 numbers (row, column) or 3 (slice, row, column)" if ndim_in == 2 else "3 numbers (slice, row, column)"
+        raise ValueError(f"spacing for a {ndim_in}-D mask must be {what}, got {sp.size}")
+    if not (np.isfinite(sp).all() and (sp > 0).all()):
+        raise ValueError("spacing must be finite numbers > 0 (mm)")
+    return np.r_[1.0, sp] if sp.size == 2 else sp
+
+
+def _surface_axes(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Axes along which a voxel's neighbours count for the surface: all of them, except the
+    slice axis of a one-slice volume (an image, not a slab one voxel thick)."""
+    if len(shape) == 3 and shape[0] == 1:
+        return (1, 2)
+    return tuple(range(len(shape)))
 
 
 def dice_iou(pred: ArrayLike, truth: ArrayLike) -> tuple[float, float]:
     """Dice and IoU; both masks empty counts as perfect agreement."""
-    a, b = _as_bool(pred), _as_bool(truth)
+    a, b = _as_bool(pred, "pred"), _as_bool(truth, "truth")
     if a.shape != b.shape:
         raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
     sa, sb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
@@ -99,10 +122,16 @@ def _bounding_box(mask: NDArray[np.bool_]) -> tuple[slice, slice, slice] | None:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1), slice(deep[0], deep[-1] + 1)
 
 
-def surface(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """Foreground voxels with a background 6-neighbour; outside the array is background."""
+def surface(mask: ArrayLike, axes: Sequence[int] | None = None) -> NDArray[np.bool_]:
+    """Foreground voxels with a background neighbour along one of ``axes``; outside the array is
+    background. By default all axes (6-neighbours in 3-D, 4 in 2-D), except the slice axis of a
+    one-slice volume. Give ``axes`` when ``mask`` is a crop of a larger volume."""
+    mask = _as_bool(mask)
+    chosen = _surface_axes(mask.shape) if axes is None else tuple(axes)
+    if not all(isinstance(ax, (int, np.integer)) and 0 <= ax < mask.ndim for ax in chosen):
+        raise ValueError(f"axes must be axes of the {mask.ndim}-D mask, got {chosen}")
     inner = mask.copy()
-    for axis in range(mask.ndim):
+    for axis in chosen:
         lo = [slice(None)] * mask.ndim
         hi = [slice(None)] * mask.ndim
         lo[axis], hi[axis] = slice(None, -1), slice(1, None)
@@ -351,9 +380,11 @@ def _voxels(mask: NDArray[np.bool_], origin: Sequence[int] = (0, 0, 0)) -> NDArr
 def directed_surface_distances(
     from_surface: NDArray[np.bool_], to_surface: NDArray[np.bool_], spacing: NDArray[np.float64]
 ) -> NDArray[np.float64]:
-    """Distance from every voxel of ``from_surface`` to the nearest voxel of ``to_surface``."""
-    q = _voxels(from_surface)
-    sq, _ = _nearest_sq(q, _voxels(to_surface), np.asarray(spacing, float), len(q))
+    """Distance from every voxel of ``from_surface`` to the nearest voxel of ``to_surface``
+    (3-D masks of one shape, or 2-D ones, which are taken as one slice)."""
+    a, b = _pair(from_surface, to_surface, ("from_surface", "to_surface"))
+    q = _voxels(a)
+    sq, _ = _nearest_sq(q, _voxels(b), _spacing(spacing, np.ndim(from_surface)), len(q))
     return np.sqrt(sq)
 
 
@@ -371,8 +402,8 @@ def _directed_percentile(q: NDArray[np.intp], t: NDArray[np.intp], spacing: NDAr
 Box = tuple[slice, slice, slice]
 
 
-def _pair(pred: ArrayLike, truth: ArrayLike) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
-    a, b = _as_3d(pred), _as_3d(truth)
+def _pair(pred: ArrayLike, truth: ArrayLike, names: tuple[str, str] = ("pred", "truth")) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    a, b = _as_3d(pred, names[0]), _as_3d(truth, names[1])
     if a.shape != b.shape:
         raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
     return a, b
@@ -383,9 +414,11 @@ def _hd95(a: NDArray[np.bool_], b: NDArray[np.bool_], box_a: Box | None, box_b: 
         return 0.0
     if box_a is None or box_b is None:
         return float("nan")
-    # A surface only depends on its own mask, and outside a mask's box there is no foreground.
-    qa = _voxels(surface(a[box_a]), [s.start for s in box_a])
-    qb = _voxels(surface(b[box_b]), [s.start for s in box_b])
+    # A surface only depends on its own mask, and outside a mask's box there is no foreground;
+    # whether the slice axis counts depends on the whole volume, not on the box.
+    axes = _surface_axes(a.shape)
+    qa = _voxels(surface(a[box_a], axes), [s.start for s in box_a])
+    qb = _voxels(surface(b[box_b], axes), [s.start for s in box_b])
     return max(_directed_percentile(qa, qb, sp), _directed_percentile(qb, qa, sp))
 
 
@@ -395,6 +428,7 @@ def hd95(pred: ArrayLike, truth: ArrayLike, spacing: Sequence[float] | None = No
 
 
 def score_masks(pred: ArrayLike, truth: ArrayLike, spacing: Sequence[float] | None = None) -> SegmentationScores:
+    """Dice, IoU and HD95 (in the units of ``spacing``) of one predicted mask against the truth."""
     a, b = _pair(pred, truth)
     sp = _spacing(spacing, np.ndim(pred))
     box_a, box_b = _bounding_box(a), _bounding_box(b)

@@ -27,7 +27,7 @@ def _coverage() -> tuple[float, float]:
     delong_hits = boot_hits = 0
     for study in range(STUDIES):
         s = np.r_[rng.normal(d, 1, PER_CLASS), rng.normal(0, 1, PER_CLASS)]
-        _, lo, hi = cls.delong_interval(y, s, 0.95)
+        _, (lo, hi) = cls.delong_interval(y, s, 0.95)
         delong_hits += lo <= TRUE_AUC <= hi
         blo, bhi = percentile_interval(cls.bootstrap_auc(y, s, resamples=RESAMPLES, seed=study), 0.95)
         boot_hits += blo <= TRUE_AUC <= bhi
@@ -46,9 +46,9 @@ def _clustered_coverage() -> tuple[float, float]:
     plain = clustered = 0
     for _ in range(STUDIES):
         s = d * y + np.repeat(rng.normal(0, 1, 2 * patients), per) + rng.normal(0, 1, y.size)
-        _, lo, hi = cls.delong_interval(y, s, 0.95)
+        _, (lo, hi) = cls.delong_interval(y, s, 0.95)
         plain += lo <= TRUE_AUC <= hi
-        _, lo, hi = cls.delong_interval(y, s, 0.95, clusters=clusters)
+        _, (lo, hi) = cls.delong_interval(y, s, 0.95, clusters=clusters)
         clustered += lo <= TRUE_AUC <= hi
     return plain / STUDIES, clustered / STUDIES
 

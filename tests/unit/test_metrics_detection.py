@@ -75,3 +75,56 @@ def test_case_weights_equal_duplicated_cases() -> None:
         det.weighted_sensitivity_at(det.match_by_case(findings, lesions), w, targets)[0],
         det.sensitivity_at(det.match(dup_f, dup_l), targets),
     )
+
+
+# --- invalid inputs are refused, not coerced ---------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_findings_and_lesions_must_be_finite(bad: float) -> None:
+    with pytest.raises(ValueError, match="finding score must be a finite number"):
+        det.Finding(1.0, 1.0, 0, bad)  # a NaN score sorted anywhere
+    with pytest.raises(ValueError, match="finding x must be a finite number"):
+        det.Finding(bad, 1.0, 0, 0.5)  # a NaN location was a silent false positive
+    with pytest.raises(ValueError, match="finding y must be a finite number"):
+        det.Finding(1.0, bad, 0, 0.5)
+    with pytest.raises(ValueError, match="lesion x must be a finite number"):
+        det.Lesion(bad, 1.0, 0, 2.0)
+    with pytest.raises(ValueError, match="lesion radius must be a finite number"):
+        det.Lesion(1.0, 1.0, 0, bad)
+
+
+def test_other_finding_and_lesion_fields_are_checked() -> None:
+    with pytest.raises(ValueError, match="lesion radius must be >= 0"):
+        det.Lesion(1.0, 1.0, 0, -2.0)
+    for bad_slice in (1.5, True, "0", None):
+        with pytest.raises(ValueError, match="slice must be a whole number"):
+            det.Finding(1.0, 1.0, bad_slice, 0.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="finding score must be a finite number"):
+        det.Finding(1.0, 1.0, 0, "0.9")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Finding and Lesion objects"):
+        det.match_case([{"x": 1, "y": 1, "slice": 0, "score": 0.5}], [])  # type: ignore[list-item]
+    assert det.Finding(np.float32(1.0), 2, np.int64(0), np.float64(0.5)).slice == 0  # numpy numbers are fine
+
+
+def test_froc_arguments_are_checked() -> None:
+    findings = {"c0": [det.Finding(10, 10, 0, 0.9)], "c1": []}
+    lesions = {"c0": [det.Lesion(10, 10, 0, 5)], "c1": [det.Lesion(3, 3, 0, 2)]}
+    matched = det.match(findings, lesions)
+    for bad in ([float("nan")], [-1.0], [float("inf")]):
+        with pytest.raises(ValueError, match="fp_per_image"):
+            det.sensitivity_at(matched, bad)
+    cf = det.match_by_case(findings, lesions)
+    with pytest.raises(ValueError, match=r"case_weights must be \(batch, 2\)"):
+        det.weighted_sensitivity_at(cf, np.ones((1, 3)), [1.0])
+    for bad_w in (np.array([[1.0, -1.0]]), np.array([[1.0, np.nan]])):
+        with pytest.raises(ValueError, match="case_weights"):
+            det.weighted_sensitivity_at(cf, bad_w, [1.0])
+    with pytest.raises(ValueError, match="scores must be finite"):
+        det.MatchedFindings(np.array([np.nan]), np.array([True]), 1, 1)
+    with pytest.raises(ValueError, match="one entry per score"):
+        det.MatchedFindings(np.array([0.5, 0.4]), np.array([True]), 1, 1)
+    with pytest.raises(ValueError, match="images must be a whole number"):
+        det.MatchedFindings(np.array([0.5]), np.array([True]), 1, -1)
+    with pytest.raises(ValueError, match="case_of_finding must be case numbers"):
+        det.CaseFindings(np.array([5]), np.array([0.5]), np.array([True]), np.array([1.0]))

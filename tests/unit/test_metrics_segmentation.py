@@ -56,15 +56,119 @@ def test_hd95_far_apart_objects_need_the_wide_search() -> None:
     assert seg.hd95(a, b, sp) == pytest.approx(reference_hd95(a, b, sp), rel=1e-12)
 
 
-def test_two_dimensional_masks_take_row_and_column_spacing() -> None:
-    a = np.zeros((30, 30), bool)
-    b = np.zeros_like(a)
-    a[5:15, 5:15] = True
-    b[8:20, 6:18] = True
-    got = seg.hd95(a, b, [0.5, 2.0])
-    assert got == pytest.approx(reference_hd95(a[None], b[None], np.array([1.0, 0.5, 2.0])))
-    for spacing in ([0.5, 2.0], [2.0, 3.0], [4.0, 1.5]):  # the implicit slice spacing 1.0 finest or not
-        assert seg.hd95(a, b, spacing) == edt_hd95(a[None], b[None], np.r_[1.0, spacing])
+def _offset_squares(k: int, axis: int = 0, size: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Two size x size squares in a 2-D image, the second moved k pixels along ``axis``."""
+    a = np.zeros((40, 40), bool)
+    a[8 : 8 + size, 8 : 8 + size] = True
+    return a, np.roll(a, k, axis=axis)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_two_dimensional_offset_squares_have_the_offset_as_hd95(k: int) -> None:
+    """Known answer (MONAI and medpy agree): on the 4-neighbour outline, the 20 pixels of the
+    leading edge are k from the other square's outline and no outline pixel is farther, so at
+    least 20 of 76 are at the maximum and the 95th percentile is k. Taking every pixel as
+    surface put only 20 of 400 pixels at k and gave 0.05, 2.05, 4.05."""
+    a, b = _offset_squares(k)
+    assert seg.hd95(a, b) == k
+    assert seg.score_masks(a, b).hd95 == k
+    # The same image stored as a one-slice volume (a single-slice study) is still an image.
+    assert seg.hd95(a[None], b[None]) == k
+    assert seg.score_masks(a[None].astype(np.uint8), b[None].astype(np.uint8), [3.0, 1.0, 1.0]).hd95 == k
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_two_dimensional_hd95_in_millimetres_with_anisotropic_spacing(k: int) -> None:
+    # Rows 2.0 mm apart, columns 0.5 mm: a shift of k rows is 2k mm, of k columns k/2 mm
+    # (every other outline pixel is at least that many rows or columns away, by the same count).
+    rows, cols = _offset_squares(k, axis=0), _offset_squares(k, axis=1)
+    assert seg.hd95(*rows, [2.0, 0.5]) == 2.0 * k
+    assert seg.hd95(*cols, [2.0, 0.5]) == 0.5 * k
+    # (slice, row, column) spacing as the stage step writes it: the slice spacing has no effect.
+    assert seg.hd95(rows[0][None], rows[1][None], [7.5, 2.0, 0.5]) == 2.0 * k
+    assert seg.hd95(*rows, [7.5, 2.0, 0.5]) == 2.0 * k
+
+
+def edt_hd95_2d(a: np.ndarray, b: np.ndarray, spacing: np.ndarray) -> float:
+    """scipy on the 2-D array itself: surfaces by erosion with the 2-D cross, distances by the
+    2-D Euclidean distance transform."""
+    sa = a & ~ndimage.binary_erosion(a, border_value=0)
+    sb = b & ~ndimage.binary_erosion(b, border_value=0)
+    d_ab = ndimage.distance_transform_edt(~sb, sampling=spacing)[sa]
+    d_ba = ndimage.distance_transform_edt(~sa, sampling=spacing)[sb]
+    return float(max(np.percentile(d_ab, 95), np.percentile(d_ba, 95)))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_two_dimensional_and_single_slice_hd95_equal_scipy_on_the_2d_array(seed: int) -> None:
+    rng = np.random.default_rng(500 + seed)
+    shape = tuple(int(v) for v in rng.integers(8, 60, 2))
+    a = ndimage.binary_opening(rng.random(shape) < 0.4)
+    b = ndimage.binary_dilation(rng.random(shape) < 0.03, iterations=int(rng.integers(1, 3)))
+    a[0, 0] = b[-1, -1] = True  # neither empty
+    spacing = rng.uniform(0.2, 3.0, 2)
+    expected = edt_hd95_2d(a, b, spacing)
+    assert seg.hd95(a, b, spacing) == pytest.approx(expected, rel=1e-12)
+    assert seg.hd95(a[None], b[None], np.r_[2.0, spacing]) == pytest.approx(expected, rel=1e-12)
+    d_ab = ndimage.distance_transform_edt(~seg.surface(b), sampling=spacing)[seg.surface(a)]
+    assert seg.directed_surface_distances(seg.surface(a), seg.surface(b), spacing) == pytest.approx(d_ab, rel=1e-12)
+
+
+def test_surface_of_an_image_is_its_outline() -> None:
+    a, _ = _offset_squares(0, size=4)
+    outline = a & ~ndimage.binary_erosion(a)
+    assert seg.surface(a).sum() == 12 and np.array_equal(seg.surface(a), outline)  # 4 x 4 less its 2 x 2 inside
+    assert np.array_equal(seg.surface(a[None])[0], outline)
+    # In a volume of several slices a one-slice-thick object is all surface (its neighbours on
+    # the slices above and below are background): 3-D stays 3-D.
+    vol = np.zeros((3, 40, 40), bool)
+    vol[1] = a
+    assert np.array_equal(seg.surface(vol)[1], a)
+
+
+def test_one_slice_object_in_a_volume_is_scored_in_3d() -> None:
+    a, b = _offset_squares(3)
+    va, vb = np.zeros((3, 40, 40), bool), np.zeros((3, 40, 40), bool)
+    va[1], vb[1] = a, b
+    spacing = np.array([2.0, 1.0, 1.0])
+    assert seg.hd95(va, vb, spacing) == edt_hd95(va, vb, spacing)
+
+
+def test_spacing_must_fit_the_mask() -> None:
+    vol = np.zeros((4, 6, 6), bool)
+    vol[1:3, 2:4, 2:4] = True
+    with pytest.raises(ValueError, match="3-D mask must be 3 numbers"):
+        seg.hd95(vol, vol, [0.5, 0.5])  # a missing slice spacing is not 1 mm
+    with pytest.raises(ValueError, match="2-D mask must be 2 numbers"):
+        seg.hd95(vol[1], vol[1], [1.0, 1.0, 1.0, 1.0])
+    for bad in ([0.0, 1.0, 1.0], [-1.0, 1.0, 1.0], [np.inf, 1.0, 1.0], [np.nan, 1.0, 1.0]):
+        with pytest.raises(ValueError, match="finite numbers > 0"):
+            seg.score_masks(vol, vol, bad)
+    with pytest.raises(ValueError, match="list of numbers"):
+        seg.hd95(vol, vol, ["1", "1", "1"])
+    assert seg.hd95(vol[1], vol[1], [1.0, 1.0, 1.0]) == 0.0  # (slice, row, column) for an image
+
+
+@pytest.mark.parametrize("bad", [np.nan, -1.0, 0.3, 2.0])
+def test_masks_hold_only_zero_and_one(bad: float) -> None:
+    truth = np.zeros((2, 5, 5))
+    truth[0, 1:3, 1:3] = 1
+    pred = truth.copy()
+    pred[1, 4, 4] = bad  # was read as foreground
+    for fn in (seg.dice_iou, seg.hd95, seg.score_masks):
+        with pytest.raises(ValueError, match="pred must hold only 0 and 1"):
+            fn(pred, truth)
+        with pytest.raises(ValueError, match="truth must hold only 0 and 1"):
+            fn(truth, pred)
+    with pytest.raises(ValueError, match="mask must hold only 0 and 1"):
+        seg.surface(pred)
+    with pytest.raises(ValueError, match="from_surface must hold only 0 and 1"):
+        seg.directed_surface_distances(pred, truth, [1.0, 1.0, 1.0])
+    ints = np.array([[0, 1], [-1, 0]])
+    with pytest.raises(ValueError, match="pred must hold only 0 and 1"):
+        seg.dice_iou(ints, np.abs(ints))
+    with pytest.raises(ValueError, match="must be 0/1 or bool"):
+        seg.dice_iou(np.array([["a", "b"]]), np.array([["a", "b"]]))
 
 
 def test_empty_mask_conventions() -> None:
@@ -198,11 +302,11 @@ def test_one_voxel_masks() -> None:
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_score_masks_dice_matches_dice_iou_and_accepts_non_bool(seed: int) -> None:
+def test_score_masks_dice_matches_dice_iou_and_accepts_0_1_numbers(seed: int) -> None:
     a, b, _ = _random_case(seed)
     a[..., : a.shape[-1] // 3] = False  # bounding boxes that only partly overlap
     b[..., 2 * b.shape[-1] // 3 :] = False
     a[0, 0, -1] = b[-1, -1, 0] = True  # neither mask empty
-    r = seg.score_masks(a.astype(np.uint8), b.astype(np.uint8) * 3, [1.5, 0.5, 0.7])
+    r = seg.score_masks(a.astype(np.uint8), b.astype(np.float32), [1.5, 0.5, 0.7])
     assert (r.dice, r.iou) == seg.dice_iou(a, b)
     assert r.hd95 == seg.hd95(a, b, [1.5, 0.5, 0.7])
