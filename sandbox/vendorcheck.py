@@ -2,9 +2,11 @@
 
     lightbox vendor check [--task classification] [--cases N] [--timeout S] -- COMMAND...
 
-Generates a small de-identified sample input from pydicom's test images, runs COMMAND with
-no network, the input read-only, the sample's ground truth hidden and a time limit, then
-checks what it wrote against vendor contract v1 and prints a verdict. Exit code 0 only when
+Generates a small de-identified sample input from pydicom's test images, runs COMMAND as the
+run pod's unprivileged user (uid 65532) with no network, in a private root that shows only
+/input (read-only), a bounded /output, a private /tmp and the runtime it needs (never the
+sample's ground truth), with time, memory, process and file limits, then checks what it
+wrote against vendor contract v1 and prints a verdict. Exit code 0 only when
 the run conforms; 1 when it does not; 3 when the check itself could not run (e.g. no
 namespace support: the command is never run un-isolated).
 """
@@ -33,7 +35,7 @@ from lightbox.sandbox.contract import (
     vendor_environment,
 )
 from lightbox.sandbox.deidgate import minimal_verify_tree
-from lightbox.sandbox.isolation import IsolationUnavailable, run_isolated
+from lightbox.sandbox.isolation import SYSTEM_DIRS, IsolationUnavailable, View, run_isolated
 from lightbox.sandbox.sampledata import make_sample_dataset
 from lightbox.sandbox.segfile import SegError, read_seg
 from lightbox.sandbox.stager import stage
@@ -58,8 +60,23 @@ def _tail(data: bytes, lines: int = 8) -> str:
     return "\n".join("      | " + line[:200] for line in text)
 
 
-def _dir_size(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+def _scan_output(root: Path) -> tuple[int, int]:
+    """(total bytes, largest file) of the regular files under ``root``: iterative, so a deep
+    tree cannot exhaust the recursion limit, and never following a symbolic link."""
+    total = largest = 0
+    stack = [root]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                size = entry.stat(follow_symlinks=False).st_size
+                total, largest = total + size, max(largest, size)
+    return total, largest
 
 
 def sample_identifiers(input_dir: Path) -> dict[str, set[str]]:
@@ -238,8 +255,83 @@ class CheckSettings:
     max_memory_bytes: int | None = None
     keep: Path | None = None
     manifest: Path | None = None
+    max_processes: int = 512
+    max_output_files: int = 10000
+    expose: tuple[Path, ...] = ()
     # `vendor check --image`: runs the image in the command's place (sandbox/imagecheck.py)
     runner: Any = None
+
+
+# Where the command finds its input and output, as in the run pod.
+VIEW_INPUT, VIEW_OUTPUT = "/input", "/output"
+
+
+def _python_runtime() -> list[Path]:
+    """The Python environment this checker runs in (its venv, base interpreter and the source
+    of an editable install), which a command like ``python -m my_algorithm`` needs."""
+    import importlib.util
+
+    found = [Path(p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)]
+    found += [Path(p) for p in sys.path if p and Path(p).is_dir()]
+    for name in ("lightbox", "lightbox.sandbox"):
+        spec = importlib.util.find_spec(name)
+        found += [Path(p).parent for p in (spec.submodule_search_locations or []) if spec is not None]
+    return found
+
+
+def runtime_binds(command: list[str], cwd: Path, expose: tuple[Path, ...], secret: Path) -> tuple[list[tuple[Path, str]], Path | None]:
+    """Read-only binds (same path inside as outside) for the command's runtime, and the directory
+    it starts in (None: the view's root). Nothing that is, holds or lies in ``secret`` (the
+    checker's folder with the sample truth) and never the host's root."""
+    secret = Path(os.path.realpath(secret))
+    wanted = _python_runtime() + list(expose)
+    if "/" in command[0]:
+        wanted.append(Path(os.path.realpath(cwd / command[0])).parent)
+    real_cwd = Path(os.path.realpath(cwd))
+    shown_cwd = real_cwd if real_cwd != Path("/") and not secret.is_relative_to(real_cwd) and not real_cwd.is_relative_to(secret) else None
+    if shown_cwd is not None:
+        wanted.append(shown_cwd)
+    keep: list[Path] = []
+    for path in wanted:
+        real = Path(os.path.realpath(path))
+        if real == Path("/") or not real.exists() or secret.is_relative_to(real) or real.is_relative_to(secret):
+            continue
+        if any(real.is_relative_to(Path(r)) for r in ("/proc", "/sys", "/dev", "/run", "/etc", *SYSTEM_DIRS)):
+            continue  # the view's own, or visible through the system runtime already
+        keep.append(real)
+    # A path inside another one shown is visible already.
+    shown = sorted({p for p in keep if not any(p != q and p.is_relative_to(q) for q in keep)})
+    return [(p, str(p)) for p in shown], shown_cwd
+
+
+def _limit_problems(result: Any, settings: CheckSettings, at_limit: bool, verdict: Verdict) -> None:
+    """What the command tried against the sandbox's limits, as far as the kernel lets us see."""
+    if result.process_limit_reached:
+        verdict.problems.append(
+            f"reached the limit of {settings.max_processes} processes and threads (peak {result.peak_tasks}): "
+            "further forks were refused. A run pod's processes are bounded too; do not fork without bound."
+        )
+    if result.output_files_full:
+        verdict.problems.append(
+            f"created more files in the output directory than its limit of {settings.max_output_files}: further files "
+            "were refused. Write predictions.json and one mask per case."
+        )
+    if result.output_space_full and not at_limit:
+        verdict.problems.append(
+            f"filled the output directory's limit of {settings.max_output_bytes >> 20} MiB: further writes failed (ENOSPC). "
+            "Write only predictions.json and masks to the output directory."
+        )
+    if result.outside_files:
+        verdict.problems.append(
+            f"tried to write outside the output directory: left {result.outside_files} files in /tmp "
+            f"({result.outside_bytes >> 10} KiB). In a run pod the root file system is read-only and only {VIEW_OUTPUT} "
+            "is writable (HOME and TMPDIR point there), so this would fail."
+        )
+    if result.left_behind:
+        verdict.problems.append(
+            f"the output directory held {result.left_behind} entries that are not regular files, directories or symbolic "
+            "links (FIFOs, sockets) or whose paths are too long; they were not checked. Write only regular files."
+        )
 
 
 def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> int:
@@ -261,19 +353,29 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "LANG": "C.UTF-8",
-            **vendor_environment(settings.task, sample.labels, str(input_dir), str(output_dir)),
+            **vendor_environment(settings.task, sample.labels, VIEW_INPUT, VIEW_OUTPUT),
         }
-        hidden = [sample.root, work_dir] + [p for p in (Path("/data"),) if p.exists()]
+        binds, start_in = runtime_binds(command, Path.cwd(), settings.expose, workdir)
+        view = View(
+            binds=[(input_dir, VIEW_INPUT), *binds], output_host=output_dir, output=VIEW_OUTPUT,
+            max_output_bytes=settings.max_output_bytes, max_output_files=settings.max_output_files,
+            max_tmp_bytes=settings.max_output_bytes, max_processes=settings.max_processes,
+        )
         say(f"lightbox vendor check: {settings.task}, {len(manifest['cases'])} sample cases, timeout {settings.timeout:g} s")
         say(f"  command: {' '.join(command)}")
+        say(
+            f"  sandbox: uid {view.uid}, no network, {VIEW_INPUT} read-only, {VIEW_OUTPUT} writable "
+            f"(≤ {settings.max_output_bytes >> 20} MiB, ≤ {settings.max_output_files} files), ≤ {settings.max_processes} "
+            f"processes; also visible read-only: {', '.join(sorted(t for _, t in binds)) or 'the system runtime only'}"
+        )
         verdict = Verdict()
         if settings.manifest is not None:
             _check_manifest(settings.manifest, settings.task, verdict)
         try:
             result = (settings.runner or run_isolated)(
-                command, env=env, read_only=[input_dir], hidden=hidden, timeout=settings.timeout,
-                max_output_bytes=LOG_LIMIT, cwd=Path.cwd(), max_file_bytes=settings.max_output_bytes,
-                max_memory_bytes=settings.max_memory_bytes,
+                command, env=env, hidden=[workdir], timeout=settings.timeout,
+                max_output_bytes=LOG_LIMIT, cwd=start_in, max_file_bytes=settings.max_output_bytes,
+                max_memory_bytes=settings.max_memory_bytes, view=view,
             )
         except IsolationUnavailable as exc:
             say(f"  cannot check: isolation unavailable: {exc.reason}")
@@ -303,6 +405,12 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
                 )
             elif code is not None and code < 0:
                 verdict.problems.append(f"killed by {_signal_name(-code)}.\n{_tail(result.stderr)}")
+            elif code == 127 and b"cannot start" in result.stderr:
+                verdict.problems.append(
+                    f"could not be started in the sandbox:\n{_tail(result.stderr)}\n      It runs as uid 65532 and sees only "
+                    "the system runtime, this Python environment and the current directory: make the command readable "
+                    "by any user, or show it its files with --expose PATH."
+                )
             elif code:
                 verdict.problems.append(f"exited with code {code}; exit 0 after writing predictions. Last lines of stderr:\n{_tail(result.stderr)}")
             else:
@@ -321,8 +429,8 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
         if result.output_truncated:
             verdict.notes.append(f"stdout/stderr exceeded {LOG_LIMIT >> 20} MiB and were truncated; keep logs short")
         check_logs(result.stdout, result.stderr, identifiers, verdict)
-        size = _dir_size(output_dir)
-        at_limit = [p for p in output_dir.rglob("*") if p.is_file() and p.stat().st_size >= settings.max_output_bytes]
+        size, largest = _scan_output(output_dir)
+        at_limit = largest >= settings.max_output_bytes
         if at_limit and code_was_not_sigxfsz(result):
             verdict.problems.append(
                 f"a file in the output directory reached the per-file limit of {settings.max_output_bytes >> 20} MiB and "
@@ -330,6 +438,7 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
             )
         elif size > settings.max_output_bytes:
             verdict.problems.append(f"wrote {size >> 20} MiB to the output directory; the limit is {settings.max_output_bytes >> 20} MiB")
+        _limit_problems(result, settings, bool(at_limit and code_was_not_sigxfsz(result)), verdict)
         if not (result.timed_out or result.memory_exceeded):
             doc = check_predictions(output_dir, manifest, settings.task, verdict, work_dir)
             if doc is not None and verdict.conformant:
@@ -402,6 +511,12 @@ def _parser() -> argparse.ArgumentParser:
         "--memory-mb", type=int, help="kill the command when its resident memory goes over this many MiB "
         "(use the Algorithm's resources.memory; default: not limited)"
     )
+    p.add_argument("--max-output-files", type=int, default=10000, help="most files in the output directory (default 10000)")
+    p.add_argument("--max-processes", type=int, default=512, help="most processes and threads at once (default 512)")
+    p.add_argument(
+        "--expose", type=Path, action="append", default=[], metavar="PATH",
+        help="also show PATH to the command, read-only (e.g. model weights outside the current directory); repeatable",
+    )
     p.add_argument("--manifest", type=Path, help="also validate this algorithm.json image manifest")
     p.add_argument("--keep", type=Path, help="copy the sample input/output here for debugging")
     p.add_argument("--image", metavar="REF", help="run this image (a name the runtime has, or oci-archive:PATH) as the "
@@ -429,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         task=args.task, cases=args.cases, seed=args.seed, timeout=args.timeout,
         max_output_bytes=args.max_output_mb << 20, keep=args.keep, manifest=args.manifest,
         max_memory_bytes=args.memory_mb << 20 if args.memory_mb is not None else None,
+        max_processes=args.max_processes, max_output_files=args.max_output_files, expose=tuple(args.expose),
     )
     if args.image:
         from lightbox.sandbox.imagecheck import check_image

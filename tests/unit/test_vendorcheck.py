@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import socket
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -186,6 +189,155 @@ def test_relative_command_runs_from_the_callers_directory(tmp_path: Path, monkey
     script = tmp_path / "algo.sh"
     script.write_text(f"#!/bin/sh\nexec {PY} -m lightbox.sandbox.reference.classifier\n")
     script.chmod(0o755)
+    tmp_path.chmod(0o755)  # the command runs as uid 65532, as in the run pod: pytest's folder is 0700
     monkeypatch.chdir(tmp_path)
     code, text = check(["./algo.sh"])
     assert code == 0, text
+
+
+def test_a_command_the_sandbox_user_cannot_read_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "algo.sh"
+    script.write_text(f"#!/bin/sh\nexec {PY} -m lightbox.sandbox.reference.classifier\n")
+    script.chmod(0o700)
+    tmp_path.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    code, text = check(["./algo.sh"])
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    assert "could not be started in the sandbox" in text and "cannot start ./algo.sh: Permission denied" in text, text
+    assert "runs as uid 65532" in text and "--expose PATH" in text
+
+
+# -- escapes: each is tried as root would, and must fail, be named, and leave the host as it was
+
+
+def _escape(folder: Path, body: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A command that runs ``body`` with os, sys, socket and the honest classifier imported,
+    started from ``folder`` (the current directory is what the command is shown of the caller's)."""
+    folder.chmod(0o755)
+    script = folder / "escape.py"
+    script.write_text("import os, socket, sys\nfrom lightbox.sandbox.reference import classifier\n" + body)
+    script.chmod(0o644)
+    monkeypatch.chdir(folder)
+    return [PY, "escape.py"]
+
+
+def _listener(address: str | bytes) -> socket.socket:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(address)
+    server.listen(8)
+    server.setblocking(False)
+    return server
+
+
+def test_host_unix_sockets_are_out_of_reach(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One socket where the command is not shown, one inside the current directory, which it is
+    # shown read-only (a read-only mount does not stop connect()), one abstract.
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    for d in (project, elsewhere):
+        d.mkdir(mode=0o755)
+    paths = [str(elsewhere / "host.sock"), str(project / "agent.sock")]
+    abstract = f"\0lightbox-test-{uuid.uuid4().hex}".encode()
+    servers = [_listener(p) for p in paths] + [_listener(abstract)]
+    for p in paths:
+        os.chmod(p, 0o777)  # so only the sandbox, not permissions, can keep the command out
+    body = (
+        f"reached = []\nfor target in {paths!r} + [{abstract!r}]:\n"
+        "    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        "    try:\n        s.connect(target)\n        reached.append(target)\n"
+        "    except OSError as exc:\n        print('refused', exc.strerror, file=sys.stderr)\n"
+        "if reached:\n    print('CONNECTED', reached, file=sys.stderr)\n    classifier.main([])\n    sys.exit(0)\n"
+        "sys.exit(3)\n"
+    )
+    try:
+        code, text = check(_escape(project, body, monkeypatch))
+        assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+        assert "exited with code 3" in text and "CONNECTED" not in text, text
+        # outside the view: no such file; covered in the view (by /dev/null) or abstract: refused
+        assert "| refused No such file or directory\n      | refused Connection refused\n      | refused Connection refused" in text
+        for server in servers:
+            with pytest.raises(BlockingIOError):
+                server.accept()
+    finally:
+        for server in servers:
+            server.close()
+    assert sorted(os.listdir(project)) == ["agent.sock", "escape.py"]
+
+
+def test_writes_outside_the_output_fail_and_leave_the_host_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = uuid.uuid4().hex
+    host_tmp = Path("/tmp") / f"lightbox-escape-{token}"
+    host_etc = Path("/etc") / f"lightbox-escape-{token}"
+    package = Path(vendorcheck.__file__).parent / f"lightbox-escape-{token}.py"
+    targets = [host_tmp, host_etc, package]
+    body = (
+        f"for target in {[str(t) for t in targets]!r}:\n"
+        "    try:\n        open(target, 'w').write('pwned')\n        print('wrote', target, file=sys.stderr)\n"
+        "    except OSError as exc:\n        print('refused', target, exc.strerror, file=sys.stderr)\n"
+        "classifier.main([])\n"
+    )
+    try:
+        code, text = check(_escape(tmp_path, body, monkeypatch))
+        assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+        # /tmp is private and writable (the write succeeds there and is named); /etc and the
+        # checker's own package are read-only
+        assert "tried to write outside the output directory: left 1 files in /tmp" in text, text
+        assert "read-only" in text
+    finally:
+        leaked = [t for t in targets if t.exists()]
+        for t in leaked:
+            t.unlink()
+    assert leaked == []
+
+
+def test_host_files_and_the_sample_truth_are_not_in_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret_dir = tmp_path / "secrets"
+    secret_dir.mkdir(mode=0o755)
+    secret = secret_dir / "key.txt"
+    secret.write_text("HOST-SECRET")
+    secret.chmod(0o644)
+    body = (
+        "import glob\n"
+        f"found = glob.glob('/tmp/lightbox-vendor-check-*/**', recursive=True) + glob.glob({str(secret)!r})\n"
+        "found += [p for p in ('/etc/shadow', '/etc/hostname', '/root/.bash_history') if os.path.exists(p)]\n"
+        "print('visible', len(found), sorted(found)[:5], file=sys.stderr)\n"
+        "sys.exit(4 if not found else 0)\n"
+    )
+    project = tmp_path / "project"
+    project.mkdir()
+    code, text = check(_escape(project, body, monkeypatch), keep=tmp_path / "kept")
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    assert "exited with code 4" in text and "visible 0 []" in text, text
+    # the truth existed all along, where the command looked
+    assert list((tmp_path / "kept" / "data").rglob("labels.json")) or list((tmp_path / "kept" / "data").rglob("*truth*"))
+
+
+def test_fork_bomb_is_bounded_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = (
+        "import time\nforked = 0\ntry:\n    for _ in range(2000):\n"
+        "        if os.fork() == 0:\n            time.sleep(120)\n            os._exit(0)\n        forked += 1\n"
+        "except OSError as exc:\n    print('fork refused after', forked, exc.strerror, file=sys.stderr)\n"
+        "sys.exit(5)\n"
+    )
+    code, text = check(_escape(tmp_path, body, monkeypatch), max_processes=64)
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    # 64 = the command and 63 children; the 64th fork is refused
+    assert "fork refused after 63 Resource temporarily unavailable" in text, text
+    assert "reached the limit of 64 processes and threads (peak 64): further forks were refused" in text, text
+
+
+def test_thirty_thousand_files_stop_at_the_file_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = (
+        "classifier.main([])\n"
+        "many = os.path.join(os.environ['LIGHTBOX_OUTPUT_DIR'], 'many')\nos.mkdir(many)\nmade = 0\n"
+        "try:\n    for i in range(30000):\n        open(os.path.join(many, str(i)), 'w').close()\n        made += 1\n"
+        "except OSError as exc:\n    print('stopped after', made, exc.strerror, file=sys.stderr)\n"
+        "sys.exit(6)\n"
+    )
+    project = tmp_path / "project"
+    project.mkdir()
+    code, text = check(_escape(project, body, monkeypatch), max_output_files=1000, keep=tmp_path / "kept")
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    # 1000 = predictions.json, the folder "many" and 998 files
+    assert "stopped after 998 No space left on device" in text, text
+    assert "created more files in the output directory than its limit of 1000: further files were refused" in text, text
+    assert len(os.listdir(tmp_path / "kept" / "output" / "many")) == 998
