@@ -202,12 +202,171 @@ def test_refuses_missing_read_only_path(tmp_path: Path) -> None:
         run_isolated(["true"], env=ENV, timeout=5, read_only=[tmp_path / "absent"])
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="checks the root code path")
-def test_root_runs_without_user_namespace() -> None:
+def test_root_runs_without_user_namespace_and_others_in_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both code paths, whoever runs the tests (no skip: in CI a skip is a failure).
+    monkeypatch.setattr(isolation.os, "geteuid", lambda: 0)
     assert "--map-root-user" not in isolation._unshare_command()
+    monkeypatch.setattr(isolation.os, "geteuid", lambda: 1000)
+    assert "--map-root-user" in isolation._unshare_command()
 
 
 def test_read_only_inside_hidden_is_a_caller_error(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     with pytest.raises(ValueError, match="inside hidden"):
         run_isolated(["true"], env=ENV, timeout=5, read_only=[tmp_path / "in"], hidden=[tmp_path])
+
+
+# -- a private root (View): what vendor check uses ----------------------------------------
+
+
+def _view(tmp_path: Path, **kw: object) -> isolation.View:
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    return isolation.View(binds=kw.pop("binds", []), output_host=out, **kw)  # type: ignore[arg-type]
+
+
+def _in_view(tmp_path: Path, script: str, **kw: object) -> isolation.IsolationResult:
+    view = kw.pop("view", None) or _view(tmp_path)
+    return run_isolated(["sh", "-c", script], env=ENV, timeout=kw.pop("timeout", 30), view=view, **kw)  # type: ignore[arg-type]
+
+
+def test_view_shows_only_what_it_lists(tmp_path: Path) -> None:
+    shown = tmp_path / "shown"
+    shown.mkdir()
+    (shown / "model.bin").write_text("weights")
+    (tmp_path / "other.txt").write_text("HOST-FILE")
+    view = _view(tmp_path, binds=[(shown, "/opt/model")])
+    r = _in_view(tmp_path, f"ls /; echo --; ls /etc; echo --; cat /opt/model/model.bin; echo; cat {tmp_path}/other.txt; ls /run /sys /home /root", view=view)
+    top, etc, rest = r.stdout.decode().split("--\n")
+    # the host's root has more (/home, /var, /run, /work, ...): only these are shown
+    expected_top = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "opt", "output", "proc", "sbin", "tmp", "usr"}
+    assert set(top.split()) <= expected_top and {"opt", "output", "proc", "tmp", "usr", "etc", "dev"} <= set(top.split())
+    assert set(etc.split()) <= {"passwd", "group", "hosts", *isolation.ETC_ALLOWED}
+    assert "shadow" not in etc and "hostname" not in etc
+    assert rest.startswith("weights") and b"HOST-FILE" not in r.stdout
+
+
+def test_view_runs_as_the_sandbox_user_without_capabilities_or_inherited_fds(tmp_path: Path) -> None:
+    r = _in_view(tmp_path, "id -u; id -g; grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs)' /proc/self/status; ls /proc/self/fd")
+    lines = r.stdout.decode().split()
+    assert lines[:2] == ["65532", "65532"]
+    caps = dict(zip(lines[2:14:2], lines[3:14:2]))
+    assert all(caps[k] == "0000000000000000" for k in ("CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:")), caps
+    assert caps["NoNewPrivs:"] == "1"
+    assert lines[14:] == ["0", "1", "2", "3"]  # 3: the directory ls reads; nothing of the supervisor's
+
+
+def test_view_supervisor_is_out_of_reach(tmp_path: Path) -> None:
+    r = _in_view(tmp_path, "ls /proc/1/fd; echo rc1=$?; cat /proc/1/environ; echo rc2=$?; kill -9 1; echo rc3=$?; "
+                           "mount -t tmpfs x /tmp; echo rc4=$?; echo done")
+    text = r.stdout.decode()
+    for key in ("rc1", "rc2", "rc3", "rc4"):
+        assert f"{key}=0" not in text, text
+    assert r.returncode == 0 and text.endswith("done\n")
+
+
+def test_view_output_is_copied_back_with_links_as_links(tmp_path: Path) -> None:
+    r = _in_view(tmp_path, "cd /output; echo hi > a; ln a hard; ln -s /etc/shadow link; mkdir -p d/e; echo x > d/e/f; "
+                           "mkfifo pipe; echo t > /tmp/t")
+    out = tmp_path / "out"
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a", "d", "hard", "link"]
+    assert os.readlink(out / "link") == "/etc/shadow"  # a link, never the host file it names
+    assert (out / "a").stat().st_ino == (out / "hard").stat().st_ino
+    assert (out / "d" / "e" / "f").read_text() == "x\n"
+    # a, hard, link, d, d/e, d/e/f, pipe: 7 (tmpfs charges a hard link a slot of its own, so
+    # links cannot beat the file limit); the FIFO is not copied; /tmp/t is outside the output
+    assert (r.output_files, r.left_behind, r.outside_files) == (7, 1, 1)
+
+
+def test_view_bounds_processes_and_files(tmp_path: Path) -> None:
+    view = _view(tmp_path, max_processes=16, max_output_files=20)
+    # files first: the shell itself dies at the first fork refused
+    r = _in_view(tmp_path, "j=0; while [ $j -lt 50 ]; do true > /output/f$j || break; j=$((j+1)); done; "
+                           "i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); done", view=view)
+    assert r.process_limit_reached and r.peak_tasks == 16
+    assert r.output_files_full and r.output_files == 20
+    assert len(list((tmp_path / "out").iterdir())) == 20
+
+
+def test_view_from_an_unprivileged_caller(tmp_path: Path) -> None:
+    """Started by a user without privileges, the view runs in a user namespace; as root, this
+    test plays that user (uid 65534, the system's own Python: the venv is root's)."""
+    import tempfile
+
+    # pytest's own folder is root's 0700: the unprivileged user gets a folder of its own
+    with tempfile.TemporaryDirectory(prefix="lightbox-unprivileged-") as folder:
+        _unprivileged(Path(folder))
+
+
+def _unprivileged(work: Path) -> None:
+    out = work / "out"
+    out.mkdir()
+    script = work / "run.py"
+    script.write_text(
+        "import importlib.util, json, os, pathlib, sys\n"
+        f"spec = importlib.util.spec_from_file_location('iso', {str(Path(isolation.__file__))!r})\n"
+        "iso = importlib.util.module_from_spec(spec); sys.modules['iso'] = iso; spec.loader.exec_module(iso)\n"
+        "view = iso.View(binds=[], output_host=pathlib.Path(sys.argv[1]), max_processes=8)\n"
+        "r = iso.run_isolated(['sh', '-c', 'id -u; echo hi > /output/x; for i in 1 2 3 4 5 6 7 8 9; do sleep 9 & done'], "
+        "env={'PATH': '/usr/bin:/bin'}, timeout=30, view=view)\n"
+        "print(json.dumps({'uid': os.getuid(), 'out': r.stdout.decode(), 'limit': r.process_limit_reached, 'rc': r.returncode}))\n"
+    )
+    if os.geteuid() == 0:
+        for p in (work, out, script):
+            os.chown(p, 65534, 65534)
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-I", str(script), str(out)]
+    else:
+        argv = [sys.executable, "-I", str(script), str(out)]
+    import json
+    import subprocess
+
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["uid"] != 0 and report["out"] == "65532\n" and report["limit"]
+    assert (out / "x").read_text() == "hi\n" and (out / "x").stat().st_uid == report["uid"]
+
+
+def test_view_plan_refuses_binds_over_its_own_mounts(tmp_path: Path) -> None:
+    for target in ("/tmp", "/etc/passwd", "/proc/x", "/dev", "/output/x", "relative", "/"):
+        with pytest.raises(ValueError, match="view path"):
+            isolation.view_plan(_view(tmp_path, binds=[(tmp_path, target)]), (1, 1))
+
+
+def test_view_plan_mirrors_system_links_and_skips_what_is_shown_already(tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    (host / "usr" / "lib").mkdir(parents=True)
+    (host / "lib").symlink_to("usr/lib")
+    (host / "etc").mkdir()
+    (host / "etc" / "ld.so.cache").write_text("")
+    (host / "etc" / "shadow").write_text("root:$6$secret")
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    plan = isolation.view_plan(
+        _view(tmp_path, binds=[(deep, str(deep)), (tmp_path / "a", str(tmp_path / "a"))]), (7, 8),
+        host_etc=host / "etc", host_root=host,
+    )
+    assert ["symlink", "/lib", "usr/lib"] in plan and ["bind", "/usr", str(host / "usr")] in plan
+    assert ["bind", "/etc/ld.so.cache", str(host / "etc" / "ld.so.cache")] in plan
+    assert not any("shadow" in step[1] for step in plan)
+    binds = [step[1] for step in plan if step[0] == "bind" and step[1].startswith(str(tmp_path))]
+    assert binds == [str(tmp_path / "a")]  # a/b is inside a: not bound twice
+    output = next(step for step in plan if step[:2] == ["tmpfs", "/output"])
+    assert "nr_inodes=10001" in output[2] and "uid=7,gid=8" in output[2]
+
+
+def test_sockets_are_found_and_too_many_files_refused(tmp_path: Path) -> None:
+    import socket
+
+    nested = tmp_path / "x" / "y"
+    nested.mkdir(parents=True)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(nested / "s.sock"))
+    (tmp_path / "x" / "plain").write_text("")
+    try:
+        assert isolation.find_sockets(tmp_path) == [nested / "s.sock"]
+        with pytest.raises(IsolationUnavailable, match="more than 2 files"):
+            isolation.find_sockets(tmp_path, limit=2)
+    finally:
+        server.close()
