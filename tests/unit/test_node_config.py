@@ -205,3 +205,27 @@ def test_image_reference_needs_a_tag():
     assert node_pause.tag_of("localhost/lightbox/pause:1") == ("localhost/lightbox/pause", "1")
     with pytest.raises(ValueError, match="must be NAME:TAG"):
         node_pause.tag_of("localhost:5000/lightbox")
+
+
+def test_a_node_needs_root_and_says_so(monkeypatch):
+    from lightbox.devtools import node
+
+    monkeypatch.setattr(node.sys, "platform", "linux")
+    monkeypatch.setattr(node.os, "geteuid", lambda: 1000)
+    assert "needs root" in node.unavailable_reason()
+
+
+def test_down_leaves_the_host_alone_when_another_node_owns_it(monkeypatch, tmp_path):
+    from lightbox.devtools import node
+
+    marker = tmp_path / "active.json"
+    marker.write_text(json.dumps({"workdir": str(tmp_path / "other")}))
+    monkeypatch.setattr(node, "ACTIVE_MARKER", marker)
+    monkeypatch.setenv("LIGHTBOX_CACHE_DIR", str(tmp_path / "cache"))
+
+    def forbidden(*a, **k):
+        raise AssertionError("restored the host under another node")
+
+    monkeypatch.setattr(node.host, "restore", forbidden)
+    assert node.Node(tmp_path / "mine").stop() == []
+    assert marker.exists()
