@@ -274,7 +274,10 @@ def start_confined(view, argv, env, cwd):
                 raise OSError(ctypes.get_errno(), "cannot set no_new_privs")
             fd = os.open("/dev/null", os.O_RDONLY)
             os.dup2(fd, 0)
-            os.chdir(cwd)
+            try:
+                os.chdir(cwd)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot enter the working directory {cwd}: {exc.strerror}") from None
             os.execvpe(argv[0], argv, env)
         except OSError as exc:
             os.write(err_w, (exc.strerror or str(exc)).encode(errors="replace")[:500])

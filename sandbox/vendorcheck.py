@@ -285,7 +285,7 @@ def runtime_binds(command: list[str], cwd: Path, expose: tuple[Path, ...], secre
     checker's folder with the sample truth) and never the host's root."""
     secret = Path(os.path.realpath(secret))
     wanted = _python_runtime() + list(expose)
-    if "/" in command[0]:
+    if command and "/" in command[0]:  # empty with --image: the image's own CMD
         wanted.append(Path(os.path.realpath(cwd / command[0])).parent)
     real_cwd = Path(os.path.realpath(cwd))
     shown_cwd = real_cwd if real_cwd != Path("/") and not secret.is_relative_to(real_cwd) and not real_cwd.is_relative_to(secret) else None
@@ -363,11 +363,12 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
         )
         say(f"lightbox vendor check: {settings.task}, {len(manifest['cases'])} sample cases, timeout {settings.timeout:g} s")
         say(f"  command: {' '.join(command)}")
-        say(
-            f"  sandbox: uid {view.uid}, no network, {VIEW_INPUT} read-only, {VIEW_OUTPUT} writable "
-            f"(≤ {settings.max_output_bytes >> 20} MiB, ≤ {settings.max_output_files} files), ≤ {settings.max_processes} "
-            f"processes; also visible read-only: {', '.join(sorted(t for _, t in binds)) or 'the system runtime only'}"
-        )
+        if settings.runner is None:
+            say(
+                f"  sandbox: uid {view.uid}, no network, {VIEW_INPUT} read-only, {VIEW_OUTPUT} writable "
+                f"(≤ {settings.max_output_bytes >> 20} MiB, ≤ {settings.max_output_files} files), ≤ {settings.max_processes} "
+                f"processes; also visible read-only: {', '.join(sorted(t for _, t in binds)) or 'the system runtime only'}"
+            )
         verdict = Verdict()
         if settings.manifest is not None:
             _check_manifest(settings.manifest, settings.task, verdict)

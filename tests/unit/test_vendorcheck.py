@@ -198,7 +198,7 @@ def test_relative_command_runs_from_the_callers_directory(tmp_path: Path, monkey
 def test_a_command_the_sandbox_user_cannot_read_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     script = tmp_path / "algo.sh"
     script.write_text(f"#!/bin/sh\nexec {PY} -m lightbox.sandbox.reference.classifier\n")
-    script.chmod(0o700)
+    script.chmod(0o000)  # unreadable without privileges, whoever runs the tests
     tmp_path.chmod(0o755)
     monkeypatch.chdir(tmp_path)
     code, text = check(["./algo.sh"])
@@ -341,3 +341,14 @@ def test_thirty_thousand_files_stop_at_the_file_limit(tmp_path: Path, monkeypatc
     assert "stopped after 998 No space left on device" in text, text
     assert "created more files in the output directory than its limit of 1000: further files were refused" in text, text
     assert len(os.listdir(tmp_path / "kept" / "output" / "many")) == 998
+
+
+def test_a_working_directory_the_sandbox_user_cannot_enter_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    tmp_path.chmod(0o000)  # no one may enter without privileges, whoever runs the tests
+    try:
+        code, text = check(module("classifier"))
+    finally:
+        tmp_path.chmod(0o700)
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    assert f"cannot enter the working directory {tmp_path}: Permission denied" in text, text
