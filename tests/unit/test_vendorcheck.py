@@ -221,6 +221,17 @@ def _escape(folder: Path, body: str, monkeypatch: pytest.MonkeyPatch) -> list[st
     return [PY, "escape.py"]
 
 
+def _processes_with(token: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and token.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def _listener(address: str | bytes) -> socket.socket:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(address)
@@ -318,8 +329,10 @@ def test_fork_bomb_is_bounded_and_named(tmp_path: Path, monkeypatch: pytest.Monk
         "except OSError as exc:\n    print('fork refused after', forked, exc.strerror, file=sys.stderr)\n"
         "sys.exit(5)\n"
     )
-    code, text = check(_escape(tmp_path, body, monkeypatch), max_processes=64)
+    token = f"bomb-{uuid.uuid4().hex}"
+    code, text = check([*_escape(tmp_path, body, monkeypatch), token], max_processes=64)
     assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    assert _processes_with(token) == []  # none of the 63 sleepers outlived the check
     # 64 = the command and 63 children; the 64th fork is refused
     assert "fork refused after 63 Resource temporarily unavailable" in text, text
     assert "reached the limit of 64 processes and threads (peak 64): further forks were refused" in text, text
