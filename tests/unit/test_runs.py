@@ -16,13 +16,26 @@ def at(hour, minute=0, day=1):
     return datetime(2026, 1, day, hour, minute, tzinfo=UTC)
 
 
+# Digests below are the first 8 hex digits of SHA-256 of the name, taken with coreutils'
+# sha256sum (printf '%s' NAME | sha256sum), not with the code under test.
 def test_run_names_are_deterministic_and_fit_63():
     assert runs.run_name("chest-auc", 1) == "chest-auc-r1"
     assert runs.run_name("chest-auc", 12) == "chest-auc-r12"
-    long = "x" * 120
-    assert runs.run_name(long, 7) == runs.run_name(long, 7)
-    assert len(runs.run_name(long, 100)) <= 63 and runs.run_name(long, 100).endswith("-r100")
-    assert runs.run_name(long, 1) != runs.run_name("x" * 121, 1)
+    # 51 kept characters + "-" + 8 digest digits + "-r7" = 63.
+    assert runs.run_name("x" * 120, 7) == "x" * 51 + "-13f05a0b-r7"
+    assert runs.run_name("x" * 120, 100) == "x" * 49 + "-13f05a0b-r100"
+    assert runs.run_name("x" * 121, 1) == "x" * 51 + "-79072a47-r1"
+
+
+def test_run_name_limit_is_inclusive():
+    assert runs.run_name("v" * 60, 1) == "v" * 60 + "-r1"  # exactly 63: kept whole
+    assert runs.run_name("v" * 61, 1) == "v" * 51 + "-06229b08-r1"  # 64 would not fit
+
+
+def test_shortened_name_does_not_end_the_kept_part_with_a_separator():
+    # The cut falls just after the "-": a name part may not end in "-" or ".".
+    name = "a" * 50 + "-" + "b" * 70
+    assert runs.run_name(name, 7) == "a" * 50 + "-84b5d954-r7"
 
 
 def test_next_number_uses_status_and_jobs():
