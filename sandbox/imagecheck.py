@@ -25,6 +25,8 @@ the Algorithm never requested.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import os
 import secrets
@@ -113,7 +115,8 @@ class ContainerSpec:
 
 
 def ctr_argv(base: Sequence[str], spec: ContainerSpec) -> list[str]:
-    argv = [*base, "run", "--rm", "--read-only", "--user", SANDBOX_USER, "--seccomp", "--cwd", CONTAINER_OUTPUT]
+    # No --user in ctr 1.6: the image imported for the check has the pod's user in its config (derive_archive).
+    argv = [*base, "run", "--rm", "--read-only", "--seccomp", "--cwd", CONTAINER_OUTPUT]
     for cap in CTR_DEFAULT_CAPS:
         argv += ["--cap-drop", cap]
     argv += ["--mount", f"type=bind,src={spec.input_dir},dst={CONTAINER_INPUT},options=rbind:ro",
@@ -149,37 +152,83 @@ def exit_to_returncode(code: int) -> int:
     return -(code - 128) if 128 < code < 160 else code
 
 
+def _read_archive(tar: tarfile.TarFile, path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(name, manifest, config) of the one linux/amd64 image in an OCI archive."""
+    def blob(digest: str) -> Any:
+        try:
+            member = tar.extractfile(f"blobs/sha256/{digest.partition(':')[2]}")
+        except KeyError:
+            member = None
+        if member is None:
+            raise ImageRefused(f"{path}: blob {digest} is missing")
+        return json.loads(member.read())
+
+    try:
+        index_file = tar.extractfile("index.json")
+    except KeyError:
+        index_file = None
+    if index_file is None:
+        raise ImageRefused(f"{path} is not an OCI archive (no index.json)")
+    manifests = json.loads(index_file.read()).get("manifests") or []
+    if len(manifests) != 1:
+        raise ImageRefused(f"{path} holds {len(manifests)} images; give an archive of one")
+    annotations = manifests[0].get("annotations") or {}
+    name = annotations.get("io.containerd.image.name")
+    if not name and annotations.get("org.opencontainers.image.ref.name"):
+        name = f"localhost/vendor-check:{annotations['org.opencontainers.image.ref.name']}"
+    if not name:
+        raise ImageRefused(f"{path}: the index names no image (annotation org.opencontainers.image.ref.name)")
+    doc = blob(manifests[0]["digest"])
+    if "manifests" in doc:  # an index: the linux/amd64 manifest
+        chosen = [m for m in doc["manifests"] if (m.get("platform") or {}).get("architecture") in ("amd64", None)]
+        if not chosen:
+            raise ImageRefused(f"{path}: no linux/amd64 image in the index")
+        doc = blob(chosen[0]["digest"])
+    return name, doc, blob(doc["config"]["digest"])
+
+
 def archive_image(path: Path) -> tuple[str, list[str]]:
     """(name, config Env) of the image in an OCI archive, read without importing it."""
     with tarfile.open(path) as tar:
-        def blob(digest: str) -> Any:
-            member = tar.extractfile(f"blobs/sha256/{digest.partition(':')[2]}")
-            if member is None:
-                raise ImageRefused(f"{path}: blob {digest} is missing")
-            return json.loads(member.read())
+        name, _, config = _read_archive(tar, path)
+    return name, list((config.get("config") or {}).get("Env") or [])
 
-        index_file = tar.extractfile("index.json")
-        if index_file is None:
-            raise ImageRefused(f"{path} is not an OCI archive (no index.json)")
-        index = json.loads(index_file.read())
-        manifests = index.get("manifests") or []
-        if len(manifests) != 1:
-            raise ImageRefused(f"{path} holds {len(manifests)} images; give an archive of one")
-        top = manifests[0]
-        annotations = top.get("annotations") or {}
-        name = annotations.get("io.containerd.image.name")
-        if not name and annotations.get("org.opencontainers.image.ref.name"):
-            name = f"localhost/vendor-check:{annotations['org.opencontainers.image.ref.name']}"
-        if not name:
-            raise ImageRefused(f"{path}: the index names no image (annotation org.opencontainers.image.ref.name)")
-        doc = blob(top["digest"])
-        if "manifests" in doc:  # an index: the linux/amd64 manifest
-            chosen = [m for m in doc["manifests"] if (m.get("platform") or {}).get("architecture") in ("amd64", None)]
-            if not chosen:
-                raise ImageRefused(f"{path}: no linux/amd64 image in the index")
-            doc = blob(chosen[0]["digest"])
-        config = blob(doc["config"]["digest"])
-        return name, list((config.get("config") or {}).get("Env") or [])
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def derive_archive(src: Path, dst: Path, user: str) -> str:
+    """``src`` with the config's User set to ``user``, as an archive ``ctr images import`` names; returns the name.
+
+    ctr 1.6 cannot override the user at run time, while the run pod does (runAsUser/runAsGroup):
+    the same layers with the pod's user in the config run as the pod runs them.
+    """
+    with tarfile.open(src) as tar:
+        name, manifest, config = _read_archive(tar, src)
+        config = {**config, "config": {**(config.get("config") or {}), "User": user}}
+        config_bytes = _canonical(config)
+        config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+        manifest = {**manifest, "config": {**manifest["config"], "digest": config_digest, "size": len(config_bytes)}}
+        manifest_bytes = _canonical(manifest)
+        manifest_digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [{
+            "mediaType": manifest.get("mediaType", "application/vnd.oci.image.manifest.v1+json"), "digest": manifest_digest,
+            "size": len(manifest_bytes), "annotations": {"io.containerd.image.name": name}}]}
+        with tarfile.open(dst, "w") as out:
+            def add(member_name: str, data: bytes) -> None:
+                info = tarfile.TarInfo(member_name)
+                info.size = len(data)
+                out.addfile(info, io.BytesIO(data))
+
+            add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+            add("index.json", _canonical(index))
+            add(f"blobs/sha256/{manifest_digest[7:]}", manifest_bytes)
+            add(f"blobs/sha256/{config_digest[7:]}", config_bytes)
+            for layer in manifest["layers"]:
+                member = tar.getmember(f"blobs/sha256/{layer['digest'].partition(':')[2]}")
+                out.addfile(member, tar.extractfile(member))
+    return name
 
 
 # --- side effects: runtimes --------------------------------------------------------------
@@ -190,7 +239,7 @@ def _capped_reader(stream: Any, sink: bytearray, truncated: list[bool]) -> threa
         for chunk in iter(lambda: stream.read(65536), b""):
             room = LOG_LIMIT - len(sink)
             if room > 0:
-                sink += chunk[:room]
+                sink.extend(chunk[:room])
             if len(chunk) > max(room, 0):
                 truncated[0] = True
 
@@ -473,16 +522,39 @@ def prepared_runner(ref: str, runtime: str = "auto", containerd_address: Path | 
         if chosen == "ctr":
             socket = containerd_address or stack.enter_context(private_containerd())
             base = ("ctr", "--address", str(socket), "--namespace", CTR_NAMESPACE)
+        if archive is not None and chosen == "ctr":
+            derived = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lightbox-check-image-"))) / "image.tar"
+            derive_archive(archive, derived, f"{SANDBOX_USER}:{SANDBOX_USER}")
+            archive = derived
         if archive is not None:
             say(f"  importing {archive} as {name} into {chosen}")
-            load = [*base, "images", "import", str(archive)] if chosen == "ctr" else [chosen, "load", "-i", str(archive)]
+            # --digests keeps the image an earlier check imported under the same tag (as NAME@DIGEST): replacing it
+            # would let containerd's garbage collector take the layers both share while this import unpacks.
+            load = [*base, "images", "import", "--digests", str(archive)] if chosen == "ctr" else [chosen, "load", "-i", str(archive)]
             done = subprocess.run(load, capture_output=True, text=True)
             if done.returncode != 0:
-                raise IsolationUnavailable(f"{' '.join(load[:4])} failed: {done.stderr.strip()[-400:]}")
+                raise IsolationUnavailable(f"{' '.join(load[:6])} failed: {done.stderr.strip()[-400:]}")
+            if chosen == "ctr":
+                _forget_older(base, name)
         config = _image_config(chosen, base, name)
         _refuse(ref, list(config.get("Env") or []))
+        if chosen == "ctr" and archive is None and str(config.get("User") or "").partition(":")[0] != SANDBOX_USER:
+            raise IsolationUnavailable(
+                f"{name} runs as user {config.get('User') or 'root'!r} and ctr cannot run it as uid {SANDBOX_USER} as the "
+                "pod does: give the image as oci-archive:PATH (it is then imported with the pod's user)"
+            )
         say(f"  runtime: {chosen}; image {name}")
         yield ImageRunner(chosen, name, base, tuple(config.get("Entrypoint") or ()))
+
+
+def _forget_older(base: Sequence[str], name: str) -> None:
+    """Drop the digest names of earlier imports of ``name`` (unpacked now, the current one keeps what it shares)."""
+    repo = name.rpartition(":")[0] if "@" not in name else name.partition("@")[0]
+    listed = subprocess.run([*base, "images", "ls"], capture_output=True, text=True).stdout.splitlines()[1:]
+    current = next((line.split()[2] for line in listed if line.split() and line.split()[0] == name), None)
+    stale = [f[0] for f in (line.split() for line in listed) if f and f[0].startswith(f"{repo}@") and f[2] != current]
+    if stale:
+        subprocess.run([*base, "images", "rm", *stale], capture_output=True)
 
 
 def _refuse(ref: str, env: Sequence[str]) -> None:

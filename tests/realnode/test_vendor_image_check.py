@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ def image_check(image: images.BuiltImage, args: list[str], **settings: object) -
 
 def command_check(args: list[str], **settings: object) -> tuple[int, str]:
     out = io.StringIO()
-    code = vendorcheck.run_check(["python", "-m", "lightbox.sandbox.reference.misbehave", *args],
+    code = vendorcheck.run_check([sys.executable, "-m", "lightbox.sandbox.reference.misbehave", *args],
                                  vendorcheck.CheckSettings(cases=CASES, **settings), out)  # type: ignore[arg-type]
     return code, out.getvalue()
 

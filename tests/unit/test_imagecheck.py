@@ -28,7 +28,6 @@ def test_ctr_runs_the_image_as_the_pod_does() -> None:
     argv = imagecheck.ctr_argv(("ctr", "--address", "/s.sock"), SPEC)
     assert argv[:4] == ["ctr", "--address", "/s.sock", "run"]
     assert {"--rm", "--read-only", "--seccomp"} <= set(argv)
-    assert _flag_values(argv, "--user") == ["65532"]
     # no network: neither the host's nor a CNI one; the namespace made for the check
     assert "--net-host" not in argv and "--cni" not in argv and "--privileged" not in argv
     assert _flag_values(argv, "--with-ns") == ["network:/var/run/netns/lightbox-check-1"]
@@ -109,6 +108,29 @@ def _archive(tmp_path: Path, env: list[str]) -> Path:
 def test_the_archive_names_its_image_and_config_env(tmp_path: Path) -> None:
     name, env = imagecheck.archive_image(_archive(tmp_path, ["PATH=/bin", "A=1"]))
     assert name == "localhost/vendor:1.0" and env == ["PATH=/bin", "A=1"]
+
+
+def test_for_ctr_the_image_gets_the_pods_user_and_keeps_its_layers(tmp_path: Path) -> None:
+    import hashlib
+    import tarfile
+
+    src = _archive(tmp_path, ["PATH=/bin"])
+    name = imagecheck.derive_archive(src, tmp_path / "derived.tar", "65532:65532")
+    assert name == "localhost/vendor:1.0"
+    with tarfile.open(tmp_path / "derived.tar") as tar, tarfile.open(src) as orig:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+        original = {m.name: orig.extractfile(m).read() for m in orig.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    index = json.loads(files["index.json"])
+    (entry,) = index["manifests"]
+    assert entry["annotations"]["io.containerd.image.name"] == name
+    manifest = json.loads(files[f"blobs/sha256/{entry['digest'][7:]}"])
+    config = json.loads(files[f"blobs/sha256/{manifest['config']['digest'][7:]}"])
+    assert config["config"]["User"] == "65532:65532" and config["config"]["Entrypoint"] == ["python"]
+    for name_, data in files.items():
+        if name_.startswith("blobs/"):
+            assert hashlib.sha256(data).hexdigest() == name_.rsplit("/", 1)[1]
+    layer = manifest["layers"][0]["digest"][7:]
+    assert files[f"blobs/sha256/{layer}"] == original[f"blobs/sha256/{layer}"]
 
 
 @pytest.mark.parametrize("variable", ["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=compute,utility"])
