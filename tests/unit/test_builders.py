@@ -15,6 +15,40 @@ from factories import IMAGE, algorithm, dataset, policy, validation
 
 CONFIG = OperatorConfig(trusted_image="ghcr.io/lightbox-health/lightbox@sha256:" + "1" * 64)
 
+# What every sandbox pod and container must run under, written out from the README (no
+# network, no token, read-only root filesystem, non-root, no capabilities) and the vendor
+# contract (uid/gid 65532): compared whole, so an added or weakened field shows.
+POD_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "fsGroup": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def assert_confined(pod):
+    """Pod-level confinement shared by runs, probes and dataset verification."""
+    assert pod["securityContext"] == POD_SECURITY_CONTEXT
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False
+    assert pod["restartPolicy"] == "Never"
+    assert not {"hostNetwork", "hostPID", "hostIPC", "serviceAccountName", "serviceAccount"} & set(pod)
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        assert container["securityContext"] == CONTAINER_SECURITY_CONTEXT, container["name"]
+    for volume in pod.get("volumes", []):
+        assert set(volume) <= {"name", "persistentVolumeClaim", "emptyDir"}, volume  # no hostPath
+        if "persistentVolumeClaim" in volume:
+            assert volume["persistentVolumeClaim"]["readOnly"] is True, volume
+
 
 def _with_uid(obj, uid="uid-1"):
     obj.metadata["uid"] = uid
@@ -86,23 +120,8 @@ def test_containers_in_order_trusted_vendor_trusted():
 def test_every_container_and_the_pod_are_restricted():
     job = render()
     pod = job["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] > 0
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert pod["automountServiceAccountToken"] is False
-    assert pod["enableServiceLinks"] is False
-    assert pod["restartPolicy"] == "Never"
-    assert "hostNetwork" not in pod and "hostPID" not in pod and "hostIPC" not in pod
-    for name, container in containers(job).items():
-        sc = container["securityContext"]
-        assert sc["allowPrivilegeEscalation"] is False, name
-        assert sc["readOnlyRootFilesystem"] is True, name
-        assert sc["runAsNonRoot"] is True, name
-        assert sc["capabilities"] == {"drop": ["ALL"]}, name
-        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, name
-        assert sc.get("privileged") is False, name
-    for volume in pod["volumes"]:
-        assert set(volume) <= {"name", "persistentVolumeClaim", "emptyDir"}, volume  # no hostPath
+    assert_confined(pod)
+    assert set(containers(job)) == {"stage", "vendor", "score"}
 
 
 def test_vendor_sees_only_input_read_only_and_output_writable():
@@ -229,21 +248,23 @@ def test_network_policy_denies_everything_for_the_run():
 
 
 def test_long_names_fit_label_values():
-    long_name = "v" * 200
-    assert len(builders.label_value(long_name)) <= 63
-    assert builders.label_value(long_name) != builders.label_value("v" * 199)
+    # Digests: first 8 hex digits of coreutils' sha256sum of the name (not the code's hashing).
+    assert builders.label_value("v" * 200) == "v" * 54 + "-7f0dced7"
+    assert builders.label_value("v" * 199) == "v" * 54 + "-09c6ca24"
+    assert builders.label_value("v" * 64) == "v" * 54 + "-c354e929"
+    assert builders.label_value("v" * 63) == "v" * 63  # the limit itself fits
     assert builders.label_value("short") == "short"
+    # A kept part may not end in "." or "-" (label values must end alphanumeric).
+    assert builders.label_value("a" * 53 + "." + "b" * 20) == "a" * 53 + "-faf921a0"
 
 
 def test_probe_pod_is_confined_like_a_run():
     pol = _with_uid(policy(runtimeClassName="kata", nodeSelector={"gpu": "yes"}), "pol-uid")
     pod = builders.probe_pod(pol, "region", "lightbox-probe-default-1", CONFIG, "https://10.0.0.1:6443")
     spec = pod["spec"]
-    assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
+    assert_confined(spec)
     assert spec["runtimeClassName"] == "kata" and spec["nodeSelector"] == {"gpu": "yes"}
-    assert spec["securityContext"] == builders.pod_security_context()
     (container,) = spec["containers"]
-    assert container["securityContext"] == builders.container_security_context()
     command = container["command"]
     assert command[:2] == ["lightbox", "probe"]
     assert command[command.index("--api-server") + 1] == "https://10.0.0.1:6443"
@@ -267,5 +288,5 @@ def test_verify_job_reads_only_the_studies():
     assert {m["name"] for m in container["volumeMounts"]} == {"studies", "tmp"}
     assert all(v["name"] != "truth" for v in pod["volumes"])
     assert container["volumeMounts"][0]["readOnly"] is True
-    assert container["securityContext"] == builders.container_security_context()
+    assert_confined(pod)
     assert json.dumps(job)  # plain data all the way down
