@@ -1,7 +1,7 @@
 """Run a command with no network, read-only input and hidden paths: the local stand-in for the
 sandbox pod's vendor container, used by ``lightbox vendor check`` and the development runner.
 
-The command runs in new pid, network and mount namespaces (util-linux ``unshare``; as root,
+The command runs in new pid, network, mount, IPC and UTS namespaces (util-linux ``unshare``; as root,
 else inside a user namespace with ``unshare -r``). The network namespace has no interface up,
 ``read_only`` paths are bind-mounted read-only onto themselves, ``hidden`` paths are covered by
 an empty read-only tmpfs (files by /dev/null), and the command runs without any capability, so
@@ -257,7 +257,9 @@ def _unshare_command() -> list[str]:
     unshare = shutil.which("unshare")
     if unshare is None:
         raise IsolationUnavailable("util-linux 'unshare' is not installed")
-    cmd = [unshare, "--net", "--mount", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc", "--propagation", "private"]
+    # --ipc: the host's SysV shared memory, semaphores and message queues would be a channel out.
+    cmd = [unshare, "--net", "--mount", "--pid", "--ipc", "--uts", "--fork", "--kill-child=SIGKILL", "--mount-proc",
+           "--propagation", "private"]
     if os.geteuid() != 0:
         cmd.append("--map-root-user")
     return cmd + [sys.executable, "-I", "-S", str(_HELPER)]

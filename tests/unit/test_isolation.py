@@ -376,3 +376,15 @@ def test_sockets_are_found_and_too_many_files_refused(tmp_path: Path) -> None:
             isolation.find_sockets(tmp_path, limit=2)
     finally:
         server.close()
+
+
+def test_host_ipc_objects_are_out_of_reach(tmp_path: Path) -> None:
+    import subprocess
+
+    made = subprocess.run(["ipcmk", "-M", "4096", "-p", "0666"], capture_output=True, text=True, check=True).stdout
+    shm_id = made.split()[-1]
+    try:
+        for r in (_sh(f"ipcs -m -i {shm_id}"), _in_view(tmp_path, f"ipcs -m -i {shm_id}")):
+            assert b"shmid=" not in r.stdout and b"not found" in r.stderr, (r.stdout, r.stderr)
+    finally:
+        subprocess.run(["ipcrm", "-m", shm_id], check=True)
