@@ -284,7 +284,7 @@ def test_writes_outside_the_output_fail_and_leave_the_host_unchanged(tmp_path: P
         f"for target in {[str(t) for t in targets]!r}:\n"
         "    try:\n        open(target, 'w').write('pwned')\n        print('wrote', target, file=sys.stderr)\n"
         "    except OSError as exc:\n        print('refused', target, exc.strerror, file=sys.stderr)\n"
-        "classifier.main([])\n"
+        "classifier.main([])\nsys.exit(7)  # so the check shows what it printed\n"
     )
     try:
         code, text = check(_escape(tmp_path, body, monkeypatch))
@@ -292,7 +292,8 @@ def test_writes_outside_the_output_fail_and_leave_the_host_unchanged(tmp_path: P
         # /tmp is private and writable (the write succeeds there and is named); /etc and the
         # checker's own package are read-only
         assert "tried to write outside the output directory: left 1 files in /tmp" in text, text
-        assert "read-only" in text
+        assert f"| wrote {host_tmp}\n" in text
+        assert f"| refused {host_etc} Read-only file system\n" in text and f"| refused {package} Read-only file system\n" in text
     finally:
         leaked = [t for t in targets if t.exists()]
         for t in leaked:
