@@ -56,6 +56,7 @@ INSTALLER_REQUIREMENT = "installer==1.1.0"
 # The packages and folders that make up the Lightbox wheel (pyproject's package-dir).
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "lightbox", "operator", "sandbox", "devtools")
 SUITE_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
+ARCHIVES_KEPT = 3
 
 # Short name -> Containerfile (relative to the repository root). The repository of each image is
 # localhost/lightbox for the first and localhost/lightbox-reference-NAME for the others.
@@ -559,7 +560,15 @@ def _finish(name: str, img: _Image, s: Settings, progress: Progress) -> BuiltIma
     if not archive.is_file():
         with progress.step(f"{ref}: writing OCI archive {archive.name}"):
             oci.write_archive(store, manifest_blob, repository(name), s.version, archive, s.epoch)
+        _prune_archives(out_dir, f"{repository(name).rpartition('/')[2]}-{s.version}-", keep=ARCHIVES_KEPT)
     return BuiltImage(name, ref, manifest_blob.digest, archive)
+
+
+def _prune_archives(out_dir: Path, prefix: str, keep: int) -> None:
+    """Each source change writes new archives of ~125 MiB; keep the newest few per image (a caller may still import one)."""
+    found = sorted(out_dir.glob(f"{prefix}*.oci.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in found[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def build(

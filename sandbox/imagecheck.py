@@ -530,7 +530,9 @@ def prepared_runner(ref: str, runtime: str = "auto", containerd_address: Path | 
             say(f"  importing {archive} as {name} into {chosen}")
             # --digests keeps the image an earlier check imported under the same tag (as NAME@DIGEST): replacing it
             # would let containerd's garbage collector take the layers both share while this import unpacks.
-            load = [*base, "images", "import", "--digests", str(archive)] if chosen == "ctr" else [chosen, "load", "-i", str(archive)]
+            repo = name.rpartition(":")[0]
+            load = ([*base, "images", "import", "--digests", "--base-name", repo, str(archive)] if chosen == "ctr"
+                    else [chosen, "load", "-i", str(archive)])
             done = subprocess.run(load, capture_output=True, text=True)
             if done.returncode != 0:
                 raise IsolationUnavailable(f"{' '.join(load[:6])} failed: {done.stderr.strip()[-400:]}")

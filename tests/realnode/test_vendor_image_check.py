@@ -99,3 +99,19 @@ def test_a_hang_is_killed_at_the_time_limit(built: dict[str, images.BuiltImage])
     code, text = image_check(built["misbehave"], ["hang"], timeout=20.0)
     assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
     assert "did not exit within 20 s and was killed" in text
+
+
+def test_containerd_reports_the_digest_the_build_printed(built: dict[str, images.BuiltImage]) -> None:
+    """The chart pins BuiltImage.digest: containerd must know the image by that digest after an import."""
+    import subprocess
+
+    image = built["classifier"]
+    with imagecheck.private_containerd() as socket:
+        ctr = ["ctr", "--address", str(socket), "--namespace", "lightbox-images-test"]
+        subprocess.run([*ctr, "images", "import", "--digests", "--base-name", image.repository, str(image.archive)],
+                       check=True, capture_output=True)
+        listed = subprocess.run([*ctr, "images", "ls"], check=True, capture_output=True, text=True).stdout.split("\n")[1:]
+        targets = {line.split()[0]: line.split()[2] for line in listed if line.strip()}
+        subprocess.run([*ctr, "images", "rm", *targets], capture_output=True)
+    assert targets[image.ref] == image.digest
+    assert targets[image.pinned] == image.digest

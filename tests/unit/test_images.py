@@ -248,3 +248,15 @@ def test_dependencies_are_pinned_to_what_is_installed_here() -> None:
 def test_unknown_image_names_are_refused() -> None:
     with pytest.raises(images.ImageBuildError, match="unknown image"):
         images.build(["nonesuch"])
+
+
+def test_only_the_newest_archives_of_an_image_are_kept(tmp_path: Path) -> None:
+    import os
+
+    for i, name in enumerate(["lightbox-0.1.0-a", "lightbox-0.1.0-b", "lightbox-0.1.0-c", "lightbox-0.1.0-d", "lightbox-reference-x-0.1.0-a"]):
+        p = tmp_path / f"{name}.oci.tar"
+        p.write_bytes(b"")
+        os.utime(p, (1000 + i, 1000 + i))
+    images._prune_archives(tmp_path, "lightbox-0.1.0-", keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "lightbox-0.1.0-c.oci.tar", "lightbox-0.1.0-d.oci.tar", "lightbox-reference-x-0.1.0-a.oci.tar"]
