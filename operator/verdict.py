@@ -1,7 +1,8 @@
 """Acceptance criteria → verdict, with honest handling of uncertainty.
 
 A criterion on the point estimate is Inconclusive when the confidence interval
-straddles the threshold: the data cannot tell. A criterion on a bound passes
+straddles the threshold: the data cannot tell, and so is one on a metric whose
+interval the scorer withheld for too few cases. A criterion on a bound passes
 only when that bound clears the threshold; it fails when even the point
 estimate is on the wrong side, and is Inconclusive in between. A run that left
 cases unscored cannot pass: an algorithm that skips hard cases must not look
@@ -18,6 +19,10 @@ from lightbox.api.validation import AcceptanceCriterion, CriterionResult, Verdic
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {">=": op.ge, ">": op.gt, "<=": op.le, "<": op.lt}
 
+#: Reasons for a missing interval under which even the point estimate cannot be judged. (noVariation keeps
+#: the point: a perfect separation on enough cases is a real extreme, not a lack of data.)
+_TOO_FEW = frozenset({"noCases", "tooFewCases"})
+
 #: The metric shown in ``kubectl get validations`` for each task.
 MAIN_METRIC = {"classification": "auc", "segmentation": "dice", "detection": "frocSensitivity"}
 
@@ -31,6 +36,10 @@ def _judge(criterion: AcceptanceCriterion, metric: MetricValue | None) -> Criter
     has_interval = metric.lower is not None and metric.upper is not None
     if criterion.bound == "point":
         observed = metric.value
+        if metric.interval_unavailable in _TOO_FEW:
+            # Too few cases to say how uncertain the estimate is: one positive and one negative case
+            # give AUC 1.0, which must not pass a criterion on its own.
+            return CriterionResult(**base, observed=observed, outcome="Inconclusive")
         if not has_interval:
             outcome: Verdict = "Passed" if holds(observed, threshold) else "Failed"
         else:
