@@ -13,7 +13,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration realnode node-down crds bench down clean
+.PHONY: demo test unit integration realnode node-down crds bench down clean mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/deid.py
 	$(BIN)/python bench/operator.py
+
+## mutation: mutation testing of the trust-critical modules (a benchmark, not part of test; docs/mutation.md)
+mutation: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,mutation]'
+	$(BIN)/python -m lightbox.devtools.mutation $(MUTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) .lightbox

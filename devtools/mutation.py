@@ -1,0 +1,345 @@
+"""Mutation testing of the trust-critical modules: ``make mutation`` (a benchmark, not a test).
+
+mutmut 3 derives a mutant's module name from its file path and copies the tree into
+``mutants/``, while Lightbox maps import packages from folders (``operator/`` is
+``lightbox.operator``). So the run happens in a scratch folder (``.mutation/``) laid out as
+the import names say (``src/lightbox/operator/...``, mapping read from pyproject.toml), never
+in the checkout: mutants are written to disk, and nothing else working in this checkout must
+import them. Only the unit tier runs, and per mutant only the tests that called the mutated
+function (mutmut records this in one instrumented run first).
+
+mutmut mutates code inside functions only. Module-level tables (e.g. verdict's comparison
+operators) and whole-statement deletions are covered by NAMED_MUTANTS: the plausible bugs of
+issue 14, each applied by text substitution to its own scratch copy, with the tests that must
+kill it. A substitution that no longer matches the source is reported as such, not as killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: The modules a region's trust rests on (import paths as laid out under src/), in groups
+#: that share their tests; each group is one mutmut run.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "verdict": ("lightbox/operator/verdict.py",),
+    "admission": ("lightbox/operator/admission.py",),
+    "builders": ("lightbox/operator/builders.py",),
+    "outcome": ("lightbox/operator/outcome.py",),
+    "scorer": ("lightbox/sandbox/scorer.py",),
+    "metrics": ("lightbox/sandbox/metrics/*.py",),
+    "pseudonyms": ("lightbox/sandbox/deid/pseudonyms.py",),
+    "phi-gate": ("lightbox/sandbox/deidgate.py", "lightbox/sandbox/stager.py"),
+}
+
+#: Unit-tier files left out of every run: they start process trees or vendor containers, or
+#: simulate thousands of data sets (seconds each); run for every mutant of a function they
+#: touch, they would cost hours. The unit tier keeps them; a mutant they alone kill shows
+#: here as a survivor, so the score errs low, not high.
+SLOW_TESTS = (
+    "test_vendorcheck.py",
+    "test_metrics_coverage.py",
+    "test_deid_leaks.py",
+    "test_reference.py",
+    "test_isolation.py",
+    "test_localrunner_execution.py",
+)
+
+# mutmut's exit codes for a mutant (mutmut.stats.status_by_exit_code).
+KILLED = {1: "killed", 3: "killed", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37: "type check"}
+NOT_KILLED = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 35: "suspicious", -11: "segfault", -9: "segfault"}
+
+
+@dataclass(frozen=True)
+class NamedMutant:
+    """One plausible bug: replace ``old`` by ``new`` in ``path`` (repository path)."""
+
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+NAMED_MUTANTS = (
+    NamedMutant(
+        "verdict: <= becomes >=",
+        "operator/verdict.py",
+        '"<=": op.le',
+        '"<=": op.ge',
+        ("tests/unit/test_verdict.py",),
+    ),
+    NamedMutant(
+        "admission: ephemeral-storage limit not checked",
+        "operator/admission.py",
+        '        ("ephemeralStorage", spec.resources.ephemeral_storage, rules.max_ephemeral_storage),\n',
+        "",
+        ("tests/unit/test_admission.py", "tests/unit/test_mutation_kills_admission.py"),
+    ),
+    NamedMutant(
+        "admission: verified Dataset without content hash admitted",
+        "operator/admission.py",
+        "if status is None or not status.verified or not status.content_hash:",
+        "if status is None or not status.verified:",
+        ("tests/unit/test_admission.py", "tests/unit/test_mutation_kills_admission.py"),
+    ),
+    NamedMutant(
+        "classification: Wilson intervals fixed at 95%",
+        "sandbox/metrics/classification.py",
+        "lo, hi = wilson_interval(successes, trials, confidence_level)",
+        "lo, hi = wilson_interval(successes, trials, 0.95)",
+        ("tests/unit/test_metrics_classification.py", "tests/unit/test_mutation_kills_metrics.py"),
+    ),
+    NamedMutant(
+        "scorer: suppression n < min becomes n <= min",
+        "sandbox/scorer.py",
+        "if n < cfg.min_subgroup_size:",
+        "if n <= cfg.min_subgroup_size:",
+        ("tests/unit/test_scorer.py", "tests/unit/test_mutation_kills_scorer.py"),
+    ),
+    NamedMutant(
+        "pseudonyms: output names from an unkeyed hash",
+        "sandbox/deid/pseudonyms.py",
+        'return self.digest("path-" + purpose, value)[:10].hex()',
+        'return hashlib.sha256(("path-" + purpose).encode() + b"\\0" + value.encode()).digest()[:10].hex()',
+        ("tests/unit/test_deid_pseudonyms.py", "tests/unit/test_deid_behaviour.py"),
+    ),
+    NamedMutant(
+        "stager: spacing (row, col, slice) instead of (slice, row, col)",
+        "sandbox/stager.py",
+        "return [round(slice_gap, 6), row, col]",
+        "return [row, col, round(slice_gap, 6)]",
+        ("tests/unit/test_stager.py", "tests/unit/test_scorer.py", "tests/unit/test_mutation_kills_stager.py"),
+    ),
+)
+
+
+def package_dirs(repo: Path) -> dict[str, str]:
+    """Import package -> folder, as pyproject.toml maps them for setuptools."""
+    config = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))
+    return dict(config["tool"]["setuptools"]["package-dir"])
+
+
+def lay_out(repo: Path, dest: Path) -> None:
+    """Copy sources under ``dest/src`` as their import names say, plus what the tests read."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    mapping = package_dirs(repo)
+    # Parents first, so lightbox/ exists before lightbox/operator is put into it.
+    for package in sorted(mapping, key=lambda p: p.count(".")):
+        target = dest / "src" / Path(*package.split("."))
+        shutil.copytree(repo / mapping[package], target, ignore=ignore, dirs_exist_ok=True)
+    for extra in ("tests", "examples"):
+        shutil.copytree(repo / extra, dest / extra, ignore=ignore)
+
+
+def mutmut_config(modules: Sequence[str], tests: Sequence[str]) -> str:
+    def toml_list(items: Iterable[str]) -> str:
+        return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+    return (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["src/lightbox"]\n'
+        f"only_mutate = {toml_list('src/' + m for m in modules)}\n"
+        f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+        'also_copy = ["examples"]\n'
+        # Results are recomputed from scratch every run: a benchmark must not reuse verdicts.
+        "use_git_change_detection = false\n"
+    )
+
+
+def relevant_tests(work: Path, modules: Sequence[str]) -> list[str]:
+    """Unit-tier files that import one of ``modules``, plus its test_mutation_kills_<stem>.py."""
+    names = []
+    for module in modules:
+        dotted = module.removesuffix(".py").replace("/", ".")
+        parent, _, stem = dotted.rpartition(".")
+        pattern = re.compile(rf"\b{re.escape(dotted)}\b|from {re.escape(parent)} import [^\n]*\b{stem}\b")
+        names.append(pattern)
+    chosen = []
+    for path in sorted((work / "tests" / "unit").glob("test_*.py")):
+        if path.name in SLOW_TESTS:
+            continue
+        text = path.read_text(encoding="utf-8")
+        stems = {Path(m).stem for m in modules}
+        if any(p.search(text) for p in names) or path.stem.removeprefix("test_mutation_kills_") in stems:
+            chosen.append(path.relative_to(work).as_posix())
+    return chosen
+
+
+def expand(src: Path, patterns: Sequence[str]) -> list[str]:
+    files = sorted({p.relative_to(src).as_posix() for pattern in patterns for p in src.glob(pattern)})
+    return [f for f in files if not f.endswith("__init__.py")]
+
+
+@dataclass
+class Tally:
+    killed: int = 0
+    total: int = 0
+
+    @property
+    def score(self) -> float:
+        return self.killed / self.total if self.total else float("nan")
+
+
+def read_results(mutants: Path) -> dict[str, dict[str, int | None]]:
+    """Per mutated file (import path), mutant name -> exit code, from mutmut's .meta files."""
+    results = {}
+    for meta in sorted(mutants.rglob("*.py.meta")):
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        module = meta.relative_to(mutants / "src").as_posix().removesuffix(".meta")
+        results[module] = data.get("exit_code_by_key", {})
+    return results
+
+
+def status(code: int | None) -> str:
+    if code is None:
+        return "not checked"
+    return KILLED.get(code) or NOT_KILLED.get(code, f"exit {code}")
+
+
+def survivor_diff(work: Path, name: str, mutmut: Path, env: dict[str, str]) -> str:
+    shown = subprocess.run([str(mutmut), "show", name], cwd=work, env=env, capture_output=True, text=True)
+    lines = shown.stdout.splitlines()
+    return "\n".join(f"    {line}" for line in lines if line[:1] in "+-" and not line.startswith(("+++", "---")))
+
+
+def run_group(repo: Path, work: Path, patterns: Sequence[str], children: int, tests: Sequence[str]) -> dict[str, list]:
+    """One mutmut run; per module: [killed, total, [(mutant, status, diff), ...]]."""
+    if work.exists():
+        shutil.rmtree(work)
+    lay_out(repo, work)
+    modules = expand(work / "src", patterns)
+    selection = list(tests) or relevant_tests(work, modules)
+    (work / "pyproject.toml").write_text(
+        (repo / "pyproject.toml").read_text(encoding="utf-8") + mutmut_config(modules, selection), encoding="utf-8"
+    )
+    mutmut = Path(sys.executable).with_name("mutmut")
+    if not mutmut.exists():
+        raise SystemExit(f"{mutmut} not found: pip install -e '.[test,mutation]'")
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    log = work / "mutmut.log"
+    print(f"  mutating {', '.join(modules)}; tests: {' '.join(Path(t).name for t in selection)}", flush=True)
+    with log.open("w") as out:
+        # mutmut's exit status says nothing about the score; its results files do.
+        subprocess.run([str(mutmut), "run", "--max-children", str(children)], cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    results = read_results(work / "mutants")
+    if not results or all(code is None for codes in results.values() for code in codes.values()):
+        tail = log.read_text(errors="replace").replace("\r", "\n").strip().splitlines()[-15:]
+        print("  mutmut produced no results; the end of its log (" + str(log) + "):\n    " + "\n    ".join(tail), flush=True)
+    summary: dict[str, list] = {}
+    for module, codes in results.items():
+        left = []
+        killed = 0
+        for name, code in sorted(codes.items()):
+            if code in KILLED:
+                killed += 1
+            else:
+                left.append((name, status(code), survivor_diff(work, name, mutmut, env)))
+        summary[module] = [killed, len(codes), left]
+    return summary
+
+
+def run_mutmut(repo: Path, work: Path, only: Sequence[str], children: int, tests: Sequence[str]) -> int:
+    unknown = set(only) - set(GROUPS)
+    if unknown:
+        raise SystemExit(f"unknown group(s) {sorted(unknown)}; choose among {list(GROUPS)}")
+    started = time.monotonic()
+    summary: dict[str, list] = {}
+    for group, patterns in GROUPS.items():
+        if only and group not in only:
+            continue
+        group_started = time.monotonic()
+        print(f"\n[{group}]", flush=True)
+        found = run_group(repo, work / group, patterns, children, tests)
+        for module, (killed, total, _) in found.items():
+            print(f"  {module}: {killed}/{total} killed", flush=True)
+        print(f"  {time.monotonic() - group_started:.0f} s", flush=True)
+        summary.update(found)
+    overall = Tally()
+    width = max((len(m) for m in summary), default=10)
+    print(f"\n{'module':<{width}}  killed/total   score  not killed", flush=True)
+    for module, (killed, total, left) in summary.items():
+        overall.killed += killed
+        overall.total += total
+        kinds = Counter(why for _, why, _ in left)
+        detail = ", ".join(f"{n} {why}" for why, n in sorted(kinds.items()))
+        print(f"{module:<{width}}  {killed:>5}/{total:<5}  {Tally(killed, total).score:6.1%}  {detail}")
+    print(f"{'overall':<{width}}  {overall.killed:>5}/{overall.total:<5}  {overall.score:6.1%}")
+    survivors = [(name, why, diff) for _, _, left in summary.values() for name, why, diff in left]
+    print(f"\n{len(survivors)} mutants not killed:")
+    for name, why, diff in survivors:
+        print(f"- {name} ({why})\n{diff}")
+    elapsed = time.monotonic() - started
+    print(f"\nmutmut: {overall.killed}/{overall.total} killed ({overall.score:.1%}) in {elapsed:.0f} s", flush=True)
+    return 0 if overall.total else 1
+
+
+def run_named(repo: Path, work: Path, pytest_args: Sequence[str] = ()) -> int:
+    """Apply each named mutant to a fresh copy and run its tests; report which kill it."""
+    print("\nnamed mutants (issue 14):")
+    failures = 0
+    mapping = {folder: package for package, folder in package_dirs(repo).items()}
+    for mutant in NAMED_MUTANTS:
+        if work.exists():
+            shutil.rmtree(work)
+        lay_out(repo, work)
+        folder, _, rest = mutant.path.partition("/")
+        target = work / "src" / Path(*mapping[folder].split(".")) / rest
+        source = target.read_text(encoding="utf-8")
+        if source.count(mutant.old) != 1:
+            print(f"  NOT APPLIED  {mutant.name}: the text to change is not in {mutant.path} exactly once")
+            failures += 1
+            continue
+        target.write_text(source.replace(mutant.old, mutant.new), encoding="utf-8")
+        tests = [t for t in mutant.tests if (work / t).exists()]
+        env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONPATH": str(work / "src")}
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(work), *pytest_args, *tests],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        failed = [line.split(" ")[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+        if done.returncode == 1 and failed:
+            print(f"  killed       {mutant.name}: by {', '.join(sorted(set(failed)))}")
+        else:
+            failures += 1
+            tail = done.stdout.strip().splitlines()[-1:] or ["no output"]
+            print(f"  SURVIVED     {mutant.name} (pytest exit {done.returncode}: {tail[0]})")
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", default=[], help=f"group(s) to mutate, of {list(GROUPS)}")
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--work", type=Path, default=REPO / ".mutation", help="scratch folder (deleted first)")
+    parser.add_argument("--tests", nargs="*", default=[], help="pytest selection instead of each group's tests (trials)")
+    parser.add_argument("--skip-named", action="store_true", help="only the mutmut run")
+    parser.add_argument("--named-only", action="store_true", help="only the named mutants of issue 14")
+    args = parser.parse_args(argv)
+    status_code = 0
+    if not args.named_only:
+        status_code |= run_mutmut(REPO, args.work / "mutmut", args.only, args.max_children, args.tests)
+    if not args.skip_named:
+        status_code |= 1 if run_named(REPO, args.work / "named") else 0
+    return status_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
