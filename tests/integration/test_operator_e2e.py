@@ -60,7 +60,7 @@ def test_validation_runs_end_to_end(api_client, kubeconfig, kubectl, namespace, 
             assert run["name"] == "chest-auc-r1"
             auc = run["metrics"]["auc"]
             assert auc["lower"] <= auc["value"] <= auc["upper"]
-            assert run["cases"] == 24 and run["scored"] == 24
+            assert run["cases"] == 60 and run["scored"] == 60
             assert run["verdict"] in {"Passed", "Inconclusive", "Failed"}
             assert run["criteria"][0]["metric"] == "auc"
             status = final["status"]
@@ -78,8 +78,8 @@ def test_validation_runs_end_to_end(api_client, kubeconfig, kubectl, namespace, 
 
             data = get(api_client, "datasets", ns, "chest")["status"]
             assert data["verified"] is True and data["phase"] == "Verified"
-            assert data["caseCount"] == 24 and data["contentHash"]
-            assert sum(data["cohort"]["sex"].values()) == 24
+            assert data["caseCount"] == 60 and data["contentHash"]
+            assert sum(data["cohort"]["sex"].values()) == 60
 
             allowed = {c["type"]: c for c in get(api_client, "algorithms", ns, "classifier")["status"]["conditions"]}
             assert (allowed["Allowed"]["status"], allowed["Allowed"]["reason"]) == ("True", "PolicyAllows")
