@@ -28,7 +28,7 @@ def test_the_lightbox_containerfile_plans_base_deps_and_app_layers() -> None:
     assert set(plan.apt_packages) == {"python3", "python3-venv"}
     assert plan.venv == "/opt/venv"
     assert [s.kind for s in plan.steps] == ["requirements", "wheel"]
-    assert plan.user == "65532" and plan.entrypoint == ["lightbox"]
+    assert plan.user == "65532:65532" and plan.entrypoint == ["lightbox"]
     # the operator's builders run `lightbox stage` and `python -m ...`: both must resolve in the venv
     assert plan.env["PATH"].split(":")[0] == "/opt/venv/bin"
 
@@ -42,7 +42,7 @@ def test_reference_images_follow_the_vendor_contract(name: str) -> None:
     manifest = AlgorithmManifest.model_validate_json((ROOT / copies[0].source).read_bytes())
     # the manifest and the Containerfile are written separately; they must name the same entry point
     assert manifest.command == plan.entrypoint
-    assert plan.user == "65532"
+    assert plan.user == "65532:65532"
 
 
 def test_misbehave_takes_its_mode_as_the_argument() -> None:
