@@ -20,14 +20,19 @@ from lightbox.api import API_GROUP, API_VERSION, Algorithm, AuditRecord, Dataset
 from lightbox.api.run import LABEL_VALIDATION
 from lightbox.api.validation import RunRecord
 from lightbox.operator.builders import label_value
+from lightbox.text import Markdown, code, markdown, terminal
 
 # The metric a history row shows when the protocol names none first.
 MAIN_METRICS = ("auc", "dice", "frocSensitivity", "sensitivity")
 
 
+# Every value placed in the report is escaped by ``markdown`` unless it is a
+# ``Markdown`` built here from escaped parts and our own formatting: names,
+# versions, labels and cohort groups come from users, vendors and DICOM headers.
 def _cell(value: object) -> str:
-    text = "—" if value is None or value == "" else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+    if value is None or value == "":
+        return "—"
+    return markdown(value) if not isinstance(value, (int, float)) else str(value)
 
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:
@@ -37,8 +42,19 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]
     return lines
 
 
-def _interval(lower: float | None, upper: float | None) -> str:
-    return f"[{lower:.3f}, {upper:.3f}]" if lower is not None and upper is not None else "—"
+def _interval(lower: float | None, upper: float | None) -> Markdown:
+    return Markdown(f"[{lower:.3f}, {upper:.3f}]" if lower is not None and upper is not None else "—")
+
+
+def _number(value: float | None, spec: str) -> Markdown | None:
+    return None if value is None else Markdown(format(value, spec))
+
+
+def _short_hash(content_hash: str | None) -> Markdown | None:
+    if not content_hash:
+        return None
+    shown = code(content_hash[:19])
+    return Markdown(shown[:-1] + "…`" if shown.startswith("`") else shown + "…")
 
 
 def _main_metric(validation: Validation, run: RunRecord) -> str | None:
@@ -51,39 +67,42 @@ def _device(validation: Validation, algorithm: Algorithm | None, trail: list[Aud
     if algorithm is not None:
         spec, reg = algorithm.spec, algorithm.spec.regulatory
         rows = [
-            ("Vendor", spec.vendor), ("Product", spec.product), ("Version", spec.version), ("Image", f"`{spec.image}`"),
+            ("Vendor", spec.vendor), ("Product", spec.product), ("Version", spec.version), ("Image", code(spec.image)),
             ("Task", f"{spec.task}, {spec.modality} {spec.body_part or ''}".strip()),
             ("CE class", reg.ce_class if reg else None), ("UDI-DI", reg.udi if reg else None),
         ]
         lines += _table(["", ""], rows)
         if reg and reg.intended_use:
-            lines += ["", f"Intended use: {reg.intended_use}"]
+            lines += ["", f"Intended use: {markdown(reg.intended_use)}"]
     elif trail:
         last = trail[-1].spec.algorithm
-        lines.append(f"Algorithm {last.name} no longer exists; as last recorded: {last.vendor} {last.product} {last.version}.")
+        lines.append(
+            f"Algorithm {markdown(last.name)} no longer exists; as last recorded: "
+            f"{markdown(last.vendor)} {markdown(last.product)} {markdown(last.version)}."
+        )
     else:
-        lines.append(f"Algorithm {validation.spec.algorithm_ref.name} does not exist.")
+        lines.append(f"Algorithm {markdown(validation.spec.algorithm_ref.name)} does not exist.")
     return lines
 
 
 def _data(validation: Validation, dataset: Dataset | None) -> list[str]:
     lines = ["## Data", ""]
     if dataset is None:
-        return lines + [f"Dataset {validation.spec.dataset_ref.name} does not exist."]
+        return lines + [f"Dataset {markdown(validation.spec.dataset_ref.name)} does not exist."]
     status, spec = dataset.status, dataset.spec
     rows = [
         ("Dataset", dataset.metadata.get("name")), ("Revision", spec.revision), ("Site", spec.site),
         ("De-identification", f"PS3.15 {spec.deidentification.profile} profile" + (
             f" + {', '.join(spec.deidentification.options)}" if spec.deidentification.options else "")),
         ("Verified", f"{status.phase} at {status.verified_at:%Y-%m-%d %H:%M} UTC" if status and status.verified_at else (status.phase if status else None)),
-        ("Content hash", f"`{status.content_hash}`" if status and status.content_hash else None),
+        ("Content hash", code(status.content_hash) if status and status.content_hash else None),
         ("Cases", status.case_count if status else None),
     ]
     lines += _table(["", ""], rows)
     if status and status.cohort:
         lines += ["", "Cohort:", ""]
         lines += _table(["", "groups"], (
-            (dimension, ", ".join(f"{group} {count}" for group, count in sorted(groups.items())))
+            (dimension, Markdown(", ".join(f"{markdown(group)} {count}" for group, count in sorted(groups.items()))))
             for dimension, groups in sorted(status.cohort.items())
         ))
     return lines
@@ -91,14 +110,14 @@ def _data(validation: Validation, dataset: Dataset | None) -> list[str]:
 
 def _protocol(validation: Validation) -> list[str]:
     spec = validation.spec
-    lines = ["## Protocol", "", f"Metrics: {', '.join(spec.metrics) or 'the task defaults'}; "
+    lines = ["## Protocol", "", f"Metrics: {markdown(', '.join(spec.metrics)) or 'the task defaults'}; "
              f"{spec.confidence_level:.0%} intervals; bootstrap {spec.bootstrap.resamples} resamples at {spec.bootstrap.level} level, "
-             f"seed {spec.bootstrap.seed}; subgroups {', '.join(spec.subgroups) or 'none'}.",
-             f"Runs: {'on the schedule `' + spec.schedule + '`' if spec.schedule else 'once'}."]
+             f"seed {spec.bootstrap.seed}; subgroups {markdown(', '.join(spec.subgroups)) or 'none'}.",
+             f"Runs: {'on the schedule ' + code(spec.schedule) if spec.schedule else 'once'}."]
     if spec.acceptance:
         lines += ["", "Acceptance criteria (all must hold for Passed; Inconclusive when the interval straddles a threshold):", ""]
         lines += _table(["metric", "compared", "must be"], (
-            (c.metric, "point estimate" if c.bound == "point" else f"{c.bound} bound", f"{c.comparison} {c.threshold:g}")
+            (c.metric, "point estimate" if c.bound == "point" else f"{c.bound} bound", Markdown(f"{markdown(c.comparison)} {c.threshold:g}"))
             for c in spec.acceptance
         ))
     return lines
@@ -107,17 +126,17 @@ def _protocol(validation: Validation) -> list[str]:
 def _latest(validation: Validation, run: RunRecord) -> list[str]:
     level = f"{validation.spec.confidence_level:.0%}"
     when = f", finished {run.finished_at:%Y-%m-%d %H:%M} UTC" if run.finished_at else ""
-    lines = ["## Latest run", "", f"Run {run.number} ({run.name}): **{run.phase}**{when}."]
+    lines = ["## Latest run", "", f"Run {run.number} ({markdown(run.name)}): **{markdown(run.phase)}**{when}."]
     if run.phase != "Succeeded":
-        return lines + [f"Reason: {run.reason}: {run.message or ''}".rstrip(": ")]
-    lines += [f"Cases {run.cases}, scored {run.scored}. Verdict: **{run.verdict or 'none (no criteria)'}**.", ""]
+        return lines + [f"Reason: {markdown(run.reason or '')}: {markdown(run.message or '')}".rstrip(": ")]
+    lines += [f"Cases {run.cases}, scored {run.scored}. Verdict: **{markdown(run.verdict or 'none (no criteria)')}**.", ""]
     lines += _table(["metric", "estimate", f"{level} interval", "method"], (
-        (name, f"{m.value:.3f}", _interval(m.lower, m.upper), m.method) for name, m in sorted((run.metrics or {}).items())
+        (name, _number(m.value, ".3f"), _interval(m.lower, m.upper), m.method) for name, m in sorted((run.metrics or {}).items())
     ))
     if run.criteria:
         lines += [""]
         lines += _table(["criterion", "observed", "outcome"], (
-            (f"{c.metric} ({c.bound}) {c.comparison} {c.threshold:g}", "—" if c.observed is None else f"{c.observed:.3f}", c.outcome)
+            (markdown(f"{c.metric} ({c.bound}) {c.comparison} {c.threshold:g}"), _number(c.observed, ".3f"), c.outcome)
             for c in run.criteria
         ))
     if run.subgroups:
@@ -130,7 +149,7 @@ def _latest(validation: Validation, run: RunRecord) -> list[str]:
                     rows.append((dimension, group, "suppressed", "", ""))
                     continue
                 for name, m in sorted(result.metrics.items()):
-                    rows.append((dimension, group, result.n, name, f"{m.value:.3f} {_interval(m.lower, m.upper)}"))
+                    rows.append((dimension, group, result.n, name, Markdown(f"{m.value:.3f} {_interval(m.lower, m.upper)}")))
         lines += _table(["dimension", "group", "n", "metric", "estimate"], rows)
     return lines
 
@@ -144,11 +163,12 @@ def _history(validation: Validation, trail: list[AuditRecord]) -> list[str]:
         run = record.spec.run
         metric = _main_metric(validation, run)
         value = run.metrics[metric] if metric and run.metrics else None
-        shown = f"{metric} {value.value:.3f} {_interval(value.lower, value.upper)}" if value else "—"
+        shown = Markdown(f"{markdown(metric)} {value.value:.3f} {_interval(value.lower, value.upper)}") if value else None
         rows.append((
             run.number, f"{run.finished_at:%Y-%m-%d %H:%M}" if run.finished_at else None, run.phase,
             run.reason if run.phase != "Succeeded" else None, run.verdict, shown,
-            f"`{run.dataset_hash[:19]}…`" if run.dataset_hash else None, record.spec.algorithm.version,
+            _short_hash(run.dataset_hash),
+            record.spec.algorithm.version,
         ))
     return lines + _table(["run", "finished (UTC)", "phase", "reason", "verdict", "main metric", "data", "version"], rows)
 
@@ -157,7 +177,7 @@ def render(validation: Validation, algorithm: Algorithm | None, dataset: Dataset
     """The report of one Validation. ``trail``: its AuditRecords, any order."""
     trail = sorted((r for r in trail if r.spec.validation.uid == validation.metadata.get("uid")), key=lambda r: r.spec.run.number)
     name, namespace = validation.metadata.get("name"), validation.metadata.get("namespace")
-    lines = [f"# Validation {name}", "", f"Namespace {namespace}. Aggregate results only; no case-level data leaves the sandbox.", ""]
+    lines = [f"# Validation {markdown(name)}", "", f"Namespace {markdown(namespace)}. Aggregate results only; no case-level data leaves the sandbox.", ""]
     lines += _device(validation, algorithm, trail) + [""]
     lines += _data(validation, dataset) + [""]
     lines += _protocol(validation) + [""]
@@ -212,7 +232,10 @@ def main(argv: list[str]) -> int:
     api_client = kube_config.new_client_from_config(str(args.kubeconfig) if args.kubeconfig else None)
     text = report(api_client, args.namespace, args.validation)
     if text is None:
-        print(f"lightbox report: Validation {args.validation} not found in namespace {args.namespace}", file=sys.stderr)
+        print(
+            f"lightbox report: Validation {terminal(args.validation)} not found in namespace {terminal(args.namespace)}",
+            file=sys.stderr,
+        )
         return 1
     if args.output:
         args.output.write_text(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import factories
@@ -11,6 +12,7 @@ from lightbox.api.results import MetricValue, SubgroupResult
 from lightbox.api.validation import CriterionResult, RunRecord
 from lightbox.operator import audit
 from lightbox.report import render
+from lightbox.text import CONTROL_CHARACTERS
 
 UID = "0a1b2c3d-0000-4000-8000-000000000000"
 
@@ -93,3 +95,75 @@ def test_table_cells_cannot_break_the_table() -> None:
     validation = _validation([])
     text = render(validation, factories.algorithm(vendor="Acme | Imaging\nGmbH"), None, [])
     assert "| Vendor | Acme \\| Imaging GmbH |" in text
+
+
+# --- Hostile text: what users, vendors and DICOM headers wrote must render as itself. ---
+# The oracle is an independent CommonMark + GFM-table parser (markdown-it-py): the
+# report is parsed as a reader's viewer would and the resulting HTML is inspected.
+
+FORGED_ROW = "| auc | 0.999 | [0.990, 1.000] | delong |"
+HOSTILE = {
+    "vendor": f"Acme\n{FORGED_ROW}",
+    "product": "ChestAI\r\n# Verdict: Passed",
+    "version": "\x1b[2J\x1b[32m1.2.0\x1b[0m",
+    "intendedUse": "Triage <script>alert(1)</script> [click](https://phish.example) **approved** `x` ~~no~~ &lt;b&gt; \u202eevil",
+    "udi": "(01)0579|0000000001_*_",
+}
+
+
+def _hostile_report() -> str:
+    algorithm = factories.algorithm(
+        vendor=HOSTILE["vendor"], product=HOSTILE["product"], version=HOSTILE["version"],
+        regulatory={"ceClass": "IIa", "udi": HOSTILE["udi"], "intendedUse": HOSTILE["intendedUse"]},
+    )
+    data = factories.dataset(caseCount=120, cohort={"manufacturer": {"Acme\n| forged | 1 |": 60, "<img src=x onerror=alert(1)>": 60}})
+    data.spec.site = "site\n## Verdict: Passed"
+    failed = RunRecord(name="chest-v1-r1", number=1, phase="Failed", reason="VendorFailed",
+                       message="exit 1\n\n# Verdict: Passed\n\x1b]8;;https://evil.example\x07link")
+    return render(_validation([failed]), algorithm, data, [])
+
+
+def _html(text: str) -> str:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").enable("strikethrough").render(text)
+
+
+def test_hostile_text_cannot_forge_rows_headings_links_or_html() -> None:
+    text = _hostile_report()
+    html = _html(text)
+    # One heading of each level we write, none from the values.
+    assert re.findall(r"<h1>(.*?)</h1>", html) == ["Validation chest-v1"]
+    assert re.findall(r"<h2>(.*?)</h2>", html) == ["Device", "Data", "Protocol", "Latest run", "History (audit trail)"]
+    assert "Verdict: Passed</h" not in html
+    # The device table: a header and seven rows of two cells each, the vendor's row intact.
+    device = html.split("<h2>Device</h2>")[1].split("</table>")[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", device, flags=re.S)
+    assert len(rows) == 1 + 7
+    assert all(len(re.findall(r"<t[hd]>", row)) == 2 for row in rows)
+    assert "<td>Acme | auc | 0.999 | [0.990, 1.000] | delong |</td>" in device
+    assert "<td>(01)0579|0000000001_*_</td>" in device
+    # No markup comes through: no element, link, emphasis or strikethrough of the vendor's.
+    for forbidden in ("<script", "<img", "<a ", "<strong>approved", "<code>x</code>", "<s>no</s>", "<del>"):
+        assert forbidden not in html, forbidden
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "[click](https://phish.example)" in html
+    assert "&amp;lt;b&amp;gt;" in html  # an entity in the value shows as typed, not as <b>
+    # The cohort: two groups, each one cell, the forged row only text.
+    data = html.split("<h2>Data</h2>")[1].split("<h2>")[0]
+    assert "<td>forged</td>" not in data and "| forged | 1 | 60" in data
+
+
+def test_hostile_text_cannot_reach_a_terminal_as_control_characters() -> None:
+    text = _hostile_report()
+    assert not [line for line in text.splitlines() if CONTROL_CHARACTERS.search(line)]
+    assert "\x1b" not in text and "\r" not in text and "\u202e" not in text
+    assert "\ufffd\\[2J\ufffd\\[32m1.2.0\ufffd\\[0m" in text  # visibly replaced, not silently dropped
+    # Every line is one we wrote: the values' line breaks became spaces.
+    assert not [line for line in text.splitlines() if line.startswith(("# Verdict", "## Verdict", FORGED_ROW))]
+    assert "Reason: VendorFailed: exit 1 \\# Verdict" not in text  # '#' mid-line is harmless and left alone
+    assert "Reason: VendorFailed: exit 1 # Verdict: Passed \ufffd\\]8;;https://evil.example\ufffdlink" in text
+
+
+def test_ordinary_text_is_left_readable() -> None:
+    html = _html(render(_validation([]), factories.algorithm(vendor="Société d'Imagerie (Zürich) 1.2-rc.1 + more"), None, []))
+    assert "<td>Société d'Imagerie (Zürich) 1.2-rc.1 + more</td>" in html.replace("&#x27;", "'")
