@@ -32,7 +32,7 @@ class ChartError(RuntimeError):
 def import_images(socket: Path, built: Mapping[str, Any], log: Log) -> None:
     """Import each BuiltImage's archive (tag and digest names) into the node's containerd."""
     for img in built.values():
-        node_pause.import_archive(socket, Path(img.archive), img.ref, log=log)
+        node_pause.import_archive(socket, Path(img.archive), img.ref, digest=img.digest, log=log)
         pinned = f"{img.ref.rpartition(':')[0]}@{img.digest}"
         if not node_pause.image_present(socket, pinned):
             raise ChartError(f"containerd has {img.ref} but not {pinned}: the archive's manifest digest differs "

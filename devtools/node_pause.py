@@ -93,11 +93,15 @@ def image_present(socket: Path, ref: str) -> bool:
     return out.returncode == 0 and ref in out.stdout.split()
 
 
-def import_archive(socket: Path, archive: Path, ref: str, *, log: Log) -> None:
-    """Import an OCI archive whose index names tag ``TAG`` as ``ref`` (NAME:TAG) into the node's containerd."""
-    if image_present(socket, ref):
-        return
+def import_archive(socket: Path, archive: Path, ref: str, *, digest: str | None = None, log: Log) -> None:
+    """Import an OCI archive whose index names tag ``TAG`` as ``ref`` (NAME:TAG) into the node's containerd.
+
+    With ``digest`` the image counts as present only under NAME@DIGEST: a tag is reused by
+    every build, a digest names one image.
+    """
     name, _ = tag_of(ref)
+    if image_present(socket, f"{name}@{digest}" if digest else ref):
+        return
     _run([*ctr_base(socket), "images", "import", "--digests", "--base-name", name, str(archive)],
          f"import of {archive}")
     if not image_present(socket, ref):

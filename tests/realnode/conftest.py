@@ -250,7 +250,8 @@ def variant(cluster, tmp_path_factory):
                      if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
         archive = work / "variant.tar"
         subprocess.run(["tar", "-C", str(layout), "-cf", str(archive), "."], check=True)
-        node_pause.import_archive(cluster.node.paths.containerd_socket, archive, f"{repo}:{tag}", log=lambda m: None)
+        node_pause.import_archive(cluster.node.paths.containerd_socket, archive, f"{repo}:{tag}", digest=digest,
+                                  log=lambda m: None)
         made[(base, tag)] = f"{repo}@{digest}"
         return made[(base, tag)]
 
