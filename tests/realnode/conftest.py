@@ -246,8 +246,14 @@ def variant(cluster, tmp_path_factory):
         subprocess.run(["umoci", "config", "--image", f"{layout}:{base_tag}", "--tag", tag,
                         *[a for c in cmd for a in ("--config.cmd", c)]], check=True, capture_output=True)
         index = _json.loads((layout / "index.json").read_text())
-        (digest,) = [m["digest"] for m in index["manifests"]
-                     if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
+        (manifest,) = [m for m in index["manifests"]
+                       if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
+        # umoci copies the base's annotations, whose image name would retag the base on import.
+        manifest["annotations"] = {"org.opencontainers.image.ref.name": tag,
+                                   "io.containerd.image.name": f"{repo}:{tag}"}
+        index["manifests"] = [manifest]
+        (layout / "index.json").write_text(_json.dumps(index))
+        digest = manifest["digest"]
         archive = work / "variant.tar"
         subprocess.run(["tar", "-C", str(layout), "-cf", str(archive), "."], check=True)
         node_pause.import_archive(cluster.node.paths.containerd_socket, archive, f"{repo}:{tag}", digest=digest,
