@@ -52,6 +52,9 @@ class OperatorConfig:
     resync_seconds: float = 30.0
     workers: int = 8
     trusted_resources: TrustedResources = field(default_factory=TrustedResources)
+    # The audit trail's own namespace, which neither deleting a run namespace nor
+    # `helm uninstall` removes (the chart keeps it); docs/audit.md.
+    audit_namespace: str = "lightbox-audit"
     # Test hook: exit the process abruptly at a named point (restart-safety tests).
     crash_at: str | None = None
 
@@ -73,6 +76,8 @@ class OperatorConfig:
             values["probe_outside"] = env["LIGHTBOX_PROBE_OUTSIDE"]
         if env.get("LIGHTBOX_ISOLATION_CHECK_BOUND_SECONDS"):
             values["isolation_check_bound_seconds"] = float(env["LIGHTBOX_ISOLATION_CHECK_BOUND_SECONDS"])
+        if env.get("LIGHTBOX_AUDIT_NAMESPACE"):
+            values["audit_namespace"] = env["LIGHTBOX_AUDIT_NAMESPACE"]
         if env.get("LIGHTBOX_OPERATOR_CRASH_AT"):
             values["crash_at"] = env["LIGHTBOX_OPERATOR_CRASH_AT"]
         values.update({k: v for k, v in overrides.items() if v is not None})

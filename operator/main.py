@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-api-server", help="address the isolation probe tries for the API server (default: the operator's)")
     p.add_argument("--probe-dns", help="cluster DNS server the probe tries (default 10.96.0.10:53)")
     p.add_argument("--probe-outside", help="outside address the probe tries (default 1.1.1.1:443)")
+    p.add_argument("--audit-namespace", help="namespace of the audit trail; env LIGHTBOX_AUDIT_NAMESPACE (default lightbox-audit)")
     p.add_argument("--workers", type=int, help="concurrent reconciliations (default 8)")
     p.add_argument("--verbose", "-v", action="store_true")
     return p
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         probe_dns=args.probe_dns,
         probe_outside=args.probe_outside,
         workers=args.workers,
+        audit_namespace=args.audit_namespace,
     )
     kopf.configure(verbose=args.verbose)
     # One line per API request drowns what the operator decided.

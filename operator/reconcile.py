@@ -349,15 +349,22 @@ async def _conclude(
     """The run's final record. The audit trail is the commit point: a record already
     there (written before a restart) is the result; otherwise it is made and written now,
     before status, so a crash in between finds it and status says the same."""
-    namespace = validation.metadata["namespace"]
-    name = audit.record_name(validation, record.name)
-    existing = await runtime.kube.get(path("auditrecords", namespace, name))
+    audit_ns = runtime.config.audit_namespace
+    chain = await runtime.kube.list(path("auditrecords", audit_ns), audit.chain_selector(validation))
+    existing = audit.find_run(chain, record.name)
     if existing is not None:
         return RunRecord.model_validate(existing["spec"]["run"])
     final = _finish(record, result, validation, now)
     policy_name = policy.metadata.get("name") if policy else None
-    body = audit.audit_record(validation, final, algorithm, dataset, policy_name, audit.recorded_by())
-    await runtime.kube.create(path("auditrecords", namespace), body)
+    body = audit.audit_record(
+        validation, final, algorithm, dataset, policy_name, audit.recorded_by(),
+        chain_records=chain, audit_namespace=audit_ns, recorded_at=now,
+    )
+    made, created = await runtime.kube.create(path("auditrecords", audit_ns), body)
+    if not created and (made.get("spec") or {}).get("hash") != body["spec"]["hash"]:
+        # Another writer took this place in the chain first (the chain's names are its
+        # sequence numbers): fail the pass, the next one links after it.
+        raise KubeError(409, f"audit chain {validation.metadata['uid']} moved on", "POST", path("auditrecords", audit_ns))
     runtime.crash("after-audit-write")
     return final
 

@@ -1,14 +1,21 @@
-"""AuditRecord: the permanent record of one finished run.
+"""AuditRecord: the permanent record of one finished run, chained by hash.
 
 A Validation's status keeps only its last ``historyLimit`` runs and goes with the
 Validation; the audit trail keeps every run, unchangeable, for post-market
-surveillance and the AI Act's record keeping. The operator writes one per run;
-nothing edits it (a CEL rule refuses any change); retention is the region's
-decision (delete rights in RBAC), never the operator's.
+surveillance and the AI Act's record keeping. The operator writes one per run into
+the audit namespace (not the Validation's, so deleting that namespace or uninstalling
+the chart leaves the history); nothing edits it (a CEL rule refuses any change).
+Each record holds its chain's sequence number, the hash of the previous record and
+its own (docs/audit.md defines the serialisation), so a removed, altered or
+reordered record is found by recomputing. Retention is the region's decision:
+``lightbox audit prune`` removes expired records oldest-first and first appends a
+RetentionCut record saying where verification now starts; the operator itself
+cannot delete.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -23,6 +30,7 @@ class AuditedValidation(Model):
 
     name: str = Field(max_length=253)
     uid: str = Field(max_length=64)
+    namespace: str | None = Field(default=None, max_length=63, description="Where the Validation lived.")
 
 
 class AuditedAlgorithm(Model):
@@ -45,19 +53,63 @@ class AuditedDataset(Model):
     case_count: int | None = Field(default=None, ge=0)
 
 
-class AuditRecordSpec(Model):
-    """What ran, on what, under which protocol and policy, and what came out."""
+SHA256 = r"^sha256:[0-9a-f]{64}$"
+
+
+class ChainLink(Model):
+    """The record's place in its chain: one chain per Validation uid."""
 
     model_config = Model.model_config | {
         "json_schema_extra": validations(
-            cel("self == oldSelf", "an AuditRecord cannot be changed once written", reason="FieldValueForbidden")
+            cel(
+                "self.sequence == 1 ? !has(self.previousHash) : has(self.previousHash)",
+                "previousHash is required after the first record of a chain and forbidden on the first",
+                field_path=".previousHash",
+            )
         )
     }
 
+    id: str = Field(max_length=64, description="The chain: the uid of the Validation whose runs it records.")
+    sequence: int = Field(ge=1, description="1 for the chain's first record, then one more per record.")
+    previous_hash: str | None = Field(
+        default=None, pattern=SHA256, max_length=71, description="spec.hash of the record with sequence - 1."
+    )
+
+
+class RetentionCut(Model):
+    """Records before ``firstKept`` were removed for retention; verification starts there."""
+
+    first_kept: int = Field(ge=2, description="Sequence of the first record kept; its previousHash is not checked.")
+    retention_days: int = Field(ge=1, description="The retention in force when the cut was made.")
+    expired_before: datetime = Field(description="Records recorded before this time had expired.")
+
+
+class AuditRecordSpec(Model):
+    """What ran, on what, under which protocol and policy, and what came out; or a retention cut."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": validations(
+            cel("self == oldSelf", "an AuditRecord cannot be changed once written", reason="FieldValueForbidden"),
+            cel(
+                "self.event == 'RunFinished' ? has(self.run) && has(self.algorithm) && has(self.dataset) : has(self.cut)",
+                "a RunFinished record needs run, algorithm and dataset; a RetentionCut record needs cut",
+            ),
+        )
+    }
+
+    event: Literal["RunFinished", "RetentionCut"] = Field(default="RunFinished", description="What the record records.")
+    chain: ChainLink
+    recorded_at: datetime = Field(description="When the operator (or the pruner) wrote it; retention counts from here.")
+    hash: str = Field(
+        pattern=SHA256,
+        max_length=71,
+        description="sha256 of the RFC 8785 (JCS) serialisation of this spec without the hash field (docs/audit.md).",
+    )
     validation: AuditedValidation
-    run: RunRecord = Field(description="The finished run: phase, reason, timings, metrics, criteria, verdict.")
-    algorithm: AuditedAlgorithm
-    dataset: AuditedDataset
+    run: RunRecord | None = Field(default=None, description="The finished run: phase, reason, timings, metrics, criteria, verdict.")
+    algorithm: AuditedAlgorithm | None = None
+    dataset: AuditedDataset | None = None
+    cut: RetentionCut | None = None
     acceptance: list[AcceptanceCriterion] = Field(
         default_factory=list, max_length=32, description="The acceptance criteria the verdict was judged by."
     )
@@ -74,6 +126,9 @@ class AuditRecord(KubeObject):
     scope: ClassVar[Literal["Namespaced", "Cluster"]] = "Namespaced"
     printer_columns: ClassVar[tuple[dict, ...]] = (
         {"name": "Validation", "type": "string", "jsonPath": ".spec.validation.name"},
+        {"name": "Namespace Of Validation", "type": "string", "jsonPath": ".spec.validation.namespace", "priority": 1},
+        {"name": "Seq", "type": "integer", "jsonPath": ".spec.chain.sequence"},
+        {"name": "Event", "type": "string", "jsonPath": ".spec.event", "priority": 1},
         {"name": "Run", "type": "integer", "jsonPath": ".spec.run.number"},
         {"name": "Phase", "type": "string", "jsonPath": ".spec.run.phase"},
         {"name": "Reason", "type": "string", "jsonPath": ".spec.run.reason"},

@@ -45,14 +45,17 @@ def test_a_record_holds_the_run_the_algorithm_the_data_and_the_protocol() -> Non
     assert spec.dataset.content_hash == "sha256:" + "00" * 32 and spec.dataset.case_count == 120
     assert [(c.metric, c.bound, c.threshold) for c in spec.acceptance] == [("auc", "lower", 0.85)]
     assert (spec.policy, spec.recorded_by) == ("region-default", "lightbox-operator/9.9")
-    assert body["metadata"]["namespace"] == "region"
+    # Kept in the audit namespace, saying where the Validation lived.
+    assert body["metadata"]["namespace"] == "lightbox-audit"
+    assert spec.validation.namespace == "region"
 
 
 def test_the_name_tells_validations_of_the_same_name_apart_and_nothing_owns_it() -> None:
     first = audit.audit_record(_validation("aaaaaaaa-1"), FINISHED, None, None, None, "x")
     again = audit.audit_record(_validation("bbbbbbbb-2"), FINISHED, None, None, None, "x")
-    assert first["metadata"]["name"] == "chest-v1-r3-aaaaaaaa"
-    assert again["metadata"]["name"] == "chest-v1-r3-bbbbbbbb"
+    # The name is the chain (the Validation's uid) and the place in it.
+    assert first["metadata"]["name"] == "aaaaaaaa-1-1"
+    assert again["metadata"]["name"] == "bbbbbbbb-2-1"
     # Deleting the Validation must not take its history with it.
     assert "ownerReferences" not in first["metadata"]
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from lightbox import auditchain
 from lightbox.api.results import MetricValue, ScoreReport
 from lightbox.operator import reconcile
 from lightbox.operator.config import OperatorConfig
@@ -203,11 +204,13 @@ def test_one_shot_run_from_start_to_verdict(clock):
     assert len(status(kube)["runs"]) == 1
     (entry,) = audit_records(kube)
     assert entry["spec"]["run"] == record  # the same record as status, kept for good
-    assert entry["spec"]["validation"] == {"name": "val", "uid": "uid-val"}
+    assert entry["spec"]["validation"] == {"name": "val", "uid": "uid-val", "namespace": NS}
 
 
 def audit_records(kube: FakeKube) -> list[dict[str, Any]]:
-    return [obj for (plural, ns, _), obj in sorted(kube.objects.items()) if plural == "auditrecords" and ns == NS]
+    """The audit trail, kept in its own namespace (never the Validation's), in chain order."""
+    found = [obj for (plural, ns, _), obj in kube.objects.items() if plural == "auditrecords" and ns == "lightbox-audit"]
+    return sorted(found, key=lambda obj: obj["spec"]["chain"]["sequence"])
 
 
 def test_schedule_ticks_and_history_limit_prunes_jobs(clock):
@@ -231,6 +234,8 @@ def test_schedule_ticks_and_history_limit_prunes_jobs(clock):
     assert st["phase"] == "Scheduled"
     # History is pruned; the audit trail is not.
     assert [a["spec"]["run"]["name"] for a in audit_records(kube)] == ["val-r1", "val-r2", "val-r3"]
+    assert [a["spec"]["chain"]["sequence"] for a in audit_records(kube)] == [1, 2, 3]
+    assert auditchain.verify(audit_records(kube)) == []
 
     # Missed ticks collapse into one run.
     clock["t"] = datetime(2026, 1, 1, 9, 10, tzinfo=UTC)
