@@ -1,0 +1,110 @@
+"""The Containerfile's own pip steps, run in a container of the base layer, give the daemonless layers' files.
+
+The daemonless build installs wheels with pypa's installer where images/lightbox/Containerfile
+runs pip; this runs the Containerfile's RUN lines themselves (pip from dist/pip.whl, the context
+`images context` prepares) with containerd, on the base layer the build made, and compares the
+resulting /opt/venv with the dependency and application layers. Needs root and containerd.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from lightbox.devtools import containerfile, images, oci
+from lightbox.sandbox import imagecheck
+
+SITE = "opt/venv/lib/python3.11/site-packages/"
+BOOKKEEPING = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
+
+
+def _unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (containerd)"
+    missing = [t for t in ("containerd", "ctr", "runc", "mmdebstrap") if shutil.which(t) is None]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+def _package_files(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {k.removeprefix(SITE): v for k, v in files.items()
+            if k.startswith(SITE) and "__pycache__" not in k and Path(k).name not in BOOKKEEPING}
+
+
+def _layer_files(store: oci.BlobStore, digest: str) -> dict[str, bytes]:
+    with tarfile.open(store.path(digest), "r:gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def test_the_containerfile_pip_steps_install_the_same_files(tmp_path: Path) -> None:
+    reason = _unavailable()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Containerfile check cannot run in CI: {reason}", pytrace=False)
+        pytest.skip(f"Containerfile check: {reason}")
+    built = images.build(["lightbox"])["lightbox"]
+    store = oci.BlobStore(images.cache_dir() / "blobs")
+    manifest = json.loads(store.path(built.digest).read_bytes())
+    config = json.loads(store.path(manifest["config"]["digest"]).read_bytes())
+    base_digest, deps_digest, _app = (layer["digest"] for layer in manifest["layers"])
+
+    # an image of the base layer alone, as the Containerfile's first RUN leaves it
+    base = oci.Layer(oci.Blob(base_digest, manifest["layers"][0]["size"], oci.MEDIA_LAYER_GZIP), config["rootfs"]["diff_ids"][0])
+    base_config = store.put_bytes(oci.canonical_json(oci.image_config(
+        [base], env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], entrypoint=None, cmd=None,
+        user="0", workdir="/", labels={})), oci.MEDIA_CONFIG)
+    base_manifest = store.put_bytes(oci.canonical_json(oci.manifest(base_config, [base])), oci.MEDIA_MANIFEST)
+    oci.write_archive(store, base_manifest, "localhost/lightbox-base-test", "0", tmp_path / "base.tar", 0)
+
+    # the build context and the venv as the base layer holds it
+    dist = images.prepare_context(tmp_path / "ctx")
+    venv = tmp_path / "venv"
+    with tarfile.open(store.path(base_digest), "r:gz") as tar:
+        members = [m for m in tar.getmembers() if m.name.startswith("opt/venv/")]
+        for m in members:
+            m.name = m.name.removeprefix("opt/venv/")
+        tar.extractall(venv, members=members, filter="tar")
+
+    plan = containerfile.parse((images.repo_root() / images.IMAGES["lightbox"]).read_text())
+    env = {k: v for ins in plan if ins.keyword == "ENV" for k, v in containerfile.key_values(ins, "Containerfile").items()}
+    pip_steps = [re.sub(r"--mount=\S+", "", ins.args).strip() for ins in plan if ins.keyword == "RUN" and "pip install" in ins.args]
+    assert len(pip_steps) == 2
+    with imagecheck.private_containerd() as socket:
+        ctr = ["ctr", "--address", str(socket), "--namespace", "lightbox-containerfile-test"]
+        subprocess.run([*ctr, "images", "import", str(tmp_path / "base.tar")], check=True, capture_output=True)
+        for i, step in enumerate(pip_steps):
+            run = subprocess.run(
+                [*ctr, "run", "--rm", "--mount", f"type=bind,src={venv},dst=/opt/venv,options=rbind:rw",
+                 "--mount", f"type=bind,src={dist},dst=/dist,options=rbind:ro",
+                 *(a for k, v in env.items() for a in ("--env", f"{k}={v}")),
+                 "localhost/lightbox-base-test:0", f"containerfile-step-{i}", "/bin/sh", "-c", step],
+                capture_output=True, text=True, timeout=900)
+            assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        subprocess.run([*ctr, "images", "rm", "localhost/lightbox-base-test:0"], capture_output=True)
+
+    pip_files = {f"opt/venv/{p.relative_to(venv).as_posix()}": p.read_bytes() for p in venv.rglob("*") if p.is_file() and not p.is_symlink()}
+    # the application layer from the context's own wheel: the checkout may change while this runs
+    (wheel,) = dist.glob("lightbox-*.whl")
+    (tmp_path / "app").mkdir()
+    installer = sorted((images.cache_dir() / "tools").glob("installer-*.whl"))[-1]
+    images.install_layer([wheel], tmp_path / "app" / "layer.tar.gz", venv="/opt/venv", python="3.11", epoch=images.DEFAULT_EPOCH,
+                         installer=installer, log_path=tmp_path / "app" / "install.log")
+    with tarfile.open(tmp_path / "app" / "layer.tar.gz", "r:gz") as tar:
+        app_files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    ours = {**_layer_files(store, deps_digest), **app_files}
+    theirs_pkg, ours_pkg = _package_files(pip_files), _package_files(ours)
+    assert sorted(theirs_pkg) == sorted(ours_pkg)
+    differing = [k for k in ours_pkg if hashlib.sha256(ours_pkg[k]).digest() != hashlib.sha256(theirs_pkg[k]).digest()]
+    assert differing == []
+    # console scripts: the same names, each for the venv's interpreter (pip's and installer's launcher texts differ)
+    scripts = {k: v.split(b"\n", 1)[0] for k, v in pip_files.items() if k.startswith("opt/venv/bin/") and not Path(k).name.startswith(("activate", "Activate"))}
+    our_scripts = {k: v.split(b"\n", 1)[0] for k, v in ours.items() if k.startswith("opt/venv/bin/")}
+    assert scripts == our_scripts
+    assert scripts["opt/venv/bin/lightbox"] == b"#!/opt/venv/bin/python"
