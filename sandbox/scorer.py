@@ -44,12 +44,12 @@ from lightbox.sandbox.metrics import classification as cls
 from lightbox.sandbox.metrics import detection as det
 from lightbox.sandbox.metrics import segmentation as seg
 from lightbox.sandbox.metrics._stats import bootstrap_interval, bootstrap_mean_interval, resample_weights
-from lightbox.sandbox.segfile import read_seg
+from lightbox.sandbox import release, safeio
+from lightbox.sandbox.segfile import read_seg, seg_limits
 from lightbox.sandbox.steps import directory, fail, read_json_env, write_termination
 
 EXIT_CONFIG_INVALID = 2
 DEFAULT_POSITIVE_LABEL = "abnormal"
-MAX_MASK_BYTES = 512 << 20
 DEFAULT_METRICS = {
     "classification": ["auc", "sensitivity", "specificity", "ppv", "npv", "youdenThreshold", "brier", "ece"],
     "segmentation": ["dice", "iou", "hd95"],
@@ -110,22 +110,13 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def load_predictions(output: Path, task: str) -> dict[str, Any]:
-    path = output / PREDICTIONS_FILE
-    if path.is_symlink():
-        # a link could point the scorer at files the vendor cannot read (the ground truth)
-        raise _predictions_error(f"{PREDICTIONS_FILE} is a symbolic link; write a regular file")
+    """The 'cases' object of predictions.json, read without following links and bounded
+    before parsing. Every message names the broken rule only: no text, and no number the vendor
+    chose (a size, a line number), reaches the run's status."""
     try:
-        size = path.stat().st_size
-    except OSError:
-        raise _predictions_error(f"{PREDICTIONS_FILE} was not written")
-    if size > MAX_PREDICTIONS_BYTES:
-        raise _predictions_error(f"{PREDICTIONS_FILE} is {size} bytes; the limit is {MAX_PREDICTIONS_BYTES}")
-    try:
-        doc = json.loads(path.read_bytes())
-    except json.JSONDecodeError as exc:
-        raise _predictions_error(f"{PREDICTIONS_FILE} is not valid JSON (line {exc.lineno}, column {exc.colno})")
-    except (UnicodeDecodeError, RecursionError, ValueError):
-        raise _predictions_error(f"{PREDICTIONS_FILE} is not valid JSON")
+        doc = safeio.parse_json(safeio.read_beneath(output, PREDICTIONS_FILE, PREDICTIONS_FILE, MAX_PREDICTIONS_BYTES), PREDICTIONS_FILE)
+    except (safeio.HostileOutput, safeio.Unreadable) as exc:
+        raise _predictions_error(exc.rule)
     if not isinstance(doc, dict) or not isinstance(doc.get("cases"), dict):
         raise _predictions_error(f"{PREDICTIONS_FILE} must be an object with a 'cases' object")
     if doc.get("task", task) != task:
@@ -276,35 +267,38 @@ def classification_metrics(
 # --- segmentation --------------------------------------------------------------------------
 
 
-def _load_mask(path: Path, max_elements: int | None = None) -> np.ndarray:
-    """The 'mask' array (or the only array) of an .npz, refusing pickles and, when
-    ``max_elements`` is given, arrays whose header promises more elements than that (so a
-    small compressed file cannot expand into all of the scorer's memory)."""
-    if path.stat().st_size > MAX_MASK_BYTES:
-        raise ValueError("mask file too large")
-    with zipfile.ZipFile(path) as zf:
-        names = [n for n in zf.namelist() if n.endswith(".npy")]
-        name = "mask.npy" if "mask.npy" in names else (names[0] if len(names) == 1 else None)
+def _load_truth_mask(path: Path) -> np.ndarray:
+    """A ground-truth mask (trusted, written by the region): the 'mask' array or the only one."""
+    with np.load(path, allow_pickle=False) as npz:
+        names = list(npz.files)
+        name = "mask" if "mask" in names else (names[0] if len(names) == 1 else None)
         if name is None:
             raise ValueError("no 'mask' array")
-        with zf.open(name) as fh:
-            version = np.lib.format.read_magic(fh)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read_header(fh)
-            if dtype.hasobject or dtype.kind not in "biuf":
-                raise ValueError("mask is not numeric")
-            if max_elements is not None and math.prod(shape) > max_elements:
-                raise ValueError("mask has more elements than the image")
-    with np.load(path, allow_pickle=False) as npz:
-        return np.asarray(npz[name[:-4]])
+        return np.asarray(npz[name])
 
 
-def _inside(base: Path, relative: Any) -> Path | None:
-    if not isinstance(relative, str) or not relative or relative.startswith("/") or "\\" in relative:
-        return None
-    candidate = (base / relative).resolve()
-    root = base.resolve()
-    return candidate if candidate.is_relative_to(root) and candidate.is_file() else None
+MASK_FILE = "a mask file named in predictions.json"
+
+
+def load_vendor_mask(
+    output: Path, relative: Any, truth_shape: tuple[int, ...], slice_uids: list[str], *, reshape: bool = True
+) -> np.ndarray:
+    """One case's predicted mask, shaped like the truth. Raises safeio.HostileOutput (the run
+    is refused) or safeio.Unreadable (this case failed); nothing is read beyond what a mask of
+    this image needs."""
+    elements = math.prod(truth_shape)
+    if isinstance(relative, str) and relative.lower().endswith(".dcm"):
+        shape3 = tuple(truth_shape) if len(truth_shape) == 3 else (1, *truth_shape[-2:])
+        data = safeio.read_beneath(output, relative, MASK_FILE, seg_limits(shape3).file_bytes)  # type: ignore[arg-type]
+        pred = read_seg(data, slice_uids, shape3)  # type: ignore[arg-type]
+    else:
+        data = safeio.read_beneath(output, relative, MASK_FILE, safeio.npz_file_limit(elements))
+        pred = safeio.load_npz_array(data, MASK_FILE, tuple(truth_shape))
+    if pred.shape != tuple(truth_shape):
+        if not reshape or pred.squeeze().shape != tuple(d for d in truth_shape if d != 1):
+            raise safeio.Unreadable(f"shape {pred.shape} != (slices, rows, columns) {tuple(truth_shape)}", f"{MASK_FILE} does not have the shape of the case's image")
+        pred = pred.reshape(truth_shape)
+    return pred
 
 
 def score_segmentation_inputs(
@@ -318,32 +312,24 @@ def score_segmentation_inputs(
     for case_id, info in cases.items():
         truth_path = truth_dir / "masks" / f"{info['source']}.npz"
         try:
-            truth = _load_mask(truth_path).astype(bool)
+            truth = _load_truth_mask(truth_path).astype(bool)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             raise _truth_error("a ground-truth mask is missing or unreadable")
         entry = preds.get(case_id)
         if entry is None:
             failures.missing.append(case_id)
             continue
-        path = _inside(output, entry.get("mask") if isinstance(entry, dict) else None)
         try:
-            if path is None:
-                raise ValueError
-            if path.suffix.lower() == ".dcm":
-                pred = read_seg(path, info.get("sopInstanceUids") or [], truth.shape)
-            else:
-                pred = _load_mask(path, max_elements=truth.size)
-            if not np.isfinite(pred).all():
-                failures.nan.append(case_id)
-                continue
-            pred = pred != 0
-            if pred.shape != truth.shape and pred.squeeze().shape == truth.squeeze().shape:
-                pred = pred.reshape(truth.shape)
-            if pred.shape != truth.shape:
-                raise ValueError
-        except Exception:  # whatever a vendor file does wrong, it is one unreadable case
+            pred = load_vendor_mask(output, entry.get("mask") if isinstance(entry, dict) else None, truth.shape, info.get("sopInstanceUids") or [])
+        except safeio.HostileOutput as exc:
+            raise _predictions_error(exc.rule)
+        except Exception:  # noqa: BLE001 - whatever else a vendor file does wrong, it is one unreadable case
             failures.unreadable.append(case_id)
             continue
+        if not np.isfinite(pred).all():
+            failures.nan.append(case_id)
+            continue
+        pred = pred != 0
         spacing = info.get("spacing") or [1.0, 1.0, 1.0]
         r = seg.score_masks(pred, truth, spacing)
         ids.append(case_id)
@@ -460,13 +446,6 @@ def detection_metrics(
 # --- assembly ------------------------------------------------------------------------------
 
 
-def _downsample_roc(fpr: list[float], tpr: list[float], points: int) -> list[tuple[float, float]]:
-    if points <= 0 or not fpr:
-        return []
-    idx = np.unique(np.round(np.linspace(0, len(fpr) - 1, min(points, len(fpr)))).astype(int))
-    return [(round(fpr[i], 4), round(tpr[i], 4)) for i in idx]
-
-
 def _round_metrics(metrics: dict[str, MetricValue]) -> dict[str, MetricValue]:
     def r(x: float | None) -> float | None:
         return None if x is None else round(x, 4)
@@ -479,11 +458,12 @@ def _message_size(report: ScoreReport) -> int:
 
 
 def fit_report(report: ScoreReport, roc: Mapping[str, list[float]] | None) -> ScoreReport:
-    """Shrink the report until its JSON fits the termination message: fewer ROC points first,
-    then subgroup metrics beyond the first, then the subgroups themselves."""
-    candidates = [41, 21, 11, 5, 0] if roc else [0]
-    for points in candidates:
-        trial = report.model_copy(update={"roc": _downsample_roc(roc["fpr"], roc["tpr"], points) if roc else []})
+    """Shrink the report until its JSON fits the termination message: a coarser ROC grid first
+    (points at fixed false-positive rates, so their number says nothing the vendor chose), then
+    subgroup metrics beyond the first, then the subgroups themselves."""
+    grids: list[float | None] = [*release.ROC_FPR_GRIDS, None] if roc and report.metrics else [None]
+    for step in grids:
+        trial = report.model_copy(update={"roc": release.roc_on_grid(roc["fpr"], roc["tpr"], step) if roc and step else []})
         if _message_size(trial) <= TERMINATION_MESSAGE_LIMIT:
             return trial
     slim_groups = {
@@ -499,18 +479,29 @@ def fit_report(report: ScoreReport, roc: Mapping[str, list[float]] | None) -> Sc
 def subgroup_results(
     cfg: ScorerConfig, ids: list[str], cases: Mapping[str, dict[str, Any]], compute: Callable[[np.ndarray], dict[str, MetricValue]]
 ) -> dict[str, dict[str, SubgroupResult]]:
+    """Per dimension and group: ``n`` is the group's size in the dataset (all staged cases), not
+    how many the vendor let be scored, so neither n nor suppression is the vendor's to choose
+    (docs/covert-channel.md); metrics are over the group's scored cases (``ids``), and only
+    when those are at least the minimum cell too."""
+    def group_of(case: str) -> str:
+        # group names are header values (e.g. Manufacturer); bound them so they cannot crowd out numbers
+        return str(cases[case].get(dim, "unknown"))[:64] or "unknown"
+
     out: dict[str, dict[str, SubgroupResult]] = {}
     for dim in cfg.subgroups:
-        # group names are header values (e.g. Manufacturer); bound them so they cannot crowd out numbers
-        groups = np.asarray([str(cases[c].get(dim, "unknown"))[:64] or "unknown" for c in ids])
+        sizes: dict[str, int] = {}
+        for c in cases:
+            sizes[group_of(c)] = sizes.get(group_of(c), 0) + 1
+        groups = np.asarray([group_of(c) for c in ids])
         out[dim] = {}
-        for g in sorted(set(groups.tolist())):
+        for g in sorted(sizes):
             mask = groups == g
-            n = int(mask.sum())
-            if n < cfg.min_subgroup_size:
+            if sizes[g] < cfg.min_subgroup_size:
                 out[dim][g] = SubgroupResult(n=0, suppressed=True)
+            elif int(mask.sum()) < cfg.min_subgroup_size:
+                out[dim][g] = SubgroupResult(n=sizes[g])
             else:
-                out[dim][g] = SubgroupResult(n=n, metrics=_round_metrics(compute(mask)))
+                out[dim][g] = SubgroupResult(n=sizes[g], metrics=_round_metrics(compute(mask)))
         out[dim] = suppress_complement(out[dim])
     return out
 
@@ -571,7 +562,7 @@ def score(cfg: ScorerConfig, output: Path, truth_dir: Path, work: Path) -> tuple
         metrics=_round_metrics(metrics),
         subgroups=subgroups,
     )
-    fitted = fit_report(report, extras.get("roc"))
+    fitted = fit_report(release.release(report, cfg.min_subgroup_size), extras.get("roc"))
     full = {
         "report": json.loads(report.model_dump_json(by_alias=True, exclude_none=True)),
         "perCase": scored.per_case,

@@ -9,20 +9,56 @@ most viewers write it); all segments together are the structure, as with ``.npz`
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lightbox.sandbox.safeio import HostileOutput, Unreadable, read_regular
+
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-# A vendor file is data, not trusted: bound it before decoding.
+# A vendor file is data, not trusted: everything below is bounded before it is parsed or decoded.
 MAX_SEG_BYTES = 512 << 20
 MAX_FRAMES_PER_SLICE = 64
+MAX_SEG_PIXELS = 1 << 28  # decoded pixels over all frames (one byte each once unpacked)
+# pydicom turns a few bytes of header into a few hundred bytes of objects: bound the header part
+# (everything before Pixel Data) by what per-frame functional groups need, about 1 KiB a frame.
+META_BYTES_PER_FRAME = 1024
+MAX_META_BYTES = 8 << 20
+TRAILING_BYTES = 1024  # after Pixel Data only dataset trailing padding may follow
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_NATIVE = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}  # uid -> implicit VR
+_WHAT = "a DICOM SEG mask"
 
 
-class SegError(ValueError):
-    """The file is not a DICOM SEG this case's mask can be read from; says why."""
+class SegError(Unreadable):
+    """The file is not a DICOM SEG this case's mask can be read from; says why (naming the rule,
+    never a value from the file)."""
+
+
+@dataclass(frozen=True)
+class SegLimits:
+    frames: int
+    pixels: int
+    meta_bytes: int
+
+    @property
+    def file_bytes(self) -> int:
+        return min(MAX_SEG_BYTES, self.meta_bytes + self.pixels + TRAILING_BYTES)
+
+
+def seg_limits(shape: tuple[int, int, int]) -> SegLimits:
+    """What a SEG for a series of ``shape`` (slices, rows, columns) may hold."""
+    slices, rows, columns = shape
+    frames = slices * MAX_FRAMES_PER_SLICE
+    pixels = min(frames * rows * columns, MAX_SEG_PIXELS)
+    return SegLimits(frames=frames, pixels=pixels, meta_bytes=min(MAX_META_BYTES, (64 << 10) + META_BYTES_PER_FRAME * frames))
 
 
 def _referenced_uids(item: Any) -> list[str]:
@@ -35,45 +71,137 @@ def _referenced_uids(item: Any) -> list[str]:
     return uids
 
 
-def read_seg(path: Path, slice_uids: Sequence[str], shape: tuple[int, int, int]) -> np.ndarray:
+def _body(data: bytes, limits: SegLimits) -> tuple[Any, bytes, bool | None]:
+    """File meta, the dataset's bytes (inflated, bounded, when deflated) and whether its VR is
+    implicit (None: deflated, i.e. explicit, parsed apart from the file meta)."""
+    from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    fp = io.BytesIO(data)
+    try:
+        read_preamble(fp, False)
+        meta = _read_file_meta_info(fp)  # only group 0002: small, and bounded by the file's size
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, struct.error) as exc:
+        raise SegError(f"not readable DICOM ({type(exc).__name__})") from exc
+    syntax = str(meta.get("TransferSyntaxUID", ""))
+    rest = data[fp.tell():]
+    if syntax in _NATIVE:
+        return meta, rest, _NATIVE[syntax]
+    if syntax != _DEFLATED:
+        raise SegError("transfer syntax is not explicit or implicit VR little endian or deflated explicit VR little endian")
+    # pydicom inflates the whole stream at once: inflate here, no further than the limit.
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(rest, limits.file_bytes + 1)
+    except zlib.error as exc:
+        raise SegError("deflated data is damaged") from exc
+    if len(body) > limits.file_bytes or inflater.unconsumed_tail:
+        raise HostileOutput(f"{_WHAT} inflates past {limits.file_bytes} bytes, more than a SEG of this series needs")
+    return meta, body, None
+
+
+def _check_layout(body: bytes, implicit: bool, limits: SegLimits) -> None:
+    """Bound the header and the pixel data from the raw bytes, before pydicom parses anything.
+    The last Pixel Data tag in the bytes is at or after the real one, so the header bound holds;
+    a match inside the pixel values fails the length check and refuses the file."""
+    at = body.rfind(_PIXEL_DATA_TAG)
+    if at < 0:
+        raise SegError("it has no Pixel Data")
+    if at > limits.meta_bytes:
+        raise HostileOutput(
+            f"{_WHAT} has {at} bytes of header before Pixel Data; the limit for this series is {limits.meta_bytes}",
+            f"{_WHAT} has more header before Pixel Data than the {limits.meta_bytes} bytes a SEG of this series needs",
+        )
+    if implicit:
+        start, length = at + 8, int.from_bytes(body[at + 4 : at + 8], "little")
+    else:
+        if body[at + 4 : at + 6] not in (b"OB", b"OW"):
+            raise SegError("Pixel Data is not native (OB or OW) data")
+        start, length = at + 12, int.from_bytes(body[at + 8 : at + 12], "little")
+    if length == 0xFFFFFFFF:
+        raise SegError("Pixel Data is encapsulated; write native (uncompressed) frames")
+    if length > limits.pixels:
+        raise HostileOutput(
+            f"{_WHAT} has {length} bytes of Pixel Data; the limit for this series is {limits.pixels}",
+            f"{_WHAT} has more Pixel Data than the {limits.pixels} bytes a SEG of this series may hold",
+        )
+    if start + length > len(body) or len(body) - (start + length) > TRAILING_BYTES:
+        raise SegError("Pixel Data's length does not match the file")
+
+
+def read_seg(source: Path | bytes, slice_uids: Sequence[str], shape: tuple[int, int, int]) -> np.ndarray:
     """The mask of one case: ``slice_uids`` are the SOP Instance UIDs of its first series in
-    slice order, ``shape`` is (slices, rows, columns)."""
+    slice order, ``shape`` is (slices, rows, columns). ``source`` is the file's bytes (read with
+    :mod:`safeio`) or a path whose folder is trusted."""
     import pydicom
     from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import read_dataset
+    from pydicom.uid import ExplicitVRLittleEndian
 
-    if path.stat().st_size > MAX_SEG_BYTES:
-        raise SegError(f"larger than {MAX_SEG_BYTES >> 20} MiB")
+    limits = seg_limits(shape)
+    data = source if isinstance(source, bytes) else read_regular(source, _WHAT, limits.file_bytes)
+    if len(data) > limits.file_bytes:
+        raise HostileOutput(
+            f"{_WHAT} is {len(data)} bytes; the limit for this series is {limits.file_bytes}",
+            f"{_WHAT} is larger than the {limits.file_bytes} bytes a SEG of this series needs",
+        )
+    meta, body, implicit = _body(data, limits)
+    _check_layout(body, bool(implicit), limits)
     try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        if implicit is None:
+            ds = read_dataset(io.BytesIO(body), is_implicit_VR=False, is_little_endian=True)
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.file_meta = meta
+        else:
+            ds = pydicom.dcmread(io.BytesIO(data))
+        sop_class = str(ds.get("SOPClassUID", ""))
+        dims = (ds.get("Rows"), ds.get("Columns"), ds.get("NumberOfFrames"), ds.get("BitsAllocated"), ds.get("SamplesPerPixel"))
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, struct.error) as exc:
         raise SegError(f"not readable DICOM ({type(exc).__name__})") from exc
-    if str(ds.get("SOPClassUID", "")) != SEG_SOP_CLASS:
-        raise SegError(f"SOP class {ds.get('SOPClassUID', 'missing')} is not Segmentation Storage")
+    if sop_class != SEG_SOP_CLASS:
+        raise SegError("its SOP class is not Segmentation Storage")
     slices, rows, columns = shape
-    if (ds.get("Rows"), ds.get("Columns")) != (rows, columns):
-        raise SegError(f"frames are {ds.get('Rows')}x{ds.get('Columns')}, the series is {rows}x{columns}")
-    frames_declared = int(ds.get("NumberOfFrames") or 1)
-    if frames_declared > slices * MAX_FRAMES_PER_SLICE:
-        raise SegError(f"{frames_declared} frames for {slices} slices")
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if dims[:2] != (rows, columns):
+        raise SegError(f"frames are {dims[0]}x{dims[1]}, the series is {rows}x{columns}", f"frames do not have the series' size, {rows}x{columns}")
+    try:
+        frames_declared = int(dims[2] or 1)
+    except (TypeError, ValueError) as exc:
+        raise SegError("Number of Frames is not a number") from exc
+    if not 1 <= frames_declared <= limits.frames:
+        raise SegError(f"Number of Frames is not between 1 and {limits.frames} ({MAX_FRAMES_PER_SLICE} per slice)")
+    if frames_declared * rows * columns > limits.pixels:
+        raise HostileOutput(f"{_WHAT} declares more than {limits.pixels} pixels")
+    if dims[3] not in (1, 8) or dims[4] not in (None, 1):
+        raise SegError("pixels are not 1-bit (BINARY) or 8-bit (FRACTIONAL) with one sample")
+    try:
+        per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
+    except Exception as exc:  # noqa: BLE001 - a malformed sequence is the vendor file's
+        raise SegError(f"per-frame functional groups are not readable ({type(exc).__name__})") from exc
     if len(per_frame) != frames_declared:
-        raise SegError(f"{len(per_frame)} per-frame items for {frames_declared} frames")
+        raise SegError(f"{len(per_frame)} per-frame items for {frames_declared} frames", "the number of per-frame items is not Number of Frames")
+    needed = -(-frames_declared * rows * columns * int(dims[3]) // 8)
+    if not needed <= len(ds.get("PixelData") or b"") <= needed + 1:
+        raise SegError("Pixel Data does not hold Number of Frames frames")
     try:
         pixels = np.asarray(ds.pixel_array)
     except Exception as exc:  # noqa: BLE001 - any decoding failure is the vendor file's
         raise SegError(f"pixel data cannot be decoded ({type(exc).__name__})") from exc
     frames = pixels.reshape(frames_declared, rows, columns)
-    if str(ds.get("SegmentationType", "BINARY")) == "FRACTIONAL":
-        frames = frames >= float(ds.get("MaximumFractionalValue") or 1) / 2
+    try:
+        fractional = str(ds.get("SegmentationType", "BINARY")) == "FRACTIONAL"
+        half = float(ds.get("MaximumFractionalValue") or 1) / 2 if fractional else 0.0
+        uids_per_frame = [_referenced_uids(item) for item in per_frame]
+    except Exception as exc:  # noqa: BLE001 - a malformed attribute is the vendor file's
+        raise SegError(f"segment attributes are not readable ({type(exc).__name__})") from exc
+    if fractional:
+        frames = frames >= half
     index = {uid: i for i, uid in enumerate(slice_uids)}
     mask = np.zeros(shape, dtype=bool)
-    for number, (frame, item) in enumerate(zip(frames, per_frame), start=1):
-        uids = _referenced_uids(item)
+    for number, (frame, uids) in enumerate(zip(frames, uids_per_frame), start=1):
         if not uids:
-            raise SegError(f"frame {number} does not name the image it was derived from")
-        unknown = [uid for uid in uids if uid not in index]
-        if unknown:
-            raise SegError(f"frame {number} refers to an image that is not in the case's first series")
+            raise SegError(f"frame {number} does not name the image it was derived from", "a frame does not name the image it was derived from")
+        if any(uid not in index for uid in uids):
+            raise SegError(f"frame {number} refers to an image that is not in the case's first series", "a frame refers to an image that is not in the case's first series")
         for uid in uids:
             mask[index[uid]] |= frame != 0
     return mask

@@ -76,10 +76,17 @@ def _spacing(first: Any, positions: list[float]) -> list[float]:
     return [round(slice_gap, 6), row, col]
 
 
+def _has_geometry(ds: Any) -> bool:
+    iop = ds.get("ImageOrientationPatient")
+    return ds.get("ImagePositionPatient") is not None and iop is not None and len(iop) == 6
+
+
 def _position_along_normal(ds: Any) -> float:
+    """Where the slice lies along its normal, in mm; without geometry only an order (the
+    instance number), which must not be taken for a distance."""
     ipp = ds.get("ImagePositionPatient")
     iop = ds.get("ImageOrientationPatient")
-    if ipp is None or iop is None or len(iop) != 6:
+    if not _has_geometry(ds):
         return float(ds.get("InstanceNumber") or 0)
     r, c = [float(v) for v in iop[:3]], [float(v) for v in iop[3:]]
     normal = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
@@ -183,7 +190,8 @@ def stage(
                 rel.append(f"{case_id}/{s_index:02d}/{name}")
             ds0 = members[0][3]
             if s_index == 0:
-                first_ds, positions = ds0, [m[0] for m in members]
+                first_ds = ds0
+                positions = [m[0] for m in members] if all(_has_geometry(m[3]) for m in members) else []
                 slice_uids = [str(m[3].get("SOPInstanceUID", "")) for m in members]
             entries.append(
                 InputSeries(

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from lightbox.api.results import TERMINATION_MESSAGE_LIMIT, ScoreReport
 from lightbox.api.run import EXIT_GROUND_TRUTH_UNREADABLE, EXIT_MALFORMED_PREDICTIONS, EXIT_OK, StagerConfig
 from lightbox.api.validation import RunRecord
 from lightbox.sandbox import scorer
 from lightbox.sandbox.deidgate import minimal_verify_tree
-from lightbox.sandbox.metrics import classification as cls
 from lightbox.sandbox.reference import classifier, segmenter
 from lightbox.sandbox.sampledata import SampleDataset, make_sample_dataset
 from lightbox.sandbox.stager import stage
@@ -58,22 +59,34 @@ class Run:
         return code, self.term.read_text()
 
 
+def _truth_and_scores(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """Labels from the ground truth and scores from the vendor's predictions, joined through
+    the stage step's cases.json: what the scorer read, not what it wrote."""
+    labels = json.loads((run.sample.truth_dir / "labels.json").read_text())
+    cases = json.loads((run.work / "cases.json").read_text())["cases"]
+    preds = run.predictions()["cases"]
+    ids = sorted(cases)
+    y = np.array([labels[cases[c]["source"]]["label"] == "abnormal" for c in ids])
+    s = np.array([preds[c]["scores"]["abnormal"] for c in ids])
+    return y, s
+
+
 def test_reference_classification_report_fits_and_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = Run(tmp_path, monkeypatch)
+    run = Run(tmp_path, monkeypatch, n=80)
+    run.configure(subgroups=["sex", "site"])  # all four leave no room for the ROC curve at 80 cases
     run.predict()
     code, text = run.score()
     assert code == EXIT_OK
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
     report = ScoreReport.model_validate_json(text)
-    assert report.cases == report.scored == 40
+    assert report.cases == report.scored == 80
     assert set(report.metrics) >= {"auc", "aucBootstrap", "sensitivity", "specificity", "ppv", "npv", "youdenThreshold", "brier", "ece"}
     auc = report.metrics["auc"]
     # The sample has patients with more than one study: their cases are clustered.
     assert auc.method == "obuchowski" and auc.lower <= auc.value <= auc.upper
     assert report.metrics["aucBootstrap"].method == "bootstrap"
     assert report.metrics["sensitivity"].method == "wilson"
-    assert len(report.roc) >= 5 and report.roc[0] == (0.0, 0.0) and report.roc[-1] == (1.0, 1.0)
-    assert set(report.subgroups) == set(ALL_SUBGROUPS)
+    assert set(report.subgroups) == {"sex", "site"}
     for groups in report.subgroups.values():
         for result in groups.values():
             assert (result.n == 0 and result.suppressed and not result.metrics) or (result.n >= 10 and not result.suppressed)
@@ -81,10 +94,29 @@ def test_reference_classification_report_fits_and_round_trips(tmp_path: Path, mo
     RunRecord(name="r-1", number=1, phase="Succeeded", cases=report.cases, scored=report.scored, failures=report.failures,
               metrics=report.metrics, subgroups=report.subgroups)
     full = json.loads((run.work / "results.json").read_text())
-    assert len(full["perCase"]) == 40 and len(full["roc"]["fpr"]) >= len(report.roc)
-    truth = np.array([v["truth"] for v in full["perCase"].values()], bool)
-    score = np.array([v["score"] for v in full["perCase"].values()])
-    assert report.metrics["auc"].value == pytest.approx(round(cls.auc(truth, score), 4))
+    assert len(full["perCase"]) == 80
+    y, s = _truth_and_scores(run)
+    assert report.metrics["auc"].value == pytest.approx(roc_auc_score(y, s), abs=5e-5)
+    # the ROC curve at fixed false-positive rates, each the step function's height there
+    fpr, tpr, _ = roc_curve(y, s)
+    grid = [round(0.1 * i, 2) for i in range(11)]
+    assert [p[0] for p in report.roc] == grid
+    assert [p[1] for p in report.roc] == pytest.approx([tpr[fpr <= g + 1e-12].max() for g in grid], abs=0.005)
+    called = s >= 0.5
+    assert report.metrics["sensitivity"].value == pytest.approx((called & y).sum() / y.sum(), abs=5e-5)
+    assert report.metrics["specificity"].value == pytest.approx((~called & ~y).sum() / (~y).sum(), abs=5e-5)
+
+
+def _hd95_scipy(a: np.ndarray, b: np.ndarray, spacing: list[float]) -> float:
+    """HD95 from scipy's exact Euclidean distance transform: surface voxels (foreground with a
+    background 6-neighbour, outside counting as background), the larger directed 95th percentile."""
+    def surface(m: np.ndarray) -> np.ndarray:
+        return m & ~ndimage.binary_erosion(m, structure=ndimage.generate_binary_structure(3, 1), border_value=0)
+
+    sa, sb = surface(a), surface(b)
+    to_b = ndimage.distance_transform_edt(~sb, sampling=spacing)[sa]
+    to_a = ndimage.distance_transform_edt(~sa, sampling=spacing)[sb]
+    return max(float(np.percentile(to_b, 95)), float(np.percentile(to_a, 95)))
 
 
 def test_reference_segmentation_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,8 +126,56 @@ def test_reference_segmentation_report(tmp_path: Path, monkeypatch: pytest.Monke
     assert code == EXIT_OK
     report = ScoreReport.model_validate_json(text)
     assert report.scored == 20
-    assert report.metrics["dice"].value > 0.8 and report.metrics["dice"].method == "bootstrap"
-    assert report.metrics["hd95"].value >= 0 and "iou" in report.metrics
+    cases = json.loads((run.work / "cases.json").read_text())["cases"]
+    preds = run.predictions()["cases"]
+    dice, hd = [], []
+    for cid, info in cases.items():
+        truth = np.load(run.sample.truth_dir / "masks" / f"{info['source']}.npz")["mask"] != 0
+        pred = np.load(run.output / preds[cid]["mask"])["mask"] != 0
+        dice.append(2 * (truth & pred).sum() / (truth.sum() + pred.sum()) if truth.any() or pred.any() else 1.0)
+        if truth.any() and pred.any():
+            hd.append(_hd95_scipy(pred, truth, info["spacing"]))
+        elif not truth.any() and not pred.any():
+            hd.append(0.0)  # both empty: perfect agreement; one empty: undefined, left out of the mean
+    assert report.metrics["dice"].value == pytest.approx(np.mean(dice), abs=5e-5)
+    assert report.metrics["dice"].method == "bootstrap" and "iou" in report.metrics
+    assert report.metrics["hd95"].value == pytest.approx(np.mean(hd), abs=5e-5)
+
+
+def _single_voxel_cases(run: Run, offsets: list[tuple[int, int, int]]) -> dict[str, float]:
+    """Truth: one voxel per case; prediction: one voxel ``offset`` (slice, row, column) away.
+    Returns the case ids in order of ``offsets``."""
+    cases = json.loads((run.work / "cases.json").read_text())["cases"]
+    ids = sorted(cases)
+    doc = {"task": "segmentation", "cases": {}}
+    (run.output / "masks").mkdir(exist_ok=True)
+    for cid, offset in zip(ids, offsets):
+        shape = tuple(cases[cid]["shape"])
+        truth, pred = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+        truth[0, 10, 10] = 1
+        pred[offset[0], 10 + offset[1], 10 + offset[2]] = 1
+        np.savez_compressed(run.sample.truth_dir / "masks" / f"{cases[cid]['source']}.npz", mask=truth)
+        np.savez_compressed(run.output / "masks" / f"{cid}.npz", mask=pred)
+        doc["cases"][cid] = {"mask": f"masks/{cid}.npz"}
+    run.write(doc)
+    return ids
+
+
+def test_hd95_is_in_millimetres_along_slice_row_column(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.unit.test_stager import with_spacing
+
+    sample = make_sample_dataset(tmp_path / "raw", n_cases=3, seed=3, task="segmentation")
+    with_spacing(sample.studies_dir, 2.5, (0.5, 0.8))  # slice gap 2.5 mm, rows 0.5 mm apart, columns 0.8 mm
+    monkeypatch.setattr("tests.unit.test_scorer.make_sample_dataset", lambda *a, **k: sample)
+    run = Run(tmp_path, monkeypatch, task="segmentation", n=3)
+    run.configure(minSubgroupSize=1)
+    # 2 slices, 3 rows, 4 columns away: 5.0, 1.5 and 3.2 mm; (row, column, slice) order would give 1.0, 2.4, 10.0
+    ids = _single_voxel_cases(run, [(2, 0, 0), (0, 3, 0), (0, 0, 4)])
+    code, text = run.score()
+    assert code == EXIT_OK, text
+    per_case = json.loads((run.work / "results.json").read_text())["perCase"]
+    assert [per_case[c]["hd95"] for c in ids] == pytest.approx([5.0, 1.5, 3.2])
+    assert ScoreReport.model_validate_json(text).metrics["hd95"].value == pytest.approx((5.0 + 1.5 + 3.2) / 3, abs=5e-5)
 
 
 def test_detection_scores_perfect_and_empty_findings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,15 +211,18 @@ def test_partial_and_bad_values_are_counted_not_fatal(tmp_path: Path, monkeypatc
     code, message = run.score()
     report = ScoreReport.model_validate_json(message)
     assert code == EXIT_OK
-    assert (report.failures.missing, report.failures.unreadable, report.failures.nan) == (3, 2, 1)
-    assert report.scored == 34 and report.cases == 40
+    full = json.loads((run.work / "results.json").read_text())
+    assert [len(full["failures"][k]) for k in ("missing", "unreadable", "nan")] == [3, 2, 1]
+    # what leaves the sandbox: each count rounded up to the minimum cell (10), as is the scored count
+    assert (report.failures.missing, report.failures.unreadable, report.failures.nan) == (10, 10, 10)
+    assert report.scored == 30 and report.cases == 40 and full["report"]["scored"] == 34
 
 
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
         (None, "was not written"),
-        ('{"cases": {', "not valid JSON (line 1"),
+        ('{"cases": {', "not valid JSON"),
         ("[1, 2]", "must be an object"),
         ('{"task": "segmentation", "cases": {}}', "another task"),
         ('{"contractVersion": "v9", "cases": {}}', "contract version"),
@@ -216,11 +299,13 @@ def test_segmentation_mask_outside_output_is_unreadable(tmp_path: Path, monkeypa
     run.write(doc)
     code, text = run.score()
     report = ScoreReport.model_validate_json(text)
-    assert code == EXIT_OK and report.failures.unreadable == 3 and report.scored == 1
+    full = json.loads((run.work / "results.json").read_text())
+    assert code == EXIT_OK and len(full["failures"]["unreadable"]) == 3 and full["report"]["scored"] == 1
+    assert report.failures.unreadable == 4 and report.scored == 0 and report.metrics == {}  # banded, capped at the 4 cases
 
 
 def test_case_level_resampling_takes_cases_as_independent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = Run(tmp_path, monkeypatch)
+    run = Run(tmp_path, monkeypatch, n=80)
     run.configure(bootstrap={"resamples": 200, "seed": 0, "level": "case"})
     run.predict()
     code, text = run.score()
@@ -234,6 +319,22 @@ def test_small_subgroups_are_suppressed_with_n_zero(tmp_path: Path, monkeypatch:
     code, text = run.score()
     report = ScoreReport.model_validate_json(text)
     assert all(r.suppressed and r.n == 0 and not r.metrics for g in report.subgroups.values() for r in g.values())
+
+
+@pytest.mark.parametrize("minimum", [1, 5, 10])
+def test_a_group_of_exactly_the_minimum_is_reported_and_one_less_is_suppressed(minimum: int) -> None:
+    from lightbox.api.run import ScorerConfig
+
+    sizes = {"SITE-A": minimum, "SITE-B": minimum - 1, "SITE-C": minimum - 1}
+    cases = {f"c{g}{i}": {"site": g} for g, n in sizes.items() for i in range(n)}
+    cfg = ScorerConfig(task="classification", subgroups=["site"], min_subgroup_size=minimum)
+    seen: list[int] = []
+    out = scorer.subgroup_results(cfg, list(cases), cases, lambda mask: seen.append(int(mask.sum())) or {})["site"]
+    assert out["SITE-A"].n == minimum and not out["SITE-A"].suppressed
+    assert seen == [minimum]  # metrics computed for the reported group only
+    for g in ("SITE-B", "SITE-C"):
+        if sizes[g]:
+            assert out[g].suppressed and out[g].n == 0
 
 
 def _groups(**sizes: int) -> dict:
@@ -290,6 +391,7 @@ def test_fit_report_shrinks_roc_until_it_fits() -> None:
 
 def test_results_json_is_strict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = Run(tmp_path, monkeypatch, task="segmentation", n=6)
+    run.configure(minSubgroupSize=1)
     run.predict()
     doc = run.predictions()
     first = sorted(doc["cases"])[0]
@@ -304,7 +406,8 @@ def test_results_json_is_strict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_single_class_scored_still_reports_what_it_can(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = Run(tmp_path, monkeypatch, n=12)
+    run = Run(tmp_path, monkeypatch, n=30)
+    run.configure(minSubgroupSize=5)
     run.predict()
     doc = run.predictions()
     labels = json.loads((run.sample.truth_dir / "labels.json").read_text())
@@ -322,12 +425,18 @@ def test_oversized_or_foreign_mask_files_are_unreadable_without_loading(tmp_path
     run.predict()
     doc = run.predictions()
     ids = sorted(doc["cases"])
-    np.savez_compressed(run.output / "masks" / "bomb.npz", mask=np.zeros((64, 1024, 1024), np.uint8))  # 64 MiB, ~64 KiB on disk
     np.save(run.output / "masks" / "plain.npy", np.zeros((3, 4, 4)))
     np.savez(run.output / "masks" / "objects.npz", mask=np.array([object()] * 3))
-    doc["cases"][ids[0]]["mask"] = "masks/bomb.npz"
+    np.savez(run.output / "masks" / "small.npz", mask=np.zeros((3, 4, 4), np.uint8))
+    doc["cases"][ids[0]]["mask"] = "masks/small.npz"
     doc["cases"][ids[1]]["mask"] = "masks/plain.npy"
     doc["cases"][ids[2]]["mask"] = "masks/objects.npz"
     run.write(doc)
     code, text = run.score()
-    assert code == EXIT_OK and ScoreReport.model_validate_json(text).failures.unreadable == 3
+    assert code == EXIT_OK and len(json.loads((run.work / "results.json").read_text())["failures"]["unreadable"]) == 3
+    # a file that would inflate past the image's size is not a mistake but an attack: the run is refused
+    np.savez_compressed(run.output / "masks" / "bomb.npz", mask=np.zeros((64, 1024, 1024), np.uint8))  # 64 MiB, ~64 KiB on disk
+    doc["cases"][ids[0]]["mask"] = "masks/bomb.npz"
+    run.write(doc)
+    code, text = run.score()
+    assert code == EXIT_MALFORMED_PREDICTIONS and "declares more bytes uncompressed" in json.loads(text)["message"]

@@ -138,10 +138,11 @@ def test_absent_config_is_refused_since_the_task_is_unknown(tmp_path: Path, monk
 
 
 def test_sample_dataset_passes_the_real_verifier_with_its_options(tmp_path: Path) -> None:
+    # Production fails closed when the verifier cannot load, so this must fail too, not skip.
     try:
         verifier, name = deidgate.load_verifier()
     except deidgate.VerifierUnavailable as exc:
-        pytest.skip(str(exc))
+        pytest.fail(f"the de-identification verifier cannot load: {exc}")
     sample = make_sample_dataset(tmp_path / "data", n_cases=4)
     report = verifier(sample.studies_dir, sample.deid_options)
     assert report.ok, [(v.keyword, v.occurrences) for v in report.violations]
@@ -191,3 +192,38 @@ def test_identifying_data_outranks_a_changed_dataset(tmp_path: Path, monkeypatch
     paths = _env(monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "verifiedContentHash": verified})
     assert stager.main([]) == EXIT_PHI_FOUND
     assert json.loads(paths["term"].read_text())["reason"] == "PHIFound"
+
+
+def with_spacing(studies: Path, slice_gap: float, pixel_spacing: tuple[float, float]) -> None:
+    """Rewrite a sample's studies with the given slice positions and PixelSpacing (row, column)."""
+    for path in studies.rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing = [f"{v:g}" for v in pixel_spacing]
+        ds.ImagePositionPatient = [0.0, 0.0, (int(ds.InstanceNumber) - 1) * slice_gap]
+        ds.SliceThickness = "7"  # deliberately not the gap: spacing comes from the positions
+        ds.save_as(path)
+
+
+@pytest.mark.usefixtures("minimal_verifier")
+def test_spacing_is_slice_row_column_in_millimetres(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = make_sample_dataset(tmp_path / "data", n_cases=2, seed=1, task="segmentation")
+    # DICOM PixelSpacing is (distance between rows, distance between columns); all three differ
+    with_spacing(sample.studies_dir, 2.5, (0.5, 0.8))
+    paths = _env(monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "task": "segmentation"})
+    assert stager.main([]) == EXIT_OK
+    cases = json.loads((paths["work"] / "cases.json").read_text())["cases"]
+    assert [c["spacing"] for c in cases.values()] == [[2.5, 0.5, 0.8], [2.5, 0.5, 0.8]]
+
+
+@pytest.mark.usefixtures("minimal_verifier")
+def test_spacing_without_positions_falls_back_to_the_slice_spacing_attribute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = make_sample_dataset(tmp_path / "data", n_cases=1, seed=1, task="segmentation")
+    for path in sample.studies_dir.rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        del ds.ImagePositionPatient
+        ds.PixelSpacing, ds.SpacingBetweenSlices, ds.SliceThickness = ["0.3", "0.9"], "1.25", "3"
+        ds.save_as(path)
+    paths = _env(monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "task": "segmentation"})
+    assert stager.main([]) == EXIT_OK
+    (case,) = json.loads((paths["work"] / "cases.json").read_text())["cases"].values()
+    assert case["spacing"] == [1.25, 0.3, 0.9]

@@ -1,0 +1,96 @@
+"""What of a score report may leave the sandbox: the covert-channel bound (docs/covert-channel.md).
+
+The vendor's container sees the studies, so anything in the report it controls directly is a
+channel out of the firewall on every scheduled run: every score at 0.050 made the reported
+Youden threshold 0.05, which decoded to one case's age and sex. Before the report leaves, values
+the vendor sets directly are put on fixed grids, counts it controls (failed cases, hence the
+scored count) are rounded up to bands of the policy's minimum cell, and no metric is reported
+over fewer scored cases than that cell. The exact report stays on site, in results.json.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from lightbox.api.results import FailureSummary, MetricValue, ScoreReport
+
+#: A score the vendor wrote, reported as an operating point: the nearest multiple of this.
+THRESHOLD_GRID = 0.05
+#: Calibration metrics: with every score at one value c they are functions of c alone.
+CALIBRATION_GRID = 0.01
+#: The ROC curve: true-positive rate at these false-positive rates only (never the vendor's
+#: number of distinct scores), each rate to ROC_TPR_GRID.
+ROC_FPR_GRIDS = (0.1, 0.25)
+ROC_TPR_GRID = 0.01
+THRESHOLD_METRICS = frozenset({"youdenThreshold"})
+CALIBRATION_METRICS = frozenset({"brier", "ece"})
+
+
+def to_grid(value: float, step: float) -> float:
+    """The multiple of ``step`` nearest ``value``, as the short decimal it is."""
+    decimals = max(0, -math.floor(math.log10(step)) + 1)
+    return round(round(value / step) * step, decimals)
+
+
+def band_up(count: int, width: int) -> int:
+    """0 stays 0; any other count becomes the next multiple of ``width`` (an upper bound; the
+    report caps it at the number of cases, which the vendor does not choose)."""
+    return 0 if count <= 0 else math.ceil(count / width) * width
+
+
+def roc_on_grid(fpr: Sequence[float], tpr: Sequence[float], step: float) -> list[tuple[float, float]]:
+    """The ROC curve at false-positive rates 0, step, ..., 1: at each, the highest true-positive
+    rate reached without exceeding it (the curve is a step function), on ROC_TPR_GRID."""
+    points = []
+    for i in range(round(1 / step) + 1):
+        at = min(1.0, i * step)
+        reached = [t for f, t in zip(fpr, tpr) if f <= at + 1e-12]
+        points.append((to_grid(at, 0.01), to_grid(max(reached) if reached else 0.0, ROC_TPR_GRID)))
+    return points
+
+
+def _on_grid(metric: MetricValue, step: float) -> MetricValue:
+    def g(x: float | None) -> float | None:
+        return None if x is None else to_grid(x, step)
+
+    return metric.model_copy(update={"value": g(metric.value), "lower": g(metric.lower), "upper": g(metric.upper)})
+
+
+def release_metrics(metrics: dict[str, MetricValue]) -> dict[str, MetricValue]:
+    out = {}
+    for name, metric in metrics.items():
+        if name in THRESHOLD_METRICS:
+            out[name] = _on_grid(metric, THRESHOLD_GRID)
+        elif name in CALIBRATION_METRICS:
+            out[name] = _on_grid(metric, CALIBRATION_GRID)
+        else:
+            out[name] = metric
+    return out
+
+
+def release(report: ScoreReport, min_cell: int) -> ScoreReport:
+    """The report as it may leave the sandbox (the ROC curve is added by the scorer's fit_report,
+    from roc_on_grid). ``min_cell``: the policy's minimum reported subgroup size."""
+    failures = report.failures
+    failed = report.cases - report.scored
+    def banded(count: int) -> int:
+        return min(report.cases, band_up(count, min_cell))
+
+    released_failures = FailureSummary(
+        missing=banded(failures.missing), unreadable=banded(failures.unreadable), nan=banded(failures.nan)
+    )
+    scored = report.cases - banded(failed)
+    enough = report.scored >= min_cell
+    return report.model_copy(
+        update={
+            "failures": released_failures,
+            "scored": scored,
+            "metrics": release_metrics(report.metrics) if enough else {},
+            "subgroups": {
+                dim: {g: r.model_copy(update={"metrics": release_metrics(r.metrics)}) for g, r in groups.items()}
+                for dim, groups in report.subgroups.items()
+            },
+            "roc": [],
+        }
+    )
