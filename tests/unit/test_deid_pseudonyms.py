@@ -20,7 +20,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.hmac import HMAC
 from lightbox.sandbox.deid import deidentify_tree
-from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
+from lightbox.sandbox.deid import pseudonyms
+from lightbox.sandbox.deid.pseudonyms import KeyFileError, Pseudonymizer, load_key, new_key
 from pydicom.data import get_testdata_file
 
 KEY = b"pseudonym-test-key-0123456789abc"
@@ -122,3 +123,69 @@ def test_date_shift_is_keyed() -> None:
 
     assert Pseudonymizer(KEY).date_shift_days("id:" + PATIENT) == expected(KEY)
     assert Pseudonymizer(OTHER_KEY).date_shift_days("id:" + PATIENT) == expected(OTHER_KEY)
+
+
+def test_a_key_of_sixteen_bytes_is_enough_and_fifteen_are_not(tmp_path: Path) -> None:
+    (tmp_path / "16").write_bytes(b"k" * 16 + b"\n")  # surrounding whitespace does not count
+    assert load_key(tmp_path / "16") == b"k" * 16
+    (tmp_path / "15").write_bytes(b" " + b"k" * 15 + b"\n")
+    with pytest.raises(KeyFileError, match="holds 15 bytes; at least 16 are required"):
+        load_key(tmp_path / "15")
+    with pytest.raises(KeyFileError, match="cannot read key file"):
+        load_key(tmp_path / "missing")
+
+
+def test_a_new_key_is_32_random_bytes_in_base64() -> None:
+    first, second = new_key(), new_key()
+    assert len(base64.b64decode(first, validate=True)) == 32
+    assert first != second
+
+
+def test_bytes_and_undecodable_text_are_hashed_as_their_bytes() -> None:
+    # Values read from files that are not valid UTF-8 reach the pseudonymizer as text with
+    # surrogate escapes (or as bytes); both must hash as the original bytes, not fail.
+    pseudo = Pseudonymizer(KEY)
+    raw = b"1.2.840.\xff\xfe"
+    mac = HMAC(KEY, hashes.SHA256())
+    mac.update(b"uid\0" + raw)
+    expected = mac.finalize()
+    assert pseudo.digest("uid", raw) == expected
+    assert pseudo.digest("uid", raw.decode("utf-8", "surrogateescape")) == expected
+
+
+class CountingPseudonymizer(Pseudonymizer):
+    """Counts digests actually computed (HMAC calls) and digests asked for."""
+
+    def __init__(self, key: bytes) -> None:
+        super().__init__(key)
+        object.__setattr__(self, "asked", [])
+
+    def digest(self, purpose: str, value: bytes | str) -> bytes:
+        self.asked.append((purpose, value))
+        return super().digest(purpose, value)
+
+
+def test_repeated_values_are_served_from_the_memo(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Study and series UIDs repeat in every slice: they must be hashed once per process.
+    computed = []
+    real_new = pseudonyms.hmac.new
+    monkeypatch.setattr(pseudonyms.hmac, "new", lambda *a, **k: computed.append(a) or real_new(*a, **k))
+    pseudo = CountingPseudonymizer(KEY)
+    for _ in range(3):
+        pseudo.uid(STUDY)
+        pseudo.patient_id("id:" + PATIENT)
+        pseudo.path_token("study", STUDY)
+    assert len(computed) == 3  # uid, patient, path-study: each once
+    assert pseudo.asked.count(("uid", STUDY)) == 1
+    assert pseudo.asked.count(("patient", "id:" + PATIENT)) == 1
+
+
+def test_memos_stay_within_their_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pseudonyms, "MEMO_LIMIT", 8)  # the real one (65536) only takes longer
+    pseudo = Pseudonymizer(KEY)
+    for n in range(pseudonyms.MEMO_LIMIT + 1):
+        pseudo.uid(f"1.2.3.{n}")
+        pseudo.patient_id(f"id:{n}")
+    assert len(pseudo._memo) <= pseudonyms.MEMO_LIMIT
+    assert len(pseudo._uids) <= pseudonyms.MEMO_LIMIT
+    assert len(pseudo._patients) <= pseudonyms.MEMO_LIMIT
