@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -133,6 +134,26 @@ def package_dirs(repo: Path) -> dict[str, str]:
     return dict(config["tool"]["setuptools"]["package-dir"])
 
 
+def snapshot(repo: Path, dest: Path, worktree: bool) -> Path:
+    """The committed tree (HEAD) as files under ``dest``; the checkout itself with ``worktree``.
+
+    HEAD by default: others' uncommitted edits in a shared checkout must not make a test fail
+    (mutmut then refuses to run) or, worse, pass for the wrong reason."""
+    if worktree or not (repo / ".git").exists():
+        return repo
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", "HEAD"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def commit_of(repo: Path) -> str:
+    done = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
 def lay_out(repo: Path, dest: Path) -> None:
     """Copy sources under ``dest/src`` as their import names say, plus what the tests read."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
@@ -217,31 +238,54 @@ def survivor_diff(work: Path, name: str, mutmut: Path, env: dict[str, str]) -> s
     return "\n".join(f"    {line}" for line in lines if line[:1] in "+-" and not line.startswith(("+++", "---")))
 
 
-def run_group(repo: Path, work: Path, patterns: Sequence[str], children: int, tests: Sequence[str]) -> dict[str, list]:
-    """One mutmut run; per module: [killed, total, [(mutant, status, diff), ...]]."""
-    if work.exists():
-        shutil.rmtree(work)
-    lay_out(repo, work)
-    modules = expand(work / "src", patterns)
-    selection = list(tests) or relevant_tests(work, modules)
+def _run_mutmut(work: Path, repo: Path, modules: Sequence[str], selection: Sequence[str], children: int) -> bool:
+    """Configure and run mutmut in ``work``; False when it could not start (a test failed)."""
     (work / "pyproject.toml").write_text(
         (repo / "pyproject.toml").read_text(encoding="utf-8") + mutmut_config(modules, selection), encoding="utf-8"
     )
     mutmut = Path(sys.executable).with_name("mutmut")
     if not mutmut.exists():
         raise SystemExit(f"{mutmut} not found: pip install -e '.[test,mutation]'")
-    env = {**os.environ, "PYTHONSAFEPATH": "1"}
-    log = work / "mutmut.log"
-    print(f"  mutating {', '.join(modules)}; tests: {' '.join(Path(t).name for t in selection)}", flush=True)
-    with log.open("w") as out:
+    shutil.rmtree(work / "mutants", ignore_errors=True)
+    with (work / "mutmut.log").open("w") as out:
         # mutmut's exit status says nothing about the score; its results files do.
-        subprocess.run([str(mutmut), "run", "--max-children", str(children)], cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+        subprocess.run(
+            [str(mutmut), "run", "--max-children", str(children)],
+            cwd=work,
+            env={**os.environ, "PYTHONSAFEPATH": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
     results = read_results(work / "mutants")
-    if not results or all(code is None for codes in results.values() for code in codes.values()):
-        tail = log.read_text(errors="replace").replace("\r", "\n").strip().splitlines()[-15:]
-        print("  mutmut produced no results; the end of its log (" + str(log) + "):\n    " + "\n    ".join(tail), flush=True)
-    summary: dict[str, list] = {}
-    for module, codes in results.items():
+    return bool(results) and any(code is not None for codes in results.values() for code in codes.values())
+
+
+def run_group(repo: Path, work: Path, patterns: Sequence[str], children: int, tests: Sequence[str]) -> dict[str, Any]:
+    """One mutmut run; per module: [killed, total, [(mutant, status, diff), ...]]."""
+    if work.exists():
+        shutil.rmtree(work)
+    lay_out(repo, work)
+    modules = expand(work / "src", patterns)
+    selection = list(tests) or relevant_tests(work, modules)
+    print(f"  mutating {', '.join(modules)}; tests: {' '.join(Path(t).name for t in selection)}", flush=True)
+    excluded: list[str] = []
+    if not _run_mutmut(work, repo, modules, selection, children):
+        # mutmut needs every selected test to pass unmutated. One that fails anyway can kill
+        # nothing: leave it out, say so, and try once more.
+        _, excluded_set, tail = _pytest(work, [t for t in selection if not t.startswith("-")])
+        excluded = sorted(excluded_set)
+        if not excluded:
+            print(f"  mutmut could not run and no test fails on its own ({tail}); see {work / 'mutmut.log'}", flush=True)
+            return {}
+        print(f"  these tests fail without any mutant and are left out: {', '.join(excluded)}", flush=True)
+        if not _run_mutmut(work, repo, modules, [*selection, *(f"--deselect={t}" for t in excluded)], children):
+            print(f"  mutmut could not run; see {work / 'mutmut.log'}", flush=True)
+            return {}
+    mutmut = Path(sys.executable).with_name("mutmut")
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    summary: dict[str, Any] = {}
+    for module, codes in read_results(work / "mutants").items():
         left = []
         killed = 0
         for name, code in sorted(codes.items()):
@@ -250,28 +294,30 @@ def run_group(repo: Path, work: Path, patterns: Sequence[str], children: int, te
             else:
                 left.append((name, status(code), survivor_diff(work, name, mutmut, env)))
         summary[module] = [killed, len(codes), left]
-    return summary
+    return {"modules": summary, "excluded_tests": excluded, "tests": selection}
 
 
-def run_mutmut(repo: Path, work: Path, only: Sequence[str], children: int, tests: Sequence[str]) -> int:
-    unknown = set(only) - set(GROUPS)
-    if unknown:
-        raise SystemExit(f"unknown group(s) {sorted(unknown)}; choose among {list(GROUPS)}")
-    started = time.monotonic()
+def save_group(work: Path, group: str, found: dict[str, Any], seconds: float, commit: str) -> None:
+    record = {"group": group, "commit": commit, "seconds": round(seconds), **found}
+    (work / "summary.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+
+
+def print_report(base: Path, groups: Sequence[str]) -> Tally:
+    """The table over every group's last saved run, and the survivors."""
     summary: dict[str, list] = {}
-    for group, patterns in GROUPS.items():
-        if only and group not in only:
+    lines = []
+    for group in groups:
+        path = base / group / "summary.json"
+        if not path.exists():
+            lines.append(f"  {group}: not run")
             continue
-        group_started = time.monotonic()
-        print(f"\n[{group}]", flush=True)
-        found = run_group(repo, work / group, patterns, children, tests)
-        for module, (killed, total, _) in found.items():
-            print(f"  {module}: {killed}/{total} killed", flush=True)
-        print(f"  {time.monotonic() - group_started:.0f} s", flush=True)
-        summary.update(found)
+        record = json.loads(path.read_text(encoding="utf-8"))
+        summary.update(record["modules"])
+        excluded = f"; left out as failing unmutated: {', '.join(record['excluded_tests'])}" if record["excluded_tests"] else ""
+        lines.append(f"  {group}: at {record['commit']}, {record['seconds']} s{excluded}")
     overall = Tally()
     width = max((len(m) for m in summary), default=10)
-    print(f"\n{'module':<{width}}  killed/total   score  not killed", flush=True)
+    print(f"\n{'module':<{width}}  killed/total   score  not killed")
     for module, (killed, total, left) in summary.items():
         overall.killed += killed
         overall.total += total
@@ -279,48 +325,89 @@ def run_mutmut(repo: Path, work: Path, only: Sequence[str], children: int, tests
         detail = ", ".join(f"{n} {why}" for why, n in sorted(kinds.items()))
         print(f"{module:<{width}}  {killed:>5}/{total:<5}  {Tally(killed, total).score:6.1%}  {detail}")
     print(f"{'overall':<{width}}  {overall.killed:>5}/{overall.total:<5}  {overall.score:6.1%}")
+    print("\nruns:\n" + "\n".join(lines))
     survivors = [(name, why, diff) for _, _, left in summary.values() for name, why, diff in left]
     print(f"\n{len(survivors)} mutants not killed:")
     for name, why, diff in survivors:
         print(f"- {name} ({why})\n{diff}")
-    elapsed = time.monotonic() - started
-    print(f"\nmutmut: {overall.killed}/{overall.total} killed ({overall.score:.1%}) in {elapsed:.0f} s", flush=True)
+    print(f"\nmutmut: {overall.killed}/{overall.total} killed ({overall.score:.1%})", flush=True)
+    return overall
+
+
+def run_mutmut(repo: Path, work: Path, only: Sequence[str], children: int, tests: Sequence[str], commit: str) -> int:
+    unknown = set(only) - set(GROUPS)
+    if unknown:
+        raise SystemExit(f"unknown group(s) {sorted(unknown)}; choose among {list(GROUPS)}")
+    started = time.monotonic()
+    for group, patterns in GROUPS.items():
+        if only and group not in only:
+            continue
+        group_started = time.monotonic()
+        print(f"\n[{group}]", flush=True)
+        found = run_group(repo, work / group, patterns, children, tests)
+        if not found:
+            continue
+        for module, (killed, total, _) in found["modules"].items():
+            print(f"  {module}: {killed}/{total} killed", flush=True)
+        seconds = time.monotonic() - group_started
+        print(f"  {seconds:.0f} s", flush=True)
+        save_group(work / group, group, found, seconds, commit)
+    overall = print_report(work, list(GROUPS))
+    print(f"this run: {time.monotonic() - started:.0f} s", flush=True)
     return 0 if overall.total else 1
 
 
-def run_named(repo: Path, work: Path, pytest_args: Sequence[str] = ()) -> int:
-    """Apply each named mutant to a fresh copy and run its tests; report which kill it."""
-    print("\nnamed mutants (issue 14):")
+def _pytest(work: Path, tests: Sequence[str]) -> tuple[int, set[str], str]:
+    """(exit status, failed test ids, last line) of the tests run against ``work/src``."""
+    env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONPATH": str(work / "src")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", "--rootdir", str(work), *tests],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    failed = {line.split(" ")[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")}
+    tail = (done.stdout.strip().splitlines() or ["no output"])[-1]
+    return done.returncode, failed, tail
+
+
+def run_named(repo: Path, work: Path) -> int:
+    """Apply each named mutant to a fresh copy and run its tests; report which kill it.
+
+    A test counts as killing a mutant only if it passes on the unmutated copy."""
+    print("\nnamed mutants (issue 14):", flush=True)
     failures = 0
     mapping = {folder: package for package, folder in package_dirs(repo).items()}
+    baselines: dict[tuple[str, ...], tuple[int, set[str], str]] = {}
     for mutant in NAMED_MUTANTS:
         if work.exists():
             shutil.rmtree(work)
         lay_out(repo, work)
+        tests = tuple(t for t in mutant.tests if (work / t).exists())
+        if tests not in baselines:
+            baselines[tests] = _pytest(work, tests)
+        base_code, base_failed, base_tail = baselines[tests]
         folder, _, rest = mutant.path.partition("/")
         target = work / "src" / Path(*mapping[folder].split(".")) / rest
         source = target.read_text(encoding="utf-8")
         if source.count(mutant.old) != 1:
-            print(f"  NOT APPLIED  {mutant.name}: the text to change is not in {mutant.path} exactly once")
+            print(f"  NOT APPLIED  {mutant.name}: the text to change is not in {mutant.path} exactly once", flush=True)
             failures += 1
             continue
         target.write_text(source.replace(mutant.old, mutant.new), encoding="utf-8")
-        tests = [t for t in mutant.tests if (work / t).exists()]
-        env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONPATH": str(work / "src")}
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(work), *pytest_args, *tests],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        failed = [line.split(" ")[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
-        if done.returncode == 1 and failed:
-            print(f"  killed       {mutant.name}: by {', '.join(sorted(set(failed)))}")
+        code, failed, tail = _pytest(work, tests)
+        killers = sorted(failed - base_failed)
+        if killers:
+            more = f" and {len(killers) - 3} more" if len(killers) > 3 else ""
+            print(f"  killed       {mutant.name}: by {', '.join(killers[:3])}{more}", flush=True)
         else:
             failures += 1
-            tail = done.stdout.strip().splitlines()[-1:] or ["no output"]
-            print(f"  SURVIVED     {mutant.name} (pytest exit {done.returncode}: {tail[0]})")
+            print(f"  SURVIVED     {mutant.name} (pytest exit {code}: {tail})", flush=True)
+        if base_failed:
+            print(f"               (these tests fail without the mutant too: {', '.join(sorted(base_failed))})", flush=True)
+        elif base_code != 0:
+            print(f"               (the tests do not pass without the mutant: exit {base_code}, {base_tail})", flush=True)
     return failures
 
 
@@ -332,12 +419,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tests", nargs="*", default=[], help="pytest selection instead of each group's tests (trials)")
     parser.add_argument("--skip-named", action="store_true", help="only the mutmut run")
     parser.add_argument("--named-only", action="store_true", help="only the named mutants of issue 14")
+    parser.add_argument("--report", action="store_true", help="only print the table of the groups' last runs")
+    parser.add_argument("--worktree", action="store_true", help="use the checkout as it is, not its HEAD commit")
     args = parser.parse_args(argv)
+    if args.report:
+        return 0 if print_report(args.work / "mutmut", list(GROUPS)).total else 1
+    source = snapshot(REPO, args.work / "source", args.worktree)
+    commit = commit_of(REPO) + (" with uncommitted changes" if source == REPO else "")
+    print(f"sources: commit {commit}", flush=True)
     status_code = 0
     if not args.named_only:
-        status_code |= run_mutmut(REPO, args.work / "mutmut", args.only, args.max_children, args.tests)
+        status_code |= run_mutmut(source, args.work / "mutmut", args.only, args.max_children, args.tests, commit)
     if not args.skip_named:
-        status_code |= 1 if run_named(REPO, args.work / "named") else 0
+        status_code |= 1 if run_named(source, args.work / "named") else 0
     return status_code
 
 
