@@ -414,9 +414,9 @@ def base_layer(s: Settings, progress: Progress, plan: Plan) -> oci.Layer:
               "sources": sources.read_text() if sources else None}
 
     def make(work: Path, log_path: Path) -> tuple[Path, oci.Layer]:
-        from lightbox.devtools.debpkgs import ensure_debian_packages
+        from lightbox.devtools.node_packages import ensure_packages
 
-        ensure_debian_packages(["mmdebstrap"], log=s.log)
+        ensure_packages(s.log, packages={"mmdebstrap": "/usr/bin/mmdebstrap"})
         rootfs = work / "rootfs.tar"
         argv = ["mmdebstrap", "--variant=minbase", f"--include={','.join(plan.apt_packages)}",
                 f'--customize-hook=chroot "$1" python3 -m venv --without-pip {plan.venv}',

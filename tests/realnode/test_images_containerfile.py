@@ -27,8 +27,15 @@ BOOKKEEPING = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 
 
 def _unavailable() -> str | None:
+    from lightbox.devtools.node_packages import PackageError, ensure_packages
+
     if os.geteuid() != 0:
         return "needs root (containerd)"
+    try:  # a fresh machine (CI's) gets them from the project's own code
+        ensure_packages(lambda line: None, packages={"containerd": "/usr/bin/containerd", "runc": "/usr/sbin/runc",
+                                                     "mmdebstrap": "/usr/bin/mmdebstrap"})
+    except PackageError as exc:
+        return str(exc)
     missing = [t for t in ("containerd", "ctr", "runc", "mmdebstrap") if shutil.which(t) is None]
     return f"missing {', '.join(missing)}" if missing else None
 

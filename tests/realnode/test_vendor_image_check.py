@@ -24,8 +24,15 @@ CASES = 8
 
 
 def _unavailable() -> str | None:
+    from lightbox.devtools.node_packages import PackageError, ensure_packages
+
     if os.geteuid() != 0:
         return "needs root (containerd, network namespaces, a tmpfs for the output)"
+    try:  # a fresh machine (CI's) gets them from the project's own code
+        ensure_packages(lambda line: None, packages={"containerd": "/usr/bin/containerd", "runc": "/usr/sbin/runc",
+                                                     "mmdebstrap": "/usr/bin/mmdebstrap"})
+    except PackageError as exc:
+        return str(exc)
     missing = [t for t in ("containerd", "ctr", "runc", "ip") if shutil.which(t) is None]
     return f"missing {', '.join(missing)} (apt-get install containerd runc iproute2)" if missing else None
 
