@@ -4,8 +4,8 @@ The vendor's container sees the studies, so anything in the report it controls d
 channel out of the firewall on every scheduled run: every score at 0.050 made the reported
 Youden threshold 0.05, which decoded to one case's age and sex. Before the report leaves, values
 the vendor sets directly are put on fixed grids, counts it controls (failed cases, hence the
-scored count) are rounded up to bands of the policy's minimum cell, and no metric is reported
-over fewer scored cases than that cell. The exact report stays on site, in results.json.
+scored count) are rounded up to doubling bands from the policy's minimum cell, and no metric is reported
+over fewer scored cases than that cell. The exact report stays in the scorer's results.json.
 """
 
 from __future__ import annotations
@@ -35,9 +35,15 @@ def to_grid(value: float, step: float) -> float:
 
 
 def band_up(count: int, width: int) -> int:
-    """0 stays 0; any other count becomes the next multiple of ``width`` (an upper bound; the
-    report caps it at the number of cases, which the vendor does not choose)."""
-    return 0 if count <= 0 else math.ceil(count / width) * width
+    """0 stays 0; any other count becomes the smallest of width, 2*width, 4*width, ... not below
+    it: an upper bound, in bands that double, so a count of N cases takes about log2(log2(N/width))
+    bits rather than log2(N) (the report caps it at the number of cases, which is not the vendor's)."""
+    if count <= 0:
+        return 0
+    band = width
+    while band < count:
+        band *= 2
+    return band
 
 
 def roc_on_grid(fpr: Sequence[float], tpr: Sequence[float], step: float) -> list[tuple[float, float]]:
