@@ -3,10 +3,11 @@
 mutmut 3 derives a mutant's module name from its file path and copies the tree into
 ``mutants/``, while Lightbox maps import packages from folders (``operator/`` is
 ``lightbox.operator``). So the run happens in a scratch folder (``.mutation/``) laid out as
-the import names say (``src/lightbox/operator/...``, mapping read from pyproject.toml), never
-in the checkout: mutants are written to disk, and nothing else working in this checkout must
-import them. Only the unit tier runs, and per mutant only the tests that called the mutated
-function (mutmut records this in one instrumented run first).
+the import names say (``src/lightbox/operator/...``, mapping read from pyproject.toml), from
+the HEAD commit, never in the checkout: mutants are written to disk, and nothing else working
+in this checkout must import them. Each group of modules is one mutmut run over the unit-tier
+files that import it (and its ``test_mutation_kills_*.py``); per mutant, mutmut runs only the
+tests that called the mutated function (recorded in one instrumented run first).
 
 mutmut mutates code inside functions only. Module-level tables (e.g. verdict's comparison
 operators) and whole-statement deletions are covered by NAMED_MUTANTS: the plausible bugs of
@@ -162,11 +163,21 @@ def lay_out(repo: Path, dest: Path) -> None:
     for package in sorted(mapping, key=lambda p: p.count(".")):
         target = dest / "src" / Path(*package.split("."))
         shutil.copytree(repo / mapping[package], target, ignore=ignore, dirs_exist_ok=True)
-    for extra in ("tests", "examples"):
-        shutil.copytree(repo / extra, dest / extra, ignore=ignore)
+    # Tests read docs, examples, charts and CRDs from the repository root: copy all of it.
+    for entry in extras(repo):
+        if (repo / entry).is_dir():
+            shutil.copytree(repo / entry, dest / entry, ignore=ignore, symlinks=True)
+        else:
+            shutil.copy2(repo / entry, dest / entry)
 
 
-def mutmut_config(modules: Sequence[str], tests: Sequence[str]) -> str:
+def extras(repo: Path) -> list[str]:
+    """Top-level entries other than the packages' folders, version control and scratch."""
+    skip = set(package_dirs(repo).values()) | {".git", ".venv", ".mutation", ".lightbox", "mutants", "pyproject.toml"}
+    return sorted(p.name for p in repo.iterdir() if p.name not in skip and not p.name.endswith(".egg-info"))
+
+
+def mutmut_config(modules: Sequence[str], tests: Sequence[str], also_copy: Sequence[str]) -> str:
     def toml_list(items: Iterable[str]) -> str:
         return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
@@ -176,7 +187,7 @@ def mutmut_config(modules: Sequence[str], tests: Sequence[str]) -> str:
         f"only_mutate = {toml_list('src/' + m for m in modules)}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
-        'also_copy = ["examples"]\n'
+        f"also_copy = {toml_list(also_copy)}\n"
         # Results are recomputed from scratch every run: a benchmark must not reuse verdicts.
         "use_git_change_detection = false\n"
     )
@@ -241,7 +252,7 @@ def survivor_diff(work: Path, name: str, mutmut: Path, env: dict[str, str]) -> s
 def _run_mutmut(work: Path, repo: Path, modules: Sequence[str], selection: Sequence[str], children: int) -> bool:
     """Configure and run mutmut in ``work``; False when it could not start (a test failed)."""
     (work / "pyproject.toml").write_text(
-        (repo / "pyproject.toml").read_text(encoding="utf-8") + mutmut_config(modules, selection), encoding="utf-8"
+        (repo / "pyproject.toml").read_text(encoding="utf-8") + mutmut_config(modules, selection, extras(repo)), encoding="utf-8"
     )
     mutmut = Path(sys.executable).with_name("mutmut")
     if not mutmut.exists():
