@@ -496,12 +496,13 @@ def subgroup_results(
         out[dim] = {}
         for g in sorted(sizes):
             mask = groups == g
-            if sizes[g] < cfg.min_subgroup_size:
+            n = sizes[g]
+            if n < cfg.min_subgroup_size:
                 out[dim][g] = SubgroupResult(n=0, suppressed=True)
             elif int(mask.sum()) < cfg.min_subgroup_size:
-                out[dim][g] = SubgroupResult(n=sizes[g])
+                out[dim][g] = SubgroupResult(n=n)
             else:
-                out[dim][g] = SubgroupResult(n=sizes[g], metrics=_round_metrics(compute(mask)))
+                out[dim][g] = SubgroupResult(n=n, metrics=_round_metrics(compute(mask)))
         out[dim] = suppress_complement(out[dim])
     return out
 

@@ -186,6 +186,16 @@ def test_a_huge_predictions_file_is_refused_unread(run: Run, monkeypatch: pytest
     _malformed(*run.score(monkeypatch), f"larger than the limit of {MAX_PREDICTIONS_BYTES} bytes")
 
 
+@pytest.mark.parametrize("suffix", [".npz", ".dcm"])
+def test_a_huge_mask_is_refused_unread(run: Run, monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    doc = run.honest()
+    with open(run.output / "masks" / f"huge{suffix}", "wb") as fh:
+        fh.truncate(64 << 20)  # sparse; far more than any mask of a 3-slice series needs
+    doc["cases"][run.first()]["mask"] = f"masks/huge{suffix}"
+    run.write(doc)
+    _malformed(*run.score(monkeypatch), "larger than the limit of")
+
+
 def test_json_that_would_parse_into_gigabytes_is_refused_in_bounded_memory(run: Run) -> None:
     # 16 MiB of "{}," parse into about 400 MiB of dicts; 40 MiB into about 1 GiB
     body = b"{}," * ((40 << 20) // 3)
