@@ -81,6 +81,16 @@ def test_a_network_attempt_fails_as_in_command_mode(built: dict[str, images.Buil
     assert fail_lines(text) == fail_lines(command_text), (text, command_text)
 
 
+@pytest.mark.parametrize(("mode", "settings"), [
+    ("read-truth", {}), ("leak-phi", {}), ("malformed", {}), ("schema", {}), ("flood", {"max_output_bytes": 2 << 20}),
+])
+def test_other_misbehaviour_fails_as_in_command_mode(built: dict[str, images.BuiltImage], mode: str, settings: dict[str, int]) -> None:
+    code, text = image_check(built["misbehave"], [mode], **settings)
+    command_code, command_text = command_check([mode], **settings)
+    assert code == command_code == vendorcheck.EXIT_NOT_CONFORMANT, (text, command_text)
+    assert fail_lines(text) == fail_lines(command_text), (text, command_text)
+
+
 def test_writes_outside_the_output_are_contained_as_in_command_mode(built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
     code, text = image_check(built["misbehave"], ["tamper"], keep=tmp_path / "image")
     command_code, command_text = command_check(["tamper"], keep=tmp_path / "command")
