@@ -246,3 +246,14 @@ def test_summary_main_metric_per_task(task, name, text):
 
 def test_summary_without_the_main_metric_says_how_many_were_scored():
     assert summarize(report(task="segmentation", cases=20, scored=7)) == "dice n/a (7/20 scored)"
+
+
+@pytest.mark.parametrize("reason", ["tooFewCases", "noCases"])
+def test_too_few_cases_show_the_estimate_they_could_not_judge(reason):
+    # CriterionResult.observed is "the value compared": the point estimate, even when too few
+    # cases leave it Inconclusive (quality staff see what the two cases gave).
+    rep = ScoreReport(
+        task="classification", cases=2, scored=2, metrics={"auc": {"value": 0.625, "intervalUnavailable": reason}}
+    )
+    results, verdict = evaluate([crit(threshold=0.5)], rep)
+    assert (results[0].observed, results[0].outcome, verdict) == (0.625, "Inconclusive", "Inconclusive")
