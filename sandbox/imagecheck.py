@@ -110,6 +110,7 @@ class ContainerSpec:
     output_dir: Path
     memory_bytes: int | None
     name: str
+    tmp_dir: Path | None = None  # bound at /tmp: as command mode's private /tmp, what is left there is reported
     netns: Path | None = None  # a network namespace made for the check (ctr, podman)
     cgroup: str | None = None  # ctr: cgroup path, for the peak memory
 
@@ -121,6 +122,10 @@ def ctr_argv(base: Sequence[str], spec: ContainerSpec) -> list[str]:
         argv += ["--cap-drop", cap]
     argv += ["--mount", f"type=bind,src={spec.input_dir},dst={CONTAINER_INPUT},options=rbind:ro",
              "--mount", f"type=bind,src={spec.output_dir},dst={CONTAINER_OUTPUT},options=rbind:rw"]
+    if spec.tmp_dir is not None:
+        argv += ["--mount", f"type=bind,src={spec.tmp_dir},dst=/tmp,options=rbind:rw"]
+    # ctr's default spec has a writable tmpfs at /run, which a pod's container does not: cover it read-only
+    argv += ["--mount", "type=tmpfs,src=tmpfs,dst=/run,options=ro:nosuid:nodev:noexec"]
     if spec.netns is not None:
         argv += ["--with-ns", f"network:{spec.netns}"]
     if spec.memory_bytes is not None:
@@ -140,6 +145,10 @@ def podman_docker_argv(runtime: str, spec: ContainerSpec) -> list[str]:
             "--mount", f"type=bind,src={spec.input_dir},dst={CONTAINER_INPUT},readonly",
             "--mount", f"type=bind,src={spec.output_dir},dst={CONTAINER_OUTPUT}",
             "--workdir", CONTAINER_OUTPUT, "--pull", "never"]
+    if spec.tmp_dir is not None:
+        argv += ["--mount", f"type=bind,src={spec.tmp_dir},dst=/tmp"]
+    if runtime == "podman":  # podman's --read-only adds writable tmpfs at /run, /tmp and /var/tmp unless told not to
+        argv.append("--read-only-tmpfs=false")
     if spec.memory_bytes is not None:
         argv += ["--memory", str(spec.memory_bytes), "--memory-swap", str(spec.memory_bytes)]
     for key, value in sorted(spec.env.items()):
@@ -345,19 +354,33 @@ def netns_no_routes(name: str) -> int:
 
 
 @contextlib.contextmanager
-def output_tmpfs(size: int) -> Iterator[Path]:
-    """A tmpfs of ``size`` bytes, writable by the sandbox user: the output limit, enforced by the kernel."""
-    where = Path(tempfile.mkdtemp(prefix="lightbox-check-output-"))
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755,uid={SANDBOX_USER},gid={SANDBOX_USER}",
-                           "lightbox-output", str(where)], capture_output=True, text=True)
+def host_tmpfs(size: int, files: int, *, uid: str = SANDBOX_USER, mode: str = "0755") -> Iterator[Path]:
+    """A tmpfs of ``size`` bytes and ``files`` entries on the host, bound into the container: the kernel enforces
+    the limits, and what is left there can be inspected after the container is gone."""
+    where = Path(tempfile.mkdtemp(prefix="lightbox-check-"))
+    # +1: the file system's root directory takes an inode of its own
+    options = f"size={size},nr_inodes={files + 1},mode={mode},uid={uid},gid={uid}"
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "lightbox-check", str(where)], capture_output=True, text=True)
     if done.returncode != 0:
         shutil.rmtree(where, ignore_errors=True)
-        raise IsolationUnavailable(f"cannot mount the output tmpfs: {done.stderr.strip()}")
+        raise IsolationUnavailable(f"cannot mount a tmpfs for the check: {done.stderr.strip()}")
     try:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
         shutil.rmtree(where, ignore_errors=True)
+
+
+def tree_usage(root: Path) -> tuple[int, int]:
+    """(entries, bytes of regular files) under ``root``, links not followed."""
+    entries = size = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        entries += len(dirnames) + len(filenames)
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(dirpath, name))
+                size += st.st_size if not os.path.islink(os.path.join(dirpath, name)) else 0
+    return entries, size
 
 
 def _copy_out(src: Path, dst: Path) -> None:
@@ -413,16 +436,22 @@ class ImageRunner:
             host_in, host_out, limit = Path(env[INPUT_DIR_ENV]), Path(env[OUTPUT_DIR_ENV]), max_file_bytes or (64 << 20)
         with contextlib.ExitStack() as stack:
             netns = stack.enter_context(network_namespace(name)) if self.runtime in ("ctr", "podman") else None
-            out = stack.enter_context(output_tmpfs(limit))
+            files = int(getattr(view, "max_output_files", 10000))
+            out = stack.enter_context(host_tmpfs(limit, files))
+            tmp = stack.enter_context(host_tmpfs(int(getattr(view, "max_tmp_bytes", limit)),
+                                                 int(getattr(view, "max_tmp_files", files)), uid="0", mode="1777"))
             spec = ContainerSpec(
                 image=self.image, args=(*self.entrypoint, *argv) if argv and self.runtime == "ctr" else tuple(argv),
-                env=container_env(env, host_in, host_out), input_dir=host_in, output_dir=out,
+                env=container_env(env, host_in, host_out), input_dir=host_in, output_dir=out, tmp_dir=tmp,
                 memory_bytes=max_memory_bytes, name=name, netns=netns,
                 cgroup=f"/{CTR_NAMESPACE}/{name}" if self.runtime == "ctr" else None,
             )
             command = ctr_argv(self.ctr_base, spec) if self.runtime == "ctr" else podman_docker_argv(self.runtime, spec)
             peak, code, timed_out, seconds, stdout, stderr, truncated = self._run(command, spec, timeout)
             attempts = netns_no_routes(name) if netns is not None else 0
+            output_files, output_bytes = tree_usage(out)
+            outside_files, outside_bytes = tree_usage(tmp)
+            space = os.statvfs(out)
             _copy_out(out, host_out)
         # 128+9 from the runtime: SIGKILL, which under a memory limit and before the deadline is the
         # kernel's OOM kill; with ctr the cgroup's high-water mark near the limit confirms it.
@@ -431,6 +460,8 @@ class ImageRunner:
         return IsolationResult(
             returncode=None if timed_out else code, timed_out=timed_out, seconds=seconds, stdout=stdout, stderr=stderr,
             output_truncated=truncated, network_attempts=attempts, memory_exceeded=memory_exceeded, peak_memory_bytes=peak,
+            output_files=output_files, output_bytes=output_bytes, output_files_full=output_files >= files,
+            output_space_full=space.f_bavail == 0, outside_files=outside_files, outside_bytes=outside_bytes,
         )
 
     def _run(self, command: list[str], spec: ContainerSpec, timeout: float) -> tuple[int, int, bool, float, bytes, bytes, bool]:

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,51 @@ def test_containerd_reports_the_digest_the_build_printed(built: dict[str, images
         subprocess.run([*ctr, "images", "rm", *targets], capture_output=True)
     assert targets[image.ref] == image.digest
     assert targets[image.pinned] == image.digest
+
+
+WRITER = b"""import sys
+with open("/tmp/scratch.bin", "wb") as fh:
+    fh.write(b"x" * 4096)
+from lightbox.sandbox.reference import classifier
+sys.exit(classifier.main([]))
+"""
+
+
+def _image_with_script(base: images.BuiltImage, script: bytes, tmp_path: Path) -> Path:
+    """``base`` plus /opt/writer.py as its entrypoint: a vendor image that writes to /tmp, then predicts honestly."""
+    from lightbox.devtools import oci
+
+    store = oci.BlobStore(images.cache_dir() / "blobs")
+    manifest = json.loads(store.path(base.digest).read_bytes())
+    config = json.loads(store.path(manifest["config"]["digest"]).read_bytes())
+    made = oci.write_layer([oci.Entry("opt/writer.py", "file", 0o644, data=script)], tmp_path / "layer.tar.gz", 0)
+    layer = store.put_file(tmp_path / "layer.tar.gz", oci.MEDIA_LAYER_GZIP)
+    config["rootfs"]["diff_ids"].append(made.diff_id)
+    config["config"]["Entrypoint"] = ["python", "/opt/writer.py"]
+    config["config"].pop("Cmd", None)
+    config_blob = store.put_bytes(oci.canonical_json(config), oci.MEDIA_CONFIG)
+    manifest = {**manifest, "config": config_blob.descriptor(), "layers": [*manifest["layers"], layer.descriptor()]}
+    manifest_blob = store.put_bytes(oci.canonical_json(manifest), oci.MEDIA_MANIFEST)
+    oci.write_archive(store, manifest_blob, "localhost/lightbox-test-writer", "0", tmp_path / "writer.tar", 0)
+    return tmp_path / "writer.tar"
+
+
+def test_writes_to_tmp_fail_with_command_modes_message(built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
+    archive = _image_with_script(built["classifier"], WRITER, tmp_path)
+    out = io.StringIO()
+    code = imagecheck.check_image(f"oci-archive:{archive}", [], vendorcheck.CheckSettings(cases=CASES), runtime="ctr", out=out)
+    text = out.getvalue()
+    # the same script in command mode, from a folder the sandbox user can read
+    shown = Path(tempfile.mkdtemp(prefix="lightbox-writer-"))
+    try:
+        shown.chmod(0o755)
+        (shown / "writer.py").write_bytes(WRITER)
+        (shown / "writer.py").chmod(0o644)
+        command_out = io.StringIO()
+        command_code = vendorcheck.run_check([sys.executable, str(shown / "writer.py")],
+                                             vendorcheck.CheckSettings(cases=CASES, expose=(shown,)), command_out)
+    finally:
+        shutil.rmtree(shown)
+    assert code == command_code == vendorcheck.EXIT_NOT_CONFORMANT, (text, command_out.getvalue())
+    assert "tried to write outside the output directory: left 1 files in /tmp (4 KiB)" in text, text
+    assert fail_lines(text) == fail_lines(command_out.getvalue()), (text, command_out.getvalue())

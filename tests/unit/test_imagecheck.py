@@ -16,6 +16,7 @@ from lightbox.sandbox.isolation import IsolationUnavailable
 SPEC = imagecheck.ContainerSpec(
     image="localhost/vendor:1", args=(), env={"LIGHTBOX_TASK": "classification"}, input_dir=Path("/tmp/in"),
     output_dir=Path("/tmp/out"), memory_bytes=256 << 20, name="lightbox-check-1", netns=Path("/var/run/netns/lightbox-check-1"),
+    tmp_dir=Path("/tmp/scratch"),
     cgroup="/lightbox-vendor-check/lightbox-check-1",
 )
 
@@ -31,10 +32,13 @@ def test_ctr_runs_the_image_as_the_pod_does() -> None:
     # no network: neither the host's nor a CNI one; the namespace made for the check
     assert "--net-host" not in argv and "--cni" not in argv and "--privileged" not in argv
     assert _flag_values(argv, "--with-ns") == ["network:/var/run/netns/lightbox-check-1"]
-    # exactly two mounts: the input read-only, the output writable
+    # the input read-only, the output and a scratch /tmp writable (both bounded tmpfs on the host), and ctr's
+    # writable default /run covered read-only; nothing else of the host
     assert _flag_values(argv, "--mount") == [
         "type=bind,src=/tmp/in,dst=/input,options=rbind:ro",
         "type=bind,src=/tmp/out,dst=/output,options=rbind:rw",
+        "type=bind,src=/tmp/scratch,dst=/tmp,options=rbind:rw",
+        "type=tmpfs,src=tmpfs,dst=/run,options=ro:nosuid:nodev:noexec",
     ]
     assert _flag_values(argv, "--memory-limit") == [str(256 << 20)]
     # every capability of ctr's default set (containerd oci/spec.go defaultUnixCaps) is dropped
@@ -51,7 +55,9 @@ def test_podman_and_docker_get_the_same_limits(runtime: str, network: str) -> No
     assert argv[:3] == [runtime, "run", "--rm"] and "--read-only" in argv
     assert _flag_values(argv, "--network") == [network]
     assert _flag_values(argv, "--cap-drop") == ["ALL"] and _flag_values(argv, "--user") == ["65532:65532"]
-    assert _flag_values(argv, "--mount") == ["type=bind,src=/tmp/in,dst=/input,readonly", "type=bind,src=/tmp/out,dst=/output"]
+    assert _flag_values(argv, "--mount") == ["type=bind,src=/tmp/in,dst=/input,readonly", "type=bind,src=/tmp/out,dst=/output",
+                                            "type=bind,src=/tmp/scratch,dst=/tmp"]
+    assert ("--read-only-tmpfs=false" in argv) == (runtime == "podman")
     assert _flag_values(argv, "--memory") == _flag_values(argv, "--memory-swap") == [str(256 << 20)]
     assert "--privileged" not in argv and "--net=host" not in argv
 
@@ -176,3 +182,11 @@ def test_cli_accepts_an_image_without_a_command(monkeypatch: pytest.MonkeyPatch)
     assert vendorcheck.main(["check", "--image", "localhost/x:1", "--runtime", "ctr", "--memory-mb", "256", "--", "tamper"]) == 0
     assert seen == {"ref": "localhost/x:1", "command": ["tamper"], "runtime": "ctr", "memory": 256 << 20}
     assert json.dumps(seen)  # plain values only
+
+
+def test_usage_counts_entries_and_file_bytes_without_following_links(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a").write_bytes(b"x" * 100)
+    (tmp_path / "b").write_bytes(b"y" * 28)
+    (tmp_path / "link").symlink_to("/etc/passwd")
+    assert imagecheck.tree_usage(tmp_path) == (4, 128)  # d, d/a, b, link; the link's target is not counted
