@@ -164,14 +164,13 @@ def _missing(e: _Entry, expected: int, later: Mapping[int, _Entry], seen: set[in
     if expected in later and expected not in seen:
         moved = later[expected]
         return _finding(moved, "reordered", f"it comes after record #{e.sequence} (entry {e.position})")
+    after = f"record #{expected - 1}" if expected > 1 else "nothing (no retention cut explains a missing first record)"
     return Finding(
         str(e.spec["chain"].get("id")),
         expected,
         None,
         "removed",
-        f"missing: record #{e.sequence}{f' ({e.name})' if e.name else ''} follows record #{expected - 1}"
-        + ("" if expected > 1 else " (the chain's first record is gone, and no retention cut says so)"),
-        e.position,
+        f"record #{e.sequence}{f' ({e.name})' if e.name else ''} at entry {e.position} follows {after}",
     )
 
 

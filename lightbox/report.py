@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lightbox.api import API_GROUP, API_VERSION, Algorithm, AuditRecord, Dataset, Validation
-from lightbox.api.run import LABEL_VALIDATION
+from lightbox.operator.audit import DEFAULT_AUDIT_NAMESPACE, LABEL_CHAIN
 from lightbox.api.validation import RunRecord
 from lightbox.operator.builders import label_value
 from lightbox.text import Markdown, code, markdown, terminal
@@ -175,7 +175,9 @@ def _history(validation: Validation, trail: list[AuditRecord]) -> list[str]:
 
 def render(validation: Validation, algorithm: Algorithm | None, dataset: Dataset | None, trail: list[AuditRecord]) -> str:
     """The report of one Validation. ``trail``: its AuditRecords, any order."""
-    trail = sorted((r for r in trail if r.spec.validation.uid == validation.metadata.get("uid")), key=lambda r: r.spec.run.number)
+    # Retention-cut records (no run) are chain bookkeeping, not history.
+    mine = [r for r in trail if r.spec.validation.uid == validation.metadata.get("uid") and r.spec.run is not None]
+    trail = sorted(mine, key=lambda r: r.spec.run.number)  # type: ignore[union-attr]
     name, namespace = validation.metadata.get("name"), validation.metadata.get("namespace")
     lines = [f"# Validation {markdown(name)}", "", f"Namespace {markdown(namespace)}. Aggregate results only; no case-level data leaves the sandbox.", ""]
     lines += _device(validation, algorithm, trail) + [""]
@@ -188,7 +190,7 @@ def render(validation: Validation, algorithm: Algorithm | None, dataset: Dataset
     return "\n".join(lines) + "\n"
 
 
-def report(api_client: Any, namespace: str, name: str) -> str | None:
+def report(api_client: Any, namespace: str, name: str, audit_namespace: str = DEFAULT_AUDIT_NAMESPACE) -> str | None:
     """Read the Validation, its Algorithm, Dataset and audit trail, and render; None without the Validation."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
@@ -209,8 +211,10 @@ def report(api_client: Any, namespace: str, name: str) -> str | None:
     validation = Validation.model_validate(raw)
     algorithm_raw = read("algorithms", validation.spec.algorithm_ref.name)
     dataset_raw = read("datasets", validation.spec.dataset_ref.name)
-    selector = f"{LABEL_VALIDATION}={label_value(name)}"  # as the operator labels its records
-    items = api.list_namespaced_custom_object(API_GROUP, API_VERSION, namespace, "auditrecords", label_selector=selector)["items"]
+    # The trail is in the audit namespace, one chain per Validation uid (operator/audit.py).
+    selector = f"{LABEL_CHAIN}={label_value(validation.metadata['uid'])}"
+    items = api.list_namespaced_custom_object(API_GROUP, API_VERSION, audit_namespace, "auditrecords", label_selector=selector)["items"]
+    items = [item for item in items if item["spec"].get("event", "RunFinished") == "RunFinished"]
     return render(
         validation,
         Algorithm.model_validate(algorithm_raw) if algorithm_raw else None,
@@ -224,13 +228,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("validation", help="the Validation's name")
     parser.add_argument("-n", "--namespace", required=True)
     parser.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or ~/.kube/config")
+    parser.add_argument("--audit-namespace", default=DEFAULT_AUDIT_NAMESPACE, help="where the audit trail is (default %(default)s)")
     parser.add_argument("-o", "--output", type=Path, help="write the Markdown here instead of standard output")
     args = parser.parse_args(argv)
 
     from kubernetes import config as kube_config
 
     api_client = kube_config.new_client_from_config(str(args.kubeconfig) if args.kubeconfig else None)
-    text = report(api_client, args.namespace, args.validation)
+    text = report(api_client, args.namespace, args.validation, args.audit_namespace)
     if text is None:
         print(
             f"lightbox report: Validation {terminal(args.validation)} not found in namespace {terminal(args.namespace)}",

@@ -17,7 +17,7 @@ from lightbox.operator import builders, outcome
 from lightbox.operator.config import OperatorConfig
 from lightbox.operator.exporter import Exporter
 from lightbox.operator.kube import Kube, load_configuration
-from lightbox.operator.reconcile import ALGORITHM, DATASET, POLICY, Runtime
+from lightbox.operator.reconcile import ALGORITHM, DATASET, POLICY, Runtime, ensure_audit_namespace
 
 GROUP, VERSION = "lightbox.dev", "v1alpha1"
 
@@ -43,6 +43,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
         logger.info(f"metrics on :{port}/metrics")
         memo["metrics_port"] = port
     runtime = Runtime(config=config, kube=Kube(cfg), exporter=exporter, api_server=cfg.host)
+    await ensure_audit_namespace(runtime, logger)
     runtime.start()
     memo["runtime"] = runtime
 

@@ -369,6 +369,21 @@ async def _conclude(
     return final
 
 
+async def ensure_audit_namespace(runtime: Runtime, logger: Any) -> None:
+    """The chart creates (and keeps) the audit namespace; a development cluster may not have
+    it yet, so create it where allowed. Where not (the chart's RBAC), say what is missing:
+    every run's conclusion fails until it exists, so no run goes unrecorded."""
+    name = runtime.config.audit_namespace
+    try:
+        if await runtime.kube.get(path("namespaces", None, name)) is not None:
+            return
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {layout.LABEL_COMPONENT: audit.COMPONENT_AUDIT}}}
+        await runtime.kube.create(path("namespaces"), body)
+        logger.info(f"created the audit namespace {name}")
+    except KubeError as exc:
+        logger.error(f"audit namespace {name}: {exc}; runs cannot be recorded (and so not concluded) until it exists")
+
+
 async def _start_run(
     runtime: Runtime,
     validation: Validation,

@@ -81,11 +81,16 @@ def policy() -> dict[str, Any]:
 
 
 def audit_record() -> dict[str, Any]:
+    from lightbox.auditchain import seal
+
     return {
         "apiVersion": "lightbox.dev/v1alpha1",
         "kind": "AuditRecord",
-        "metadata": {"name": "chest-ai-on-2025-r1-0a1b2c3d"},
-        "spec": {
+        "metadata": {"name": "0a1b2c3d-0000-4000-8000-000000000000-1"},
+        "spec": seal({
+            "event": "RunFinished",
+            "chain": {"id": "0a1b2c3d-0000-4000-8000-000000000000", "sequence": 1},
+            "recordedAt": "2026-11-02T03:04:00Z",
             "validation": {"name": "chest-ai-on-2025", "uid": "0a1b2c3d-0000-4000-8000-000000000000"},
             "run": {
                 "name": "chest-ai-on-2025-r1", "number": 1, "phase": "Succeeded", "reason": "Succeeded",
@@ -94,7 +99,7 @@ def audit_record() -> dict[str, Any]:
             "algorithm": {"name": "chest-ai", "vendor": "Acme Imaging", "version": "1.2.0"},
             "dataset": {"name": "chest-2025", "contentHash": "sha256:" + "00" * 32},
             "recordedBy": "lightbox-operator/0.1.0",
-        },
+        }),
     }
 
 

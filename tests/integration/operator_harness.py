@@ -26,6 +26,7 @@ TRUSTED_IMAGE = f"{TRUSTED_REPO}@sha256:{'0' * 64}"
 VENDOR = "registry.lightbox.test/reference"
 DIGEST = "sha256:" + "1" * 64
 CLAIM = "lightbox-data"
+AUDIT_NAMESPACE = "lightbox-audit"  # the operator's default (OperatorConfig.audit_namespace)
 CASES = 60  # seed 7: 23 positives, 37 negatives, above the scorer's minimum of 15 per class for an interval
 
 
@@ -184,8 +185,12 @@ def wait_for(
 
 
 def audit_records(api_client, namespace: str) -> list[dict[str, Any]]:
-    items = custom(api_client).list_namespaced_custom_object("lightbox.dev", "v1alpha1", namespace, "auditrecords")["items"]
-    return sorted(items, key=lambda a: a["spec"]["run"]["number"])
+    """The run records of the Validations of ``namespace``: kept in the audit namespace, not there."""
+    selector = f"lightbox.dev/validation-namespace={namespace}"
+    items = custom(api_client).list_namespaced_custom_object(
+        "lightbox.dev", "v1alpha1", AUDIT_NAMESPACE, "auditrecords", label_selector=selector
+    )["items"]
+    return sorted((a for a in items if a["spec"]["event"] == "RunFinished"), key=lambda a: a["spec"]["run"]["number"])
 
 
 def runs_of(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
