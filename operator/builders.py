@@ -13,6 +13,7 @@ from typing import Any
 
 from lightbox.api import Algorithm, Dataset, SandboxPolicy, Validation
 from lightbox.api import run as layout
+from lightbox.api import subpath
 from lightbox.api.common import VolumeLocation
 from lightbox.api.run import IsolationCheckConfig, ScorerConfig, StagerConfig
 from lightbox.operator.config import OperatorConfig
@@ -211,6 +212,10 @@ def run_pod_spec(
     ``api_server`` is the endpoint the operator itself reaches the API server at, one of
     the targets the stage step's isolation check must find silent."""
     algo, data = algorithm.spec, dataset.spec
+    # Last line of defence (admission refuses this first): never build a pod whose
+    # stage step would read the ground truth as studies, or whose truth holds the studies.
+    if subpath.overlap(data.studies, data.ground_truth):
+        raise ValueError(f"Dataset {dataset.metadata.get('name')}: spec.groundTruth overlaps spec.studies; refusing to mount it")
     stager = StagerConfig(
         task=algo.task,
         labels=list(algo.labels or []),
@@ -408,7 +413,7 @@ def probe_pod(
         str(config.probe_timeout_seconds),
     ]
     container = _trusted_container("probe", config.trusted_image, command, config)
-    container["env"] = _env({layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH, **GPU_CANARY})
+    container["env"] = _env({layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH, **GPU_CANARY}) + [_node_ip_env()]
     return {
         "apiVersion": "v1",
         "kind": "Pod",

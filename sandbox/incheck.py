@@ -41,95 +41,36 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import struct
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import ValidationError
 
-from lightbox.api.run import ISOLATION_CHECK_ENV, NODE_IP_ENV, IsolationCheckConfig
-from lightbox.sandbox.probe import Check, dns_check, gpu_problem, gpu_view, tcp_check
+from lightbox.api.run import ISOLATION_CHECK_ENV, IsolationCheckConfig
+from lightbox.sandbox.probe import (
+    Check,
+    Target,
+    check_all,
+    check_target,
+    default_gateways,
+    gpu_problem,
+    gpu_view,
+    pod_targets,
+    read_routes,
+)
+
+__all__ = ["REASON", "Decision", "Target", "check_pod", "check_target", "decide", "default_gateways", "run_from_environment", "run_rounds", "targets"]
 
 REASON = "IsolationNotEnforced"
-KUBELET_PORT = 10250
-API_SERVER_PORT = 443
-RTF_GATEWAY = 0x2
-ROUTES = Path("/proc/net/route")
-
-Kind = Literal["api-server", "dns", "node", "gateway", "outside"]
-
-
-@dataclass(frozen=True)
-class Target:
-    kind: Kind
-    address: str
-
-
-def host_port(host: str, port: int | str) -> str:
-    """``host:port``, bracketing an IPv6 host so the port stays separable."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def default_gateways(routes: str) -> list[str]:
-    """Gateways of the default routes in ``/proc/net/route`` text (IPv4; the kernel
-    prints addresses as little-endian hex)."""
-    found: list[str] = []
-    for line in routes.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        try:
-            destination, gateway, flags = int(fields[1], 16), int(fields[2], 16), int(fields[3], 16)
-        except ValueError:
-            continue
-        if destination == 0 and flags & RTF_GATEWAY and gateway:
-            address = socket.inet_ntoa(struct.pack("<I", gateway))
-            if address not in found:
-                found.append(address)
-    return found
 
 
 def targets(config: IsolationCheckConfig, env: Mapping[str, str], routes: str) -> list[Target]:
-    """Everything the vendor must not reach, from the config, the pod's environment and its routes."""
-    out: list[Target] = []
-
-    def add(kind: Kind, address: str | None) -> None:
-        if address and Target(kind, address) not in out:
-            out.append(Target(kind, address))
-
-    if env.get("KUBERNETES_SERVICE_HOST"):
-        add("api-server", host_port(env["KUBERNETES_SERVICE_HOST"], env.get("KUBERNETES_SERVICE_PORT") or API_SERVER_PORT))
-    add("api-server", config.api_server)
-    for server in config.dns:
-        add("dns", server)
-    if env.get(NODE_IP_ENV):
-        add("node", host_port(env[NODE_IP_ENV], KUBELET_PORT))
-    for gateway in default_gateways(routes):
-        add("gateway", host_port(gateway, KUBELET_PORT))
-    for address in config.outside:
-        add("outside", address)
-    return out
-
-
-def check_target(target: Target, timeout: float) -> Check:
-    """One attempt; an error of the check itself counts as an answer (fail closed)."""
-    try:
-        if target.kind == "dns":
-            return dns_check(target.address, timeout)
-        return tcp_check(target.kind, target.address, API_SERVER_PORT, timeout)
-    except Exception as exc:  # noqa: BLE001 - anything unexpected must stop the run, not pass it
-        return Check(target.address, target.kind, True, f"check failed: {type(exc).__name__}: {exc}")
-
-
-def probe_round(checks: Sequence[Target], timeout: float) -> list[Check]:
-    with ThreadPoolExecutor(max_workers=max(1, len(checks))) as pool:
-        return list(pool.map(lambda t: check_target(t, timeout), checks))
+    """The probe's target list (``probe.pod_targets``) from the operator's settings."""
+    return pod_targets([config.api_server], config.dns, config.outside, env, routes)
 
 
 @dataclass(frozen=True)
@@ -173,7 +114,7 @@ def run_rounds(
     checks: Sequence[Target],
     config: IsolationCheckConfig,
     *,
-    probe: Callable[[Sequence[Target], float], list[Check]] = probe_round,
+    probe: Callable[[Sequence[Target], float], list[Check]] = check_all,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] = lambda line: None,
@@ -197,7 +138,7 @@ def check_pod(
     *,
     routes: str,
     root: Path = Path("/"),
-    probe: Callable[[Sequence[Target], float], list[Check]] = probe_round,
+    probe: Callable[[Sequence[Target], float], list[Check]] = check_all,
     log: Callable[[str], None] = lambda line: None,
 ) -> Decision:
     """GPUs first (static: no window to wait for), then the network rounds."""
@@ -226,10 +167,6 @@ def run_from_environment(env: Mapping[str, str] | None = None) -> str | None:
         config = IsolationCheckConfig.model_validate(json.loads(raw) if raw else {})
     except (ValueError, ValidationError) as exc:
         return f"{ISOLATION_CHECK_ENV} is not valid: {exc}"
-    try:
-        routes = ROUTES.read_text()
-    except OSError:
-        routes = ""
-    decision = check_pod(config, env, routes=routes, log=_stderr)
+    decision = check_pod(config, env, routes=read_routes(), log=_stderr)
     _stderr(f"{decision.action}: {decision.message}")
     return None if decision.action == "proceed" else decision.message

@@ -28,13 +28,14 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
-from lightbox.api.run import TERMINATION_LOG_ENV, TERMINATION_LOG_PATH
+from lightbox.api.run import NODE_IP_ENV, TERMINATION_LOG_ENV, TERMINATION_LOG_PATH
 
 # errno values that mean "no route, nobody there": the network is cut.
 SILENT_ERRNOS = frozenset(
@@ -181,14 +182,94 @@ def dns_check(address: str, timeout: float, name: str = "kubernetes.default.svc.
     return Check(address, "dns", False, "no answer")
 
 
-def run_checks(api_server: str | None, dns: list[str], outside: list[str], timeout: float) -> list[Check]:
-    jobs: list[Callable[[], Check]] = []
-    if api_server:
-        jobs.append(lambda: tcp_check("api-server", api_server, 443, timeout))
-    jobs += [lambda a=a: dns_check(a, timeout) for a in dns]
-    jobs += [lambda a=a: tcp_check("outside", a, 443, timeout) for a in outside]
-    with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
-        return list(pool.map(lambda job: job(), jobs))
+# -- what to try: one list for the namespace probe and the in-pod check ---------------
+
+KUBELET_PORT = 10250
+API_SERVER_PORT = 443
+RTF_GATEWAY = 0x2
+ROUTES = Path("/proc/net/route")
+
+Kind = Literal["api-server", "dns", "node", "gateway", "outside"]
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: Kind
+    address: str
+
+
+def host_port(host: str, port: int | str) -> str:
+    """``host:port``, bracketing an IPv6 host so the port stays separable."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def default_gateways(routes: str) -> list[str]:
+    """Gateways of the default routes in ``/proc/net/route`` text (IPv4; the kernel
+    prints addresses as little-endian hex)."""
+    found: list[str] = []
+    for line in routes.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        try:
+            destination, gateway, flags = int(fields[1], 16), int(fields[2], 16), int(fields[3], 16)
+        except ValueError:
+            continue
+        if destination == 0 and flags & RTF_GATEWAY and gateway:
+            address = socket.inet_ntoa(struct.pack("<I", gateway))
+            if address not in found:
+                found.append(address)
+    return found
+
+
+def pod_targets(
+    api_servers: Sequence[str | None], dns: Sequence[str], outside: Sequence[str], env: Mapping[str, str], routes: str
+) -> list[Target]:
+    """Everything a sandboxed container must not reach: the API server (as every kubelet
+    announces it in ``KUBERNETES_SERVICE_HOST``/``PORT``, and as given), the cluster DNS,
+    the node (kubelet port), the pod's default gateways and the outside addresses."""
+    out: list[Target] = []
+
+    def add(kind: Kind, address: str | None) -> None:
+        if address and Target(kind, address) not in out:
+            out.append(Target(kind, address))
+
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        add("api-server", host_port(env["KUBERNETES_SERVICE_HOST"], env.get("KUBERNETES_SERVICE_PORT") or API_SERVER_PORT))
+    for server in api_servers:
+        add("api-server", server)
+    for server in dns:
+        add("dns", server)
+    if env.get(NODE_IP_ENV):
+        add("node", host_port(env[NODE_IP_ENV], KUBELET_PORT))
+    for gateway in default_gateways(routes):
+        add("gateway", host_port(gateway, KUBELET_PORT))
+    for address in outside:
+        add("outside", address)
+    return out
+
+
+def read_routes(path: Path = ROUTES) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def check_target(target: Target, timeout: float) -> Check:
+    """One attempt; an error of the check itself counts as an answer (fail closed)."""
+    try:
+        if target.kind == "dns":
+            return dns_check(target.address, timeout)
+        return tcp_check(target.kind, target.address, API_SERVER_PORT, timeout)
+    except Exception as exc:  # noqa: BLE001 - anything unexpected must stop the run, not pass it
+        return Check(target.address, target.kind, True, f"check failed: {type(exc).__name__}: {exc}")
+
+
+def check_all(targets: Sequence[Target], timeout: float) -> list[Check]:
+    """Every target at once, so a round costs one timeout however many there are."""
+    with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+        return list(pool.map(lambda target: check_target(target, timeout), targets))
 
 
 # /dev/nvidia0, /dev/nvidia1, ...: one node per GPU the container may open (nvidiactl,
@@ -246,18 +327,18 @@ def _write_termination_log(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lightbox probe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--api-server", help="host:port or URL; default $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT")
+    parser.add_argument("--api-server", help="host:port or URL (besides $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)")
     parser.add_argument("--dns", action="append", default=[], help="cluster DNS server host[:port] (repeatable)")
     parser.add_argument("--outside", action="append", default=[], help="an address outside the cluster (repeatable)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per check")
     parser.add_argument("--gpus-allowed", type=int, default=0, help="GPUs this container requested (default 0)")
     parser.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)  # a fake /dev, /proc tree in tests
+    parser.add_argument("--routes", type=Path, default=ROUTES, help=argparse.SUPPRESS)  # a route table file in tests
     args = parser.parse_args(argv)
 
-    api_server = args.api_server
-    if not api_server and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        api_server = f"{os.environ['KUBERNETES_SERVICE_HOST']}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
-    checks = run_checks(api_server, args.dns, args.outside, args.timeout)
+    # The node comes from $LIGHTBOX_NODE_IP (downward API), the gateways from the route table.
+    targets = pod_targets([args.api_server], args.dns, args.outside, os.environ, read_routes(args.routes))
+    checks = check_all(targets, args.timeout)
     answered = [f"{c.kind} {c.target} ({c.detail})" for c in checks if c.answered]
     gpus = gpu_problem(gpu_view(args.root), args.gpus_allowed)
     if gpus:

@@ -81,3 +81,11 @@ def test_the_trusted_steps_that_check_ask_for_every_gpu_and_request_none():
     (container,) = probe["spec"]["containers"]
     assert env(container)["NVIDIA_VISIBLE_DEVICES"]["value"] == "all"
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
+
+
+def test_the_namespace_probe_learns_the_node_address_too():
+    pol = policy()
+    pol.metadata["uid"] = "uid-p"
+    probe = builders.probe_pod(pol, "region", "lightbox-probe-default-1", CONFIG, "https://10.0.0.1:6443")
+    (container,) = probe["spec"]["containers"]
+    assert env(container)["LIGHTBOX_NODE_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}

@@ -69,7 +69,9 @@ def test_reachable_means_not_isolated(tmp_path):
     log = tmp_path / "termination"
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "lightbox.sandbox.probe", "--api-server", f"127.0.0.1:{server.getsockname()[1]}", "--timeout", "1"],
+            # This one runs in the host's network: no route table, so the host's gateway is not tried.
+            [sys.executable, "-m", "lightbox.sandbox.probe", "--api-server", f"127.0.0.1:{server.getsockname()[1]}", "--timeout", "1",
+             "--routes", "/dev/null"],
             capture_output=True, text=True, env={"LIGHTBOX_TERMINATION_LOG": str(log), "PATH": "/usr/bin:/bin"}, timeout=30,
         )
     finally:
@@ -135,3 +137,19 @@ def test_gpus_visible_to_the_probe_mean_not_isolated(tmp_path):
     assert result.returncode == 1
     data = json.loads(log.read_text())
     assert data["isolated"] is False and data["answered"] == [data["answered"][0]] and "gpus: 2 visible" in data["answered"][0]
+
+
+def test_the_probe_tries_the_node_and_the_gateway_too(tmp_path):
+    """Same targets as the in-pod check: the node from the downward API, the gateway from the
+    route table (here a file: a default route via 127.0.0.2, little-endian hex 0200007F)."""
+    routes = tmp_path / "route"
+    routes.write_text("Iface\tDestination\tGateway\tFlags\nlo\t00000000\t0200007F\t0003\n")
+    log = tmp_path / "termination"
+    result = subprocess.run(
+        ["unshare", "--net", "--", sys.executable, "-m", "lightbox.sandbox.probe", "--timeout", "1", "--routes", str(routes)],
+        capture_output=True, text=True, timeout=30,
+        env={"LIGHTBOX_TERMINATION_LOG": str(log), "PATH": "/usr/bin:/bin", "LIGHTBOX_NODE_IP": "127.0.0.1"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = {(c["kind"], c["target"]) for c in json.loads(result.stdout)["checks"]}
+    assert checks == {("node", "127.0.0.1:10250"), ("gateway", "127.0.0.2:10250")}
