@@ -27,6 +27,7 @@ from lightbox.devtools import node_config as cfg
 
 Log = Callable[[str], None]
 NETNS_DIR = Path("/run/netns")
+RUN_CONTAINERD = Path("/run/containerd")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: The kubelet's cgroup for pods (cgroupfs driver, cgroupsPerQOS).
 KUBEPODS = "kubepods"
@@ -37,11 +38,13 @@ class HostState:
     """The parts of the host a node touches, as plain data (comparable, JSON-able)."""
 
     sysctls: dict[str, str]
-    chains: dict[str, list[str]]        # "ip4:filter" -> sorted chain names
+    chains: dict[str, list[str]]        # "ip4:filter" -> sorted user-defined chain names
+    rules: dict[str, list[str]]         # "ip4:filter" -> sorted rules ("-A ..." lines)
     ipsets: list[str]
-    links: list[str]
-    netns: list[str]
+    links: list[str]                    # the node's kind of links: its bridge, CNI veths, kube-router's
+    netns: list[str]                    # CNI network namespaces (cni-*)
     loopback_addrs: list[str]
+    run_containerd: bool                # /run/containerd existed (shim sockets, fifos)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
@@ -60,6 +63,12 @@ class HostState:
             a, b = set(self.chains.get(table, [])), set(other.chains.get(table, []))
             out += [f"{table} chain added: {c}" for c in sorted(b - a)]
             out += [f"{table} chain removed: {c}" for c in sorted(a - b)]
+        for table in sorted(set(self.rules) | set(other.rules)):
+            a, b = self.rules.get(table, []), other.rules.get(table, [])
+            out += [f"{table} rule added: {r}" for r in b if r not in a]
+            out += [f"{table} rule removed: {r}" for r in a if r not in b]
+        if self.run_containerd != other.run_containerd:
+            out.append(f"/run/containerd {'added' if other.run_containerd else 'removed'}")
         for what, a, b in (("ipset", self.ipsets, other.ipsets), ("link", self.links, other.links),
                            ("netns", self.netns, other.netns), ("lo address", self.loopback_addrs,
                                                                  other.loopback_addrs)):
@@ -71,8 +80,16 @@ class HostState:
 # --------------------------------------------------------------------------- pure parsing
 
 
+BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
+
+
 def parse_save_chains(save_text: str) -> dict[str, list[str]]:
-    """``iptables-save`` output -> {table: sorted chain names}."""
+    """``iptables-save`` output -> {table: sorted user-defined chain names}.
+
+    Built-in chains are left out: iptables-nft creates a table with them on first use, which
+    filters nothing while their policy is ACCEPT (a changed policy shows as a rule difference
+    no more than here; the node changes no policy).
+    """
     tables: dict[str, list[str]] = {}
     table = None
     for line in save_text.splitlines():
@@ -80,8 +97,29 @@ def parse_save_chains(save_text: str) -> dict[str, list[str]]:
             table = line[1:].strip()
             tables.setdefault(table, [])
         elif line.startswith(":") and table is not None:
-            tables[table].append(line[1:].split()[0])
-    return {t: sorted(c) for t, c in tables.items()}
+            name = line[1:].split()[0]
+            if name not in BUILTIN_CHAINS:
+                tables[table].append(name)
+    return {t: sorted(c) for t, c in tables.items() if c}
+
+
+def parse_save_rules(save_text: str) -> dict[str, list[str]]:
+    """``iptables-save`` output -> {table: sorted rule lines}."""
+    tables: dict[str, list[str]] = {}
+    table = None
+    for line in save_text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif line.startswith("-A ") and table is not None:
+            tables.setdefault(table, []).append(line.strip())
+    return {t: sorted(r) for t, r in tables.items()}
+
+
+_CNI_VETH = re.compile(r"veth[0-9a-f]{8}")
+
+
+def is_node_link(name: str) -> bool:
+    return name in (cfg.BRIDGE, "kube-bridge", "kube-dummy-if") or bool(_CNI_VETH.fullmatch(name))
 
 
 _JUMP = re.compile(r"\s-[jg]\s+(\S+)")
@@ -202,17 +240,22 @@ def _netns() -> list[str]:
 
 
 def snapshot() -> HostState:
+    """The host as far as a node touches it (other tools' links and namespaces are not the node's)."""
     chains: dict[str, list[str]] = {}
+    rules: dict[str, list[str]] = {}
     for family in ("ip4", "ip6"):
-        for table, names in parse_save_chains(_save(family)).items():
-            chains[f"{family}:{table}"] = names
+        text = _save(family)
+        chains.update({f"{family}:{t}": names for t, names in parse_save_chains(text).items()})
+        rules.update({f"{family}:{t}": lines for t, lines in parse_save_rules(text).items()})
     return HostState(
         sysctls={k: v for k in cfg.TOUCHED_SYSCTLS if (v := read_sysctl(k)) is not None},
         chains=chains,
+        rules=rules,
         ipsets=_ipsets(),
-        links=_links(),
-        netns=_netns(),
+        links=[n for n in _links() if is_node_link(n)],
+        netns=[n for n in _netns() if n.startswith("cni-")],
         loopback_addrs=_loopback_addrs(),
+        run_containerd=RUN_CONTAINERD.exists(),
     )
 
 
@@ -384,6 +427,8 @@ def restore(before: HostState | None, *, owned_dirs: Sequence[Path], shim_needle
     remove_ipsets(before)
     remove_links(before)
     remove_loopback_addr(before)
+    if before is not None and not before.run_containerd:
+        shutil.rmtree(RUN_CONTAINERD, ignore_errors=True)
     restore_sysctls(before, log)
     remove_cgroups()
     if before is None:

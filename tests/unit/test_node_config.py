@@ -132,11 +132,19 @@ def test_strip_chains_keeps_a_matching_chain_that_existed_before():
     assert "KUBE-ROUTER-INPUT" not in out["filter"]
 
 
-def test_parse_save_chains_per_table():
+def test_parse_save_chains_and_rules_per_table():
     chains = host.parse_save_chains(SAVE)
-    assert chains["mangle"] == ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY", "PREROUTING"]
-    assert chains["raw"] == ["PREROUTING"]
-    assert len(chains["filter"]) == 7
+    assert chains["mangle"] == ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"]
+    assert "raw" not in chains          # built-in chains only: as good as no table
+    assert chains["filter"] == ["DOCKER-USER", "KUBE-FIREWALL", "KUBE-ROUTER-INPUT", "LIGHTBOX-NODE-EGRESS"]
+    rules = host.parse_save_rules(SAVE)
+    assert rules["raw"] == ["-A PREROUTING -j ACCEPT"]
+    assert len(rules["filter"]) == 7 and "mangle" not in rules
+
+
+def test_node_links_are_the_bridge_and_cni_veths_only():
+    assert host.is_node_link("lbx0") and host.is_node_link("veth1a2b3c4d")
+    assert not host.is_node_link("eth0") and not host.is_node_link("veth-lightbox-check")
 
 
 def test_mounts_under_lists_deepest_first_and_only_below_the_roots():
@@ -156,14 +164,17 @@ def test_mounts_under_lists_deepest_first_and_only_below_the_roots():
 
 
 def test_host_state_differences_name_what_changed():
-    a = host.HostState(sysctls={"kernel.panic": "1"}, chains={"ip4:filter": ["INPUT"]}, ipsets=[], links=["lo"],
-                       netns=[], loopback_addrs=["127.0.0.1/8"])
-    b_ = host.HostState(sysctls={"kernel.panic": "10"}, chains={"ip4:filter": ["INPUT", "KUBE-FIREWALL"]},
-                        ipsets=["kube-router-pod-subnets"], links=["lo", "lbx0"], netns=["cni-1"],
-                        loopback_addrs=["10.77.0.1/32", "127.0.0.1/8"])
+    a = host.HostState(sysctls={"kernel.panic": "1"}, chains={}, rules={"ip4:filter": ["-A INPUT -j ACCEPT"]},
+                       ipsets=[], links=[], netns=[], loopback_addrs=["127.0.0.1/8"], run_containerd=False)
+    b_ = host.HostState(sysctls={"kernel.panic": "10"}, chains={"ip4:filter": ["KUBE-FIREWALL"]},
+                        rules={"ip4:filter": ["-A INPUT -j KUBE-FIREWALL"]},
+                        ipsets=["kube-router-pod-subnets"], links=["lbx0"], netns=["cni-1"],
+                        loopback_addrs=["10.77.0.1/32", "127.0.0.1/8"], run_containerd=True)
     assert a.differences(a) == []
     assert a.differences(b_) == [
         "sysctl kernel.panic: 1 -> 10", "ip4:filter chain added: KUBE-FIREWALL",
+        "ip4:filter rule added: -A INPUT -j KUBE-FIREWALL", "ip4:filter rule removed: -A INPUT -j ACCEPT",
+        "/run/containerd added",
         "ipset added: kube-router-pod-subnets", "link added: lbx0", "netns added: cni-1",
         "lo address added: 10.77.0.1/32"]
     assert host.HostState.from_json(b_.to_json()) == b_
