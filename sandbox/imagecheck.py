@@ -110,6 +110,7 @@ class ContainerSpec:
     output_dir: Path
     memory_bytes: int | None
     name: str
+    max_processes: int | None = None
     tmp_dir: Path | None = None  # bound at /tmp: as command mode's private /tmp, what is left there is reported
     netns: Path | None = None  # a network namespace made for the check (ctr, podman)
     cgroup: str | None = None  # ctr: cgroup path, for the peak memory
@@ -151,6 +152,8 @@ def podman_docker_argv(runtime: str, spec: ContainerSpec) -> list[str]:
         argv.append("--read-only-tmpfs=false")
     if spec.memory_bytes is not None:
         argv += ["--memory", str(spec.memory_bytes), "--memory-swap", str(spec.memory_bytes)]
+    if spec.max_processes is not None:
+        argv += ["--pids-limit", str(spec.max_processes)]
     for key, value in sorted(spec.env.items()):
         argv += ["--env", f"{key}={value}"]
     return [*argv, spec.image, *spec.args]
@@ -395,21 +398,49 @@ def _copy_out(src: Path, dst: Path) -> None:
             shutil.copy2(item, target)
 
 
-class _PeakMemory(threading.Thread):
-    """Samples a cgroup v1 memory controller's high-water mark while the container runs."""
+class _CgroupSampler(threading.Thread):
+    """Samples the container's cgroup v1 memory high-water mark and task count while it runs (runc removes
+    the cgroup when the container is deleted, so the values are read while it lives)."""
 
     def __init__(self, cgroup: str) -> None:
         super().__init__(daemon=True)
-        self.files = [Path("/sys/fs/cgroup/memory") / cgroup.lstrip("/") / "memory.max_usage_in_bytes",
-                      Path("/sys/fs/cgroup") / cgroup.lstrip("/") / "memory.peak"]
-        self.peak = 0
+        rel = cgroup.lstrip("/")
+        self.memory = Path("/sys/fs/cgroup/memory") / rel / "memory.max_usage_in_bytes"
+        self.pids = Path("/sys/fs/cgroup/pids") / rel
+        self.peak = self.peak_tasks = self.pids_refused = 0
         self.stop = threading.Event()
+
+    def sample(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.peak = max(self.peak, int(self.memory.read_text()))
+        for name in ("pids.current", "pids.peak"):  # pids.peak: the exact high-water mark, on newer kernels
+            with contextlib.suppress(OSError, ValueError):
+                self.peak_tasks = max(self.peak_tasks, int((self.pids / name).read_text()))
+        with contextlib.suppress(OSError, ValueError):
+            events = dict(line.split() for line in (self.pids / "pids.events").read_text().splitlines())
+            self.pids_refused = max(self.pids_refused, int(events.get("max", 0)))
 
     def run(self) -> None:
         while not self.stop.wait(0.05):
-            for f in self.files:
-                with contextlib.suppress(OSError, ValueError):
-                    self.peak = max(self.peak, int(f.read_text()))
+            self.sample()
+
+
+def remove_cgroup(cgroup: str) -> None:
+    """runc removes the container's cgroup but not the parent it created: leave the host as found (rmdir only
+    removes empty groups, so a concurrent check's group stays)."""
+    rel = Path(cgroup.lstrip("/"))
+    for controller in Path("/sys/fs/cgroup").iterdir():
+        for path in (controller / rel, controller / rel.parent):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+def precreate_pids_cgroup(cgroup: str, max_processes: int) -> None:
+    """ctr has no pids flag; runc joins an existing cgroup and leaves limits its spec does not set."""
+    where = Path("/sys/fs/cgroup/pids") / cgroup.lstrip("/")
+    if where.parent.parent.is_dir():
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "pids.max").write_text(str(max_processes))
 
 
 @dataclass
@@ -421,6 +452,7 @@ class ImageRunner:
     ctr_base: tuple[str, ...] = ()
     # ctr replaces the whole process (entrypoint too) with the arguments it is given
     entrypoint: tuple[str, ...] = ()
+    tasks: tuple[int, int] = (0, 0)  # (peak tasks, forks refused at the limit) of the last run
 
     def __call__(
         self, argv: Sequence[str], *, env: Mapping[str, str], timeout: float, max_memory_bytes: int | None = None,
@@ -437,15 +469,19 @@ class ImageRunner:
         with contextlib.ExitStack() as stack:
             netns = stack.enter_context(network_namespace(name)) if self.runtime in ("ctr", "podman") else None
             files = int(getattr(view, "max_output_files", 10000))
+            max_processes = int(getattr(view, "max_processes", 512))
             out = stack.enter_context(host_tmpfs(limit, files))
             tmp = stack.enter_context(host_tmpfs(int(getattr(view, "max_tmp_bytes", limit)),
                                                  int(getattr(view, "max_tmp_files", files)), uid="0", mode="1777"))
             spec = ContainerSpec(
                 image=self.image, args=(*self.entrypoint, *argv) if argv and self.runtime == "ctr" else tuple(argv),
                 env=container_env(env, host_in, host_out), input_dir=host_in, output_dir=out, tmp_dir=tmp,
-                memory_bytes=max_memory_bytes, name=name, netns=netns,
+                memory_bytes=max_memory_bytes, name=name, netns=netns, max_processes=max_processes,
                 cgroup=f"/{CTR_NAMESPACE}/{name}" if self.runtime == "ctr" else None,
             )
+            if spec.cgroup is not None:
+                precreate_pids_cgroup(spec.cgroup, max_processes)
+                stack.callback(remove_cgroup, spec.cgroup)
             command = ctr_argv(self.ctr_base, spec) if self.runtime == "ctr" else podman_docker_argv(self.runtime, spec)
             peak, code, timed_out, seconds, stdout, stderr, truncated = self._run(command, spec, timeout)
             attempts = netns_no_routes(name) if netns is not None else 0
@@ -462,11 +498,12 @@ class ImageRunner:
             output_truncated=truncated, network_attempts=attempts, memory_exceeded=memory_exceeded, peak_memory_bytes=peak,
             output_files=output_files, output_bytes=output_bytes, output_files_full=output_files >= files,
             output_space_full=space.f_bavail == 0, outside_files=outside_files, outside_bytes=outside_bytes,
+            peak_tasks=self.tasks[0], process_limit_reached=self.tasks[1] > 0 or self.tasks[0] >= max_processes,
         )
 
     def _run(self, command: list[str], spec: ContainerSpec, timeout: float) -> tuple[int, int, bool, float, bytes, bytes, bool]:
         stdout, stderr, truncated = bytearray(), bytearray(), [False]
-        sampler = _PeakMemory(spec.cgroup) if spec.cgroup else None
+        sampler = _CgroupSampler(spec.cgroup) if spec.cgroup else None
         t0 = time.monotonic()
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         readers = [_capped_reader(proc.stdout, stdout, truncated), _capped_reader(proc.stderr, stderr, truncated)]
@@ -489,6 +526,7 @@ class ImageRunner:
         if sampler is not None:
             sampler.stop.set()
             sampler.join()
+        self.tasks = (sampler.peak_tasks, sampler.pids_refused) if sampler else (0, 0)
         return (sampler.peak if sampler else 0), exit_to_returncode(proc.returncode), timed_out, seconds, bytes(stdout), bytes(stderr), truncated[0]
 
     def _kill(self, name: str) -> None:

@@ -64,7 +64,9 @@ def command_check(args: list[str], **settings: object) -> tuple[int, str]:
 
 def fail_lines(text: str) -> list[str]:
     # the number of blocked attempts depends on the resolver configuration each sandbox has
-    return [re.sub(r"\(\d+ blocked", "(N blocked", line.strip()) for line in text.splitlines() if line.strip().startswith("FAIL")]
+    # and the peak task count on the sampling moment
+    return [re.sub(r"\(peak \d+\)", "(peak N)", re.sub(r"\(\d+ blocked", "(N blocked", line.strip()))
+            for line in text.splitlines() if line.strip().startswith("FAIL")]
 
 
 def test_the_reference_classifier_image_conforms(built: dict[str, images.BuiltImage]) -> None:
@@ -162,22 +164,54 @@ def _image_with_script(base: images.BuiltImage, script: bytes, tmp_path: Path) -
     return tmp_path / "writer.tar"
 
 
-def test_writes_to_tmp_fail_with_command_modes_message(built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
-    archive = _image_with_script(built["classifier"], WRITER, tmp_path)
+def _both_modes(built: dict[str, images.BuiltImage], script: bytes, tmp_path: Path, **settings: object) -> tuple[int, str, int, str]:
+    archive = _image_with_script(built["classifier"], script, tmp_path)
     out = io.StringIO()
-    code = imagecheck.check_image(f"oci-archive:{archive}", [], vendorcheck.CheckSettings(cases=CASES), runtime="ctr", out=out)
-    text = out.getvalue()
+    code = imagecheck.check_image(f"oci-archive:{archive}", [], vendorcheck.CheckSettings(cases=CASES, **settings),  # type: ignore[arg-type]
+                                  runtime="ctr", out=out)
     # the same script in command mode, from a folder the sandbox user can read
     shown = Path(tempfile.mkdtemp(prefix="lightbox-writer-"))
     try:
         shown.chmod(0o755)
-        (shown / "writer.py").write_bytes(WRITER)
+        (shown / "writer.py").write_bytes(script)
         (shown / "writer.py").chmod(0o644)
         command_out = io.StringIO()
         command_code = vendorcheck.run_check([sys.executable, str(shown / "writer.py")],
-                                             vendorcheck.CheckSettings(cases=CASES, expose=(shown,)), command_out)
+                                             vendorcheck.CheckSettings(cases=CASES, expose=(shown,), **settings),  # type: ignore[arg-type]
+                                             command_out)
     finally:
         shutil.rmtree(shown)
-    assert code == command_code == vendorcheck.EXIT_NOT_CONFORMANT, (text, command_out.getvalue())
+    return code, out.getvalue(), command_code, command_out.getvalue()
+
+
+def test_writes_to_tmp_fail_with_command_modes_message(built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
+    code, text, command_code, command_text = _both_modes(built, WRITER, tmp_path)
+    assert code == command_code == vendorcheck.EXIT_NOT_CONFORMANT, (text, command_text)
     assert "tried to write outside the output directory: left 1 files in /tmp (4 KiB)" in text, text
-    assert fail_lines(text) == fail_lines(command_out.getvalue()), (text, command_out.getvalue())
+    assert fail_lines(text) == fail_lines(command_text), (text, command_text)
+
+
+FORKER = b"""import sys, threading, time
+stop = threading.Event()
+started = 0
+try:
+    for _ in range(400):
+        threading.Thread(target=stop.wait, daemon=True).start()
+        started += 1
+except RuntimeError:
+    pass
+stop.set()
+time.sleep(0.5)
+from lightbox.sandbox.reference import classifier
+sys.exit(classifier.main([]))
+"""
+
+
+def test_the_process_limit_holds_in_the_container(built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
+    archive = _image_with_script(built["classifier"], FORKER, tmp_path)
+    out = io.StringIO()
+    code = imagecheck.check_image(f"oci-archive:{archive}", [], vendorcheck.CheckSettings(cases=CASES, max_processes=64),
+                                  runtime="ctr", out=out)
+    text = out.getvalue()
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    assert "reached the limit of 64 processes and threads (peak 64)" in text, text

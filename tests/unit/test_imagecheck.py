@@ -16,7 +16,7 @@ from lightbox.sandbox.isolation import IsolationUnavailable
 SPEC = imagecheck.ContainerSpec(
     image="localhost/vendor:1", args=(), env={"LIGHTBOX_TASK": "classification"}, input_dir=Path("/tmp/in"),
     output_dir=Path("/tmp/out"), memory_bytes=256 << 20, name="lightbox-check-1", netns=Path("/var/run/netns/lightbox-check-1"),
-    tmp_dir=Path("/tmp/scratch"),
+    tmp_dir=Path("/tmp/scratch"), max_processes=512,
     cgroup="/lightbox-vendor-check/lightbox-check-1",
 )
 
@@ -58,6 +58,7 @@ def test_podman_and_docker_get_the_same_limits(runtime: str, network: str) -> No
     assert _flag_values(argv, "--mount") == ["type=bind,src=/tmp/in,dst=/input,readonly", "type=bind,src=/tmp/out,dst=/output",
                                             "type=bind,src=/tmp/scratch,dst=/tmp"]
     assert ("--read-only-tmpfs=false" in argv) == (runtime == "podman")
+    assert _flag_values(argv, "--pids-limit") == ["512"]
     assert _flag_values(argv, "--memory") == _flag_values(argv, "--memory-swap") == [str(256 << 20)]
     assert "--privileged" not in argv and "--net=host" not in argv
 
