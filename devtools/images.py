@@ -1,6 +1,6 @@
 """Lightbox's own images, built without a daemon or a registry.
 
-    python -m lightbox.devtools.images build [NAME...]   # prints REF@DIGEST per image
+    python -m lightbox.devtools.images build [NAME...]   # prints REF@DIGEST per image (archives on stderr)
     python -m lightbox.devtools.images list
     python -m lightbox.devtools.images context [DIR]     # dist/ for docker/podman/buildah build
 
@@ -617,7 +617,7 @@ def prepare_context(dest: Path, *, root: Path | None = None, log: Log | None = N
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lightbox.devtools.images", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
-    b = sub.add_parser("build", help="build images without a daemon; print REF@DIGEST and the archive per image")
+    b = sub.add_parser("build", help="build images without a daemon; print REF@DIGEST per image (the archive paths on stderr)")
     b.add_argument("names", nargs="*", help=f"images to build (default all: {', '.join(IMAGES)})")
     sub.add_parser("list", help="the images and their Containerfiles")
     c = sub.add_parser("context", help="write dist/ for docker/podman/buildah build from the Containerfiles")
@@ -631,7 +631,8 @@ def main(argv: list[str] | None = None) -> int:
             prepare_context(args.dest)
         else:
             for image in build(args.names or tuple(IMAGES)).values():
-                print(f"{image.ref}@{image.digest} {image.archive}")
+                print(f"{image.ref}@{image.digest}", flush=True)  # stdout: for $(...) in scripts
+                print(f"  archive: {image.archive}", file=sys.stderr, flush=True)
     except (ImageBuildError, ContainerfileError) as exc:
         print(f"images: {exc}", file=sys.stderr)
         return 1
