@@ -101,8 +101,11 @@ def _open_dir(name: str, dir_fd: int, what: str) -> int:
         raise Unreadable(f"{what}: a folder of its path does not exist") from None
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-            raise HostileOutput(f"{what}: a folder of its path is {_describe_mode(mode)}; write real folders") from None
+            try:
+                kind = _describe_mode(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+            except OSError:
+                kind = "not a folder"
+            raise HostileOutput(f"{what}: a folder of its path is {kind}; write real folders") from None
         raise Unreadable(f"{what}: a folder of its path cannot be opened ({errno.errorcode.get(exc.errno or 0, 'error')})") from None
 
 

@@ -31,6 +31,7 @@ MAX_SEG_PIXELS = 1 << 28  # decoded pixels over all frames (one byte each once u
 META_BYTES_PER_FRAME = 1024
 MAX_META_BYTES = 8 << 20
 TRAILING_BYTES = 1024  # after Pixel Data only dataset trailing padding may follow
+_PIXEL_DATA = 0x7FE00010
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 _NATIVE = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}  # uid -> implicit VR
@@ -100,18 +101,32 @@ def _body(data: bytes, limits: SegLimits) -> tuple[Any, bytes, bool | None]:
     return meta, body, None
 
 
-def _check_layout(body: bytes, implicit: bool, limits: SegLimits) -> None:
-    """Bound the header and the pixel data from the raw bytes, before pydicom parses anything.
-    The last Pixel Data tag in the bytes is at or after the real one, so the header bound holds;
-    a match inside the pixel values fails the length check and refuses the file."""
-    at = body.rfind(_PIXEL_DATA_TAG)
-    if at < 0:
-        raise SegError("it has no Pixel Data")
-    if at > limits.meta_bytes:
+def _pixel_data_at(body: bytes, implicit: bool, limits: SegLimits) -> int:
+    """Where the top-level Pixel Data element starts, found by letting pydicom parse no more than
+    the header a SEG of this series may have (so what it builds from the header is bounded
+    however the file is made; a search for the tag's bytes could match inside a value)."""
+    from pydicom.filereader import read_dataset
+
+    window = limits.meta_bytes + 12
+    fp = io.BytesIO(body[:window])
+    try:
+        read_dataset(fp, implicit, True, stop_when=lambda tag, vr, length: tag == _PIXEL_DATA)
+    except Exception:  # noqa: BLE001 - whatever the header does wrong, Pixel Data was not reached
+        pass
+    at = fp.tell()
+    if body[at : at + 4] == _PIXEL_DATA_TAG and at + 12 <= window:
+        return at
+    if len(body) > window:
         raise HostileOutput(
-            f"{_WHAT} has {at} bytes of header before Pixel Data; the limit for this series is {limits.meta_bytes}",
+            f"{_WHAT} has no Pixel Data within the first {limits.meta_bytes} bytes of its dataset",
             f"{_WHAT} has more header before Pixel Data than the {limits.meta_bytes} bytes a SEG of this series needs",
         )
+    raise SegError("it has no readable Pixel Data")
+
+
+def _check_layout(body: bytes, implicit: bool, limits: SegLimits) -> None:
+    """Bound the header and the pixel data before pydicom parses the whole file."""
+    at = _pixel_data_at(body, implicit, limits)
     if implicit:
         start, length = at + 8, int.from_bytes(body[at + 4 : at + 8], "little")
     else:

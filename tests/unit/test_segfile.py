@@ -70,3 +70,18 @@ def test_not_dicom_at_all(tmp_path: Path) -> None:
     (tmp_path / "x.dcm").write_bytes(b"not a dicom file")
     with pytest.raises(SegError, match="not readable DICOM"):
         read_seg(tmp_path / "x.dcm", ["1"], (1, 2, 2))
+
+
+def test_pixel_values_that_spell_the_pixel_data_tag_are_just_values(series, tmp_path: Path) -> None:
+    # a soft edge 224, 127, 16, 0 in a FRACTIONAL frame is the byte string of tag (7FE0,0010)
+    mask = _mask(series)
+    write_seg(mask, series, tmp_path / "m.dcm")
+    ds = pydicom.dcmread(tmp_path / "m.dcm")
+    ds.SegmentationType, ds.MaximumFractionalValue = "FRACTIONAL", 255
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    values = np.where(mask, 200, 0).astype(np.uint8)
+    values[-1, -1, -4:] = [224, 127, 16, 0]
+    ds.PixelData = values.tobytes()
+    ds.save_as(tmp_path / "f.dcm")
+    assert b"\xe0\x7f\x10\x00" in (tmp_path / "f.dcm").read_bytes()[-8:]
+    assert np.array_equal(read_seg(tmp_path / "f.dcm", [str(s.SOPInstanceUID) for s in series], mask.shape), values >= 127.5)
