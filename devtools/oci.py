@@ -9,6 +9,7 @@ each file's metadata from an unpacked copy on disk.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -17,7 +18,8 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterable, Mapping, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -80,19 +82,31 @@ class BlobStore:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         target = self.path(digest)
         if not target.exists():
-            tmp = target.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
+            with _private_tmp(target) as tmp:
+                tmp.write_bytes(data)
         return Blob(digest, len(data), media_type)
 
     def put_file(self, path: Path, media_type: str) -> Blob:
         digest = sha256_file(path)
         target = self.path(digest)
         if not target.exists():
-            tmp = target.with_suffix(".tmp")
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, target)
+            with _private_tmp(target) as tmp:
+                shutil.copyfile(path, tmp)
         return Blob(digest, path.stat().st_size, media_type)
+
+
+@contextlib.contextmanager
+def _private_tmp(target: Path) -> Iterator[Path]:
+    """A temporary file of this writer's own beside ``target``, renamed onto it when written: two builds
+    writing the same blob or archive at once never see each other's half-written file."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class _HashingWriter(io.RawIOBase):
@@ -278,8 +292,7 @@ def write_archive(store: BlobStore, manifest_blob: Blob, name: str, tag: str, ou
         Entry("index.json", "file", 0o644, data=canonical_json(index)),
         *(Entry(f"blobs/sha256/{d.partition(':')[2]}", "file", 0o644, source=store.path(d)) for d in dict.fromkeys(digests)),
     ]
-    tmp = out.with_suffix(".tmp")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        for e in with_parents(entries):
-            _add(tar, e, mtime)
-    os.replace(tmp, out)
+    with _private_tmp(out) as tmp:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            for e in with_parents(entries):
+                _add(tar, e, mtime)
