@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from kubernetes.utils.quantity import parse_quantity
 
 from lightbox.api import Algorithm, Dataset, SandboxPolicy, Validation
+from lightbox.api import subpath
+from lightbox.api.validation import CRON, CRON_HELP
 
 _DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")
 
@@ -96,6 +99,14 @@ def check_algorithm(algorithm: Algorithm, policy: SandboxPolicy) -> list[Problem
                 f"{rules.max_gpus_per_run} per run",
             )
         )
+    if spec.resources.gpus > rules.max_gpus_in_use:
+        problems.append(
+            Problem(
+                "TooManyGPUs",
+                f"spec.resources.gpus is {spec.resources.gpus}; SandboxPolicy {name} lets a namespace use at most "
+                f"{rules.max_gpus_in_use} at once (maxGpusInUse), so the run could never start",
+            )
+        )
     if spec.timeout_seconds > rules.max_run_seconds:
         problems.append(
             Problem(
@@ -122,6 +133,19 @@ def check_algorithm(algorithm: Algorithm, policy: SandboxPolicy) -> list[Problem
 def check_dataset(dataset: Dataset) -> list[Problem]:
     status = dataset.status
     name = dataset.metadata.get("name", "?")
+    spec = dataset.spec
+    # The API server refuses this too; an object from before that rule must not run either.
+    if subpath.overlap(spec.studies, spec.ground_truth):
+        return [
+            Problem(
+                "GroundTruthOverlapsStudies",
+                f"Dataset {name}: spec.groundTruth (claim {spec.ground_truth.claim_name}, sub-path "
+                f"{spec.ground_truth.sub_path!r}) overlaps spec.studies (claim {spec.studies.claim_name}, sub-path "
+                f"{spec.studies.sub_path!r}): the truth would be staged with the vendor's input; use another claim, "
+                "or two sub-paths neither of which contains the other",
+            )
+        ]
+    # A verified Dataset without a content hash cannot be checked for changes before a run.
     if status is None or not status.verified or not status.content_hash:
         phase = status.phase if status and status.phase else "Pending"
         detail = ""
@@ -138,15 +162,28 @@ def check_dataset(dataset: Dataset) -> list[Problem]:
     return []
 
 
+# Any start will do to ask whether a schedule ever fires (the calendar repeats); a fixed one keeps this pure.
+_SCHEDULE_PROBE_START = datetime(2001, 1, 1, tzinfo=UTC)
+
+
 def check_schedule(validation: Validation) -> list[Problem]:
-    """The CRD checks the shape of a cron expression; the ranges (minute 0-59, ...) are checked here."""
+    """The CRD's cron grammar, checked again, and a schedule that never fires (31 February).
+
+    The grammar is the one the API server enforces (a subset of what croniter
+    reads), so an object admitted before that rule cannot run on croniter's looser reading.
+    """
     schedule = validation.spec.schedule
-    if schedule and not croniter.is_valid(schedule):
+    if not schedule:
+        return []
+    if not re.fullmatch(CRON, schedule) or not croniter.is_valid(schedule):
+        return [Problem("InvalidSchedule", f"spec.schedule {schedule!r} {CRON_HELP}")]
+    try:
+        croniter(schedule, _SCHEDULE_PROBE_START).get_next(datetime)
+    except CroniterBadDateError:
         return [
             Problem(
                 "InvalidSchedule",
-                f"spec.schedule {schedule!r} is not a valid cron expression: use minute (0-59) hour (0-23) "
-                "day-of-month (1-31) month (1-12) day-of-week (0-6), or @hourly, @daily, @weekly, @monthly, @yearly",
+                f"spec.schedule {schedule!r} never fires: its day-of-month does not occur in its months",
             )
         ]
     return []

@@ -70,7 +70,46 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         out["additionalProperties"] = _resolve(extra, defs)
     if "enum" in out and "type" not in out:
         out["type"] = "string"
-    return out
+    return _fractional_bounds_as_cel(out)
+
+
+def _is_fraction(bound: Any) -> bool:
+    return isinstance(bound, float) and not bound.is_integer()
+
+
+def _fractional_bounds_as_cel(node: dict[str, Any]) -> dict[str, Any]:
+    """Move a number's fractional minimum/maximum into a CEL rule.
+
+    The API server compares a whole-number value with a bound cast to an integer:
+    ``maximum: 0.999`` becomes 0, so ``confidenceLevel: 1`` is refused as "should be
+    less than or equal to 0" and ``minimum: 0.5`` lets 0 through. CEL compares as
+    doubles, whatever the value's spelling.
+    """
+    if node.get("type") != "number" or not (_is_fraction(node.get("minimum")) or _is_fraction(node.get("maximum"))):
+        return node
+    node = dict(node)
+    low, high = node.pop("minimum", None), node.pop("maximum", None)
+    low_open, high_open = node.pop("exclusiveMinimum", False), node.pop("exclusiveMaximum", False)
+    checks, words = [], []
+    if low is not None:
+        checks.append(f"self {'>' if low_open else '>='} {float(low)!r}")
+        words.append(f"{'greater than' if low_open else 'at least'} {low:g}")
+    if high is not None:
+        checks.append(f"self {'<' if high_open else '<='} {float(high)!r}")
+        words.append(f"{'less than' if high_open else 'at most'} {high:g}")
+    message = "must be " + " and ".join(words)
+    # Which side was crossed, since the value cannot be echoed (string(double) has no bounded cost).
+    sides = []
+    if low is not None:
+        sides.append((f"!({checks[0]})", f"{message}: it is below {low:g}"))
+    if high is not None:
+        sides.append((f"!({checks[-1]})", f"{message}: it is above {high:g}"))
+    expression = f"'{message}'"
+    for condition, text in reversed(sides):
+        expression = f"{condition} ? '{text}' : {expression}"
+    rule = {"rule": " && ".join(checks), "message": message, "messageExpression": expression}
+    node["x-kubernetes-validations"] = [*node.get("x-kubernetes-validations", []), rule]
+    return node
 
 
 def _mark_conditions(schema: dict[str, Any]) -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from lightbox.api.common import (
-    IMAGE_BY_DIGEST,
     Condition,
     KubeObject,
+    TextItem,
     age_column,
     cel,
+    image_rules,
     quantity_field,
+    text_field,
     validations,
 )
 from lightbox.api.results import Model
@@ -39,10 +41,10 @@ class Regulatory(Model):
     ce_class: Literal["I", "IIa", "IIb", "III"] | None = Field(
         default=None, description="EU MDR risk class: I, IIa, IIb or III."
     )
-    udi: str | None = Field(default=None, max_length=256, description="Unique Device Identifier (UDI-DI).")
-    notified_body: str | None = Field(default=None, max_length=128, description="Notified body number, e.g. 2797.")
-    intended_use: str | None = Field(
-        default=None, max_length=8000, description="Intended use statement from the instructions for use."
+    udi: str | None = text_field("Unique Device Identifier (UDI-DI).", max_length=256, default=None)
+    notified_body: str | None = text_field("Notified body number, e.g. 2797.", max_length=128, default=None)
+    intended_use: str | None = text_field(
+        "Intended use statement from the instructions for use, on one line.", max_length=8000, default=None
     )
 
 
@@ -55,6 +57,9 @@ class AlgorithmSpec(Model):
                 "self.task != 'classification' || (has(self.labels) && size(self.labels) >= 2)",
                 "classification algorithms must list at least two labels",
                 field_path=".labels",
+                message_expression="!has(self.labels) || size(self.labels) == 0 ? "
+                "'classification algorithms must list at least two labels: none is listed' : "
+                "'classification algorithms must list at least two labels: only one is listed'",
             ),
             cel(
                 "!has(self.positiveLabel) || (has(self.labels) && self.positiveLabel in self.labels)",
@@ -64,19 +69,13 @@ class AlgorithmSpec(Model):
         )
     }
 
-    vendor: str = Field(min_length=1, max_length=128, description="Manufacturer, as on the CE declaration.")
-    product: str = Field(min_length=1, max_length=128, description="Product name.")
-    version: str = Field(min_length=1, max_length=64, description="Product version the image implements.")
+    vendor: str = text_field("Manufacturer, as on the CE declaration.", min_length=1, max_length=128)
+    product: str = text_field("Product name.", min_length=1, max_length=128)
+    version: str = text_field("Product version the image implements.", min_length=1, max_length=64)
     image: str = Field(
         max_length=512,
         description="Container image pinned by digest: REGISTRY/REPOSITORY[:TAG]@sha256:<64 hex digits>.",
-        json_schema_extra=validations(
-            cel(
-                f"self.matches(r'{IMAGE_BY_DIGEST}')",
-                "must name a registry host and be pinned by digest: "
-                "registry.example.org/vendor/product[:tag]@sha256:<64 lowercase hex digits>",
-            )
-        ),
+        json_schema_extra=validations(*image_rules()),
     )
     task: Task = Field(description="What the algorithm does: classification, detection or segmentation.")
     modality: Modality = Field(description="DICOM modality of the input (CT, MR, CR, DX, MG, US, PT, NM, XA, RF, SM, OT).")
@@ -87,13 +86,15 @@ class AlgorithmSpec(Model):
         description="DICOM Body Part Examined, e.g. CHEST, HEAD, BREAST.",
     )
     contract_version: Literal["v1"] = Field(default="v1", description="Version of the Lightbox vendor contract.")
-    labels: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+    labels: list[TextItem] | None = Field(
         default=None,
         max_length=64,
-        description="Output labels (classification classes, detection finding types, segmentation structures).",
+        description="Output labels (classification classes, detection finding types, segmentation structures), "
+        "each once.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    positive_label: str | None = Field(
-        default=None, max_length=64, description="For classification: the label scored as positive."
+    positive_label: str | None = text_field(
+        "For classification: the label scored as positive.", max_length=64, default=None
     )
     operating_threshold: float = Field(
         default=0.5, ge=0, le=1, description="Score at or above which the vendor calls a case positive."

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from lightbox.api.algorithm import Modality
-from lightbox.api.common import Condition, KubeObject, VolumeLocation, age_column, cel, validations
+from lightbox.api.common import Condition, KubeObject, VolumeLocation, age_column, cel, text_field, validations
 from lightbox.api.results import Model
 from lightbox.api.run import DeidOption
 
@@ -32,12 +32,17 @@ class DatasetSpec(Model):
 
     model_config = Model.model_config | {
         "json_schema_extra": validations(
+            # Sub-paths are normalised (VolumeLocation), so containment is a prefix
+            # ending at a '/'. Compared without case: a claim on a case-insensitive
+            # file system would otherwise let Truth and truth name one folder.
             cel(
                 "self.groundTruth.claimName != self.studies.claimName || ("
-                "self.groundTruth.subPath != self.studies.subPath && self.studies.subPath != '' && "
-                "!self.groundTruth.subPath.startsWith(self.studies.subPath + '/') && "
-                "!self.studies.subPath.startsWith(self.groundTruth.subPath + '/'))",
-                "groundTruth must not overlap studies: use another claim, or disjoint sub-paths of the same claim",
+                "self.studies.subPath != '' && self.groundTruth.subPath != '' && "
+                "self.groundTruth.subPath.lowerAscii() != self.studies.subPath.lowerAscii() && "
+                "!self.groundTruth.subPath.lowerAscii().startsWith(self.studies.subPath.lowerAscii() + '/') && "
+                "!self.studies.subPath.lowerAscii().startsWith(self.groundTruth.subPath.lowerAscii() + '/'))",
+                "groundTruth must not overlap studies: use another claim, or two sub-paths of the same claim neither "
+                "of which contains the other ('' is the claim's root and contains everything; compared ignoring case)",
                 field_path=".groundTruth",
             ),
         )
@@ -49,15 +54,13 @@ class DatasetSpec(Model):
         default_factory=Deidentification, description="The de-identification profile the studies claim."
     )
     modality: Modality | None = Field(default=None, description="Predominant DICOM modality.")
-    description: str | None = Field(default=None, max_length=4000, description="Cohort description for reports.")
-    site: str | None = Field(
-        default=None, max_length=64, description="Site or hospital code used for subgroup reporting."
-    )
-    revision: str | None = Field(
-        default=None,
-        max_length=64,
-        description="Free label of the data's version, e.g. 2026-12. Change it when the studies are refreshed: "
+    description: str | None = text_field("Cohort description for reports, on one line.", max_length=4000, default=None)
+    site: str | None = text_field("Site or hospital code used for subgroup reporting.", max_length=64, default=None)
+    revision: str | None = text_field(
+        "Free label of the data's version, e.g. 2026-12. Change it when the studies are refreshed: "
         "the Dataset is verified again (runs refuse studies that differ from the verified content hash).",
+        max_length=64,
+        default=None,
     )
 
 

@@ -10,16 +10,20 @@ from pydantic import Field
 from lightbox.api.common import (
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
+    QUEUE_NAME,
     REGISTRY,
     Condition,
     KubeObject,
     Toleration,
     age_column,
     cel,
+    no_control_characters,
     quantity_field,
     validations,
 )
 from lightbox.api.results import Model
+
+TextValue = Annotated[str, Field(max_length=63, json_schema_extra=validations(no_control_characters()))]
 
 
 RegistryPrefix = Annotated[
@@ -46,10 +50,22 @@ class IsolationProbe(Model):
 class SandboxPolicySpec(Model):
     """Limits and placement every sandbox run must respect."""
 
+    model_config = Model.model_config | {
+        "json_schema_extra": validations(
+            # Otherwise an algorithm within maxGpusPerRun could wait forever for GPUs the namespace never has.
+            cel(
+                "self.maxGpusInUse >= self.maxGpusPerRun",
+                "maxGpusInUse must be at least maxGpusPerRun: a run allowed maxGpusPerRun GPUs could never start",
+                field_path=".maxGpusInUse",
+            ),
+        )
+    }
+
     allowed_registries: list[RegistryPrefix] = Field(
         min_length=1,
         max_length=64,
-        description="Image prefixes allowed, as REGISTRY[/PATH], e.g. registry.vendor.example/radiology.",
+        description="Image prefixes allowed, as REGISTRY[/PATH], e.g. registry.vendor.example/radiology; each once.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     require_digest: bool = Field(default=True, description="Only images pinned by @sha256 digest may run.")
     max_gpus_per_run: int = Field(default=1, ge=0, le=16, description="Most GPUs one run may request.")
@@ -63,8 +79,10 @@ class SandboxPolicySpec(Model):
         pattern=DNS1123_SUBDOMAIN,
         description="RuntimeClass for sandbox pods, e.g. gvisor or kata.",
     )
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node labels sandbox pods require, e.g. nvidia.com/gpu.present: 'true'."
+    node_selector: dict[str, TextValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Node labels sandbox pods require, e.g. nvidia.com/gpu.present: 'true' (at most 32).",
     )
     tolerations: list[Toleration] = Field(default_factory=list, max_length=16, description="Tolerations for GPU nodes.")
     min_subgroup_size: int = Field(
@@ -81,7 +99,7 @@ class SandboxPolicySpec(Model):
     queue_name: str | None = Field(
         default=None,
         max_length=63,
-        pattern=DNS1123_LABEL,
+        pattern=QUEUE_NAME,
         description="Kueue LocalQueue: Jobs carry kueue.x-k8s.io/queue-name and start suspended.",
     )
     isolation_probe: IsolationProbe = Field(default_factory=IsolationProbe, description="Network isolation self-test.")

@@ -7,15 +7,64 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from lightbox.api.common import Condition, KubeObject, ObjectReference, age_column, cel, validations
+from lightbox.api.common import (
+    QUEUE_NAME,
+    Condition,
+    KubeObject,
+    ObjectReference,
+    age_column,
+    cel,
+    no_control_characters,
+    validations,
+)
 from lightbox.api.results import UNIT_INTERVAL_METRICS, FailureSummary, MetricName, MetricValue, Model, SubgroupResult
 from lightbox.api.run import BootstrapSettings, SubgroupDimension
 
-# Five fields of minutes, hours, day of month, month, day of week, or a macro.
-CRON = (
-    r"^(@(yearly|annually|monthly|weekly|daily|hourly)|"
-    r"([0-9*/,-]+|\?)\s+([0-9*/,-]+)\s+([0-9*/,?LW-]+)\s+([0-9A-Za-z*/,-]+)\s+([0-9A-Za-z*/,?L#-]+))$"
+# Cron as the operator's library (croniter) reads it, restricted to the classic
+# five fields so that what the API server admits is exactly what runs: each field
+# a list of *, a value or a range a-b, each optionally /step, values within the
+# field's range (crontab(5)). croniter's extensions (L, W, #, ?, a sixth field)
+# are refused. RE2 and Python's re read these patterns alike (tests use both).
+_MONTHS = "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec"
+_DAYS = "sun|mon|tue|wed|thu|fri|sat"
+CRON_MACROS = ("yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly")
+
+
+def _cron_field(value: str, step: str) -> str:
+    item = rf"(\*|{value}(-{value})?)(/{step})?"
+    return rf"{item}(,{item})*"
+
+
+# (name, allowed values as told to the user, value pattern, step pattern)
+CRON_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("minute", "0-59", _cron_field(r"[0-5]?[0-9]", r"([1-9]|[1-5][0-9])")),
+    ("hour", "0-23", _cron_field(r"([01]?[0-9]|2[0-3])", r"([1-9]|1[0-9]|2[0-3])")),
+    ("day-of-month", "1-31", _cron_field(r"(0?[1-9]|[12][0-9]|3[01])", r"([1-9]|[12][0-9]|3[01])")),
+    ("month", "1-12 or jan-dec", _cron_field(rf"(0?[1-9]|1[0-2]|(?i:{_MONTHS}))", r"([1-9]|1[0-2])")),
+    ("day-of-week", "0-7 (0 and 7 are Sunday) or sun-sat", _cron_field(rf"([0-7]|(?i:{_DAYS}))", r"[1-7]")),
 )
+CRON = rf"^(@({'|'.join(CRON_MACROS)})| *{' +'.join(p for _, _, p in CRON_FIELDS)} *)$"
+CRON_HELP = (
+    "must be a cron expression with 5 fields: minute (0-59) hour (0-23) day-of-month (1-31) month (1-12 or jan-dec) "
+    "day-of-week (0-7 or sun-sat), each *, a value, a range a-b or a list a,b,c, optionally with a step /n; "
+    f"or one of {', '.join('@' + m for m in CRON_MACROS)}"
+)
+
+
+def _cron_message() -> str:
+    """A CEL expression naming the first field of a schedule that is out of range (never echoing it)."""
+    fields = "self.split(' ').filter(x, x != '')"
+    parts = [
+        f"self.startsWith('@') ? 'must be one of {', '.join('@' + m for m in CRON_MACROS)} (lowercase)'",
+        f"size({fields}) != 5 ? 'must be a cron expression with exactly 5 fields separated by spaces "
+        "(minute hour day-of-month month day-of-week)'",
+    ]
+    for index, (name, allowed, pattern) in enumerate(CRON_FIELDS):
+        parts.append(
+            f"!{fields}[{index}].matches(r'^{pattern}$') ? 'field {index + 1} ({name}) must be {allowed}: *, a value, "
+            "a range a-b or a list a,b,c, optionally with a step /n within the range'"
+        )
+    return " : ".join(parts) + f" : '{CRON_HELP}'"
 
 Verdict = Literal["Passed", "Failed", "Inconclusive"]
 Phase = Literal["Pending", "Blocked", "Queued", "Running", "Succeeded", "Failed", "Scheduled"]
@@ -32,6 +81,10 @@ class AcceptanceCriterion(Model):
                 f"!(self.metric in [{_UNIT_METRICS}]) || (self.threshold >= 0.0 && self.threshold <= 1.0)",
                 "threshold must be between 0 and 1 for proportions and probabilities (all metrics except hd95)",
                 field_path=".threshold",
+                message_expression="self.threshold > 1.0 ? "
+                "'threshold must be between 0 and 1 for proportions and probabilities (all metrics except hd95): "
+                "it is above 1' : 'threshold must be between 0 and 1 for proportions and probabilities "
+                "(all metrics except hd95): it is below 0'",
             ),
             cel(
                 "self.metric != 'hd95' || self.threshold >= 0.0",
@@ -107,11 +160,8 @@ class ValidationSpec(Model):
         max_length=128,
         description="Cron schedule (5 fields or @daily, @weekly...) for continuous monitoring; empty runs once.",
         json_schema_extra=validations(
-            cel(
-                f"self.matches(r'{CRON}')",
-                "must be a cron expression with 5 fields (minute hour day-of-month month day-of-week) "
-                "or one of @yearly, @monthly, @weekly, @daily, @hourly",
-            )
+            no_control_characters(),
+            cel(f"self.matches(r'{CRON}')", CRON_HELP, message_expression=_cron_message()),
         ),
     )
     history_limit: int = Field(default=10, ge=1, le=100, description="Runs kept in status and as Jobs (1 to 100).")
@@ -119,7 +169,8 @@ class ValidationSpec(Model):
     queue_name: str | None = Field(
         default=None,
         max_length=63,
-        description="Kueue LocalQueue for the run's Job (overrides the policy's).",
+        pattern=QUEUE_NAME,
+        description="Kueue LocalQueue for the run's Job (overrides the policy's): a lowercase DNS-1123 name.",
     )
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from manifests import INVALID, VALID, invalid_manifest
+from manifests import INVALID, VALID, VALID_EDGES, invalid_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +79,17 @@ def test_an_audit_record_cannot_be_changed(kubectl, namespace, path, value):
     assert "an AuditRecord cannot be changed once written" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize(("case_id", "kind", "changes"), VALID_EDGES, ids=[c[0] for c in VALID_EDGES])
+def test_values_at_the_edge_of_what_is_allowed_are_admitted(kubectl, namespace, case_id, kind, changes):
+    manifest = invalid_manifest(kind, changes)
+    if kind == "SandboxPolicy":
+        manifest["metadata"]["name"] = f"{namespace}-{case_id}"[:63].rstrip("-.")
+    result = apply(kubectl, namespace, manifest)
+    assert result.returncode == 0, result.stderr
+    if kind == "SandboxPolicy":
+        kubectl("delete", "sandboxpolicy", manifest["metadata"]["name"])
+
+
 def test_there_are_at_least_twenty_bad_inputs():
     assert len(INVALID) >= 20
     assert len({case_id for case_id, *_ in INVALID}) == len(INVALID)
@@ -88,7 +99,7 @@ def test_there_are_at_least_twenty_bad_inputs():
 def test_invalid_manifest_is_rejected_with_a_message_naming_the_field(kubectl, namespace, case_id, kind, changes, expected):
     manifest = invalid_manifest(kind, changes)
     if kind == "SandboxPolicy":
-        manifest["metadata"]["name"] = f"{namespace}-{case_id}"[:63]
+        manifest["metadata"]["name"] = f"{namespace}-{case_id}"[:63].rstrip("-.")
     result = apply(kubectl, namespace, manifest)
     assert result.returncode != 0, f"{case_id} was accepted"
     assert expected in result.stderr, result.stderr

@@ -36,16 +36,28 @@ def algorithm(name: str = "chest", namespace: str = "region", **spec: Any) -> Al
     )
 
 
-def dataset(name: str = "chest-2025", namespace: str = "region", verified: bool = True, **status: Any) -> Dataset:
+CONTENT_HASH = "sha256:" + "00" * 32
+
+
+def dataset(
+    name: str = "chest-2025",
+    namespace: str = "region",
+    verified: bool = True,
+    content_hash: str | None = CONTENT_HASH,
+    studies: str = "chest/studies",
+    truth: str = "chest/truth",
+    **status: Any,
+) -> Dataset:
+    """A Dataset; ``content_hash=None`` makes one verified without a hash, ``studies``/``truth`` its sub-paths."""
     body: dict[str, Any] = {
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "studies": {"claimName": "imaging", "subPath": "chest/studies"},
-            "groundTruth": {"claimName": "imaging", "subPath": "chest/truth"},
+            "studies": {"claimName": "imaging", "subPath": studies},
+            "groundTruth": {"claimName": "imaging", "subPath": truth},
         },
     }
     if verified:
-        body["status"] = {"phase": "Verified", "verified": True, "contentHash": "sha256:" + "00" * 32, **status}
+        body["status"] = {"phase": "Verified", "verified": True, "contentHash": content_hash, **status}
     elif status:
         body["status"] = status
     return Dataset.model_validate(body)
