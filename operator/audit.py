@@ -22,6 +22,7 @@ from lightbox.api import run as layout
 from lightbox.api.algorithm import Algorithm
 from lightbox.api.audit import AuditedAlgorithm, AuditedDataset, AuditedValidation, AuditRecord, AuditRecordSpec
 from lightbox.api.dataset import Dataset
+from lightbox.api.evidence import Evidence
 from lightbox.api.validation import RunRecord, Validation
 from lightbox.operator import builders
 
@@ -69,6 +70,7 @@ def audit_record(
     chain_records: Sequence[Mapping[str, Any]] = (),
     audit_namespace: str = DEFAULT_AUDIT_NAMESPACE,
     recorded_at: datetime | None = None,
+    evidence: Evidence | None = None,
 ) -> dict[str, Any]:
     """The AuditRecord of one finished run, as a manifest: the next link of the
     Validation's chain, given the records that chain already has."""
@@ -102,6 +104,7 @@ def audit_record(
         acceptance=validation.spec.acceptance,
         policy=policy,
         recorded_by=signer,
+        evidence=evidence,
     )
     labels = {
         layout.LABEL_COMPONENT: COMPONENT_AUDIT,

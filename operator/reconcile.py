@@ -359,6 +359,7 @@ async def _conclude(
     body = audit.audit_record(
         validation, final, algorithm, dataset, policy_name, audit.recorded_by(),
         chain_records=chain, audit_namespace=audit_ns, recorded_at=now,
+        evidence=result.report.evidence if result.report is not None else None,
     )
     made, created = await runtime.kube.create(path("auditrecords", audit_ns), body)
     if not created and (made.get("spec") or {}).get("hash") != body["spec"]["hash"]:

@@ -44,7 +44,7 @@ from lightbox.sandbox.metrics import classification as cls
 from lightbox.sandbox.metrics import detection as det
 from lightbox.sandbox.metrics import segmentation as seg
 from lightbox.sandbox.metrics._stats import bootstrap_interval, bootstrap_mean_interval, resample_weights
-from lightbox.sandbox import release, safeio
+from lightbox.sandbox import evidence, release, safeio
 from lightbox.sandbox.segfile import read_seg, seg_limits
 from lightbox.sandbox.steps import directory, fail, read_json_env, write_termination
 
@@ -554,6 +554,7 @@ def score(cfg: ScorerConfig, output: Path, truth_dir: Path, work: Path) -> tuple
             return detection_metrics(sub_cfg, findings, {c: lesions[c] for c in chosen}, None, sub_wanted, None)
 
     subgroups = subgroup_results(cfg, scored.ids, cases, per_group)
+    stats = evidence.sufficient_statistics(y, s, cfg.operating_threshold, cfg.min_subgroup_size) if cfg.task == "classification" else None
     report = ScoreReport(
         task=cfg.task,
         cases=len(cases),
@@ -562,6 +563,7 @@ def score(cfg: ScorerConfig, output: Path, truth_dir: Path, work: Path) -> tuple
         confidence_level=cfg.confidence_level,
         metrics=_round_metrics(metrics),
         subgroups=subgroups,
+        evidence=stats,
     )
     fitted = fit_report(release.release(report, cfg.min_subgroup_size), extras.get("roc"))
     full = {

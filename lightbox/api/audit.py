@@ -21,6 +21,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from lightbox.api.common import KubeObject, age_column, cel, validations
+from lightbox.api.evidence import Evidence
 from lightbox.api.results import Model
 from lightbox.api.validation import AcceptanceCriterion, RunRecord
 
@@ -110,6 +111,9 @@ class AuditRecordSpec(Model):
     algorithm: AuditedAlgorithm | None = None
     dataset: AuditedDataset | None = None
     cut: RetentionCut | None = None
+    evidence: Evidence | None = Field(
+        default=None, description="The run's sufficient statistics for pooling across regions (docs/federation.md)."
+    )
     acceptance: list[AcceptanceCriterion] = Field(
         default_factory=list, max_length=32, description="The acceptance criteria the verdict was judged by."
     )

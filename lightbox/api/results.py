@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from lightbox.api.evidence import Evidence
+
 TERMINATION_MESSAGE_LIMIT = 4096
 
 MetricName = Literal[
@@ -99,6 +101,9 @@ class ScoreReport(Model):
         default_factory=list, description="Down-sampled ROC curve as (false positive rate, true positive rate) points."
     )
     duration_seconds: float | None = Field(default=None, ge=0, description="Wall time of the vendor step.")
+    evidence: Evidence | None = Field(
+        default=None, description="Sufficient statistics for pooling across regions (classification; docs/federation.md)."
+    )
 
     def to_termination_message(self) -> str:
         text = self.model_dump_json(by_alias=True, exclude_none=True)
