@@ -291,17 +291,17 @@ def _cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lightbox"
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the checker dies, so a killed check leaves no containerd behind."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def private_containerd(root: Path | None = None) -> Iterator[Path]:
-    """A containerd of our own (root kept under the cache so imported images stay; state, socket temporary).
-
-    Only the plugins ``ctr run`` needs: the CRI plugin is disabled, so no CNI or pod sandbox image.
-    One check at a time per root (a lock file), since two daemons must not share a root.
-    """
-    import fcntl
-
-    root = root or _cache_root() / "vendor-check" / "containerd-root"
-    root.mkdir(parents=True, exist_ok=True)
+def _containerd(root: Path, wait: float) -> Iterator[Path]:
     state = Path(tempfile.mkdtemp(prefix="lightbox-containerd-"))
     socket = state / "containerd.sock"
     config = state / "config.toml"
@@ -311,12 +311,11 @@ def private_containerd(root: Path | None = None) -> Iterator[Path]:
         'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.tracing"]\n'
         f'[grpc]\n  address = "{socket}"\n[ttrpc]\n  address = "{socket}.ttrpc"\n'
     )
-    lock = (root.parent / "containerd-root.lock").open("w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
     log = (state / "containerd.log").open("wb")
-    proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=_die_with_parent)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + wait
         while subprocess.run(["ctr", "--address", str(socket), "version"], capture_output=True).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise IsolationUnavailable(f"containerd did not start: {(state / 'containerd.log').read_text(errors='replace')[-600:]}")
@@ -332,8 +331,39 @@ def private_containerd(root: Path | None = None) -> Iterator[Path]:
         log.close()
         subprocess.run(["umount", "-R", str(state / "state")], capture_output=True)
         shutil.rmtree(state, ignore_errors=True)
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
+
+
+@contextlib.contextmanager
+def private_containerd(root: Path | None = None) -> Iterator[Path]:
+    """A containerd of our own: the CRI plugin disabled (no CNI, no pod sandbox image); state and socket temporary.
+
+    Its root is kept under the cache, so an image imported once is unpacked once. Two daemons must not
+    share a root: when another check holds it (a lock file), or a daemon left by a killed check still
+    does (containerd then waits for the root's database), this check uses a root of its own, removed after.
+    """
+    import fcntl
+
+    cached = root or _cache_root() / "vendor-check" / "containerd-root"
+    cached.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        lock = stack.enter_context((cached.parent / f"{cached.name}.lock").open("w"))
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass
+        else:
+            stack.callback(fcntl.flock, lock, fcntl.LOCK_UN)
+            try:
+                socket = stack.enter_context(_containerd(cached, wait=20))
+            except IsolationUnavailable:
+                pass
+            else:
+                yield socket
+                return
+        own = Path(tempfile.mkdtemp(prefix="containerd-root-", dir=cached.parent))
+        stack.callback(shutil.rmtree, own, True)
+        stack.callback(subprocess.run, ["umount", "-R", str(own)], capture_output=True)
+        yield stack.enter_context(_containerd(own, wait=30))
 
 
 @contextlib.contextmanager
