@@ -46,6 +46,10 @@ def lightbox(kubeconfig, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def lightbox_plain(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lightbox", *args], capture_output=True, text=True, timeout=120)
+
+
 @pytest.fixture
 def claim(tmp_path_factory):
     return make_claim(tmp_path_factory.mktemp("claim"))
@@ -92,6 +96,17 @@ def test_a_run_is_recorded_in_the_audit_namespace_and_outlives_its_namespace(api
     assert [json.loads(line)["spec"]["hash"] for line in exported.read_text().splitlines()] == [record["spec"]["hash"]]
     result = lightbox(kubeconfig, "audit", "verify", str(exported))
     assert result.returncode == 0, result.stdout + result.stderr
+
+    # The run's evidence, kept under the record's hash, exported signed after its namespace is gone.
+    evidence = record["spec"]["evidence"]
+    assert sum(c for *_, c in evidence["positives"]) + sum(c for *_, c in evidence["negatives"]) == run["scored"]
+    assert lightbox_plain("evidence", "keygen", "-o", str(tmp_path / "region")).returncode == 0
+    result = lightbox(kubeconfig, "evidence", "export", "chest-auc", "-n", ns, "--key", str(tmp_path / "region.key"),
+                      "--region", "north", "-o", str(tmp_path / "north.json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "north.json").read_text())["payload"]["auditRecord"]["hash"] == record["spec"]["hash"]
+    result = lightbox_plain("federate", str(tmp_path / "north.json"), "--trust", str(tmp_path / "region.pub"))
+    assert result.returncode == 0 and "pooled AUC" in result.stdout, result.stderr
 
 
 def _write_chain(api_client, namespace_label: str, length: int) -> list[dict]:
