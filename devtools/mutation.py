@@ -243,10 +243,33 @@ def status(code: int | None) -> str:
     return KILLED.get(code) or NOT_KILLED.get(code, f"exit {code}")
 
 
-def survivor_diff(work: Path, name: str, mutmut: Path, env: dict[str, str]) -> str:
-    shown = subprocess.run([str(mutmut), "show", name], cwd=work, env=env, capture_output=True, text=True)
-    lines = shown.stdout.splitlines()
-    return "\n".join(f"    {line}" for line in lines if line[:1] in "+-" and not line.startswith(("+++", "---")))
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+print(json.dumps({name: get_diff_for_mutant(name) for name in json.load(sys.stdin)}))
+"""
+
+
+def survivor_diffs(work: Path, names: Sequence[str], env: dict[str, str]) -> dict[str, str]:
+    """Each mutant's change as -/+ lines; one process for all (``mutmut show`` is one per mutant)."""
+    if not names:
+        return {}
+    done = subprocess.run(
+        [sys.executable, "-c", _DIFFS], input=json.dumps(list(names)), cwd=work, env=env, capture_output=True, text=True
+    )
+    try:
+        diffs = json.loads(done.stdout)
+    except ValueError:
+        diffs = {}
+        for name in names:  # mutmut's internals moved: ask it one mutant at a time
+            shown = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work, env=env, capture_output=True, text=True)
+            diffs[name] = shown.stdout
+    return {
+        name: "\n".join(
+            f"    {line}" for line in diffs.get(name, "").splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))
+        )
+        for name in names
+    }
 
 
 def _run_mutmut(work: Path, repo: Path, modules: Sequence[str], selection: Sequence[str], children: int) -> bool:
@@ -293,18 +316,13 @@ def run_group(repo: Path, work: Path, patterns: Sequence[str], children: int, te
         if not _run_mutmut(work, repo, modules, [*selection, *(f"--deselect={t}" for t in excluded)], children):
             print(f"  mutmut could not run; see {work / 'mutmut.log'}", flush=True)
             return {}
-    mutmut = Path(sys.executable).with_name("mutmut")
-    env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    results = read_results(work / "mutants")
+    not_killed = [name for codes in results.values() for name, code in codes.items() if code not in KILLED]
+    diffs = survivor_diffs(work, not_killed, {**os.environ, "PYTHONSAFEPATH": "1"})
     summary: dict[str, Any] = {}
-    for module, codes in read_results(work / "mutants").items():
-        left = []
-        killed = 0
-        for name, code in sorted(codes.items()):
-            if code in KILLED:
-                killed += 1
-            else:
-                left.append((name, status(code), survivor_diff(work, name, mutmut, env)))
-        summary[module] = [killed, len(codes), left]
+    for module, codes in results.items():
+        left = [(name, status(code), diffs[name]) for name, code in sorted(codes.items()) if code not in KILLED]
+        summary[module] = [len(codes) - len(left), len(codes), left]
     return {"modules": summary, "excluded_tests": excluded, "tests": selection}
 
 
