@@ -20,7 +20,7 @@ from typing import Any
 from lightbox import auditchain
 from lightbox.api import run as layout
 from lightbox.api.algorithm import Algorithm
-from lightbox.api.audit import AuditedAlgorithm, AuditedDataset, AuditedValidation, AuditRecord, AuditRecordSpec
+from lightbox.api.audit import AuditedAlgorithm, AuditedDataset, AuditedValidation, AuditRecord, AuditRecordSpec, Drift
 from lightbox.api.dataset import Dataset
 from lightbox.api.evidence import Evidence
 from lightbox.api.validation import RunRecord, Validation
@@ -71,6 +71,7 @@ def audit_record(
     audit_namespace: str = DEFAULT_AUDIT_NAMESPACE,
     recorded_at: datetime | None = None,
     evidence: Evidence | None = None,
+    drift: Drift | None = None,
 ) -> dict[str, Any]:
     """The AuditRecord of one finished run, as a manifest: the next link of the
     Validation's chain, given the records that chain already has."""
@@ -90,7 +91,9 @@ def audit_record(
         )
     data = AuditedDataset(name=validation.spec.dataset_ref.name)
     if dataset is not None and dataset.status is not None:
-        data = data.model_copy(update={"content_hash": dataset.status.content_hash, "case_count": dataset.status.case_count})
+        data = data.model_copy(
+            update={"content_hash": dataset.status.content_hash, "case_count": dataset.status.case_count, "cohort": dataset.status.cohort}
+        )
     chain = auditchain.link(chain_records, meta["uid"])
     spec = AuditRecordSpec(
         event="RunFinished",
@@ -105,6 +108,7 @@ def audit_record(
         policy=policy,
         recorded_by=signer,
         evidence=evidence,
+        drift=drift,
     )
     labels = {
         layout.LABEL_COMPONENT: COMPONENT_AUDIT,

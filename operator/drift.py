@@ -20,10 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from scipy.stats import chi2_contingency
 
+from lightbox.api.audit import CohortShift, DegradedMetric, Drift
 from lightbox.api.results import MetricValue
+from lightbox.api.validation import RunRecord
 
 LOWER_IS_BETTER = frozenset({"brier", "ece", "hd95"})
 DEFAULT_TOLERANCE = 0.02
@@ -116,3 +119,57 @@ def input_shifts(
         if index > psi_threshold and p < p_threshold:
             out.append(Shift(dimension, index, p))
     return out
+
+
+def baseline_of(chain_records: list[Mapping[str, Any]], current_run: str) -> Mapping[str, Any] | None:
+    """The chain's first run that passed (its earliest record by sequence), other than this one."""
+    candidates = [
+        r for r in chain_records
+        if r["spec"].get("event", "RunFinished") == "RunFinished"
+        and (r["spec"].get("run") or {}).get("verdict") == "Passed"
+        and (r["spec"].get("run") or {}).get("name") != current_run
+    ]
+    return min(candidates, key=lambda r: r["spec"]["chain"]["sequence"], default=None)
+
+
+def assess(
+    chain_records: list[Mapping[str, Any]],
+    run: RunRecord,
+    cohort: Mapping[str, Mapping[str, int]] | None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> Drift | None:
+    """This run against the chain's baseline, as kept in its AuditRecord; None without a baseline
+    or when this run produced no metrics (a failed run is reported as failed, not as drift)."""
+    base = baseline_of(chain_records, run.name)
+    if base is None or run.phase != "Succeeded" or not run.metrics:
+        return None
+    spec = base["spec"]
+    base_metrics = {k: MetricValue.model_validate(v) for k, v in ((spec.get("run") or {}).get("metrics") or {}).items()}
+    base_cohort = (spec.get("dataset") or {}).get("cohort") or {}
+    found = degradations(base_metrics, run.metrics, tolerance)
+    shifts = input_shifts(base_cohort, cohort or {})
+    return Drift(
+        baseline_run=int(spec["run"]["number"]),
+        baseline_sequence=int(spec["chain"]["sequence"]),
+        compared=sorted(set(base_metrics) & set(run.metrics))[:64],
+        degraded=[DegradedMetric(metric=d.metric, baseline=d.baseline, now=d.now, lower=d.lower, upper=d.upper, tolerance=d.tolerance) for d in found],
+        input_shift=[CohortShift(dimension=s.dimension, psi=s.psi, p_value=s.p_value) for s in shifts],
+    )
+
+
+def conditions(drift: Drift | None) -> list[tuple[str, str, str, str]]:
+    """(type, status, reason, message) of the Degraded and InputShift conditions after a run."""
+    if drift is None:
+        return []
+    degraded = (
+        ("Degraded", "True", "MetricBelowBaseline", "; ".join(
+            f"{d.metric} {d.now:.3f} [{d.lower:.3f}, {d.upper:.3f}] vs baseline {d.baseline:.3f} (run {drift.baseline_run}), tolerance {d.tolerance:g}"
+            for d in drift.degraded))
+        if drift.degraded else ("Degraded", "False", "WithinBaseline", f"no metric worse than baseline run {drift.baseline_run} beyond the tolerance")
+    )
+    shifted = (
+        ("InputShift", "True", "CohortShifted", "; ".join(
+            f"{s.dimension}: PSI {s.psi:.3f}, chi-square p {s.p_value:.2g} vs baseline run {drift.baseline_run}" for s in drift.input_shift))
+        if drift.input_shift else ("InputShift", "False", "CohortStable", f"the input mix matches baseline run {drift.baseline_run}")
+    )
+    return [degraded, shifted]

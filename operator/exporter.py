@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
 
+from lightbox.api.audit import Drift
 from lightbox.api.results import ScoreReport
 
 _VERDICT_VALUE = {"Passed": 1.0, "Inconclusive": 0.5, "Failed": 0.0}
@@ -46,6 +47,20 @@ class Exporter:
             registry=self.registry,
         )
 
+        self.validation_degraded = Gauge(
+            "lightbox_validation_degraded",
+            "1 when the latest run's metric lies wholly below its baseline (Degraded), 0 when compared and not.",
+            ["namespace", "validation", "metric"],
+            registry=self.registry,
+        )
+        self.validation_input_shift = Gauge(
+            "lightbox_validation_input_shift",
+            "Population stability index of the latest run's case mix against the baseline's, per cohort dimension "
+            "(InputShift when above 0.25 and the chi-square test agrees).",
+            ["namespace", "validation", "dimension"],
+            registry=self.registry,
+        )
+
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:  # noqa: S104  (scraped from other pods)
         server, _ = start_http_server(port, addr=addr, registry=self.registry)
         return server.server_address[1]
@@ -63,11 +78,18 @@ class Exporter:
         if verdict in _VERDICT_VALUE:
             self.validation_verdict.labels(namespace, validation).set(_VERDICT_VALUE[verdict])
 
+    def record_drift(self, namespace: str, validation: str, drift: Drift) -> None:
+        degraded = {d.metric for d in drift.degraded}
+        for metric in drift.compared:
+            self.validation_degraded.labels(namespace, validation, metric).set(1.0 if metric in degraded else 0.0)
+        for shift in drift.input_shift:
+            self.validation_input_shift.labels(namespace, validation, shift.dimension).set(shift.psi)
+
     def record_finished(self, reason: str) -> None:
         self.runs_total.labels(reason).inc()
 
     def forget_validation(self, namespace: str, validation: str) -> None:
-        for collector in (self.validation_metric, self.validation_verdict):
+        for collector in (self.validation_metric, self.validation_verdict, self.validation_degraded, self.validation_input_shift):
             for labels in list(getattr(collector, "_metrics", {})):
                 if labels[:2] == (namespace, validation):
                     collector.remove(*labels)

@@ -29,12 +29,14 @@ from pydantic import ValidationError
 
 from lightbox.api import Algorithm, Dataset, SandboxPolicy, Validation
 from lightbox.api import run as layout
+from lightbox.api.audit import Drift
 from lightbox.api.common import Condition
 from lightbox.api.policy import NamespaceIsolation
 from lightbox.api.results import ScoreReport
 from lightbox.api.validation import RunRecord, ValidationStatus
 from lightbox.operator import admission as admission_mod
 from lightbox.operator import audit, builders, outcome, runs, verdict
+from lightbox.operator import drift as drift_mod
 from lightbox.operator.config import OperatorConfig
 from lightbox.operator.exporter import Exporter
 from lightbox.operator.kube import Kube, KubeError, path
@@ -345,21 +347,31 @@ async def _conclude(
     dataset: Dataset | None,
     policy: SandboxPolicy | None,
     now: datetime,
+    drifts: dict[str, Drift | None] | None = None,
 ) -> RunRecord:
     """The run's final record. The audit trail is the commit point: a record already
     there (written before a restart) is the result; otherwise it is made and written now,
-    before status, so a crash in between finds it and status says the same."""
+    before status, so a crash in between finds it and status says the same. The run's
+    drift against the baseline is judged once, kept in the record, and handed back in ``drifts``."""
     audit_ns = runtime.config.audit_namespace
     chain = await runtime.kube.list(path("auditrecords", audit_ns), audit.chain_selector(validation))
     existing = audit.find_run(chain, record.name)
     if existing is not None:
+        if drifts is not None:
+            kept = existing["spec"].get("drift")
+            drifts[record.name] = Drift.model_validate(kept) if kept else None
         return RunRecord.model_validate(existing["spec"]["run"])
     final = _finish(record, result, validation, now)
+    cohort = dataset.status.cohort if dataset is not None and dataset.status is not None else None
+    judged = drift_mod.assess(chain, final, cohort)
+    if drifts is not None:
+        drifts[record.name] = judged
     policy_name = policy.metadata.get("name") if policy else None
     body = audit.audit_record(
         validation, final, algorithm, dataset, policy_name, audit.recorded_by(),
         chain_records=chain, audit_namespace=audit_ns, recorded_at=now,
         evidence=result.report.evidence if result.report is not None else None,
+        drift=judged,
     )
     made, created = await runtime.kube.create(path("auditrecords", audit_ns), body)
     if not created and (made.get("spec") or {}).get("hash") != body["spec"]["hash"]:
@@ -516,6 +528,7 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
     records: dict[str, RunRecord] = {r.name: r for r in status.runs or []}
     events: list[tuple[str, str, str]] = []
     finished: list[RunRecord] = []
+    drifts: dict[str, Drift | None] = {}
     before = next((c for c in status.conditions or [] if c.type == "Admitted"), None)
     if admission.admitted and before is not None and before.status != "True":
         events.append(("Normal", "Admitted", "the Validation may run now"))
@@ -544,7 +557,7 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
         if job is None:
             if record.phase == "Running":
                 gone = outcome.Outcome("Failed", outcome.JOB_FAILED, "the run's Job was deleted")
-                records[run_name_] = await _conclude(runtime, validation, record, gone, algorithm, dataset, policy, now)
+                records[run_name_] = await _conclude(runtime, validation, record, gone, algorithm, dataset, policy, now, drifts)
                 finished.append(records[run_name_])
             continue
         if outcome.job_finished(job):
@@ -567,7 +580,7 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
                 records[run_name_] = record.model_copy(update={"phase": phase, "reason": reason, "message": message})
             continue
         runtime.crash("before-result-write")
-        records[run_name_] = await _conclude(runtime, validation, record, result, algorithm, dataset, policy, now)
+        records[run_name_] = await _conclude(runtime, validation, record, result, algorithm, dataset, policy, now, drifts)
         finished.append(records[run_name_])
         if not outcome.job_finished(job) and not outcome.pod_finished(pods.get(run_name_)):
             # Image pull failures and deleted datasets leave a live Job behind: stop it.
@@ -653,7 +666,7 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
                     # The API server will never accept this Job: say why instead of retrying forever.
                     queued_here.pop((name, record.number), None)
                     rejected = outcome.Outcome("Failed", "RunRejected", str(exc)[:2048])
-                    records[run_name_] = await _conclude(runtime, validation, record, rejected, algorithm, dataset, policy, now)
+                    records[run_name_] = await _conclude(runtime, validation, record, rejected, algorithm, dataset, policy, now, drifts)
                     finished.append(records[run_name_])
                     continue
                 queued_here.pop((name, record.number), None)
@@ -697,6 +710,16 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
             text += f"; verdict {record.verdict}"
         events.append(("Normal" if ok else "Warning", "RunSucceeded" if ok else record.reason or "RunFailed", text))
         runtime.exporter.record_finished(record.reason or ("Succeeded" if ok else "Failed"))
+        judged = drifts.get(record.name)
+        if judged is not None:
+            # Against the baseline: conditions, a Warning Event per finding, Prometheus series.
+            conds = status.conditions
+            for type_, value, reason, message in drift_mod.conditions(judged):
+                conds = set_condition(conds, type_, value, reason, message, now, generation)
+                if value == "True":
+                    events.append(("Warning", reason, f"run {record.name}: {message}"[:1024]))
+            status = status.model_copy(update={"conditions": conds})
+            runtime.exporter.record_drift(namespace, name, judged)
 
     await _write_status(runtime, raw, status, records, admission, policy, generation, now, scheduled, validation, task)
     for type_, reason, message in events:

@@ -52,6 +52,38 @@ class AuditedDataset(Model):
     name: str = Field(max_length=253)
     content_hash: str | None = Field(default=None, max_length=80, description="sha256 of the verified tree.")
     case_count: int | None = Field(default=None, ge=0)
+    cohort: dict[str, dict[str, int]] | None = Field(
+        default=None, description="Case counts by sex, ageBand, manufacturer and modality when the run read it (input mix)."
+    )
+
+
+class DegradedMetric(Model):
+    """A metric whose whole interval lay beyond the baseline's point estimate by more than the tolerance."""
+
+    metric: str = Field(max_length=64)
+    baseline: float
+    now: float
+    lower: float
+    upper: float
+    tolerance: float = Field(ge=0)
+
+
+class CohortShift(Model):
+    """A cohort dimension whose case mix moved from the baseline's."""
+
+    dimension: str = Field(max_length=64)
+    psi: float = Field(ge=0, description="Population stability index.")
+    p_value: float = Field(ge=0, le=1, description="Chi-square test of homogeneity.")
+
+
+class Drift(Model):
+    """This run against the Validation's baseline run (the first that passed): operator/drift.py."""
+
+    baseline_run: int = Field(ge=1, description="Run number of the baseline.")
+    baseline_sequence: int = Field(ge=1, description="The baseline's place in this chain.")
+    compared: list[str] = Field(default_factory=list, max_length=64, description="Metrics both runs report.")
+    degraded: list[DegradedMetric] = Field(default_factory=list, max_length=64)
+    input_shift: list[CohortShift] = Field(default_factory=list, max_length=16)
 
 
 SHA256 = r"^sha256:[0-9a-f]{64}$"
@@ -114,6 +146,7 @@ class AuditRecordSpec(Model):
     evidence: Evidence | None = Field(
         default=None, description="The run's sufficient statistics for pooling across regions (docs/federation.md)."
     )
+    drift: Drift | None = Field(default=None, description="This run against the baseline; absent when there is none yet.")
     acceptance: list[AcceptanceCriterion] = Field(
         default_factory=list, max_length=32, description="The acceptance criteria the verdict was judged by."
     )
