@@ -187,7 +187,24 @@ def render(validation: Validation, algorithm: Algorithm | None, dataset: Dataset
     latest = runs[-1] if runs else (trail[-1].spec.run if trail else None)
     lines += (_latest(validation, latest) if latest else ["## Latest run", "", "No run has finished yet."]) + [""]
     lines += _history(validation, trail)
+    lines += _drift(trail)
     return "\n".join(lines) + "\n"
+
+
+def _drift(trail: list[AuditRecord]) -> list[str]:
+    """One line per run judged against its baseline (operator/drift.py), newest last."""
+    judged = [r for r in trail if r.spec.drift is not None]
+    if not judged:
+        return []
+    lines = ["", "## Drift against the baseline", ""]
+    for record in judged:
+        d = record.spec.drift
+        run = record.spec.run
+        assert d is not None and run is not None
+        found = [f"Degraded: {markdown(x.metric)} {x.now:.3f} [{x.lower:.3f}, {x.upper:.3f}] vs {x.baseline:.3f}" for x in d.degraded]
+        found += [f"InputShift: {markdown(x.dimension)} PSI {x.psi:.3f} (p {x.p_value:.2g})" for x in d.input_shift]
+        lines.append(f"- run {run.number} vs baseline run {d.baseline_run}: {'; '.join(found) if found else 'no drift'}")
+    return lines
 
 
 def report(api_client: Any, namespace: str, name: str, audit_namespace: str = DEFAULT_AUDIT_NAMESPACE) -> str | None:

@@ -57,3 +57,14 @@ def test_a_worse_algorithm_turns_the_validation_degraded_and_a_moved_mix_gives_i
     text = runtime.exporter.render().decode()
     assert 'lightbox_validation_degraded{metric="auc",namespace="region",validation="val"} 0.0' in text
     assert 'lightbox_validation_input_shift{dimension="sex",namespace="region",validation="val"}' in text
+
+    # The report says it, run by run.
+    from lightbox import report
+    from lightbox.api import AuditRecord, Validation
+
+    validation = Validation.model_validate(kube.objects[("validations", NS, "val")])
+    text = report.render(validation, None, None, [AuditRecord.model_validate(r) for r in audit_records(kube)])
+    drift_lines = text.split("## Drift against the baseline")[1].strip().splitlines()
+    assert drift_lines[0] == "- run 2 vs baseline run 1: no drift"
+    assert drift_lines[1] == "- run 3 vs baseline run 1: Degraded: auc 0.600 [0.520, 0.680] vs 0.900"
+    assert drift_lines[2].startswith("- run 4 vs baseline run 1: InputShift: sex PSI ")
