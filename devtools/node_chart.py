@@ -39,13 +39,16 @@ def import_images(socket: Path, built: Mapping[str, Any], log: Log) -> None:
                              f"from the build's ({img.digest})")
 
 
-def chart_values(lightbox_image: Any, *, run_namespaces: Sequence[str] = (), allowed_registries: Sequence[str] = (),
-                 create_policy: bool = False, verbose: bool = True) -> dict[str, Any]:
+def chart_values(lightbox_image: Any, *, run_namespaces: Sequence[str] = (), runs_cluster_wide: bool = False,
+                 allowed_registries: Sequence[str] = (), create_policy: bool = False,
+                 verbose: bool = True) -> dict[str, Any]:
+    """Values for the node: the built image by digest; where runs may happen (the chart insists)."""
     repo = lightbox_image.ref.rpartition(":")[0]
     return {
         "image": {"repository": repo, "digest": lightbox_image.digest, "pullPolicy": "IfNotPresent"},
         "verbose": verbose,
         "runNamespaces": list(run_namespaces),
+        "rbac": {"runObjectsClusterWide": runs_cluster_wide},
         "sandboxPolicy": {"create": create_policy,
                           "spec": {"allowedRegistries": list(allowed_registries), "namespaces": list(run_namespaces)}},
     }

@@ -104,7 +104,7 @@ def run(workdir: Path, claims: dict[str, Path], say: Say) -> tuple[Path, Node]:
     kubeconfig = node.kubeconfig
     node_chart.import_images(node.paths.containerd_socket, built, say)
     say("helm install of charts/lightbox (the operator runs in-cluster from the built image)")
-    node_chart.helm_install(kubeconfig, node_chart.chart_values(built["lightbox"]), workdir=node.workdir, log=say)
+    node_chart.helm_install(kubeconfig, node_chart.chart_values(built["lightbox"], run_namespaces=[NAMESPACE]), workdir=node.workdir, log=say)
     advertise_gpus(kubeconfig)
     for claim, path in claims.items():
         path.chmod(0o755)

@@ -255,7 +255,8 @@ def snapshot() -> HostState:
         links=[n for n in _links() if is_node_link(n)],
         netns=[n for n in _netns() if n.startswith("cni-")],
         loopback_addrs=_loopback_addrs(),
-        run_containerd=RUN_CONTAINERD.exists(),
+        # Another containerd's sockets are not the node's doing.
+        run_containerd=RUN_CONTAINERD.exists() and not _other_containerd_running(),
     )
 
 
@@ -307,6 +308,15 @@ def kill_processes_mentioning(needle: str) -> list[int]:
                 os.kill(int(proc.name), signal.SIGKILL)
                 killed.append(int(proc.name))
     return killed
+
+
+def _other_containerd_running() -> bool:
+    """Another containerd (or a shim of one) keeps its sockets under /run/containerd."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().strip().startswith("containerd"):
+                return True
+    return False
 
 
 def unmount_all(roots: Sequence[Path]) -> list[str]:
@@ -427,7 +437,7 @@ def restore(before: HostState | None, *, owned_dirs: Sequence[Path], shim_needle
     remove_ipsets(before)
     remove_links(before)
     remove_loopback_addr(before)
-    if before is not None and not before.run_containerd:
+    if before is not None and not before.run_containerd and not _other_containerd_running():
         shutil.rmtree(RUN_CONTAINERD, ignore_errors=True)
     restore_sysctls(before, log)
     remove_cgroups()

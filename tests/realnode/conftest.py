@@ -122,7 +122,7 @@ def cluster(request, tmp_path_factory):
     try:
         t0 = time.monotonic()
         node_chart.import_images(node.paths.containerd_socket, built, log)
-        node_chart.helm_install(node.kubeconfig, node_chart.chart_values(built["lightbox"]), workdir=workdir, log=log)
+        node_chart.helm_install(node.kubeconfig, node_chart.chart_values(built["lightbox"], runs_cluster_wide=True), workdir=workdir, log=log)
         timings["chart"] = time.monotonic() - t0
         log(f"real node ready: images {timings['images']:.0f}s, node {timings['node_up']:.0f}s, "
             f"chart {timings['chart']:.0f}s")
@@ -198,16 +198,32 @@ def data_volume(name: str, namespace: str, claim: str, path: Path) -> list[dict[
     return [pv, pvc]
 
 
+#: Studies and ground truth on two claims, as a region keeps them (examples/10-storage.yaml). One
+#: claim for both would give the run pod two volumes of one PVC, which the kubelet never mounts.
+CLAIMS = {"studies": "imaging-studies", "truth": "imaging-truth"}
+
+
+@pytest.fixture
+def chest() -> dict[str, Any]:
+    """The sample Dataset (24 cases) on the namespace's two claims."""
+    from operator_harness import dataset
+
+    doc = dataset()
+    doc["spec"]["studies"]["claimName"] = CLAIMS["studies"]
+    doc["spec"]["groundTruth"]["claimName"] = CLAIMS["truth"]
+    return doc
+
+
 @pytest.fixture
 def run_ns(request, cluster, kubectl):
-    from operator_harness import CLAIM
-
     ns = _ns_name(request)
     labels = {"pod-security.kubernetes.io/enforce": "restricted",
               "pod-security.kubernetes.io/enforce-version": "latest", "lightbox.test/realnode": "true"}
     kubectl("create", "namespace", ns, check=True)
     kubectl("label", "namespace", ns, *[f"{k}={v}" for k, v in labels.items()], check=True)
-    docs = [sandbox_policy(f"rn-{ns}", ns), *data_volume(f"rn-{ns}", ns, CLAIM, cluster.data_dir)]
+    docs = [sandbox_policy(f"rn-{ns}", ns)]
+    for part, claim in CLAIMS.items():
+        docs += data_volume(f"rn-{ns}-{part}", ns, claim, cluster.data_dir)
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), check=True)
     deadline = time.monotonic() + 30
     while kubectl("get", "serviceaccount", "default", "-n", ns).returncode != 0:
@@ -216,7 +232,8 @@ def run_ns(request, cluster, kubectl):
     yield ns
     kubectl("delete", "namespace", ns, "--wait=false")
     kubectl("delete", "sandboxpolicy", f"rn-{ns}", "--ignore-not-found")
-    kubectl("delete", "pv", f"rn-{ns}", "--ignore-not-found", "--wait=false")
+    for part in CLAIMS:
+        kubectl("delete", "pv", f"rn-{ns}-{part}", "--ignore-not-found", "--wait=false")
 
 
 @pytest.fixture(scope="session")
