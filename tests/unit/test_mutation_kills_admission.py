@@ -25,6 +25,7 @@ from factories import algorithm, dataset, policy, validation
         ("reg.example/app:1.0:odd", "reg.example/app"),  # only the first ":" of the last segment
         ("reg.example/app@sha256:x@y", "reg.example/app"),  # only the first "@"
         ("app:1.0", "app:1.0"),  # no registry: nothing to split, and no registry allows it
+        ("reg.example/a:b/app", "reg.example/a:b/app"),  # only the last segment carries a tag
     ],
 )
 def test_image_repository(image, repository):
@@ -42,6 +43,7 @@ def test_image_repository(image, repository):
         ("reg.example/vendor", ["reg.example/vendor"], True),  # the repository itself
         ("reg.example/vendor/app:1", ["other.example", "reg.example"], True),
         ("reg.example/vendor/app:1", [], False),
+        ("reg.example/vendorX/app:1", ["reg.example/vendorX"], True),  # only "/" is trimmed off
     ],
 )
 def test_registry_allowed(image, allowed, ok):
@@ -158,3 +160,27 @@ def test_missing_references_word_for_word():
         ("DatasetNotFound", "spec.datasetRef.name 'chest-2025': no such Dataset in namespace 'region'"),
     ]
     assert result.policy is not None and result.policy.metadata["name"] == "default"
+
+
+def test_overlapping_truth_and_studies_word_for_word():
+    (problem,) = check_dataset(dataset("mixed", studies="chest", truth="chest/truth"))
+    assert (problem.reason, problem.message) == (
+        "GroundTruthOverlapsStudies",
+        "Dataset mixed: spec.groundTruth (claim imaging, sub-path 'chest/truth') overlaps spec.studies "
+        "(claim imaging, sub-path 'chest'): the truth would be staged with the vendor's input; use another claim, "
+        "or two sub-paths neither of which contains the other",
+    )
+
+
+def test_objects_without_a_name_or_namespace_are_named_plainly():
+    nameless = dataset(verified=False)
+    nameless.metadata.pop("name")
+    assert check_dataset(nameless)[0].message.startswith("Dataset ? is not verified")
+    val = validation()
+    val.metadata.pop("namespace")
+    result = admit(val, None, dataset(), [policy(namespaces=["region"])])
+    assert [p.message for p in result.problems] == [
+        "spec.algorithmRef.name 'chest': no such Algorithm in namespace ''",
+        "no SandboxPolicy governs namespace ''; a cluster administrator must create one "
+        "(spec.namespaces empty or listing this namespace) before anything can run here",
+    ]
