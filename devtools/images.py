@@ -8,8 +8,9 @@ The Containerfiles under images/ describe each image; this module reads them (th
 ``devtools/containerfile.py``) and builds the same image without a daemon:
 
 * base layer: ``mmdebstrap --variant=minbase`` of the Debian suite named by FROM with the
-  ``apt-get install`` packages and the ``python3 -m venv`` of the first RUN, from the apt sources
-  already configured on the machine (slow, ~3 min; cached apart, it changes rarely);
+  ``apt-get install`` packages of the first RUN, whose other commands (the venv, the user) run in
+  the new root; from the apt sources already configured on the machine (slow, ~3 min; cached
+  apart, it changes rarely);
 * dependency layer: the ``-r /dist/requirements.txt`` install, the wheels pinned to the versions
   installed here (what the tests ran with), downloaded with ``pip download --only-binary=:all:``;
 * application layer: the Lightbox wheel built from this checkout (changes every commit);
@@ -34,6 +35,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -132,6 +134,7 @@ class Plan:
     parent: str | None = None  # one of IMAGES when FROM names an image built here
     suite: str | None = None  # Debian suite when FROM is a Debian image
     apt_packages: tuple[str, ...] = ()
+    base_commands: tuple[str, ...] = ()  # the base RUN's other commands, run in the new root file system
     venv: str | None = None
     steps: list[Step] = dataclasses.field(default_factory=list)
     env: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -158,13 +161,19 @@ def _mounts(args: str) -> dict[str, str]:
     return out
 
 
-def _apt_packages(args: str) -> tuple[str, ...]:
+def split_base_run(args: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(packages of its apt-get install, its other commands): mmdebstrap installs the former and runs the
+    latter in the new root, where docker would run the whole line in ``debian:<suite>-slim``."""
     packages: list[str] = []
-    for command in args.split("&&"):
+    commands: list[str] = []
+    for command in (c.strip() for c in args.split("&&")):
         words = command.split()
-        if "apt-get" in words and "install" in words:
-            packages += [w for w in words[words.index("install") + 1:] if not w.startswith("-")]
-    return tuple(packages)
+        if words[:1] == ["apt-get"]:
+            if "install" in words:
+                packages += [w for w in words[words.index("install") + 1:] if not w.startswith("-")]
+        elif command != "rm -rf /var/lib/apt/lists/*":  # mmdebstrap removes the package lists itself
+            commands.append(command)
+    return tuple(packages), tuple(commands)
 
 
 def plan_image(name: str, root: Path, image_version: str) -> Plan:
@@ -205,7 +214,8 @@ def _apply(plan: Plan, ins: Instruction, rel: str, image_version: str) -> None:
             venv = _VENV.search(body)
             if venv is None:
                 raise ContainerfileError(rel, ins.line, "the base RUN must end with `python3 -m venv DIR`")
-            plan.apt_packages, plan.venv = _apt_packages(body), venv.group(1)
+            plan.apt_packages, plan.base_commands = split_base_run(body)
+            plan.venv = venv.group(1)
         elif " install " in f" {body} " and re.search(r"\bpip(\.whl/pip)?\b", body):
             req = re.search(r"-r\s+(/\S+)", body)
             wheel = re.search(r"/\S+/([A-Za-z0-9_.]+)-\*\.whl", body)
@@ -410,7 +420,7 @@ def cached_layer(
 
 def base_layer(s: Settings, progress: Progress, plan: Plan) -> oci.Layer:
     sources = apt_sources()
-    inputs = {"suite": plan.suite, "packages": sorted(plan.apt_packages), "venv": plan.venv,
+    inputs = {"suite": plan.suite, "packages": sorted(plan.apt_packages), "commands": list(plan.base_commands),
               "sources": sources.read_text() if sources else None}
 
     def make(work: Path, log_path: Path) -> tuple[Path, oci.Layer]:
@@ -419,7 +429,7 @@ def base_layer(s: Settings, progress: Progress, plan: Plan) -> oci.Layer:
         ensure_packages(s.log, packages={"mmdebstrap": "/usr/bin/mmdebstrap"})
         rootfs = work / "rootfs.tar"
         argv = ["mmdebstrap", "--variant=minbase", f"--include={','.join(plan.apt_packages)}",
-                f'--customize-hook=chroot "$1" python3 -m venv --without-pip {plan.venv}',
+                *(f'--customize-hook=chroot "$1" /bin/sh -c {shlex.quote(c)}' for c in plan.base_commands),
                 str(plan.suite), str(rootfs)]
         if sources is not None:
             argv.append(str(sources))

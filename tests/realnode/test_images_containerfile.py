@@ -115,3 +115,27 @@ def test_the_containerfile_pip_steps_install_the_same_files(tmp_path: Path) -> N
     our_scripts = {k: v.split(b"\n", 1)[0] for k, v in ours.items() if k.startswith("opt/venv/bin/")}
     assert scripts == our_scripts
     assert scripts["opt/venv/bin/lightbox"] == b"#!/opt/venv/bin/python"
+
+
+def test_the_lightbox_image_runs_its_commands_as_the_sandbox_user() -> None:
+    """Read-only root, uid 65532 (the image's USER), no network: what the operator's pods give it."""
+    reason = _unavailable()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Lightbox image check cannot run in CI: {reason}", pytrace=False)
+        pytest.skip(f"Lightbox image check: {reason}")
+    built = images.build(["lightbox"])["lightbox"]
+    probe = ("import getpass, os; import kopf, kubernetes, lightbox.operator.main, lightbox.sandbox.stager, "
+             "lightbox.sandbox.scorer; print(os.getuid(), os.getgid(), getpass.getuser())")
+    with imagecheck.private_containerd() as socket:
+        ctr = ["ctr", "--address", str(socket), "--namespace", "lightbox-image-test"]
+        subprocess.run([*ctr, "images", "import", "--digests", "--base-name", built.repository, str(built.archive)],
+                       check=True, capture_output=True)
+        runs = {}
+        for i, argv in enumerate((["python", "-c", probe], ["lightbox", "--help"])):
+            runs[argv[0]] = subprocess.run([*ctr, "run", "--rm", "--read-only", built.ref, f"lightbox-image-{i}", *argv],
+                                           capture_output=True, text=True, timeout=300)
+        subprocess.run([*ctr, "images", "rm", built.ref, built.pinned], capture_output=True)
+    # kopf names the operator from the user's passwd entry: without one the operator could not start
+    assert runs["python"].returncode == 0 and runs["python"].stdout.split() == ["65532", "65532", "lightbox"], runs["python"]
+    assert runs["lightbox"].returncode == 0 and "stage" in runs["lightbox"].stdout and "score" in runs["lightbox"].stdout

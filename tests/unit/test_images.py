@@ -27,6 +27,9 @@ def test_the_lightbox_containerfile_plans_base_deps_and_app_layers() -> None:
     assert plan.suite == "bookworm" and plan.parent is None
     assert set(plan.apt_packages) == {"python3", "python3-venv"}
     assert plan.venv == "/opt/venv"
+    # the rest of the base RUN runs in the new root: the venv, then the pods' user with a passwd entry
+    assert plan.base_commands[0] == "python3 -m venv --without-pip /opt/venv"
+    assert any("useradd" in c and "--uid 65532" in c for c in plan.base_commands)
     assert [s.kind for s in plan.steps] == ["requirements", "wheel"]
     assert plan.user == "65532:65532" and plan.entrypoint == ["lightbox"]
     # the operator's builders run `lightbox stage` and `python -m ...`: both must resolve in the venv
@@ -71,6 +74,14 @@ def test_what_the_daemonless_build_cannot_reproduce_is_refused_by_line(tmp_path:
         images.plan_image("lightbox", tmp_path, "0.1.0")
     assert fragment in str(err.value)
     assert "images/lightbox/Containerfile:" in str(err.value)
+
+
+def test_the_base_run_splits_into_packages_and_commands() -> None:
+    packages, commands = images.split_base_run(
+        "apt-get update && apt-get install -y --no-install-recommends python3 jq && rm -rf /var/lib/apt/lists/* "
+        "&& python3 -m venv /v && echo done")
+    assert packages == ("python3", "jq")
+    assert commands == ("python3 -m venv /v", "echo done")
 
 
 def test_continuations_and_comments_are_joined_as_buildkit_does() -> None:
