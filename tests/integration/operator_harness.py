@@ -34,12 +34,22 @@ def image(name: str) -> str:
     return f"{VENDOR}/{name}@{DIGEST}"
 
 
+INVERTED_CLASSIFIER = (
+    "import math\n"
+    "from lightbox.sandbox.reference import classifier as c\n"
+    "c.probability = lambda f: round(1.0 / (1.0 + math.exp((f - c.CENTRE) / c.WIDTH)), 6)\n"
+    "raise SystemExit(c.main([]))\n"
+)
+
+
 def runner_images() -> dict[str, list[str]]:
     py = [sys.executable, "-m"]
     images = {
         TRUSTED_REPO: ["lightbox"],
         f"{VENDOR}/classifier": [*py, "lightbox.sandbox.reference.classifier"],
     }
+    # The reference classifier made worse: its logistic turned around, so it ranks cases backwards (drift tests).
+    images[f"{VENDOR}/classifier-inverted"] = [sys.executable, "-c", INVERTED_CLASSIFIER]
     for mode in ("hang", "hog", "malformed", "schema", "read-truth", "network"):
         images[f"{VENDOR}/misbehave-{mode}"] = [*py, "lightbox.sandbox.reference.misbehave", mode]
     return images
