@@ -1,8 +1,9 @@
 """``lightbox probe``: does anything answer from inside a sandbox pod?
 
 Run by the operator in a pod confined exactly like a vendor run. It tries the
-API server, the cluster DNS server and an address outside the cluster, each
-with a short timeout. A connection refused by the host (a TCP reset) counts as
+API server, the cluster DNS server, the node, the pod's gateway and an address
+outside the cluster (``pod_targets``, the in-pod check's list too), each with a
+short timeout. A connection refused by the host (a TCP reset) counts as
 an answer: the host's stack replied, so packets reach it. A SYN stopped by a
 packet filter that says so with an ICMP error (kube-router's REJECT, kube-proxy
 for a Service without endpoints) is not: no TCP stack answers a SYN with ICMP,
