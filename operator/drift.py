@@ -25,6 +25,7 @@ from typing import Any
 from scipy.stats import chi2_contingency
 
 from lightbox.api.audit import CohortShift, DegradedMetric, Drift
+from lightbox.api.drift import DriftSettings
 from lightbox.api.results import MetricValue
 from lightbox.api.validation import RunRecord
 
@@ -121,13 +122,16 @@ def input_shifts(
     return out
 
 
-def baseline_of(chain_records: list[Mapping[str, Any]], current_run: str) -> Mapping[str, Any] | None:
-    """The chain's first run that passed (its earliest record by sequence), other than this one."""
+def baseline_of(chain_records: list[Mapping[str, Any]], current_run: str, pinned: int | None = None) -> Mapping[str, Any] | None:
+    """The pinned run if it succeeded, else (nothing pinned) the chain's first run that passed;
+    never the run being judged."""
+    def run_of(r: Mapping[str, Any]) -> Mapping[str, Any]:
+        return r["spec"].get("run") or {}
+
     candidates = [
         r for r in chain_records
-        if r["spec"].get("event", "RunFinished") == "RunFinished"
-        and (r["spec"].get("run") or {}).get("verdict") == "Passed"
-        and (r["spec"].get("run") or {}).get("name") != current_run
+        if r["spec"].get("event", "RunFinished") == "RunFinished" and run_of(r).get("name") != current_run
+        and (run_of(r).get("number") == pinned and run_of(r).get("phase") == "Succeeded" if pinned else run_of(r).get("verdict") == "Passed")
     ]
     return min(candidates, key=lambda r: r["spec"]["chain"]["sequence"], default=None)
 
@@ -136,18 +140,19 @@ def assess(
     chain_records: list[Mapping[str, Any]],
     run: RunRecord,
     cohort: Mapping[str, Mapping[str, int]] | None,
-    tolerance: float = DEFAULT_TOLERANCE,
+    settings: DriftSettings | None = None,
 ) -> Drift | None:
     """This run against the chain's baseline, as kept in its AuditRecord; None without a baseline
     or when this run produced no metrics (a failed run is reported as failed, not as drift)."""
-    base = baseline_of(chain_records, run.name)
+    settings = settings or DriftSettings()
+    base = baseline_of(chain_records, run.name, settings.baseline_run)
     if base is None or run.phase != "Succeeded" or not run.metrics:
         return None
     spec = base["spec"]
     base_metrics = {k: MetricValue.model_validate(v) for k, v in ((spec.get("run") or {}).get("metrics") or {}).items()}
     base_cohort = (spec.get("dataset") or {}).get("cohort") or {}
-    found = degradations(base_metrics, run.metrics, tolerance)
-    shifts = input_shifts(base_cohort, cohort or {})
+    found = degradations(base_metrics, run.metrics, settings.tolerance)
+    shifts = input_shifts(base_cohort, cohort or {}, settings.psi_threshold, settings.p_value)
     return Drift(
         baseline_run=int(spec["run"]["number"]),
         baseline_sequence=int(spec["chain"]["sequence"]),

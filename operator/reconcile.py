@@ -363,7 +363,7 @@ async def _conclude(
         return RunRecord.model_validate(existing["spec"]["run"])
     final = _finish(record, result, validation, now)
     cohort = dataset.status.cohort if dataset is not None and dataset.status is not None else None
-    judged = drift_mod.assess(chain, final, cohort)
+    judged = drift_mod.assess(chain, final, cohort, validation.spec.drift)
     if drifts is not None:
         drifts[record.name] = judged
     policy_name = policy.metadata.get("name") if policy else None

@@ -17,6 +17,7 @@ from lightbox.api.common import (
     no_control_characters,
     validations,
 )
+from lightbox.api.drift import DriftSettings
 from lightbox.api.results import UNIT_INTERVAL_METRICS, FailureSummary, MetricName, MetricValue, Model, SubgroupResult
 from lightbox.api.run import BootstrapSettings, SubgroupDimension
 
@@ -165,6 +166,9 @@ class ValidationSpec(Model):
         ),
     )
     history_limit: int = Field(default=10, ge=1, le=100, description="Runs kept in status and as Jobs (1 to 100).")
+    drift: DriftSettings = Field(
+        default_factory=DriftSettings, description="Drift against a baseline run: Degraded and InputShift (docs/drift.md)."
+    )
     suspend: bool = Field(default=False, description="When true, no new runs start.")
     queue_name: str | None = Field(
         default=None,

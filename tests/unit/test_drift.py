@@ -90,3 +90,24 @@ def test_an_unchanged_mix_is_no_shift_over_20_seeds_and_a_moved_one_is() -> None
 def test_a_group_new_in_this_run_counts_as_a_shift_not_an_error() -> None:
     (shift,) = drift.input_shifts({"modality": {"CT": 500}}, {"modality": {"CT": 250, "MR": 250}})
     assert shift.dimension == "modality" and math.isfinite(shift.psi)
+
+
+def _record(sequence: int, number: int, verdict: str, auc: float, lower: float, upper: float) -> dict:
+    return {"spec": {"event": "RunFinished", "chain": {"id": "c", "sequence": sequence},
+                     "run": {"name": f"v-r{number}", "number": number, "phase": "Succeeded", "verdict": verdict,
+                             "metrics": {"auc": {"value": auc, "lower": lower, "upper": upper}}}}}
+
+
+def test_the_baseline_is_the_first_passing_run_unless_one_is_pinned() -> None:
+    from lightbox.api.drift import DriftSettings
+    from lightbox.api.validation import RunRecord
+
+    chain = [_record(1, 1, "Failed", 0.6, 0.5, 0.7), _record(2, 2, "Passed", 0.9, 0.85, 0.95), _record(3, 3, "Passed", 0.8, 0.75, 0.85)]
+    now = RunRecord(name="v-r4", number=4, phase="Succeeded", metrics={"auc": MetricValue(value=0.81, lower=0.76, upper=0.86)})
+    first_passing = drift.assess(chain, now, None)
+    assert first_passing.baseline_run == 2 and [d.metric for d in first_passing.degraded] == ["auc"]  # 0.86 < 0.90 - 0.02
+    pinned = drift.assess(chain, now, None, DriftSettings(baseline_run=3))
+    assert pinned.baseline_run == 3 and pinned.degraded == []
+    tolerant = drift.assess(chain, now, None, DriftSettings(tolerance=0.05))
+    assert tolerant.degraded == []  # 0.86 >= 0.90 - 0.05
+    assert drift.assess(chain, now, None, DriftSettings(baseline_run=9)) is None  # no such run: no claim
