@@ -30,7 +30,7 @@ def test_operator_runs_in_cluster_from_the_built_image(cluster, kubectl):
     assert pod["spec"]["nodeName"] == NODE_NAME
     (status,) = pod["status"]["containerStatuses"]
     digest = cluster.images["lightbox"].digest
-    assert status["ready"] is True
+    assert status["ready"] is True and status["restartCount"] == 0, status
     assert status["imageID"].endswith(digest), (status["imageID"], digest)
     table = kubectl("get", "pods", "-n", node_chart.NAMESPACE, check=True).stdout
     assert "Running" in table
