@@ -102,7 +102,7 @@ def _cut_start(entries: list[_Entry], min_retention_days: int) -> tuple[int, Fin
     for e in entries:
         if e.spec.get("event") != "RetentionCut" or spec_hash(e.spec) != e.stored_hash:
             continue
-        cut = e.spec.get("cut") or {}
+        cut = e.spec.get("cut") if isinstance(e.spec.get("cut"), Mapping) else {}
         days, first = cut.get("retentionDays"), cut.get("firstKept")
         if not isinstance(days, int) or not isinstance(first, int) or first >= e.sequence:
             return start, _finding(e, "cut", "its cut is malformed (firstKept must precede the cut record itself)")

@@ -401,7 +401,10 @@ def evidence_main(argv: list[str]) -> int:
         private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         key_path = args.output.with_name(args.output.name + ".key")
-        key_path.touch(mode=0o600, exist_ok=False)
+        if key_path.exists():
+            print(f"lightbox evidence: {terminal(str(key_path))} exists; a region's key is not overwritten", file=sys.stderr)
+            return 2
+        key_path.touch(mode=0o600)
         key_path.write_bytes(private)
         args.output.with_name(args.output.name + ".pub").write_bytes(public)
         print(f"wrote {key_path} and {args.output.name}.pub (key id {key_id(key.public_key())})")

@@ -196,3 +196,12 @@ def test_a_cut_claiming_a_shorter_retention_than_required_is_named() -> None:
     (finding,) = auditchain.verify(kept, min_retention_days=184)
     assert (finding.problem, finding.sequence) == ("cut", 4)
     assert auditchain.verify(kept, min_retention_days=30) == []
+
+
+def test_a_retention_cut_whose_cut_is_not_an_object_is_named() -> None:
+    records = chain(2)
+    bogus = audit.retention_cut(records, {"firstKept": 2, "retentionDays": 184, "expiredBefore": "2026-01-01T00:00:00Z"}, START, "p")
+    bogus["spec"]["cut"] = "everything before"
+    bogus["spec"] = auditchain.seal({k: v for k, v in bogus["spec"].items() if k != "hash"})
+    (finding,) = auditchain.verify(records + [bogus])
+    assert (finding.problem, finding.sequence) == ("cut", 3)

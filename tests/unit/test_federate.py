@@ -241,3 +241,12 @@ def test_evidence_in_the_audit_record_is_covered_by_its_hash() -> None:
     body["spec"]["evidence"]["positives"][0][2] += 1
     (finding,) = auditchain.verify([body])
     assert finding.problem == "altered"
+
+
+def test_keygen_never_overwrites_a_key(tmp_path) -> None:
+    from lightbox import evidencecmd
+
+    assert evidencecmd.main(["keygen", "-o", str(tmp_path / "north")]) == 0
+    before = (tmp_path / "north.key").read_bytes()
+    assert evidencecmd.main(["keygen", "-o", str(tmp_path / "north")]) == 2
+    assert (tmp_path / "north.key").read_bytes() == before
