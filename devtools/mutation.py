@@ -368,9 +368,8 @@ def run_mutmut(repo: Path, work: Path, only: Sequence[str], children: int, tests
     if unknown:
         raise SystemExit(f"unknown group(s) {sorted(unknown)}; choose among {list(GROUPS)}")
     started = time.monotonic()
-    for group, patterns in GROUPS.items():
-        if only and group not in only:
-            continue
+    for group in only or GROUPS:  # in the order asked for
+        patterns = GROUPS[group]
         group_started = time.monotonic()
         print(f"\n[{group}]", flush=True)
         found = run_group(repo, work / group, patterns, children, tests)
