@@ -2,7 +2,7 @@
 
     lightbox audit export (-n NS | -A) [--format jsonl|csv] [-f FILE]
     lightbox audit verify FILE | --cluster [-n NS | -A]
-    lightbox audit prune [--retention-days N] [--dry-run]
+    lightbox audit prune [--retention-days N] [--dry-run] [-n NS]
 
 Exit status: 0 when every chain verifies, 1 when verify names a record, 2 for bad usage
 or a file that cannot be read.
@@ -133,10 +133,10 @@ def _report(findings: list[auditchain.Finding], records: int, source: str) -> in
     return 1
 
 
-def _prune(api: Any, audit_namespace: str, retention_days: int, dry_run: bool, now: datetime) -> int:
+def _prune(api: Any, audit_namespace: str, retention_days: int, dry_run: bool, now: datetime, namespace: str | None = None) -> int:
     from lightbox.operator import audit as audit_mod
 
-    records = cluster_records(api, audit_namespace, None)
+    records = cluster_records(api, audit_namespace, namespace)
     chains: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         chains.setdefault(str(record["spec"]["chain"]["id"]), []).append(record)
@@ -191,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", help="remove expired records oldest-first, after a RetentionCut record")
     prune.add_argument("--retention-days", type=int, default=auditchain.DEFAULT_RETENTION_DAYS)
     prune.add_argument("--dry-run", action="store_true")
+    prune.add_argument("-n", "--namespace", help="only the chains of the Validations of this namespace")
     cluster_args(prune)
     return p
 
@@ -213,7 +214,7 @@ def main(argv: list[str]) -> int:
         return 2
     api = _api(args.kubeconfig)
     if args.action == "prune":
-        return _prune(api, args.audit_namespace, args.retention_days, args.dry_run, datetime.now(UTC))
+        return _prune(api, args.audit_namespace, args.retention_days, args.dry_run, datetime.now(UTC), args.namespace)
     namespace = None if getattr(args, "all_namespaces", False) else args.namespace
     records = cluster_records(api, args.audit_namespace, namespace)
     if args.action == "verify":

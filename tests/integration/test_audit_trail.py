@@ -109,13 +109,12 @@ def test_a_run_is_recorded_in_the_audit_namespace_and_outlives_its_namespace(api
     assert result.returncode == 0 and "pooled AUC" in result.stdout, result.stderr
 
 
-def _write_chain(api_client, namespace_label: str, length: int) -> list[dict]:
+def _write_chain(api_client, namespace_label: str, length: int, start: datetime = datetime(2026, 6, 1, tzinfo=UTC)) -> list[dict]:
     """A chain written as the operator writes one (operator/audit.py), for a Validation that never ran here."""
     v = factories.validation(acceptance=[{"metric": "auc", "threshold": 0.8, "bound": "lower"}], metrics=["auc"])
     v.metadata |= {"uid": str(uuid.uuid4()), "namespace": namespace_label}
     api = client.CustomObjectsApi(api_client)
     written: list[dict] = []
-    start = datetime(2026, 6, 1, tzinfo=UTC)
     for number in range(1, length + 1):
         run = RunRecord(
             name=f"chest-v1-r{number}", number=number, phase="Succeeded", reason="Succeeded",
@@ -171,3 +170,29 @@ def test_verify_on_the_cluster_names_a_record_replaced_by_someone_allowed_to_del
     result = lightbox(kubeconfig, "audit", "verify", "--cluster", "-n", label)
     assert result.returncode == 1
     assert "record #2" in result.stderr and "altered" in result.stderr, result.stderr
+
+
+def test_prune_removes_expired_records_oldest_first_after_a_cut_and_the_trail_still_verifies(api_client, kubeconfig, audit_namespace):
+    label = f"pruned-{uuid.uuid4().hex[:8]}"
+    records = _write_chain(api_client, label, 3, start=datetime(2025, 1, 1, tzinfo=UTC))  # 2 to 4 January 2025
+    api = client.CustomObjectsApi(api_client)
+
+    def names() -> list[str]:
+        items = api.list_namespaced_custom_object("lightbox.dev", "v1alpha1", audit_namespace, "auditrecords",
+                                                  label_selector=f"lightbox.dev/validation-namespace={label}")["items"]
+        return sorted(i["metadata"]["name"] for i in items)
+
+    before = names()
+    dry = lightbox(kubeconfig, "audit", "prune", "--dry-run", "-n", label)
+    assert dry.returncode == 0, dry.stderr
+    assert names() == before
+    expired = [r["metadata"]["name"] for r in records[:-1]]  # long expired; the newest is never removed
+    result = lightbox(kubeconfig, "audit", "prune", "-n", label)
+    assert result.returncode == 0, result.stderr
+    left = names()
+    cut = f"{records[0]['spec']['chain']['id']}-4"  # the RetentionCut record, next in the chain
+    assert left == sorted([records[-1]["metadata"]["name"], cut])
+    assert api.get_namespaced_custom_object("lightbox.dev", "v1alpha1", audit_namespace, "auditrecords", cut)["spec"]["cut"]["firstKept"] == 3
+    result = lightbox(kubeconfig, "audit", "verify", "--cluster", "-n", label)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lightbox(kubeconfig, "audit", "prune", "--retention-days", "30").returncode == 2  # below six months
