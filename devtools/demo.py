@@ -158,7 +158,7 @@ def main(argv: list[str]) -> int:
     print(f"  export KUBECONFIG={kubeconfig}")
     print(f"  kubectl get lightbox -n {NAMESPACE}")
     print(f"  kubectl get validation {VALIDATION} -n {NAMESPACE} -o yaml")
-    print(f"  kubectl get auditrecords -n {NAMESPACE}")
+    print(f"  kubectl get auditrecords -n lightbox-audit -l lightbox.dev/validation-namespace={NAMESPACE}")
     print(f"  lightbox report {VALIDATION} -n {NAMESPACE}")
     print("To stop it:")
     print(f"  make down    # or: lightbox control-plane down --dir {workdir / 'control-plane'}")

@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 
 from operator_harness import (
+    AUDIT_NAMESPACE,
     Operator,
     algorithm,
     apply,
@@ -111,12 +112,13 @@ def test_validation_runs_end_to_end(api_client, kubeconfig, kubectl, namespace, 
             # The audit trail: one record of the run, readable in a table.
             (entry,) = audit_records(api_client, ns)
             assert entry["spec"]["run"] == run
-            assert entry["spec"]["validation"] == {"name": "chest-auc", "uid": final["metadata"]["uid"]}
+            assert entry["spec"]["validation"] == {"name": "chest-auc", "uid": final["metadata"]["uid"], "namespace": ns}
             assert entry["spec"]["dataset"]["contentHash"] == data["contentHash"]
             assert entry["spec"]["algorithm"]["version"] == "1.0.0" and entry["spec"]["policy"] == pol
-            rows = kubectl("get", "auditrecords", "-n", ns).stdout.splitlines()
-            assert "VALIDATION" in rows[0] and "VERDICT" in rows[0]
-            assert rows[1].split()[:4] == [entry["metadata"]["name"], "chest-auc", "1", "Succeeded"]
+            # Kept in the audit namespace, not the run's (docs/audit.md).
+            rows = kubectl("get", "auditrecords", "-n", AUDIT_NAMESPACE, "-l", f"lightbox.dev/validation-namespace={ns}").stdout.splitlines()
+            assert "VALIDATION" in rows[0] and "SEQ" in rows[0] and "VERDICT" in rows[0]
+            assert rows[1].split()[:5] == [entry["metadata"]["name"], "chest-auc", "1", "1", "Succeeded"]
 
             # The report quality staff read, from the same objects.
             report = lightbox("report", "chest-auc", "-n", ns, "--kubeconfig", str(kubeconfig))
