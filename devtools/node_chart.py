@@ -41,10 +41,18 @@ def import_images(socket: Path, built: Mapping[str, Any], log: Log) -> None:
 
 def chart_values(lightbox_image: Any, *, run_namespaces: Sequence[str] = (), runs_cluster_wide: bool = False,
                  allowed_registries: Sequence[str] = (), create_policy: bool = False,
-                 verbose: bool = True) -> dict[str, Any]:
-    """Values for the node: the built image by digest; where runs may happen (the chart insists)."""
+                 verbose: bool = True, operator_cpu_request: str | None = None) -> dict[str, Any]:
+    """Values for the node: the built image by digest; where runs may happen (the chart insists).
+
+    ``operator_cpu_request``: on a 2-core node every run pod asks for a whole core (the trusted
+    steps' request), so the operator's own 100m decides whether two runs fit at once.
+    """
     repo = lightbox_image.ref.rpartition(":")[0]
+    extra: dict[str, Any] = {}
+    if operator_cpu_request is not None:
+        extra["resources"] = {"requests": {"cpu": operator_cpu_request}}
     return {
+        **extra,
         "image": {"repository": repo, "digest": lightbox_image.digest, "pullPolicy": "IfNotPresent"},
         "verbose": verbose,
         "runNamespaces": list(run_namespaces),

@@ -122,7 +122,9 @@ def cluster(request, tmp_path_factory):
     try:
         t0 = time.monotonic()
         node_chart.import_images(node.paths.containerd_socket, built, log)
-        node_chart.helm_install(node.kubeconfig, node_chart.chart_values(built["lightbox"], runs_cluster_wide=True), workdir=workdir, log=log)
+        # Runs go to each test's own namespace; the operator asks for no CPU so two runs fit the 2 cores.
+        values = node_chart.chart_values(built["lightbox"], runs_cluster_wide=True, operator_cpu_request="0")
+        node_chart.helm_install(node.kubeconfig, values, workdir=workdir, log=log)
         timings["chart"] = time.monotonic() - t0
         log(f"real node ready: images {timings['images']:.0f}s, node {timings['node_up']:.0f}s, "
             f"chart {timings['chart']:.0f}s")
@@ -212,6 +214,23 @@ def chest() -> dict[str, Any]:
     doc["spec"]["studies"]["claimName"] = CLAIMS["studies"]
     doc["spec"]["groundTruth"]["claimName"] = CLAIMS["truth"]
     return doc
+
+
+#: CPU a test vendor requests: the node has 2 cores, and the GPU test needs 3 pods placed by GPUs, not CPU.
+VENDOR_CPU = "250m"
+
+
+@pytest.fixture
+def algo():
+    """algorithm(...) of operator_harness with a small CPU request, sized to this 2-core node."""
+    from operator_harness import algorithm
+
+    def make(name: str, image_ref: str, **kw: Any) -> dict[str, Any]:
+        doc = algorithm(name, image_ref, **kw)
+        doc["spec"]["resources"]["cpu"] = VENDOR_CPU
+        return doc
+
+    return make
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from operator_harness import algorithm, apply, finished, get, runs_of, validation, wait_for
+from operator_harness import apply, finished, get, runs_of, validation, wait_for
 
 from lightbox.api.run import SCORE_CONTAINER, STAGE_CONTAINER, VENDOR_CONTAINER
 from lightbox.devtools import node_chart
@@ -36,9 +36,9 @@ def test_operator_runs_in_cluster_from_the_built_image(cluster, kubectl):
     assert "Running" in table
 
 
-def test_vendor_runs_from_its_own_image_and_the_validation_succeeds(cluster, run_ns, chest, kubectl, api_client):
+def test_vendor_runs_from_its_own_image_and_the_validation_succeeds(cluster, run_ns, chest, algo, kubectl, api_client):
     ns = run_ns
-    apply(kubectl, ns, chest, algorithm("classifier", cluster.image("classifier"), gpus=0),
+    apply(kubectl, ns, chest, algo("classifier", cluster.image("classifier"), gpus=0),
           validation("chest-auc", "classifier"))
     final = wait_for(lambda: get(api_client, "validations", ns, "chest-auc"), finished, timeout=RUN_TIMEOUT,
                      what="the run on the real node")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from operator_harness import algorithm, apply, finished, get, runs_of, validation, wait_for
+from operator_harness import apply, finished, get, runs_of, validation, wait_for
 
 from lightbox.api.run import VENDOR_CONTAINER
 
@@ -15,13 +15,13 @@ def _vendor_status(kubectl, ns: str, job: str) -> dict:
     return {s["name"]: s for s in pod["status"].get("initContainerStatuses") or []}[VENDOR_CONTAINER]
 
 
-def test_memory_hog_is_oomkilled_by_the_cgroup_and_a_hung_vendor_by_the_deadline(cluster, run_ns, chest, kubectl,
+def test_memory_hog_is_oomkilled_by_the_cgroup_and_a_hung_vendor_by_the_deadline(cluster, run_ns, chest, algo, kubectl,
                                                                                    api_client, variant):
     ns = run_ns
     hog, hang = variant("misbehave", "hog", ["hog"]), variant("misbehave", "hang", ["hang"])
     apply(kubectl, ns, chest,
-          algorithm("hogs", hog, gpus=0, memory="256Mi", timeout=300), validation("hogs", "hogs"),
-          algorithm("hangs", hang, gpus=0, timeout=60), validation("hangs", "hangs"))
+          algo("hogs", hog, gpus=0, memory="256Mi", timeout=300), validation("hogs", "hogs"),
+          algo("hangs", hang, gpus=0, timeout=60), validation("hangs", "hangs"))
 
     hogs = wait_for(lambda: get(api_client, "validations", ns, "hogs"), finished, 600, "the hog's run")
     (run,) = runs_of(hogs)

@@ -13,7 +13,7 @@ import threading
 import time
 
 import yaml
-from operator_harness import algorithm, apply, finished, get, runs_of, validation, wait_for
+from operator_harness import apply, finished, get, runs_of, validation, wait_for
 
 from lightbox.api.run import VENDOR_CONTAINER
 from lightbox.devtools import node_config as cfg
@@ -108,7 +108,7 @@ def _apiserver_port(cluster) -> int:
     return int(cluster.node.control_plane.url.rsplit(":", 1)[1])
 
 
-def test_deny_all_policy_cuts_a_pod_off_from_api_server_node_and_gateway(cluster, run_ns, chest, kubectl):
+def test_deny_all_policy_cuts_a_pod_off_from_api_server_node_and_gateway(cluster, run_ns, chest, algo, kubectl):
     image = cluster.image("lightbox")
     with listeners(cfg.NODE_IP, GATEWAY) as ports:
         targets = [
@@ -133,13 +133,13 @@ def test_deny_all_policy_cuts_a_pod_off_from_api_server_node_and_gateway(cluster
     assert all(v != "connected" for v in closed.values()), closed
 
 
-def test_in_pod_isolation_check_refuses_a_run_when_the_policy_engine_is_off(cluster, run_ns, chest, kubectl, api_client):
+def test_in_pod_isolation_check_refuses_a_run_when_the_policy_engine_is_off(cluster, run_ns, chest, algo, kubectl, api_client):
     """With enforcement off the stage step must refuse (IsolationNotEnforced) and the vendor never start;
     without the check this run would succeed. The namespace probe is off so only the in-pod check decides."""
     ns = run_ns
     kubectl("patch", "sandboxpolicy", f"rn-{ns}", "--type=merge", "-p",
             json.dumps({"spec": {"isolationProbe": {"required": False}}}), check=True)
-    apply(kubectl, ns, chest, algorithm("classifier", cluster.image("classifier"), gpus=0))
+    apply(kubectl, ns, chest, algo("classifier", cluster.image("classifier"), gpus=0))
     wait_for(lambda: get(api_client, "datasets", ns, "chest"),
              lambda d: ((d or {}).get("status") or {}).get("verified") is True, 300, "the dataset's verification")
 

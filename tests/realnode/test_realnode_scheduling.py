@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from operator_harness import algorithm, apply, audit_records, finished, get, jobs, runs_of, validation, wait_for
+from operator_harness import apply, audit_records, finished, get, jobs, runs_of, validation, wait_for
 
 from lightbox.devtools import node_chart
 from lightbox.devtools.node_config import NODE_NAME
@@ -14,14 +14,14 @@ def _all_finished(api_client, ns, names):
     return lambda: [get(api_client, "validations", ns, n) for n in names]
 
 
-def test_two_gpus_run_two_gpu_validations_and_the_third_waits(cluster, run_ns, chest, kubectl, api_client):
+def test_two_gpus_run_two_gpu_validations_and_the_third_waits(cluster, run_ns, chest, algo, kubectl, api_client):
     ns = run_ns
     patch = [{"op": "add", "path": "/status/capacity/nvidia.com~1gpu", "value": "2"},
              {"op": "add", "path": "/status/allocatable/nvidia.com~1gpu", "value": "2"}]
     kubectl("patch", "node", NODE_NAME, "--subresource=status", "--type=json", "-p", json.dumps(patch), check=True)
     try:
         names = ["gpu-a", "gpu-b", "gpu-c"]
-        apply(kubectl, ns, chest, algorithm("classifier", cluster.image("classifier"), gpus=1),
+        apply(kubectl, ns, chest, algo("classifier", cluster.image("classifier"), gpus=1),
               *[validation(n, "classifier") for n in names])
         done = wait_for(_all_finished(api_client, ns, names), lambda vs: all(finished(v) for v in vs), 900,
                         "three GPU runs")
@@ -40,9 +40,9 @@ def test_two_gpus_run_two_gpu_validations_and_the_third_waits(cluster, run_ns, c
         kubectl("patch", "node", NODE_NAME, "--subresource=status", "--type=json", "-p", json.dumps(unpatch))
 
 
-def test_deleting_the_operator_pod_mid_run_finishes_the_run_once(cluster, run_ns, chest, kubectl, api_client):
+def test_deleting_the_operator_pod_mid_run_finishes_the_run_once(cluster, run_ns, chest, algo, kubectl, api_client):
     ns = run_ns
-    apply(kubectl, ns, chest, algorithm("classifier", cluster.image("classifier"), gpus=0),
+    apply(kubectl, ns, chest, algo("classifier", cluster.image("classifier"), gpus=0),
           validation("restart", "classifier"))
     wait_for(lambda: jobs(api_client, ns), bool, 600, "the run's Job")
     old = node_chart.operator_pod(cluster.kubeconfig)["metadata"]["name"]
@@ -57,9 +57,9 @@ def test_deleting_the_operator_pod_mid_run_finishes_the_run_once(cluster, run_ns
     assert new["metadata"]["name"] != old
 
 
-def test_a_cron_tick_becomes_one_run(cluster, run_ns, chest, kubectl, api_client):
+def test_a_cron_tick_becomes_one_run(cluster, run_ns, chest, algo, kubectl, api_client):
     ns = run_ns
-    apply(kubectl, ns, chest, algorithm("classifier", cluster.image("classifier"), gpus=0),
+    apply(kubectl, ns, chest, algo("classifier", cluster.image("classifier"), gpus=0),
           validation("monitor", "classifier", schedule="* * * * *", historyLimit=1))
     first = wait_for(lambda: get(api_client, "validations", ns, "monitor"),
                      lambda v: any(r["phase"] in {"Succeeded", "Failed"} for r in runs_of(v)), 600,
