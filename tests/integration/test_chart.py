@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 import subprocess
 
 import pytest
@@ -65,9 +67,11 @@ def test_rendered_operator_is_locked_down_and_pinned(helm, namespace):
 
 def test_the_operator_may_write_audit_records_but_never_change_or_delete_them(helm, namespace):
     docs = {(d["kind"], d["metadata"]["name"]): d for d in render(helm, namespace)}
-    rules = docs[("ClusterRole", "lb-operator")]["rules"]
-    verbs = {verb for rule in rules if "auditrecords" in rule["resources"] for verb in rule["verbs"]}
-    assert verbs == {"get", "create"}
+    roles = [d for d in docs.values() if d["kind"] in ("ClusterRole", "Role") and d["metadata"]["name"].startswith("lb-operator")]
+    verbs = {verb for role in roles for rule in role["rules"] if "auditrecords" in rule["resources"] for verb in rule["verbs"]
+             if role["metadata"]["name"] != "lb-operator-audit-reader"}
+    # list: the audit namespace's Role, to find the head of a Validation's chain (templates/audit.yaml)
+    assert verbs == {"get", "create", "list"}
     reader = docs[("ClusterRole", "lb-operator-audit-reader")]
     assert reader["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
     assert reader["rules"] == [{"apiGroups": ["lightbox.dev"], "resources": ["auditrecords"], "verbs": ["get", "list", "watch"]}]
@@ -88,6 +92,9 @@ def test_server_side_dry_run_accepts_every_rendered_object(helm, kubectl, namesp
     rendered = helm(
         "template", "lb", str(CHART), "-n", namespace, "-f", str(REGION_VALUES),
         "--set", f"sandboxPolicy.name={policy_name}", "--set", f"runNamespaces={{{namespace}-runs}}",
+        # The run and audit Roles go into namespaces that exist (a dry run creates none)
+        "--set", f"watchNamespaces={{{namespace}}}", "--set", f"audit.namespace={namespace}",
+        "--set", "audit.createNamespace=false",
     ).stdout
     result = kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     assert result.returncode == 0, result.stderr
@@ -124,3 +131,99 @@ def test_alert_rules_use_only_metrics_the_operator_exports(helm, namespace):
     watched = set(re.search(r'metric=~"([^"]+)"', decline["expr"]).group(1).split("|"))
     assert watched and watched <= set(get_args(MetricName)) - {"hd95", "brier", "ece"}, watched
     assert decline["expr"].rstrip().endswith("> 0.05") and "[30d]" in decline["expr"]
+
+
+# -- RBAC: least privilege, asked of the real API server ---------------------------------
+
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+# What every authenticated user may create (system:basic-user): reviews of one's own access.
+SELF_REVIEWS = {"selfsubjectaccessreviews.authorization.k8s.io", "selfsubjectrulesreviews.authorization.k8s.io",
+                "selfsubjectreviews.authentication.k8s.io"}
+READ = {"get", "list", "watch"}
+
+
+def _can(kubectl, who: str, verb: str, resource: str, namespace: str | None, subresource: str | None = None) -> bool:
+    args = ["auth", "can-i", verb, resource, "--as", who]
+    args += ["-n", namespace] if namespace else ["--all-namespaces"]
+    if subresource:
+        args += ["--subresource", subresource]
+    result = kubectl(*args)
+    answer = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert answer in ("yes", "no"), (args, result.stdout, result.stderr)
+    return answer == "yes"
+
+
+def _writable(kubectl, who: str, namespace: str) -> dict[str, set[str]]:
+    """Every resource ``who`` may do more than read in ``namespace``, as the server lists it."""
+    out = kubectl("auth", "can-i", "--list", "--as", who, "-n", namespace, check=True).stdout
+    found: dict[str, set[str]] = {}
+    for line in out.splitlines()[1:]:
+        resource = line.split()[0] if line.split() else ""
+        groups = re.findall(r"\[([^\]]*)\]", line)
+        if not resource or resource.startswith("/") or not groups:
+            continue
+        verbs = set(groups[-1].split()) - READ
+        if verbs:
+            found[resource] = found.get(resource, set()) | verbs
+    return found
+
+
+@pytest.mark.parametrize("mode", ["watchNamespaces", "cluster-wide with runNamespaces"])
+def test_the_operator_can_start_workloads_only_in_its_run_namespace(helm, kubectl, namespace, mode):
+    release = f"rbac{secrets.token_hex(3)}"
+    runs, audit = f"{namespace}-runs"[:63], f"{namespace}-audit"[:63]
+    for made in (runs, audit):
+        kubectl("create", "namespace", made, check=True)
+    where = (["--set", f"watchNamespaces={{{runs}}}", "--set", "runNamespaces=null"] if mode == "watchNamespaces"
+             else ["--set", "watchNamespaces=null", "--set", f"runNamespaces={{{runs}}}"])
+    out = helm("template", release, str(CHART), "-n", namespace, "-f", str(REGION_VALUES), *where,
+               "--set", f"audit.namespace={audit}", "--set", "audit.createNamespace=false").stdout
+    rbac = yaml.safe_dump_all([d for d in yaml.safe_load_all(out) if d and d["kind"] in RBAC_KINDS])
+    kubectl("apply", "--server-side", "-f", "-", input=rbac, check=True)
+    operator = f"system:serviceaccount:{namespace}:{release}-operator"
+    try:
+        for resource in ("pods", "jobs.batch", "networkpolicies.networking.k8s.io"):
+            assert _can(kubectl, operator, "create", resource, runs) and _can(kubectl, operator, "delete", resource, runs)
+            for elsewhere in ("kube-system", "default", namespace):
+                assert not _can(kubectl, operator, "create", resource, elsewhere), (resource, elsewhere)
+                assert not _can(kubectl, operator, "delete", resource, elsewhere), (resource, elsewhere)
+        # Audit records: created only in the audit namespace, changed and deleted nowhere.
+        assert _can(kubectl, operator, "create", "auditrecords.lightbox.dev", audit)
+        for elsewhere in (runs, "kube-system"):
+            assert not _can(kubectl, operator, "create", "auditrecords.lightbox.dev", elsewhere)
+        for verb in ("update", "patch", "delete"):
+            for anywhere in (audit, runs):
+                assert not _can(kubectl, operator, verb, "auditrecords.lightbox.dev", anywhere)
+        assert _can(kubectl, operator, "patch", "validations.lightbox.dev", runs, "status")
+        assert not _can(kubectl, operator, "patch", "validations.lightbox.dev", runs)  # the spec is the user's
+        assert not _can(kubectl, operator, "create", "validations.lightbox.dev", runs)
+        # Cluster-wide: reading Lightbox's kinds, and the policy's status; never the policy itself.
+        assert _can(kubectl, operator, "list", "validations.lightbox.dev", None)
+        assert _can(kubectl, operator, "patch", "sandboxpolicies.lightbox.dev", None, "status")
+        for verb in ("patch", "update", "delete", "create"):
+            assert not _can(kubectl, operator, verb, "sandboxpolicies.lightbox.dev", None)
+        # Everything it may do beyond reading in kube-system, as the server lists it: the policy's
+        # status (cluster-scoped) and the reviews every user may make of their own access.
+        assert set(_writable(kubectl, operator, "kube-system")) <= SELF_REVIEWS | {"sandboxpolicies.lightbox.dev/status"}
+        assert {"pods", "jobs.batch", "events"} <= set(_writable(kubectl, operator, runs))
+    finally:
+        kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false", input=rbac)
+        kubectl("delete", "namespace", runs, audit, "--wait=false")
+
+
+def test_cluster_wide_mode_grants_runs_only_where_told(helm, namespace):
+    base = ["template", "lb", str(CHART), "-n", namespace, "-f", str(REGION_VALUES), "--set", "watchNamespaces=null"]
+    docs = [d for d in yaml.safe_load_all(helm(*base, "--set", "runNamespaces={ward-a,ward-b}").stdout) if d]
+    roles = sorted((d["kind"], d["metadata"].get("namespace")) for d in docs
+                   if d["kind"] in ("Role", "RoleBinding") and d["metadata"]["name"] == "lb-operator-runs")
+    assert roles == [("Role", "ward-a"), ("Role", "ward-b"), ("RoleBinding", "ward-a"), ("RoleBinding", "ward-b")]
+    cluster_verbs = {v for d in docs if d["kind"] == "ClusterRole" for rule in d["rules"] for v in rule["verbs"]}
+    assert cluster_verbs == {"get", "list", "watch", "patch"}  # patch: sandboxpolicies/status only
+    patched = {r for d in docs if d["kind"] == "ClusterRole" for rule in d["rules"] if "patch" in rule["verbs"] for r in rule["resources"]}
+    assert patched == {"sandboxpolicies/status"}
+    nowhere = helm(*base, "--set", "runNamespaces=null", check=False)
+    assert nowhere.returncode != 0 and "the operator needs namespaces to run in" in nowhere.stderr
+    everywhere = [d for d in yaml.safe_load_all(helm(*base, "--set", "runNamespaces=null", "--set", "rbac.runObjectsClusterWide=true").stdout) if d]
+    (binding,) = [d for d in everywhere if d["kind"] == "ClusterRoleBinding" and d["metadata"]["name"].endswith("-runs-in-every-namespace")]
+    assert binding["roleRef"]["name"] == "lb-operator-runs-in-every-namespace"
+    assert not [d for d in everywhere if d["kind"] == "Role" and d["metadata"]["name"] == "lb-operator-runs"]
