@@ -202,6 +202,10 @@ def test_the_operator_can_start_workloads_only_in_its_run_namespace(helm, kubect
         assert _can(kubectl, operator, "patch", "sandboxpolicies.lightbox.dev", None, "status")
         for verb in ("patch", "update", "delete", "create"):
             assert not _can(kubectl, operator, verb, "sandboxpolicies.lightbox.dev", None)
+        # Events: in the run namespace, and in default for the cluster-scoped SandboxPolicies only.
+        assert _can(kubectl, operator, "create", "events", runs) and _can(kubectl, operator, "create", "events", "default")
+        assert not _can(kubectl, operator, "create", "events", "kube-system")
+        assert set(_writable(kubectl, operator, "default")) <= SELF_REVIEWS | {"sandboxpolicies.lightbox.dev/status", "events"}
         # Everything it may do beyond reading in kube-system, as the server lists it: the policy's
         # status (cluster-scoped) and the reviews every user may make of their own access.
         assert set(_writable(kubectl, operator, "kube-system")) <= SELF_REVIEWS | {"sandboxpolicies.lightbox.dev/status"}
