@@ -200,7 +200,9 @@ def audit_records(api_client, namespace: str) -> list[dict[str, Any]]:
     items = custom(api_client).list_namespaced_custom_object(
         "lightbox.dev", "v1alpha1", AUDIT_NAMESPACE, "auditrecords", label_selector=selector
     )["items"]
-    return sorted((a for a in items if a["spec"]["event"] == "RunFinished"), key=lambda a: a["spec"]["run"]["number"])
+    # By run number, then run name: record names are chain ids now, which say nothing of order.
+    runs = (a for a in items if a["spec"]["event"] == "RunFinished")
+    return sorted(runs, key=lambda a: (a["spec"]["run"]["number"], a["spec"]["run"]["name"]))
 
 
 def runs_of(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
