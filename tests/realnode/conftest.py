@@ -21,8 +21,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -77,6 +79,7 @@ class Cluster:
     images: dict[str, Any]
     data_dir: Path
     timings: dict[str, float]
+    base: Path
 
     def image(self, name: str) -> str:
         """``repository@digest`` of a built image (what a vendor puts in spec.image)."""
@@ -105,12 +108,17 @@ def cluster(request, tmp_path_factory):
     built = lbimages.build(list(IMAGES), log=log)
     timings["images"] = time.monotonic() - t0
 
-    data_dir = tmp_path_factory.mktemp("realnode-data")
+    # Not under pytest's basetemp: every new pytest session on the machine deletes all but the
+    # last three, and other sessions start all the time here; the node's record of the host
+    # (and the mounted data) must outlive them.
+    base = Path(tempfile.mkdtemp(prefix="lightbox-realnode-", dir=os.environ.get("LIGHTBOX_REALNODE_TMP", "/var/tmp")))
+    base.chmod(0o755)
+    data_dir = base / "data"
     from operator_harness import make_claim
     make_claim(data_dir)
-    os.chmod(data_dir, 0o755)
+    data_dir.chmod(0o755)
 
-    workdir = tmp_path_factory.mktemp("realnode")
+    workdir = base / "node"
     before = node_host.snapshot()
     node = node_mod.Node(workdir, log=log)
     t0 = time.monotonic()
@@ -131,14 +139,15 @@ def cluster(request, tmp_path_factory):
     except BaseException:
         node.stop()
         raise
-    yield Cluster(node, node.kubeconfig, built, data_dir, timings)
+    yield Cluster(node, node.kubeconfig, built, data_dir, timings, base)
 
     first = node.stop()
     second = node.stop()   # `down` twice: idempotent
     after = node_host.snapshot()
     problems = before.differences(after)
     assert first == [] and second == [] and problems == [], (
-        f"the host is not as before the node started: {problems or first or second}")
+        f"the host is not as before the node started: {problems or first or second} (logs kept in {base})")
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -178,6 +187,10 @@ def sandbox_policy(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
             "namespaces": [namespace],
             "maxGpusPerRun": 1,
             "maxConcurrentRuns": 4,
+            # The namespace probe pod connects at once and so lands in kube-router's 1-4 s window
+            # (it then reports NamespaceNotIsolated and holds runs for its interval). Every run pod's
+            # own isolation check, which waits the window out, is what these tests rely on.
+            "isolationProbe": {"required": False},
             **spec,
         },
     }
@@ -274,7 +287,7 @@ def variant(cluster, tmp_path_factory):
             return made[(base, tag)]
         img = cluster.images[base]
         repo, _, base_tag = img.ref.rpartition(":")
-        work = tmp_path_factory.mktemp(f"variant-{base}-{tag}")
+        work = Path(tempfile.mkdtemp(prefix=f"variant-{base}-{tag}-", dir=cluster.base))
         layout = work / "layout"
         layout.mkdir()
         with tarfile.open(img.archive) as tf:
