@@ -173,6 +173,7 @@ def scorer_config(validation: Validation, algorithm: Algorithm, policy: SandboxP
         metrics=list(spec.metrics),
         subgroups=list(spec.subgroups),
         min_subgroup_size=policy.spec.min_subgroup_size if policy else 10,
+        pooled_evidence=policy.spec.pooled_evidence if policy else False,
         confidence_level=spec.confidence_level,
         bootstrap=spec.bootstrap,
     )

@@ -17,7 +17,7 @@ import math
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -457,15 +457,32 @@ def _message_size(report: ScoreReport) -> int:
     return len(report.model_dump_json(by_alias=True, exclude_none=True).encode())
 
 
-def fit_report(report: ScoreReport, roc: Mapping[str, list[float]] | None) -> ScoreReport:
+def released_curves(report: ScoreReport, extras: Mapping[str, Any], dice: Sequence[float] | None, min_cell: int) -> dict[str, Any]:
+    """The reliability bins, FROC points and Dice histogram as they may leave the sandbox
+    (sandbox/release.py), or none when the report's metrics were withheld (too few scored)."""
+    if not report.metrics:
+        return {}
+    curves: dict[str, Any] = {}
+    if extras.get("reliability"):
+        curves["reliability"] = release.reliability_released(extras["reliability"], min_cell)
+    if extras.get("froc"):
+        curves["froc"] = release.froc_released(extras["froc"]["fpPerImage"], extras["froc"]["sensitivity"])
+    if dice is not None and len(dice):
+        curves["dice_histogram"] = release.dice_histogram(dice, min_cell)
+    return curves
+
+
+def fit_report(report: ScoreReport, roc: Mapping[str, list[float]] | None, curves: Mapping[str, Any] | None = None) -> ScoreReport:
     """Shrink the report until its JSON fits the termination message: a coarser ROC grid first
     (points at fixed false-positive rates, so their number says nothing the vendor chose), then
-    subgroup metrics beyond the first, then the subgroups themselves."""
+    the other curves, then subgroup metrics beyond the first, then the subgroups themselves."""
     grids: list[float | None] = [*release.ROC_FPR_GRIDS, None] if roc and report.metrics else [None]
-    for step in grids:
-        trial = report.model_copy(update={"roc": release.roc_on_grid(roc["fpr"], roc["tpr"], step) if roc and step else []})
-        if _message_size(trial) <= TERMINATION_MESSAGE_LIMIT:
-            return trial
+    for extra in ([dict(curves)] if curves else []) + [{}]:
+        for step in grids:
+            update = {"roc": release.roc_on_grid(roc["fpr"], roc["tpr"], step) if roc and step else [], **extra}
+            trial = report.model_copy(update=update)
+            if _message_size(trial) <= TERMINATION_MESSAGE_LIMIT:
+                return trial
     slim_groups = {
         dim: {g: SubgroupResult(n=r.n, suppressed=r.suppressed, metrics=dict(list(r.metrics.items())[:1])) for g, r in groups.items()}
         for dim, groups in report.subgroups.items()
@@ -554,7 +571,9 @@ def score(cfg: ScorerConfig, output: Path, truth_dir: Path, work: Path) -> tuple
             return detection_metrics(sub_cfg, findings, {c: lesions[c] for c in chosen}, None, sub_wanted, None)
 
     subgroups = subgroup_results(cfg, scored.ids, cases, per_group)
-    stats = evidence.sufficient_statistics(y, s, cfg.operating_threshold, cfg.min_subgroup_size) if cfg.task == "classification" else None
+    # The histograms follow the vendor's scores: they leave only where the region chose to pool evidence.
+    pooled = cfg.task == "classification" and cfg.pooled_evidence
+    stats = evidence.sufficient_statistics(y, s, cfg.operating_threshold, cfg.min_subgroup_size) if pooled else None
     report = ScoreReport(
         task=cfg.task,
         cases=len(cases),
@@ -565,7 +584,9 @@ def score(cfg: ScorerConfig, output: Path, truth_dir: Path, work: Path) -> tuple
         subgroups=subgroups,
         evidence=stats,
     )
-    fitted = fit_report(release.release(report, cfg.min_subgroup_size), extras.get("roc"))
+    released = release.release(report, cfg.min_subgroup_size)
+    dice = scored.values["dice"].tolist() if cfg.task == "segmentation" else None
+    fitted = fit_report(released, extras.get("roc"), released_curves(released, extras, dice, cfg.min_subgroup_size))
     full = {
         "report": json.loads(report.model_dump_json(by_alias=True, exclude_none=True)),
         "perCase": scored.per_case,

@@ -88,6 +88,12 @@ class SandboxPolicySpec(Model):
     min_subgroup_size: int = Field(
         default=10, ge=5, le=10000, description="Subgroups smaller than this are suppressed in reports (at least 5)."
     )
+    pooled_evidence: bool = Field(
+        default=False,
+        description="Keep each classification run's pooling evidence (per-class score histograms, confusion counts) in "
+        "its audit record, for `lightbox evidence export` and pooling across regions. Off by default: the histograms "
+        "follow the vendor's scores, about 72 bits per run for 1,000 cases (docs/covert-channel.md).",
+    )
     namespaces: list[Annotated[str, Field(max_length=63, pattern=DNS1123_LABEL)]] = Field(
         default_factory=list,
         max_length=256,

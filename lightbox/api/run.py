@@ -127,6 +127,7 @@ class ScorerConfig(Model):
     metrics: list[MetricName] = Field(default_factory=list, description="Metrics to compute; empty means the task's defaults.")
     subgroups: list[SubgroupDimension] = Field(default_factory=list, description="Subgroup dimensions to report.")
     min_subgroup_size: int = Field(default=10, ge=1, description="Smaller subgroups are suppressed.")
+    pooled_evidence: bool = Field(default=False, description="Report the pooling evidence (the policy's pooledEvidence).")
     confidence_level: float = Field(default=0.95, gt=0, lt=1)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     froc_false_positives: list[float] = Field(default_factory=lambda: [0.125, 0.25, 0.5, 1, 2, 4, 8])

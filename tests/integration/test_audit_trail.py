@@ -60,7 +60,7 @@ def test_a_run_is_recorded_in_the_audit_namespace_and_outlives_its_namespace(api
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     try:
         with local_runner(api_client, claim, tmp_path / "runner"):
-            apply(kubectl, None, policy(f"audit-{ns}", ns))
+            apply(kubectl, None, policy(f"audit-{ns}", ns, pooledEvidence=True))
             apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")), validation("chest-auc", "classifier"))
             final = wait_for(lambda: get(api_client, "validations", ns, "chest-auc"), finished, timeout=150,
                              what="the run to finish", operator=operator)

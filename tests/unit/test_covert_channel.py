@@ -155,3 +155,20 @@ def test_release_grids() -> None:
     # a step ROC curve: (0, 0) -> (0, 0.5) -> (0.5, 0.5) -> (0.5, 1) -> (1, 1)
     fpr, tpr = [0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0]
     assert release.roc_on_grid(fpr, tpr, 0.25) == [(0.0, 0.5), (0.25, 0.5), (0.5, 1.0), (0.75, 1.0), (1.0, 1.0)]
+
+
+def test_pooling_evidence_only_where_the_policy_asks(site: Site) -> None:
+    # The evidence's histograms follow the vendor's scores (about 72 bits per run): by default
+    # nothing of them leaves; a region that pools evidence turns it on in its policy.
+    scores = {c: (i % 20 + 0.5) / 20 for i, c in enumerate(site.ids)}
+    released, kept = site.run(scores)
+    assert released.evidence is None and kept.evidence is None
+    pooling = site.cfg.model_copy(update={"pooled_evidence": True})
+    doc = {"task": "classification", "cases": {c: {"scores": {"abnormal": v, "normal": 1 - v}} for c, v in scores.items()}}
+    (site.output / "predictions.json").write_text(json.dumps(doc))
+    released, _ = scorer.score(pooling, site.output, site.sample.truth_dir, site.work)
+    assert released.evidence is not None
+    # Hand count: the 40 cases spread over the 20 bins, two per bin, all scored.
+    positives = sum(c for *_, c in released.evidence.positives)
+    negatives = sum(c for *_, c in released.evidence.negatives)
+    assert positives + negatives == len(site.ids) == 40
