@@ -14,6 +14,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,10 +49,17 @@ def built() -> dict[str, images.BuiltImage]:
     return images.build(["classifier", "misbehave"])
 
 
-def image_check(image: images.BuiltImage, args: list[str], **settings: object) -> tuple[int, str]:
+@pytest.fixture(scope="module")
+def containerd(built: dict[str, images.BuiltImage]) -> Iterator[Path]:
+    """One private containerd for the module: each image is unpacked once, not once per check."""
+    with imagecheck.private_containerd() as socket:
+        yield socket
+
+
+def image_check(socket: Path, image: images.BuiltImage, args: list[str], **settings: object) -> tuple[int, str]:
     out = io.StringIO()
     code = imagecheck.check_image(f"oci-archive:{image.archive}", args, vendorcheck.CheckSettings(cases=CASES, **settings),  # type: ignore[arg-type]
-                                  runtime="ctr", out=out)
+                                  runtime="ctr", containerd_address=socket, out=out)
     return code, out.getvalue()
 
 
@@ -69,14 +77,14 @@ def fail_lines(text: str) -> list[str]:
             for line in text.splitlines() if line.strip().startswith("FAIL")]
 
 
-def test_the_reference_classifier_image_conforms(built: dict[str, images.BuiltImage]) -> None:
-    code, text = image_check(built["classifier"], [])
+def test_the_reference_classifier_image_conforms(containerd: Path, built: dict[str, images.BuiltImage]) -> None:
+    code, text = image_check(containerd, built["classifier"], [])
     assert code == vendorcheck.EXIT_CONFORMANT, text
     assert "runtime: ctr" in text and f"({CASES}/{CASES} cases)" in text and "no network use" in text
 
 
-def test_a_network_attempt_fails_as_in_command_mode(built: dict[str, images.BuiltImage]) -> None:
-    code, text = image_check(built["misbehave"], ["network"])
+def test_a_network_attempt_fails_as_in_command_mode(containerd: Path, built: dict[str, images.BuiltImage]) -> None:
+    code, text = image_check(containerd, built["misbehave"], ["network"])
     assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
     assert "tried to use the network" in text and "ship weights in the image" in text
     command_code, command_text = command_check(["network"])
@@ -87,15 +95,15 @@ def test_a_network_attempt_fails_as_in_command_mode(built: dict[str, images.Buil
 @pytest.mark.parametrize(("mode", "settings"), [
     ("read-truth", {}), ("leak-phi", {}), ("malformed", {}), ("schema", {}), ("flood", {"max_output_bytes": 2 << 20}),
 ])
-def test_other_misbehaviour_fails_as_in_command_mode(built: dict[str, images.BuiltImage], mode: str, settings: dict[str, int]) -> None:
-    code, text = image_check(built["misbehave"], [mode], **settings)
+def test_other_misbehaviour_fails_as_in_command_mode(containerd: Path, built: dict[str, images.BuiltImage], mode: str, settings: dict[str, int]) -> None:
+    code, text = image_check(containerd, built["misbehave"], [mode], **settings)
     command_code, command_text = command_check([mode], **settings)
     assert code == command_code == vendorcheck.EXIT_NOT_CONFORMANT, (text, command_text)
     assert fail_lines(text) == fail_lines(command_text), (text, command_text)
 
 
-def test_writes_outside_the_output_are_contained_as_in_command_mode(built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
-    code, text = image_check(built["misbehave"], ["tamper"], keep=tmp_path / "image")
+def test_writes_outside_the_output_are_contained_as_in_command_mode(containerd: Path, built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
+    code, text = image_check(containerd, built["misbehave"], ["tamper"], keep=tmp_path / "image")
     command_code, command_text = command_check(["tamper"], keep=tmp_path / "command")
     # both: the attempts on /input fail, then the honest predictions conform
     assert code == command_code == vendorcheck.EXIT_CONFORMANT, (text, command_text)
@@ -103,36 +111,35 @@ def test_writes_outside_the_output_are_contained_as_in_command_mode(built: dict[
     assert len(manifest["cases"]) == CASES
 
 
-def test_the_image_cmd_runs_when_no_arguments_are_given(built: dict[str, images.BuiltImage]) -> None:
+def test_the_image_cmd_runs_when_no_arguments_are_given(containerd: Path, built: dict[str, images.BuiltImage]) -> None:
     # the misbehave image's CMD is ["network"]: the same failure without arguments
-    code, text = image_check(built["misbehave"], [])
+    code, text = image_check(containerd, built["misbehave"], [])
     assert code == vendorcheck.EXIT_NOT_CONFORMANT and "tried to use the network" in text, text
 
 
-def test_a_memory_hog_is_killed_by_the_cgroup_limit(built: dict[str, images.BuiltImage]) -> None:
-    code, text = image_check(built["misbehave"], ["hog"], max_memory_bytes=256 << 20)
+def test_a_memory_hog_is_killed_by_the_cgroup_limit(containerd: Path, built: dict[str, images.BuiltImage]) -> None:
+    code, text = image_check(containerd, built["misbehave"], ["hog"], max_memory_bytes=256 << 20)
     assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
     assert "went over the memory limit of 256 MiB" in text and "OOMKilled" in text
 
 
-def test_a_hang_is_killed_at_the_time_limit(built: dict[str, images.BuiltImage]) -> None:
-    code, text = image_check(built["misbehave"], ["hang"], timeout=20.0)
+def test_a_hang_is_killed_at_the_time_limit(containerd: Path, built: dict[str, images.BuiltImage]) -> None:
+    code, text = image_check(containerd, built["misbehave"], ["hang"], timeout=20.0)
     assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
     assert "did not exit within 20 s and was killed" in text
 
 
-def test_containerd_reports_the_digest_the_build_printed(built: dict[str, images.BuiltImage]) -> None:
+def test_containerd_reports_the_digest_the_build_printed(containerd: Path, built: dict[str, images.BuiltImage]) -> None:
     """The chart pins BuiltImage.digest: containerd must know the image by that digest after an import."""
     import subprocess
 
     image = built["classifier"]
-    with imagecheck.private_containerd() as socket:
-        ctr = ["ctr", "--address", str(socket), "--namespace", "lightbox-images-test"]
-        subprocess.run([*ctr, "images", "import", "--digests", "--base-name", image.repository, str(image.archive)],
-                       check=True, capture_output=True)
-        listed = subprocess.run([*ctr, "images", "ls"], check=True, capture_output=True, text=True).stdout.split("\n")[1:]
-        targets = {line.split()[0]: line.split()[2] for line in listed if line.strip()}
-        subprocess.run([*ctr, "images", "rm", *targets], capture_output=True)
+    ctr = ["ctr", "--address", str(containerd), "--namespace", "lightbox-images-test"]
+    subprocess.run([*ctr, "images", "import", "--digests", "--base-name", image.repository, str(image.archive)],
+                   check=True, capture_output=True)
+    listed = subprocess.run([*ctr, "images", "ls"], check=True, capture_output=True, text=True).stdout.split("\n")[1:]
+    targets = {line.split()[0]: line.split()[2] for line in listed if line.strip()}
+    subprocess.run([*ctr, "images", "rm", *targets], capture_output=True)
     assert targets[image.ref] == image.digest
     assert targets[image.pinned] == image.digest
 
@@ -164,11 +171,12 @@ def _image_with_script(base: images.BuiltImage, script: bytes, tmp_path: Path) -
     return tmp_path / "writer.tar"
 
 
-def _both_modes(built: dict[str, images.BuiltImage], script: bytes, tmp_path: Path, **settings: object) -> tuple[int, str, int, str]:
+def _both_modes(socket: Path, built: dict[str, images.BuiltImage], script: bytes, tmp_path: Path,
+                **settings: object) -> tuple[int, str, int, str]:
     archive = _image_with_script(built["classifier"], script, tmp_path)
     out = io.StringIO()
     code = imagecheck.check_image(f"oci-archive:{archive}", [], vendorcheck.CheckSettings(cases=CASES, **settings),  # type: ignore[arg-type]
-                                  runtime="ctr", out=out)
+                                  runtime="ctr", containerd_address=socket, out=out)
     # the same script in command mode, from a folder the sandbox user can read
     shown = Path(tempfile.mkdtemp(prefix="lightbox-writer-"))
     try:
@@ -184,8 +192,8 @@ def _both_modes(built: dict[str, images.BuiltImage], script: bytes, tmp_path: Pa
     return code, out.getvalue(), command_code, command_out.getvalue()
 
 
-def test_writes_to_tmp_fail_with_command_modes_message(built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
-    code, text, command_code, command_text = _both_modes(built, WRITER, tmp_path)
+def test_writes_to_tmp_fail_with_command_modes_message(containerd: Path, built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
+    code, text, command_code, command_text = _both_modes(containerd, built, WRITER, tmp_path)
     assert code == command_code == vendorcheck.EXIT_NOT_CONFORMANT, (text, command_text)
     assert "tried to write outside the output directory: left 1 files in /tmp (4 KiB)" in text, text
     assert fail_lines(text) == fail_lines(command_text), (text, command_text)
@@ -207,11 +215,11 @@ sys.exit(classifier.main([]))
 """
 
 
-def test_the_process_limit_holds_in_the_container(built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
+def test_the_process_limit_holds_in_the_container(containerd: Path, built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
     archive = _image_with_script(built["classifier"], FORKER, tmp_path)
     out = io.StringIO()
     code = imagecheck.check_image(f"oci-archive:{archive}", [], vendorcheck.CheckSettings(cases=CASES, max_processes=64),
-                                  runtime="ctr", out=out)
+                                  runtime="ctr", containerd_address=containerd, out=out)
     text = out.getvalue()
     assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
     assert "reached the limit of 64 processes and threads (peak 64)" in text, text
