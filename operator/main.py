@@ -25,12 +25,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-outside", help="outside address the probe tries (default 1.1.1.1:443)")
     p.add_argument("--audit-namespace", help="namespace of the audit trail; env LIGHTBOX_AUDIT_NAMESPACE (default lightbox-audit)")
     p.add_argument("--workers", type=int, help="concurrent reconciliations (default 8)")
+    p.add_argument("--health-port", type=int, help="port of kopf's liveness endpoint /healthz, served on the operator's event loop (so it stops answering when the loop hangs, unlike /metrics); env LIGHTBOX_HEALTH_PORT; default: none")
     p.add_argument("--verbose", "-v", action="store_true")
     return p
 
 
+def liveness_endpoint(port: int | None) -> str | None:
+    """kopf's liveness URL for ``port``; None (no endpoint) when unset."""
+    if port is None:
+        raw = os.environ.get("LIGHTBOX_HEALTH_PORT", "")
+        if not raw:
+            return None
+        try:
+            port = int(raw)
+        except ValueError:
+            raise SystemExit(f"LIGHTBOX_HEALTH_PORT must be a port number 1-65535, got {raw!r}") from None
+    if not 1 <= port <= 65535:
+        raise SystemExit(f"--health-port must be a port number 1-65535, got {port}")
+    # All interfaces: the kubelet probes the pod IP, not loopback.
+    return f"http://0.0.0.0:{port}/healthz"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    health = liveness_endpoint(args.health_port)
     import kopf
 
     from lightbox.operator import handlers  # noqa: F401  (registers the handlers)
@@ -59,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),
         memo=kopf.Memo(config=config, kubeconfig=args.kubeconfig),
+        liveness_endpoint=health,
     )
     return 0
 

@@ -23,8 +23,10 @@ def helm(kubeconfig):
     binary = ensure_helm()
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        # `helm template` checks Chart.yaml's kubeVersion against v1.20 unless told the cluster's.
+        kube_version = ["--kube-version", "1.34.0"] if args[:1] == ("template",) else []
         result = subprocess.run(
-            [str(binary), *args, "--kubeconfig", str(kubeconfig)],
+            [str(binary), *args, *kube_version, "--kubeconfig", str(kubeconfig)],
             capture_output=True,
             text=True,
             timeout=120,
