@@ -20,14 +20,14 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from lightbox.api import Algorithm, Dataset, SandboxPolicy, Validation
+from lightbox.api import Algorithm, AlgorithmApproval, Dataset, SandboxPolicy, Validation
 from lightbox.api import run as layout
 from lightbox.api.audit import Drift
 from lightbox.api.common import Condition
@@ -35,6 +35,7 @@ from lightbox.api.policy import NamespaceIsolation
 from lightbox.api.results import ScoreReport
 from lightbox.api.validation import RunRecord, ValidationStatus
 from lightbox.operator import admission as admission_mod
+from lightbox.operator import approvals as approvals_mod
 from lightbox.operator import audit, builders, outcome, runs, verdict
 from lightbox.operator import drift as drift_mod
 from lightbox.operator.config import OperatorConfig
@@ -316,6 +317,17 @@ async def _policies(runtime: Runtime) -> list[SandboxPolicy]:
     return [p for p in (_model(SandboxPolicy, raw) for raw in runtime.policies) if p is not None]
 
 
+async def _approvals(runtime: Runtime, namespace: str, policies: list[SandboxPolicy]) -> list[AlgorithmApproval]:
+    """The namespace's AlgorithmApprovals, listed only where the governing policy asks for approvals."""
+    selected = admission_mod.select_policy(policies, namespace)
+    if isinstance(selected, admission_mod.Problem):
+        return []
+    if selected.spec.approvals.required == 0 and not selected.spec.approvals.distinct_groups:
+        return []
+    raws = await runtime.kube.list(path("algorithmapprovals", namespace))
+    return [a for a in (_model(AlgorithmApproval, raw) for raw in raws) if a is not None]
+
+
 def _finish(record: RunRecord, result: outcome.Outcome, validation: Validation, now: datetime) -> RunRecord:
     update: dict[str, Any] = {
         "phase": result.phase,
@@ -332,6 +344,10 @@ def _finish(record: RunRecord, result: outcome.Outcome, validation: Validation, 
             failures=report.failures,
             metrics=report.metrics,
             subgroups=report.subgroups or None,
+            roc=report.roc or None,
+            reliability=report.reliability or None,
+            froc=report.froc or None,
+            dice_histogram=report.dice_histogram or None,
             criteria=criteria or None,
             verdict=overall,
         )
@@ -348,6 +364,7 @@ async def _conclude(
     policy: SandboxPolicy | None,
     now: datetime,
     drifts: dict[str, Drift | None] | None = None,
+    approvals: Sequence[AlgorithmApproval] = (),
 ) -> RunRecord:
     """The run's final record. The audit trail is the commit point: a record already
     there (written before a restart) is the result; otherwise it is made and written now,
@@ -372,6 +389,7 @@ async def _conclude(
         chain_records=chain, audit_namespace=audit_ns, recorded_at=now,
         evidence=result.report.evidence if result.report is not None else None,
         drift=judged,
+        approvals=approvals,
     )
     made, created = await runtime.kube.create(path("auditrecords", audit_ns), body)
     if not created and (made.get("spec") or {}).get("hash") != body["spec"]["hash"]:
@@ -511,7 +529,13 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
     status = validation.status or ValidationStatus()
     generation = raw["metadata"].get("generation")
     algorithm, dataset, policies = await _load_dependencies(runtime, validation, namespace)
-    admission = admission_mod.admit(validation, algorithm, dataset, policies)
+    approvals = await _approvals(runtime, namespace, policies)
+    admission = admission_mod.admit(validation, algorithm, dataset, policies, approvals)
+    counted = (
+        approvals_mod.tally(algorithm, approvals, admission.policy.spec.approvals).counted
+        if algorithm is not None and admission.policy is not None
+        else []
+    )
     policy = admission.policy
     task = algorithm.spec.task if algorithm else None
 
@@ -557,7 +581,7 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
         if job is None:
             if record.phase == "Running":
                 gone = outcome.Outcome("Failed", outcome.JOB_FAILED, "the run's Job was deleted")
-                records[run_name_] = await _conclude(runtime, validation, record, gone, algorithm, dataset, policy, now, drifts)
+                records[run_name_] = await _conclude(runtime, validation, record, gone, algorithm, dataset, policy, now, drifts, counted)
                 finished.append(records[run_name_])
             continue
         if outcome.job_finished(job):
@@ -580,7 +604,7 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
                 records[run_name_] = record.model_copy(update={"phase": phase, "reason": reason, "message": message})
             continue
         runtime.crash("before-result-write")
-        records[run_name_] = await _conclude(runtime, validation, record, result, algorithm, dataset, policy, now, drifts)
+        records[run_name_] = await _conclude(runtime, validation, record, result, algorithm, dataset, policy, now, drifts, counted)
         finished.append(records[run_name_])
         if not outcome.job_finished(job) and not outcome.pod_finished(pods.get(run_name_)):
             # Image pull failures and deleted datasets leave a live Job behind: stop it.
@@ -666,7 +690,7 @@ async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw
                     # The API server will never accept this Job: say why instead of retrying forever.
                     queued_here.pop((name, record.number), None)
                     rejected = outcome.Outcome("Failed", "RunRejected", str(exc)[:2048])
-                    records[run_name_] = await _conclude(runtime, validation, record, rejected, algorithm, dataset, policy, now, drifts)
+                    records[run_name_] = await _conclude(runtime, validation, record, rejected, algorithm, dataset, policy, now, drifts, counted)
                     finished.append(records[run_name_])
                     continue
                 queued_here.pop((name, record.number), None)
@@ -807,10 +831,16 @@ def _report_of(record: RunRecord, task: str | None) -> ScoreReport:
 # -- Algorithm ----------------------------------------------------------------
 
 
-def algorithm_allowed(algorithm: Algorithm, policies: list[SandboxPolicy], namespace: str) -> tuple[str, str, str]:
+def algorithm_allowed(
+    algorithm: Algorithm, policies: list[SandboxPolicy], namespace: str, approvals: Sequence[AlgorithmApproval] = ()
+) -> tuple[str, str, str]:
     """(status, reason, message) of an Algorithm's Allowed condition under the cluster's policies."""
     selected = admission_mod.select_policy(policies, namespace)
-    problems = [selected] if isinstance(selected, admission_mod.Problem) else admission_mod.check_algorithm(algorithm, selected)
+    problems = (
+        [selected]
+        if isinstance(selected, admission_mod.Problem)
+        else admission_mod.check_algorithm(algorithm, selected, approvals)
+    )
     if problems:
         reason = problems[0].reason if len({p.reason for p in problems}) == 1 else "NotAllowed"
         return "False", reason, "; ".join(p.message for p in problems)
@@ -825,7 +855,10 @@ async def reconcile_algorithm(runtime: Runtime, namespace: str, name: str) -> fl
     if algorithm is None:
         return None
     generation = raw["metadata"].get("generation")
-    status, reason, message = algorithm_allowed(algorithm, await _policies(runtime), namespace)
+    policies = await _policies(runtime)
+    status, reason, message = algorithm_allowed(
+        algorithm, policies, namespace, await _approvals(runtime, namespace, policies)
+    )
     current = algorithm.status
     previous = next((c for c in (current.conditions or []) if c.type == "Allowed"), None) if current else None
     if previous and (previous.status, previous.reason, previous.message, previous.observed_generation) == (

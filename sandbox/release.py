@@ -11,9 +11,9 @@ over fewer scored cases than that cell. The exact report stays in the scorer's r
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from lightbox.api.results import FailureSummary, MetricValue, ScoreReport
+from lightbox.api.results import FailureSummary, HistogramBin, MetricValue, ReliabilityBin, ScoreReport
 
 #: A score the vendor wrote, reported as an operating point: the nearest multiple of this.
 THRESHOLD_GRID = 0.05
@@ -24,6 +24,11 @@ CALIBRATION_GRID = 0.05
 #: number of distinct scores), each rate to ROC_TPR_GRID.
 ROC_FPR_GRIDS = (0.1, 0.25)
 ROC_TPR_GRID = 0.01
+#: The FROC curve: sensitivity at these false positives per image only (the seven of the
+#: LUNA16 / ANODE09 competition score), each on ROC_TPR_GRID.
+FROC_FP_POINTS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: Per-case Dice is released as counts on these ten fixed bins, never as values.
+DICE_BIN_WIDTH = 0.1
 THRESHOLD_METRICS = frozenset({"youdenThreshold"})
 CALIBRATION_METRICS = frozenset({"brier", "ece"})
 
@@ -99,5 +104,63 @@ def release(report: ScoreReport, min_cell: int) -> ScoreReport:
                 for dim, groups in report.subgroups.items()
             },
             "roc": [],
+            "reliability": [],
+            "froc": [],
+            "dice_histogram": [],
         }
     )
+
+
+def reliability_released(bins: Sequence[Mapping[str, float]], min_cell: int, n_bins: int = 10) -> list[ReliabilityBin]:
+    """The reliability diagram on its fixed bins (``bins`` as the scorer's calibration() gives
+    them: lower, upper, count, mean_predicted, observed_rate; empty bins absent). A bin under
+    ``min_cell`` cases is marked suppressed with nothing else; the others get their count in
+    doubling bands and both rates on CALIBRATION_GRID, like Brier and ECE."""
+    by_lower = {to_grid(float(b["lower"]), 1 / n_bins): b for b in bins}
+    out = []
+    for i in range(n_bins):
+        lower, upper = to_grid(i / n_bins, 0.01), to_grid((i + 1) / n_bins, 0.01)
+        b = by_lower.get(lower)
+        count = int(b["count"]) if b else 0
+        if count == 0:
+            out.append(ReliabilityBin(lower=lower, upper=upper, count=0))
+        elif count < min_cell:
+            out.append(ReliabilityBin(lower=lower, upper=upper, suppressed=True))
+        else:
+            out.append(
+                ReliabilityBin(
+                    lower=lower,
+                    upper=upper,
+                    count=band_up(count, min_cell),
+                    mean_predicted=to_grid(float(b["mean_predicted"]), CALIBRATION_GRID),
+                    observed_rate=to_grid(float(b["observed_rate"]), CALIBRATION_GRID),
+                )
+            )
+    return out
+
+
+def froc_released(fp_per_image: Sequence[float], sensitivity: Sequence[float]) -> list[tuple[float, float]]:
+    """Sensitivity at FROC_FP_POINTS only: the highest reached without exceeding each rate (the
+    curve is a step function), on ROC_TPR_GRID; none when sensitivity is undefined (no lesions)."""
+    pairs = [(float(f), float(s)) for f, s in zip(fp_per_image, sensitivity) if math.isfinite(s) and math.isfinite(f)]
+    if not pairs:
+        return []
+    return [(at, to_grid(max((s for f, s in pairs if f <= at + 1e-12), default=0.0), ROC_TPR_GRID)) for at in FROC_FP_POINTS]
+
+
+def dice_histogram(dice: Sequence[float], min_cell: int) -> list[HistogramBin]:
+    """Counts of per-case Dice on ten fixed bins of width DICE_BIN_WIDTH (the last includes 1),
+    banded and suppressed like the reliability bins; cases with no finite Dice are left out."""
+    n_bins = round(1 / DICE_BIN_WIDTH)
+    counts = [0] * n_bins
+    for d in dice:
+        if math.isfinite(d):
+            counts[min(n_bins - 1, max(0, int(d / DICE_BIN_WIDTH + 1e-9)))] += 1
+    out = []
+    for i, c in enumerate(counts):
+        lower, upper = to_grid(i * DICE_BIN_WIDTH, 0.01), to_grid((i + 1) * DICE_BIN_WIDTH, 0.01)
+        if 0 < c < min_cell:
+            out.append(HistogramBin(lower=lower, upper=upper, suppressed=True))
+        else:
+            out.append(HistogramBin(lower=lower, upper=upper, count=band_up(c, min_cell)))
+    return out

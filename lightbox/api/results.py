@@ -84,6 +84,28 @@ class SubgroupResult(Model):
     metrics: dict[str, MetricValue] = Field(default_factory=dict, description="Metrics for this subgroup.")
 
 
+class ReliabilityBin(Model):
+    """One fixed calibration bin [lower, upper) as released: the count in doubling bands from the
+    policy's minimum cell, the rates on the calibration grid, all None below that cell
+    (docs/covert-channel.md, "Curves")."""
+
+    lower: float = Field(ge=0, le=1)
+    upper: float = Field(ge=0, le=1)
+    count: int | None = Field(default=None, ge=0, description="Cases in the bin, rounded up to a doubling band; None when suppressed.")
+    mean_predicted: float | None = Field(default=None, ge=0, le=1, description="Mean predicted probability, on a 0.05 grid.")
+    observed_rate: float | None = Field(default=None, ge=0, le=1, description="Observed positive rate, on a 0.05 grid.")
+    suppressed: bool = Field(default=False, description="True when fewer cases than the policy's minimum cell fell in the bin.")
+
+
+class HistogramBin(Model):
+    """A fixed bin of a per-case distribution (never per-case values): count banded as above."""
+
+    lower: float
+    upper: float
+    count: int | None = Field(default=None, ge=0, description="Cases in the bin, rounded up to a doubling band; None when suppressed.")
+    suppressed: bool = False
+
+
 class ScoreReport(Model):
     """Aggregate result of one sandbox run, as written by the trusted scorer."""
 
@@ -99,6 +121,17 @@ class ScoreReport(Model):
     )
     roc: list[tuple[float, float]] = Field(
         default_factory=list, description="Down-sampled ROC curve as (false positive rate, true positive rate) points."
+    )
+    reliability: list[ReliabilityBin] = Field(
+        default_factory=list, max_length=10, description="Reliability diagram on ten fixed bins (classification)."
+    )
+    froc: list[tuple[float, float]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="FROC curve as (false positives per image, sensitivity) at fixed false-positive rates (detection).",
+    )
+    dice_histogram: list[HistogramBin] = Field(
+        default_factory=list, max_length=10, description="Per-case Dice on ten fixed bins of width 0.1 (segmentation)."
     )
     duration_seconds: float | None = Field(default=None, ge=0, description="Wall time of the vendor step.")
     evidence: Evidence | None = Field(

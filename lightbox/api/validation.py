@@ -18,7 +18,16 @@ from lightbox.api.common import (
     validations,
 )
 from lightbox.api.drift import DriftSettings
-from lightbox.api.results import UNIT_INTERVAL_METRICS, FailureSummary, MetricName, MetricValue, Model, SubgroupResult
+from lightbox.api.results import (
+    UNIT_INTERVAL_METRICS,
+    FailureSummary,
+    HistogramBin,
+    MetricName,
+    MetricValue,
+    Model,
+    ReliabilityBin,
+    SubgroupResult,
+)
 from lightbox.api.run import BootstrapSettings, SubgroupDimension
 
 # Cron as the operator's library (croniter) reads it, restricted to the classic
@@ -207,6 +216,12 @@ class RunRecord(Model):
     failures: FailureSummary | None = None
     metrics: dict[str, MetricValue] | None = Field(default=None, description="Metrics with confidence intervals.")
     subgroups: dict[str, dict[str, SubgroupResult]] | None = Field(default=None, description="Per-subgroup metrics.")
+    roc: list[tuple[float, float]] | None = Field(
+        default=None, max_length=21, description="ROC curve at fixed false-positive rates, as released by the scorer."
+    )
+    reliability: list[ReliabilityBin] | None = Field(default=None, max_length=10, description="Released reliability bins.")
+    froc: list[tuple[float, float]] | None = Field(default=None, max_length=16, description="Released FROC points.")
+    dice_histogram: list[HistogramBin] | None = Field(default=None, max_length=10, description="Released per-case Dice histogram.")
     criteria: list[CriterionResult] | None = Field(default=None, description="Acceptance criteria outcomes.")
     verdict: Verdict | None = Field(default=None, description="Passed, Failed or Inconclusive.")
 
