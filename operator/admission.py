@@ -9,15 +9,17 @@ the sandbox is a security boundary.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from croniter import CroniterBadDateError, croniter
 from kubernetes.utils.quantity import parse_quantity
 
-from lightbox.api import Algorithm, Dataset, SandboxPolicy, Validation
+from lightbox.api import Algorithm, AlgorithmApproval, Dataset, SandboxPolicy, Validation
 from lightbox.api import subpath
 from lightbox.api.validation import CRON, CRON_HELP
+from lightbox.operator import approvals as approvals_mod
 
 _DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")
 
@@ -75,10 +77,15 @@ def _exceeds(requested: str, limit: str) -> bool:
     return parse_quantity(requested) > parse_quantity(limit)
 
 
-def check_algorithm(algorithm: Algorithm, policy: SandboxPolicy) -> list[Problem]:
+def check_algorithm(
+    algorithm: Algorithm, policy: SandboxPolicy, approvals: Sequence[AlgorithmApproval] = ()
+) -> list[Problem]:
     spec, rules = algorithm.spec, policy.spec
     name = policy.metadata.get("name", "?")
     problems = []
+    tally = approvals_mod.tally(algorithm, approvals, rules.approvals)
+    if not tally.satisfied:
+        problems.append(Problem("NotApproved", tally.message(algorithm.metadata.get("name", "?"), name)))
     if rules.require_digest and not _DIGEST.search(spec.image):
         problems.append(
             Problem("ImageNotPinned", f"spec.image {spec.image!r} must be pinned by digest (@sha256:<64 hex>)")
@@ -194,6 +201,7 @@ def admit(
     algorithm: Algorithm | None,
     dataset: Dataset | None,
     policies: list[SandboxPolicy],
+    approvals: Sequence[AlgorithmApproval] = (),
 ) -> Admission:
     """All the reasons the validation may not run now; admitted when there are none."""
     namespace = validation.metadata.get("namespace", "")
@@ -216,7 +224,7 @@ def admit(
     if isinstance(selected, Problem):
         return Admission(policy=None, problems=[*problems, selected])
     if algorithm is not None:
-        problems += check_algorithm(algorithm, selected)
+        problems += check_algorithm(algorithm, selected, approvals)
     if dataset is not None:
         problems += check_dataset(dataset)
     return Admission(policy=selected, problems=problems)

@@ -20,7 +20,8 @@ from typing import Any
 from lightbox import auditchain
 from lightbox.api import run as layout
 from lightbox.api.algorithm import Algorithm
-from lightbox.api.audit import AuditedAlgorithm, AuditedDataset, AuditedValidation, AuditRecord, AuditRecordSpec, Drift
+from lightbox.api.approval import AlgorithmApproval
+from lightbox.api.audit import AuditedAlgorithm, AuditedApproval, AuditedDataset, AuditedValidation, AuditRecord, AuditRecordSpec, Drift
 from lightbox.api.dataset import Dataset
 from lightbox.api.evidence import Evidence
 from lightbox.api.validation import RunRecord, Validation
@@ -72,9 +73,10 @@ def audit_record(
     recorded_at: datetime | None = None,
     evidence: Evidence | None = None,
     drift: Drift | None = None,
+    approvals: Sequence[AlgorithmApproval] = (),
 ) -> dict[str, Any]:
     """The AuditRecord of one finished run, as a manifest: the next link of the
-    Validation's chain, given the records that chain already has."""
+    Validation's chain, given the records that chain already has; ``approvals``: those counted for the run."""
     meta = validation.metadata
     algo = AuditedAlgorithm(name=validation.spec.algorithm_ref.name)
     if algorithm is not None:
@@ -87,6 +89,16 @@ def audit_record(
                 "image": algorithm.spec.image,
                 "ce_class": regulatory.ce_class if regulatory else None,
                 "udi": regulatory.udi if regulatory else None,
+                "approvals": [
+                    AuditedApproval(
+                        name=a.metadata.get("name", ""),
+                        approver=a.spec.approver,
+                        groups=a.spec.groups,
+                        approved_at=a.metadata.get("creationTimestamp"),
+                    )
+                    for a in approvals
+                ]
+                or None,
             }
         )
     data = AuditedDataset(name=validation.spec.dataset_ref.name)

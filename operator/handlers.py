@@ -119,6 +119,16 @@ def algorithm_event(event: dict[str, Any], namespace: str, name: str, memo: kopf
     runtime.wake_namespace(namespace)
 
 
+@kopf.on.event(GROUP, VERSION, "algorithmapprovals")
+def approval_event(event: dict[str, Any], namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    """An approval came or went: the Algorithm it names may be allowed now, and its Validations may run."""
+    runtime: Runtime = memo["runtime"]
+    algorithm = (((event.get("object") or {}).get("spec")) or {}).get("algorithm")
+    if isinstance(algorithm, str) and algorithm:
+        runtime.queue.add((ALGORITHM, namespace, algorithm))
+    runtime.wake_namespace(namespace)
+
+
 @kopf.on.event(GROUP, VERSION, "datasets")
 def dataset_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]

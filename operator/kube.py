@@ -49,6 +49,7 @@ def path(kind: str, namespace: str | None = None, name: str | None = None, subre
         "datasets": f"/apis/{GROUP_VERSION}",
         "sandboxpolicies": f"/apis/{GROUP_VERSION}",
         "auditrecords": f"/apis/{GROUP_VERSION}",
+        "algorithmapprovals": f"/apis/{GROUP_VERSION}",
     }
     out = prefixes[kind]
     if namespace is not None:

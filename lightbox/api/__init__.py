@@ -6,6 +6,7 @@ steps share the run layout and score report defined here.
 """
 
 from lightbox.api.algorithm import Algorithm, AlgorithmSpec
+from lightbox.api.approval import AlgorithmApproval, AlgorithmApprovalSpec
 from lightbox.api.audit import AuditRecord, AuditRecordSpec
 from lightbox.api.common import API_GROUP, API_VERSION, Condition, KubeObject
 from lightbox.api.dataset import Dataset, DatasetSpec
@@ -13,13 +14,15 @@ from lightbox.api.policy import SandboxPolicy, SandboxPolicySpec
 from lightbox.api.results import MetricValue, ScoreReport
 from lightbox.api.validation import Validation, ValidationSpec
 
-KINDS: tuple[type[KubeObject], ...] = (Algorithm, Dataset, Validation, SandboxPolicy, AuditRecord)
+KINDS: tuple[type[KubeObject], ...] = (Algorithm, Dataset, Validation, SandboxPolicy, AuditRecord, AlgorithmApproval)
 
 __all__ = [
     "API_GROUP",
     "API_VERSION",
     "KINDS",
     "Algorithm",
+    "AlgorithmApproval",
+    "AlgorithmApprovalSpec",
     "AlgorithmSpec",
     "AuditRecord",
     "AuditRecordSpec",

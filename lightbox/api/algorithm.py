@@ -14,6 +14,7 @@ from lightbox.api.common import (
     age_column,
     cel,
     image_rules,
+    no_control_characters,
     quantity_field,
     text_field,
     validations,
@@ -104,6 +105,13 @@ class AlgorithmSpec(Model):
         default=3600, ge=60, le=172800, description="Wall-clock limit of one run in seconds (60 to 172800)."
     )
     regulatory: Regulatory | None = Field(default=None, description="CE class, UDI and intended use.")
+    submitted_by: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Your Kubernetes user name; the API server checks it against the creator (approvals.yaml), "
+        "and the submitter's own approval does not count.",
+        json_schema_extra=validations(no_control_characters()),
+    )
 
 
 class AlgorithmStatus(Model):

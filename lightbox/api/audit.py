@@ -34,6 +34,15 @@ class AuditedValidation(Model):
     namespace: str | None = Field(default=None, max_length=63, description="Where the Validation lived.")
 
 
+class AuditedApproval(Model):
+    """An AlgorithmApproval counted when the run was recorded (the approver as the API server authenticated them)."""
+
+    name: str = Field(max_length=253, description="The AlgorithmApproval object.")
+    approver: str = Field(max_length=253)
+    groups: list[str] = Field(default_factory=list, max_length=64)
+    approved_at: datetime | None = Field(default=None, description="Its creationTimestamp.")
+
+
 class AuditedAlgorithm(Model):
     """The Algorithm as it stood when the run was recorded (absent fields: it was gone)."""
 
@@ -44,6 +53,9 @@ class AuditedAlgorithm(Model):
     image: str | None = Field(default=None, max_length=512, description="The Algorithm's image; spec.run.image is what ran.")
     ce_class: str | None = Field(default=None, max_length=8, description="EU MDR risk class.")
     udi: str | None = Field(default=None, max_length=256, description="Unique Device Identifier (UDI-DI).")
+    approvals: list[AuditedApproval] | None = Field(
+        default=None, max_length=64, description="The approvals of this image digest and version that let it run."
+    )
 
 
 class AuditedDataset(Model):

@@ -21,6 +21,7 @@ from lightbox.api.common import (
     quantity_field,
     validations,
 )
+from lightbox.api.approval import Identity
 from lightbox.api.results import Model
 
 TextValue = Annotated[str, Field(max_length=63, json_schema_extra=validations(no_control_characters()))]
@@ -45,6 +46,18 @@ class IsolationProbe(Model):
 
     required: bool = Field(default=True, description="Start no vendor container in a namespace until its probe passed.")
     interval_seconds: int = Field(default=3600, ge=60, le=604800, description="Re-probe each namespace this often.")
+
+
+class ApprovalRequirement(Model):
+    """How many distinct people must approve an Algorithm's exact build before it runs (docs/approvals.md)."""
+
+    required: int = Field(default=0, ge=0, le=16, description="Approvals needed; 0 turns approvals off.")
+    distinct_groups: list[Identity] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Each of these groups must be among the counted approvers' groups (e.g. radiology-qa, it-security).",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
 
 
 class SandboxPolicySpec(Model):
@@ -109,6 +122,9 @@ class SandboxPolicySpec(Model):
         description="Kueue LocalQueue: Jobs carry kueue.x-k8s.io/queue-name and start suspended.",
     )
     isolation_probe: IsolationProbe = Field(default_factory=IsolationProbe, description="Network isolation self-test.")
+    approvals: ApprovalRequirement = Field(
+        default_factory=ApprovalRequirement, description="AlgorithmApprovals needed before an Algorithm runs."
+    )
 
 
 class NamespaceIsolation(Model):
