@@ -191,6 +191,20 @@ def render(validation: Validation, algorithm: Algorithm | None, dataset: Dataset
     return "\n".join(lines) + "\n"
 
 
+def drift_lines(trail: list[AuditRecord]) -> list[str]:
+    """One plain-text line per run judged against its baseline (operator/drift.py), newest last;
+    not escaped (the HTML page escapes them itself)."""
+    lines = []
+    for record in trail:
+        d, run = record.spec.drift, record.spec.run
+        if d is None or run is None:
+            continue
+        found = [f"Degraded: {x.metric} {x.now:.3f} [{x.lower:.3f}, {x.upper:.3f}] vs {x.baseline:.3f}" for x in d.degraded]
+        found += [f"InputShift: {x.dimension} PSI {x.psi:.3f} (p {x.p_value:.2g})" for x in d.input_shift]
+        lines.append(f"run {run.number} vs baseline run {d.baseline_run}: {'; '.join(found) if found else 'no drift'}")
+    return lines
+
+
 def _drift(trail: list[AuditRecord]) -> list[str]:
     """One line per run judged against its baseline (operator/drift.py), newest last."""
     judged = [r for r in trail if r.spec.drift is not None]

@@ -1,0 +1,250 @@
+"""``lightbox report --html``: the Markdown report's content as one self-contained HTML page.
+
+The page is a jinja2 template with autoescape on (names, versions, labels and cohort groups come
+from users, vendors and DICOM headers); plots are drawn with matplotlib's Agg backend and embedded
+as inline SVG, so the file opens offline. ``render_html`` is pure: objects in, text out.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+
+from lightbox.api import Algorithm, AuditRecord, Dataset, Validation
+from lightbox.api.validation import RunRecord
+
+#: CLAIM (Mongan, Moy, Kahn; Radiology: AI 2020, items 1-42) with what a Lightbox run answers.
+#: "run": the report answers it from the run; "site"/"vendor": who must add it.
+CLAIM_ITEMS: tuple[tuple[int, str, str], ...] = (
+    (1, "Identification as a study of AI methodology", "site"),
+    (2, "Structured summary", "site"),
+    (3, "Scientific and clinical background, intended use and clinical role", "vendor"),
+    (4, "Study objectives and hypotheses", "site"),
+    (5, "Prospective or retrospective study", "site"),
+    (6, "Study goal", "site"),
+    (7, "Data sources", "run"),
+    (8, "Eligibility criteria", "site"),
+    (9, "Data pre-processing steps", "vendor"),
+    (10, "Selection of data subsets", "site"),
+    (11, "Definitions of data elements", "site"),
+    (12, "De-identification methods", "run"),
+    (13, "How missing data were handled", "run"),
+    (14, "Definition of ground truth", "site"),
+    (15, "Rationale for choosing the reference standard", "site"),
+    (16, "Source of ground-truth annotations; qualifications of annotators", "site"),
+    (17, "Annotation tools", "site"),
+    (18, "Inter- and intrarater variability", "site"),
+    (19, "Intended sample size and how it was determined", "site"),
+    (20, "How data were assigned to partitions", "site"),
+    (21, "Level at which partitions are disjoint", "site"),
+    (22, "Detailed description of the model", "vendor"),
+    (23, "Software libraries, frameworks and packages", "vendor"),
+    (24, "Initialization of model parameters", "vendor"),
+    (25, "Details of training", "vendor"),
+    (26, "Method of selecting the final model", "vendor"),
+    (27, "Ensembling techniques", "vendor"),
+    (28, "Metrics of model performance", "run"),
+    (29, "Statistical measures of significance and uncertainty", "run"),
+    (30, "Robustness or sensitivity analysis", "run"),
+    (31, "Methods for explainability or interpretability", "vendor"),
+    (32, "Validation or testing on external data", "run"),
+    (33, "Flow of participants or cases", "run"),
+    (34, "Demographic and clinical characteristics of cases", "run"),
+    (35, "Performance metrics on all data partitions", "run"),
+    (36, "Estimates of diagnostic accuracy and their precision", "run"),
+    (37, "Failure analysis of incorrectly classified cases", "site"),
+    (38, "Study limitations", "site"),
+    (39, "Implications for practice", "site"),
+    (40, "Registration number and name of registry", "site"),
+    (41, "Where the full study protocol can be accessed", "site"),
+    (42, "Sources of funding and other support", "site"),
+)
+
+
+@dataclass(frozen=True)
+class Plots:
+    roc: Markup | None
+    calibration: Markup | None
+    forest: Markup | None
+    froc: Markup | None
+    dice: Markup | None
+    history: Markup | None
+
+
+def _svg(fig: Any) -> Markup:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    with plt.rc_context({"svg.fonttype": "none", "text.parse_math": False, "svg.hashsalt": "lightbox"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+
+    plt.close(fig)
+    text = buf.getvalue()
+    # The XML prolog and DOCTYPE are not allowed inside HTML; the <svg> element is.
+    return Markup(text[text.index("<svg"):])
+
+
+def _figure(title: str) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Text stays text in the SVG (searchable, and a test can read the numbers), and labels that
+    # come from users and DICOM headers are never parsed as mathtext.
+    with plt.rc_context({"svg.fonttype": "none", "text.parse_math": False}):
+        fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    ax.set_title(title, fontsize=10)
+    return fig, ax
+
+
+def roc_plot(run: RunRecord) -> Markup | None:
+    if not run.roc:
+        return None
+    auc = (run.metrics or {}).get("auc")
+    fig, ax = _figure("ROC" + (f", AUC {auc.value:.3f}" if auc else ""))
+    fpr, tpr = zip(*run.roc)
+    ax.step(fpr, tpr, where="post", label="ROC")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    m = run.metrics or {}
+    if "sensitivity" in m and "specificity" in m:
+        se, sp = m["sensitivity"], m["specificity"]
+        x = 1 - sp.value
+        xerr = [[x - (1 - sp.upper)], [(1 - sp.lower) - x]] if sp.lower is not None and sp.upper is not None else None
+        yerr = [[se.value - se.lower], [se.upper - se.value]] if se.lower is not None and se.upper is not None else None
+        ax.errorbar([x], [se.value], xerr=xerr, yerr=yerr, fmt="o", color="C3",
+                    label=f"operating point: sens {se.value:.3f}, spec {sp.value:.3f}")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.legend(loc="lower right", fontsize=8)
+    return _svg(fig)
+
+
+def calibration_plot(run: RunRecord) -> Markup | None:
+    shown = [b for b in run.reliability or [] if b.mean_predicted is not None and b.observed_rate is not None]
+    if not run.reliability:
+        return None
+    fig, ax = _figure("Calibration (reliability bins)")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    if shown:
+        ax.plot([b.mean_predicted for b in shown], [b.observed_rate for b in shown], "o-", label="observed")
+    for b in run.reliability:
+        if b.suppressed:
+            ax.axvspan(b.lower, b.upper, color="grey", alpha=0.2)
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed rate")
+    return _svg(fig)
+
+
+def forest_plot(run: RunRecord, metric: str | None) -> Markup | None:
+    if not run.subgroups or metric is None:
+        return None
+    rows: list[tuple[str, float | None, float | None, float | None]] = []
+    for dim, groups in sorted(run.subgroups.items()):
+        for group, result in sorted(groups.items()):
+            m = result.metrics.get(metric)
+            rows.append((f"{dim}: {group}", m.value if m else None, m.lower if m else None, m.upper if m else None))
+    fig, ax = _figure(f"Subgroups: {metric}")
+    fig.set_size_inches(4.8, 0.4 * len(rows) + 1.2)
+    for i, (label, v, lo, hi) in enumerate(rows):
+        if v is None:
+            ax.text(0.5, i, "suppressed", ha="center", va="center", fontsize=8, color="grey")
+            continue
+        ax.plot([lo if lo is not None else v, hi if hi is not None else v], [i, i], color="C0")
+        ax.plot([v], [i], "s", color="C0")
+    overall = (run.metrics or {}).get(metric)
+    if overall is not None:
+        ax.axvline(overall.value, ls=":", color="grey")
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    return _svg(fig)
+
+
+def froc_plot(run: RunRecord) -> Markup | None:
+    if not run.froc:
+        return None
+    fig, ax = _figure("FROC (released points)")
+    fp, sens = zip(*run.froc)
+    ax.plot(fp, sens, "o-")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("false positives per image")
+    ax.set_ylabel("sensitivity")
+    return _svg(fig)
+
+
+def dice_plot(run: RunRecord) -> Markup | None:
+    if not run.dice_histogram:
+        return None
+    fig, ax = _figure("Per-case Dice (banded counts)")
+    for b in run.dice_histogram:
+        if b.suppressed:
+            ax.bar(b.lower, 1, width=b.upper - b.lower, align="edge", color="grey", alpha=0.3, hatch="//")
+        else:
+            ax.bar(b.lower, b.count or 0, width=b.upper - b.lower, align="edge", color="C0", edgecolor="white")
+    ax.set_xlabel("Dice")
+    ax.set_ylabel("cases (upper band)")
+    return _svg(fig)
+
+
+def history_plot(points: list[tuple[int, float, float | None, float | None]], metric: str | None) -> Markup | None:
+    if len(points) < 1 or metric is None:
+        return None
+    fig, ax = _figure(f"History: {metric}")
+    xs = [p[0] for p in points]
+    ax.plot(xs, [p[1] for p in points], "o-")
+    lo = [p[2] if p[2] is not None else p[1] for p in points]
+    hi = [p[3] if p[3] is not None else p[1] for p in points]
+    ax.fill_between(xs, lo, hi, alpha=0.2)
+    ax.set_xlabel("run")
+    return _svg(fig)
+
+
+def _environment() -> Environment:
+    return Environment(loader=PackageLoader("lightbox", "templates"), autoescape=select_autoescape(["html", "j2"], default=True))
+
+
+def render_html(validation: Validation, algorithm: Algorithm | None, dataset: Dataset | None, trail: list[AuditRecord]) -> str:
+    """The report of one Validation as a self-contained HTML page. ``trail``: its AuditRecords, any order."""
+    from lightbox.report import MAIN_METRICS, drift_lines
+
+    mine = [r for r in trail if r.spec.validation.uid == validation.metadata.get("uid") and r.spec.run is not None]
+    trail = sorted(mine, key=lambda r: r.spec.run.number)  # type: ignore[union-attr]
+    runs = [r for r in (validation.status.runs if validation.status else None) or [] if r.phase in ("Succeeded", "Failed")]
+    latest = runs[-1] if runs else (trail[-1].spec.run if trail else None)
+    names = [*validation.spec.metrics, *MAIN_METRICS]
+    main_metric = next((n for n in names if latest and latest.metrics and n in latest.metrics), None)
+    history = []
+    for record in trail:
+        run = record.spec.run
+        assert run is not None
+        m = (run.metrics or {}).get(main_metric) if main_metric else None
+        history.append({"run": run, "value": m, "version": record.spec.algorithm.version})
+    points = [(h["run"].number, h["value"].value, h["value"].lower, h["value"].upper) for h in history if h["value"] is not None]
+    plots = Plots(
+        roc=roc_plot(latest) if latest else None,
+        calibration=calibration_plot(latest) if latest else None,
+        forest=forest_plot(latest, main_metric) if latest else None,
+        froc=froc_plot(latest) if latest else None,
+        dice=dice_plot(latest) if latest else None,
+        history=history_plot(points, main_metric),
+    )
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        validation=validation,
+        name=validation.metadata.get("name"),
+        namespace=validation.metadata.get("namespace"),
+        algorithm=algorithm,
+        last_recorded=trail[-1].spec.algorithm if trail else None,
+        dataset=dataset,
+        latest=latest,
+        history=history,
+        main_metric=main_metric,
+        plots=plots,
+        drift=drift_lines(trail),
+        claim=CLAIM_ITEMS,
+    )
