@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from operator_harness import apply, finished, get, runs_of, validation, wait_for
+from operator_harness import CASES, apply, finished, get, runs_of, validation, wait_for
 
 from lightbox.api.run import SCORE_CONTAINER, STAGE_CONTAINER, VENDOR_CONTAINER
 from lightbox.devtools import node_chart
@@ -46,7 +46,7 @@ def test_vendor_runs_from_its_own_image_and_the_validation_succeeds(cluster, run
     assert run["phase"] == "Succeeded", run
     auc = run["metrics"]["auc"]
     assert 0.0 <= auc["lower"] <= auc["value"] <= auc["upper"] <= 1.0
-    assert run["cases"] == 24 and run["scored"] == 24
+    assert run["cases"] == CASES and run["scored"] == CASES   # the sample dataset made for the tier
 
     (pod,) = _pods(kubectl, ns, "job-name=chest-auc-r1")
     assert pod["spec"]["nodeName"] == NODE_NAME
