@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "node": ("lightbox.devtools.node", "start/stop a local control plane plus a real node (root; containerd, kubelet)"),
     "local-runner": ("lightbox.devtools.localrunner", "run sandbox pods as local processes (development kubelet)"),
     "demo": ("lightbox.devtools.demo", "end-to-end demo on a local control plane"),
-    "report": ("lightbox.report", "a Validation's report in Markdown: device, data, protocol, latest run, audit trail"),
+    "report": ("lightbox.report", "a Validation's report (Markdown; --html FILE: HTML with plots): device, data, protocol, runs, audit trail"),
     "audit": ("lightbox.auditcmd", "the audit trail: export (jsonl|csv), verify the hash chains (file or --cluster), prune"),
     "evidence": ("lightbox.evidencecmd", "a region's ed25519 key (keygen) and a run's signed sufficient statistics (export)"),
     "federate": ("lightbox.federate", "verify signed evidence of several regions; pooled AUC, sensitivity, specificity, I², forest plot"),

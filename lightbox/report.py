@@ -1,6 +1,7 @@
 """``lightbox report``: a Validation as quality staff and clinicians read it (Markdown).
 
-    lightbox report VALIDATION -n NAMESPACE [--kubeconfig FILE] [-o report.md]
+    lightbox report VALIDATION [-n NAMESPACE] [--context C] [--kubeconfig FILE] [-o markdown|html]
+                    [--html FILE] [--output-file FILE]
 
 Device, data, protocol, the latest run (estimates with intervals, criteria, subgroups)
 and every run in the audit trail, which outlives the Validation's own history. It holds
@@ -221,8 +222,10 @@ def _drift(trail: list[AuditRecord]) -> list[str]:
     return lines
 
 
-def report(api_client: Any, namespace: str, name: str, audit_namespace: str = DEFAULT_AUDIT_NAMESPACE) -> str | None:
-    """Read the Validation, its Algorithm, Dataset and audit trail, and render; None without the Validation."""
+def load(
+    api_client: Any, namespace: str, name: str, audit_namespace: str = DEFAULT_AUDIT_NAMESPACE
+) -> tuple[Validation, Algorithm | None, Dataset | None, list[AuditRecord]] | None:
+    """Read the Validation, its Algorithm, Dataset and audit trail; None without the Validation."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -246,7 +249,7 @@ def report(api_client: Any, namespace: str, name: str, audit_namespace: str = DE
     selector = f"{LABEL_CHAIN}={label_value(validation.metadata['uid'])}"
     items = api.list_namespaced_custom_object(API_GROUP, API_VERSION, audit_namespace, "auditrecords", label_selector=selector)["items"]
     items = [item for item in items if item["spec"].get("event", "RunFinished") == "RunFinished"]
-    return render(
+    return (
         validation,
         Algorithm.model_validate(algorithm_raw) if algorithm_raw else None,
         Dataset.model_validate(dataset_raw) if dataset_raw else None,
@@ -254,27 +257,61 @@ def report(api_client: Any, namespace: str, name: str, audit_namespace: str = DE
     )
 
 
+def report(api_client: Any, namespace: str, name: str, audit_namespace: str = DEFAULT_AUDIT_NAMESPACE, fmt: str = "markdown") -> str | None:
+    """The report as Markdown or HTML; None without the Validation."""
+    loaded = load(api_client, namespace, name, audit_namespace)
+    if loaded is None:
+        return None
+    if fmt == "html":
+        from lightbox.report_html import render_html
+
+        return render_html(*loaded)
+    return render(*loaded)
+
+
+FORMATS = ("markdown", "html")
+
+
+def output_choice(output: str | None, html: Path | None, output_file: Path | None) -> tuple[str, Path | None, str | None]:
+    """(format, file or None for standard output, a note for standard error). ``-o`` is kubectl's
+    output format now; ``-o report.md`` (a file, as before) still works, with a note."""
+    if html is not None:
+        return "html", html, None
+    if output is None or output in FORMATS:
+        return output or "markdown", output_file, None
+    path = Path(output)
+    fmt = "html" if path.suffix.lower() in (".html", ".htm") else "markdown"
+    return fmt, path, f"-o FILE is deprecated: -o takes a format ({', '.join(FORMATS)}); use --output-file {output} or --html FILE"
+
+
 def main(argv: list[str]) -> int:
+    from lightbox.kubectl_plugin import add_kube_arguments, api_client, resolve
+
     parser = argparse.ArgumentParser(prog="lightbox report", description=__doc__.split("\n\n")[0])
     parser.add_argument("validation", help="the Validation's name")
-    parser.add_argument("-n", "--namespace", required=True)
-    parser.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or ~/.kube/config")
+    add_kube_arguments(parser)
     parser.add_argument("--audit-namespace", default=DEFAULT_AUDIT_NAMESPACE, help="where the audit trail is (default %(default)s)")
-    parser.add_argument("-o", "--output", type=Path, help="write the Markdown here instead of standard output")
+    parser.add_argument("-o", "--output", help=f"format: {', '.join(FORMATS)} (default markdown)")
+    parser.add_argument("--html", type=Path, metavar="FILE", help="write the HTML report (plots inline, opens offline) here")
+    parser.add_argument("--output-file", type=Path, metavar="FILE", help="write the report here instead of standard output")
     args = parser.parse_args(argv)
-
-    from kubernetes import config as kube_config
-
-    api_client = kube_config.new_client_from_config(str(args.kubeconfig) if args.kubeconfig else None)
-    text = report(api_client, args.namespace, args.validation, args.audit_namespace)
+    fmt, path, note = output_choice(args.output, args.html, args.output_file)
+    if note:
+        print(f"lightbox report: {note}", file=sys.stderr)
+    try:
+        target = resolve(args)
+    except ValueError as exc:
+        print(f"lightbox report: {exc}", file=sys.stderr)
+        return 2
+    text = report(api_client(target), target.namespace, args.validation, args.audit_namespace, fmt)
     if text is None:
         print(
-            f"lightbox report: Validation {terminal(args.validation)} not found in namespace {terminal(args.namespace)}",
+            f"lightbox report: Validation {terminal(args.validation)} not found in namespace {terminal(target.namespace)}",
             file=sys.stderr,
         )
         return 1
-    if args.output:
-        args.output.write_text(text)
+    if path:
+        path.write_text(text)
     else:
         sys.stdout.write(text)
     return 0
