@@ -516,12 +516,12 @@ class _NoBar:
         return None
 
 
-def _progress_bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]
+def _progress_bar(total: int, enabled: bool, desc: str = "deid"):  # type: ignore[no-untyped-def]
     if not enabled:
         return _NoBar()
     from tqdm import tqdm  # imported only when shown: it is a noticeable share of a small run
 
-    return tqdm(total=total, unit="file", desc="deid")
+    return tqdm(total=total, unit="file", desc=desc)
 
 
 def deidentify_tree(

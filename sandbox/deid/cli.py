@@ -57,6 +57,8 @@ def _verify_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dir", type=Path)
     p.add_argument("--json", action="store_true", help="print the VerificationReport as JSON")
+    p.add_argument("-q", "--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="no progress bar (there is none either when stderr is not a terminal)")
     _add_common(p)
     return p
 
@@ -75,7 +77,8 @@ def _verify(argv: list[str]) -> int:
         print(f"lightbox deid verify: {args.dir} does not exist", file=sys.stderr)
         return EXIT_USAGE
     try:
-        report = verify_tree(args.dir, _options(args.option), jobs=args.jobs, safe_private=_safelist(args.safe_private))
+        report = verify_tree(args.dir, _options(args.option), jobs=args.jobs, safe_private=_safelist(args.safe_private),
+                             progress=not args.quiet and sys.stderr.isatty())
     except ValueError as exc:
         print(f"lightbox deid verify: {exc}", file=sys.stderr)
         return EXIT_USAGE

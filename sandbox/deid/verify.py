@@ -25,7 +25,7 @@ from lightbox.sandbox.deid.attributes import (
     is_overlay,
     text,
 )
-from lightbox.sandbox.deid.batch import available_cores, iter_files, run_parallel
+from lightbox.sandbox.deid.batch import _progress_bar, available_cores, iter_files, run_parallel
 from lightbox.sandbox.deid.dicomio import DicomError, Element, dictionary_vr, parse_file, tag_text
 from lightbox.sandbox.deid.profile import Profile, compile_profile
 from lightbox.sandbox.deid.pseudonyms import PATIENT_PSEUDONYM, UID_ROOT
@@ -230,16 +230,22 @@ def verify_tree(
     *,
     jobs: int | None = None,
     safe_private: SafePrivateList | None = None,
+    progress: bool = False,
 ) -> VerificationReport:
-    """Check every file under ``root`` against the profile with ``options``."""
+    """Check every file under ``root`` against the profile with ``options``.
+
+    ``progress``: a bar on stderr (files checked, of how many, files per second).
+    """
     root = Path(root)
     profile = compile_profile(options)
     checker = Checker(profile, safe_private if safe_private is not None else SafePrivateList.load())
     paths = iter_files(root)
     base = root if root.is_dir() else root.parent
     checks: list[FileCheck] = []
-    for chunk in run_parallel(partial(_check_chunk, base, checker), paths, jobs or available_cores()):
-        checks.extend(chunk)
+    with _progress_bar(len(paths), progress, "deid verify") as bar:
+        for chunk in run_parallel(partial(_check_chunk, base, checker), paths, jobs or available_cores()):
+            checks.extend(chunk)
+            bar.update(len(chunk))
     checks.sort(key=lambda c: c.relative)
 
     occurrences: Counter[tuple[str, int]] = Counter()
