@@ -316,14 +316,7 @@ def run_group(repo: Path, work: Path, patterns: Sequence[str], children: int, te
         if not _run_mutmut(work, repo, modules, [*selection, *(f"--deselect={t}" for t in excluded)], children):
             print(f"  mutmut could not run; see {work / 'mutmut.log'}", flush=True)
             return {}
-    results = read_results(work / "mutants")
-    not_killed = [name for codes in results.values() for name, code in codes.items() if code not in KILLED]
-    diffs = survivor_diffs(work, not_killed, {**os.environ, "PYTHONSAFEPATH": "1"})
-    summary: dict[str, Any] = {}
-    for module, codes in results.items():
-        left = [(name, status(code), diffs[name]) for name, code in sorted(codes.items()) if code not in KILLED]
-        summary[module] = [len(codes) - len(left), len(codes), left]
-    return {"modules": summary, "excluded_tests": excluded, "tests": selection}
+    return {"modules": summarize(work), "excluded_tests": excluded, "tests": selection}
 
 
 def save_group(work: Path, group: str, found: dict[str, Any], seconds: float, commit: str) -> None:
@@ -331,35 +324,63 @@ def save_group(work: Path, group: str, found: dict[str, Any], seconds: float, co
     (work / "summary.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 
-def print_report(base: Path, groups: Sequence[str]) -> Tally:
-    """The table over every group's last saved run, and the survivors."""
+def summarize(work: Path) -> dict[str, Any]:
+    """Per module: [killed, total, [(mutant, status, diff), ...]] from mutmut's files in ``work``."""
+    results = read_results(work / "mutants")
+    not_killed = [name for codes in results.values() for name, code in codes.items() if code not in KILLED and code is not None]
+    diffs = survivor_diffs(work, not_killed, {**os.environ, "PYTHONSAFEPATH": "1"})
+    summary: dict[str, Any] = {}
+    for module, codes in results.items():
+        left = [(name, status(code), diffs.get(name, "")) for name, code in sorted(codes.items()) if code not in KILLED]
+        summary[module] = [len(codes) - len(left), len(codes), left]
+    return summary
+
+
+def print_report(bases: Sequence[Path], groups: Sequence[str]) -> Tally:
+    """The table over every group's last run (the first of ``bases`` holding one), and the survivors.
+
+    A run stopped before the end still counts what it checked: its mutants not checked are
+    shown as such, and the score is over the mutants checked."""
     summary: dict[str, list] = {}
     lines = []
     for group in groups:
-        path = base / group / "summary.json"
-        if not path.exists():
+        found = [b / group for b in bases if (b / group / "summary.json").exists() or (b / group / "mutants").is_dir()]
+        if not found:
             lines.append(f"  {group}: not run")
             continue
-        record = json.loads(path.read_text(encoding="utf-8"))
-        summary.update(record["modules"])
-        excluded = f"; left out as failing unmutated: {', '.join(record['excluded_tests'])}" if record["excluded_tests"] else ""
-        lines.append(f"  {group}: at {record['commit']}, {record['seconds']} s{excluded}")
+        work = found[0]
+        if (work / "summary.json").exists():
+            record = json.loads((work / "summary.json").read_text(encoding="utf-8"))
+            excluded = record["excluded_tests"]
+            lines.append(
+                f"  {group}: at {record['commit']}, {record['seconds']} s"
+                + (f"; left out as failing unmutated: {', '.join(excluded)}" if excluded else "")
+            )
+            summary.update(record["modules"])
+        else:
+            lines.append(f"  {group}: stopped before the end (mutants not checked are listed as such)")
+            summary.update(summarize(work))
     overall = Tally()
+    checked = 0
     width = max((len(m) for m in summary), default=10)
-    print(f"\n{'module':<{width}}  killed/total   score  not killed")
+    print(f"\n{'module':<{width}}  killed/checked  score   not killed")
     for module, (killed, total, left) in summary.items():
+        kinds = Counter(why for _, why, _ in left)
+        done = total - kinds.get("not checked", 0)
         overall.killed += killed
         overall.total += total
-        kinds = Counter(why for _, why, _ in left)
+        checked += done
         detail = ", ".join(f"{n} {why}" for why, n in sorted(kinds.items()))
-        print(f"{module:<{width}}  {killed:>5}/{total:<5}  {Tally(killed, total).score:6.1%}  {detail}")
-    print(f"{'overall':<{width}}  {overall.killed:>5}/{overall.total:<5}  {overall.score:6.1%}")
+        print(f"{module:<{width}}  {killed:>6}/{done:<6}  {Tally(killed, done).score:6.1%}  {detail}")
+    print(f"{'overall':<{width}}  {overall.killed:>6}/{checked:<6}  {Tally(overall.killed, checked).score:6.1%}")
     print("\nruns:\n" + "\n".join(lines))
-    survivors = [(name, why, diff) for _, _, left in summary.values() for name, why, diff in left]
-    print(f"\n{len(survivors)} mutants not killed:")
+    survivors = [(name, why, diff) for _, _, left in summary.values() for name, why, diff in left if why != "not checked"]
+    print(f"\n{len(survivors)} mutants checked and not killed:")
     for name, why, diff in survivors:
         print(f"- {name} ({why})\n{diff}")
-    print(f"\nmutmut: {overall.killed}/{overall.total} killed ({overall.score:.1%})", flush=True)
+    unchecked = overall.total - checked
+    tail = f"; {unchecked} not checked" if unchecked else ""
+    print(f"\nmutmut: {overall.killed}/{checked} killed ({Tally(overall.killed, checked).score:.1%}){tail}", flush=True)
     return overall
 
 
@@ -380,7 +401,7 @@ def run_mutmut(repo: Path, work: Path, only: Sequence[str], children: int, tests
         seconds = time.monotonic() - group_started
         print(f"  {seconds:.0f} s", flush=True)
         save_group(work / group, group, found, seconds, commit)
-    overall = print_report(work, list(GROUPS))
+    overall = print_report([work], list(GROUPS))
     print(f"this run: {time.monotonic() - started:.0f} s", flush=True)
     return 0 if overall.total else 1
 
@@ -448,10 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-named", action="store_true", help="only the mutmut run")
     parser.add_argument("--named-only", action="store_true", help="only the named mutants of issue 14")
     parser.add_argument("--report", action="store_true", help="only print the table of the groups' last runs")
+    parser.add_argument("--also", type=Path, action="append", default=[], help="with --report: more scratch folders to read")
     parser.add_argument("--worktree", action="store_true", help="use the checkout as it is, not its HEAD commit")
     args = parser.parse_args(argv)
     if args.report:
-        return 0 if print_report(args.work / "mutmut", list(GROUPS)).total else 1
+        bases = [args.work / "mutmut", *(a / "mutmut" for a in args.also)]
+        return 0 if print_report(bases, list(GROUPS)).total else 1
     source = snapshot(REPO, args.work / "source", args.worktree)
     commit = commit_of(REPO) + (" with uncommitted changes" if source == REPO else "")
     print(f"sources: commit {commit}", flush=True)
