@@ -105,6 +105,8 @@ def test_server_side_dry_run_accepts_every_rendered_object(helm, kubectl, namesp
     install = helm(
         "install", "lb", str(CHART), "-n", namespace, "-f", str(REGION_VALUES), "--dry-run=server",
         "--set", f"sandboxPolicy.name={policy_name}", "--set", "runNamespaces=null",
+        # Another test's operator may have made the default audit namespace already (not Helm's to adopt).
+        "--set", f"audit.namespace={namespace}", "--set", "audit.createNamespace=false",
     )
     assert "STATUS: pending-install" in install.stdout
 
