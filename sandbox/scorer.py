@@ -475,21 +475,20 @@ def released_curves(report: ScoreReport, extras: Mapping[str, Any], dice: Sequen
 def fit_report(report: ScoreReport, roc: Mapping[str, list[float]] | None, curves: Mapping[str, Any] | None = None) -> ScoreReport:
     """Shrink the report until its JSON fits the termination message: a coarser ROC grid first
     (points at fixed false-positive rates, so their number says nothing the vendor chose), then
-    the other curves, then subgroup metrics beyond the first, then the subgroups themselves."""
+    the other curves; with subgroup metrics beyond the first dropped, the same again; then the
+    subgroups themselves."""
     grids: list[float | None] = [*release.ROC_FPR_GRIDS, None] if roc and report.metrics else [None]
-    for extra in ([dict(curves)] if curves else []) + [{}]:
-        for step in grids:
-            update = {"roc": release.roc_on_grid(roc["fpr"], roc["tpr"], step) if roc and step else [], **extra}
-            trial = report.model_copy(update=update)
-            if _message_size(trial) <= TERMINATION_MESSAGE_LIMIT:
-                return trial
     slim_groups = {
         dim: {g: SubgroupResult(n=r.n, suppressed=r.suppressed, metrics=dict(list(r.metrics.items())[:1])) for g, r in groups.items()}
         for dim, groups in report.subgroups.items()
     }
-    trial = report.model_copy(update={"roc": [], "subgroups": slim_groups})
-    if _message_size(trial) <= TERMINATION_MESSAGE_LIMIT:
-        return trial
+    for groups in (report.subgroups, slim_groups):
+        for extra in ([dict(curves)] if curves else []) + [{}]:
+            for step in grids:
+                update = {"roc": release.roc_on_grid(roc["fpr"], roc["tpr"], step) if roc and step else [], "subgroups": groups, **extra}
+                trial = report.model_copy(update=update)
+                if _message_size(trial) <= TERMINATION_MESSAGE_LIMIT:
+                    return trial
     return report.model_copy(update={"roc": [], "subgroups": {}})
 
 
