@@ -203,6 +203,9 @@ def test_the_operator_can_start_workloads_only_in_its_run_namespace(helm, kubect
         assert not _can(kubectl, operator, "create", "validations.lightbox.dev", runs)
         # Cluster-wide: reading Lightbox's kinds, and the policy's status; never the policy itself.
         assert _can(kubectl, operator, "list", "validations.lightbox.dev", None)
+        # Approvals: read and watched (docs/approvals.md), never written by the operator.
+        assert all(_can(kubectl, operator, verb, "algorithmapprovals.lightbox.dev", None) for verb in ("get", "list", "watch"))
+        assert not any(_can(kubectl, operator, verb, "algorithmapprovals.lightbox.dev", runs) for verb in ("create", "update", "delete"))
         assert _can(kubectl, operator, "patch", "sandboxpolicies.lightbox.dev", None, "status")
         for verb in ("patch", "update", "delete", "create"):
             assert not _can(kubectl, operator, verb, "sandboxpolicies.lightbox.dev", None)
