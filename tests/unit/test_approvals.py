@@ -162,3 +162,24 @@ def test_a_malformed_approval_is_refused_naming_the_field(field, value):
     with pytest.raises(ValidationError) as caught:
         AlgorithmApproval.model_validate({"metadata": {"name": "x"}, "spec": body})
     assert field in str(caught.value)
+
+
+def test_an_approval_event_requeues_the_algorithm_it_names_and_the_namespaces_validations():
+    import asyncio
+
+    from lightbox.operator import handlers
+    from lightbox.operator.reconcile import ALGORITHM, VALIDATION, Runtime
+
+    async def queued_after(event: dict) -> set:
+        runtime = Runtime(config=None, kube=None, exporter=None)  # type: ignore[arg-type]
+        runtime.validations["region"] = {"chest-v1"}
+        handlers.approval_event(event=event, namespace="region", memo={"runtime": runtime})
+        keys = set()
+        while len(runtime.queue):
+            keys.add(await runtime.queue.get())
+        return keys
+
+    made = {"type": "ADDED", "object": {"spec": {"algorithm": "chest"}}}
+    assert asyncio.run(queued_after(made)) == {(ALGORITHM, "region", "chest"), (VALIDATION, "region", "chest-v1")}
+    gone = {"type": "DELETED", "object": {"spec": {"algorithm": "chest"}}}
+    assert (ALGORITHM, "region", "chest") in asyncio.run(queued_after(gone))
