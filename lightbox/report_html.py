@@ -161,7 +161,7 @@ def forest_plot(run: RunRecord, metric: str | None) -> Markup | None:
         ax.axvline(overall.value, ls=":", color="grey")
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
     ax.set_xlim(0, 1)
-    ax.invert_yaxis()
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # top to bottom, with room for the "suppressed" notes
     return _svg(fig)
 
 
@@ -186,6 +186,7 @@ def dice_plot(run: RunRecord) -> Markup | None:
             ax.bar(b.lower, 1, width=b.upper - b.lower, align="edge", color="grey", alpha=0.3, hatch="//")
         else:
             ax.bar(b.lower, b.count or 0, width=b.upper - b.lower, align="edge", color="C0", edgecolor="white")
+    ax.set_xlim(0, 1)
     ax.set_xlabel("Dice")
     ax.set_ylabel("cases (upper band)")
     return _svg(fig)
@@ -200,6 +201,9 @@ def history_plot(points: list[tuple[int, float, float | None, float | None]], me
     lo = [p[2] if p[2] is not None else p[1] for p in points]
     hi = [p[3] if p[3] is not None else p[1] for p in points]
     ax.fill_between(xs, lo, hi, alpha=0.2)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("run")
     return _svg(fig)
 
