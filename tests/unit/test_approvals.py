@@ -9,6 +9,7 @@ import factories
 import pytest
 from pydantic import ValidationError
 
+from lightbox import auditchain
 from lightbox.api import AlgorithmApproval
 from lightbox.api.policy import ApprovalRequirement
 from lightbox.api.validation import RunRecord
@@ -151,6 +152,10 @@ def test_the_audit_record_lists_the_counted_approvals():
         ("alice", ["radiology-qa"], "2026-11-30T10:00:00Z"),
         ("bob", ["it-security"], "2026-11-30T12:00:00Z"),
     ]
+    # The approvals are inside the hashed spec: the chain verifies, and dropping one is found.
+    assert auditchain.verify([body]) == []
+    body["spec"]["algorithm"]["approvals"].pop()
+    assert auditchain.verify([body]) != []
 
 
 @pytest.mark.parametrize(
