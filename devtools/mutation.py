@@ -344,11 +344,16 @@ def print_report(bases: Sequence[Path], groups: Sequence[str]) -> Tally:
     summary: dict[str, list] = {}
     lines = []
     for group in groups:
-        found = [b / group for b in bases if (b / group / "summary.json").exists() or (b / group / "mutants").is_dir()]
-        if not found:
+        finished = [b / group for b in bases if (b / group / "summary.json").exists()]
+        stopped = [b / group for b in bases if (b / group / "mutants").is_dir()]
+        if not finished and not stopped:
             lines.append(f"  {group}: not run")
             continue
-        work = found[0]
+        # The latest finished run, else the latest one stopped on the way.
+        if finished:
+            work = max(finished, key=lambda w: (w / "summary.json").stat().st_mtime)
+        else:
+            work = max(stopped, key=lambda w: (w / "mutants").stat().st_mtime)
         if (work / "summary.json").exists():
             record = json.loads((work / "summary.json").read_text(encoding="utf-8"))
             excluded = record["excluded_tests"]
