@@ -179,3 +179,10 @@ def test_dashboard_is_off_by_default_and_uses_only_metrics_the_operator_exports(
     assert bounds == {"point", "lower", "upper"}
     assert any("lightbox_namespace_isolated" in e for e in exprs)
     assert any("lightbox_runs_queued" in e for e in exprs) and any("lightbox_runs_total" in e for e in exprs)
+
+
+def test_helm_install_refuses_a_wrong_value_naming_it(helm, namespace):
+    install = helm("install", "lb", str(CHART), "-n", namespace, "-f", str(REGION_VALUES), "--dry-run=server",
+                   "--set", "priorityClassName=Not A Class", check=False)
+    assert install.returncode != 0
+    assert "/priorityClassName" in install.stderr and "don't meet the specifications of the schema" in install.stderr
