@@ -204,7 +204,7 @@ def test_the_scorer_reports_evidence_that_counts_the_cases_it_scored_and_fits(tm
     from lightbox.api.results import TERMINATION_MESSAGE_LIMIT, ScoreReport
 
     run = Run(tmp_path, monkeypatch, n=80)
-    run.configure(subgroups=["sex", "site"])
+    run.configure(subgroups=["sex", "site"], pooledEvidence=True)  # the region pools evidence (off by default)
     run.predict()
     code, text = run.score()
     assert code == 0 and len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
