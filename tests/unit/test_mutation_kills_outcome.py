@@ -348,3 +348,19 @@ def test_verification_rejections_word_for_word():
     )
     many = result({"verified": False, "violations": [{"keyword": "K"}] * 250})
     assert len(many.summary["violations"]) == 200
+
+
+def test_unreadable_reports_fail_the_run_naming_at_most_five_problems():
+    not_json = outcome.parse_report("this is not json")
+    assert (not_json.phase, not_json.reason) == ("Failed", "TerminationMessageInvalid")
+    assert not_json.message == "the scorer's termination message is not JSON: Expecting value: line 1 column 1 (char 0)"
+    bad = {"task": "classification", "cases": -1, "scored": -1, "metrics": {"auc": {"value": "x"}}, "a": 1, "b": 2, "c": 3}
+    invalid = outcome.parse_report(json.dumps(bad))
+    assert (invalid.phase, invalid.reason) == ("Failed", "TerminationMessageInvalid")
+    problems = invalid.message.removeprefix("the scorer's termination message is not a ScoreReport: ").split("; ")
+    assert len(problems) == 5
+    assert problems[:3] == [
+        "cases: Input should be greater than or equal to 0",
+        "scored: Input should be greater than or equal to 0",
+        "metrics.auc.value: Input should be a valid number, unable to parse string as a number",
+    ]
