@@ -58,7 +58,7 @@ INSTALLER_REQUIREMENT = "installer==1.1.0"
 # The packages and folders that make up the Lightbox wheel (pyproject's package-dir).
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "lightbox", "operator", "sandbox", "devtools")
 SUITE_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
-ARCHIVES_KEPT = 3
+ARCHIVES_KEPT = 2
 
 # Short name -> Containerfile (relative to the repository root). The repository of each image is
 # localhost/lightbox for the first and localhost/lightbox-reference-NAME for the others.
