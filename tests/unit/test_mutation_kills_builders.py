@@ -216,6 +216,7 @@ RUN_POD = {
                         "metrics": ["auc", "sensitivity"],
                         "subgroups": ["sex"],
                         "minSubgroupSize": 7,
+                        "pooledEvidence": False,  # off unless the SandboxPolicy sets it
                         "confidenceLevel": 0.9,
                         "bootstrap": {"level": "patient", "resamples": 2000, "seed": 0},
                         "frocFalsePositives": [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
