@@ -475,3 +475,12 @@ def test_an_api_server_configured_for_probes_wins_over_the_operators_own():
     check = builders.isolation_check_config(config, "https://10.0.0.1:6443")
     assert check.api_server == "https://kubernetes.default.svc:443"
     assert builders.isolation_check_config(CONFIG, None).api_server is None
+
+
+def test_the_scorer_config_carries_the_protocol_and_the_policy_not_defaults():
+    val = validation(bootstrap={"resamples": 500, "seed": 7, "level": "case"})
+    algo = algorithm(operatingThreshold=0.3)
+    config = builders.scorer_config(val, algo, policy(pooledEvidence=True))
+    assert (config.operating_threshold, config.pooled_evidence) == (0.3, True)
+    assert config.bootstrap.model_dump(by_alias=True) == {"resamples": 500, "seed": 7, "level": "case"}
+    assert builders.scorer_config(val, algo, None).pooled_evidence is False  # no policy: no pooling
