@@ -13,7 +13,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration realnode node-down crds bench down clean mutation
+.PHONY: demo demo-node test unit integration realnode node-down crds bench down clean mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 
 ## demo: start a local control plane, run a validation end to end, print the results
 demo: $(STAMP)
+	$(BIN)/lightbox demo
+
+## demo-node: the demo on a real node (root): operator in-cluster from the chart; leaves it running
+demo-node: $(STAMP)
+	$(BIN)/python -m lightbox.devtools.binaries --helm --node
 	$(BIN)/lightbox demo --node auto
 
 ## down: stop the demo's control plane

@@ -39,7 +39,8 @@ def import_images(socket: Path, built: Mapping[str, Any], log: Log) -> None:
                              f"from the build's ({img.digest})")
 
 
-def chart_values(lightbox_image: Any, *, run_namespaces: Sequence[str] = (), runs_cluster_wide: bool = False,
+def chart_values(lightbox_image: Any, *, watch_namespaces: Sequence[str] = (), run_namespaces: Sequence[str] = (),
+                 runs_cluster_wide: bool = False,
                  allowed_registries: Sequence[str] = (), create_policy: bool = False,
                  verbose: bool = True, operator_cpu_request: str | None = None) -> dict[str, Any]:
     """Values for the node: the built image by digest; where runs may happen (the chart insists).
@@ -55,6 +56,7 @@ def chart_values(lightbox_image: Any, *, run_namespaces: Sequence[str] = (), run
         **extra,
         "image": {"repository": repo, "digest": lightbox_image.digest, "pullPolicy": "IfNotPresent"},
         "verbose": verbose,
+        "watchNamespaces": list(watch_namespaces),
         "runNamespaces": list(run_namespaces),
         "rbac": {"runObjectsClusterWide": runs_cluster_wide},
         "sandboxPolicy": {"create": create_policy,
