@@ -238,3 +238,19 @@ def test_cluster_wide_mode_grants_runs_only_where_told(helm, namespace):
     (binding,) = [d for d in everywhere if d["kind"] == "ClusterRoleBinding" and d["metadata"]["name"].endswith("-runs-in-every-namespace")]
     assert binding["roleRef"]["name"] == "lb-operator-runs-in-every-namespace"
     assert not [d for d in everywhere if d["kind"] == "Role" and d["metadata"]["name"] == "lb-operator-runs"]
+
+
+def test_the_operator_watches_only_where_its_roles_let_it_act(helm, namespace):
+    # Watching jobs and pods cluster-wide with namespaced Roles is refused (the in-cluster operator
+    # crashed on the real node): the operator's namespaces follow the Roles.
+    base = ["template", "lb", str(CHART), "-n", namespace, "-f", str(REGION_VALUES)]
+
+    def watched(*extra: str) -> list[str]:
+        docs = [d for d in yaml.safe_load_all(helm(*base, *extra).stdout) if d]
+        (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        return [a.removeprefix("--namespace=") for a in args if a.startswith("--namespace=")]
+
+    assert watched("--set", "watchNamespaces={radiology}") == ["radiology"]
+    assert watched("--set", "watchNamespaces=null", "--set", "runNamespaces={ward-a,ward-b}") == ["ward-a", "ward-b"]
+    assert watched("--set", "watchNamespaces=null", "--set", "runNamespaces=null", "--set", "rbac.runObjectsClusterWide=true") == []
