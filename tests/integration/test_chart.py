@@ -83,8 +83,14 @@ def test_missing_registries_or_unpinned_image_fail_with_a_clear_message(helm, na
     no_registries = helm("template", "lb", str(CHART), "-n", namespace, check=False)
     assert no_registries.returncode != 0
     assert "sandboxPolicy.spec.allowedRegistries must list at least one registry" in no_registries.stderr
-    unpinned = helm(
+    # A tag where the digest goes is refused by values.schema.json, naming the value ...
+    tagged = helm(
         "template", "lb", str(CHART), "-n", namespace, "-f", str(REGION_VALUES), "--set", "image.digest=latest", check=False
+    )
+    assert tagged.returncode != 0 and "at '/image/digest': 'latest' does not match pattern" in tagged.stderr
+    # ... and no digest at all (the default) by the template, saying why the image is pinned.
+    unpinned = helm(
+        "template", "lb", str(CHART), "-n", namespace, "-f", str(REGION_VALUES), "--set", "image.digest=", check=False
     )
     assert unpinned.returncode != 0 and "image.digest must be sha256" in unpinned.stderr
 
