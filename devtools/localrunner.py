@@ -355,6 +355,14 @@ class LocalRunner:
             active.cancel.set()
         killed = kill_pod_processes(uid)
         log.info("pod %s %s; killed %d process(es)", uid, reason, killed)
+        # A container may be spawned just after that sweep (its Running status is
+        # written before the process starts): keep sweeping until the pod's thread ends.
+        threading.Thread(target=self._reap, args=(uid,), name=f"localrunner-reap-{uid[:8]}", daemon=True).start()
+
+    def _reap(self, uid: str) -> None:
+        while self._is_active(uid):
+            time.sleep(0.5)
+            kill_pod_processes(uid)
 
     def _cancel_all(self, reason: str) -> None:
         with self._lock:
@@ -595,6 +603,8 @@ class _PodExecution:
             for key, value in (("max_file_bytes", plan.max_file_bytes), ("max_memory_bytes", plan.max_memory_bytes))
             if value is not None
         }
+        if self.active.cancel.is_set():
+            return Terminated(137, "Error", started, now(), f"killed: pod {self.active.reason}")
         try:
             result = self.runner.isolate(
                 plan.argv,

@@ -303,6 +303,33 @@ def test_deleting_a_running_pod_kills_its_processes(claims: Path, tmp_path: Path
         bystander.kill()
 
 
+class _DeletedJustBeforeSpawn(FakeIsolation):
+    """The delete lands after the runner's last look and before the process exists."""
+
+    def __init__(self, runner_ref: list[Any]) -> None:
+        super().__init__()
+        self.runner_ref = runner_ref
+
+    def __call__(self, argv, **kwargs: Any) -> FakeResult:  # noqa: ANN001
+        self.runner_ref[0]._cancel(kwargs["env"][POD_MARKER_ENV], "deleted")
+        return super().__call__(argv, **kwargs)
+
+
+def test_a_container_spawned_after_the_delete_sweep_is_still_killed(claims: Path, tmp_path: Path) -> None:
+    pod = make_pod([], [python("vendor", "import time; time.sleep(60)")])
+    ref: list[Any] = []
+    runner, core = runner_for([pod], claims, tmp_path, _DeletedJustBeforeSpawn(ref))
+    ref.append(runner)
+    assert runner._claim(pod)
+
+    worker = threading.Thread(target=runner._execute, args=(pod,))
+    worker.start()
+    worker.join(timeout=20)  # the sleeper asks for 60 s: only a later sweep ends it sooner
+
+    assert not worker.is_alive()
+    assert core.deleted == ["run-1"]  # the delete is finalized once the process is gone
+
+
 class _NoEvents:
     """A watch that never delivers: the runner must find pods by relisting."""
 
