@@ -20,9 +20,12 @@ from lightbox.api.common import (
     validations,
 )
 from lightbox.api.results import Model
-from lightbox.api.run import Task
+from lightbox.api.run import Packaging, Task
 
-Modality = Literal["CT", "MR", "CR", "DX", "MG", "US", "PT", "NM", "XA", "RF", "SM", "OT"]
+# Beyond radiology: SM slide microscopy (pathology), GM general microscopy, XC external-camera
+# photography (dermatology), OP ophthalmic photography, OPT ophthalmic tomography (OCT).
+Modality = Literal["CT", "MR", "CR", "DX", "MG", "US", "PT", "NM", "XA", "RF", "SM", "GM", "XC", "OP", "OPT", "OT"]
+
 
 
 class AlgorithmResources(Model):
@@ -79,7 +82,7 @@ class AlgorithmSpec(Model):
         json_schema_extra=validations(*image_rules()),
     )
     task: Task = Field(description="What the algorithm does: classification, detection or segmentation.")
-    modality: Modality = Field(description="DICOM modality of the input (CT, MR, CR, DX, MG, US, PT, NM, XA, RF, SM, OT).")
+    modality: Modality = Field(description="DICOM modality of the input (CT, MR, CR, DX, MG, US, PT, NM, XA, RF, SM, GM, XC, OP, OPT, OT).")
     body_part: str = Field(
         min_length=1,
         max_length=64,
@@ -87,6 +90,11 @@ class AlgorithmSpec(Model):
         description="DICOM Body Part Examined, e.g. CHEST, HEAD, BREAST.",
     )
     contract_version: Literal["v1"] = Field(default="v1", description="Version of the Lightbox vendor contract.")
+    packaging: Packaging = Field(
+        default="lightbox",
+        description="The packaging the image follows: lightbox (our contract, default), monai-map (a MONAI "
+        "Application Package) or grand-challenge (a grand-challenge algorithm container).",
+    )
     labels: list[TextItem] | None = Field(
         default=None,
         max_length=64,

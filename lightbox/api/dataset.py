@@ -10,7 +10,7 @@ from pydantic import Field
 from lightbox.api.algorithm import Modality
 from lightbox.api.common import Condition, KubeObject, VolumeLocation, age_column, cel, text_field, validations
 from lightbox.api.results import Model
-from lightbox.api.run import DeidOption
+from lightbox.api.run import DatasetFormat, DeidOption
 
 
 class Deidentification(Model):
@@ -52,6 +52,11 @@ class DatasetSpec(Model):
     ground_truth: VolumeLocation = Field(description="Reference labels/masks; read only by the trusted scorer.")
     deidentification: Deidentification = Field(
         default_factory=Deidentification, description="The de-identification profile the studies claim."
+    )
+    format: DatasetFormat = Field(
+        default="dicom",
+        description="How the studies are stored: dicom (one folder of DICOM files per case, incl. DICOM WSI), "
+        "slide-tiff (whole-slide TIFF/SVS, one folder per case) or photo (JPEG/PNG/HEIC photos, one folder per case).",
     )
     modality: Modality | None = Field(default=None, description="Predominant DICOM modality.")
     description: str | None = text_field("Cohort description for reports, on one line.", max_length=4000, default=None)

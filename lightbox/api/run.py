@@ -96,13 +96,21 @@ DeidOption = Literal[
 """PS3.15 Annex E profile options, named after the columns of Table E.1-1."""
 
 Task = Literal["classification", "detection", "segmentation"]
-SubgroupDimension = Literal["sex", "ageBand", "manufacturer", "site"]
+# How the vendor's container expects its input and writes its output (docs/packaging.md).
+Packaging = Literal["lightbox", "monai-map", "grand-challenge"]
+# One folder per case whatever the format; the format picks the de-identification path.
+DatasetFormat = Literal["dicom", "slide-tiff", "photo"]
+# bodySite and skinType (Fitzpatrick) come from the site's cohort sheet for photos: fairness across
+# skin types is the known risk in dermatology.
+SubgroupDimension = Literal["sex", "ageBand", "manufacturer", "site", "bodySite", "skinType"]
 
 
 class StagerConfig(Model):
     """Settings of the ``stage`` step (env ``LIGHTBOX_STAGER_CONFIG``)."""
 
     task: Task = Field(description="The algorithm's task, written into the vendor's manifest.json.")
+    packaging: Packaging = Field(default="lightbox", description="How the vendor expects its input laid out.")
+    format: DatasetFormat = Field(default="dicom", description="How the dataset's studies are stored.")
     labels: list[str] = Field(default_factory=list, description="The algorithm's labels, for manifest.json.")
     deid_options: list[DeidOption] = Field(default_factory=list, description="Profile options the dataset claims.")
     max_cases: int | None = Field(default=None, ge=1, description="Stage at most this many cases.")
@@ -121,6 +129,7 @@ class ScorerConfig(Model):
     """Settings of the ``score`` step (env ``LIGHTBOX_SCORER_CONFIG``)."""
 
     task: Task
+    packaging: Packaging = Field(default="lightbox", description="How the vendor writes its output.")
     labels: list[str] = Field(default_factory=list, description="Class labels; the first positive label is scored.")
     positive_label: str | None = Field(default=None, description="Label treated as positive in binary metrics.")
     operating_threshold: float = Field(default=0.5, ge=0, le=1, description="Score at or above which a case is positive.")

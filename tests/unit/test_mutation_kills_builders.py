@@ -141,6 +141,8 @@ RUN_POD = {
                     "name": "LIGHTBOX_STAGER_CONFIG",
                     "value": {
                         "task": "classification",
+                        "packaging": "lightbox",
+                        "format": "dicom",
                         "labels": ["normal", "nodule"],
                         "deidOptions": [],
                         "maxCases": None,
@@ -210,6 +212,7 @@ RUN_POD = {
                     "name": "LIGHTBOX_SCORER_CONFIG",
                     "value": {
                         "task": "classification",
+                        "packaging": "lightbox",
                         "labels": ["normal", "nodule"],
                         "positiveLabel": "nodule",
                         "operatingThreshold": 0.5,
