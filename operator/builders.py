@@ -127,6 +127,22 @@ def _claim_volume(name: str, location: VolumeLocation) -> dict[str, Any]:
     return {"name": name, "persistentVolumeClaim": {"claimName": location.claim_name, "readOnly": True}}
 
 
+#: The one volume of a Dataset whose studies and ground truth share a claim.
+DATASET_VOLUME = "dataset"
+
+
+def data_volumes(studies: VolumeLocation, truth: VolumeLocation) -> tuple[str, str, list[dict[str, Any]]]:
+    """(studies volume, truth volume, volumes) for a run pod.
+
+    One claim for both gives one volume, mounted twice by subPath: the kubelet never mounts
+    a pod with two volumes of one PersistentVolumeClaim (the pod stays ContainerCreating).
+    Who mounts which subPath is unchanged, so the truth still reaches the score step only."""
+    if studies.claim_name == truth.claim_name:
+        return DATASET_VOLUME, DATASET_VOLUME, [_claim_volume(DATASET_VOLUME, studies)]
+    return (layout.STUDIES_VOLUME, layout.TRUTH_VOLUME,
+            [_claim_volume(layout.STUDIES_VOLUME, studies), _claim_volume(layout.TRUTH_VOLUME, truth)])
+
+
 def _trusted_container(name: str, image: str, command: list[str], config: OperatorConfig) -> dict[str, Any]:
     resources = config.trusted_resources.as_dict()
     return {
@@ -224,6 +240,7 @@ def run_pod_spec(
         verified_content_hash=dataset.status.content_hash if dataset.status else None,
     )
     termination = {layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH}
+    studies_volume, truth_volume, claim_volumes = data_volumes(data.studies, data.ground_truth)
 
     stage = _trusted_container(layout.STAGE_CONTAINER, config.trusted_image, ["lightbox", "stage"], config)
     stage["env"] = _env(
@@ -239,7 +256,7 @@ def run_pod_spec(
         }
     ) + [_node_ip_env()]
     stage["volumeMounts"] = [
-        _mount(layout.STUDIES_VOLUME, layout.STUDIES_DIR, True, data.studies.sub_path),
+        _mount(studies_volume, layout.STUDIES_DIR, True, data.studies.sub_path),
         _mount(layout.INPUT_VOLUME, layout.INPUT_DIR, False),
         _mount(layout.WORK_VOLUME, layout.WORK_DIR, False),
         _mount(layout.TMP_VOLUME, layout.TMP_DIR, False),
@@ -286,7 +303,7 @@ def run_pod_spec(
     )
     score["volumeMounts"] = [
         _mount(layout.OUTPUT_VOLUME, layout.OUTPUT_DIR, True),
-        _mount(layout.TRUTH_VOLUME, layout.TRUTH_DIR, True, data.ground_truth.sub_path),
+        _mount(truth_volume, layout.TRUTH_DIR, True, data.ground_truth.sub_path),
         _mount(layout.WORK_VOLUME, layout.WORK_DIR, False),
         _mount(layout.TMP_VOLUME, layout.TMP_DIR, False),
     ]
@@ -297,8 +314,7 @@ def run_pod_spec(
         "initContainers": [stage, vendor],
         "containers": [score],
         "volumes": [
-            _claim_volume(layout.STUDIES_VOLUME, data.studies),
-            _claim_volume(layout.TRUTH_VOLUME, data.ground_truth),
+            *claim_volumes,
             {"name": layout.INPUT_VOLUME, "emptyDir": {}},
             # The vendor's only writable place: bounded like its ephemeral storage.
             {"name": layout.OUTPUT_VOLUME, "emptyDir": {"sizeLimit": algo.resources.ephemeral_storage}},

@@ -142,21 +142,37 @@ def test_vendor_sees_only_input_read_only_and_output_writable():
     }
 
 
-def test_only_the_scorer_mounts_the_truth_and_only_the_stager_the_studies():
-    by_name = containers(render())
-    with_truth = [n for n, c in by_name.items() if layout.TRUTH_VOLUME in mounts(c)]
-    with_studies = [n for n, c in by_name.items() if layout.STUDIES_VOLUME in mounts(c)]
-    assert with_truth == ["score"]
-    assert with_studies == ["stage"]
-    truth = mounts(by_name["score"])["truth"]
-    assert truth == {"name": "truth", "mountPath": layout.TRUTH_DIR, "readOnly": True, "subPath": "chest/truth"}
-    studies = mounts(by_name["stage"])["studies"]
-    assert studies == {"name": "studies", "mountPath": layout.STUDIES_DIR, "readOnly": True, "subPath": "chest/studies"}
-    assert mounts(by_name["score"])["output"]["readOnly"] is True
-    volumes = {v["name"]: v for v in render()["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["studies"]["persistentVolumeClaim"] == {"claimName": "imaging", "readOnly": True}
-    assert volumes["truth"]["persistentVolumeClaim"] == {"claimName": "imaging", "readOnly": True}
+def _on_claims(studies_claim: str, truth_claim: str):
+    data = dataset()
+    data.spec.studies.claim_name = studies_claim
+    data.spec.ground_truth.claim_name = truth_claim
+    return data
+
+
+def _claims_mounted(container, volumes):
+    """(claim, subPath, mountPath, readOnly) of each claim the container mounts."""
+    return sorted((volumes[m["name"]]["persistentVolumeClaim"]["claimName"], m.get("subPath", ""), m["mountPath"], m["readOnly"])
+                  for m in container.get("volumeMounts", []) if "persistentVolumeClaim" in volumes[m["name"]])
+
+
+@pytest.mark.parametrize(("studies_claim", "truth_claim"), [("imaging", "imaging"), ("imaging", "labels")])
+def test_only_the_scorer_mounts_the_truth_and_only_the_stager_the_studies(studies_claim, truth_claim):
+    job = render(data=_on_claims(studies_claim, truth_claim))
+    pod = job["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    claimed = {n: _claims_mounted(c, volumes) for n, c in containers(job).items()}
+    assert claimed == {
+        "stage": [(studies_claim, "chest/studies", layout.STUDIES_DIR, True)],
+        "vendor": [],
+        "score": [(truth_claim, "chest/truth", layout.TRUTH_DIR, True)],
+    }
+    assert mounts(containers(job)["score"])["output"]["readOnly"] is True
     assert volumes["output"]["emptyDir"] == {"sizeLimit": "10Gi"}
+    # The kubelet never mounts a pod with two volumes of one claim: one volume per claim, read-only.
+    claims = [v["persistentVolumeClaim"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert sorted(c["claimName"] for c in claims) == sorted({studies_claim, truth_claim})
+    assert all(c["readOnly"] is True for c in claims)
+    assert_confined(pod)
 
 
 def test_env_names_point_at_the_mount_paths():

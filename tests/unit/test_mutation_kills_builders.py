@@ -168,7 +168,7 @@ RUN_POD = {
                 NODE_IP,
             ],
             [
-                {"name": "studies", "mountPath": "/data/studies", "readOnly": True, "subPath": "chest/studies"},
+                {"name": "dataset", "mountPath": "/data/studies", "readOnly": True, "subPath": "chest/studies"},
                 {"name": "input", "mountPath": "/input", "readOnly": False},
                 {"name": "work", "mountPath": "/work", "readOnly": False},
                 {"name": "tmp", "mountPath": "/tmp", "readOnly": False},
@@ -230,15 +230,15 @@ RUN_POD = {
             ],
             [
                 {"name": "output", "mountPath": "/output", "readOnly": True},
-                {"name": "truth", "mountPath": "/data/truth", "readOnly": True, "subPath": "chest/truth"},
+                {"name": "dataset", "mountPath": "/data/truth", "readOnly": True, "subPath": "chest/truth"},
                 {"name": "work", "mountPath": "/work", "readOnly": False},
                 {"name": "tmp", "mountPath": "/tmp", "readOnly": False},
             ],
         )
     ],
     "volumes": [
-        {"name": "studies", "persistentVolumeClaim": {"claimName": "imaging", "readOnly": True}},
-        {"name": "truth", "persistentVolumeClaim": {"claimName": "imaging", "readOnly": True}},
+        # one claim for studies and truth: one volume, two subPath mounts (the kubelet mounts no pod with two volumes of one claim)
+        {"name": "dataset", "persistentVolumeClaim": {"claimName": "imaging", "readOnly": True}},
         {"name": "input", "emptyDir": {}},
         {"name": "output", "emptyDir": {"sizeLimit": "5Gi"}},
         {"name": "work", "emptyDir": {}},
