@@ -417,7 +417,12 @@ def test_single_class_scored_still_reports_what_it_can(tmp_path: Path, monkeypat
     code, text = run.score()
     report = ScoreReport.model_validate_json(text)
     assert code == EXIT_OK and "auc" not in report.metrics and "specificity" in report.metrics
-    assert report.roc == [] and report.failures.missing > 0
+    dropped = sum(1 for v in cases.values() if labels[v["source"]]["label"] != "normal")  # counted from the truth
+    # docs/covert-channel.md: failure counts are released rounded up to the doubling bands 0, m, 2m, 4m, ...
+    # of the minimum cell m (5 here), capped at the number of cases.
+    band = next(b for b in (0, 5, 10, 20, 40) if b >= dropped)
+    assert 0 < dropped <= band < 30
+    assert report.roc == [] and report.failures.missing == band and report.scored == 30 - band
 
 
 def test_oversized_or_foreign_mask_files_are_unreadable_without_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
