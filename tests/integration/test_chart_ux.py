@@ -179,6 +179,9 @@ def test_dashboard_is_off_by_default_and_uses_only_metrics_the_operator_exports(
     assert bounds == {"point", "lower", "upper"}
     assert any("lightbox_namespace_isolated" in e for e in exprs)
     assert any("lightbox_runs_queued" in e for e in exprs) and any("lightbox_runs_total" in e for e in exprs)
+    # GPUs in use against the policy's limit (issue 11): both series exported, in one panel
+    (gpu_panel,) = [p for p in dashboard["panels"] if any("lightbox_gpus_in_use" in t["expr"] for t in p["targets"])]
+    assert any("lightbox_gpus_limit" in t["expr"] for t in gpu_panel["targets"])
 
 
 def test_helm_install_refuses_a_wrong_value_naming_it(helm, namespace):
