@@ -428,6 +428,12 @@ def probe_pod(
         config.probe_outside,
         "--timeout",
         str(config.probe_timeout_seconds),
+        # The stage step's rule, so the probe pod's own first seconds (a policy engine's
+        # window for a new pod) are waited out, not reported as an open namespace.
+        "--clean-rounds",
+        str(config.isolation_check_rounds),
+        "--bound",
+        str(config.isolation_check_bound_seconds),
     ]
     container = _trusted_container("probe", config.trusted_image, command, config)
     container["env"] = _env({layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH, **GPU_CANARY}) + [_node_ip_env()]

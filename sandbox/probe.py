@@ -11,6 +11,10 @@ so the packet died in the filter (docs/isolation.md). It also counts the GPUs
 the container sees (it requests none). The stage step of every run pod reuses
 these checks (``lightbox.sandbox.incheck``).
 
+It judges as the in-pod check does (``incheck.run_rounds``): isolated only after several
+silent rounds in a row, not isolated if those have not come by a bound, so a policy
+engine's window for the new probe pod is waited out instead of reported.
+
 Exit 0 and ``{"isolated": true, ...}`` when nothing answered; exit 1 and
 ``{"isolated": false, "answered": [...]}`` otherwise. The JSON goes to stdout
 and to the termination log (``$LIGHTBOX_TERMINATION_LOG``, else
@@ -36,7 +40,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from lightbox.api.run import NODE_IP_ENV, TERMINATION_LOG_ENV, TERMINATION_LOG_PATH
+from pydantic import ValidationError
+
+from lightbox.api.run import NODE_IP_ENV, TERMINATION_LOG_ENV, TERMINATION_LOG_PATH, IsolationCheckConfig
 
 # errno values that mean "no route, nobody there": the network is cut.
 SILENT_ERRNOS = frozenset(
@@ -326,32 +332,72 @@ def _write_termination_log(text: str) -> None:
         pass  # Outside a pod there may be no termination log; stdout still has the result.
 
 
+def probe_rounds(
+    targets: Sequence[Target],
+    config: IsolationCheckConfig,
+    probe: Callable[[Sequence[Target], float], list[Check]] = check_all,
+) -> tuple[bool, list[str], list[list[Check]]]:
+    """(isolated, what answered, the rounds) by the in-pod check's rule (``incheck.run_rounds``).
+
+    A single try lands in a policy engine's window for a new pod (kube-router: 1-4 s), where
+    the probe pod is as unprotected as any: the probe would report the namespace open and hold
+    its runs although enforcement arrives seconds later. So it waits, as the stage step does,
+    for ``clean_rounds`` silent rounds in a row, refusing at ``bound_seconds``; the answers it
+    names are those of the last round that had any."""
+    from lightbox.sandbox.incheck import run_rounds  # incheck builds on this module
+
+    rounds: list[list[Check]] = []
+
+    def one_round(round_targets: Sequence[Target], timeout: float) -> list[Check]:
+        rounds.append(probe(round_targets, timeout))
+        return rounds[-1]
+
+    decision = run_rounds(targets, config, probe=one_round)
+    if decision.action == "proceed":
+        return True, [], rounds
+    last = next(([c for c in r if c.answered] for r in reversed(rounds) if any(c.answered for c in r)), [])
+    return False, [f"{c.kind} {c.target} ({c.detail})" for c in last] or [decision.message], rounds
+
+
 def main(argv: list[str] | None = None) -> int:
+    defaults = IsolationCheckConfig()
     parser = argparse.ArgumentParser(prog="lightbox probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("--api-server", help="host:port or URL (besides $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)")
     parser.add_argument("--dns", action="append", default=[], help="cluster DNS server host[:port] (repeatable)")
     parser.add_argument("--outside", action="append", default=[], help="an address outside the cluster (repeatable)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per check")
+    parser.add_argument("--clean-rounds", type=int, default=defaults.clean_rounds,
+                        help=f"consecutive silent rounds needed (default {defaults.clean_rounds})")
+    parser.add_argument("--interval", type=float, default=defaults.interval_seconds,
+                        help=f"seconds between rounds (default {defaults.interval_seconds:g})")
+    parser.add_argument("--bound", type=float, default=defaults.bound_seconds,
+                        help=f"not isolated unless the rounds are clean by then, seconds (default {defaults.bound_seconds:g})")
     parser.add_argument("--gpus-allowed", type=int, default=0, help="GPUs this container requested (default 0)")
     parser.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)  # a fake /dev, /proc tree in tests
     parser.add_argument("--routes", type=Path, default=ROUTES, help=argparse.SUPPRESS)  # a route table file in tests
     args = parser.parse_args(argv)
+    try:
+        config = IsolationCheckConfig(timeout_seconds=args.timeout, clean_rounds=args.clean_rounds,
+                                      interval_seconds=args.interval, bound_seconds=args.bound)
+    except ValidationError as exc:
+        options = {"timeout_seconds": "--timeout", "clean_rounds": "--clean-rounds", "interval_seconds": "--interval",
+                   "bound_seconds": "--bound"}
+        parser.error("; ".join(f"{options.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()))
 
     # The node comes from $LIGHTBOX_NODE_IP (downward API), the gateways from the route table.
     targets = pod_targets([args.api_server], args.dns, args.outside, os.environ, read_routes(args.routes))
-    checks = check_all(targets, args.timeout)
-    answered = [f"{c.kind} {c.target} ({c.detail})" for c in checks if c.answered]
+    # GPUs are static (no window to wait out): checked once, before the rounds.
     gpus = gpu_problem(gpu_view(args.root), args.gpus_allowed)
-    if gpus:
-        answered.append(gpus)
-    result = {"isolated": not answered, "answered": answered, "checked": [c.target for c in checks]}
+    isolated, answered, rounds = (False, [gpus], []) if gpus else probe_rounds(targets, config)
+    checks = rounds[-1] if rounds else []
+    result = {"isolated": isolated, "answered": answered, "checked": [t.address for t in targets]}
     text = json.dumps(result, separators=(",", ":"))
     if len(text) > 4000:
-        result = {"isolated": not answered, "answered": answered[:5]}
+        result = {"isolated": isolated, "answered": answered[:5]}
         text = json.dumps(result, separators=(",", ":"))[:4000]
     _write_termination_log(text)
-    print(json.dumps({**result, "checks": [asdict(c) for c in checks]}))
-    return 0 if not answered else 1
+    print(json.dumps({**result, "rounds": len(rounds), "checks": [asdict(c) for c in checks]}))
+    return 0 if isolated else 1
 
 
 if __name__ == "__main__":

@@ -349,6 +349,9 @@ def test_probe_pod_whole():
                         "--dns", "10.0.0.10:53",
                         "--outside", "192.0.2.1:443",
                         "--timeout", "2.5",
+                        # the in-pod check's rule: CONFIG's 4 rounds within 20 s
+                        "--clean-rounds", "4",
+                        "--bound", "20.0",
                     ],
                     [TERMINATION_LOG, {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}, NODE_IP],
                 )
