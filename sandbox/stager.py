@@ -121,6 +121,10 @@ def stage(
 
     if not studies.is_dir():
         raise StageError("DatasetUnreadable", "the studies directory is missing", EXIT_DATASET_UNREADABLE)
+    if config.format == "photo":
+        from lightbox.sandbox.photostage import stage_photos
+
+        return stage_photos(studies, input_dir, work_dir, config)  # type: ignore[no-any-return]
     if verifier is not None:
         verifier_name = getattr(verifier, "__name__", "custom")
     else:
