@@ -10,8 +10,10 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 from lightbox.operator.config import OperatorConfig
+from lightbox.operator.leader import LeaseSettings, default_identity, default_namespace
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,8 +28,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-namespace", help="namespace of the audit trail; env LIGHTBOX_AUDIT_NAMESPACE (default lightbox-audit)")
     p.add_argument("--workers", type=int, help="concurrent reconciliations (default 8)")
     p.add_argument("--health-port", type=int, help="port of kopf's liveness endpoint /healthz, served on the operator's event loop (so it stops answering when the loop hangs, unlike /metrics); env LIGHTBOX_HEALTH_PORT; default: none")
+    p.add_argument("--leader-elect", action="store_true", default=None, help="run as one of several replicas: act only while holding a coordination.k8s.io Lease (docs/ha.md); env LIGHTBOX_LEADER_ELECT=true")
+    p.add_argument("--leader-election-namespace", help="namespace of the Lease; env LIGHTBOX_LEADER_ELECTION_NAMESPACE; default: the pod's own namespace")
+    p.add_argument("--leader-identity", help="this replica's name in the Lease; env LIGHTBOX_LEADER_IDENTITY; default: hostname (the pod's name) and pid")
     p.add_argument("--verbose", "-v", action="store_true")
     return p
+
+
+def leader_settings(args: argparse.Namespace, env: Mapping[str, str]) -> LeaseSettings | None:
+    """The Lease this replica competes for, or None when leader election is off (one replica)."""
+    raw = env.get("LIGHTBOX_LEADER_ELECT", "")
+    if args.leader_elect is None and raw.lower() not in {"", "0", "false", "1", "true"}:
+        raise SystemExit(f"LIGHTBOX_LEADER_ELECT must be true or false, got {raw!r}")
+    if not (args.leader_elect or raw.lower() in {"1", "true"}):
+        return None
+    namespace = args.leader_election_namespace or env.get("LIGHTBOX_LEADER_ELECTION_NAMESPACE") or default_namespace()
+    if not namespace:
+        raise SystemExit(
+            "--leader-elect needs the Lease's namespace outside a pod: --leader-election-namespace "
+            "or LIGHTBOX_LEADER_ELECTION_NAMESPACE"
+        )
+    identity = args.leader_identity or env.get("LIGHTBOX_LEADER_IDENTITY") or default_identity()
+    return LeaseSettings(namespace=namespace, identity=identity)
 
 
 def liveness_endpoint(port: int | None) -> str | None:
@@ -49,6 +71,7 @@ def liveness_endpoint(port: int | None) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     health = liveness_endpoint(args.health_port)
+    leader = leader_settings(args, os.environ)
     import kopf
 
     from lightbox.operator import handlers  # noqa: F401  (registers the handlers)
@@ -76,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         standalone=True,
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),
-        memo=kopf.Memo(config=config, kubeconfig=args.kubeconfig),
+        memo=kopf.Memo(config=config, kubeconfig=args.kubeconfig, leader=leader),
         liveness_endpoint=health,
     )
     return 0
