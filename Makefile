@@ -13,7 +13,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-node test unit integration realnode node-down crds bench down clean mutation
+.PHONY: demo demo-node test lint unit integration realnode node-down crds bench down clean mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +34,17 @@ demo-node: $(STAMP)
 down: $(STAMP)
 	$(BIN)/lightbox control-plane down
 
-## test: unit tests, then integration tests against a real kube-apiserver
+## test: the linters, then unit tests, then integration tests against a real kube-apiserver
 test: $(STAMP)
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m lightbox.devtools.binaries --helm
 	$(BIN)/lightbox crds --check
 	$(BIN)/pytest
+
+## lint: ruff (style, likely bugs, complexity over 20) and mypy (strict on lightbox/api and operator/)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m lightbox.devtools.typecheck
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
