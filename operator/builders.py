@@ -17,6 +17,7 @@ from lightbox.api import subpath
 from lightbox.api.common import VolumeLocation
 from lightbox.api.run import IsolationCheckConfig, ScorerConfig, StagerConfig
 from lightbox.operator.config import OperatorConfig
+from lightbox.sandbox import packaging
 from lightbox.sandbox.contract import vendor_environment
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -183,6 +184,7 @@ def scorer_config(validation: Validation, algorithm: Algorithm, policy: SandboxP
     spec = validation.spec
     return ScorerConfig(
         task=algorithm.spec.task,
+        packaging=algorithm.spec.packaging,
         labels=list(algorithm.spec.labels or []),
         positive_label=algorithm.spec.positive_label,
         operating_threshold=algorithm.spec.operating_threshold,
@@ -235,6 +237,7 @@ def run_pod_spec(
         raise ValueError(f"Dataset {dataset.metadata.get('name')}: spec.groundTruth overlaps spec.studies; refusing to mount it")
     stager = StagerConfig(
         task=algo.task,
+        packaging=algo.packaging,
         labels=list(algo.labels or []),
         deid_options=list(data.deidentification.options),
         verified_content_hash=dataset.status.content_hash if dataset.status else None,
@@ -290,6 +293,17 @@ def run_pod_spec(
         "terminationMessagePolicy": "File",
     }
 
+    vendors = [vendor]
+    if packaging.runs_per_case(algo.packaging):
+        # The image runs once per case, each run seeing only its case's folders
+        # (sandbox/packaging.py); the stage step lays them out, so it mounts the output too.
+        cases = dataset.status.case_count if dataset.status else None
+        if not cases:
+            raise ValueError(f"Dataset {dataset.metadata.get('name')}: packaging {algo.packaging} needs the verified case count")
+        vendors = packaging.per_case_containers(vendor, algo.packaging, cases, layout.INPUT_DIR, layout.OUTPUT_DIR)
+        stage["env"].insert(0, {"name": layout.OUTPUT_DIR_ENV, "value": layout.OUTPUT_DIR})
+        stage["volumeMounts"].append(_mount(layout.OUTPUT_VOLUME, layout.OUTPUT_DIR, False))
+
     score = _trusted_container(layout.SCORE_CONTAINER, config.trusted_image, ["lightbox", "score"], config)
     score["env"] = _env(
         {
@@ -311,7 +325,7 @@ def run_pod_spec(
     return {
         **_pod_basics(policy),
         "activeDeadlineSeconds": algo.timeout_seconds,
-        "initContainers": [stage, vendor],
+        "initContainers": [stage, *vendors],
         "containers": [score],
         "volumes": [
             *claim_volumes,

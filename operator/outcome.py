@@ -202,7 +202,9 @@ def run_outcome(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Outco
             )
         return Outcome("Failed", STAGE_FAILED, f"the staging step exited with code {code}", exit_code=code)
 
-    vendor = _terminated(statuses.get(layout.VENDOR_CONTAINER))
+    # One vendor container, or one per case (vendor-0001, ...: sandbox/packaging.py): the first that failed.
+    vendors = [_terminated(v) for k, v in statuses.items() if k == layout.VENDOR_CONTAINER or k.startswith(f"{layout.VENDOR_CONTAINER}-")]
+    vendor = next((v for v in vendors if v and v.get("exitCode", 0) != 0), None)
     if vendor and vendor.get("exitCode", 0) != 0:
         code = vendor.get("exitCode")
         if vendor.get("reason") == "OOMKilled":

@@ -44,7 +44,8 @@ from lightbox.sandbox.metrics import classification as cls
 from lightbox.sandbox.metrics import detection as det
 from lightbox.sandbox.metrics import segmentation as seg
 from lightbox.sandbox.metrics._stats import bootstrap_interval, bootstrap_mean_interval, resample_weights
-from lightbox.sandbox import evidence, release, safeio
+from lightbox.sandbox import evidence, packaging, release, safeio
+from lightbox.sandbox.packaging_mha import mha_file_limit, read_mha
 from lightbox.sandbox.segfile import read_seg, seg_limits
 from lightbox.sandbox.steps import directory, fail, read_json_env, write_termination
 
@@ -124,6 +125,14 @@ def load_predictions(output: Path, task: str) -> dict[str, Any]:
     if doc.get("contractVersion", "v1") != "v1":
         raise _predictions_error(f"{PREDICTIONS_FILE} declares an unsupported contract version")
     return doc["cases"]
+
+
+def collected_predictions(cfg: ScorerConfig, output: Path, cases: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """Another packaging's per-case outputs as predictions.json's 'cases' (sandbox/packaging.py)."""
+    try:
+        return packaging.collect(cfg.packaging, cfg.task, output, cases, _positive_label(cfg)).cases
+    except safeio.HostileOutput as exc:
+        raise _predictions_error(exc.rule)
 
 
 def _number(value: Any) -> float | None:
@@ -291,6 +300,10 @@ def load_vendor_mask(
         shape3 = tuple(truth_shape) if len(truth_shape) == 3 else (1, *truth_shape[-2:])
         data = safeio.read_beneath(output, relative, MASK_FILE, seg_limits(shape3).file_bytes)  # type: ignore[arg-type]
         pred = read_seg(data, slice_uids, shape3)  # type: ignore[arg-type]
+    elif isinstance(relative, str) and relative.lower().endswith(".mha"):
+        shape3 = tuple(truth_shape) if len(truth_shape) == 3 else (1, *truth_shape[-2:])
+        data = safeio.read_beneath(output, relative, MASK_FILE, mha_file_limit(shape3))  # type: ignore[arg-type]
+        pred = read_mha(data, shape3)  # type: ignore[arg-type]
     else:
         data = safeio.read_beneath(output, relative, MASK_FILE, safeio.npz_file_limit(elements))
         pred = safeio.load_npz_array(data, MASK_FILE, tuple(truth_shape))
@@ -538,7 +551,7 @@ def score(cfg: ScorerConfig, output: Path, truth_dir: Path, work: Path) -> tuple
     cases = load_cases(work)
     if not truth_dir.is_dir():
         raise _truth_error("the ground-truth directory is missing")
-    preds = load_predictions(output, cfg.task)
+    preds = load_predictions(output, cfg.task) if not packaging.runs_per_case(cfg.packaging) else collected_predictions(cfg, output, cases)
     failures = Failures()
     wanted = list(cfg.metrics) or DEFAULT_METRICS[cfg.task]
     sub_wanted = [m for m in SUBGROUP_METRICS[cfg.task] if m in wanted] or wanted[:1]

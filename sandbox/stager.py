@@ -34,12 +34,13 @@ from lightbox.api.run import (
     EXIT_PHI_FOUND,
     INPUT_DIR_ENV,
     MANIFEST_FILE,
+    OUTPUT_DIR_ENV,
     STAGER_CONFIG_ENV,
     STUDIES_DIR_ENV,
     WORK_DIR_ENV,
     StagerConfig,
 )
-from lightbox.sandbox import deidgate, incheck
+from lightbox.sandbox import deidgate, incheck, packaging
 from lightbox.sandbox.contract import InputCase, InputManifest, InputSeries
 from lightbox.sandbox.deid.verify import age_band
 from lightbox.sandbox.steps import directory, fail, read_json_env, write_termination
@@ -114,6 +115,7 @@ def stage(
     config: StagerConfig,
     *,
     verifier: Callable[..., Any] | None = None,
+    output_dir: Path | None = None,
 ) -> StageResult:
     """Verify and stage; ``verifier`` overrides the deid gate (vendor check's synthetic data only)."""
     import pydicom
@@ -221,6 +223,8 @@ def stage(
             "spacing": _spacing(first_ds, positions),
             # A DICOM SEG mask names its slices by these (scorer only; the vendor has the files).
             "sopInstanceUids": slice_uids,
+            # A MAP's DICOM SR must be about this study (sandbox/packaging_sr.py).
+            "studyInstanceUid": str(first_ds.get("StudyInstanceUID", "")),
         }
     task = config.task
     manifest = InputManifest(task=task, labels=list(config.labels), cases=manifest_cases)  # type: ignore[arg-type]
@@ -228,6 +232,8 @@ def stage(
     (work_dir / CASES_FILE).write_text(
         json.dumps({"contractVersion": "v1", "task": task, "contentHash": report.content_hash, "cases": scorer_cases}, indent=1)
     )
+    # Another packaging's layout (one folder per case, run once per case: sandbox/packaging.py).
+    packaging.lay_out(config.packaging, input_dir, manifest_cases, scorer_cases, output_dir)
     return StageResult(cases=len(manifest_cases), files=files_total, content_hash=report.content_hash, verifier=verifier_name)
 
 
@@ -250,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail("ConfigInvalid", f"{STAGER_CONFIG_ENV}: {msg}", EXIT_CONFIG_INVALID)
     try:
         result = stage(
-            directory(STUDIES_DIR_ENV), directory(INPUT_DIR_ENV), directory(WORK_DIR_ENV), config
+            directory(STUDIES_DIR_ENV), directory(INPUT_DIR_ENV), directory(WORK_DIR_ENV), config,
+            output_dir=directory(OUTPUT_DIR_ENV) if packaging.runs_per_case(config.packaging) else None,
         )
     except StageError as exc:
         print(f"lightbox stage: {exc.reason}: {exc.message}", file=sys.stderr)
