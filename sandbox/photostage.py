@@ -45,12 +45,12 @@ def stage_photos(studies: Path, input_dir: Path, work_dir: Path, config: StagerC
     report = verify_photo_tree(studies, list(config.deid_options))
     if report.violations:
         parts = [f"{v.keyword} ({v.tag}): {v.occurrences} occurrences in {v.files} files" for v in report.violations]
-        raise StageError("PHIFound", f"de-identification check failed ({VERIFIER} verifier): " + "; ".join(parts), EXIT_PHI_FOUND)
+        message = f"de-identification check failed ({VERIFIER} verifier): " + "; ".join(parts)
+        raise StageError("PHIFound", message, EXIT_PHI_FOUND)
     if report.errors:
         shown = "; ".join(report.unreadable[:5])
-        raise StageError(
-            "DatasetUnreadable", f"{report.errors} problem(s) in the photo dataset ({report.files} files): {shown}", EXIT_DATASET_UNREADABLE
-        )
+        message = f"{report.errors} problem(s) in the photo dataset ({report.files} files): {shown}"
+        raise StageError("DatasetUnreadable", message, EXIT_DATASET_UNREADABLE)
     expected = config.verified_content_hash
     if expected is not None and report.content_hash != expected:
         raise StageError(
@@ -107,7 +107,9 @@ def stage_photos(studies: Path, input_dir: Path, work_dir: Path, config: StagerC
         }
     manifest = InputManifest(task=config.task, labels=list(config.labels), cases=manifest_cases)
     (input_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(by_alias=True, indent=1))
-    (work_dir / CASES_FILE).write_text(
-        json.dumps({"contractVersion": "v1", "task": config.task, "contentHash": report.content_hash, "cases": scorer_cases}, indent=1)
+    cases_doc: dict[str, Any] = {"contractVersion": "v1", "task": config.task, "contentHash": report.content_hash}
+    cases_doc["cases"] = scorer_cases
+    (work_dir / CASES_FILE).write_text(json.dumps(cases_doc, indent=1))
+    return StageResult(
+        cases=len(manifest_cases), files=files_total, content_hash=report.content_hash, verifier=VERIFIER
     )
-    return StageResult(cases=len(manifest_cases), files=files_total, content_hash=report.content_hash, verifier=VERIFIER)

@@ -66,7 +66,7 @@ class StrippedPhoto:
     data: bytes
     kind: PhotoKind  # of the output: jpeg or png (a HEIC comes out as png)
     source_kind: PhotoKind
-    removed: Counter[str] = field(default_factory=Counter)  # what went, by name (never values)
+    removed: Counter[str] = field(default_factory=Counter)  # what went, by the gate's keywords (never values)
     orientation: int = 1
     make: str = ""  # EXIF Make of the source, for the cohort's manufacturer count
 
@@ -83,7 +83,7 @@ class ExifSummary:
 
     @property
     def names(self) -> list[str]:
-        return [f"EXIF {keyword}" for keyword, _ in self.findings]
+        return [keyword for keyword, _ in self.findings]
 
 
 def read_exif(payload: bytes) -> ExifSummary:
@@ -189,7 +189,7 @@ def strip_jpeg(data: bytes) -> StrippedPhoto:
             seen_jfif = True
             head.insert(0, _segment(0xE0, _jfif_without_thumbnail(p)))
             if len(p) > 14:
-                removed["JFIF thumbnail"] += 1
+                removed["JFIFThumbnail"] += 1
         elif m == 0xE1 and p.startswith(EXIF_HEADER) and not seen_exif:
             seen_exif = True
             exif = read_exif(p)
@@ -202,7 +202,7 @@ def strip_jpeg(data: bytes) -> StrippedPhoto:
         elif m == 0xE2 and p.startswith(ICC_APP2):
             continue  # reassembled below
         else:
-            removed[_jpeg_block_name(seg)] += 1
+            removed[jpeg_block_keyword(seg)] += 1
     profile = _jpeg_icc(layout.segments)
     extra: list[bytes] = []
     if orientation != 1:
@@ -210,25 +210,26 @@ def strip_jpeg(data: bytes) -> StrippedPhoto:
     if profile is not None:
         extra.extend(_icc_segments(sanitize_icc(profile)))
     if layout.trailing:
-        removed["data after EOI"] += 1
+        removed["DataAfterEOI"] += 1
     out = b"\xff\xd8" + b"".join(head) + b"".join(extra) + b"".join(body) + b"\xff\xd9"
     return StrippedPhoto(out, "jpeg", "jpeg", removed, orientation, make)
 
 
-def _jpeg_block_name(seg: Segment) -> str:
+def jpeg_block_keyword(seg: Segment) -> str:
+    """The keyword a dropped JPEG segment is counted and reported under."""
     p = seg.payload
     if seg.marker == COM:
-        return "JPEG comment (COM)"
+        return "Comment"
     if seg.marker == 0xE1 and p.startswith(b"http://ns.adobe.com/xap/1.0/\x00"):
         return "XMP"
     if seg.marker == 0xE1 and p.startswith(b"http://ns.adobe.com/xmp/extension/\x00"):
-        return "XMP (extended)"
+        return "XMPExtension"
     if seg.marker == 0xED:
-        return "IPTC/Photoshop (APP13)"
+        return "IPTC"
     if seg.marker == 0xE2 and p.startswith(b"MPF\x00"):
-        return "Multi-Picture Format (APP2)"
+        return "MultiPictureFormat"
     if seg.marker == 0xE0 and p.startswith(b"JFXX\x00"):
-        return "JFIF extension thumbnail (APP0)"
+        return "JFIFExtensionThumbnail"
     return marker_name(seg.marker)
 
 
@@ -254,22 +255,23 @@ def strip_png(data: bytes) -> StrippedPhoto:
                 removed.update(exif.names)
                 removed["EXIF"] += 1
             else:
-                removed[_png_chunk_name(chunk.type, chunk.data)] += 1
+                removed[png_chunk_keyword(chunk.type, chunk.data)] += 1
     if orientation != 1 and exif_at is not None:
         out.insert(exif_at, png_chunk(b"eXIf", minimal_exif(orientation)[len(EXIF_HEADER) :]))
     if layout.trailing:
-        removed["data after IEND"] += 1
+        removed["DataAfterIEND"] += 1
     return StrippedPhoto(b"".join(out), "png", "png", removed, orientation, make)
 
 
-def _png_chunk_name(ctype: bytes, body: bytes) -> str:
+def png_chunk_keyword(ctype: bytes, body: bytes) -> str:
+    """The keyword a dropped PNG chunk is counted and reported under."""
     if ctype == b"iTXt" and body.startswith(b"XML:com.adobe.xmp\x00"):
         return "XMP"
     if ctype in (b"tEXt", b"zTXt", b"iTXt"):
-        return f"PNG text ({ctype.decode()})"
+        return "TextChunk"
     if ctype == b"tIME":
-        return "PNG modification time (tIME)"
-    return f"PNG chunk {ctype.decode('latin-1')}"
+        return "ModificationTime"
+    return "AncillaryChunk"
 
 
 def _sanitize_iccp(body: bytes) -> bytes:
@@ -310,9 +312,9 @@ def strip_heic(data: bytes) -> StrippedPhoto:
     if primary.info.get("xmp"):
         removed["XMP"] += 1
     if len(heif) > 1:
-        removed["HEIC other images"] += len(heif) - 1
+        removed["HEICOtherImages"] += len(heif) - 1
     if primary.info.get("thumbnails"):
-        removed["HEIC thumbnail"] += len(primary.info["thumbnails"])
+        removed["HEICThumbnail"] += len(primary.info["thumbnails"])
     profile = primary.info.get("icc_profile")
     buf = io.BytesIO()
     image.info.clear()

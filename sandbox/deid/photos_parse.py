@@ -235,12 +235,12 @@ def sanitize_icc(profile: bytes) -> bytes:
     return bytes(out)
 
 
-def icc_findings(profile: bytes) -> list[str]:
-    """What :func:`sanitize_icc` would remove, by name (for the verifier)."""
+def icc_findings(profile: bytes) -> list[tuple[str, str]]:
+    """(keyword, detail) of what :func:`sanitize_icc` would remove (for the verifier)."""
     tags = parse_icc(profile)
-    found = [f"ICC tag {t.signature.decode('latin-1')}" for t in tags if t.signature in ICC_DROPPED_TAGS]
+    found = [("ICCDeviceTag", t.signature.decode("latin-1")) for t in tags if t.signature in ICC_DROPPED_TAGS]
     if any(profile[ICC_DATE]):
-        found.append("ICC creation date")
+        found.append(("ICCCreationDate", "header"))
     if any(profile[ICC_PROFILE_ID]):
-        found.append("ICC profile ID")
+        found.append(("ICCProfileID", "header"))
     return found

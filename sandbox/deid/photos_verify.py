@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightbox.sandbox.cohortsheet import COHORT_DIMENSIONS, SHEET_NAME, CohortSheetError, load_sheet
-from lightbox.sandbox.deid.photos import ADOBE, EXIF_HEADER, ICC_APP2, JFIF, _JPEG_KEPT, _PNG_KEPT, _jpeg_block_name, minimal_exif, read_exif
+from lightbox.sandbox.deid.photos import ADOBE, EXIF_HEADER, ICC_APP2, JFIF, _JPEG_KEPT, _PNG_KEPT, jpeg_block_keyword, minimal_exif, png_chunk_keyword, read_exif
 from lightbox.sandbox.deid.photos_parse import (
     PhotoError,
     icc_findings,
@@ -75,9 +75,9 @@ def _jpeg_findings(data: bytes) -> Counter[Finding]:
         elif m == 0xE2 and p.startswith(ICC_APP2):
             icc.append(p[len(ICC_APP2) + 2 :])
         else:
-            found[(_jpeg_block_name(seg).split(" (")[0].replace(" ", ""), where)] += 1
+            found[(jpeg_block_keyword(seg), where)] += 1
     if icc:
-        found.update((name.replace(" ", ""), "JPEG APP2 ICC") for name in icc_findings(b"".join(icc)))
+        found.update((keyword, f"JPEG APP2 ICC {detail}") for keyword, detail in icc_findings(b"".join(icc)))
     if layout.trailing:
         found[("DataAfterEOI", "JPEG EOI")] += 1
     return found
@@ -102,15 +102,9 @@ def _png_findings(data: bytes) -> Counter[Finding]:
                 profile = zlib.decompress(rest[1:])
             except zlib.error:
                 raise PhotoError("PNG: iCCP profile does not decompress") from None
-            found.update((n.replace(" ", ""), where) for n in icc_findings(profile))
-        elif chunk.type == b"iTXt" and chunk.data.startswith(b"XML:com.adobe.xmp\x00"):
-            found[("XMP", where)] += 1
-        elif chunk.type in (b"tEXt", b"zTXt", b"iTXt"):
-            found[("TextChunk", where)] += 1
-        elif chunk.type == b"tIME":
-            found[("ModificationTime", where)] += 1
+            found.update((keyword, f"{where} {detail}") for keyword, detail in icc_findings(profile))
         else:
-            found[("AncillaryChunk", where)] += 1
+            found[(png_chunk_keyword(chunk.type, chunk.data), where)] += 1
     if layout.trailing:
         found[("DataAfterIEND", "PNG IEND")] += 1
     return found
