@@ -49,11 +49,13 @@ from lightbox.sandbox.deid.profile import compile_profile
 from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
 from lightbox.sandbox.deid.rewrite import Piece, Rewritten, rewrite
 from lightbox.sandbox.deid.safe_private import SafePrivateList
+from lightbox.sandbox.deid.slide_dicom import removal_for
+from lightbox.sandbox.deid.slide_tiff import deidentify_slide_into, is_tiff
 
 if TYPE_CHECKING:  # only type checkers need these (saves importing typing at start-up)
     from typing import Literal, TypeVar
 
-    Status = Literal["written", "quarantined", "error", "skipped"]
+    Status = Literal["written", "quarantined", "error", "skipped", "removed"]
     T = TypeVar("T")
 REASON_SUFFIX = ".reason.txt"
 # Media directories index a whole file-set (names, IDs); they are not images and are not copied.
@@ -65,6 +67,8 @@ class FileOutcome:
     status: Status
     output: str | None = None
     reason: str | None = None
+    # Parts taken out whole (slide label/macro images): what -> count; names, never content.
+    removed: dict[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -77,6 +81,8 @@ class DeidSummary:
     errors: int = 0
     skipped: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)
+    # Slide label/overview images removed (DICOM instances, TIFF pages): what -> count.
+    removed: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -232,8 +238,16 @@ def process_file(src: str | os.PathLike[str], job: Job, worker: _Worker | None =
     try:
         fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            parsed, result = _rewrite_fd(fd, settings, worker.head)
+            try:
+                parsed, result = _rewrite_fd(fd, settings, worker.head)
+            except DicomError:
+                if not is_tiff(os.pread(fd, 132, 0)):
+                    raise
+                status, output, why, parts = deidentify_slide_into(source, str(job.dst_root), settings.pseudonymizer.path_token)
+                return FileOutcome(source, status, output, why, parts or None)  # type: ignore[arg-type]
             values = result.recorded
+            if (removal := removal_for(parsed, values, fd)) is not None:
+                return FileOutcome(source, "removed", reason=removal, removed={removal: 1})
             relative = _output_path(values, result.identity, settings)
             reason = None if job.allow_burned_in else burned_in_reason(values)
             meta = _meta_for(parsed, result, settings)
@@ -300,7 +314,8 @@ def iter_files(root: Path) -> list[Path]:
     return [Path(p) for p in walk_files(root)]
 
 
-# What a chunk of files came to: files, written, skipped, and the outcome of every other file.
+# What a chunk of files came to: files, written, skipped, and the outcome of every other file
+# (and of written files that had parts removed, for the summary's counts).
 ChunkResult = tuple[int, int, int, list[FileOutcome]]
 
 
@@ -311,6 +326,8 @@ def _deid_chunk(job: Job, worker: _Worker, chunk: list[str]) -> ChunkResult:
         outcome = process_file(path, job, worker)
         if outcome.status == "written":
             written += 1
+            if outcome.removed:
+                refused.append(outcome)  # carried back for its counts
         elif outcome.status == "skipped":
             skipped += 1
         else:
@@ -381,7 +398,7 @@ _TICKETS_PER_WRITE = 1024  # 4 KiB: one atomic pipe write
 
 def _encode_result(result: ChunkResult) -> bytes:
     count, written, skipped, refused = result
-    body = json.dumps([count, written, skipped, [[o.source, o.status, o.output, o.reason] for o in refused]]).encode()
+    body = json.dumps([count, written, skipped, [[o.source, o.status, o.output, o.reason, o.removed] for o in refused]]).encode()
     return _FRAME.pack(len(body)) + body
 
 
@@ -548,6 +565,10 @@ def deidentify_tree(
             summary.written += written
             summary.skipped += skipped
             for outcome in refused:
+                for part, n in (outcome.removed or {}).items():
+                    summary.removed[part] = summary.removed.get(part, 0) + n
+                if outcome.status in ("written", "removed"):
+                    continue
                 summary.refused.append((outcome.source, outcome.reason or outcome.status))
                 if outcome.status == "quarantined":
                     summary.quarantined += 1

@@ -126,9 +126,12 @@ def _deid(argv: list[str]) -> int:
         return EXIT_USAGE
     for source, reason in summary.refused:
         print(f"refused {source}: {reason}", file=sys.stderr)
+    for part, n in sorted(summary.removed.items()):
+        print(f"removed {n} {part}(s)", file=sys.stderr)
+    removed_files = sum(n for part, n in summary.removed.items() if not part.endswith(" page"))
     print(
         f"{summary.files} file(s): {summary.written} written, {summary.quarantined} quarantined, "
-        f"{summary.errors} error(s), {summary.skipped} skipped",
+        f"{summary.errors} error(s), {summary.skipped} skipped, {removed_files} removed (slide labels/overviews)",
         file=sys.stderr,
     )
     return EXIT_OK if summary.ok else EXIT_REFUSED

@@ -30,6 +30,9 @@ from lightbox.sandbox.deid.dicomio import DicomError, Element, dictionary_vr, pa
 from lightbox.sandbox.deid.profile import Profile, compile_profile
 from lightbox.sandbox.deid.pseudonyms import PATIENT_PSEUDONYM, UID_ROOT
 from lightbox.sandbox.deid.safe_private import SafePrivateList
+from lightbox.sandbox.deid.slide_dicom import gate_finding as slide_gate_finding
+from lightbox.sandbox.deid.slide_tiff import gate_check as slide_gate_check
+from lightbox.sandbox.deid.slide_tiff import is_tiff_file
 from lightbox.sandbox.deid.values import is_dummy, split_values
 from pydantic import Field
 
@@ -200,12 +203,16 @@ def check_file(path: Path, root: Path, checker: Checker) -> FileCheck:
     except OSError as exc:
         return FileCheck(relative, b"", error=f"unreadable: {exc.strerror}")
     result = FileCheck(relative, digest)
+    if is_tiff_file(path):
+        return _check_slide_file(result, path)
     try:
         elements = parse_file(path).elements
     except (DicomError, OSError, ValueError) as exc:
         result.error = str(exc)
         return result
     _check(elements, checker, result.found)
+    if (slide := slide_gate_finding(elements)) is not None:
+        result.found[slide] += 1
     if find_text(elements, PATIENT_IDENTITY_REMOVED).upper() != "YES":
         result.found[("PatientIdentityRemoved", PATIENT_IDENTITY_REMOVED)] += 1
     result.study = find_text(elements, STUDY_INSTANCE_UID) or relative
@@ -213,8 +220,23 @@ def check_file(path: Path, root: Path, checker: Checker) -> FileCheck:
     return result
 
 
+def _check_slide_file(result: FileCheck, path: Path) -> FileCheck:
+    """A whole-slide TIFF: its removed parts, tags and description fields (slide_tiff); the
+    case is its folder, the cohort's modality SM."""
+    found, result.error = slide_gate_check(path)
+    result.found.update(found)  # type: ignore[arg-type]  # TIFF findings are named "TIFF <code>"
+    result.study = str(Path(result.relative).parent)
+    result.cohort = ("unknown", "unknown", "unknown", "SM")
+    return result
+
+
 def _check_chunk(root: Path, checker: Checker, chunk: list[Path]) -> list[FileCheck]:
     return [check_file(path, root, checker) for path in chunk]
+
+
+def _tag_order(tag: int | str) -> str:
+    """DICOM tags in numeric order, then slide (TIFF) findings, which are named by text."""
+    return f"~{tag}" if isinstance(tag, str) else f"{tag:08X}"
 
 
 def verify_file(
@@ -262,8 +284,8 @@ def verify_tree(
     for i, dimension in enumerate(COHORT_DIMENSIONS):
         cohort[dimension] = dict(sorted(Counter(values[i] for values in studies.values()).items()))
     violations = [
-        Violation(keyword=keyword, tag=tag_text(tag), occurrences=n, files=files[(keyword, tag)])
-        for (keyword, tag), n in sorted(occurrences.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        Violation(keyword=keyword, tag=tag if isinstance(tag, str) else tag_text(tag), occurrences=n, files=files[(keyword, tag)])
+        for (keyword, tag), n in sorted(occurrences.items(), key=lambda kv: (_tag_order(kv[0][1]), kv[0][0]))
     ]
     errors = sum(1 for c in checks if c.error is not None)
     return VerificationReport(

@@ -1,0 +1,153 @@
+"""Metadata inside compressed slide tiles: JPEG and JPEG 2000 headers, scrubbed without decoding.
+
+A tiled slide's tiles are copied as compressed bytes, so whatever a scanner wrote into a
+tile's own header travels with them: JPEG comment (COM) and application (APPn) segments
+can hold text, a JPEG 2000 main header can hold comments (COM). Only the marker segments
+are walked here; the entropy-coded data is copied as it is and never decoded.
+
+Kept: the segments a decoder needs (tables, frame and scan headers, restart intervals), a
+JFIF APP0 of the standard size without a thumbnail and an Adobe APP14 of the standard size
+(both only say how to interpret the colours). Removed: every COM, every other APPn and
+bytes after the end-of-image marker. What cannot be walked is refused
+(:class:`CodestreamError`), never passed through.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+
+_H = struct.Struct(">H")
+_L = struct.Struct(">L")
+
+SOI, EOI, SOS, COM = 0xD8, 0xD9, 0xDA, 0xFE
+# After a scan header, the entropy-coded data runs to the next marker that is neither a
+# stuffed 0xFF00 nor a restart marker (RST0-7); 0xFF fill bytes may precede a marker.
+_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+_JFIF_LENGTH = 16  # APP0 "JFIF\0" with a 0x0 thumbnail (JFIF 1.02, section "JFIF APP0 marker")
+_ADOBE_LENGTH = 14  # APP14 "Adobe" with version, flags and colour transform
+
+
+class CodestreamError(ValueError):
+    """A tile's header cannot be walked: the slide is refused rather than copied blind."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scrubbed:
+    data: bytes
+    removed: int  # segments (or trailing runs) taken out
+
+
+def _keep_app(marker: int, segment: bytes) -> bool:
+    """Whether an APPn segment (marker + length + payload) only describes colour."""
+    payload = segment[4:]
+    if marker == 0xE0:
+        return len(segment) == 2 + _JFIF_LENGTH and payload.startswith(b"JFIF\0") and payload[12:14] == b"\0\0"
+    if marker == 0xEE:
+        return len(segment) == 2 + _ADOBE_LENGTH and payload.startswith(b"Adobe")
+    return False
+
+
+def scrub_jpeg(data: bytes) -> Scrubbed:
+    """``data`` (a JPEG stream, or an abbreviated tables-only stream) without COM, other APPn
+    segments and trailing bytes. Raises CodestreamError when the markers cannot be followed."""
+    if not data.startswith(b"\xff\xd8"):
+        raise CodestreamError("a JPEG tile does not start with a start-of-image marker")
+    out = [b"\xff\xd8"]
+    pos, size, removed = 2, len(data), 0
+    while True:
+        if pos + 2 > size:
+            raise CodestreamError("a JPEG tile ends before its end-of-image marker")
+        if data[pos] != 0xFF:
+            raise CodestreamError(f"a JPEG tile has a byte that is not a marker at offset {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == EOI:
+            out.append(b"\xff\xd9")
+            pos += 2
+            break
+        if marker in (SOI, 0x01) or 0xD0 <= marker <= 0xD7:
+            raise CodestreamError(f"a JPEG tile has a misplaced marker 0xFF{marker:02X}")
+        if pos + 4 > size:
+            raise CodestreamError("a JPEG tile's segment is truncated")
+        end = pos + 2 + _H.unpack_from(data, pos + 2)[0]
+        if end > size or end < pos + 4:
+            raise CodestreamError("a JPEG tile's segment length runs past the tile")
+        segment = data[pos:end]
+        if marker == COM or (0xE0 <= marker <= 0xEF and not _keep_app(marker, segment)):
+            removed += 1
+        else:
+            out.append(segment)
+        pos = end
+        if marker == SOS:
+            found = _NEXT_MARKER.search(data, pos)
+            if found is None:
+                raise CodestreamError("a JPEG tile's scan has no end-of-image marker")
+            out.append(data[pos : found.start()])
+            pos = found.start()
+    if pos < size:
+        removed += 1  # bytes after EOI: no decoder reads them, anything can hide there
+    return Scrubbed(b"".join(out), removed)
+
+
+# JPEG 2000 codestream (ITU-T T.800 Annex A): SOC, main header segments, then tile-parts
+# (SOT ... SOD data), then EOC.
+_SOC, _SOT, _SOD, _EOC, _J2K_COM = 0xFF4F, 0xFF90, 0xFF93, 0xFFD9, 0xFF64
+
+
+def scrub_j2k(data: bytes) -> Scrubbed:
+    """A JPEG 2000 codestream without comments in its main header. A comment in a tile-part
+    header would change the tile-part's length field and its index: refused instead."""
+    if len(data) < 4 or _H.unpack_from(data, 0)[0] != _SOC:
+        raise CodestreamError("a JPEG 2000 tile does not start with a start-of-codestream marker")
+    out = [data[:2]]
+    pos, size, removed = 2, len(data), 0
+    while True:  # main header, up to the first tile-part
+        if pos + 4 > size:
+            raise CodestreamError("a JPEG 2000 tile's main header is truncated")
+        marker, length = _H.unpack_from(data, pos)[0], _H.unpack_from(data, pos + 2)[0]
+        if marker == _SOT:
+            break
+        if marker >> 8 != 0xFF or length < 2 or pos + 2 + length > size:
+            raise CodestreamError("a JPEG 2000 tile's main header cannot be followed")
+        if marker == _J2K_COM:
+            removed += 1
+        else:
+            out.append(data[pos : pos + 2 + length])
+        pos += 2 + length
+    _check_tile_parts(data, pos)
+    out.append(data[pos:])
+    return Scrubbed(b"".join(out), removed)
+
+
+def _check_tile_parts(data: bytes, pos: int) -> None:
+    size = len(data)
+    while pos + 2 <= size:
+        marker = _H.unpack_from(data, pos)[0]
+        if marker == _EOC:
+            if pos + 2 != size:
+                raise CodestreamError("a JPEG 2000 tile has bytes after its end-of-codestream marker")
+            return
+        if marker != _SOT or pos + 12 > size:
+            raise CodestreamError("a JPEG 2000 tile-part cannot be followed")
+        psot = _L.unpack_from(data, pos + 6)[0]
+        end = size - 2 if psot == 0 else pos + psot
+        if end > size or end < pos + 12:
+            raise CodestreamError("a JPEG 2000 tile-part's length runs past the tile")
+        header = pos + 12
+        while header + 2 <= end:
+            header_marker = _H.unpack_from(data, header)[0]
+            if header_marker == _SOD:
+                break
+            if header_marker == _J2K_COM:
+                raise CodestreamError("a JPEG 2000 tile-part header carries a comment")
+            if header + 4 > end:
+                raise CodestreamError("a JPEG 2000 tile-part header is truncated")
+            header += 2 + _H.unpack_from(data, header + 2)[0]
+        else:
+            raise CodestreamError("a JPEG 2000 tile-part has no start-of-data marker")
+        pos = end
+    raise CodestreamError("a JPEG 2000 tile has no end-of-codestream marker")

@@ -1,0 +1,225 @@
+"""Whole-slide TIFF de-identification: label/macro pages, descriptions, tags and tile headers go;
+the pyramid stays readable at every level with its tiles byte for byte."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import pytest
+import slide_builders as sb
+import tifffile
+from lightbox.sandbox.deid import deidentify_tree, verify_tree
+from lightbox.sandbox.deid.slide_tiff import SlideError, deidentify_slide
+
+KEY = b"a-secret-key-for-the-slide-tests"
+
+
+def _only_file(root: Path) -> Path:
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert len(files) == 1, files
+    return files[0]
+
+
+@pytest.fixture()
+def svs(tmp_path: Path) -> tuple[Path, list[np.ndarray]]:
+    src = tmp_path / "in" / "S12-34567 Jane Doe"
+    src.mkdir(parents=True)
+    pyramid = sb.write_svs(src / f"{sb.FILENAME}.svs")
+    return src / f"{sb.FILENAME}.svs", pyramid
+
+
+def test_svs_comes_out_without_label_macro_description_fields_and_tags(svs, tmp_path: Path) -> None:
+    path, pyramid = svs
+    summary = deidentify_tree(path.parent, tmp_path / "out", key=KEY, jobs=1)
+    assert (summary.written, summary.errors) == (1, 0)
+    assert summary.removed == {"slide label page": 1, "slide macro page": 1}
+    out = _only_file(tmp_path / "out")
+    data = out.read_bytes()
+    for planted in (*sb.PLANTED, "12/29/09", "09:59:15", "2009:12:29", sb.FILENAME):
+        assert planted.encode() not in data, planted
+    # The folder and file names (an accession number, a name) are keyed hashes.
+    assert "Jane" not in str(out) and "S12" not in str(out) and out.suffix == ".svs"
+    with tifffile.TiffFile(out) as tif:
+        shapes = [p.shape for p in tif.pages]
+        # baseline, thumbnail, two more levels (the label 300x400 and macro 200x600 pages are gone)
+        assert shapes == [(768, 1024, 3), (96, 128, 3), (384, 512, 3), (192, 256, 3)]
+        for page in tif.pages:
+            codes = {t.code for t in page.tags}
+            assert not codes & {305, 306, 315, 316, 65000}, codes
+            assert all(code < 32768 for code in codes)
+        meta = tifffile.tifffile.svs_description_metadata(tif.pages[0].description)
+        assert meta == {"Header": "Aperio Image Library\r\n1024x768 (256x256)", "AppMag": 20, "MPP": 0.499}
+        # tifffile still reads it as an SVS pyramid: every level's shape
+        levels = tif.series[0].levels
+        assert [lv.shape[-3:] for lv in levels] == [lv.shape for lv in pyramid]
+
+
+def test_every_level_is_tile_identical_and_decodes_the_same(svs, tmp_path: Path) -> None:
+    path, _ = svs
+    out = tmp_path / "out.svs"
+    result = deidentify_slide(path, out)
+    assert result.kept_pages == 4
+    for src_page, out_page in ((0, 0), (1, 1), (2, 2), (3, 3)):
+        assert sb.raw_segments(out, out_page) == sb.raw_segments(path, src_page)
+    with tifffile.TiffFile(path) as a, tifffile.TiffFile(out) as b:
+        for i in range(4):
+            assert np.array_equal(a.pages[i].asarray(), b.pages[i].asarray())
+
+
+def test_generic_pyramidal_tiff(tmp_path: Path) -> None:
+    src = tmp_path / "generic.tif"
+    pyramid = sb.write_generic(src)
+    out = tmp_path / "clean.tif"
+    result = deidentify_slide(src, out)
+    assert result.removed_pages == {"label": 1}
+    data = out.read_bytes()
+    assert sb.PATIENT_ID.encode() not in data and sb.FILENAME.encode() not in data
+    with tifffile.TiffFile(out) as tif:
+        assert len(tif.pages) == 3
+        for page, level in zip(tif.pages, pyramid):
+            assert page.description == "" and 65000 not in page.tags
+            assert np.array_equal(page.asarray(), level)  # deflate is lossless: the pixels as planted
+    for i in range(3):
+        assert sb.raw_segments(out, i) == sb.raw_segments(src, i)
+
+
+def test_label_pixels_are_not_in_the_output(tmp_path: Path) -> None:
+    """The label is stored uncompressed, so its pixel rows are findable byte strings."""
+    src = tmp_path / "generic.tif"
+    sb.write_generic(src)
+    label_row = sb.label_pixels()[120:135].tobytes()  # rows through the drawn name
+    assert label_row in src.read_bytes()
+    deidentify_slide(src, tmp_path / "clean.tif")
+    assert label_row not in (tmp_path / "clean.tif").read_bytes()
+
+
+def test_gate_refuses_the_raw_slide_naming_what_it_found_and_passes_the_output(svs, tmp_path: Path) -> None:
+    path, _ = svs
+    report = verify_tree(path.parent, jobs=1)
+    assert not report.ok
+    found = {v.keyword: (v.tag, v.occurrences) for v in report.violations}
+    assert found["LabelImage"] == ("TIFF page", 1)
+    assert found["MacroImage"] == ("TIFF page", 1)
+    assert found["PrivateTag"] == ("TIFF 65000", 1)
+    assert found["DateTime"][0] == "TIFF 306" and found["Artist"][0] == "TIFF 315"
+    assert found["HostComputer"][0] == "TIFF 316" and found["Software"][0] == "TIFF 305"
+    # baseline: 8 fields dropped (StripeWidth, ScanScope ID, Filename, Date, Time, User, Barcode,
+    # Left) + its header line; thumbnail: User + header; levels: Filename + header each
+    assert found["ImageDescription"] == ("TIFF 270", 9 + 2 + 2 + 2)
+    text = report.model_dump_json()
+    for planted in sb.PLANTED:
+        assert planted not in text
+    deidentify_tree(path.parent, tmp_path / "out", key=KEY, jobs=1)
+    clean = verify_tree(tmp_path / "out", jobs=1)
+    assert clean.ok, clean.violations
+    assert clean.files == 1 and clean.cohort["modality"] == {"SM": 1}
+
+
+def test_content_hash_covers_slide_files(svs, tmp_path: Path) -> None:
+    path, _ = svs
+    deidentify_tree(path.parent, tmp_path / "out", key=KEY, jobs=1)
+    before = verify_tree(tmp_path / "out", jobs=1).content_hash
+    out = _only_file(tmp_path / "out")
+    data = bytearray(out.read_bytes())
+    data[-1] ^= 1  # one bit of the last tile
+    out.write_bytes(bytes(data))
+    assert verify_tree(tmp_path / "out", jobs=1).content_hash != before
+
+
+def _jpeg_tiles(image: np.ndarray) -> list[bytes]:
+    return [imagecodecs.jpeg8_encode(image[r : r + 256, c : c + 256], level=90)
+            for r in range(0, image.shape[0], 256) for c in range(0, image.shape[1], 256)]
+
+
+def test_jpeg_comment_and_app_segments_in_tiles_are_removed_without_decoding(tmp_path: Path) -> None:
+    image = sb.tissue(512, 512, seed=5)
+    clean_tiles = _jpeg_tiles(image)
+    comment = b"\xff\xfe" + (len(b"patient " + sb.PATIENT_ID.encode()) + 2).to_bytes(2, "big") + b"patient " + sb.PATIENT_ID.encode()
+    app5 = b"\xff\xe5\x00\x08" + sb.USER.encode()[:6]
+    planted = [t[:2] + comment + app5 + t[2:] + b"trailing " + sb.FILENAME.encode() for t in clean_tiles]
+    src = tmp_path / "planted.tif"
+    with tifffile.TiffWriter(src) as tif:
+        tif.write(iter(planted), shape=image.shape, dtype=image.dtype, tile=(256, 256), compression="jpeg",
+                  photometric="ycbcr", subsampling=(2, 2), metadata=None, software=False)
+    report = verify_tree(src, jobs=1)
+    assert {v.keyword: v.occurrences for v in report.violations} == {"TileMetadata": 4}
+    result = deidentify_slide(src, tmp_path / "out.tif")
+    assert result.tile_segments_removed == 4 * 3  # COM, APP5 and the trailing bytes of each tile
+    assert sb.raw_segments(tmp_path / "out.tif", 0) == clean_tiles  # exactly the encoder's tiles
+    assert verify_tree(tmp_path / "out.tif", jobs=1).ok
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"II*\0" + b"\xff" * 64, "not a readable TIFF"),
+        (b"MM\0*\0\0\0\x08\0\0", "no pages"),
+    ],
+)
+def test_unparseable_tiff_is_refused_with_a_reason_and_nothing_written(tmp_path: Path, content: bytes, reason: str) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "bad.svs").write_bytes(content)
+    summary = deidentify_tree(src, tmp_path / "out", key=KEY, jobs=1)
+    assert summary.errors == 1 and summary.written == 0
+    assert "slide refused" in summary.refused[0][1]
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert verify_tree(src, jobs=1).errors == 1
+
+
+def test_truncated_slide_is_refused_and_leaves_no_file(svs, tmp_path: Path) -> None:
+    path, _ = svs
+    data = path.read_bytes()
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "s.svs").write_bytes(data[: len(data) // 2])
+    summary = deidentify_tree(cut, tmp_path / "out", key=KEY, jobs=1)
+    assert summary.errors == 1 and summary.written == 0, summary
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+def test_first_page_not_tiled_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "flat.tif"
+    tifffile.imwrite(src, sb.tissue(64, 64), photometric="rgb")
+    with pytest.raises(SlideError, match="first page is not tiled"):
+        deidentify_slide(src, tmp_path / "o.tif")
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_unsupported_compression_is_refused_naming_it(tmp_path: Path) -> None:
+    src = tmp_path / "lzma.tif"
+    tifffile.imwrite(src, sb.tissue(256, 256), tile=(256, 256), compression="lzma", photometric="rgb")
+    with pytest.raises(SlideError, match="compression 34925"):
+        deidentify_slide(src, tmp_path / "o.tif")
+
+
+def test_a_page_not_shaped_like_the_pyramid_is_removed(tmp_path: Path) -> None:
+    """A tiled page that is not the baseline scaled by one factor (say a label disguised as a
+    level, without any label word) is not kept."""
+    src = tmp_path / "odd.tif"
+    with tifffile.TiffWriter(src) as tif:
+        tif.write(sb.tissue(768, 1024), tile=(256, 256), photometric="rgb", metadata=None)
+        tif.write(sb.label_pixels(size=(512, 512)), tile=(256, 256), photometric="rgb", subfiletype=1, metadata=None)
+    result = deidentify_slide(src, tmp_path / "o.tif")
+    assert result.removed_pages == {"other": 1} and result.kept_pages == 1
+
+
+def test_report_json_of_the_gate_never_holds_description_text(svs) -> None:
+    path, _ = svs
+    payload = json.loads(verify_tree(path, jobs=1).model_dump_json(by_alias=True))
+    flat = json.dumps(payload)
+    assert "Aperio" not in flat and "Filename" not in flat and "ScanScope" not in flat
+
+
+def test_dicom_file_with_a_tiff_preamble_stays_dicom() -> None:
+    """PS3.10 allows a TIFF header in the preamble (pydicom's CT_small has one): the DICM marker decides."""
+    from lightbox.sandbox.deid.slide_tiff import is_tiff
+    from pydicom.data import get_testdata_file
+
+    head = Path(get_testdata_file("CT_small.dcm")).read_bytes()[:132]
+    assert head[:4] == b"II*\0" and head[128:] == b"DICM"
+    assert not is_tiff(head)
+    assert is_tiff(head[:4] + bytes(128))
