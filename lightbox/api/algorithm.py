@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -137,7 +137,7 @@ class Algorithm(KubeObject):
     plural: ClassVar[str] = "algorithms"
     short_names: ClassVar[tuple[str, ...]] = ("algo",)
     scope: ClassVar[Literal["Namespaced", "Cluster"]] = "Namespaced"
-    printer_columns: ClassVar[tuple[dict, ...]] = (
+    printer_columns: ClassVar[tuple[dict[str, Any], ...]] = (
         {"name": "Vendor", "type": "string", "jsonPath": ".spec.vendor"},
         {"name": "Product", "type": "string", "jsonPath": ".spec.product"},
         {"name": "Version", "type": "string", "jsonPath": ".spec.version"},

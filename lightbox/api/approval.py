@@ -10,7 +10,7 @@ the old build's approvals (operator/approvals.py counts only matching ones).
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -62,7 +62,7 @@ class AlgorithmApproval(KubeObject):
     plural: ClassVar[str] = "algorithmapprovals"
     short_names: ClassVar[tuple[str, ...]] = ("algoapproval",)
     scope: ClassVar[Literal["Namespaced", "Cluster"]] = "Namespaced"
-    printer_columns: ClassVar[tuple[dict, ...]] = (
+    printer_columns: ClassVar[tuple[dict[str, Any], ...]] = (
         {"name": "Algorithm", "type": "string", "jsonPath": ".spec.algorithm"},
         {"name": "Version", "type": "string", "jsonPath": ".spec.version"},
         {"name": "Approver", "type": "string", "jsonPath": ".spec.approver"},

@@ -16,7 +16,7 @@ cannot delete.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -173,7 +173,7 @@ class AuditRecord(KubeObject):
     plural: ClassVar[str] = "auditrecords"
     short_names: ClassVar[tuple[str, ...]] = ("lbaudit",)
     scope: ClassVar[Literal["Namespaced", "Cluster"]] = "Namespaced"
-    printer_columns: ClassVar[tuple[dict, ...]] = (
+    printer_columns: ClassVar[tuple[dict[str, Any], ...]] = (
         {"name": "Validation", "type": "string", "jsonPath": ".spec.validation.name"},
         {"name": "Namespace Of Validation", "type": "string", "jsonPath": ".spec.validation.namespace", "priority": 1},
         {"name": "Seq", "type": "integer", "jsonPath": ".spec.chain.sequence"},

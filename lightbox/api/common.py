@@ -234,7 +234,7 @@ class KubeObject(Model):
     scope: ClassVar[Literal["Namespaced", "Cluster"]]
     printer_columns: ClassVar[tuple[dict[str, Any], ...]]
 
-    api_version: Literal["lightbox.dev/v1alpha1"] = Field(default=f"{API_GROUP}/{API_VERSION}", alias="apiVersion")
+    api_version: Literal["lightbox.dev/v1alpha1"] = Field(default="lightbox.dev/v1alpha1", alias="apiVersion")
     kind: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
 

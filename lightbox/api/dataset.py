@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -106,7 +106,7 @@ class Dataset(KubeObject):
     plural: ClassVar[str] = "datasets"
     short_names: ClassVar[tuple[str, ...]] = ("lbdata",)
     scope: ClassVar[Literal["Namespaced", "Cluster"]] = "Namespaced"
-    printer_columns: ClassVar[tuple[dict, ...]] = (
+    printer_columns: ClassVar[tuple[dict[str, Any], ...]] = (
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Verified", "type": "boolean", "jsonPath": ".status.verified"},
         {"name": "Cases", "type": "integer", "jsonPath": ".status.caseCount"},

@@ -8,12 +8,12 @@ the run's AuditRecord, ``lightbox evidence export`` signs it, ``lightbox federat
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-BINS = 20  # fixed edges k/20: few enough that a run's histogram carries little beyond the scores' shape
+BINS: Final = 20  # fixed edges k/20: few enough that a run's histogram carries little beyond the scores' shape
 
 # A cell: [first bin, bin after the last, cases]: bins [start, end) merged into one count.
 Cell = tuple[int, int, int]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -149,7 +149,7 @@ class SandboxPolicy(KubeObject):
     plural: ClassVar[str] = "sandboxpolicies"
     short_names: ClassVar[tuple[str, ...]] = ("sbpol",)
     scope: ClassVar[Literal["Namespaced", "Cluster"]] = "Cluster"
-    printer_columns: ClassVar[tuple[dict, ...]] = (
+    printer_columns: ClassVar[tuple[dict[str, Any], ...]] = (
         {"name": "Runtime", "type": "string", "jsonPath": ".spec.runtimeClassName"},
         {"name": "Max GPUs", "type": "integer", "jsonPath": ".spec.maxGpusPerRun"},
         {"name": "Concurrent", "type": "integer", "jsonPath": ".spec.maxConcurrentRuns"},

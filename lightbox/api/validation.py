@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -131,6 +131,10 @@ def _unchanged(field: str) -> dict[str, str]:
     )
 
 
+def _default_subgroups() -> list[SubgroupDimension]:
+    return ["sex", "ageBand", "manufacturer"]
+
+
 class ValidationSpec(Model):
     """Which algorithm on which dataset, scored how, and how often."""
 
@@ -158,7 +162,7 @@ class ValidationSpec(Model):
         default_factory=list, max_length=32, description="All must hold for the verdict Passed."
     )
     subgroups: list[SubgroupDimension] = Field(
-        default_factory=lambda: ["sex", "ageBand", "manufacturer"],
+        default_factory=_default_subgroups,
         max_length=4,
         description="Subgroup dimensions reported separately (sex, ageBand, manufacturer, site).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
@@ -246,7 +250,7 @@ class Validation(KubeObject):
     plural: ClassVar[str] = "validations"
     short_names: ClassVar[tuple[str, ...]] = ("val",)
     scope: ClassVar[Literal["Namespaced", "Cluster"]] = "Namespaced"
-    printer_columns: ClassVar[tuple[dict, ...]] = (
+    printer_columns: ClassVar[tuple[dict[str, Any], ...]] = (
         {"name": "Algorithm", "type": "string", "jsonPath": ".spec.algorithmRef.name"},
         {"name": "Dataset", "type": "string", "jsonPath": ".spec.datasetRef.name"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
