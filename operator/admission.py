@@ -16,8 +16,7 @@ from datetime import UTC, datetime
 from croniter import CroniterBadDateError, croniter
 from kubernetes.utils.quantity import parse_quantity
 
-from lightbox.api import Algorithm, AlgorithmApproval, Dataset, SandboxPolicy, Validation
-from lightbox.api import subpath
+from lightbox.api import Algorithm, AlgorithmApproval, Dataset, SandboxPolicy, Validation, subpath
 from lightbox.api.validation import CRON, CRON_HELP
 from lightbox.operator import approvals as approvals_mod
 
@@ -74,7 +73,7 @@ def select_policy(policies: list[SandboxPolicy], namespace: str) -> SandboxPolic
 
 
 def _exceeds(requested: str, limit: str) -> bool:
-    return parse_quantity(requested) > parse_quantity(limit)
+    return bool(parse_quantity(requested) > parse_quantity(limit))
 
 
 def check_algorithm(
@@ -210,14 +209,16 @@ def admit(
         problems.append(
             Problem(
                 "AlgorithmNotFound",
-                f"spec.algorithmRef.name {validation.spec.algorithm_ref.name!r}: no such Algorithm in namespace {namespace!r}",
+                f"spec.algorithmRef.name {validation.spec.algorithm_ref.name!r}: "
+                f"no such Algorithm in namespace {namespace!r}",
             )
         )
     if dataset is None:
         problems.append(
             Problem(
                 "DatasetNotFound",
-                f"spec.datasetRef.name {validation.spec.dataset_ref.name!r}: no such Dataset in namespace {namespace!r}",
+                f"spec.datasetRef.name {validation.spec.dataset_ref.name!r}: "
+                f"no such Dataset in namespace {namespace!r}",
             )
         )
     selected = select_policy(policies, namespace)

@@ -21,7 +21,16 @@ from lightbox import auditchain
 from lightbox.api import run as layout
 from lightbox.api.algorithm import Algorithm
 from lightbox.api.approval import AlgorithmApproval
-from lightbox.api.audit import AuditedAlgorithm, AuditedApproval, AuditedDataset, AuditedValidation, AuditRecord, AuditRecordSpec, Drift
+from lightbox.api.audit import (
+    AuditedAlgorithm,
+    AuditedApproval,
+    AuditedDataset,
+    AuditedValidation,
+    AuditRecord,
+    AuditRecordSpec,
+    ChainLink,
+    Drift,
+)
 from lightbox.api.dataset import Dataset
 from lightbox.api.evidence import Evidence
 from lightbox.api.validation import RunRecord, Validation
@@ -104,13 +113,22 @@ def audit_record(
     data = AuditedDataset(name=validation.spec.dataset_ref.name)
     if dataset is not None and dataset.status is not None:
         data = data.model_copy(
-            update={"content_hash": dataset.status.content_hash, "case_count": dataset.status.case_count, "cohort": dataset.status.cohort}
+            update={
+                "content_hash": dataset.status.content_hash,
+                "case_count": dataset.status.case_count,
+                "cohort": dataset.status.cohort,
+            }
         )
-    chain = auditchain.link(chain_records, meta["uid"])
+    chain = ChainLink.model_validate(auditchain.link(chain_records, meta["uid"]))
+    when = recorded_at or record.finished_at or record.created_at
+    if when is None:
+        raise ValueError(
+            f"run {record.name} has no finishedAt or createdAt and none was given: its record needs a time"
+        )
     spec = AuditRecordSpec(
         event="RunFinished",
         chain=chain,
-        recorded_at=recorded_at or record.finished_at or record.created_at,
+        recorded_at=when,
         hash="sha256:" + "0" * 64,  # replaced by the seal below
         validation=AuditedValidation(name=meta["name"], uid=meta["uid"], namespace=meta["namespace"]),
         run=record,
@@ -129,7 +147,12 @@ def audit_record(
         LABEL_CHAIN: builders.label_value(meta["uid"]),
         layout.LABEL_RUN: builders.label_value(record.name),
     }
-    return _sealed(AuditRecord(metadata={"name": record_name(meta["uid"], chain["sequence"]), "namespace": audit_namespace, "labels": labels}, spec=spec))
+    return _sealed(
+        AuditRecord(
+            metadata={"name": record_name(meta["uid"], chain.sequence), "namespace": audit_namespace, "labels": labels},
+            spec=spec,
+        )
+    )
 
 
 def retention_cut(

@@ -139,6 +139,8 @@ def openapi_schema(model: type[KubeObject]) -> dict[str, Any]:
     if "status" in raw["properties"]:  # a kind without status is a record, written once
         properties["status"] = _resolve(raw["properties"]["status"], defs)
         _mark_conditions(properties["status"])
+    if model.__doc__ is None:
+        raise ValueError(f"{model.__name__} has no docstring: a CRD's description is its kind's docstring")
     return {
         "type": "object",
         "description": model.__doc__.strip(),

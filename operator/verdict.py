@@ -33,20 +33,21 @@ def _judge(criterion: AcceptanceCriterion, metric: MetricValue | None) -> Criter
         return CriterionResult(**base, observed=None, outcome="Inconclusive")
     holds = _COMPARE[criterion.comparison]
     threshold = criterion.threshold
-    has_interval = metric.lower is not None and metric.upper is not None
+    lower, upper = metric.lower, metric.upper
+    observed: float | None
     if criterion.bound == "point":
         observed = metric.value
         if metric.interval_unavailable in _TOO_FEW:
             # Too few cases to say how uncertain the estimate is: one positive and one negative case
             # give AUC 1.0, which must not pass a criterion on its own.
             return CriterionResult(**base, observed=observed, outcome="Inconclusive")
-        if not has_interval:
+        if lower is None or upper is None:
             outcome: Verdict = "Passed" if holds(observed, threshold) else "Failed"
         else:
-            ends = (holds(metric.lower, threshold), holds(metric.upper, threshold))
+            ends = (holds(lower, threshold), holds(upper, threshold))
             outcome = "Passed" if all(ends) else "Failed" if not any(ends) else "Inconclusive"
     else:
-        observed = metric.lower if criterion.bound == "lower" else metric.upper
+        observed = lower if criterion.bound == "lower" else upper
         if observed is None:
             return CriterionResult(**base, observed=None, outcome="Inconclusive")
         if holds(observed, threshold):
