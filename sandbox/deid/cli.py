@@ -28,6 +28,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-j", "--jobs", type=int, default=None, help="worker processes (default: all cores)")
     parser.add_argument("--safe-private", type=Path, default=None, help="JSON safelist replacing the packaged one")
+    parser.add_argument(
+        "--format", choices=("dicom", "slide-tiff", "photo"), default="dicom",
+        help="the Dataset's format: photo is one folder per case of JPEG/PNG/HEIC (+ cohort.csv); "
+        "dicom and slide-tiff take the DICOM/TIFF path",
+    )
 
 
 def _deid_parser() -> argparse.ArgumentParser:
@@ -76,6 +81,8 @@ def _verify(argv: list[str]) -> int:
     if not args.dir.exists():
         print(f"lightbox deid verify: {args.dir} does not exist", file=sys.stderr)
         return EXIT_USAGE
+    if args.format == "photo":
+        from lightbox.sandbox.deid.photos_verify import verify_photo_tree as verify_tree  # noqa: F811
     try:
         report = verify_tree(args.dir, _options(args.option), jobs=args.jobs, safe_private=_safelist(args.safe_private),
                              progress=not args.quiet and sys.stderr.isatty())
@@ -108,6 +115,8 @@ def _deid(argv: list[str]) -> int:
     if not args.src.exists():
         print(f"lightbox deid: {args.src} does not exist", file=sys.stderr)
         return EXIT_USAGE
+    if args.format == "photo":
+        return _deid_photos(args, load_key, KeyFileError)
     try:
         key = load_key(args.key_file)
         summary = deidentify_tree(
@@ -134,6 +143,24 @@ def _deid(argv: list[str]) -> int:
         f"{summary.errors} error(s), {summary.skipped} skipped, {removed_files} removed (slide labels/overviews)",
         file=sys.stderr,
     )
+    return EXIT_OK if summary.ok else EXIT_REFUSED
+
+
+def _deid_photos(args: argparse.Namespace, load_key, key_error) -> int:  # type: ignore[no-untyped-def]
+    from lightbox.sandbox.cohortsheet import CohortSheetError
+    from lightbox.sandbox.deid.photos_tree import deidentify_photo_tree
+
+    try:
+        summary = deidentify_photo_tree(
+            args.src, args.dst, key=load_key(args.key_file), jobs=args.jobs,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    except (key_error, CohortSheetError, NotADirectoryError) as exc:
+        print(f"lightbox deid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for source, reason in summary.refused:
+        print(f"refused {source}: {reason}", file=sys.stderr)
+    print(f"{summary.files} photo(s): {summary.written} written, {summary.errors} refused", file=sys.stderr)
     return EXIT_OK if summary.ok else EXIT_REFUSED
 
 

@@ -19,9 +19,11 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from lightbox.sandbox.cohortsheet import COHORT_DIMENSIONS, SHEET_NAME, CohortSheetError, load_sheet
+from lightbox.sandbox.deid.batch import _progress_bar, available_cores, run_parallel
 from lightbox.sandbox.deid.photos import ADOBE, EXIF_HEADER, ICC_APP2, JFIF, _JPEG_KEPT, _PNG_KEPT, jpeg_block_keyword, minimal_exif, png_chunk_keyword, read_exif
 from lightbox.sandbox.deid.photos_parse import (
     PhotoError,
@@ -147,10 +149,28 @@ def _photo_paths(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink())
 
 
-def verify_photo_tree(root: Path, options: Iterable[str] = ()) -> VerificationReport:
-    """The gate's report for a photo dataset (``options``: the DICOM profile's, recorded only)."""
+def _check_chunk(root: Path, paths: list[Path]) -> list[PhotoCheck]:
+    return [check_photo_file(p, root) for p in paths]
+
+
+def verify_photo_tree(
+    root: Path,
+    options: Iterable[str] = (),
+    *,
+    jobs: int | None = None,
+    safe_private: object = None,
+    progress: bool = False,
+) -> VerificationReport:
+    """The gate's report for a photo dataset. The keywords match :func:`verify_tree`'s so callers
+    can swap them: ``options`` are recorded only and ``safe_private`` is unused (a photo has no
+    private DICOM attributes)."""
     root = Path(root)
-    checks = [check_photo_file(p, root) for p in _photo_paths(root)]
+    paths = _photo_paths(root)
+    checks: list[PhotoCheck] = []
+    with _progress_bar(len(paths), progress, "deid verify") as bar:
+        for chunk in run_parallel(partial(_check_chunk, root), paths, jobs or available_cores()):
+            checks.extend(chunk)
+            bar.update(len(chunk))
     folders = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     sheet_error: str | None = None
     cohort: dict[str, dict[str, int]] = {}
