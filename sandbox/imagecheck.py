@@ -73,7 +73,8 @@ def container_env(env: Mapping[str, str], host_in: Path, host_out: Path) -> dict
     host_in_s, host_out_s = str(host_in), str(host_out)
     out: dict[str, str] = {}
     for key, value in env.items():
-        if not (key.startswith("LIGHTBOX_") or key in ("HOME", "TMPDIR")):
+        # HOLOSCAN_/MONAI_: a MONAI Application Package's folders (sandbox/packaging.py)
+        if not (key.startswith(("LIGHTBOX_", "HOLOSCAN_", "MONAI_")) or key in ("HOME", "TMPDIR")):
             continue
         out[key] = CONTAINER_INPUT if value == host_in_s else CONTAINER_OUTPUT if value == host_out_s else value
     return out
@@ -669,6 +670,18 @@ def _refuse(ref: str, env: Sequence[str]) -> None:
         )
 
 
+def _map_manifest(ref: str) -> dict[str, Any]:
+    """A MAP's app.json/pkg.json from the archive's layers, for the verdict (sandbox/packaging_map.py)."""
+    from lightbox.sandbox.packaging_map import ManifestError, read_from_archive
+
+    if not ref.startswith(OCI_ARCHIVE):
+        return {"map_manifest_error": "not read: give the image as oci-archive:PATH to have /etc/holoscan/app.json checked"}
+    try:
+        return {"map_manifest": read_from_archive(Path(ref[len(OCI_ARCHIVE):]))}
+    except (ManifestError, ImageRefused, OSError, tarfile.TarError) as exc:
+        return {"map_manifest_error": str(exc)}
+
+
 def check_image(ref: str, args: Sequence[str], settings: Any, *, runtime: str = "auto", containerd_address: Path | None = None,
                 out: Any = None) -> int:
     """``vendor check --image``: the same checks and verdict as the command mode, the image run by a container runtime."""
@@ -681,6 +694,8 @@ def check_image(ref: str, args: Sequence[str], settings: Any, *, runtime: str = 
         print(text, file=out or sys.stdout)
 
     say(f"lightbox vendor check --image {ref}")
+    if getattr(settings, "packaging", "lightbox") == "monai-map":
+        settings = dataclasses.replace(settings, **_map_manifest(ref))
     try:
         with prepared_runner(ref, runtime, containerd_address, say) as runner:
             return vendorcheck.run_check(list(args), dataclasses.replace(settings, runner=runner), out)

@@ -242,6 +242,10 @@ class CheckSettings:
     expose: tuple[Path, ...] = ()
     # `vendor check --image`: runs the image in the command's place (sandbox/imagecheck.py)
     runner: Any = None
+    # monai-map or grand-challenge: staged and run once per case (sandbox/packaging_check.py)
+    packaging: str = "lightbox"
+    map_manifest: Any = None  # a MAP's manifests read from the image (--image oci-archive:PATH)
+    map_manifest_error: str | None = None
 
 
 # Where the command finds its input and output, as in the run pod.
@@ -317,6 +321,11 @@ def _limit_problems(result: Any, settings: CheckSettings, at_limit: bool, verdic
 
 
 def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> int:
+    if settings.packaging != "lightbox":
+        from lightbox.sandbox import packaging_check
+
+        return packaging_check.run_check(command, settings, out)
+
     def say(text: str = "") -> None:
         print(text, file=out or sys.stdout)
 
@@ -502,7 +511,9 @@ def _parser() -> argparse.ArgumentParser:
         "--expose", type=Path, action="append", default=[], metavar="PATH",
         help="also show PATH to the command, read-only (e.g. model weights outside the current directory); repeatable",
     )
-    p.add_argument("--manifest", type=Path, help="also validate this algorithm.json image manifest")
+    p.add_argument("--packaging", choices=["lightbox", "monai-map", "grand-challenge"], default="lightbox",
+                   help="the packaging the algorithm follows (docs/packaging.md): other than lightbox, it runs once per case")
+    p.add_argument("--manifest", type=Path, help="also validate this algorithm.json image manifest (monai-map: app.json, with pkg.json beside it)")
     p.add_argument("--keep", type=Path, help="copy the sample input/output here for debugging")
     p.add_argument("--image", metavar="REF", help="run this image (a name the runtime has, or oci-archive:PATH) as the "
                    "run pod does; arguments after -- replace its CMD")
@@ -530,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         max_output_bytes=args.max_output_mb << 20, keep=args.keep, manifest=args.manifest,
         max_memory_bytes=args.memory_mb << 20 if args.memory_mb is not None else None,
         max_processes=args.max_processes, max_output_files=args.max_output_files, expose=tuple(args.expose),
+        packaging=args.packaging,
     )
     if args.image:
         from lightbox.sandbox.imagecheck import check_image
