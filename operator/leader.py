@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 log = logging.getLogger("lightbox.operator.leader")
 
@@ -356,3 +356,47 @@ class LeaderElector:
                 log.info("released the lease %s/%s", self.settings.namespace, self.settings.name)
         except Exception as exc:  # noqa: BLE001  (the lease then expires by itself)
             log.warning("releasing the lease failed (it expires by itself): %s", exc)
+
+
+# Exit status of a replica that lost the Lease (EX_TEMPFAIL): the pod restarts as a standby.
+LEADERSHIP_LOST_EXIT = 75
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+def exit_process(reason: str) -> None:
+    """End the process at once: no worker of ours may write after another replica started acting."""
+    log.critical("leadership lost (%s): exiting; the restarted process stands by", reason)
+    logging.shutdown()
+    os._exit(LEADERSHIP_LOST_EXIT)
+
+
+@dataclass
+class Campaign:
+    """A running election: the elector, its task, and the client it alone uses."""
+
+    elector: LeaderElector
+    task: asyncio.Task[None]
+    client: Closable
+
+    async def end(self) -> None:
+        """After the workers stopped (clean shutdown): stop renewing, hand the Lease over, close."""
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.elector.release()
+        await self.client.close()
+
+
+def campaign(
+    settings: LeaseSettings,
+    client: RestClient,
+    on_started: Callable[[], Awaitable[None]],
+    on_lost: Callable[[str], None] = exit_process,
+) -> Campaign:
+    """Stand for the Lease in the background. ``client`` is the election's own: renewals must
+    not queue behind the reconcilers' requests in a shared connection pool."""
+    elector = LeaderElector(settings, KubeLeaseStore(client, settings.namespace, settings.name))
+    task = asyncio.create_task(elector.run(on_started, on_lost), name="lightbox-leader-election")
+    return Campaign(elector, task, cast(Closable, client))

@@ -251,3 +251,31 @@ def test_settings_refuse_a_deadline_that_would_let_two_replicas_act(duration, de
 def test_settings_need_a_namespace_and_an_identity():
     with pytest.raises(ValueError, match="namespace and this replica's identity"):
         LeaseSettings(namespace="", identity="a")
+
+
+def test_run_starts_once_then_reports_the_loss_when_renewals_fail():
+    """The real loop (real sleeps, short durations): on_started once, then on_lost with the reason."""
+    lease = MemoryLease()
+    store = Store(lease)
+    settings = LeaseSettings(namespace="ns", identity="a", duration=0.3, renew_deadline=0.2, retry=0.02)
+    elector = LeaderElector(settings, store)
+    events: list[str] = []
+
+    async def started() -> None:
+        events.append("started")
+        store.cut = True  # from now on every renewal fails
+
+    async def scenario() -> None:
+        lost = asyncio.Event()
+
+        def on_lost(reason: str) -> None:
+            events.append(reason)
+            lost.set()
+
+        task = asyncio.create_task(elector.run(started, on_lost))
+        await asyncio.wait_for(lost.wait(), 30)  # a bound on a hang, not a measurement
+        await task
+
+    asyncio.run(scenario())
+    assert events == ["started", "the lease was not renewed for 0.2 s"]
+    assert not elector.leading and not elector.holds()
