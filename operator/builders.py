@@ -238,6 +238,7 @@ def run_pod_spec(
     stager = StagerConfig(
         task=algo.task,
         packaging=algo.packaging,
+        format=data.format,
         labels=list(algo.labels or []),
         deid_options=list(data.deidentification.options),
         verified_content_hash=dataset.status.content_hash if dataset.status else None,
@@ -486,6 +487,8 @@ def verify_job(dataset: Dataset, name: str, config: OperatorConfig) -> dict[str,
     command = ["python", "-m", "lightbox.operator.verifystep", layout.STUDIES_DIR]
     for option in dataset.spec.deidentification.options:
         command += ["--option", option]
+    if dataset.spec.format == "photo":  # its own gate (photos and cohort.csv); DICOM and slides share one
+        command += ["--format", dataset.spec.format]
     container = _trusted_container("verify", config.trusted_image, command, config)
     container["env"] = _env(
         {layout.STUDIES_DIR_ENV: layout.STUDIES_DIR, "TMPDIR": layout.TMP_DIR, layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH}

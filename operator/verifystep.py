@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lightbox.operator.verifystep")
     parser.add_argument("dir", type=Path)
     parser.add_argument("--option", action="append", default=[], help="profile option the dataset claims")
+    parser.add_argument("--format", choices=("dicom", "slide-tiff", "photo"), default="dicom", help="the Dataset's format")
     args = parser.parse_args(argv)
     # The same gate the stager applies before every run.
     from lightbox.sandbox.deidgate import verify_tree
+
+    gate: Callable[..., Any] = verify_tree
+    if args.format == "photo":  # photos and their cohort sheet have their own gate
+        from lightbox.sandbox.deid.photos_verify import verify_photo_tree
+
+        gate = verify_photo_tree
 
     target = os.environ.get(TERMINATION_LOG_ENV) or TERMINATION_LOG_PATH
     report = None
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_DATASET_UNREADABLE
     else:
         try:
-            report = verify_tree(args.dir, args.option)
+            report = gate(args.dir, args.option)
         except Exception as exc:  # noqa: BLE001  (fail closed, but say why)
             text = json.dumps({"verified": False, "message": f"verifier failed: {type(exc).__name__}: {exc}"[:2000]})
             code = EXIT_DATASET_UNREADABLE
