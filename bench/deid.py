@@ -1,6 +1,7 @@
 """Benchmark ``lightbox deid`` against ``cp -r`` (the floor), dicognito and pydicom/deid.
 
     .venv/bin/python bench/deid.py --files 2000 --jobs 2
+    .venv/bin/python bench/deid.py slides     (whole-slide TIFF: bench/deid_slides.py)
 
 Generates a corpus of 512x512 CT slices (one file built with pydicom, then
 byte-cloned with per-patient and per-instance values), times each tool on it in
@@ -169,6 +170,11 @@ replace_identifiers(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["slides"]:  # the whole-slide TIFF corpus (bench/deid_slides.py)
+        from deid_slides import main as slides_main
+
+        return slides_main(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--per-patient", type=int, default=100, help="slices per patient (one study each)")

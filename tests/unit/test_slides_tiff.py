@@ -223,3 +223,26 @@ def test_dicom_file_with_a_tiff_preamble_stays_dicom() -> None:
     assert head[:4] == b"II*\0" and head[128:] == b"DICM"
     assert not is_tiff(head)
     assert is_tiff(head[:4] + bytes(128))
+
+
+def test_a_slide_far_larger_than_memory_is_rewritten_tile_by_tile(tmp_path: Path) -> None:
+    """100,000 px square (30 GB decoded, more than this machine's memory): sparse, so the file
+    is small; any whole-level decode or copy would fail. Checked by structure and tiles."""
+    side, tile = 100_000, 512
+    per_row = -(-side // tile)
+    real = {0: imagecodecs.jpeg8_encode(sb.tissue(tile, tile, seed=1)), per_row * per_row - 1: imagecodecs.jpeg8_encode(sb.tissue(tile, tile, seed=2))}
+    src = tmp_path / "huge.tif"
+    with tifffile.TiffWriter(src, bigtiff=True) as tif:
+        tif.write((real.get(i, b"") for i in range(per_row * per_row)), shape=(side, side, 3), dtype=np.uint8,
+                  tile=(tile, tile), compression="jpeg", photometric="ycbcr", subsampling=(2, 2), metadata=None,
+                  software=False, description=f"scan of {sb.PATIENT_ID}")
+    out = tmp_path / "out.tif"
+    deidentify_slide(src, out)
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages[0]
+        assert page.shape == (side, side, 3) and page.description == ""
+        counts = page.databytecounts
+        assert len(counts) == per_row * per_row
+        assert [i for i, n in enumerate(counts) if n] == sorted(real)
+    segments = sb.raw_segments(out, 0)
+    assert segments[0] == real[0] and segments[-1] == real[per_row * per_row - 1]
