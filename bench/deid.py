@@ -185,7 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", action="append", default=[], choices=["dicognito", "deid"])
     ap.add_argument("--keep", action="store_true", help="keep the corpus and outputs")
     ap.add_argument("--repeat", type=int, default=3, help="runs of cp -r and lightbox deid (best counts)")
+    ap.add_argument("--photos", type=int, default=0, help="bench the photo corpus of N photos instead (deid_photos.py)")
+    ap.add_argument("--photo-size", type=int, nargs=2, default=(1600, 1200), metavar=("W", "H"))
     args = ap.parse_args(argv)
+    if args.photos:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # deid_photos.py, beside this file
+        import deid_photos
+
+        shutil.rmtree(args.workdir, ignore_errors=True)
+        args.workdir.mkdir(parents=True)
+        code = deid_photos.run(args.workdir, args.photos, args.jobs, args.repeat, tuple(args.photo_size))
+        if not args.keep:
+            shutil.rmtree(args.workdir, ignore_errors=True)
+        return code
 
     work = args.workdir
     shutil.rmtree(work, ignore_errors=True)
