@@ -83,9 +83,36 @@ class InputSeries(Model):
     columns: int = Field(ge=1, description="Columns of every image in the series.")
 
 
+class SlideLevel(Model):
+    width: int = Field(ge=1, description="Columns of this level, in pixels.")
+    height: int = Field(ge=1, description="Rows of this level, in pixels.")
+    downsample: float = Field(ge=1, description="Baseline width divided by this level's width.")
+    tile_width: int = Field(ge=1, description="Columns of each stored tile.")
+    tile_height: int = Field(ge=1, description="Rows of each stored tile.")
+
+
+class InputSlide(Model):
+    """A whole-slide image: where it is and its pyramid, read from the file's tags (not decoded)."""
+
+    file: RelativePath = Field(description="The slide file relative to the input directory (also the series' file).")
+    format: Literal["svs", "tiff"] = Field(description="Aperio SVS or generic pyramidal TIFF.")
+    levels: list[SlideLevel] = Field(min_length=1, description="Tiled levels, baseline first, in file order.")
+    mpp: float | None = Field(default=None, gt=0, description="Micrometres per pixel at the baseline, when the scanner said.")
+    objective_power: float | None = Field(default=None, gt=0, description="Scanning objective (Aperio AppMag), when known.")
+    mask_level: int = Field(
+        ge=0, description="Index into levels of the grid a segmentation mask covers (the smallest level): "
+        "a mask is shaped (1, that level's height, width)."
+    )
+
+
 class InputCase(Model):
     id: CaseId = Field(description="Pseudonymous case id, assigned per run.")
     series: list[InputSeries] = Field(min_length=1)
+    slides: list[InputSlide] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Whole-slide images (datasets of format slide-tiff): one per series, same order.",
+    )
 
 
 class InputManifest(Model):

@@ -157,6 +157,10 @@ def stage(
             "verify it again by changing the Dataset's spec.revision",
             EXIT_DATASET_CHANGED,
         )
+    if config.format == "slide-tiff":  # the gate above covers slide files (sandbox/deid/slide_tiff.py)
+        from lightbox.sandbox.slidestage import stage_slides
+
+        return stage_slides(studies, input_dir, work_dir, config, report.content_hash, verifier_name)  # type: ignore[no-any-return]
 
     folders = _case_folders(studies)
     if not folders:

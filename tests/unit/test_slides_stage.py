@@ -1,0 +1,84 @@
+"""Stage step for slide-tiff datasets: the gate covers slides, the manifest gives paths and the
+pyramid's levels (read from tags), cases.json the grid a mask covers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import slide_builders as sb
+from lightbox.api.run import StagerConfig
+from lightbox.sandbox.contract import InputManifest
+from lightbox.sandbox.deid import deidentify_tree, verify_tree
+from lightbox.sandbox.stager import StageError, stage
+
+KEY = b"a-secret-key-for-the-slide-tests"
+
+
+def _dataset(tmp_path: Path, cases: int = 2) -> Path:
+    raw = tmp_path / "raw"
+    for i in range(cases):
+        (raw / f"case{i}").mkdir(parents=True)
+        sb.write_svs(raw / f"case{i}" / f"{sb.FILENAME}-{i}.svs")
+    studies = tmp_path / "studies"
+    assert deidentify_tree(raw, studies, key=KEY, jobs=1).written == cases
+    return studies
+
+
+def test_slides_are_staged_with_their_pyramid_in_the_manifest(tmp_path: Path) -> None:
+    studies = _dataset(tmp_path)
+    config = StagerConfig(task="classification", format="slide-tiff", labels=["tumour"])
+    result = stage(studies, tmp_path / "input", tmp_path / "work", config)
+    assert (result.cases, result.files) == (2, 2)
+    assert result.content_hash == verify_tree(studies, jobs=1).content_hash
+    raw = json.loads((tmp_path / "input" / "manifest.json").read_text())
+    manifest = InputManifest.model_validate(raw)
+    case = manifest.cases[0]
+    assert [s.files for s in case.series] == [["case-0001/00/0001.svs"]]
+    assert (case.series[0].rows, case.series[0].columns, case.series[0].modality) == (768, 1024, "SM")
+    slide = raw["cases"][0]["slides"][0]
+    # The builder's pyramid: 1024x768, 512x384, 256x192, tiles 256x256; MPP 0.4990, AppMag 20
+    assert slide["levels"] == [
+        {"width": 1024, "height": 768, "downsample": 1.0, "tileWidth": 256, "tileHeight": 256},
+        {"width": 512, "height": 384, "downsample": 2.0, "tileWidth": 256, "tileHeight": 256},
+        {"width": 256, "height": 192, "downsample": 4.0, "tileWidth": 256, "tileHeight": 256},
+    ]
+    assert (slide["file"], slide["format"], slide["mpp"], slide["objectivePower"], slide["maskLevel"]) == (
+        "case-0001/00/0001.svs", "svs", 0.499, 20.0, 2)
+    staged = tmp_path / "input" / "case-0001" / "00" / "0001.svs"
+    assert staged.read_bytes() in [p.read_bytes() for p in studies.rglob("*.svs")]  # copied as verified
+    cases = json.loads((tmp_path / "work" / "cases.json").read_text())["cases"]
+    assert cases["case-0001"]["shape"] == [1, 192, 256]
+    assert cases["case-0001"]["spacing"] == pytest.approx([1.0, 0.499 * 4 / 1000, 0.499 * 4 / 1000])
+    assert "Jane" not in json.dumps(raw) and sb.FILENAME not in json.dumps(raw)
+
+
+def test_a_dicom_manifest_has_no_slides_key(tmp_path: Path) -> None:
+    from lightbox.sandbox.contract import InputCase, InputSeries
+
+    case = InputCase(id="case-0001", series=[InputSeries(series_instance_uid="1", modality="CT", files=["a/b.dcm"], rows=1, columns=1)])
+    assert "slides" not in json.loads(case.model_dump_json(by_alias=True))
+
+
+def test_an_unscrubbed_slide_is_refused_naming_what_it_carries(tmp_path: Path) -> None:
+    studies = tmp_path / "studies"
+    (studies / "case0").mkdir(parents=True)
+    sb.write_svs(studies / "case0" / "s.svs")
+    with pytest.raises(StageError) as err:
+        stage(studies, tmp_path / "input", tmp_path / "work", StagerConfig(task="classification", format="slide-tiff"))
+    assert err.value.reason == "PHIFound"
+    for keyword in ("LabelImage", "MacroImage", "PrivateTag", "ImageDescription", "DateTime"):
+        assert keyword in err.value.message
+    for planted in sb.PLANTED:
+        assert planted not in err.value.message
+    assert not (tmp_path / "input").exists()
+
+
+def test_a_file_that_is_not_a_slide_is_refused(tmp_path: Path) -> None:
+    studies = _dataset(tmp_path, cases=1)
+    case = next(p for p in studies.iterdir() if p.is_dir())
+    (case / "notes.tif").write_bytes(b"II*\0" + bytes(64))
+    with pytest.raises(StageError) as err:
+        stage(studies, tmp_path / "input", tmp_path / "work", StagerConfig(task="classification", format="slide-tiff"))
+    assert err.value.reason == "DatasetUnreadable"
