@@ -185,9 +185,9 @@ async def with_operator(kube: Any, kubeconfig: Path, n: int, workers: int, log: 
 
 
 async def bench(kubeconfig: Path, n: int, workers: int, log: Path) -> dict[str, Any]:
-    from lightbox.operator.kube import Kube, load_configuration
+    from lightbox.operator.kube import Kube
 
-    kube = Kube(load_configuration(str(kubeconfig)))
+    kube = await Kube.connect(str(kubeconfig))
     try:
         direct_s = await direct(kube, n, workers)
         operator_s, rss_kib = await with_operator(kube, kubeconfig, n, workers, log)

@@ -16,7 +16,8 @@ from lightbox.api import run as layout
 from lightbox.operator import builders, outcome
 from lightbox.operator.config import OperatorConfig
 from lightbox.operator.exporter import Exporter
-from lightbox.operator.kube import Kube, load_configuration
+from lightbox.operator.kube import Kube
+from lightbox.operator.kubeauth import Source, kopf_login
 from lightbox.operator.reconcile import ALGORITHM, DATASET, POLICY, Runtime, ensure_audit_namespace
 
 GROUP, VERSION = "lightbox.dev", "v1alpha1"
@@ -36,35 +37,22 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
     settings.watching.client_timeout = 330
 
     config: OperatorConfig = memo.get("config") or OperatorConfig.from_env()
-    cfg = load_configuration(memo.get("kubeconfig"))
     exporter = Exporter()
     if config.metrics_port >= 0:
         port = exporter.serve(config.metrics_port)
         logger.info(f"metrics on :{port}/metrics")
         memo["metrics_port"] = port
-    runtime = Runtime(config=config, kube=Kube(cfg), exporter=exporter, api_server=cfg.host)
+    kube = await Kube.connect(memo.get("kubeconfig"))
+    runtime = Runtime(config=config, kube=kube, exporter=exporter, api_server=kube.host)
     await ensure_audit_namespace(runtime, logger)
     runtime.start()
     memo["runtime"] = runtime
 
 
 @kopf.on.login()
-def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
-    """The same credentials as our own client (in-cluster, or the kubeconfig given)."""
-    cfg = load_configuration(memo.get("kubeconfig"))
-    token = (cfg.api_key or {}).get("authorization") or None
-    scheme = (cfg.api_key_prefix or {}).get("authorization")
-    if token and " " in token:
-        scheme, token = token.split(" ", 1)
-    return kopf.ConnectionInfo(
-        server=cfg.host,
-        ca_path=cfg.ssl_ca_cert,
-        insecure=not cfg.verify_ssl,
-        certificate_path=cfg.cert_file,
-        private_key_path=cfg.key_file,
-        scheme=scheme if token else None,
-        token=token,
-    )
+async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """The same credentials as our own client, read again each time: kopf logs in again after a 401."""
+    return await kopf_login(Source(memo.get("kubeconfig")))
 
 
 @kopf.on.cleanup()

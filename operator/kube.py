@@ -1,39 +1,35 @@
-"""A small asynchronous Kubernetes REST client on httpx.
+"""The operator's Kubernetes client: a thin facade over kubernetes_asyncio (docs/kube-client.md).
 
-The operator's own writes (Jobs, NetworkPolicies, status, Events) go through
-this instead of the synchronous `kubernetes` client so they never block kopf's
-event loop. Credentials come from the same kubeconfig / in-cluster loading as
-the `kubernetes` package, so both agree on which cluster they talk to.
+Everything the operator does besides kopf's watches goes through ``Kube``:
+Jobs, NetworkPolicies, status, Events, Leases. Callers name objects by REST
+path (``path()``) and get plain dicts back; the library's generated models are
+skipped on purpose (``_preload_content=False``), the operator never needs them
+and decoding into them costs time at scale. The library brings the connection
+(aiohttp, which kopf already uses), TLS from the kubeconfig or the in-cluster
+CA, and loading credentials; this module adds the one thing it lacks: a 401 is
+retried once, after ``kubeauth.Credentials.renew`` loaded the credentials again.
 """
 
 from __future__ import annotations
 
 import json
-import ssl
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import Any, cast
 
-import httpx
-import kubernetes
+from kubernetes_asyncio.client import ApiClient, Configuration
+
+from lightbox.operator.kubeauth import Credentials, Source
 
 GROUP_VERSION = "lightbox.dev/v1alpha1"
+CONNECTIONS = 32
+PatchBody = dict[str, Any] | list[Any]  # a merge patch or a JSON patch
 
 
 class KubeError(Exception):
     def __init__(self, status: int, body: str, method: str, path: str):
         super().__init__(f"{method} {path}: HTTP {status}: {body[:500]}")
         self.status = status
-
-
-def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> kubernetes.client.Configuration:
-    cfg = kubernetes.client.Configuration()
-    if kubeconfig is None:
-        try:
-            kubernetes.config.load_incluster_config(client_configuration=cfg)
-            return cfg
-        except kubernetes.config.ConfigException:
-            pass
-    kubernetes.config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
-    return cfg
 
 
 def path(kind: str, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
@@ -62,78 +58,134 @@ def path(kind: str, namespace: str | None = None, name: str | None = None, subre
     return out
 
 
+def transport(cfg: Configuration) -> tuple[Any, ...]:
+    """What the connection pool was built from: when renewed credentials change it, a new pool is needed."""
+    return (cfg.host, cfg.ssl_ca_cert, cfg.cert_file, cfg.key_file, cfg.verify_ssl, cfg.tls_server_name, cfg.proxy)
+
+
+@dataclass
+class _Retired:
+    client: ApiClient
+    at: float
+
+
 class Kube:
-    def __init__(self, cfg: kubernetes.client.Configuration, timeout: float = 30.0):
-        headers = {"Accept": "application/json"}
-        token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
-        if token:
-            prefix = (cfg.api_key_prefix or {}).get("authorization")
-            headers["Authorization"] = f"{prefix} {token}" if prefix and not token.startswith(prefix) else token
-        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.verify_ssl else ssl._create_unverified_context()  # noqa: S323
-        if cfg.cert_file and cfg.key_file:
-            context.load_cert_chain(cfg.cert_file, cfg.key_file)
-        self.host = cfg.host.rstrip("/")
-        self._client = httpx.AsyncClient(
-            base_url=self.host,
-            headers=headers,
-            verify=context,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
-        )
+    def __init__(self, credentials: Credentials, timeout: float = 30.0):
+        self.timeout = timeout
+        self._credentials = credentials
+        self._generation = credentials.generation
+        self._api = self._client(credentials.configuration)
+        self._retired: list[_Retired] = []
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None, context: str | None = None, timeout: float = 30.0) -> Kube:
+        """A client for the kubeconfig given, else in-cluster, else $KUBECONFIG."""
+        return cls(await Credentials.from_source(Source(kubeconfig, context)), timeout)
+
+    @property
+    def host(self) -> str:
+        return str(self._credentials.configuration.host)
+
+    def _client(self, cfg: Configuration) -> ApiClient:
+        cfg.connection_pool_maxsize = CONNECTIONS
+        return ApiClient(configuration=cfg)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        for old in self._retired:
+            await old.client.close()
+        self._retired.clear()
+        await self._api.close()
 
-    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        response = await self._client.request(method, url, **kwargs)
-        return response
+    async def _current(self) -> ApiClient:
+        """The client for the newest credentials: a bearer token changes in place, new TLS material gets a new pool."""
+        creds = self._credentials
+        if creds.generation == self._generation:
+            return self._api
+        if transport(creds.configuration) == transport(self._api.configuration):
+            self._api.configuration = creds.configuration
+        else:
+            # Requests still on the old pool end within `timeout`; close it after that.
+            now = time.monotonic()
+            self._retired.append(_Retired(self._api, now))
+            self._api = self._client(creds.configuration)
+            for old in [r for r in self._retired if now - r.at > 2 * self.timeout]:
+                self._retired.remove(old)
+                await old.client.close()
+        self._generation = creds.generation
+        return self._api
 
-    def _raise(self, response: httpx.Response, method: str, url: str) -> None:
-        if response.status_code >= 400:
-            raise KubeError(response.status_code, response.text, method, url)
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> tuple[int, bytes]:
+        """(status, body) of one request; a 401 is answered by loading the credentials again and trying once more."""
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        for attempt in (1, 2):
+            generation = self._credentials.generation
+            api = await self._current()
+            response = await api.call_api(
+                url,
+                method,
+                query_params=list((query or {}).items()),
+                header_params=dict(headers),
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+            try:
+                status, data = response.status, await response.read()
+            finally:
+                response.release()
+            if status != 401 or attempt == 2:
+                return status, data
+            await self._credentials.renew(generation)
+        raise AssertionError("unreachable")
+
+    async def _json(self, method: str, url: str, expect_absent: bool, **kwargs: Any) -> Any:
+        status, data = await self._send(method, url, **kwargs)
+        if status == 404 and expect_absent:
+            return None
+        if status >= 400:
+            raise KubeError(status, data.decode(errors="replace"), method, url)
+        return json.loads(data)
 
     async def get(self, url: str) -> dict[str, Any] | None:
-        response = await self._request("GET", url)
-        if response.status_code == 404:
-            return None
-        self._raise(response, "GET", url)
-        return response.json()
+        return cast("dict[str, Any] | None", await self._json("GET", url, True))
 
     async def list(self, url: str, label_selector: str | None = None) -> list[dict[str, Any]]:
-        params = {"labelSelector": label_selector} if label_selector else None
-        response = await self._request("GET", url, params=params)
-        if response.status_code == 404:
-            return []
-        self._raise(response, "GET", url)
-        return response.json().get("items") or []
+        query = {"labelSelector": label_selector} if label_selector else None
+        found = await self._json("GET", url, True, query=query)
+        return cast("list[dict[str, Any]]", (found or {}).get("items") or [])
 
     async def create(self, url: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create if absent: (object, created). 409 means a previous attempt (maybe ours,
         before a restart) already made it, which is the state we wanted."""
-        response = await self._request("POST", url, json=body)
-        if response.status_code == 409:
+        status, data = await self._send("POST", url, body=body)
+        if status == 409:
             existing = await self.get(f"{url}/{body['metadata']['name']}")
             if existing is not None:
                 return existing, False
-        self._raise(response, "POST", url)
-        return response.json(), True
+        if status >= 400:
+            raise KubeError(status, data.decode(errors="replace"), "POST", url)
+        return cast("dict[str, Any]", json.loads(data)), True
 
-    async def patch(self, url: str, body: dict[str, Any] | list[Any], kind: str = "merge") -> dict[str, Any] | None:
+    async def patch(self, url: str, body: PatchBody, kind: str = "merge") -> dict[str, Any] | None:
         content_type = {"merge": "application/merge-patch+json", "json": "application/json-patch+json"}[kind]
-        response = await self._request("PATCH", url, content=_json(body), headers={"Content-Type": content_type})
-        if response.status_code == 404:
-            return None
-        self._raise(response, "PATCH", url)
-        return response.json()
+        return cast("dict[str, Any] | None", await self._json("PATCH", url, True, body=body, content_type=content_type))
 
     async def delete(self, url: str, propagation: str = "Background") -> bool:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
-        response = await self._request("DELETE", url, json=body)
-        if response.status_code == 404:
+        status, data = await self._send("DELETE", url, body=body)
+        if status == 404:
             return False
-        self._raise(response, "DELETE", url)
+        if status >= 400:
+            raise KubeError(status, data.decode(errors="replace"), "DELETE", url)
         return True
-
-
-def _json(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), default=str).encode()

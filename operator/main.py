@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         audit_namespace=args.audit_namespace,
     )
     kopf.configure(verbose=args.verbose)
-    # One line per API request drowns what the operator decided.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Its debug lines (request bodies, credential loading) drown what the operator decided.
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     if not args.verbose:
         # kopf logs every watch event handled ("Handler ... succeeded"): thousands per run burst.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
