@@ -80,13 +80,24 @@ def _entry(position: int, record: Mapping[str, Any]) -> _Entry | Finding:
         return Finding("?", None, name, "malformed", "no spec.chain: not a chained AuditRecord", position)
     sequence, previous, stored = chain.get("sequence"), chain.get("previousHash"), spec.get("hash")
     if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1 or not isinstance(stored, str):
-        return Finding(str(chain.get("id")), None, name, "malformed", "spec.chain.sequence (integer >= 1) and spec.hash are required", position)
+        return Finding(
+            str(chain.get("id")),
+            None,
+            name,
+            "malformed",
+            "spec.chain.sequence (integer >= 1) and spec.hash are required",
+            position,
+        )
     if previous is not None and not isinstance(previous, str):
-        return Finding(str(chain.get("id")), sequence, name, "malformed", "spec.chain.previousHash must be a string", position)
+        return Finding(
+            str(chain.get("id")), sequence, name, "malformed", "spec.chain.previousHash must be a string", position
+        )
     try:
         canonical(spec)
     except Exception as exc:  # rfc8785 refuses what JSON cannot say exactly (big integers, NaN)
-        return Finding(str(chain.get("id")), sequence, name, "malformed", f"spec cannot be canonicalised: {exc}", position)
+        return Finding(
+            str(chain.get("id")), sequence, name, "malformed", f"spec cannot be canonicalised: {exc}", position
+        )
     return _Entry(position, name, spec, sequence, previous, stored)
 
 
@@ -102,7 +113,8 @@ def _cut_start(entries: list[_Entry], min_retention_days: int) -> tuple[int, Fin
     for e in entries:
         if e.spec.get("event") != "RetentionCut" or spec_hash(e.spec) != e.stored_hash:
             continue
-        cut = e.spec.get("cut") if isinstance(e.spec.get("cut"), Mapping) else {}
+        raw = e.spec.get("cut")
+        cut = raw if isinstance(raw, Mapping) else {}
         days, first = cut.get("retentionDays"), cut.get("firstKept")
         if not isinstance(days, int) or not isinstance(first, int) or first >= e.sequence:
             return start, _finding(e, "cut", "its cut is malformed (firstKept must precede the cut record itself)")

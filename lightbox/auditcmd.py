@@ -15,7 +15,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -115,10 +115,12 @@ def _api(kubeconfig: str | None) -> Any:
     return client.CustomObjectsApi(kube_config.new_client_from_config(kubeconfig))
 
 
-def cluster_records(api: Any, audit_namespace: str, namespace: str | None) -> list[dict[str, Any]]:
+def cluster_records(api: Any, audit_namespace: str, namespace: str | None) -> list[Mapping[str, Any]]:
     """Records in the audit namespace (of Validations in ``namespace`` if given), in chain order."""
     selector = f"{LABEL_VALIDATION_NAMESPACE}={namespace}" if namespace else None
-    items = api.list_namespaced_custom_object(API_GROUP, API_VERSION, audit_namespace, PLURAL, label_selector=selector)["items"]
+    items = api.list_namespaced_custom_object(API_GROUP, API_VERSION, audit_namespace, PLURAL, label_selector=selector)[
+        "items"
+    ]
     return list(auditchain.by_sequence(items))
 
 
@@ -133,11 +135,13 @@ def _report(findings: list[auditchain.Finding], records: int, source: str) -> in
     return 1
 
 
-def _prune(api: Any, audit_namespace: str, retention_days: int, dry_run: bool, now: datetime, namespace: str | None = None) -> int:
+def _prune(
+    api: Any, audit_namespace: str, retention_days: int, dry_run: bool, now: datetime, namespace: str | None = None
+) -> int:
     from lightbox.operator import audit as audit_mod
 
     records = cluster_records(api, audit_namespace, namespace)
-    chains: dict[str, list[dict[str, Any]]] = {}
+    chains: dict[str, list[Mapping[str, Any]]] = {}
     for record in records:
         chains.setdefault(str(record["spec"]["chain"]["id"]), []).append(record)
     status = 0
@@ -151,7 +155,10 @@ def _prune(api: Any, audit_namespace: str, retention_days: int, dry_run: bool, n
         plan = auditchain.plan_prune(items, now, retention_days)
         if plan.cut is not None:
             body = audit_mod.retention_cut(items, plan.cut, now, "lightbox-audit-prune")
-            print(f"{'would append' if dry_run else 'append'} {body['metadata']['name']}: first kept #{plan.cut['firstKept']}")
+            print(
+                f"{'would append' if dry_run else 'append'} {body['metadata']['name']}: first kept "
+                f"#{plan.cut['firstKept']}"
+            )
             if not dry_run:
                 api.create_namespaced_custom_object(API_GROUP, API_VERSION, audit_namespace, PLURAL, body)
         for name in plan.delete:  # oldest first
@@ -167,7 +174,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def cluster_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
-        q.add_argument("--audit-namespace", default=DEFAULT_AUDIT_NAMESPACE, help="where the records are (default %(default)s)")
+        q.add_argument(
+            "--audit-namespace", default=DEFAULT_AUDIT_NAMESPACE, help="where the records are (default %(default)s)"
+        )
 
     export = sub.add_parser("export", help="write the records as JSON Lines or CSV")
     scope = export.add_mutually_exclusive_group(required=True)
@@ -177,7 +186,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-f", "--file", type=Path, help="default: standard output")
     cluster_args(export)
 
-    verify = sub.add_parser("verify", help="recompute the chains and name the first record altered, removed or reordered")
+    verify = sub.add_parser(
+        "verify", help="recompute the chains and name the first record altered, removed or reordered"
+    )
     source = verify.add_mutually_exclusive_group(required=True)
     source.add_argument("file", nargs="?", type=Path, help="an export file (JSON Lines or CSV)")
     source.add_argument("--cluster", action="store_true", help="the records in the cluster")
@@ -198,6 +209,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    records: Sequence[Mapping[str, Any]]
     if args.action == "verify" and args.file is not None:
         try:
             records = read_export(args.file.read_text(encoding="utf-8"))
@@ -218,7 +230,9 @@ def main(argv: list[str]) -> int:
     namespace = None if getattr(args, "all_namespaces", False) else args.namespace
     records = cluster_records(api, args.audit_namespace, namespace)
     if args.action == "verify":
-        return _report(auditchain.verify(records, args.min_retention_days), len(records), f"namespace {args.audit_namespace}")
+        return _report(
+            auditchain.verify(records, args.min_retention_days), len(records), f"namespace {args.audit_namespace}"
+        )
     text = to_csv(records) if args.format == "csv" else to_jsonl(records)
     if args.file:
         args.file.write_text(text, encoding="utf-8")

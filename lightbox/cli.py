@@ -17,11 +17,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "node": ("lightbox.devtools.node", "start/stop a local control plane plus a real node (root; containerd, kubelet)"),
     "local-runner": ("lightbox.devtools.localrunner", "run sandbox pods as local processes (development kubelet)"),
     "demo": ("lightbox.devtools.demo", "end-to-end demo on a local control plane"),
-    "report": ("lightbox.report", "a Validation's report (Markdown; --html FILE: HTML with plots): device, data, protocol, runs, audit trail"),
-    "audit": ("lightbox.auditcmd", "the audit trail: export (jsonl|csv), verify the hash chains (file or --cluster), prune"),
-    "evidence": ("lightbox.evidencecmd", "a region's ed25519 key (keygen) and a run's signed sufficient statistics (export)"),
-    "federate": ("lightbox.federate", "verify signed evidence of several regions; pooled AUC, sensitivity, specificity, I², forest plot"),
-    "deid": ("lightbox.sandbox.deid.cli", "de-identify DICOM (PS3.15 Annex E) or verify a tree: deid SRC DST | deid verify DIR"),
+    "report": (
+        "lightbox.report",
+        "a Validation's report (Markdown; --html FILE: HTML with plots): device, data, protocol, runs, audit trail",
+    ),
+    "audit": (
+        "lightbox.auditcmd",
+        "the audit trail: export (jsonl|csv), verify the hash chains (file or --cluster), prune",
+    ),
+    "evidence": (
+        "lightbox.evidencecmd",
+        "a region's ed25519 key (keygen) and a run's signed sufficient statistics (export)",
+    ),
+    "federate": (
+        "lightbox.federate",
+        "verify signed evidence of several regions; pooled AUC, sensitivity, specificity, I², forest plot",
+    ),
+    "deid": (
+        "lightbox.sandbox.deid.cli",
+        "de-identify DICOM (PS3.15 Annex E) or verify a tree: deid SRC DST | deid verify DIR",
+    ),
     "vendor": ("lightbox.sandbox.vendorcheck", "vendor tools: vendor check -- COMMAND..."),
     "stage": ("lightbox.sandbox.stager", "trusted staging step inside a sandbox pod"),
     "score": ("lightbox.sandbox.scorer", "trusted scoring step inside a sandbox pod"),

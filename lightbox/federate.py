@@ -207,7 +207,10 @@ def pool(sites: Sequence[tuple[str, Evidence]]) -> Pooled:
         raise EvidenceError("nothing to pool")
     thresholds = {e.threshold for _, e in sites}
     if len(thresholds) > 1:
-        raise EvidenceError(f"the sites used different operating thresholds {sorted(thresholds)}: sensitivity and specificity do not pool")
+        raise EvidenceError(
+            f"the sites used different operating thresholds {sorted(thresholds)}: sensitivity and specificity do not "
+            "pool"
+        )
     usable = [(n, e) for n, e in sites if e.positives is not None and e.negatives is not None]
     pos_shape = sum((exact_bins(e.positives) for _, e in usable), np.zeros(BINS))
     neg_shape = sum((exact_bins(e.negatives) for _, e in usable), np.zeros(BINS))
@@ -229,7 +232,11 @@ def pool(sites: Sequence[tuple[str, Evidence]]) -> Pooled:
     tn = sum(s.evidence.confusion.tn or 0 for s in per_site)
     fp = sum(s.evidence.confusion.fp or 0 for s in per_site)
     with_auc = [s.auc for s in per_site if s.auc is not None and s.auc.variance > 0]
-    q, i2 = heterogeneity([a.value for a in with_auc], [a.variance for a in with_auc]) if len(with_auc) >= 2 else (None, None)
+    q, i2 = (
+        heterogeneity([a.value for a in with_auc], [a.variance for a in with_auc])
+        if len(with_auc) >= 2
+        else (None, None)
+    )
     return Pooled(
         sites=per_site,
         auc=pooled_auc,
@@ -301,16 +308,28 @@ def render(pooled: Pooled) -> str:
         n_neg = f"{s.auc.negatives:.0f}" if s.auc else "-"
         lines.append(f"{terminal(s.name)}  {n_pos}  {n_neg}  {auc}  {sens}  {spec}")
     low, high = pooled.auc.interval()
-    lines.append(f"pooled AUC {pooled.auc.value:.4f} [{low:.4f}, {high:.4f}] (binned DeLong, {pooled.auc.positives:.0f} positives, {pooled.auc.negatives:.0f} negatives)")
-    for what, value, names in (("sensitivity", pooled.sensitivity, pooled.sensitivity_sites), ("specificity", pooled.specificity, pooled.specificity_sites)):
+    lines.append(
+        f"pooled AUC {pooled.auc.value:.4f} [{low:.4f}, {high:.4f}] (binned DeLong, {pooled.auc.positives:.0f} "
+        f"positives, {pooled.auc.negatives:.0f} negatives)"
+    )
+    for what, value, names in (
+        ("sensitivity", pooled.sensitivity, pooled.sensitivity_sites),
+        ("specificity", pooled.specificity, pooled.specificity_sites),
+    ):
         if value is None:
             lines.append(f"pooled {what}: no site published its counts")
         else:
-            lines.append(f"pooled {what} {value[0]:.4f} [{value[1]:.4f}, {value[2]:.4f}] (Wilson; sites {', '.join(map(terminal, names))})")
+            lines.append(
+                f"pooled {what} {value[0]:.4f} [{value[1]:.4f}, {value[2]:.4f}] (Wilson; sites "
+                f"{', '.join(map(terminal, names))})"
+            )
     if pooled.i2 is None:
         lines.append("heterogeneity: needs two sites with an AUC")
     else:
-        lines.append(f"heterogeneity: Q = {pooled.q:.2f} on {sum(1 for s in pooled.sites if s.auc) - 1} df, I² = {100 * pooled.i2:.0f}%")
+        lines.append(
+            f"heterogeneity: Q = {pooled.q:.2f} on {sum(1 for s in pooled.sites if s.auc) - 1} df, I² = "
+            f"{100 * pooled.i2:.0f}%"
+        )
     return "\n".join(lines + ["", "forest plot (o site, # pooled):", *forest_text(pooled)]) + "\n"
 
 
@@ -329,7 +348,9 @@ def read_signed(path: Path, trusted: Mapping[str, Ed25519PublicKey]) -> tuple[st
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="lightbox federate", description="pool signed evidence exports of several regions")
+    parser = argparse.ArgumentParser(
+        prog="lightbox federate", description="pool signed evidence exports of several regions"
+    )
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--trust", nargs="+", type=Path, required=True, help="PEM ed25519 public keys of the regions")
     parser.add_argument("--plot", type=Path, help="write the forest plot as PNG (needs matplotlib)")
@@ -368,14 +389,19 @@ def payload_from_record(record: Mapping[str, Any], region: str, now: datetime) -
     spec = record["spec"]
     evidence = spec.get("evidence")
     if not evidence:
-        raise EvidenceError(f"audit record {record['metadata']['name']} holds no evidence (not a classification run, or written before evidence existed)")
+        raise EvidenceError(
+            f"audit record {record['metadata']['name']} holds no evidence (not a classification run, or written before "
+            "evidence existed)"
+        )
     run, algorithm, dataset = spec.get("run") or {}, spec.get("algorithm") or {}, spec.get("dataset") or {}
     return {
         "region": region,
         "exportedAt": now.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         "auditRecord": {"name": record["metadata"]["name"], "hash": spec.get("hash")},
         "run": {k: run.get(k) for k in ("name", "number", "finishedAt", "verdict") if run.get(k) is not None},
-        "algorithm": {k: algorithm.get(k) for k in ("vendor", "product", "version", "image") if algorithm.get(k) is not None},
+        "algorithm": {
+            k: algorithm.get(k) for k in ("vendor", "product", "version", "image") if algorithm.get(k) is not None
+        },
         "dataset": {k: dataset.get(k) for k in ("contentHash", "caseCount") if dataset.get(k) is not None},
         "evidence": evidence,
     }
@@ -384,7 +410,9 @@ def payload_from_record(record: Mapping[str, Any], region: str, now: datetime) -
 def evidence_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lightbox evidence", description="a region's signed evidence: keygen, export")
     sub = parser.add_subparsers(dest="action", required=True)
-    keygen = sub.add_parser("keygen", help="write PREFIX.key (PEM, keep it secret) and PREFIX.pub (give it to the other regions)")
+    keygen = sub.add_parser(
+        "keygen", help="write PREFIX.key (PEM, keep it secret) and PREFIX.pub (give it to the other regions)"
+    )
     keygen.add_argument("-o", "--output", type=Path, required=True, help="PREFIX")
     export = sub.add_parser("export", help="sign one run's evidence from the audit trail")
     export.add_argument("validation")
@@ -398,11 +426,18 @@ def evidence_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.action == "keygen":
         key = Ed25519PrivateKey.generate()
-        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        private = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         key_path = args.output.with_name(args.output.name + ".key")
         if key_path.exists():
-            print(f"lightbox evidence: {terminal(str(key_path))} exists; a region's key is not overwritten", file=sys.stderr)
+            print(
+                f"lightbox evidence: {terminal(str(key_path))} exists; a region's key is not overwritten",
+                file=sys.stderr,
+            )
             return 2
         key_path.touch(mode=0o600)
         key_path.write_bytes(private)
@@ -414,10 +449,20 @@ def evidence_main(argv: list[str]) -> int:
 
     api = client.CustomObjectsApi(kube_config.new_client_from_config(args.kubeconfig))
     selector = f"lightbox.dev/validation-namespace={args.namespace},lightbox.dev/validation={args.validation}"
-    items = api.list_namespaced_custom_object("lightbox.dev", "v1alpha1", args.audit_namespace, "auditrecords", label_selector=selector)["items"]
-    runs = [i for i in items if i["spec"].get("evidence") and (args.run is None or (i["spec"].get("run") or {}).get("number") == args.run)]
+    items = api.list_namespaced_custom_object(
+        "lightbox.dev", "v1alpha1", args.audit_namespace, "auditrecords", label_selector=selector
+    )["items"]
+    runs = [
+        i
+        for i in items
+        if i["spec"].get("evidence") and (args.run is None or (i["spec"].get("run") or {}).get("number") == args.run)
+    ]
     if not runs:
-        print(f"lightbox evidence: no run of {terminal(args.namespace)}/{terminal(args.validation)} with evidence in the audit trail", file=sys.stderr)
+        print(
+            f"lightbox evidence: no run of {terminal(args.namespace)}/{terminal(args.validation)} with evidence in the "
+            "audit trail",
+            file=sys.stderr,
+        )
         return 1
     record = max(runs, key=lambda i: (i["spec"]["recordedAt"], i["spec"]["chain"]["sequence"]))
     document = sign(payload_from_record(record, args.region, datetime.now(UTC)), load_private_key(args.key))

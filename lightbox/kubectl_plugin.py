@@ -49,7 +49,9 @@ def add_kube_arguments(parser: argparse.ArgumentParser, all_namespaces: bool = F
         parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
 
 
-def context_namespace(contexts: Sequence[Mapping[str, Any]], current: Mapping[str, Any] | None, wanted: str | None) -> str:
+def context_namespace(
+    contexts: Sequence[Mapping[str, Any]], current: Mapping[str, Any] | None, wanted: str | None
+) -> str:
     """The namespace kubectl would use: that of the named (else the current) context, else default."""
     chosen = current if wanted is None else next((c for c in contexts if c.get("name") == wanted), None)
     if wanted is not None and chosen is None:
@@ -122,8 +124,16 @@ def runs_rows(validation: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-STATUS_COLUMNS = (("NAMESPACE", "namespace"), ("NAME", "name"), ("PHASE", "phase"), ("LATEST RUN", "latestRun"),
-                  ("RUN PHASE", "latestRunPhase"), ("VERDICT", "verdict"), ("METRIC", "metric"), ("NEXT RUN", "nextRunTime"))
+STATUS_COLUMNS = (
+    ("NAMESPACE", "namespace"),
+    ("NAME", "name"),
+    ("PHASE", "phase"),
+    ("LATEST RUN", "latestRun"),
+    ("RUN PHASE", "latestRunPhase"),
+    ("VERDICT", "verdict"),
+    ("METRIC", "metric"),
+    ("NEXT RUN", "nextRunTime"),
+)
 RUNS_COLUMNS = (("#", "number"), ("NAME", "name"), ("PHASE", "phase"), ("REASON", "reason"), ("VERDICT", "verdict"),
                 ("SCORED", "scored"), ("METRICS", "metrics"), ("FINISHED", "finishedAt"))
 
@@ -141,7 +151,7 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]])
     """kubectl's plain table: upper-case headers, columns padded by three spaces."""
     cells = [[h for h, _ in columns]] + [[_cell(r.get(key)) for _, key in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join("   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells) + "\n"
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells) + "\n"
 
 
 def render(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], fmt: str) -> str:
@@ -175,7 +185,9 @@ def _get_validation(client: Any, target: Target, name: str) -> dict[str, Any] | 
     from lightbox.api import API_GROUP, API_VERSION
 
     try:
-        return k8s.CustomObjectsApi(client).get_namespaced_custom_object(API_GROUP, API_VERSION, target.namespace, "validations", name)
+        return k8s.CustomObjectsApi(client).get_namespaced_custom_object(
+            API_GROUP, API_VERSION, target.namespace, "validations", name
+        )
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -188,7 +200,11 @@ def _logs(client: Any, target: Target, run: str, step: str) -> str | None:
     from lightbox.api import run as layout
     from lightbox.operator.builders import label_value
 
-    pods = k8s.CoreV1Api(client).list_namespaced_pod(target.namespace, label_selector=f"{layout.LABEL_RUN}={label_value(run)}").items
+    pods = (
+        k8s.CoreV1Api(client)
+        .list_namespaced_pod(target.namespace, label_selector=f"{layout.LABEL_RUN}={label_value(run)}")
+        .items
+    )
     pods = [p for p in pods if p.metadata.labels.get(layout.LABEL_RUN) == label_value(run)]
     if not pods:
         return None
@@ -210,7 +226,9 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("validation")
     add_kube_arguments(report)
     report.add_argument("--html", type=Path, metavar="FILE", help="write the HTML report here")
-    report.add_argument("--output-file", type=Path, metavar="FILE", help="write the Markdown here instead of standard output")
+    report.add_argument(
+        "--output-file", type=Path, metavar="FILE", help="write the Markdown here instead of standard output"
+    )
     report.add_argument("--audit-namespace", default=None)
     logs = sub.add_parser("logs", help="a run's trusted step's log (stage or score; never the vendor's)")
     logs.add_argument("run")
@@ -247,13 +265,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "runs":
         validation = _get_validation(client, target, args.validation)
         if validation is None:
-            print(f"kubectl lightbox: Validation {terminal(args.validation)} not found in namespace {terminal(target.namespace)}", file=sys.stderr)
+            print(
+                f"kubectl lightbox: Validation {terminal(args.validation)} not found in namespace "
+                f"{terminal(target.namespace)}",
+                file=sys.stderr,
+            )
             return 1
         sys.stdout.write(render(runs_rows(validation), RUNS_COLUMNS, args.output))
         return 0
     text = _logs(client, target, args.run, args.step)
     if text is None:
-        print(f"kubectl lightbox: no pod for run {terminal(args.run)} in namespace {terminal(target.namespace)}", file=sys.stderr)
+        print(
+            f"kubectl lightbox: no pod for run {terminal(args.run)} in namespace {terminal(target.namespace)}",
+            file=sys.stderr,
+        )
         return 1
     sys.stdout.write(text)
     return 0

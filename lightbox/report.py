@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from lightbox.api import API_GROUP, API_VERSION, Algorithm, AuditRecord, Dataset, Validation
-from lightbox.operator.audit import DEFAULT_AUDIT_NAMESPACE, LABEL_CHAIN
 from lightbox.api.validation import RunRecord
+from lightbox.operator.audit import DEFAULT_AUDIT_NAMESPACE, LABEL_CHAIN
 from lightbox.operator.builders import label_value
 from lightbox.text import Markdown, code, markdown, terminal
 
@@ -77,6 +77,8 @@ def _device(validation: Validation, algorithm: Algorithm | None, trail: list[Aud
             lines += ["", f"Intended use: {markdown(reg.intended_use)}"]
     elif trail:
         last = trail[-1].spec.algorithm
+        # render() keeps only RunFinished records, which the API server admits only with an algorithm.
+        assert last is not None
         lines.append(
             f"Algorithm {markdown(last.name)} no longer exists; as last recorded: "
             f"{markdown(last.vendor)} {markdown(last.product)} {markdown(last.version)}."
@@ -92,10 +94,20 @@ def _data(validation: Validation, dataset: Dataset | None) -> list[str]:
         return lines + [f"Dataset {markdown(validation.spec.dataset_ref.name)} does not exist."]
     status, spec = dataset.status, dataset.spec
     rows = [
-        ("Dataset", dataset.metadata.get("name")), ("Revision", spec.revision), ("Site", spec.site),
-        ("De-identification", f"PS3.15 {spec.deidentification.profile} profile" + (
-            f" + {', '.join(spec.deidentification.options)}" if spec.deidentification.options else "")),
-        ("Verified", f"{status.phase} at {status.verified_at:%Y-%m-%d %H:%M} UTC" if status and status.verified_at else (status.phase if status else None)),
+        ("Dataset", dataset.metadata.get("name")),
+        ("Revision", spec.revision),
+        ("Site", spec.site),
+        (
+            "De-identification",
+            f"PS3.15 {spec.deidentification.profile} profile"
+            + (f" + {', '.join(spec.deidentification.options)}" if spec.deidentification.options else ""),
+        ),
+        (
+            "Verified",
+            f"{status.phase} at {status.verified_at:%Y-%m-%d %H:%M} UTC"
+            if status and status.verified_at
+            else (status.phase if status else None),
+        ),
         ("Content hash", code(status.content_hash) if status and status.content_hash else None),
         ("Cases", status.case_count if status else None),
     ]
@@ -111,16 +123,32 @@ def _data(validation: Validation, dataset: Dataset | None) -> list[str]:
 
 def _protocol(validation: Validation) -> list[str]:
     spec = validation.spec
-    lines = ["## Protocol", "", f"Metrics: {markdown(', '.join(spec.metrics)) or 'the task defaults'}; "
-             f"{spec.confidence_level:.0%} intervals; bootstrap {spec.bootstrap.resamples} resamples at {spec.bootstrap.level} level, "
-             f"seed {spec.bootstrap.seed}; subgroups {markdown(', '.join(spec.subgroups)) or 'none'}.",
-             f"Runs: {'on the schedule ' + code(spec.schedule) if spec.schedule else 'once'}."]
+    lines = [
+        "## Protocol",
+        "",
+        f"Metrics: {markdown(', '.join(spec.metrics)) or 'the task defaults'}; "
+        f"{spec.confidence_level:.0%} intervals; bootstrap {spec.bootstrap.resamples} resamples at "
+        f"{spec.bootstrap.level} level, "
+        f"seed {spec.bootstrap.seed}; subgroups {markdown(', '.join(spec.subgroups)) or 'none'}.",
+        f"Runs: {'on the schedule ' + code(spec.schedule) if spec.schedule else 'once'}.",
+    ]
     if spec.acceptance:
-        lines += ["", "Acceptance criteria (all must hold for Passed; Inconclusive when the interval straddles a threshold):", ""]
-        lines += _table(["metric", "compared", "must be"], (
-            (c.metric, "point estimate" if c.bound == "point" else f"{c.bound} bound", Markdown(f"{markdown(c.comparison)} {c.threshold:g}"))
-            for c in spec.acceptance
-        ))
+        lines += [
+            "",
+            "Acceptance criteria (all must hold for Passed; Inconclusive when the interval straddles a threshold):",
+            "",
+        ]
+        lines += _table(
+            ["metric", "compared", "must be"],
+            (
+                (
+                    c.metric,
+                    "point estimate" if c.bound == "point" else f"{c.bound} bound",
+                    Markdown(f"{markdown(c.comparison)} {c.threshold:g}"),
+                )
+                for c in spec.acceptance
+            ),
+        )
     return lines
 
 
@@ -130,10 +158,17 @@ def _latest(validation: Validation, run: RunRecord) -> list[str]:
     lines = ["## Latest run", "", f"Run {run.number} ({markdown(run.name)}): **{markdown(run.phase)}**{when}."]
     if run.phase != "Succeeded":
         return lines + [f"Reason: {markdown(run.reason or '')}: {markdown(run.message or '')}".rstrip(": ")]
-    lines += [f"Cases {run.cases}, scored {run.scored}. Verdict: **{markdown(run.verdict or 'none (no criteria)')}**.", ""]
-    lines += _table(["metric", "estimate", f"{level} interval", "method"], (
-        (name, _number(m.value, ".3f"), _interval(m.lower, m.upper), m.method) for name, m in sorted((run.metrics or {}).items())
-    ))
+    lines += [
+        f"Cases {run.cases}, scored {run.scored}. Verdict: **{markdown(run.verdict or 'none (no criteria)')}**.",
+        "",
+    ]
+    lines += _table(
+        ["metric", "estimate", f"{level} interval", "method"],
+        (
+            (name, _number(m.value, ".3f"), _interval(m.lower, m.upper), m.method)
+            for name, m in sorted((run.metrics or {}).items())
+        ),
+    )
     if run.criteria:
         lines += [""]
         lines += _table(["criterion", "observed", "outcome"], (
@@ -143,14 +178,16 @@ def _latest(validation: Validation, run: RunRecord) -> list[str]:
     if run.subgroups:
         lines += ["", "Subgroups (groups below the policy's minimum size are suppressed, with one more where needed "
                   "so that their size cannot be worked out from the total):", ""]
-        rows = []
+        rows: list[tuple[object, ...]] = []
         for dimension, groups in sorted(run.subgroups.items()):
             for group, result in sorted(groups.items()):
                 if result.suppressed:
                     rows.append((dimension, group, "suppressed", "", ""))
                     continue
                 for name, m in sorted(result.metrics.items()):
-                    rows.append((dimension, group, result.n, name, Markdown(f"{m.value:.3f} {_interval(m.lower, m.upper)}")))
+                    rows.append(
+                        (dimension, group, result.n, name, Markdown(f"{m.value:.3f} {_interval(m.lower, m.upper)}"))
+                    )
         lines += _table(["dimension", "group", "n", "metric", "estimate"], rows)
     return lines
 
@@ -161,30 +198,45 @@ def _history(validation: Validation, trail: list[AuditRecord]) -> list[str]:
         return lines + ["No run has finished yet."]
     rows = []
     for record in trail:
-        run = record.spec.run
+        run, algorithm = record.spec.run, record.spec.algorithm
+        # render() keeps only records with a run: RunFinished, which also carry the algorithm.
+        assert run is not None and algorithm is not None
         metric = _main_metric(validation, run)
         value = run.metrics[metric] if metric and run.metrics else None
-        shown = Markdown(f"{markdown(metric)} {value.value:.3f} {_interval(value.lower, value.upper)}") if value else None
+        shown = (
+            Markdown(f"{markdown(metric)} {value.value:.3f} {_interval(value.lower, value.upper)}") if value else None
+        )
         rows.append((
             run.number, f"{run.finished_at:%Y-%m-%d %H:%M}" if run.finished_at else None, run.phase,
             run.reason if run.phase != "Succeeded" else None, run.verdict, shown,
             _short_hash(run.dataset_hash),
-            record.spec.algorithm.version,
+            algorithm.version,
         ))
-    return lines + _table(["run", "finished (UTC)", "phase", "reason", "verdict", "main metric", "data", "version"], rows)
+    return lines + _table(
+        ["run", "finished (UTC)", "phase", "reason", "verdict", "main metric", "data", "version"], rows
+    )
 
 
-def render(validation: Validation, algorithm: Algorithm | None, dataset: Dataset | None, trail: list[AuditRecord]) -> str:
+def render(
+    validation: Validation, algorithm: Algorithm | None, dataset: Dataset | None, trail: list[AuditRecord]
+) -> str:
     """The report of one Validation. ``trail``: its AuditRecords, any order."""
     # Retention-cut records (no run) are chain bookkeeping, not history.
     mine = [r for r in trail if r.spec.validation.uid == validation.metadata.get("uid") and r.spec.run is not None]
     trail = sorted(mine, key=lambda r: r.spec.run.number)  # type: ignore[union-attr]
     name, namespace = validation.metadata.get("name"), validation.metadata.get("namespace")
-    lines = [f"# Validation {markdown(name)}", "", f"Namespace {markdown(namespace)}. Aggregate results only; no case-level data leaves the sandbox.", ""]
+    lines = [
+        f"# Validation {markdown(name)}",
+        "",
+        f"Namespace {markdown(namespace)}. Aggregate results only; no case-level data leaves the sandbox.",
+        "",
+    ]
     lines += _device(validation, algorithm, trail) + [""]
     lines += _data(validation, dataset) + [""]
     lines += _protocol(validation) + [""]
-    runs = [r for r in (validation.status.runs if validation.status else None) or [] if r.phase in ("Succeeded", "Failed")]
+    runs = [
+        r for r in (validation.status.runs if validation.status else None) or [] if r.phase in ("Succeeded", "Failed")
+    ]
     latest = runs[-1] if runs else (trail[-1].spec.run if trail else None)
     lines += (_latest(validation, latest) if latest else ["## Latest run", "", "No run has finished yet."]) + [""]
     lines += _history(validation, trail)
@@ -200,7 +252,9 @@ def drift_lines(trail: list[AuditRecord]) -> list[str]:
         d, run = record.spec.drift, record.spec.run
         if d is None or run is None:
             continue
-        found = [f"Degraded: {x.metric} {x.now:.3f} [{x.lower:.3f}, {x.upper:.3f}] vs {x.baseline:.3f}" for x in d.degraded]
+        found = [
+            f"Degraded: {x.metric} {x.now:.3f} [{x.lower:.3f}, {x.upper:.3f}] vs {x.baseline:.3f}" for x in d.degraded
+        ]
         found += [f"InputShift: {x.dimension} PSI {x.psi:.3f} (p {x.p_value:.2g})" for x in d.input_shift]
         lines.append(f"run {run.number} vs baseline run {d.baseline_run}: {'; '.join(found) if found else 'no drift'}")
     return lines
@@ -216,9 +270,14 @@ def _drift(trail: list[AuditRecord]) -> list[str]:
         d = record.spec.drift
         run = record.spec.run
         assert d is not None and run is not None
-        found = [f"Degraded: {markdown(x.metric)} {x.now:.3f} [{x.lower:.3f}, {x.upper:.3f}] vs {x.baseline:.3f}" for x in d.degraded]
+        found = [
+            f"Degraded: {markdown(x.metric)} {x.now:.3f} [{x.lower:.3f}, {x.upper:.3f}] vs {x.baseline:.3f}"
+            for x in d.degraded
+        ]
         found += [f"InputShift: {markdown(x.dimension)} PSI {x.psi:.3f} (p {x.p_value:.2g})" for x in d.input_shift]
-        lines.append(f"- run {run.number} vs baseline run {d.baseline_run}: {'; '.join(found) if found else 'no drift'}")
+        lines.append(
+            f"- run {run.number} vs baseline run {d.baseline_run}: {'; '.join(found) if found else 'no drift'}"
+        )
     return lines
 
 
@@ -247,7 +306,9 @@ def load(
     dataset_raw = read("datasets", validation.spec.dataset_ref.name)
     # The trail is in the audit namespace, one chain per Validation uid (operator/audit.py).
     selector = f"{LABEL_CHAIN}={label_value(validation.metadata['uid'])}"
-    items = api.list_namespaced_custom_object(API_GROUP, API_VERSION, audit_namespace, "auditrecords", label_selector=selector)["items"]
+    items = api.list_namespaced_custom_object(
+        API_GROUP, API_VERSION, audit_namespace, "auditrecords", label_selector=selector
+    )["items"]
     items = [item for item in items if item["spec"].get("event", "RunFinished") == "RunFinished"]
     return (
         validation,
@@ -257,7 +318,9 @@ def load(
     )
 
 
-def report(api_client: Any, namespace: str, name: str, audit_namespace: str = DEFAULT_AUDIT_NAMESPACE, fmt: str = "markdown") -> str | None:
+def report(
+    api_client: Any, namespace: str, name: str, audit_namespace: str = DEFAULT_AUDIT_NAMESPACE, fmt: str = "markdown"
+) -> str | None:
     """The report as Markdown or HTML; None without the Validation."""
     loaded = load(api_client, namespace, name, audit_namespace)
     if loaded is None:
@@ -272,7 +335,9 @@ def report(api_client: Any, namespace: str, name: str, audit_namespace: str = DE
 FORMATS = ("markdown", "html")
 
 
-def output_choice(output: str | None, html: Path | None, output_file: Path | None) -> tuple[str, Path | None, str | None]:
+def output_choice(
+    output: str | None, html: Path | None, output_file: Path | None
+) -> tuple[str, Path | None, str | None]:
     """(format, file or None for standard output, a note for standard error). ``-o`` is kubectl's
     output format now; ``-o report.md`` (a file, as before) still works, with a note."""
     if html is not None:
@@ -281,7 +346,11 @@ def output_choice(output: str | None, html: Path | None, output_file: Path | Non
         return output or "markdown", output_file, None
     path = Path(output)
     fmt = "html" if path.suffix.lower() in (".html", ".htm") else "markdown"
-    return fmt, path, f"-o FILE is deprecated: -o takes a format ({', '.join(FORMATS)}); use --output-file {output} or --html FILE"
+    return (
+        fmt,
+        path,
+        f"-o FILE is deprecated: -o takes a format ({', '.join(FORMATS)}); use --output-file {output} or --html FILE",
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -290,10 +359,16 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lightbox report", description=__doc__.split("\n\n")[0])
     parser.add_argument("validation", help="the Validation's name")
     add_kube_arguments(parser)
-    parser.add_argument("--audit-namespace", default=DEFAULT_AUDIT_NAMESPACE, help="where the audit trail is (default %(default)s)")
+    parser.add_argument(
+        "--audit-namespace", default=DEFAULT_AUDIT_NAMESPACE, help="where the audit trail is (default %(default)s)"
+    )
     parser.add_argument("-o", "--output", help=f"format: {', '.join(FORMATS)} (default markdown)")
-    parser.add_argument("--html", type=Path, metavar="FILE", help="write the HTML report (plots inline, opens offline) here")
-    parser.add_argument("--output-file", type=Path, metavar="FILE", help="write the report here instead of standard output")
+    parser.add_argument(
+        "--html", type=Path, metavar="FILE", help="write the HTML report (plots inline, opens offline) here"
+    )
+    parser.add_argument(
+        "--output-file", type=Path, metavar="FILE", help="write the report here instead of standard output"
+    )
     args = parser.parse_args(argv)
     fmt, path, note = output_choice(args.output, args.html, args.output_file)
     if note:
@@ -306,7 +381,8 @@ def main(argv: list[str]) -> int:
     text = report(api_client(target), target.namespace, args.validation, args.audit_namespace, fmt)
     if text is None:
         print(
-            f"lightbox report: Validation {terminal(args.validation)} not found in namespace {terminal(target.namespace)}",
+            f"lightbox report: Validation {terminal(args.validation)} not found in namespace "
+            f"{terminal(target.namespace)}",
             file=sys.stderr,
         )
         return 1

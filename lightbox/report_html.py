@@ -107,7 +107,7 @@ def roc_plot(run: RunRecord) -> Markup | None:
         return None
     auc = (run.metrics or {}).get("auc")
     fig, ax = _figure("ROC" + (f", AUC {auc.value:.3f}" if auc else ""))
-    fpr, tpr = zip(*run.roc)
+    fpr, tpr = zip(*run.roc, strict=True)
     ax.step(fpr, tpr, where="post", label="ROC")
     ax.plot([0, 1], [0, 1], ls=":", color="grey")
     m = run.metrics or {}
@@ -150,7 +150,7 @@ def forest_plot(run: RunRecord, metric: str | None) -> Markup | None:
             rows.append((f"{dim}: {group}", m.value if m else None, m.lower if m else None, m.upper if m else None))
     fig, ax = _figure(f"Subgroups: {metric}")
     fig.set_size_inches(4.8, 0.4 * len(rows) + 1.2)
-    for i, (label, v, lo, hi) in enumerate(rows):
+    for i, (_label, v, lo, hi) in enumerate(rows):
         if v is None:
             ax.text(0.5, i, "suppressed", ha="center", va="center", fontsize=8, color="grey")
             continue
@@ -169,7 +169,7 @@ def froc_plot(run: RunRecord) -> Markup | None:
     if not run.froc:
         return None
     fig, ax = _figure("FROC (released points)")
-    fp, sens = zip(*run.froc)
+    fp, sens = zip(*run.froc, strict=True)
     ax.plot(fp, sens, "o-")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("false positives per image")
@@ -209,26 +209,35 @@ def history_plot(points: list[tuple[int, float, float | None, float | None]], me
 
 
 def _environment() -> Environment:
-    return Environment(loader=PackageLoader("lightbox", "templates"), autoescape=select_autoescape(["html", "j2"], default=True))
+    return Environment(
+        loader=PackageLoader("lightbox", "templates"), autoescape=select_autoescape(["html", "j2"], default=True)
+    )
 
 
-def render_html(validation: Validation, algorithm: Algorithm | None, dataset: Dataset | None, trail: list[AuditRecord]) -> str:
+def render_html(
+    validation: Validation, algorithm: Algorithm | None, dataset: Dataset | None, trail: list[AuditRecord]
+) -> str:
     """The report of one Validation as a self-contained HTML page. ``trail``: its AuditRecords, any order."""
     from lightbox.report import MAIN_METRICS, drift_lines
 
     mine = [r for r in trail if r.spec.validation.uid == validation.metadata.get("uid") and r.spec.run is not None]
     trail = sorted(mine, key=lambda r: r.spec.run.number)  # type: ignore[union-attr]
-    runs = [r for r in (validation.status.runs if validation.status else None) or [] if r.phase in ("Succeeded", "Failed")]
+    runs = [
+        r for r in (validation.status.runs if validation.status else None) or [] if r.phase in ("Succeeded", "Failed")
+    ]
     latest = runs[-1] if runs else (trail[-1].spec.run if trail else None)
     names = [*validation.spec.metrics, *MAIN_METRICS]
     main_metric = next((n for n in names if latest and latest.metrics and n in latest.metrics), None)
-    history = []
+    history: list[dict[str, Any]] = []
+    points: list[tuple[int, float, float | None, float | None]] = []
     for record in trail:
-        run = record.spec.run
-        assert run is not None
+        run, algo = record.spec.run, record.spec.algorithm
+        # Only RunFinished records have a run, and the API server admits them only with an algorithm.
+        assert run is not None and algo is not None
         m = (run.metrics or {}).get(main_metric) if main_metric else None
-        history.append({"run": run, "value": m, "version": record.spec.algorithm.version})
-    points = [(h["run"].number, h["value"].value, h["value"].lower, h["value"].upper) for h in history if h["value"] is not None]
+        history.append({"run": run, "value": m, "version": algo.version})
+        if m is not None:
+            points.append((run.number, m.value, m.lower, m.upper))
     plots = Plots(
         roc=roc_plot(latest) if latest else None,
         calibration=calibration_plot(latest) if latest else None,

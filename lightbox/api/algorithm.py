@@ -82,7 +82,9 @@ class AlgorithmSpec(Model):
         json_schema_extra=validations(*image_rules()),
     )
     task: Task = Field(description="What the algorithm does: classification, detection or segmentation.")
-    modality: Modality = Field(description="DICOM modality of the input (CT, MR, CR, DX, MG, US, PT, NM, XA, RF, SM, GM, XC, OP, OPT, OT).")
+    modality: Modality = Field(
+        description="DICOM modality of the input (CT, MR, CR, DX, MG, US, PT, NM, XA, RF, SM, GM, XC, OP, OPT, OT)."
+    )
     body_part: str = Field(
         min_length=1,
         max_length=64,

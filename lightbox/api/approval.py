@@ -51,7 +51,10 @@ class AlgorithmApprovalSpec(Model):
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     comment: str | None = Field(
-        default=None, max_length=1024, description="Why, on one line.", json_schema_extra=validations(no_control_characters())
+        default=None,
+        max_length=1024,
+        description="Why, on one line.",
+        json_schema_extra=validations(no_control_characters()),
     )
 
 

@@ -50,7 +50,9 @@ class AuditedAlgorithm(Model):
     vendor: str | None = Field(default=None, max_length=128)
     product: str | None = Field(default=None, max_length=128)
     version: str | None = Field(default=None, max_length=64)
-    image: str | None = Field(default=None, max_length=512, description="The Algorithm's image; spec.run.image is what ran.")
+    image: str | None = Field(
+        default=None, max_length=512, description="The Algorithm's image; spec.run.image is what ran."
+    )
     ce_class: str | None = Field(default=None, max_length=8, description="EU MDR risk class.")
     udi: str | None = Field(default=None, max_length=256, description="Unique Device Identifier (UDI-DI).")
     approvals: list[AuditedApproval] | None = Field(
@@ -65,7 +67,8 @@ class AuditedDataset(Model):
     content_hash: str | None = Field(default=None, max_length=80, description="sha256 of the verified tree.")
     case_count: int | None = Field(default=None, ge=0)
     cohort: dict[str, dict[str, int]] | None = Field(
-        default=None, description="Case counts by sex, ageBand, manufacturer and modality when the run read it (input mix)."
+        default=None,
+        description="Case counts by sex, ageBand, manufacturer and modality when the run read it (input mix).",
     )
 
 
@@ -136,7 +139,8 @@ class AuditRecordSpec(Model):
         "json_schema_extra": validations(
             cel("self == oldSelf", "an AuditRecord cannot be changed once written", reason="FieldValueForbidden"),
             cel(
-                "self.event == 'RunFinished' ? has(self.run) && has(self.algorithm) && has(self.dataset) : has(self.cut)",
+                "self.event == 'RunFinished' ? has(self.run) && has(self.algorithm) && has(self.dataset) : "
+                "has(self.cut)",
                 "a RunFinished record needs run, algorithm and dataset; a RetentionCut record needs cut",
             ),
         )
@@ -151,14 +155,18 @@ class AuditRecordSpec(Model):
         description="sha256 of the RFC 8785 (JCS) serialisation of this spec without the hash field (docs/audit.md).",
     )
     validation: AuditedValidation
-    run: RunRecord | None = Field(default=None, description="The finished run: phase, reason, timings, metrics, criteria, verdict.")
+    run: RunRecord | None = Field(
+        default=None, description="The finished run: phase, reason, timings, metrics, criteria, verdict."
+    )
     algorithm: AuditedAlgorithm | None = None
     dataset: AuditedDataset | None = None
     cut: RetentionCut | None = None
     evidence: Evidence | None = Field(
         default=None, description="The run's sufficient statistics for pooling across regions (docs/federation.md)."
     )
-    drift: Drift | None = Field(default=None, description="This run against the baseline; absent when there is none yet.")
+    drift: Drift | None = Field(
+        default=None, description="This run against the baseline; absent when there is none yet."
+    )
     acceptance: list[AcceptanceCriterion] = Field(
         default_factory=list, max_length=32, description="The acceptance criteria the verdict was judged by."
     )

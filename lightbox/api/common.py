@@ -54,9 +54,11 @@ def image_rules() -> list[dict[str, str]]:
             message_expression=(
                 f"!{digest}.startsWith('sha256:') ? "
                 "'the digest after @ must start with sha256: (then 64 lowercase hex digits)' : "
-                f"size({digest}) < 71 ? 'the digest is too short: it must have 64 lowercase hex digits after sha256:' : "
+                f"size({digest}) < 71 ? 'the digest is too short: it must have 64 lowercase hex digits after sha256:' "
+                ": "
                 f"size({digest}) > 71 ? "
-                "'the digest is too long: it must have 64 lowercase hex digits after sha256:, and the reference only one @' : "
+                "'the digest is too long: it must have 64 lowercase hex digits after sha256:, and the reference only "
+                "one @' : "
                 "'the digest after sha256: must be 64 lowercase hex digits (0-9, a-f)'"
             ),
         ),
@@ -81,7 +83,9 @@ def image_rules() -> list[dict[str, str]]:
 # C0 and C1 controls (newline, carriage return, ESC, CSI), the Unicode line and
 # paragraph separators, and the bidirectional overrides that reorder what is shown.
 # RE2 syntax (the API server's CEL); lightbox.text holds the Python twin used when printing.
-CONTROL_CHARACTERS_RE2 = r"[\x00-\x1f\x7f-\x9f\x{061c}\x{200e}\x{200f}\x{2028}\x{2029}\x{202a}-\x{202e}\x{2066}-\x{2069}]"
+CONTROL_CHARACTERS_RE2 = (
+    r"[\x00-\x1f\x7f-\x9f\x{061c}\x{200e}\x{200f}\x{2028}\x{2029}\x{202a}-\x{202e}\x{2066}-\x{2069}]"
+)
 NO_CONTROL_CHARACTERS = (
     "must not contain control characters (newline, tab, escape sequences) or bidirectional-text controls: "
     "write it on one line (in YAML, a plain or quoted scalar, or >- rather than | or >)"

@@ -42,6 +42,10 @@ class Evidence(Model):
     bins: Literal[20] = Field(default=BINS, description="Fixed bins of width 1/bins over [0, 1]; the last includes 1.")
     min_cell: int = Field(ge=1, description="No published non-zero cell holds fewer cases.")
     threshold: float = Field(ge=0, le=1, description="The operating threshold of the confusion counts.")
-    positives: list[Cell] | None = Field(default=None, max_length=BINS, description="Cells of the positive class; null: suppressed.")
-    negatives: list[Cell] | None = Field(default=None, max_length=BINS, description="Cells of the negative class; null: suppressed.")
+    positives: list[Cell] | None = Field(
+        default=None, max_length=BINS, description="Cells of the positive class; null: suppressed."
+    )
+    negatives: list[Cell] | None = Field(
+        default=None, max_length=BINS, description="Cells of the negative class; null: suppressed."
+    )
     confusion: Confusion = Field(default_factory=Confusion)

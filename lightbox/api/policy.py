@@ -7,6 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from lightbox.api.approval import Identity
 from lightbox.api.common import (
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
@@ -21,7 +22,6 @@ from lightbox.api.common import (
     quantity_field,
     validations,
 )
-from lightbox.api.approval import Identity
 from lightbox.api.results import Model
 
 TextValue = Annotated[str, Field(max_length=63, json_schema_extra=validations(no_control_characters()))]
@@ -55,7 +55,8 @@ class ApprovalRequirement(Model):
     distinct_groups: list[Identity] = Field(
         default_factory=list,
         max_length=16,
-        description="Each of these groups must be among the counted approvers' groups (e.g. radiology-qa, it-security).",
+        description="Each of these groups must be among the counted approvers' groups "
+        "(e.g. radiology-qa, it-security).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
 
@@ -82,10 +83,14 @@ class SandboxPolicySpec(Model):
     )
     require_digest: bool = Field(default=True, description="Only images pinned by @sha256 digest may run.")
     max_gpus_per_run: int = Field(default=1, ge=0, le=16, description="Most GPUs one run may request.")
-    max_run_seconds: int = Field(default=14400, ge=60, le=172800, description="Longest timeout an algorithm may ask for.")
+    max_run_seconds: int = Field(
+        default=14400, ge=60, le=172800, description="Longest timeout an algorithm may ask for."
+    )
     max_cpu: str = quantity_field("Most CPU one run may request.", default="8", maximum="256")
     max_memory: str = quantity_field("Most memory one run may request.", default="64Gi", maximum="2Ti")
-    max_ephemeral_storage: str = quantity_field("Most scratch disk one run may request.", default="50Gi", maximum="10Ti")
+    max_ephemeral_storage: str = quantity_field(
+        "Most scratch disk one run may request.", default="50Gi", maximum="10Ti"
+    )
     runtime_class_name: str | None = Field(
         default=None,
         max_length=63,
@@ -110,7 +115,8 @@ class SandboxPolicySpec(Model):
     namespaces: list[Annotated[str, Field(max_length=63, pattern=DNS1123_LABEL)]] = Field(
         default_factory=list,
         max_length=256,
-        description="Namespaces this policy governs; empty means all. A namespace governed by two policies runs nothing.",
+        description="Namespaces this policy governs; empty means all. "
+        "A namespace governed by two policies runs nothing.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     max_concurrent_runs: int = Field(default=2, ge=1, le=1000, description="Runs at once per namespace; others queue.")

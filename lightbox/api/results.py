@@ -34,7 +34,19 @@ MetricName = Literal[
 
 #: Metrics whose values are probabilities or proportions, so thresholds on them live in [0, 1].
 UNIT_INTERVAL_METRICS: frozenset[str] = frozenset(
-    {"auc", "sensitivity", "specificity", "ppv", "npv", "youdenThreshold", "brier", "ece", "dice", "iou", "frocSensitivity"}
+    {
+        "auc",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+        "youdenThreshold",
+        "brier",
+        "ece",
+        "dice",
+        "iou",
+        "frocSensitivity",
+    }
 )
 
 
@@ -59,7 +71,8 @@ class MetricValue(Model):
     interval_unavailable: Literal["noCases", "tooFewCases", "noVariation"] | None = Field(
         default=None,
         description="Why no interval is given where one is computed: noCases (nothing to estimate from), tooFewCases "
-        "(below the minimum cases per class, cases or clusters in docs/statistics.md), noVariation (the data show no spread "
+        "(below the minimum cases per class, cases or clusters in docs/statistics.md), noVariation (the data show no "
+        "spread "
         "to estimate one from). A criterion on a bound is then Inconclusive.",
     )
 
@@ -91,10 +104,16 @@ class ReliabilityBin(Model):
 
     lower: float = Field(ge=0, le=1)
     upper: float = Field(ge=0, le=1)
-    count: int | None = Field(default=None, ge=0, description="Cases in the bin, rounded up to a doubling band; None when suppressed.")
-    mean_predicted: float | None = Field(default=None, ge=0, le=1, description="Mean predicted probability, on a 0.05 grid.")
+    count: int | None = Field(
+        default=None, ge=0, description="Cases in the bin, rounded up to a doubling band; None when suppressed."
+    )
+    mean_predicted: float | None = Field(
+        default=None, ge=0, le=1, description="Mean predicted probability, on a 0.05 grid."
+    )
     observed_rate: float | None = Field(default=None, ge=0, le=1, description="Observed positive rate, on a 0.05 grid.")
-    suppressed: bool = Field(default=False, description="True when fewer cases than the policy's minimum cell fell in the bin.")
+    suppressed: bool = Field(
+        default=False, description="True when fewer cases than the policy's minimum cell fell in the bin."
+    )
 
 
 class HistogramBin(Model):
@@ -102,7 +121,9 @@ class HistogramBin(Model):
 
     lower: float
     upper: float
-    count: int | None = Field(default=None, ge=0, description="Cases in the bin, rounded up to a doubling band; None when suppressed.")
+    count: int | None = Field(
+        default=None, ge=0, description="Cases in the bin, rounded up to a doubling band; None when suppressed."
+    )
     suppressed: bool = False
 
 
@@ -135,7 +156,8 @@ class ScoreReport(Model):
     )
     duration_seconds: float | None = Field(default=None, ge=0, description="Wall time of the vendor step.")
     evidence: Evidence | None = Field(
-        default=None, description="Sufficient statistics for pooling across regions (classification; docs/federation.md)."
+        default=None,
+        description="Sufficient statistics for pooling across regions (classification; docs/federation.md).",
     )
 
     def to_termination_message(self) -> str:

@@ -180,7 +180,8 @@ class ValidationSpec(Model):
     )
     history_limit: int = Field(default=10, ge=1, le=100, description="Runs kept in status and as Jobs (1 to 100).")
     drift: DriftSettings = Field(
-        default_factory=DriftSettings, description="Drift against a baseline run: Degraded and InputShift (docs/drift.md)."
+        default_factory=DriftSettings,
+        description="Drift against a baseline run: Degraded and InputShift (docs/drift.md).",
     )
     suspend: bool = Field(default=False, description="When true, no new runs start.")
     queue_name: str | None = Field(
@@ -223,9 +224,13 @@ class RunRecord(Model):
     roc: list[tuple[float, float]] | None = Field(
         default=None, max_length=21, description="ROC curve at fixed false-positive rates, as released by the scorer."
     )
-    reliability: list[ReliabilityBin] | None = Field(default=None, max_length=10, description="Released reliability bins.")
+    reliability: list[ReliabilityBin] | None = Field(
+        default=None, max_length=10, description="Released reliability bins."
+    )
     froc: list[tuple[float, float]] | None = Field(default=None, max_length=16, description="Released FROC points.")
-    dice_histogram: list[HistogramBin] | None = Field(default=None, max_length=10, description="Released per-case Dice histogram.")
+    dice_histogram: list[HistogramBin] | None = Field(
+        default=None, max_length=10, description="Released per-case Dice histogram."
+    )
     criteria: list[CriterionResult] | None = Field(default=None, description="Acceptance criteria outcomes.")
     verdict: Verdict | None = Field(default=None, description="Passed, Failed or Inconclusive.")
 
@@ -233,9 +238,13 @@ class RunRecord(Model):
 class ValidationStatus(Model):
     """Where the validation stands and what its runs found."""
 
-    phase: Phase | None = Field(default=None, description="Pending, Blocked, Queued, Running, Succeeded, Failed, Scheduled.")
+    phase: Phase | None = Field(
+        default=None, description="Pending, Blocked, Queued, Running, Succeeded, Failed, Scheduled."
+    )
     verdict: Verdict | None = Field(default=None, description="Verdict of the latest finished run.")
-    summary: str | None = Field(default=None, max_length=128, description="Main metric of the latest run, e.g. auc 0.91 [0.87, 0.94].")
+    summary: str | None = Field(
+        default=None, max_length=128, description="Main metric of the latest run, e.g. auc 0.91 [0.87, 0.94]."
+    )
     conditions: list[Condition] | None = Field(default=None, description="Admitted, Ready and friends.")
     runs: list[RunRecord] | None = Field(default=None, description="Recent runs, newest last (historyLimit).")
     last_run_time: datetime | None = None
