@@ -14,11 +14,12 @@ import kopf
 
 from lightbox.api import run as layout
 from lightbox.operator import builders, outcome
+from lightbox.operator.conclude import ensure_audit_namespace
 from lightbox.operator.config import OperatorConfig
 from lightbox.operator.exporter import Exporter
 from lightbox.operator.kube import Kube
 from lightbox.operator.kubeauth import Source, kopf_login
-from lightbox.operator.reconcile import ALGORITHM, DATASET, POLICY, Runtime, ensure_audit_namespace
+from lightbox.operator.runtime import Runtime
 
 GROUP, VERSION = "lightbox.dev", "v1alpha1"
 
@@ -73,11 +74,10 @@ def validation_event(
     event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, validation_names: kopf.Index, **_: Any
 ) -> None:
     runtime: Runtime = memo["runtime"]
-    if runtime.unsynced is None:
-        runtime.unsynced = {(ns, n) for ns, store in validation_names.items() for n, _ in store}
+    if runtime.scheduler.unsynced is None:
+        runtime.scheduler.start_sync(validation_names)
         for ns, store in validation_names.items():
             runtime.validations.setdefault(ns, set()).update(n for n, _ in store)
-            runtime.unreconciled.setdefault(ns, {}).update(dict(store))
     if event.get("type") == "DELETED":
         runtime.validations.get(namespace, set()).discard(name)
         runtime.own_writes.pop((namespace, name), None)
@@ -85,7 +85,7 @@ def validation_event(
         known = runtime.validations.setdefault(namespace, set())
         if name not in known:
             created = ((event.get("object") or {}).get("metadata") or {}).get("creationTimestamp") or ""
-            runtime.unreconciled.setdefault(namespace, {})[name] = created
+            runtime.scheduler.arrived(namespace, name, created)
         known.add(name)
         version = ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion")
         if version is not None and runtime.own_writes.get((namespace, name)) == version:
@@ -103,7 +103,7 @@ def algorithm_event(event: dict[str, Any], namespace: str, name: str, memo: kopf
     runtime: Runtime = memo["runtime"]
     runtime.observe("algorithms", namespace, name, _current(event))
     if event.get("type") != "DELETED":
-        runtime.queue.add((ALGORITHM, namespace, name))
+        runtime.wake_algorithm(namespace, name)
     runtime.wake_namespace(namespace)
 
 
@@ -113,7 +113,7 @@ def approval_event(event: dict[str, Any], namespace: str, memo: kopf.Memo, **_: 
     runtime: Runtime = memo["runtime"]
     algorithm = (((event.get("object") or {}).get("spec")) or {}).get("algorithm")
     if isinstance(algorithm, str) and algorithm:
-        runtime.queue.add((ALGORITHM, namespace, algorithm))
+        runtime.wake_algorithm(namespace, algorithm)
     runtime.wake_namespace(namespace)
 
 
@@ -122,7 +122,7 @@ def dataset_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.M
     runtime: Runtime = memo["runtime"]
     runtime.observe("datasets", namespace, name, _current(event))
     if event.get("type") != "DELETED":
-        runtime.queue.add((DATASET, namespace, name))
+        runtime.wake_dataset(namespace, name)
     runtime.wake_namespace(namespace)
 
 
@@ -130,7 +130,7 @@ def dataset_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.M
 def policy_event(name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.policies = None
-    runtime.queue.add((POLICY, name))
+    runtime.wake_policy(name)
     runtime.wake_all()
     runtime.wake_algorithms()
 
@@ -144,7 +144,7 @@ def job_event(
     if not isinstance(job, dict):
         return
     if labels.get(layout.LABEL_COMPONENT) == builders.COMPONENT_RUN:
-        runtime.observe_job(namespace, job, deleted=event.get("type") == "DELETED")
+        runtime.scheduler.observe_job(namespace, job, deleted=event.get("type") == "DELETED")
     if outcome.job_event_matters(event.get("type"), job):
         _wake_owner(runtime, namespace, annotations)
 
@@ -160,6 +160,6 @@ def _wake_owner(runtime: Runtime, namespace: str, annotations: dict[str, str]) -
     if builders.ANNOTATION_VALIDATION in annotations:
         runtime.wake_validation(namespace, annotations[builders.ANNOTATION_VALIDATION])
     elif builders.ANNOTATION_DATASET in annotations:
-        runtime.queue.add((DATASET, namespace, annotations[builders.ANNOTATION_DATASET]))
+        runtime.wake_dataset(namespace, annotations[builders.ANNOTATION_DATASET])
     elif builders.ANNOTATION_POLICY in annotations:
-        runtime.queue.add((POLICY, annotations[builders.ANNOTATION_POLICY]))
+        runtime.wake_policy(annotations[builders.ANNOTATION_POLICY])

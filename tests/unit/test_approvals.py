@@ -173,7 +173,8 @@ def test_an_approval_event_requeues_the_algorithm_it_names_and_the_namespaces_va
     import asyncio
 
     from lightbox.operator import handlers
-    from lightbox.operator.reconcile import ALGORITHM, VALIDATION, Runtime
+    from lightbox.operator.reconcile import ALGORITHM, VALIDATION
+    from lightbox.operator.runtime import Runtime
 
     async def queued_after(event: dict) -> set:
         runtime = Runtime(config=None, kube=None, exporter=None)  # type: ignore[arg-type]

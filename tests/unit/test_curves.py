@@ -17,7 +17,7 @@ from test_scorer import Run, _truth_and_scores
 from lightbox.api.results import TERMINATION_MESSAGE_LIMIT, ScoreReport
 from lightbox.api.validation import RunRecord
 from lightbox.operator import outcome
-from lightbox.operator.reconcile import _finish
+from lightbox.operator.conclude import finish_record
 from lightbox.sandbox import release
 
 MIN_CELL = 10
@@ -123,6 +123,6 @@ def test_the_run_record_keeps_the_curves() -> None:
         "roc": [[0.0, 0.0], [1.0, 1.0]], "reliability": [{"lower": 0.0, "upper": 0.1, "suppressed": True}],
     })
     record = RunRecord(name="v-r1", number=1, phase="Running")
-    done = _finish(record, outcome.Outcome("Succeeded", "Succeeded", "", report), factories.validation(), datetime(2026, 12, 1, tzinfo=UTC))
+    done = finish_record(record, outcome.Outcome("Succeeded", "Succeeded", "", report), factories.validation(), datetime(2026, 12, 1, tzinfo=UTC))
     assert done.dice_histogram == report.dice_histogram and done.froc == [(0.125, 0.5)]
     assert done.roc == [(0.0, 0.0), (1.0, 1.0)] and done.reliability == report.reliability

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from test_reconcile import NS, REPORT, audit_records, clock, finish, make_runtime, run, setup_cluster, status  # noqa: F401
 
 from lightbox.api.results import MetricValue, ScoreReport
-from lightbox.operator import reconcile
+from lightbox.operator import validations
 
 WORSE = ScoreReport(task="classification", cases=40, scored=40, metrics={"auc": MetricValue(value=0.6, lower=0.52, upper=0.68)})
 MIX = {"sex": {"F": 300, "M": 300}, "manufacturer": {"GE": 200, "Siemens": 400}}
@@ -21,16 +21,16 @@ def conditions(kube) -> dict[str, dict]:
 
 def one_run(kube, runtime, clock, hour: int, report: ScoreReport) -> None:
     clock["t"] = datetime(2026, 1, 1, hour, 0, 5, tzinfo=UTC)
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     finish(kube, f"val-r{hour}", report)
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
 
 
 def test_a_worse_algorithm_turns_the_validation_degraded_and_a_moved_mix_gives_input_shift(clock):
     kube = setup_cluster(schedule="0 * * * *")
     kube.objects[("datasets", NS, "data")]["status"]["cohort"] = MIX
     runtime = make_runtime(kube)
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
 
     one_run(kube, runtime, clock, 1, REPORT)  # passes: the baseline
     assert "Degraded" not in conditions(kube) and "drift" not in audit_records(kube)[0]["spec"]

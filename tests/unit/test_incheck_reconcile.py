@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from lightbox.api.run import IsolationCheckConfig
-from lightbox.operator import reconcile
+from lightbox.operator import validations
 from test_reconcile import NS, clock, make_runtime, run, setup_cluster, status  # noqa: F401 - clock is a fixture
 
 REFUSAL = "api-server 10.96.0.1:443 (TCP connection established); NetworkPolicies are not enforced for this pod"
@@ -36,7 +36,7 @@ def test_the_run_job_carries_the_endpoint_the_operator_uses(clock):
     kube = setup_cluster()
     runtime = make_runtime(kube)
     runtime.api_server = "https://192.0.2.10:6443"
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     config = IsolationCheckConfig.model_validate_json(stage_env(kube, "val-r1")["LIGHTBOX_ISOLATION_CHECK"])
     assert config.api_server == "https://192.0.2.10:6443"
 
@@ -44,9 +44,9 @@ def test_the_run_job_carries_the_endpoint_the_operator_uses(clock):
 def test_a_refused_run_is_failed_unjudged_with_an_event_and_a_count(clock):
     kube = setup_cluster()
     runtime = make_runtime(kube)
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     refuse_at_staging(kube, "val-r1")
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
 
     (record,) = status(kube)["runs"]
     assert (record["phase"], record["reason"]) == ("Failed", "IsolationNotEnforced")

@@ -17,7 +17,10 @@ import pytest
 
 from lightbox import auditchain
 from lightbox.api.results import MetricValue, ScoreReport
-from lightbox.operator import reconcile
+from lightbox.operator import clock as operator_clock
+from lightbox.operator import validations
+from lightbox.operator.kube import KubeError
+from lightbox.operator.runtime import Runtime
 from lightbox.operator.config import OperatorConfig
 from lightbox.operator.exporter import Exporter
 
@@ -139,9 +142,9 @@ def setup_cluster(schedule: str | None = None, history: int = 10) -> FakeKube:
     return kube
 
 
-def make_runtime(kube: FakeKube) -> reconcile.Runtime:
-    runtime = reconcile.Runtime(config=OperatorConfig(), kube=kube, exporter=Exporter())  # type: ignore[arg-type]
-    runtime.unsynced = set()
+def make_runtime(kube: FakeKube) -> Runtime:
+    runtime = Runtime(config=OperatorConfig(), kube=kube, exporter=Exporter())  # type: ignore[arg-type]
+    runtime.scheduler.unsynced = set()
     return runtime
 
 
@@ -169,7 +172,7 @@ def status(kube: FakeKube) -> dict[str, Any]:
 @pytest.fixture
 def clock(monkeypatch):
     now = {"t": datetime(2026, 1, 1, 0, 30, tzinfo=UTC)}
-    monkeypatch.setattr(reconcile, "utcnow", lambda: now["t"])
+    monkeypatch.setattr(operator_clock, "utcnow", lambda: now["t"])
     return now
 
 
@@ -180,16 +183,16 @@ def run(coro):
 def test_one_shot_run_from_start_to_verdict(clock):
     kube = setup_cluster()
     runtime = make_runtime(kube)
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     assert ("jobs", NS, "val-r1") in kube.objects and ("networkpolicies", NS, "val-r1") in kube.objects
     assert [r["phase"] for r in status(kube)["runs"]] == ["Running"]
     assert status(kube)["phase"] == "Running"
 
-    run(reconcile.reconcile_validation(runtime, NS, "val"))  # nothing new: no second Job
+    run(validations.reconcile_validation(runtime, NS, "val"))  # nothing new: no second Job
     assert len([k for k in kube.objects if k[0] == "jobs"]) == 1
 
     finish(kube, "val-r1")
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     st = status(kube)
     (record,) = st["runs"]
     assert record["phase"] == "Succeeded" and record["metrics"]["auc"]["lower"] == 0.82
@@ -200,7 +203,7 @@ def test_one_shot_run_from_start_to_verdict(clock):
     text = runtime.exporter.render().decode()
     assert 'lightbox_validation_metric{bound="lower",metric="auc",namespace="region",validation="val"} 0.82' in text
 
-    run(reconcile.reconcile_validation(runtime, NS, "val"))  # one-shot: no further runs
+    run(validations.reconcile_validation(runtime, NS, "val"))  # one-shot: no further runs
     assert len(status(kube)["runs"]) == 1
     (entry,) = audit_records(kube)
     assert entry["spec"]["run"] == record  # the same record as status, kept for good
@@ -216,15 +219,15 @@ def audit_records(kube: FakeKube) -> list[dict[str, Any]]:
 def test_schedule_ticks_and_history_limit_prunes_jobs(clock):
     kube = setup_cluster(schedule="0 * * * *", history=2)
     runtime = make_runtime(kube)
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     assert "runs" not in status(kube) and status(kube)["phase"] == "Scheduled"
     assert status(kube)["nextRunTime"].startswith("2026-01-01T01:00:00")
 
     for hour in (1, 2, 3):
         clock["t"] = datetime(2026, 1, 1, hour, 0, 5, tzinfo=UTC)
-        run(reconcile.reconcile_validation(runtime, NS, "val"))
+        run(validations.reconcile_validation(runtime, NS, "val"))
         finish(kube, f"val-r{hour}")
-        run(reconcile.reconcile_validation(runtime, NS, "val"))
+        run(validations.reconcile_validation(runtime, NS, "val"))
 
     st = status(kube)
     assert [r["name"] for r in st["runs"]] == ["val-r2", "val-r3"]
@@ -239,14 +242,14 @@ def test_schedule_ticks_and_history_limit_prunes_jobs(clock):
 
     # Missed ticks collapse into one run.
     clock["t"] = datetime(2026, 1, 1, 9, 10, tzinfo=UTC)
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     assert [r["name"] for r in status(kube)["runs"]][-1] == "val-r4"
     assert status(kube)["runs"][-1]["scheduledFor"][:19] == "2026-01-01T09:00:00"
 
 
 def test_out_of_range_schedule_is_blocked_not_retried_forever(clock):
     kube = setup_cluster(schedule="61 * * * *")
-    delay = run(reconcile.reconcile_validation(make_runtime(kube), NS, "val"))
+    delay = run(validations.reconcile_validation(make_runtime(kube), NS, "val"))
     st = status(kube)
     admitted = {c["type"]: c for c in st["conditions"]}["Admitted"]
     assert (st["phase"], admitted["reason"]) == ("Blocked", "InvalidSchedule")
@@ -258,7 +261,7 @@ def test_out_of_range_schedule_is_blocked_not_retried_forever(clock):
 def test_suspended_validation_starts_nothing(clock):
     kube = setup_cluster()
     kube.objects[("validations", NS, "val")]["spec"]["suspend"] = True
-    run(reconcile.reconcile_validation(make_runtime(kube), NS, "val"))
+    run(validations.reconcile_validation(make_runtime(kube), NS, "val"))
     assert not [k for k in kube.objects if k[0] == "jobs"]
 
 
@@ -266,9 +269,9 @@ def test_a_job_without_a_record_is_adopted_not_duplicated(clock):
     """Status lost between creating the Job and recording it: the Job is the truth."""
     kube = setup_cluster()
     runtime = make_runtime(kube)
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     kube.objects[("validations", NS, "val")].pop("status")
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     assert [r["name"] for r in status(kube)["runs"]] == ["val-r1"]
     assert len([k for k in kube.objects if k[0] == "jobs"]) == 1
 
@@ -276,9 +279,9 @@ def test_a_job_without_a_record_is_adopted_not_duplicated(clock):
 def test_vendor_failure_is_recorded_with_reason_and_a_warning_event(clock):
     kube = setup_cluster()
     runtime = make_runtime(kube)
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     finish(kube, "val-r1", vendor_exit=7)
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     (record,) = status(kube)["runs"]
     assert (record["phase"], record["reason"]) == ("Failed", "VendorExitCode")
     assert status(kube)["summary"] == "VendorExitCode"
@@ -292,9 +295,9 @@ def test_vendor_failure_is_recorded_with_reason_and_a_warning_event(clock):
 def test_dataset_deleted_mid_run_stops_the_job(clock):
     kube = setup_cluster()
     runtime = make_runtime(kube)
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     del kube.objects[("datasets", NS, "data")]
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     (record,) = status(kube)["runs"]
     assert record["reason"] == "DatasetDeleted"
     (entry,) = audit_records(kube)
@@ -306,8 +309,8 @@ def test_dataset_deleted_mid_run_stops_the_job(clock):
 def test_nothing_starts_before_the_start_up_listing_is_reconciled(clock):
     kube = setup_cluster()
     runtime = make_runtime(kube)
-    runtime.unsynced = {(NS, "other")}
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    runtime.scheduler.unsynced = {(NS, "other")}
+    run(validations.reconcile_validation(runtime, NS, "val"))
     assert [r["phase"] for r in status(kube)["runs"]] == ["Queued"]
     assert not [k for k in kube.objects if k[0] == "jobs"]
 
@@ -315,9 +318,9 @@ def test_nothing_starts_before_the_start_up_listing_is_reconciled(clock):
 def test_status_write_is_skipped_when_nothing_changed(clock):
     kube = setup_cluster()
     runtime = make_runtime(kube)
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     version = kube.objects[("validations", NS, "val")]["metadata"]["resourceVersion"]
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     assert kube.objects[("validations", NS, "val")]["metadata"]["resourceVersion"] == version
     assert json.dumps(status(kube))  # plain JSON
 
@@ -329,11 +332,11 @@ def test_a_job_the_api_server_refuses_ends_the_run_with_its_message(clock):
 
     async def refuse_jobs(url, body):
         if "/jobs" in url:
-            raise reconcile.KubeError(422, 'Job.batch "val-r1" is invalid: spec.template: forbidden', "POST", url)
+            raise KubeError(422, 'Job.batch "val-r1" is invalid: spec.template: forbidden', "POST", url)
         return await original(url, body)
 
     kube.create = refuse_jobs  # type: ignore[method-assign]
-    run(reconcile.reconcile_validation(make_runtime(kube), NS, "val"))
+    run(validations.reconcile_validation(make_runtime(kube), NS, "val"))
     (record,) = status(kube)["runs"]
     assert (record["phase"], record["reason"]) == ("Failed", "RunRejected")
     assert "forbidden" in record["message"]
@@ -346,7 +349,7 @@ class Crash(Exception):
 def test_a_crash_after_the_audit_write_leaves_status_saying_what_the_audit_trail_says(clock):
     kube = setup_cluster()
     runtime = make_runtime(kube)
-    run(reconcile.reconcile_validation(runtime, NS, "val"))
+    run(validations.reconcile_validation(runtime, NS, "val"))
     finish(kube, "val-r1")
 
     def crash(point: str) -> None:
@@ -355,7 +358,7 @@ def test_a_crash_after_the_audit_write_leaves_status_saying_what_the_audit_trail
 
     runtime.crash = crash  # type: ignore[method-assign]
     with pytest.raises(Crash):
-        run(reconcile.reconcile_validation(runtime, NS, "val"))
+        run(validations.reconcile_validation(runtime, NS, "val"))
     (entry,) = audit_records(kube)
     assert [r["phase"] for r in status(kube)["runs"]] == ["Running"]  # status was not written
 
@@ -363,7 +366,7 @@ def test_a_crash_after_the_audit_write_leaves_status_saying_what_the_audit_trail
     del kube.objects[("jobs", NS, "val-r1")]
     clock["t"] = clock["t"].replace(hour=5)
     restarted = make_runtime(kube)
-    run(reconcile.reconcile_validation(restarted, NS, "val"))
+    run(validations.reconcile_validation(restarted, NS, "val"))
     (record,) = status(kube)["runs"]
     assert record == entry["spec"]["run"] and record["phase"] == "Succeeded"
     assert len(audit_records(kube)) == 1

@@ -1,0 +1,127 @@
+"""The controller's shared state and its worker pool; owned by one operator instance (kopf memo).
+
+Watch handlers only add keys to the work queue; the workers take them off and
+hand them to ``reconcile``. What a pass may read without asking the API server
+(the watch-fed copies) and the run scheduler's bookkeeping live here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightbox.operator import reconcile
+from lightbox.operator.config import OperatorConfig
+from lightbox.operator.exporter import Exporter
+from lightbox.operator.kube import Kube
+from lightbox.operator.scheduler import RunScheduler
+from lightbox.operator.workqueue import WorkQueue
+
+log = logging.getLogger("lightbox.operator")
+
+VALIDATION, DATASET, POLICY, ALGORITHM = reconcile.VALIDATION, reconcile.DATASET, reconcile.POLICY, reconcile.ALGORITHM
+
+
+@dataclass
+class Runtime:
+    config: OperatorConfig
+    kube: Kube
+    exporter: Exporter
+    queue: WorkQueue = field(default_factory=WorkQueue)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    scheduler: RunScheduler = field(default_factory=RunScheduler)
+    # namespace -> names of Validations seen by the watch (to wake dependents).
+    validations: dict[str, set[str]] = field(default_factory=dict)
+    api_server: str = ""
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+    # Watch-fed copies of Algorithms and Datasets ((plural, namespace, name) -> object)
+    # and of the SandboxPolicy list, so a reconciliation does not GET what the watch
+    # already delivered. A miss falls back to the API server.
+    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    policies: list[dict[str, Any]] | None = None
+    policies_loaded: float = -1e9
+    # (namespace, name) -> resourceVersion of our last status write, to ignore its echo.
+    own_writes: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def observe(self, plural: str, namespace: str, name: str, obj: dict[str, Any] | None) -> None:
+        if obj is None:
+            self.objects.pop((plural, namespace, name), None)
+        else:
+            self.objects[(plural, namespace, name)] = obj
+
+    def lock(self, namespace: str) -> asyncio.Lock:
+        return self.locks.setdefault(namespace, asyncio.Lock())
+
+    def crash(self, point: str) -> None:
+        """Restart-safety test hook: die like a SIGKILL at a named point."""
+        if self.config.crash_at == point:
+            log.warning("crash hook %s: exiting abruptly", point)
+            logging.shutdown()
+            os._exit(86)
+
+    # -- waking reconcilers ----------------------------------------------------
+
+    def wake_validation(self, namespace: str, name: str, delay: float = 0.0) -> None:
+        self.queue.add((VALIDATION, namespace, name), delay)
+
+    def wake_dataset(self, namespace: str, name: str) -> None:
+        self.queue.add((DATASET, namespace, name))
+
+    def wake_algorithm(self, namespace: str, name: str) -> None:
+        self.queue.add((ALGORITHM, namespace, name))
+
+    def wake_policy(self, name: str) -> None:
+        self.queue.add((POLICY, name))
+
+    def wake_namespace(self, namespace: str) -> None:
+        for name in sorted(self.validations.get(namespace, ())):
+            self.wake_validation(namespace, name)
+
+    def wake_all(self) -> None:
+        for namespace in sorted(self.validations):
+            self.wake_namespace(namespace)
+
+    def wake_algorithms(self) -> None:
+        """Policies changed: every Algorithm's Allowed condition may have too."""
+        for plural, namespace, name in sorted(self.objects):
+            if plural == "algorithms":
+                self.wake_algorithm(namespace, name)
+
+    def wake_heads(self, namespace: str, count: int) -> None:
+        """Wake the Validations of the first ``count`` queued runs in the namespace."""
+        for name in self.scheduler.heads(namespace, count):
+            self.wake_validation(namespace, name)
+
+    # -- the worker pool ------------------------------------------------------
+
+    def start(self) -> None:
+        for index in range(self.config.workers):
+            self.workers.append(asyncio.create_task(self._worker(), name=f"lightbox-worker-{index}"))
+
+    async def stop(self) -> None:
+        for task in self.workers:
+            task.cancel()
+        await asyncio.gather(*self.workers, return_exceptions=True)
+        self.queue.close()
+        await self.kube.close()
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            delay: float | None = None
+            began = asyncio.get_running_loop().time()
+            try:
+                delay = await reconcile.reconcile(self, key)
+                log.debug("reconciled %s in %.3f s; again in %s s", key, asyncio.get_running_loop().time() - began, delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001  (one bad object must not stop the others)
+                log.exception("reconciling %s failed; retrying", key)
+                delay = 5.0
+            finally:
+                self.queue.done(key)
+            if delay:
+                self.queue.add(key, delay)
