@@ -108,16 +108,43 @@ def write_slide(path: Path, side: int, compressed: bool) -> None:
     big = side * side * 3 > (3 << 30)
     with tifffile.TiffWriter(path, bigtiff=big) as tif:
         for i, level_side in enumerate((side, side // 4, side // 16)):
-            tif.write(tiles(level_side), shape=(level_side, level_side, 3), dtype=np.uint8, tile=(TILE, TILE),
-                      description=_description(side) if i == 0 else f"Aperio Image Library\r\n{side}x{side} -> {level_side}x{level_side}",
-                      metadata=None, software=False, extratags=_extratags() if i == 0 else None, **options)
+            tif.write(
+                tiles(level_side),
+                shape=(level_side, level_side, 3),
+                dtype=np.uint8,
+                tile=(TILE, TILE),
+                description=_description(side)
+                if i == 0
+                else f"Aperio Image Library\r\n{side}x{side} -> {level_side}x{level_side}",
+                metadata=None,
+                software=False,
+                extratags=_extratags() if i == 0 else None,
+                **options,
+            )
             if i == 0:
-                tif.write(distinct[0][::4, ::4], photometric="rgb", metadata=None, software=False,
-                          description=f"Aperio Image Library\r\n{side}x{side} -> 128x128")
-        tif.write(_label(), photometric="rgb", subfiletype=1, metadata=None, software=False,
-                  description="Aperio Image Library\r\nlabel 600x400")
-        tif.write(distinct[1][:200], photometric="rgb", subfiletype=9, metadata=None, software=False,
-                  description="Aperio Image Library\r\nmacro 512x200")
+                tif.write(
+                    distinct[0][::4, ::4],
+                    photometric="rgb",
+                    metadata=None,
+                    software=False,
+                    description=f"Aperio Image Library\r\n{side}x{side} -> 128x128",
+                )
+        tif.write(
+            _label(),
+            photometric="rgb",
+            subfiletype=1,
+            metadata=None,
+            software=False,
+            description="Aperio Image Library\r\nlabel 600x400",
+        )
+        tif.write(
+            distinct[1][:200],
+            photometric="rgb",
+            subfiletype=9,
+            metadata=None,
+            software=False,
+            description="Aperio Image Library\r\nmacro 512x200",
+        )
 
 
 def _label_marker() -> bytes:
@@ -193,8 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     env_python = sys.executable
     tools = {
         "cp -r": lambda src, out: ["cp", "-r", str(src), str(out)],
-        "lightbox deid": lambda src, out: [env_python, "-m", "lightbox.cli", "deid", str(src), str(out),
-                                           "--key-file", str(key), "--jobs", "1", "--no-progress"],
+        "lightbox deid": lambda src, out: [
+            env_python,
+            "-m",
+            "lightbox.cli",
+            "deid",
+            str(src),
+            str(out),
+            "--key-file",
+            str(key),
+            "--jobs",
+            "1",
+            "--no-progress",
+        ],
         "tifffile rewrite": lambda src, out: [env_python, "-c", REFERENCE_DRIVER, str(src), str(out)],
     }
     runs: list[Run] = []
@@ -224,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     ours = {r.corpus: r for r in runs if r.tool == "lightbox deid"}
     ref = next((r for r in runs if r.tool == "tifffile rewrite" and r.seconds), None)
     if ref and ours["slides"].seconds:
-        print(f"\ntifffile rewrite / lightbox deid (slides): time {ref.seconds / ours['slides'].seconds:.1f}, "
-              f"peak memory {ref.max_rss_mb / ours['slides'].max_rss_mb:.1f}")
+        print(
+            f"\ntifffile rewrite / lightbox deid (slides): time {ref.seconds / ours['slides'].seconds:.1f}, "
+            f"peak memory {ref.max_rss_mb / ours['slides'].max_rss_mb:.1f}"
+        )
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if all(r.seconds is not None and r.leaks == 0 for r in ours.values()) else 1

@@ -56,7 +56,7 @@ def describe_slide(path: Path, relative: str) -> SlideInfo:
     try:
         with tifffile.TiffFile(path) as tif:
             tif.pages.useframes = False
-            pages = list(tif.pages)
+            pages: list[Any] = list(tif.pages)
             if not pages or not pages[0].is_tiled:
                 raise SlideError("the first page is not tiled")
             plans = plan_slide(pages)
@@ -64,15 +64,21 @@ def describe_slide(path: Path, relative: str) -> SlideInfo:
             svs = (base.description or "").startswith("Aperio ")
             levels = [
                 SlideLevel(
-                    width=p.imagewidth, height=p.imagelength, downsample=round(base.imagewidth / p.imagewidth, 6),
-                    tile_width=p.tilewidth, tile_height=p.tilelength,
+                    width=p.imagewidth,
+                    height=p.imagelength,
+                    downsample=round(base.imagewidth / p.imagewidth, 6),
+                    tile_width=p.tilewidth,
+                    tile_height=p.tilelength,
                 )
                 for plan in plans
                 if plan.kind in KEPT_KINDS and (p := pages[plan.index]).is_tiled
             ]
             appmag = _APPMAG.search(base.description or "") if svs else None
             slide = InputSlide(
-                file=relative, format="svs" if svs else "tiff", levels=levels, mpp=_mpp(base, svs),
+                file=relative,
+                format="svs" if svs else "tiff",
+                levels=levels,
+                mpp=_mpp(base, svs),
                 objective_power=float(appmag.group(1)) if appmag and float(appmag.group(1)) > 0 else None,
                 mask_level=len(levels) - 1,
             )
@@ -83,14 +89,18 @@ def describe_slide(path: Path, relative: str) -> SlideInfo:
         raise SlideError(f"{type(exc).__name__}") from None
 
 
-def stage_slides(studies: Path, input_dir: Path, work_dir: Path, config: StagerConfig, content_hash: str, verifier: str) -> Any:
+def stage_slides(
+    studies: Path, input_dir: Path, work_dir: Path, config: StagerConfig, content_hash: str, verifier: str
+) -> Any:
     from lightbox.sandbox.stager import StageError, StageResult
 
     folders = sorted(p for p in studies.iterdir() if p.is_dir())
     cases = [(p.name, sorted(f for f in p.rglob("*") if f.is_file())) for p in folders]
     cases = [(name, files) for name, files in cases if files]
     if not cases:
-        raise StageError("DatasetUnreadable", "the studies directory holds no case folders with slides", EXIT_DATASET_UNREADABLE)
+        raise StageError(
+            "DatasetUnreadable", "the studies directory holds no case folders with slides", EXIT_DATASET_UNREADABLE
+        )
     if config.max_cases is not None:
         cases = cases[: config.max_cases]
     input_dir.mkdir(parents=True, exist_ok=True)
@@ -108,18 +118,28 @@ def stage_slides(studies: Path, input_dir: Path, work_dir: Path, config: StagerC
             if not is_tiff_file(path) or suffix not in SLIDE_SUFFIXES:
                 raise StageError(
                     "DatasetUnreadable",
-                    f"a file of case {case_id} is not a slide TIFF ({', '.join(SLIDE_SUFFIXES)}): a slide-tiff dataset holds slides only",
+                    f"a file of case {case_id} is not a slide TIFF ({', '.join(SLIDE_SUFFIXES)}): "
+                    "a slide-tiff dataset holds slides only",
                     EXIT_DATASET_UNREADABLE,
                 )
             relative = f"{case_id}/{n:02d}/0001{suffix}"
             try:
                 info = describe_slide(path, relative)
             except SlideError as exc:
-                raise StageError("DatasetUnreadable", f"a slide of case {case_id} cannot be read: {exc}", EXIT_DATASET_UNREADABLE)
+                raise StageError(
+                    "DatasetUnreadable", f"a slide of case {case_id} cannot be read: {exc}", EXIT_DATASET_UNREADABLE
+                ) from None
             (input_dir / case_id / f"{n:02d}").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, input_dir / relative)
-            series.append(InputSeries(series_instance_uid=f"slide-{n + 1}", modality="SM", files=[relative],
-                                      rows=info.rows, columns=info.columns))
+            series.append(
+                InputSeries(
+                    series_instance_uid=f"slide-{n + 1}",
+                    modality="SM",
+                    files=[relative],
+                    rows=info.rows,
+                    columns=info.columns,
+                )
+            )
             slides.append(info.slide)
         files_total += len(files)
         manifest_cases.append(InputCase(id=case_id, series=series, slides=slides))
@@ -138,7 +158,7 @@ def stage_slides(studies: Path, input_dir: Path, work_dir: Path, config: StagerC
             "spacing": [1.0, pixel_mm, pixel_mm],
             "sopInstanceUids": [],
         }
-    manifest = InputManifest(task=config.task, labels=list(config.labels), cases=manifest_cases)  # type: ignore[arg-type]
+    manifest = InputManifest(task=config.task, labels=list(config.labels), cases=manifest_cases)
     (input_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(by_alias=True, indent=1))
     cases_doc = {"contractVersion": "v1", "task": config.task, "contentHash": content_hash, "cases": scorer_cases}
     (work_dir / CASES_FILE).write_text(json.dumps(cases_doc, indent=1))

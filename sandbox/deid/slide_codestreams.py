@@ -37,6 +37,8 @@ def _next_marker(data: bytes, pos: int) -> int:
             return pos
         pos += 1 if data[pos + 1] == 0xFF else 2
     return -1
+
+
 _JFIF_LENGTH = 16  # APP0 "JFIF\0" with a 0x0 thumbnail (JFIF 1.02, section "JFIF APP0 marker")
 _ADOBE_LENGTH = 14  # APP14 "Adobe" with version, flags and colour transform
 

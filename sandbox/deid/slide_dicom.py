@@ -13,9 +13,10 @@ and its frames are copied as bytes, never decoded.
 from __future__ import annotations
 
 import mmap
+from typing import Any
 
 from lightbox.sandbox.deid.attributes import MODALITY, SOP_CLASS_UID, text
-from lightbox.sandbox.deid.dicomio import ParsedFile
+from lightbox.sandbox.deid.dicomio import Element, ParsedFile
 from lightbox.sandbox.deid.values import split_values
 
 IMAGE_TYPE = 0x00080008
@@ -55,7 +56,7 @@ def removal_for(parsed: ParsedFile, recorded: dict[int, bytes], fd: int) -> str 
         return None
     from lightbox.sandbox.deid.rewrite import scan_top_level
 
-    buf = parsed.buffer
+    buf: Any = parsed.buffer
     mapped = None
     if parsed.spans_in_file and len(buf) < parsed.file_size:
         buf = mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
@@ -67,7 +68,7 @@ def removal_for(parsed: ParsedFile, recorded: dict[int, bytes], fd: int) -> str 
     return removal_reason(sop_class, modality, found.get(IMAGE_TYPE, b""), found.get(SPECIMEN_LABEL_IN_IMAGE, b""))
 
 
-def gate_finding(elements: list) -> tuple[str, int] | None:  # type: ignore[type-arg]
+def gate_finding(elements: list[Element]) -> tuple[str, int] | None:
     """The verification gate's finding for a parsed instance that should have been removed:
     (keyword, tag), never the value."""
     from lightbox.sandbox.deid.attributes import find, find_text
@@ -75,7 +76,9 @@ def gate_finding(elements: list) -> tuple[str, int] | None:  # type: ignore[type
     image_type = find(elements, IMAGE_TYPE)
     raw = image_type.value if image_type is not None and image_type.items is None else b""
     reason = removal_reason(
-        find_text(elements, SOP_CLASS_UID), find_text(elements, MODALITY), bytes(raw),
+        find_text(elements, SOP_CLASS_UID),
+        find_text(elements, MODALITY),
+        bytes(raw),
         find_text(elements, SPECIMEN_LABEL_IN_IMAGE),
     )
     if reason is None:

@@ -42,8 +42,33 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff")
 # Tags the rewritten pages carry (what TiffWriter writes for a copied pyramid page), plus
 # ImageDescription (270), which is rebuilt. Anything else found is removed and named.
 STRUCTURE_TAGS = frozenset(
-    {254, 256, 257, 258, 259, 262, 273, 277, 278, 279, 282, 283, 284, 296, 317, 322, 323, 324, 325,
-     338, 339, 347, 530, 531, 532}
+    {
+        254,
+        256,
+        257,
+        258,
+        259,
+        262,
+        273,
+        277,
+        278,
+        279,
+        282,
+        283,
+        284,
+        296,
+        317,
+        322,
+        323,
+        324,
+        325,
+        338,
+        339,
+        347,
+        530,
+        531,
+        532,
+    }
 )
 DESCRIPTION = 270
 PRIVATE_FIRST = 32768
@@ -163,7 +188,9 @@ def _refusal(page: Any) -> str | None:
     """Why a kept page cannot be copied faithfully, or None."""
     where = f"page {page.index}"
     if page.compression not in COPIED_COMPRESSIONS:
-        return f"{where}: compression {page.compression} is not one this tool copies (none, LZW, deflate, JPEG, JPEG 2000)"
+        return (
+            f"{where}: compression {page.compression} is not one this tool copies (none, LZW, deflate, JPEG, JPEG 2000)"
+        )
     if page.photometric not in PHOTOMETRICS or (page.photometric == 6 and page.compression not in JPEG):
         return f"{where}: photometric interpretation {page.photometric} is not supported"
     if page.imagedepth != 1 or page.tiledepth != 1:
@@ -230,7 +257,7 @@ def _scrubber(page: Any) -> Any:
 
 
 def _segments(fd: int, page: Any, file_size: int) -> Iterator[tuple[int, bytes]]:
-    for offset, count in zip(page.dataoffsets, page.databytecounts):
+    for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
         if count == 0:
             yield 0, b""
             continue
@@ -365,7 +392,7 @@ def _check_written(path: str, sources: list[Any], copies: list[_Copy]) -> None:
         pages = _pages(out)
         if len(pages) != len(sources):
             raise SlideError(f"the rewritten slide has {len(pages)} pages, {len(sources)} were written")
-        for page, source, copy in zip(pages, sources, copies):
+        for page, source, copy in zip(pages, sources, copies, strict=True):
             same = (
                 page.shape == source.shape
                 and page.dtype == source.dtype
@@ -383,8 +410,8 @@ def _tag_keyword(code: int) -> str:
         return "PrivateTag"
     import tifffile
 
-    name = tifffile.TIFF.TAGS.get(code)
-    return name if isinstance(name, str) and name.isidentifier() else f"Tag{code}"
+    name = tifffile.TIFF.TAGS.get(code, "")
+    return name if name.isidentifier() else f"Tag{code}"
 
 
 def slide_findings(pages: list[Any], plans: list[PagePlan], tiles: int | None) -> SlideFindings:
@@ -457,7 +484,9 @@ def is_slide_path(path: Path) -> bool:
     return path.suffix.lower() in SLIDE_SUFFIXES and is_tiff_file(path)
 
 
-def deidentify_slide_into(source: str, dst_root: str, path_token: Any) -> tuple[str, str | None, str | None, dict[str, int]]:
+def deidentify_slide_into(
+    source: str, dst_root: str, path_token: Any
+) -> tuple[str, str | None, str | None, dict[str, int]]:
     """(status, output, reason, removed parts) for the batch: "written" or "error", never raises
     for a bad slide."""
     target = os.path.join(dst_root, output_name(source, path_token))

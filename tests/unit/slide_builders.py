@@ -40,7 +40,8 @@ def svs_description(first: bool, rows: int, columns: int) -> str:
             f"|AppMag = 20|StripeWidth = 2040|ScanScope ID = {SCANNER}|Filename = {FILENAME}|Date = 12/29/09"
             f"|Time = 09:59:15|User = {USER}|MPP = 0.4990|Barcode = {PATIENT_ID}|Left = 25.69"
         )
-    return f"Aperio Image Library v12.0.15\r\n{BASE[1]}x{BASE[0]} -> {columns}x{rows} - |AppMag = 20|MPP = 0.998|Filename = {FILENAME}"
+    header = f"Aperio Image Library v12.0.15\r\n{BASE[1]}x{BASE[0]} -> {columns}x{rows} - "
+    return header + f"|AppMag = 20|MPP = 0.998|Filename = {FILENAME}"
 
 
 IDENTIFYING_TAGS = [
@@ -59,16 +60,37 @@ def write_svs(path: Path, compression: str | None = "jpeg", levels: int = 3) -> 
     pyramid = [base[:: 2**i, :: 2**i] for i in range(levels)]
     jpeg = {"compression": compression, "photometric": "rgb"}
     with tifffile.TiffWriter(path) as tif:
-        tif.write(pyramid[0], tile=TILE, description=svs_description(True, rows, columns), metadata=None,
-                  software="Aperio Image Library v12.0.15", extratags=IDENTIFYING_TAGS, **jpeg)
-        tif.write(base[::8, ::8], photometric="rgb", metadata=None,
-                  description=f"Aperio Image Library v12.0.15\r\n{columns}x{rows} -> 128x96 - |User = {USER}")
+        tif.write(
+            pyramid[0],
+            tile=TILE,
+            description=svs_description(True, rows, columns),
+            metadata=None,
+            software="Aperio Image Library v12.0.15",
+            extratags=IDENTIFYING_TAGS,
+            **jpeg,
+        )
+        tif.write(
+            base[::8, ::8],
+            photometric="rgb",
+            metadata=None,
+            description=f"Aperio Image Library v12.0.15\r\n{columns}x{rows} -> 128x96 - |User = {USER}",
+        )
         for level in pyramid[1:]:
             tif.write(level, tile=TILE, metadata=None, description=svs_description(False, *level.shape[:2]), **jpeg)
-        tif.write(label_pixels(), photometric="rgb", subfiletype=1, metadata=None,
-                  description="Aperio Image Library v12.0.15\r\nlabel 400x300")
-        tif.write(tissue(200, 600, seed=3), photometric="rgb", subfiletype=9, metadata=None,
-                  description="Aperio Image Library v12.0.15\r\nmacro 600x200")
+        tif.write(
+            label_pixels(),
+            photometric="rgb",
+            subfiletype=1,
+            metadata=None,
+            description="Aperio Image Library v12.0.15\r\nlabel 400x300",
+        )
+        tif.write(
+            tissue(200, 600, seed=3),
+            photometric="rgb",
+            subfiletype=9,
+            metadata=None,
+            description="Aperio Image Library v12.0.15\r\nmacro 600x200",
+        )
     return pyramid
 
 
@@ -79,8 +101,15 @@ def write_generic(path: Path) -> list[np.ndarray]:
     base = tissue(rows, columns, seed=1)
     pyramid = [base[:: 2**i, :: 2**i] for i in range(3)]
     with tifffile.TiffWriter(path) as tif:
-        tif.write(pyramid[0], tile=TILE, compression="zlib", photometric="rgb", metadata=None,
-                  description=f"scan of patient {PATIENT_ID} file {FILENAME}", extratags=IDENTIFYING_TAGS[:1])
+        tif.write(
+            pyramid[0],
+            tile=TILE,
+            compression="zlib",
+            photometric="rgb",
+            metadata=None,
+            description=f"scan of patient {PATIENT_ID} file {FILENAME}",
+            extratags=IDENTIFYING_TAGS[:1],
+        )
         for level in pyramid[1:]:
             tif.write(level, tile=TILE, compression="zlib", photometric="rgb", subfiletype=1, metadata=None)
         tif.write(label_pixels(), photometric="rgb", subfiletype=1, metadata=None, description="slide label")
@@ -92,7 +121,7 @@ def raw_segments(path: Path, page: int) -> list[bytes]:
     with tifffile.TiffFile(path) as tif, open(path, "rb") as fh:
         p = tif.pages[page]
         out = []
-        for offset, count in zip(p.dataoffsets, p.databytecounts):
+        for offset, count in zip(p.dataoffsets, p.databytecounts, strict=True):
             fh.seek(offset)
             out.append(fh.read(count))
         return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import imagecodecs
 import numpy as np
 import pytest
+
 from lightbox.sandbox.deid.slide_codestreams import CodestreamError, scrub_j2k, scrub_jpeg
 
 IMAGE = np.random.default_rng(7).integers(0, 255, (64, 64, 3), dtype=np.uint8)

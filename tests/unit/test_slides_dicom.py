@@ -9,15 +9,22 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from lightbox.sandbox.deid import deidentify_tree, verify_tree
-from lightbox.sandbox.deid.cli import main as deid_cli
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
+from lightbox.sandbox.deid import deidentify_tree, verify_tree
+from lightbox.sandbox.deid.cli import main as deid_cli
+
 KEY = b"a-secret-key-for-the-slide-tests"
 VL_WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"  # PS3.4 Table B.5-1
-NAME, PID, CONTAINER, SPECIMEN, ISSUER = "DOE^JANE^WSI", "PID-445566", "S12-34567-A1", "SPEC-998877", "Pathology Lab Oslo"
+NAME, PID, CONTAINER, SPECIMEN, ISSUER = (
+    "DOE^JANE^WSI",
+    "PID-445566",
+    "S12-34567-A1",
+    "SPEC-998877",
+    "Pathology Lab Oslo",
+)
 PLANTED = (NAME, PID, CONTAINER, SPECIMEN, ISSUER)
 STUDY, SERIES = generate_uid(), generate_uid()
 
@@ -98,10 +105,14 @@ def test_label_and_overview_instances_are_removed_and_counted(series: Path, tmp_
 
 def test_frames_are_copied_byte_for_byte(series: Path, tmp_path: Path) -> None:
     deidentify_tree(series, tmp_path / "out", key=KEY, jobs=1)
-    sources = {pydicom.dcmread(p).file_meta.TransferSyntaxUID: pydicom.dcmread(p).PixelData
-               for p in (series / "level0.dcm", series / "level1.dcm")}
-    outputs = {pydicom.dcmread(p).file_meta.TransferSyntaxUID: pydicom.dcmread(p).PixelData
-               for p in (tmp_path / "out").rglob("*.dcm")}
+    sources = {
+        pydicom.dcmread(p).file_meta.TransferSyntaxUID: pydicom.dcmread(p).PixelData
+        for p in (series / "level0.dcm", series / "level1.dcm")
+    }
+    outputs = {
+        pydicom.dcmread(p).file_meta.TransferSyntaxUID: pydicom.dcmread(p).PixelData
+        for p in (tmp_path / "out").rglob("*.dcm")
+    }
     assert outputs == sources  # native and encapsulated (JPEG) frames alike
 
 
@@ -126,7 +137,9 @@ def test_a_volume_that_shows_the_specimen_label_is_removed(tmp_path: Path) -> No
     report = verify_tree(src, jobs=1)
     assert ("SpecimenLabelInImage", "(0048,0010)") in {(v.keyword, v.tag) for v in report.violations}
     summary = deidentify_tree(src, tmp_path / "out", key=KEY, jobs=1)
-    assert summary.written == 0 and summary.removed == {"the pixels show the specimen label (SpecimenLabelInImage YES)": 1}
+    assert summary.written == 0 and summary.removed == {
+        "the pixels show the specimen label (SpecimenLabelInImage YES)": 1
+    }
 
 
 def test_the_label_rule_reaches_past_a_long_header(tmp_path: Path) -> None:
@@ -141,7 +154,9 @@ def test_the_label_rule_reaches_past_a_long_header(tmp_path: Path) -> None:
     assert summary.written == 0 and sum(summary.removed.values()) == 1
 
 
-def test_cli_names_the_removed_images_by_count(series: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_names_the_removed_images_by_count(
+    series: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     key = tmp_path / "key"
     key.write_bytes(KEY)
     assert deid_cli([str(series), str(tmp_path / "out"), "--key-file", str(key), "-j", "1"]) == 0

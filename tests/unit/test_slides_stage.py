@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import slide_builders as sb
+
 from lightbox.api.run import StagerConfig
 from lightbox.sandbox.contract import InputManifest
 from lightbox.sandbox.deid import deidentify_tree, verify_tree
@@ -45,7 +46,12 @@ def test_slides_are_staged_with_their_pyramid_in_the_manifest(tmp_path: Path) ->
         {"width": 256, "height": 192, "downsample": 4.0, "tileWidth": 256, "tileHeight": 256},
     ]
     assert (slide["file"], slide["format"], slide["mpp"], slide["objectivePower"], slide["maskLevel"]) == (
-        "case-0001/00/0001.svs", "svs", 0.499, 20.0, 2)
+        "case-0001/00/0001.svs",
+        "svs",
+        0.499,
+        20.0,
+        2,
+    )
     staged = tmp_path / "input" / "case-0001" / "00" / "0001.svs"
     assert staged.read_bytes() in [p.read_bytes() for p in studies.rglob("*.svs")]  # copied as verified
     cases = json.loads((tmp_path / "work" / "cases.json").read_text())["cases"]
@@ -57,7 +63,10 @@ def test_slides_are_staged_with_their_pyramid_in_the_manifest(tmp_path: Path) ->
 def test_a_dicom_manifest_has_no_slides_key(tmp_path: Path) -> None:
     from lightbox.sandbox.contract import InputCase, InputSeries
 
-    case = InputCase(id="case-0001", series=[InputSeries(series_instance_uid="1", modality="CT", files=["a/b.dcm"], rows=1, columns=1)])
+    case = InputCase(
+        id="case-0001",
+        series=[InputSeries(series_instance_uid="1", modality="CT", files=["a/b.dcm"], rows=1, columns=1)],
+    )
     assert "slides" not in json.loads(case.model_dump_json(by_alias=True))
 
 

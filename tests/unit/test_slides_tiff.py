@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import slide_builders as sb
 import tifffile
+
 from lightbox.sandbox.deid import deidentify_tree, verify_tree
 from lightbox.sandbox.deid.slide_tiff import SlideError, deidentify_slide
 
@@ -79,7 +80,7 @@ def test_generic_pyramidal_tiff(tmp_path: Path) -> None:
     assert sb.PATIENT_ID.encode() not in data and sb.FILENAME.encode() not in data
     with tifffile.TiffFile(out) as tif:
         assert len(tif.pages) == 3
-        for page, level in zip(tif.pages, pyramid):
+        for page, level in zip(tif.pages, pyramid, strict=True):
             assert page.description == "" and 65000 not in page.tags
             assert np.array_equal(page.asarray(), level)  # deflate is lossless: the pixels as planted
     for i in range(3):
@@ -130,20 +131,37 @@ def test_content_hash_covers_slide_files(svs, tmp_path: Path) -> None:
 
 
 def _jpeg_tiles(image: np.ndarray) -> list[bytes]:
-    return [imagecodecs.jpeg8_encode(image[r : r + 256, c : c + 256], level=90)
-            for r in range(0, image.shape[0], 256) for c in range(0, image.shape[1], 256)]
+    return [
+        imagecodecs.jpeg8_encode(image[r : r + 256, c : c + 256], level=90)
+        for r in range(0, image.shape[0], 256)
+        for c in range(0, image.shape[1], 256)
+    ]
 
 
 def test_jpeg_comment_and_app_segments_in_tiles_are_removed_without_decoding(tmp_path: Path) -> None:
     image = sb.tissue(512, 512, seed=5)
     clean_tiles = _jpeg_tiles(image)
-    comment = b"\xff\xfe" + (len(b"patient " + sb.PATIENT_ID.encode()) + 2).to_bytes(2, "big") + b"patient " + sb.PATIENT_ID.encode()
+    comment = (
+        b"\xff\xfe"
+        + (len(b"patient " + sb.PATIENT_ID.encode()) + 2).to_bytes(2, "big")
+        + b"patient "
+        + sb.PATIENT_ID.encode()
+    )
     app5 = b"\xff\xe5\x00\x08" + sb.USER.encode()[:6]
     planted = [t[:2] + comment + app5 + t[2:] + b"trailing " + sb.FILENAME.encode() for t in clean_tiles]
     src = tmp_path / "planted.tif"
     with tifffile.TiffWriter(src) as tif:
-        tif.write(iter(planted), shape=image.shape, dtype=image.dtype, tile=(256, 256), compression="jpeg",
-                  photometric="ycbcr", subsampling=(2, 2), metadata=None, software=False)
+        tif.write(
+            iter(planted),
+            shape=image.shape,
+            dtype=image.dtype,
+            tile=(256, 256),
+            compression="jpeg",
+            photometric="ycbcr",
+            subsampling=(2, 2),
+            metadata=None,
+            software=False,
+        )
     report = verify_tree(src, jobs=1)
     assert {v.keyword: v.occurrences for v in report.violations} == {"TileMetadata": 4}
     result = deidentify_slide(src, tmp_path / "out.tif")
@@ -159,7 +177,9 @@ def test_jpeg_comment_and_app_segments_in_tiles_are_removed_without_decoding(tmp
         (b"MM\0*\0\0\0\x08\0\0", "no pages"),
     ],
 )
-def test_unparseable_tiff_is_refused_with_a_reason_and_nothing_written(tmp_path: Path, content: bytes, reason: str) -> None:
+def test_unparseable_tiff_is_refused_with_a_reason_and_nothing_written(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
     src = tmp_path / "in"
     src.mkdir()
     (src / "bad.svs").write_bytes(content)
@@ -216,8 +236,9 @@ def test_report_json_of_the_gate_never_holds_description_text(svs) -> None:
 
 def test_dicom_file_with_a_tiff_preamble_stays_dicom() -> None:
     """PS3.10 allows a TIFF header in the preamble (pydicom's CT_small has one): the DICM marker decides."""
-    from lightbox.sandbox.deid.slide_tiff import is_tiff
     from pydicom.data import get_testdata_file
+
+    from lightbox.sandbox.deid.slide_tiff import is_tiff
 
     head = Path(get_testdata_file("CT_small.dcm")).read_bytes()[:132]
     assert head[:4] == b"II*\0" and head[128:] == b"DICM"
@@ -230,12 +251,24 @@ def test_a_slide_far_larger_than_memory_is_rewritten_tile_by_tile(tmp_path: Path
     is small; any whole-level decode or copy would fail. Checked by structure and tiles."""
     side, tile = 100_000, 512
     per_row = -(-side // tile)
-    real = {0: imagecodecs.jpeg8_encode(sb.tissue(tile, tile, seed=1)), per_row * per_row - 1: imagecodecs.jpeg8_encode(sb.tissue(tile, tile, seed=2))}
+    real = {
+        0: imagecodecs.jpeg8_encode(sb.tissue(tile, tile, seed=1)),
+        per_row * per_row - 1: imagecodecs.jpeg8_encode(sb.tissue(tile, tile, seed=2)),
+    }
     src = tmp_path / "huge.tif"
     with tifffile.TiffWriter(src, bigtiff=True) as tif:
-        tif.write((real.get(i, b"") for i in range(per_row * per_row)), shape=(side, side, 3), dtype=np.uint8,
-                  tile=(tile, tile), compression="jpeg", photometric="ycbcr", subsampling=(2, 2), metadata=None,
-                  software=False, description=f"scan of {sb.PATIENT_ID}")
+        tif.write(
+            (real.get(i, b"") for i in range(per_row * per_row)),
+            shape=(side, side, 3),
+            dtype=np.uint8,
+            tile=(tile, tile),
+            compression="jpeg",
+            photometric="ycbcr",
+            subsampling=(2, 2),
+            metadata=None,
+            software=False,
+            description=f"scan of {sb.PATIENT_ID}",
+        )
     out = tmp_path / "out.tif"
     deidentify_slide(src, out)
     with tifffile.TiffFile(out) as tif:
