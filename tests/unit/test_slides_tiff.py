@@ -279,3 +279,64 @@ def test_a_slide_far_larger_than_memory_is_rewritten_tile_by_tile(tmp_path: Path
         assert [i for i, n in enumerate(counts) if n] == sorted(real)
     segments = sb.raw_segments(out, 0)
     assert segments[0] == real[0] and segments[-1] == real[per_row * per_row - 1]
+
+
+class _Page:
+    """The few attributes aperio_description reads."""
+
+    def __init__(self, width: int, length: int, tile: int = 256) -> None:
+        self.imagewidth, self.imagelength, self.tilewidth, self.tilelength = width, length, tile, tile
+
+
+@pytest.mark.parametrize(
+    "description, expected, dropped",
+    [
+        # a number smuggling text is not a number: dropped; so is the version in the header
+        (
+            "Aperio Image Library v12 JANE DOE\r\nx|MPP = 0.25 JANE|AppMag = 40",
+            "Aperio Image Library\r\n1000x800 (256x256)|AppMag = 40",
+            2,
+        ),
+        (
+            "Aperio Image Library\r\n1000x800 (256x256)|AppMag = 40|MPP = 0.25",
+            "Aperio Image Library\r\n1000x800 (256x256)|AppMag = 40|MPP = 0.25",
+            0,
+        ),
+        # spacing differs from the rebuilt form: still a finding (the gate asks "would it change?")
+        (
+            "Aperio Image Library\r\n1000x800 (256x256)|AppMag=40",
+            "Aperio Image Library\r\n1000x800 (256x256)|AppMag = 40",
+            1,
+        ),
+        (
+            "Aperio Image Library\r\n1000x800 (256x256)|Barcode = AB12|Rack = 3|Slide = 7|AppMag = 40",
+            "Aperio Image Library\r\n1000x800 (256x256)|AppMag = 40",
+            3,
+        ),
+    ],
+)
+def test_aperio_description_keeps_only_the_allow_list(description: str, expected: str, dropped: int) -> None:
+    from lightbox.sandbox.deid.slide_tiff import aperio_description
+
+    page = _Page(1000, 800)
+    assert aperio_description(description, page, page, first=True) == (expected, dropped)
+
+
+def test_a_tile_larger_than_the_memory_bound_is_refused(svs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightbox.sandbox.deid.slide_tiff as st
+
+    path, _ = svs
+    monkeypatch.setattr(st, "MAX_SEGMENT_BYTES", 1024)
+    with pytest.raises(SlideError, match="larger than"):
+        deidentify_slide(path, tmp_path / "o.svs")
+    assert not list(tmp_path.glob("*o.svs*"))
+
+
+def test_a_kept_page_with_sub_ifds_is_refused(tmp_path: Path) -> None:
+    """SubIFDs could hold anything (a label, a second pyramid); they are not copied blind."""
+    src = tmp_path / "subifd.tif"
+    with tifffile.TiffWriter(src) as tif:
+        tif.write(sb.tissue(512, 512), tile=(256, 256), photometric="rgb", subifds=1, metadata=None)
+        tif.write(sb.label_pixels(size=(256, 256)), tile=(256, 256), photometric="rgb", subfiletype=1, metadata=None)
+    with pytest.raises(SlideError, match="SubIFDs"):
+        deidentify_slide(src, tmp_path / "o.tif")
