@@ -179,7 +179,16 @@ def staging_version(k8s_version: str) -> str:
 
 def _wrapper_gomod(name: str, require: str, tools: Sequence[str], extra: Sequence[str] = ()) -> str:
     """A module that only requires ``require`` and names the commands to build as tools."""
-    lines = [f"module lightbox.local/{name}", "", "go 1.24.0", "", f"require {require}", "", *extra, *_tool_block(tools)]
+    lines = [
+        f"module lightbox.local/{name}",
+        "",
+        "go 1.24.0",
+        "",
+        f"require {require}",
+        "",
+        *extra,
+        *_tool_block(tools),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -277,7 +286,9 @@ def _default_binary_name(pkg: str) -> str:
     return parts[-1]
 
 
-def k8s_spec(version: str = K8S_VERSION, binaries: Sequence[str] = ("kube-apiserver", "kube-controller-manager")) -> BuildSpec:
+def k8s_spec(
+    version: str = K8S_VERSION, binaries: Sequence[str] = ("kube-apiserver", "kube-controller-manager")
+) -> BuildSpec:
     unknown = [b for b in binaries if f"k8s.io/kubernetes/cmd/{b}" not in K8S_TOOLS]
     if unknown:
         raise ValueError(f"not a command of the k8s wrapper module: {', '.join(unknown)}; "
@@ -392,9 +403,9 @@ def ensure_binaries(
         return Binaries(apiserver, kcm, etcd, source="KUBEBUILDER_ASSETS")
 
     k8s = ensure_built(k8s_spec(k8s_version), cache=cache, log=log)
-    etcd = ensure_built(etcd_spec(etcd_version), cache=cache, log=log)
-    return Binaries(k8s["kube-apiserver"], k8s["kube-controller-manager"], etcd["etcd"],
-                    source="built" if (k8s.built or etcd.built) else "cache")
+    etcd_build = ensure_built(etcd_spec(etcd_version), cache=cache, log=log)
+    return Binaries(k8s["kube-apiserver"], k8s["kube-controller-manager"], etcd_build["etcd"],
+                    source="built" if (k8s.built or etcd_build.built) else "cache")
 
 
 def ensure_helm(*, version: str = HELM_VERSION, cache: Path | None = None, log: Log | None = None) -> Path:

@@ -102,7 +102,7 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key, now: dt.datetime
 
 
 def _leaf(ca_key, ca_cert: x509.Certificate, subject: x509.Name, usage, sans=None):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     key = _key()
     b = (
         _builder(subject, ca_cert.subject, key.public_key(), now)
@@ -126,7 +126,7 @@ def generate(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
     """
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
 
     ca_key = _key()
     ca_name = _name("lightbox-control-plane-ca")
@@ -142,7 +142,9 @@ def generate(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
     _write(pki.ca_crt, _cert_pem(ca_cert))
     _write(pki.ca_key, _key_pem(ca_key), private=True)
 
-    sans = [x509.DNSName(n) for n in SERVING_DNS_NAMES] + [x509.IPAddress(ipaddress.ip_address(i)) for i in (*SERVING_IPS, *extra_ips)]
+    sans = [x509.DNSName(n) for n in SERVING_DNS_NAMES] + [
+        x509.IPAddress(ipaddress.ip_address(i)) for i in (*SERVING_IPS, *extra_ips)
+    ]
     key, cert = _leaf(ca_key, ca_cert, _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, sans)
     _write(pki.serving_crt, _cert_pem(cert))
     _write(pki.serving_key, _key_pem(key), private=True)

@@ -130,8 +130,10 @@ def with_policy_descriptions(schema: dict[str, Any], crd: dict[str, Any]) -> dic
 
 
 def expected(chart: Path = CHART) -> str:
-    schema = with_policy_descriptions(json.loads((chart / "values.schema.json").read_text()),
-                                      yaml.safe_load((chart / "crds" / "sandboxpolicies.lightbox.dev.yaml").read_text()))
+    schema = with_policy_descriptions(
+        json.loads((chart / "values.schema.json").read_text()),
+        yaml.safe_load((chart / "crds" / "sandboxpolicies.lightbox.dev.yaml").read_text()),
+    )
     return render((chart / "values.yaml").read_text(), (chart / "Chart.yaml").read_text(), json.dumps(schema))
 
 
@@ -144,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     want = expected(args.chart)
     if args.check:
         if not readme.exists() or readme.read_text() != want:
-            print(f"{readme} is out of date with values.yaml: run python -m lightbox.devtools.chartdocs", file=sys.stderr)
+            print(
+                f"{readme} is out of date with values.yaml: run python -m lightbox.devtools.chartdocs", file=sys.stderr
+            )
             return 1
         return 0
     readme.write_text(want)

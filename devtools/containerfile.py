@@ -80,7 +80,9 @@ def parse(text: str, path: Path | str = "Containerfile", build_args: dict[str, s
         keyword = keyword.upper()
         rest = rest.strip()
         if keyword not in SUPPORTED:
-            raise ContainerfileError(path, line, f"{keyword} is not supported by the daemonless build (allowed: {', '.join(SUPPORTED)})")
+            raise ContainerfileError(
+                path, line, f"{keyword} is not supported by the daemonless build (allowed: {', '.join(SUPPORTED)})"
+            )
         if keyword == "ARG":
             if seen_from:
                 raise ContainerfileError(path, line, "ARG after FROM is not supported by the daemonless build")
@@ -89,7 +91,9 @@ def parse(text: str, path: Path | str = "Containerfile", build_args: dict[str, s
             continue
         if keyword == "FROM":
             if seen_from:
-                raise ContainerfileError(path, line, "one FROM per file: multi-stage builds are not supported by the daemonless build")
+                raise ContainerfileError(
+                    path, line, "one FROM per file: multi-stage builds are not supported by the daemonless build"
+                )
             seen_from = True
             rest = _substitute(rest, args)
             if " " in rest:
@@ -111,7 +115,12 @@ def exec_form(ins: Instruction, path: Path | str) -> list[str]:
     except json.JSONDecodeError:
         value = None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ContainerfileError(path, ins.line, f"{ins.keyword} must be the exec form, a JSON array of strings (the image has no shell to run {ins.args!r})")
+        raise ContainerfileError(
+            path,
+            ins.line,
+            f"{ins.keyword} must be the exec form, a JSON array of strings (the image has no shell to run "
+            f"{ins.args!r})",
+        )
     return value
 
 

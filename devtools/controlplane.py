@@ -457,6 +457,7 @@ class ControlPlane:
             return status == 200 and body.strip() == b"ok"
 
         self._launch("kube-apiserver", argv, ready, timeout=self.timeout)
+        assert self.url is not None  # ready() set it
         status, body = self._get("/version")
         self.version = json.loads(body).get("gitVersion") if status == 200 else None
         _write_private(self.kubeconfig, render_kubeconfig(self.url, pki.ca_crt, pki.admin_crt, pki.admin_key))
@@ -615,31 +616,33 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage_text(cp))
         return 0
 
-    cp = ControlPlane.attach(workdir)
+    attached = ControlPlane.attach(workdir)
     if args.cmd == "down":
-        if cp is None:
+        if attached is None:
             print(f"no control plane recorded in {workdir}")
             return 0
-        cp.stop(grace=args.grace)
+        attached.stop(grace=args.grace)
         print(f"stopped the control plane in {workdir}")
         return 0
 
-    running = cp is not None and cp.running()
+    live = attached if attached is not None and attached.running() else None
     if args.cmd == "env":
-        if not running:
-            print(f"no control plane running from {workdir}; start one with: lightbox control-plane up", file=sys.stderr)
+        if live is None:
+            print(
+                f"no control plane running from {workdir}; start one with: lightbox control-plane up", file=sys.stderr
+            )
             return 1
-        print(f"export KUBECONFIG={cp.kubeconfig}")
+        print(f"export KUBECONFIG={live.kubeconfig}")
         return 0
 
     # status
-    if not running:
+    if live is None:
         print(f"not running (work directory {workdir})")
         return 1
-    print(f"{'ready' if cp.ready() else 'NOT READY'}: kube-apiserver {cp.version} at {cp.url}")
-    for name, c in cp.components.items():
+    print(f"{'ready' if live.ready() else 'NOT READY'}: kube-apiserver {live.version} at {live.url}")
+    for name, c in live.components.items():
         print(f"  {name:<24} pid {c.pid:<8} port {c.port:<6} log {c.log}")
-    print(f"  KUBECONFIG={cp.kubeconfig}")
+    print(f"  KUBECONFIG={live.kubeconfig}")
     return 0
 
 

@@ -78,6 +78,12 @@ def make_claims(root: Path, cases: int, seed: int) -> dict[str, Path]:
     return claims
 
 
+def _succeeded(validation: Validation) -> bool:
+    """Whether the last run succeeded (wait_for_verdict returns once it has finished)."""
+    runs = validation.status.runs if validation.status else None
+    return runs is not None and len(runs) > 0 and runs[-1].phase == "Succeeded"
+
+
 def wait_for_verdict(kubeconfig: Path, operator: OperatorProcess | None, timeout: float) -> Validation:
     deadline = time.monotonic() + timeout
     last = None
@@ -141,10 +147,17 @@ def main(argv: list[str]) -> int:
         # A re-run starts afresh: the operator (running now, so its finalizers
         # complete) removes the last run's objects before the new data is declared.
         for manifest in ("40-validation.yaml", "20-dataset.yaml"):
-            _kubectl(kubeconfig, "delete", "-f", str(REPO_ROOT / "examples" / manifest), "--ignore-not-found", "--timeout=120s")
+            _kubectl(
+                kubeconfig,
+                "delete",
+                "-f",
+                str(REPO_ROOT / "examples" / manifest),
+                "--ignore-not-found",
+                "--timeout=120s",
+            )
         _say("applying examples/ with kubectl: namespace, policy, claims, dataset, algorithm, validation")
-        for manifest in sorted((REPO_ROOT / "examples").glob("*.yaml")):
-            _kubectl(kubeconfig, "apply", "-f", str(manifest))
+        for path in sorted((REPO_ROOT / "examples").glob("*.yaml")):
+            _kubectl(kubeconfig, "apply", "-f", str(path))
         validation = wait_for_verdict(kubeconfig, operator, args.timeout)
     finally:
         operator.stop()
@@ -162,7 +175,7 @@ def main(argv: list[str]) -> int:
     print(f"  lightbox report {VALIDATION} -n {NAMESPACE}")
     print("To stop it:")
     print(f"  make down    # or: lightbox control-plane down --dir {workdir / 'control-plane'}")
-    return 0 if validation.status.runs[-1].phase == "Succeeded" else 1
+    return 0 if _succeeded(validation) else 1
 
 
 def main_real_node(args: argparse.Namespace, workdir: Path) -> int:
@@ -188,7 +201,7 @@ def main_real_node(args: argparse.Namespace, workdir: Path) -> int:
     print(f"  lightbox report {VALIDATION} -n {NAMESPACE}")
     print("To stop everything and restore the host:")
     print(f"  make node-down    # or: lightbox node down --dir {node.workdir}")
-    return 0 if validation.status.runs[-1].phase == "Succeeded" else 1
+    return 0 if _succeeded(validation) else 1
 
 
 if __name__ == "__main__":

@@ -203,7 +203,11 @@ def _apply(plan: Plan, ins: Instruction, rel: str, image_version: str) -> None:
         elif a in ours and ours[a] != plan.name:
             plan.parent = ours[a]
         else:
-            raise ContainerfileError(rel, ins.line, f"FROM {a}: the daemonless build starts from debian:<suite>[-slim] or one of {', '.join(ours)}")
+            raise ContainerfileError(
+                rel,
+                ins.line,
+                f"FROM {a}: the daemonless build starts from debian:<suite>[-slim] or one of {', '.join(ours)}",
+            )
     elif k == "RUN":
         try:
             mounts = _mounts(a)
@@ -224,9 +228,17 @@ def _apply(plan: Plan, ins: Instruction, rel: str, image_version: str) -> None:
             elif wheel and "--no-deps" in body:
                 plan.steps.append(Step("wheel", ins.line, project=wheel.group(1)))
             else:
-                raise ContainerfileError(rel, ins.line, "pip install is understood as `-r /MOUNT/requirements.txt` or `--no-deps /MOUNT/NAME-*.whl`")
+                raise ContainerfileError(
+                    rel,
+                    ins.line,
+                    "pip install is understood as `-r /MOUNT/requirements.txt` or `--no-deps /MOUNT/NAME-*.whl`",
+                )
         else:
-            raise ContainerfileError(rel, ins.line, f"RUN {body[:60]!r} is not one the daemonless build can reproduce (see devtools/containerfile.py)")
+            raise ContainerfileError(
+                rel,
+                ins.line,
+                f"RUN {body[:60]!r} is not one the daemonless build can reproduce (see devtools/containerfile.py)",
+            )
     elif k == "COPY":
         words = a.split()
         if len(words) != 2 or words[0].startswith("--") or not words[1].startswith("/"):
@@ -270,7 +282,9 @@ def _run(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = No
     with log_path.open("ab") as fh:
         fh.write(("$ " + " ".join(argv) + "\n").encode())
         fh.flush()
-        done = subprocess.run(list(argv), stdout=fh, stderr=subprocess.STDOUT, env=dict(env) if env is not None else None, cwd=cwd)
+        done = subprocess.run(
+            list(argv), stdout=fh, stderr=subprocess.STDOUT, env=dict(env) if env is not None else None, cwd=cwd
+        )
     if done.returncode != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
         raise ImageBuildError(f"`{' '.join(argv[:3])} ...` exited {done.returncode}; log {log_path}:\n{tail}")
@@ -323,7 +337,22 @@ def build_wheel(root: Path, out_dir: Path, epoch: int, log_path: Path) -> Path:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, dst)
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
-        _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(Path(tmp) / "w"), str(src)], log_path, env)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "-q",
+                "--no-deps",
+                "--no-build-isolation",
+                "-w",
+                str(Path(tmp) / "w"),
+                str(src),
+            ],
+            log_path,
+            env,
+        )
         wheels = list((Path(tmp) / "w").glob("lightbox-*.whl"))
         if len(wheels) != 1:
             raise ImageBuildError(f"expected one lightbox wheel, found {[w.name for w in wheels]}")
@@ -355,7 +384,9 @@ def pinned_requirements(root: Path) -> list[str]:
         try:
             dist = metadata.distribution(req.name)
         except metadata.PackageNotFoundError as exc:
-            raise ImageBuildError(f"dependency {req.name} is not installed in {sys.prefix}: `pip install -e .` first") from exc
+            raise ImageBuildError(
+                f"dependency {req.name} is not installed in {sys.prefix}: `pip install -e .` first"
+            ) from exc
         if not req.specifier.contains(dist.version, prereleases=True):
             raise ImageBuildError(f"installed {req.name} {dist.version} does not satisfy {req}")
         pins[key] = dist.version
@@ -396,7 +427,12 @@ def _layer_record(cache: Path, kind: str, key: str) -> Path:
 
 
 def cached_layer(
-    s: Settings, progress: Progress, kind: str, inputs: Any, what: str, make: Callable[[Path, Path], tuple[Path, oci.Layer]]
+    s: Settings,
+    progress: Progress,
+    kind: str,
+    inputs: Any,
+    what: str,
+    make: Callable[[Path, Path], tuple[Path, oci.Layer]],
 ) -> oci.Layer:
     """The layer for ``inputs`` from the cache, or made by ``make(work_dir, log_path)`` and stored."""
     key = _hash({"builder": BUILDER_VERSION, "kind": kind, "epoch": s.epoch, "inputs": inputs})
@@ -407,7 +443,9 @@ def cached_layer(
             doc = json.loads(record.read_text())
             layer = oci.Layer(oci.Blob(doc["digest"], doc["size"], oci.MEDIA_LAYER_GZIP), doc["diffId"])
             if store.path(layer.blob.digest).is_file():
-                progress.log(f"[images {time.monotonic() - progress.start:6.1f}s] {what}: cached ({layer.blob.digest[:19]})")
+                progress.log(
+                    f"[images {time.monotonic() - progress.start:6.1f}s] {what}: cached ({layer.blob.digest[:19]})"
+                )
                 return layer
         log_path = s.cache / "logs" / f"{kind}-{key[:16]}.log"
         with progress.step(what, log_path), tempfile.TemporaryDirectory(prefix=f"lightbox-{kind}-", dir=s.cache) as tmp:
@@ -455,17 +493,45 @@ def installer_wheel(s: Settings, progress: Progress) -> Path:
     if found:
         return found[-1]
     with progress.step(f"downloading {INSTALLER_REQUIREMENT}", s.cache / "logs" / "tools.log"):
-        return download_wheels([INSTALLER_REQUIREMENT], dest, f"{sys.version_info[0]}.{sys.version_info[1]}", s.cache / "logs" / "tools.log")[0]
+        return download_wheels(
+            [INSTALLER_REQUIREMENT],
+            dest,
+            f"{sys.version_info[0]}.{sys.version_info[1]}",
+            s.cache / "logs" / "tools.log",
+        )[0]
 
 
-def install_layer(wheels: Sequence[Path], out: Path, *, venv: str, python: str, epoch: int, installer: Path, log_path: Path) -> oci.Layer:
+def install_layer(
+    wheels: Sequence[Path], out: Path, *, venv: str, python: str, epoch: int, installer: Path, log_path: Path
+) -> oci.Layer:
     """A layer holding ``wheels`` installed into ``venv`` (bytecode only when this Python is the image's)."""
     stage = out.parent / "stage"
     stage.mkdir()
     same_python = python == f"{sys.version_info[0]}.{sys.version_info[1]}"
-    env = {**os.environ, "PYTHONPATH": str(installer), "PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": str(epoch), "PYTHONSAFEPATH": "1"}
-    _run([sys.executable, "-m", "lightbox.devtools.wheelinstall", "--destdir", str(stage), "--venv", venv, "--python", python,
-          *(["--compile"] if same_python else []), *map(str, wheels)], log_path, env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(installer),
+        "PYTHONHASHSEED": "0",
+        "SOURCE_DATE_EPOCH": str(epoch),
+        "PYTHONSAFEPATH": "1",
+    }
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "lightbox.devtools.wheelinstall",
+            "--destdir",
+            str(stage),
+            "--venv",
+            venv,
+            "--python",
+            python,
+            *(["--compile"] if same_python else []),
+            *map(str, wheels),
+        ],
+        log_path,
+        env,
+    )
     return oci.write_layer(oci.entries_from_tree(stage), out, epoch)
 
 
@@ -519,7 +585,9 @@ def _step_layer(step: Step, plan: Plan, s: Settings, progress: Progress, python:
     if step.kind == "copy":
         src = s.root / step.source
         if not src.is_file() or not src.resolve().is_relative_to(s.root.resolve()):
-            raise ContainerfileError(str(plan.path), step.line, f"COPY source {step.source} is not a file of the build context")
+            raise ContainerfileError(
+                str(plan.path), step.line, f"COPY source {step.source} is not a file of the build context"
+            )
         data = src.read_bytes()
         mode = 0o755 if os.access(src, os.X_OK) else 0o644
 
@@ -541,7 +609,9 @@ def _step_layer(step: Step, plan: Plan, s: Settings, progress: Progress, python:
         inputs = {"requirements": requirements, "python": python, "venv": venv, "installer": INSTALLER_REQUIREMENT}
         return cached_layer(s, progress, "deps", inputs, f"dependency layer: {len(requirements)} wheels", make_deps)
     if step.project != "lightbox":
-        raise ContainerfileError(str(plan.path), step.line, f"only the lightbox wheel is built here, not {step.project}")
+        raise ContainerfileError(
+            str(plan.path), step.line, f"only the lightbox wheel is built here, not {step.project}"
+        )
 
     def make_app(work: Path, log_path: Path) -> tuple[Path, oci.Layer]:
         wheel = build_wheel(s.root, work / "wheel", s.epoch, log_path)
@@ -558,7 +628,11 @@ def _finish(name: str, img: _Image, s: Settings, progress: Progress) -> BuiltIma
     env = [f"{k}={v}" for k, v in img.env.items()]
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    labels = {**img.labels, "org.opencontainers.image.version": s.version, "org.opencontainers.image.title": repository(name).rpartition("/")[2]}
+    labels = {
+        **img.labels,
+        "org.opencontainers.image.version": s.version,
+        "org.opencontainers.image.title": repository(name).rpartition("/")[2],
+    }
     config = oci.image_config(img.layers, env=env, entrypoint=img.entrypoint, cmd=img.cmd, user=img.user,
                               workdir=img.workdir, labels=labels)
     config_blob = store.put_bytes(oci.canonical_json(config), oci.MEDIA_CONFIG)
@@ -575,7 +649,8 @@ def _finish(name: str, img: _Image, s: Settings, progress: Progress) -> BuiltIma
 
 
 def _prune_archives(out_dir: Path, prefix: str, keep: int) -> None:
-    """Each source change writes new archives of ~125 MiB; keep the newest few per image (a caller may still import one)."""
+    """Each source change writes new archives of ~125 MiB; keep the newest few per image (a caller may still import "
+    "one)."""
     found = sorted(out_dir.glob(f"{prefix}*.oci.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in found[keep:]:
         old.unlink(missing_ok=True)
@@ -589,14 +664,20 @@ def build(
     epoch: int | None = None,
     log: Log | None = None,
 ) -> dict[str, BuiltImage]:
-    """Build the named images (default all); the base, dependency and app layers come from the cache when their inputs match."""
+    """Build the named images (default all); the base, dependency and app layers come from the cache when their inputs "
+    "match."""
     unknown = [n for n in names if n not in IMAGES]
     if unknown:
         raise ImageBuildError(f"unknown image(s) {', '.join(unknown)}; known: {', '.join(IMAGES)}")
     root = root or repo_root()
     env_epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    s = Settings(root, cache or cache_dir(), epoch if epoch is not None else int(env_epoch) if env_epoch else DEFAULT_EPOCH,
-                 version(root), log or (lambda line: print(line, file=sys.stderr, flush=True)))
+    s = Settings(
+        root,
+        cache or cache_dir(),
+        epoch if epoch is not None else int(env_epoch) if env_epoch else DEFAULT_EPOCH,
+        version(root),
+        log or (lambda line: print(line, file=sys.stderr, flush=True)),
+    )
     s.cache.mkdir(parents=True, exist_ok=True)
     progress = Progress(s.log)
     plans: dict[str, Plan] = {}
@@ -605,7 +686,8 @@ def build(
 
 
 def prepare_context(dest: Path, *, root: Path | None = None, log: Log | None = None) -> Path:
-    """``dest/dist``: what the Containerfiles bind-mount (the Lightbox wheel, pinned requirements and their wheels, pip)."""
+    """``dest/dist``: what the Containerfiles bind-mount (the Lightbox wheel, pinned requirements and their wheels, "
+    "pip)."""
     root = root or repo_root()
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     dist = dest / "dist"
@@ -627,7 +709,9 @@ def prepare_context(dest: Path, *, root: Path | None = None, log: Log | None = N
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lightbox.devtools.images", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
-    b = sub.add_parser("build", help="build images without a daemon; print REF@DIGEST per image (the archive paths on stderr)")
+    b = sub.add_parser(
+        "build", help="build images without a daemon; print REF@DIGEST per image (the archive paths on stderr)"
+    )
     b.add_argument("names", nargs="*", help=f"images to build (default all: {', '.join(IMAGES)})")
     sub.add_parser("list", help="the images and their Containerfiles")
     c = sub.add_parser("context", help="write dist/ for docker/podman/buildah build from the Containerfiles")

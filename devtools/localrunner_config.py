@@ -125,5 +125,8 @@ def development_images(
     reference = "lightbox.sandbox.reference"
     return {
         image_repository(trusted_image): [sys.executable, "-m", "lightbox"],
-        **{f"{reference_registry}/{name}": [sys.executable, "-m", f"{reference}.{name}"] for name in ("classifier", "segmenter", "misbehave")},
+        **{
+            f"{reference_registry}/{name}": [sys.executable, "-m", f"{reference}.{name}"]
+            for name in ("classifier", "segmenter", "misbehave")
+        },
     }

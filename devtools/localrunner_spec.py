@@ -125,7 +125,9 @@ def container_argv(
     return (list(prefix) if prefix else [head]) + command[1:] + args
 
 
-def resolve_executable(argv: Sequence[str], path_env: str | None, which: Callable[..., str | None] = shutil.which) -> list[str]:
+def resolve_executable(
+    argv: Sequence[str], path_env: str | None, which: Callable[..., str | None] = shutil.which
+) -> list[str]:
     """Look the program up on the container's PATH, failing like a runtime does."""
     if not argv:
         raise StartError("no command specified")
@@ -467,7 +469,9 @@ def tolerates(tolerations: Sequence[Mapping[str, Any]] | None, taints: Sequence[
     return True
 
 
-def pod_action(pod: Pod, node_name: str, node_labels: Mapping[str, str], taints: Sequence[Mapping[str, Any]]) -> PodAction:
+def pod_action(
+    pod: Pod, node_name: str, node_labels: Mapping[str, str], taints: Sequence[Mapping[str, Any]]
+) -> PodAction:
     """What the runner should do with a labelled pod it just saw."""
     metadata, spec, status = pod.get("metadata", {}), pod.get("spec", {}), pod.get("status", {}) or {}
     bound_to = spec.get("nodeName") or ""

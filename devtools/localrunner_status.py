@@ -79,7 +79,11 @@ def terminated_state(
         return Terminated(KILLED_EXIT_CODE, "OOMKilled", started_at, finished_at, message)
     if timed_out:
         reason = "DeadlineExceeded" if deadline_exceeded else "Error"
-        note = "pod's activeDeadlineSeconds exceeded" if deadline_exceeded else "killed by the local runner's container timeout"
+        note = (
+            "pod's activeDeadlineSeconds exceeded"
+            if deadline_exceeded
+            else "killed by the local runner's container timeout"
+        )
         return Terminated(KILLED_EXIT_CODE, reason, started_at, finished_at, message or note)
     code = exit_code_of(returncode)
     return Terminated(code, "Completed" if code == 0 else "Error", started_at, finished_at, message)
@@ -187,14 +191,21 @@ def pod_conditions(progress: PodProgress) -> list[dict[str, Any]]:
     not_ready_message = "" if terminal and initialized else f"containers with unready status: [{' '.join(unready)}]"
     return [
         _condition("PodReadyToStartContainers", not terminal),
-        _condition("Initialized", initialized, "ContainersNotInitialized", f"containers with incomplete status: [{' '.join(pending_init)}]"),
+        _condition(
+            "Initialized",
+            initialized,
+            "ContainersNotInitialized",
+            f"containers with incomplete status: [{' '.join(pending_init)}]",
+        ),
         _condition("Ready", ready, not_ready_reason, not_ready_message),
         _condition("ContainersReady", ready, not_ready_reason, not_ready_message),
         _condition("PodScheduled", True),
     ]
 
 
-def stamp_conditions(conditions: Sequence[dict[str, Any]], previous: Sequence[Mapping[str, Any]], now: datetime) -> list[dict[str, Any]]:
+def stamp_conditions(
+    conditions: Sequence[dict[str, Any]], previous: Sequence[Mapping[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
     """Keep lastTransitionTime while a condition's status is unchanged."""
     before = {c.get("type"): c for c in previous}
     stamped = []
@@ -205,7 +216,9 @@ def stamp_conditions(conditions: Sequence[dict[str, Any]], previous: Sequence[Ma
     return stamped
 
 
-def render_pod_status(progress: PodProgress, *, host_ip: str, previous_conditions: Sequence[Mapping[str, Any]], now: datetime) -> dict[str, Any]:
+def render_pod_status(
+    progress: PodProgress, *, host_ip: str, previous_conditions: Sequence[Mapping[str, Any]], now: datetime
+) -> dict[str, Any]:
     """The whole status a kubelet would write for this progress."""
     status: dict[str, Any] = {
         "phase": progress.phase,
@@ -216,10 +229,12 @@ def render_pod_status(progress: PodProgress, *, host_ip: str, previous_condition
         "podIPs": [{"ip": host_ip}],
         "startTime": rfc3339(progress.start_time),
         "initContainerStatuses": [
-            container_status(name, image, progress.state(name), progress.container_id(name)) for name, image in progress.init
+            container_status(name, image, progress.state(name), progress.container_id(name))
+            for name, image in progress.init
         ],
         "containerStatuses": [
-            container_status(name, image, progress.state(name), progress.container_id(name)) for name, image in progress.main
+            container_status(name, image, progress.state(name), progress.container_id(name))
+            for name, image in progress.main
         ],
     }
     if progress.reason:

@@ -61,8 +61,25 @@ SLOW_TESTS = (
 )
 
 # mutmut's exit codes for a mutant (mutmut.stats.status_by_exit_code).
-KILLED = {1: "killed", 3: "killed", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37: "type check"}
-NOT_KILLED = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 35: "suspicious", -11: "segfault", -9: "segfault"}
+KILLED = {
+    1: "killed",
+    3: "killed",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    37: "type check",
+}
+NOT_KILLED = {
+    0: "survived",
+    5: "no tests",
+    33: "no tests",
+    34: "skipped",
+    35: "suspicious",
+    -11: "segfault",
+    -9: "segfault",
+}
 
 
 @dataclass(frozen=True)
@@ -145,7 +162,9 @@ def snapshot(repo: Path, dest: Path, worktree: bool) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", "HEAD"], capture_output=True, check=True)
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", "--format=tar", "HEAD"], capture_output=True, check=True
+    )
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return dest
 
@@ -262,11 +281,15 @@ def survivor_diffs(work: Path, names: Sequence[str], env: dict[str, str]) -> dic
     except ValueError:
         diffs = {}
         for name in names:  # mutmut's internals moved: ask it one mutant at a time
-            shown = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work, env=env, capture_output=True, text=True)
+            shown = subprocess.run(
+                [sys.executable, "-m", "mutmut", "show", name], cwd=work, env=env, capture_output=True, text=True
+            )
             diffs[name] = shown.stdout
     return {
         name: "\n".join(
-            f"    {line}" for line in diffs.get(name, "").splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))
+            f"    {line}"
+            for line in diffs.get(name, "").splitlines()
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))
         )
         for name in names
     }
@@ -275,7 +298,8 @@ def survivor_diffs(work: Path, names: Sequence[str], env: dict[str, str]) -> dic
 def _run_mutmut(work: Path, repo: Path, modules: Sequence[str], selection: Sequence[str], children: int) -> bool:
     """Configure and run mutmut in ``work``; False when it could not start (a test failed)."""
     (work / "pyproject.toml").write_text(
-        (repo / "pyproject.toml").read_text(encoding="utf-8") + mutmut_config(modules, selection, extras(repo)), encoding="utf-8"
+        (repo / "pyproject.toml").read_text(encoding="utf-8") + mutmut_config(modules, selection, extras(repo)),
+        encoding="utf-8",
     )
     mutmut = Path(sys.executable).with_name("mutmut")
     if not mutmut.exists():
@@ -310,7 +334,9 @@ def run_group(repo: Path, work: Path, patterns: Sequence[str], children: int, te
         _, excluded_set, tail = _pytest(work, [t for t in selection if not t.startswith("-")])
         excluded = sorted(excluded_set)
         if not excluded:
-            print(f"  mutmut could not run and no test fails on its own ({tail}); see {work / 'mutmut.log'}", flush=True)
+            print(
+                f"  mutmut could not run and no test fails on its own ({tail}); see {work / 'mutmut.log'}", flush=True
+            )
             return {}
         print(f"  these tests fail without any mutant and are left out: {', '.join(excluded)}", flush=True)
         if not _run_mutmut(work, repo, modules, [*selection, *(f"--deselect={t}" for t in excluded)], children):
@@ -327,7 +353,9 @@ def save_group(work: Path, group: str, found: dict[str, Any], seconds: float, co
 def summarize(work: Path) -> dict[str, Any]:
     """Per module: [killed, total, [(mutant, status, diff), ...]] from mutmut's files in ``work``."""
     results = read_results(work / "mutants")
-    not_killed = [name for codes in results.values() for name, code in codes.items() if code not in KILLED and code is not None]
+    not_killed = [
+        name for codes in results.values() for name, code in codes.items() if code not in KILLED and code is not None
+    ]
     diffs = survivor_diffs(work, not_killed, {**os.environ, "PYTHONSAFEPATH": "1"})
     summary: dict[str, Any] = {}
     for module, codes in results.items():
@@ -379,7 +407,9 @@ def print_report(bases: Sequence[Path], groups: Sequence[str]) -> Tally:
         print(f"{module:<{width}}  {killed:>6}/{done:<6}  {Tally(killed, done).score:6.1%}  {detail}")
     print(f"{'overall':<{width}}  {overall.killed:>6}/{checked:<6}  {Tally(overall.killed, checked).score:6.1%}")
     print("\nruns:\n" + "\n".join(lines))
-    survivors = [(name, why, diff) for _, _, left in summary.values() for name, why, diff in left if why != "not checked"]
+    survivors = [
+        (name, why, diff) for _, _, left in summary.values() for name, why, diff in left if why != "not checked"
+    ]
     print(f"\n{len(survivors)} mutants checked and not killed:")
     for name, why, diff in survivors:
         print(f"- {name} ({why})\n{diff}")
@@ -459,9 +489,14 @@ def run_named(repo: Path, work: Path) -> int:
             failures += 1
             print(f"  SURVIVED     {mutant.name} (pytest exit {code}: {tail})", flush=True)
         if base_failed:
-            print(f"               (these tests fail without the mutant too: {', '.join(sorted(base_failed))})", flush=True)
+            print(
+                f"               (these tests fail without the mutant too: {', '.join(sorted(base_failed))})",
+                flush=True,
+            )
         elif base_code != 0:
-            print(f"               (the tests do not pass without the mutant: exit {base_code}, {base_tail})", flush=True)
+            print(
+                f"               (the tests do not pass without the mutant: exit {base_code}, {base_tail})", flush=True
+            )
     return failures
 
 
@@ -470,11 +505,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], help=f"group(s) to mutate, of {list(GROUPS)}")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work", type=Path, default=REPO / ".mutation", help="scratch folder (deleted first)")
-    parser.add_argument("--tests", nargs="*", default=[], help="pytest selection instead of each group's tests (trials)")
+    parser.add_argument(
+        "--tests", nargs="*", default=[], help="pytest selection instead of each group's tests (trials)"
+    )
     parser.add_argument("--skip-named", action="store_true", help="only the mutmut run")
     parser.add_argument("--named-only", action="store_true", help="only the named mutants of issue 14")
     parser.add_argument("--report", action="store_true", help="only print the table of the groups' last runs")
-    parser.add_argument("--also", type=Path, action="append", default=[], help="with --report: more scratch folders to read")
+    parser.add_argument(
+        "--also", type=Path, action="append", default=[], help="with --report: more scratch folders to read"
+    )
     parser.add_argument("--worktree", action="store_true", help="use the checkout as it is, not its HEAD commit")
     args = parser.parse_args(argv)
     if args.report:

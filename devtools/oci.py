@@ -125,7 +125,7 @@ class _HashingWriter(io.RawIOBase):
         return len(data)
 
 
-def _normalise(info: tarfile.TarInfo, mtime: int) -> tarfile.TarInfo:
+def _normalise(info: tarfile.TarInfo, mtime: float) -> tarfile.TarInfo:
     info.mtime = mtime
     info.uid = info.gid = 0
     info.uname = info.gname = ""
@@ -183,7 +183,7 @@ def write_layer(entries: Iterable[Entry], out: Path, mtime: int) -> Layer:
     with tmp.open("wb") as raw:
         with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
             hashing = _HashingWriter(gz)  # type: ignore[arg-type]
-            with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
+            with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for e in ordered:
                     _add(tar, e, mtime)
     os.replace(tmp, out)
@@ -224,7 +224,7 @@ def relayer_tar(src: Path, out: Path, mtime: int, drop_prefixes: Sequence[str] =
         with tmp.open("wb") as raw:
             with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
                 hashing = _HashingWriter(gz)  # type: ignore[arg-type]
-                with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.PAX_FORMAT) as outtar:  # type: ignore[arg-type]
+                with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.PAX_FORMAT) as outtar:
                     for name in sorted(by_name):
                         m = by_name[name]
                         info = tarfile.TarInfo(name)
@@ -281,16 +281,25 @@ def manifest(config: Blob, layers: Sequence[Layer]) -> dict[str, Any]:
 def write_archive(store: BlobStore, manifest_blob: Blob, name: str, tag: str, out: Path, mtime: int) -> None:
     """An OCI layout as a tar (``oci-archive:`` for skopeo, ``ctr images import``, ``podman load``)."""
     manifest_doc = json.loads(store.path(manifest_blob.digest).read_bytes())
-    digests = [manifest_blob.digest, manifest_doc["config"]["digest"], *(layer["digest"] for layer in manifest_doc["layers"])]
+    digests = [
+        manifest_blob.digest,
+        manifest_doc["config"]["digest"],
+        *(layer["digest"] for layer in manifest_doc["layers"]),
+    ]
     index = {
         "schemaVersion": 2,
         "mediaType": MEDIA_INDEX,
-        "manifests": [manifest_blob.descriptor({ANNOTATION_CONTAINERD_NAME: f"{name}:{tag}", ANNOTATION_REF_NAME: tag})],
+        "manifests": [
+            manifest_blob.descriptor({ANNOTATION_CONTAINERD_NAME: f"{name}:{tag}", ANNOTATION_REF_NAME: tag})
+        ],
     }
     entries = [
         Entry("oci-layout", "file", 0o644, data=canonical_json({"imageLayoutVersion": "1.0.0"})),
         Entry("index.json", "file", 0o644, data=canonical_json(index)),
-        *(Entry(f"blobs/sha256/{d.partition(':')[2]}", "file", 0o644, source=store.path(d)) for d in dict.fromkeys(digests)),
+        *(
+            Entry(f"blobs/sha256/{d.partition(':')[2]}", "file", 0o644, source=store.path(d))
+            for d in dict.fromkeys(digests)
+        ),
     ]
     with _private_tmp(out) as tmp:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
