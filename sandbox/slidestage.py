@@ -23,7 +23,14 @@ from typing import Any
 
 from lightbox.api.run import CASES_FILE, EXIT_DATASET_UNREADABLE, MANIFEST_FILE, StagerConfig
 from lightbox.sandbox.contract import InputCase, InputManifest, InputSeries, InputSlide, SlideLevel
-from lightbox.sandbox.deid.slide_tiff import KEPT_KINDS, SLIDE_SUFFIXES, SlideError, is_tiff_file, plan_slide
+from lightbox.sandbox.deid.slide_tiff import (
+    KEPT_KINDS,
+    SLIDE_SUFFIXES,
+    SlideError,
+    is_tiff_file,
+    plan_slide,
+    slide_manufacturer,
+)
 
 _MPP = re.compile(r"\|\s*MPP\s*=\s*(\d{1,6}(?:\.\d{1,12})?)\s*(?:\||$)")
 _APPMAG = re.compile(r"\|\s*AppMag\s*=\s*(\d{1,6}(?:\.\d{1,12})?)\s*(?:\||$)")
@@ -35,6 +42,7 @@ class SlideInfo:
     slide: InputSlide
     rows: int
     columns: int
+    manufacturer: str
 
 
 def _mpp(page: Any, svs: bool) -> float | None:
@@ -82,7 +90,7 @@ def describe_slide(path: Path, relative: str) -> SlideInfo:
                 objective_power=float(appmag.group(1)) if appmag and float(appmag.group(1)) > 0 else None,
                 mask_level=len(levels) - 1,
             )
-            return SlideInfo(slide, base.imagelength, base.imagewidth)
+            return SlideInfo(slide, base.imagelength, base.imagewidth, slide_manufacturer(pages))
     except SlideError:
         raise
     except Exception as exc:  # tifffile's many ways of saying "cannot parse"
@@ -113,6 +121,7 @@ def stage_slides(
         case_id = f"case-{index:0{width}d}"
         series: list[InputSeries] = []
         slides: list[InputSlide] = []
+        makers: list[str] = []
         for n, path in enumerate(files):
             suffix = path.suffix.lower()
             if not is_tiff_file(path) or suffix not in SLIDE_SUFFIXES:
@@ -141,6 +150,7 @@ def stage_slides(
                 )
             )
             slides.append(info.slide)
+            makers.append(info.manufacturer)
         files_total += len(files)
         manifest_cases.append(InputCase(id=case_id, series=series, slides=slides))
         first = slides[0]
@@ -151,7 +161,7 @@ def stage_slides(
             "patientId": source,
             "sex": "unknown",
             "ageBand": "unknown",
-            "manufacturer": "unknown",
+            "manufacturer": makers[0],  # the scanner's maker: pathology's known domain shift
             "site": "unknown",
             "slices": 1,
             "shape": [1, grid.height, grid.width],

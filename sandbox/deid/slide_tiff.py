@@ -10,9 +10,10 @@ What carries identity in a slide file, and what happens to it:
   User, ScanScope ID, barcodes. Rebuilt from an allow-list (the page's own dimensions, and
   ``AppMag`` and ``MPP`` when their values are plain numbers); a generic TIFF loses it;
 * every **other tag** outside the set the pyramid needs (DateTime, Artist, HostComputer,
-  Software, Make, Model, DocumentName, XMP, EXIF, ICC profile...), and every private tag
-  (code >= 32768): the pyramid needs none of them (Aperio's JPEG 2000 is a Compression value,
-  33003/33005, not a tag);
+  Software, Model, DocumentName, XMP, EXIF, ICC profile...), and every private tag (code >=
+  32768): the pyramid needs none of them (Aperio's JPEG 2000 is a Compression value,
+  33003/33005, not a tag). Make, the scanner's maker, stays when it is a plain name (as
+  Annex E keeps Manufacturer);
 * metadata **inside the tiles**: JPEG COM/APPn segments and JPEG 2000 comments
   (:mod:`slide_codestreams`), removed without decoding.
 
@@ -71,6 +72,18 @@ STRUCTURE_TAGS = frozenset(
     }
 )
 DESCRIPTION = 270
+# Make (271) names the scanner's maker, which Annex E keeps too (Manufacturer, K): scanner
+# differences are pathology's known domain shift, so it feeds the manufacturer subgroup. A
+# plain name could also be a person's, so only known scanner makers are kept, written as
+# spelled here (nothing of the file's own text passes); anything else is removed.
+MAKE = 271
+SCANNER_MAKERS = {
+    name.lower(): name
+    for name in (
+        "Aperio", "Leica", "Hamamatsu", "3DHISTECH", "Philips", "Roche", "Ventana", "Zeiss", "Olympus",
+        "Evident", "Huron", "Motic", "KFBIO", "Sakura", "Grundium", "Akoya", "Nikon", "OptraSCAN", "Mikroscan",
+    )
+}
 PRIVATE_FIRST = 32768
 # Compressions whose tiles are copied: none, LZW, deflate (carry no metadata) and JPEG,
 # JPEG 2000 (Aperio YCbCr and RGB, and the registered code), whose headers are scrubbed.
@@ -119,6 +132,7 @@ class SlideFindings:
 
     found: Counter[tuple[str, str]] = field(default_factory=Counter)
     kept_pages: int = 0
+    manufacturer: str = "unknown"
 
 
 KEPT_KINDS = ("level", "thumbnail")
@@ -313,6 +327,8 @@ def _write_args(page: Any, description: str | None) -> dict[str, Any]:
         args["tile"] = (page.tilelength, page.tilewidth)
     else:
         args["rowsperstrip"] = min(page.rowsperstrip, page.imagelength)
+    if (make := scanner_make(page)) is not None:
+        args["extratags"] = [(MAKE, "s", 0, make, True)]
     if page.photometric == 6:
         args["subsampling"] = page.subsampling or (2, 2)
     if page.jpegtables:
@@ -417,7 +433,7 @@ def _tag_keyword(code: int) -> str:
 def slide_findings(pages: list[Any], plans: list[PagePlan], tiles: int | None) -> SlideFindings:
     """Removed pages, identifying tags and description fields of a parsed slide; with
     ``tiles`` (an open descriptor of the file) also metadata segments inside the tiles."""
-    result = SlideFindings()
+    result = SlideFindings(manufacturer=slide_manufacturer(pages))
     base = pages[0]
     svs = (base.description or "").startswith("Aperio ")
     for plan in plans:
@@ -427,6 +443,8 @@ def slide_findings(pages: list[Any], plans: list[PagePlan], tiles: int | None) -
         result.kept_pages += 1
         page = pages[plan.index]
         for tag in page.tags:
+            if tag.code == MAKE and scanner_make(page) == tag.value:
+                continue  # already the canonical name; anything else is rewritten or removed
             if tag.code not in STRUCTURE_TAGS and tag.code != DESCRIPTION:
                 result.found[(_tag_keyword(tag.code), f"TIFF {tag.code}")] += 1
         descriptions = [t for t in page.tags if t.code == DESCRIPTION]
@@ -500,11 +518,28 @@ def deidentify_slide_into(
     return "written", target, None, removed
 
 
-def gate_check(path: str | os.PathLike[str]) -> tuple[Counter[tuple[str, str]], str | None]:
-    """(findings, error) of one slide for the verification gate."""
+def gate_check(path: str | os.PathLike[str]) -> tuple[Counter[tuple[str, str]], str | None, str]:
+    """(findings, error, manufacturer) of one slide for the verification gate."""
     try:
-        return check_slide(path).found, None
+        findings = check_slide(path)
+        return findings.found, None, findings.manufacturer
     except SlideError as exc:
-        return Counter(), f"slide unreadable: {exc}"
+        return Counter(), f"slide unreadable: {exc}", "unknown"
     except OSError as exc:
-        return Counter(), f"unreadable: {exc.strerror}"
+        return Counter(), f"unreadable: {exc.strerror}", "unknown"
+
+
+def scanner_make(page: Any) -> str | None:
+    """The known scanner maker the page's Make tag names by its first word (see MAKE), else None."""
+    tag = page.tags.get(MAKE)
+    value = tag.value if tag is not None else None
+    words = value.split() if isinstance(value, str) else []
+    return SCANNER_MAKERS.get(words[0].strip(",.").lower()) if words else None
+
+
+def slide_manufacturer(pages: list[Any]) -> str:
+    """The scanner's maker: a plain Make tag, else Aperio for an Aperio file, else unknown."""
+    make = scanner_make(pages[0])
+    if make:
+        return make
+    return "Aperio" if (pages[0].description or "").startswith("Aperio ") else "unknown"

@@ -222,11 +222,11 @@ def check_file(path: Path, root: Path, checker: Checker) -> FileCheck:
 
 def _check_slide_file(result: FileCheck, path: Path) -> FileCheck:
     """A whole-slide TIFF: its removed parts, tags and description fields (slide_tiff); the
-    case is its folder, the cohort's modality SM."""
-    found, result.error = slide_gate_check(path)
+    case is its folder, the cohort's modality SM and manufacturer the scanner's maker."""
+    found, result.error, manufacturer = slide_gate_check(path)
     result.found.update(found)  # type: ignore[arg-type]  # TIFF findings are named "TIFF <code>"
     result.study = str(Path(result.relative).parent)
-    result.cohort = ("unknown", "unknown", "unknown", "SM")
+    result.cohort = ("unknown", "unknown", manufacturer, "SM")
     return result
 
 

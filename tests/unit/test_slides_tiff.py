@@ -231,7 +231,8 @@ def test_report_json_of_the_gate_never_holds_description_text(svs) -> None:
     path, _ = svs
     payload = json.loads(verify_tree(path, jobs=1).model_dump_json(by_alias=True))
     flat = json.dumps(payload)
-    assert "Aperio" not in flat and "Filename" not in flat and "ScanScope" not in flat
+    assert "Image Library" not in flat and "v12.0.15" not in flat and "Filename" not in flat and "ScanScope" not in flat
+    assert payload["cohort"]["manufacturer"] == {"Aperio": 1}  # the maker, from the format, not the text
 
 
 def test_dicom_file_with_a_tiff_preamble_stays_dicom() -> None:
@@ -340,3 +341,34 @@ def test_a_kept_page_with_sub_ifds_is_refused(tmp_path: Path) -> None:
         tif.write(sb.label_pixels(size=(256, 256)), tile=(256, 256), photometric="rgb", subfiletype=1, metadata=None)
     with pytest.raises(SlideError, match="SubIFDs"):
         deidentify_slide(src, tmp_path / "o.tif")
+
+
+@pytest.mark.parametrize(
+    "make, kept, finding",
+    [
+        ("Hamamatsu", "Hamamatsu", False),
+        ("HAMAMATSU PHOTONICS K.K.", "Hamamatsu", True),  # rewritten to the canonical name
+        ("Jane Doe", None, True),  # a plain name that is not a scanner maker
+        ("3DHISTECH Ltd.", "3DHISTECH", True),
+    ],
+)
+def test_make_is_kept_only_as_a_known_scanner_maker(tmp_path: Path, make: str, kept: str | None, finding: bool) -> None:
+    src = tmp_path / "make.tif"
+    with tifffile.TiffWriter(src) as tif:
+        tif.write(
+            sb.tissue(256, 256),
+            tile=(256, 256),
+            photometric="rgb",
+            metadata=None,
+            software=False,
+            extratags=[(271, "s", 0, make, True)],
+        )
+    report = verify_tree(src, jobs=1)
+    assert (("Make", "TIFF 271") in {(v.keyword, v.tag) for v in report.violations}) is finding
+    deidentify_slide(src, tmp_path / "o.tif")
+    with tifffile.TiffFile(tmp_path / "o.tif") as tif:
+        tag = tif.pages[0].tags.get(271)
+        assert (tag.value if tag is not None else None) == kept
+    clean = verify_tree(tmp_path / "o.tif", jobs=1)
+    assert clean.ok and clean.cohort["manufacturer"] == {kept or "unknown": 1}
+    assert "Jane" not in (tmp_path / "o.tif").read_bytes().decode("latin-1")
