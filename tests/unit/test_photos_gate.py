@@ -185,3 +185,23 @@ def test_a_photo_dataset_staged_as_dicom_is_refused(raw: Path, tmp_path: Path) -
     with pytest.raises(StageError) as refused:
         stage(dst, tmp_path / "input", tmp_path / "work", StagerConfig(task="classification"))
     assert refused.value.reason in ("DatasetUnreadable", "PHIFound")
+
+
+def test_the_gate_accepts_only_the_exact_orientation_block() -> None:
+    """Data hidden after the IFDs of an otherwise harmless EXIF block is found."""
+    from lightbox.sandbox.deid.photos import minimal_exif, strip_photo
+    from lightbox.sandbox.deid.photos_verify import photo_findings
+
+    rotated = strip_photo(ps.planted_jpeg(seed=40, orientation=6)).data
+    assert photo_findings(rotated) == {}
+    block = minimal_exif(6)
+    smuggled = rotated.replace(ps.segment(0xE1, block), ps.segment(0xE1, block + b"Jane Planted Doe"))
+    assert smuggled != rotated
+    assert photo_findings(smuggled) == {("ExifBlock", "JPEG APP1"): 1}
+
+
+def test_the_gate_names_icc_device_text_and_dates(raw: Path) -> None:
+    found = {(v.keyword, v.tag): v.files for v in verify_photo_tree(raw).violations}
+    assert found[("ICCDeviceTag", "JPEG APP2 ICC dmdd")] == 3
+    assert found[("ICCDeviceTag", "PNG iCCP dmdd")] == 3
+    assert found[("ICCCreationDate", "JPEG APP2 ICC header")] == 3
