@@ -205,3 +205,14 @@ def test_the_gate_names_icc_device_text_and_dates(raw: Path) -> None:
     assert found[("ICCDeviceTag", "JPEG APP2 ICC dmdd")] == 3
     assert found[("ICCDeviceTag", "PNG iCCP dmdd")] == 3
     assert found[("ICCCreationDate", "JPEG APP2 ICC header")] == 3
+
+
+@pytest.mark.parametrize("packaging", ["monai-map", "grand-challenge"])
+def test_photos_are_not_laid_out_for_another_packaging(packaging: str, raw: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "deid"
+    deidentify_photo_tree(raw, dst, key=KEY, jobs=1)
+    config = StagerConfig(task="classification", format="photo", packaging=packaging)  # type: ignore[arg-type]
+    with pytest.raises(StageError) as refused:
+        stage(dst, tmp_path / "input", tmp_path / "work", config)
+    assert (refused.value.reason, refused.value.exit_code) == ("ConfigInvalid", 2)
+    assert packaging in refused.value.message
