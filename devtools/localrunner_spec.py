@@ -228,10 +228,13 @@ def hidden_paths(candidates: Iterable[Path], mounts: Sequence[Mount]) -> list[Pa
 
     A candidate that contains one of this container's mounts stays visible:
     hiding it would hide the mount too (the mount itself is what exposes it).
+    So does one inside a mount (another container's subPath of the same volume,
+    such as a per-case folder the scorer reads): through its mount the
+    container sees it in a real pod too.
     """
     hidden: set[Path] = set()
     for candidate in candidates:
-        if not any(_is_within(mount.host_path, candidate) for mount in mounts):
+        if not any(_is_within(mount.host_path, candidate) or _is_within(candidate, mount.host_path) for mount in mounts):
             hidden.add(candidate)
     return sorted(hidden)
 

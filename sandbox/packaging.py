@@ -94,7 +94,9 @@ def vendor_environment(packaging: str, input_dir: str, output_dir: str) -> dict[
     return env
 
 
-def per_case_containers(vendor: Mapping[str, Any], packaging: str, cases: int, input_dir: str, output_dir: str) -> list[dict[str, Any]]:
+def per_case_containers(
+    vendor: Mapping[str, Any], packaging: str, cases: int, input_dir: str, output_dir: str
+) -> list[dict[str, Any]]:
     """``vendor`` (the ``lightbox`` packaging's container) once per case: the same image, security
     context and resources, the input volume's case folder read-only at ``input_dir`` and the output
     volume's case folder at ``output_dir``, the packaging's environment."""
@@ -111,7 +113,9 @@ def per_case_containers(vendor: Mapping[str, Any], packaging: str, cases: int, i
         case = case_id(index, cases)
         container = json.loads(json.dumps(vendor))
         container["name"] = vendor_container_name(index)
-        container["env"] = [{"name": k, "value": v} for k, v in vendor_environment(packaging, input_dir, output_dir).items()] + kept_env
+        container["env"] = [
+            {"name": k, "value": v} for k, v in vendor_environment(packaging, input_dir, output_dir).items()
+        ] + kept_env
         container["volumeMounts"] = [
             {"name": input_volume, "mountPath": input_dir, "readOnly": True, "subPath": case},
             {"name": output_volume, "mountPath": output_dir, "readOnly": False, "subPath": case},
@@ -155,8 +159,13 @@ def _gc_case(case_dir: Path, files: Sequence[Path], spacing: Sequence[float]) ->
     (case_dir / GC_INPUTS_FILE).write_text(json.dumps(inputs, indent=1))
 
 
-def lay_out(packaging: str, input_dir: Path, manifest_cases: Sequence[Any], scorer_cases: Mapping[str, Mapping[str, Any]],
-            output_dir: Path | None = None) -> None:
+def lay_out(
+    packaging: str,
+    input_dir: Path,
+    manifest_cases: Sequence[Any],
+    scorer_cases: Mapping[str, Mapping[str, Any]],
+    output_dir: Path | None = None,
+) -> None:
     """Turn the contract's input (``<case>/<series>/<slice>.dcm``) into the packaging's, case by
     case, and give each case an empty output folder (the pod mounts both by subPath)."""
     if not runs_per_case(packaging):
@@ -223,7 +232,9 @@ def _result_json(case_dir: Path, top: Sequence[str]) -> str | None:
 
 
 def _read_json(case_dir: Path, name: str) -> Any:
-    return safeio.parse_json(safeio.read_beneath(case_dir, name, f"a result file ({name[-5:]})", MAX_RESULT_JSON_BYTES), "a result file")
+    return safeio.parse_json(
+        safeio.read_beneath(case_dir, name, f"a result file ({name[-5:]})", MAX_RESULT_JSON_BYTES), "a result file"
+    )
 
 
 def _dicom_kind(case_dir: Path, rel: str) -> str:
@@ -235,7 +246,9 @@ def _dicom_kind(case_dir: Path, rel: str) -> str:
     return "sr" if any(uid.encode() in head for uid in SR_SOP_CLASSES) else ""
 
 
-def _classification(case_dir: Path, files: Sequence[str], packaging: str, positive: str, info: Mapping[str, Any]) -> tuple[Any, str | None]:
+def _classification(
+    case_dir: Path, files: Sequence[str], packaging: str, positive: str, info: Mapping[str, Any]
+) -> tuple[Any, str | None]:
     top = [f for f in files if "/" not in f]
     name = _result_json(case_dir, top)
     if name is not None:
@@ -260,7 +273,9 @@ def _classification(case_dir: Path, files: Sequence[str], packaging: str, positi
 
 def _detection(case_dir: Path, files: Sequence[str], packaging: str, info: Mapping[str, Any]) -> tuple[Any, str | None]:
     if packaging == MAP:
-        return {"findings": None}, "a MAP's detection results (SR with spatial coordinates) are not read; see docs/packaging.md"
+        return {
+            "findings": None
+        }, "a MAP's detection results (SR with spatial coordinates) are not read; see docs/packaging.md"
     name = _result_json(case_dir, [f for f in files if "/" not in f])
     if name is None:
         return None, "no result: one JSON file (or results.json) with a 'Multiple points' object expected"
@@ -273,11 +288,17 @@ def _detection(case_dir: Path, files: Sequence[str], packaging: str, info: Mappi
     for p in points:
         xyz = p.get("point") if isinstance(p, dict) else None
         score = p.get("probability") if isinstance(p, dict) else None
-        if not (isinstance(xyz, list) and len(xyz) in (2, 3) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xyz)):
+        if not (
+            isinstance(xyz, list)
+            and len(xyz) in (2, 3)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xyz)
+        ):
             return {"findings": None}, "a point is not [x, y, z] in millimetres"
         z = xyz[2] if len(xyz) == 3 else 0.0
         if not all(map(math.isfinite, xyz)):
-            return {"findings": [{"location": {"x": math.nan, "y": 0, "slice": 0}, "score": 0}]}, "a point is not finite"
+            return {
+                "findings": [{"location": {"x": math.nan, "y": 0, "slice": 0}, "score": 0}]
+            }, "a point is not finite"
         # origin 0 and identity direction (the stage step wrote the image so): index = mm / spacing
         findings.append({"location": {"x": xyz[0] / sx, "y": xyz[1] / sy, "slice": int(round(z / sz))}, "score": score})
     return {"findings": findings}, None
@@ -297,7 +318,9 @@ def _segmentation(case_dir: Path, files: Sequence[str], packaging: str, case: st
     return {"mask": f"{case}/{segs[0]}"}, None
 
 
-def collect(packaging: str, task: str, output: Path, cases: Mapping[str, Mapping[str, Any]], positive: str) -> Collected:
+def collect(
+    packaging: str, task: str, output: Path, cases: Mapping[str, Mapping[str, Any]], positive: str
+) -> Collected:
     """Each case's output folder read into the contract's predictions (``cases`` from cases.json).
 
     Raises safeio.HostileOutput (the whole run is refused, as for predictions.json) when a file

@@ -36,7 +36,8 @@ def _manifest_lines(settings: Any, verdict: Any) -> None:
             return
     if manifest is not None:
         verdict.passed.append(
-            f"MAP manifest (spec {manifest.spec_version}): command {' '.join(manifest.command)[:120]}; needs cpu {manifest.cpu:g}, "
+            f"MAP manifest (spec {manifest.spec_version}): command {' '.join(manifest.command)[:120]}; "
+            f"needs cpu {manifest.cpu:g}, "
             f"memory {manifest.memory}, gpu {manifest.gpu} (the Algorithm's resources must be at least these)"
         )
     elif getattr(settings, "map_manifest_error", None):
@@ -53,13 +54,24 @@ def _run_case(command: list[str], settings: Any, case_in: Path, case_out: Path, 
     }
     binds, start_in = runtime_binds(command, Path.cwd(), settings.expose, workdir)
     view = View(
-        binds=[(case_in, VIEW_INPUT), *binds], output_host=case_out, output=VIEW_OUTPUT,
-        max_output_bytes=settings.max_output_bytes, max_output_files=settings.max_output_files,
-        max_tmp_bytes=settings.max_output_bytes, max_processes=settings.max_processes,
+        binds=[(case_in, VIEW_INPUT), *binds],
+        output_host=case_out,
+        output=VIEW_OUTPUT,
+        max_output_bytes=settings.max_output_bytes,
+        max_output_files=settings.max_output_files,
+        max_tmp_bytes=settings.max_output_bytes,
+        max_processes=settings.max_processes,
     )
     return (settings.runner or run_isolated)(
-        command, env=env, hidden=[workdir], timeout=settings.timeout, max_output_bytes=LOG_LIMIT, cwd=start_in,
-        max_file_bytes=settings.max_output_bytes, max_memory_bytes=settings.max_memory_bytes, view=view,
+        command,
+        env=env,
+        hidden=[workdir],
+        timeout=settings.timeout,
+        max_output_bytes=LOG_LIMIT,
+        cwd=start_in,
+        max_file_bytes=settings.max_output_bytes,
+        max_memory_bytes=settings.max_memory_bytes,
+        view=view,
     )
 
 
@@ -67,14 +79,23 @@ def _case_problems(result: Any, settings: Any) -> list[str]:
     from lightbox.sandbox.vendorcheck import _signal_name, _tail
 
     if result.memory_exceeded:
-        return [f"went over the memory limit of {(settings.max_memory_bytes or 0) >> 20} MiB and was killed (OOMKilled in a run pod)"]
+        return [
+            f"went over the memory limit of {(settings.max_memory_bytes or 0) >> 20} MiB and was killed "
+            "(OOMKilled in a run pod)"
+        ]
     if result.timed_out:
-        return [f"did not exit within {settings.timeout:g} s and was killed; the Algorithm's timeoutSeconds bounds all cases together"]
+        return [
+            f"did not exit within {settings.timeout:g} s and was killed; "
+            "the Algorithm's timeoutSeconds bounds all cases together"
+        ]
     code = result.returncode
     if code is not None and code < 0:
         return [f"killed by {_signal_name(-code)}.\n{_tail(result.stderr)}"]
     if code:
-        return [f"exited with code {code}; a run pod stops at the first case that fails. Last lines of stderr:\n{_tail(result.stderr)}"]
+        return [
+            f"exited with code {code}; a run pod stops at the first case that fails. "
+            f"Last lines of stderr:\n{_tail(result.stderr)}"
+        ]
     return []
 
 
@@ -88,14 +109,18 @@ def run_check(command: list[str], settings: Any, out: Any = None) -> int:
     try:
         sample = make_sample_dataset(workdir / "data", settings.cases, settings.seed, settings.task)
         input_dir, output_dir, work_dir = workdir / "input", workdir / "output", workdir / "work"
-        config = StagerConfig(task=settings.task, packaging=settings.packaging, labels=sample.labels, deid_options=sample.deid_options)
+        config = StagerConfig(
+            task=settings.task, packaging=settings.packaging, labels=sample.labels, deid_options=sample.deid_options
+        )
         stage(sample.studies_dir, input_dir, work_dir, config, verifier=minimal_verify_tree, output_dir=output_dir)
         from lightbox.sandbox.scorer import load_cases
 
         cases = load_cases(work_dir)
         identifiers = vc.sample_identifiers(sample.studies_dir)
-        say(f"lightbox vendor check: {settings.task}, packaging {settings.packaging}, {len(cases)} sample cases, "
-            f"one run per case, timeout {settings.timeout:g} s each")
+        say(
+            f"lightbox vendor check: {settings.task}, packaging {settings.packaging}, {len(cases)} sample cases, "
+            f"one run per case, timeout {settings.timeout:g} s each"
+        )
         say(f"  command: {' '.join(command) or '(the image entry point)'}")
         verdict = vc.Verdict()
         _manifest_lines(settings, verdict)
@@ -117,7 +142,10 @@ def run_check(command: list[str], settings: Any, out: Any = None) -> int:
         if not failed:
             verdict.passed.append(f"exited with code 0 for each of {len(cases)} cases")
         if network:
-            verdict.problems.append(f"tried to use the network ({network} blocked DNS lookups or connections); there is no network in the sandbox")
+            verdict.problems.append(
+                f"tried to use the network ({network} blocked DNS lookups or connections); "
+                "there is no network in the sandbox"
+            )
         else:
             verdict.passed.append("no network use")
         # one log check per case: report each distinct line once
@@ -160,16 +188,26 @@ def _sample_score(settings: Any, sample: Any, output: Path, work: Path, verdict:
     from lightbox.sandbox.scorer import ScoreError, score
 
     cfg = ScorerConfig(
-        task=settings.task, packaging=settings.packaging, labels=sample.labels, positive_label=sample.positive_label,
-        bootstrap={"resamples": 200, "level": "case"}, min_subgroup_size=1,  # type: ignore[arg-type]
+        task=settings.task,
+        packaging=settings.packaging,
+        labels=sample.labels,
+        positive_label=sample.positive_label,
+        bootstrap={"resamples": 200, "level": "case"},
+        min_subgroup_size=1,  # type: ignore[arg-type]
     )
     try:
         report, _ = score(cfg, output, sample.truth_dir, work)
     except ScoreError as exc:
         verdict.problems.append(f"the scorer rejected the output: {exc.message}")
         return
-    shown = {k: v.value for k, v in report.metrics.items() if k in ("auc", "sensitivity", "specificity", "dice", "hd95", "frocSensitivity")}
+    shown = {
+        k: v.value
+        for k, v in report.metrics.items()
+        if k in ("auc", "sensitivity", "specificity", "dice", "hd95", "frocSensitivity")
+    }
     if report.scored != report.cases:
         verdict.problems.append(f"the scorer scored {report.scored} of {report.cases} cases")
     if shown:
-        verdict.notes.append("on the synthetic sample (for information only): " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
+        verdict.notes.append(
+            "on the synthetic sample (for information only): " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
+        )

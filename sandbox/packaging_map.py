@@ -81,7 +81,9 @@ def parse_manifests(app: bytes, pkg: bytes | None, spec_version: str = "1.0") ->
         if not isinstance(app_doc.get(key), dict):
             raise ManifestError(f"app.json: '{key}' is required (an object with the {key} path)")
     env = app_doc.get("environment") or {}
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in env.items()):
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in env.items()
+    ):
         raise ManifestError("app.json: 'environment' must be an object of names and values")
     resources = pkg_doc.get("resources") or {}
     if not isinstance(resources, dict):
@@ -92,7 +94,10 @@ def parse_manifests(app: bytes, pkg: bytes | None, spec_version: str = "1.0") ->
         memory = str(resources.get("memory", "1Gi"))
         parse_quantity(memory)
     except (TypeError, ValueError):
-        raise ManifestError("pkg.json: resources.cpu, resources.gpu and resources.memory must be a number, an integer and a size like 8Gi") from None
+        raise ManifestError(
+            "pkg.json: resources.cpu, resources.gpu and resources.memory must be a number, an integer "
+            "and a size like 8Gi"
+        ) from None
     if cpu <= 0 or gpu < 0:
         raise ManifestError("pkg.json: resources.cpu must be positive and resources.gpu not negative")
     return MapManifest(
@@ -100,7 +105,10 @@ def parse_manifests(app: bytes, pkg: bytes | None, spec_version: str = "1.0") ->
         input_path=str(app_doc["input"].get("path", "input/")),
         output_path=str(app_doc["output"].get("path", "output/")),
         environment={k: str(v) for k, v in env.items()},
-        cpu=cpu, gpu=gpu, memory=memory, spec_version=spec_version,
+        cpu=cpu,
+        gpu=gpu,
+        memory=memory,
+        spec_version=spec_version,
     )
 
 
@@ -155,7 +163,11 @@ def check_algorithm_spec(spec: Mapping[str, Any], manifest: MapManifest) -> list
         if have is not None and parse_quantity(have) < parse_quantity(need):
             problems.append(f"spec.resources.{key} {have} is below the MAP's pkg.json resources.{key} {need}")
     if int(res.get("gpus", 0) or 0) < manifest.gpu:
-        problems.append(f"spec.resources.gpus {res.get('gpus', 0)} is below the MAP's pkg.json resources.gpu {manifest.gpu}")
+        problems.append(
+            f"spec.resources.gpus {res.get('gpus', 0)} is below the MAP's pkg.json resources.gpu {manifest.gpu}"
+        )
     if spec.get("packaging") != "monai-map":
-        problems.append(f"spec.packaging is {spec.get('packaging')!r}; the image is a MONAI Application Package (monai-map)")
+        problems.append(
+            f"spec.packaging is {spec.get('packaging')!r}; the image is a MONAI Application Package (monai-map)"
+        )
     return problems

@@ -43,7 +43,9 @@ def _num_items(root: Any) -> list[tuple[str, Any]]:
         item, depth = stack.pop()
         seen += 1
         if seen > MAX_CONTENT_ITEMS or depth > MAX_CONTENT_DEPTH:
-            raise Unreadable(f"{_WHAT} has more than {MAX_CONTENT_ITEMS} content items or is nested deeper than {MAX_CONTENT_DEPTH}")
+            raise Unreadable(
+                f"{_WHAT} has more than {MAX_CONTENT_ITEMS} content items or is nested deeper than {MAX_CONTENT_DEPTH}"
+            )
         if str(item.get("ValueType", "")) == "NUM":
             found.append((_meaning(item).strip().lower(), item))
         stack.extend((child, depth + 1) for child in (item.get("ContentSequence") or []))
@@ -65,7 +67,9 @@ def sr_score(data: bytes, positive: str, study_uid: str | None) -> float:
         if study_uid is not None and study != study_uid:
             raise Unreadable(f"{_WHAT} is about another study than the case's input")
         items = _num_items(ds)
-        value_items = [(name, item) for name, item in items if name == positive.strip().lower()] or (items if len(items) == 1 else [])
+        value_items = [(name, item) for name, item in items if name == positive.strip().lower()] or (
+            items if len(items) == 1 else []
+        )
         if len(value_items) != 1:
             raise Unreadable(
                 f"{_WHAT} holds no single NUM content item named after the positive label (or a single NUM item in all); "

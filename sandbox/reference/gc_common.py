@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-_TYPES = {"MET_UCHAR": "<u1", "MET_SHORT": "<i2", "MET_USHORT": "<u2", "MET_INT": "<i4", "MET_FLOAT": "<f4", "MET_DOUBLE": "<f8"}
+_TYPES = {
+    "MET_UCHAR": "<u1",
+    "MET_SHORT": "<i2",
+    "MET_USHORT": "<u2",
+    "MET_INT": "<i4",
+    "MET_FLOAT": "<f4",
+    "MET_DOUBLE": "<f8",
+}
 
 
 def input_dir() -> Path:
@@ -51,6 +58,7 @@ def write_mask(path: Path, mask: np.ndarray, spacing: list[float]) -> None:
     header = (
         f"ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\nCompressedData = True\n"
         f"CompressedDataSize = {len(body)}\nTransformMatrix = 1 0 0 0 1 0 0 0 1\nOffset = 0 0 0\n"
-        f"ElementSpacing = {' '.join(map(str, spacing))}\nDimSize = {x} {y} {z}\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n"
+        f"ElementSpacing = {' '.join(map(str, spacing))}\nDimSize = {x} {y} {z}\n"
+        "ElementType = MET_UCHAR\nElementDataFile = LOCAL\n"
     )
     path.write_bytes(header.encode() + body)

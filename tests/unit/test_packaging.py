@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +29,31 @@ def _staged(tmp: Path, kind: str, task: str):
     sample = make_sample_dataset(tmp / "data", CASES, 0, task)  # type: ignore[arg-type]
     dirs = {name: tmp / name for name in ("input", "output", "work")}
     config = StagerConfig(task=task, packaging=kind, labels=sample.labels, deid_options=sample.deid_options)  # type: ignore[arg-type]
-    stage(sample.studies_dir, dirs["input"], dirs["work"], config, verifier=minimal_verify_tree, output_dir=dirs["output"])
+    stage(
+        sample.studies_dir, dirs["input"], dirs["work"], config, verifier=minimal_verify_tree, output_dir=dirs["output"]
+    )
     cases = json.loads((dirs["work"] / "cases.json").read_text())["cases"]
     return sample, dirs, cases
 
 
 def _run_each_case(kind: str, dirs, cases, module: str, *args: str) -> None:
     for case in cases:
-        env = {**os.environ, **packaging.vendor_environment(kind, str(dirs["input"] / case), str(dirs["output"] / case))}
+        env = {
+            **os.environ,
+            **packaging.vendor_environment(kind, str(dirs["input"] / case), str(dirs["output"] / case)),
+        }
         done = subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
 
 
 def _score(sample, dirs, kind, task):
     cfg = ScorerConfig(
-        task=task, packaging=kind, labels=sample.labels, positive_label=sample.positive_label,  # type: ignore[arg-type]
-        bootstrap={"resamples": 200, "level": "case"}, min_subgroup_size=1,  # type: ignore[arg-type]
+        task=task,
+        packaging=kind,
+        labels=sample.labels,
+        positive_label=sample.positive_label,  # type: ignore[arg-type]
+        bootstrap={"resamples": 200, "level": "case"},
+        min_subgroup_size=1,  # type: ignore[arg-type]
     )
     return score(cfg, dirs["output"], sample.truth_dir, dirs["work"])
 
@@ -59,7 +67,9 @@ def contract_results(tmp_path_factory):
         tmp = tmp_path_factory.mktemp(task)
         sample, dirs, cases = _staged(tmp, "lightbox", task)
         env = {**os.environ, "LIGHTBOX_INPUT_DIR": str(dirs["input"]), "LIGHTBOX_OUTPUT_DIR": str(dirs["output"])}
-        subprocess.run([sys.executable, "-m", f"lightbox.sandbox.reference.{module}"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", f"lightbox.sandbox.reference.{module}"], env=env, check=True, capture_output=True
+        )
         out[task] = _score(sample, dirs, "lightbox", task)[1]["perCase"]
     return out
 
@@ -74,7 +84,9 @@ def contract_results(tmp_path_factory):
         ("grand-challenge", "segmentation", "gc_segmenter", ()),  # zlib MetaImage under /output/images/
     ],
 )
-def test_reference_algorithms_of_each_packaging_score_as_the_contracts_own(tmp_path, contract_results, kind, task, module, args):
+def test_reference_algorithms_of_each_packaging_score_as_the_contracts_own(
+    tmp_path, contract_results, kind, task, module, args
+):
     sample, dirs, cases = _staged(tmp_path, kind, task)
     _run_each_case(kind, dirs, cases, f"lightbox.sandbox.reference.{module}", *args)
     report, full = _score(sample, dirs, kind, task)
@@ -181,7 +193,11 @@ def test_grand_challenge_points_in_millimetres_become_pixels_by_the_spacing_writ
     sample, dirs, cases = _staged(tmp_path, "grand-challenge", "detection")
     case, info = next(iter(cases.items()))
     sz, sy, sx = info["spacing"]
-    doc = {"type": "Multiple points", "points": [{"point": [10 * sx, 20 * sy, 1 * sz], "probability": 0.9}], "version": {"major": 1, "minor": 0}}
+    doc = {
+        "type": "Multiple points",
+        "points": [{"point": [10 * sx, 20 * sy, 1 * sz], "probability": 0.9}],
+        "version": {"major": 1, "minor": 0},
+    }
     (dirs["output"] / case / "nodules.json").write_text(json.dumps(doc))
     got = packaging.collect("grand-challenge", "detection", dirs["output"], cases, "abnormal")
     (finding,) = got.cases[case]["findings"]
@@ -189,7 +205,10 @@ def test_grand_challenge_points_in_millimetres_become_pixels_by_the_spacing_writ
     assert finding["location"]["slice"] == 1 and finding["score"] == 0.9
     bad = {"type": "Multiple points", "points": [{"point": ["1", 2, 3], "probability": 0.5}]}
     (dirs["output"] / case / "nodules.json").write_text(json.dumps(bad))
-    assert "not [x, y, z]" in packaging.collect("grand-challenge", "detection", dirs["output"], cases, "abnormal").reasons[case]
+    assert (
+        "not [x, y, z]"
+        in packaging.collect("grand-challenge", "detection", dirs["output"], cases, "abnormal").reasons[case]
+    )
 
 
 def test_a_maps_detection_is_refused_with_the_reason(tmp_path):
@@ -203,7 +222,9 @@ def test_a_seg_of_another_case_or_two_segs_are_unreadable(tmp_path):
     _run_each_case("monai-map", dirs, cases, "lightbox.sandbox.reference.map_segmenter")
     ids = list(cases)
     # case 0's output now holds case 1's SEG (frames refer to images not in case 0)
-    (dirs["output"] / ids[0] / "segmentation.dcm").write_bytes((dirs["output"] / ids[1] / "segmentation.dcm").read_bytes())
+    (dirs["output"] / ids[0] / "segmentation.dcm").write_bytes(
+        (dirs["output"] / ids[1] / "segmentation.dcm").read_bytes()
+    )
     (dirs["output"] / ids[2] / "second.dcm").write_bytes((dirs["output"] / ids[2] / "segmentation.dcm").read_bytes())
     _, full = _score(sample, dirs, "monai-map", "segmentation")
     assert sorted(full["failures"]["unreadable"]) == sorted([ids[0], ids[2]])

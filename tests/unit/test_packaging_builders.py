@@ -4,14 +4,13 @@ run confined exactly as the lightbox packaging's vendor container, field by fiel
 from __future__ import annotations
 
 import pytest
+from factories import algorithm, dataset
+from test_builders import CONTAINER_SECURITY_CONTEXT, assert_confined, env, mounts, render
+from test_outcome import OK_STAGE, job, pod, terminated
 
 from lightbox.api import run as layout
 from lightbox.operator import outcome
 from lightbox.sandbox import packaging
-
-from factories import algorithm, dataset
-from test_builders import CONTAINER_SECURITY_CONTEXT, assert_confined, env, mounts, render
-from test_outcome import OK_STAGE, job, pod, terminated
 
 PER_CASE = ["monai-map", "grand-challenge"]
 
@@ -47,7 +46,9 @@ def test_one_vendor_container_per_case_each_confined_like_the_lightbox_vendor(ki
         assert ("nvidia.com/gpu" in container["resources"]["limits"]) == bool(gpus)
         if kind == "monai-map":
             assert values["HOLOSCAN_INPUT_PATH"] == values["MONAI_INPUTPATH"] == "/input"
-            assert values["HOLOSCAN_OUTPUT_PATH"] == values["MONAI_OUTPUTPATH"] == values["HOLOSCAN_WORKDIR"] == "/output"
+            assert (
+                values["HOLOSCAN_OUTPUT_PATH"] == values["MONAI_OUTPUTPATH"] == values["HOLOSCAN_WORKDIR"] == "/output"
+            )
     # the pod as a whole: the same volumes (truth only as before), deadline and main container
     assert spec["volumes"] == reference["volumes"]
     assert spec["activeDeadlineSeconds"] == reference["activeDeadlineSeconds"]
@@ -62,11 +63,17 @@ def test_stage_and_score_are_told_the_packaging_and_stage_prepares_the_output_fo
     stage, score = spec["initContainers"][0], spec["containers"][0]
     assert f'"packaging":"{kind}"' in env(stage)[layout.STAGER_CONFIG_ENV]
     assert f'"packaging":"{kind}"' in env(score)[layout.SCORER_CONFIG_ENV]
-    assert mounts(stage)[layout.OUTPUT_VOLUME] == {"name": layout.OUTPUT_VOLUME, "mountPath": "/output", "readOnly": False}
+    assert mounts(stage)[layout.OUTPUT_VOLUME] == {
+        "name": layout.OUTPUT_VOLUME,
+        "mountPath": "/output",
+        "readOnly": False,
+    }
     assert env(stage)[layout.OUTPUT_DIR_ENV] == "/output"
     # the lightbox packaging's stage step never sees the output
     plain = _spec(render(data=dataset(caseCount=2)))["initContainers"][0]
-    assert layout.OUTPUT_VOLUME not in mounts(plain) and '"packaging":"lightbox"' in env(plain)[layout.STAGER_CONFIG_ENV]
+    assert (
+        layout.OUTPUT_VOLUME not in mounts(plain) and '"packaging":"lightbox"' in env(plain)[layout.STAGER_CONFIG_ENV]
+    )
 
 
 def test_case_count_is_needed_and_bounded():
@@ -88,3 +95,16 @@ def test_any_failed_per_case_vendor_container_fails_the_run_with_its_code():
     assert result.reason == outcome.VENDOR_EXIT_CODE and result.exit_code == 3 and "John" not in result.message
     oom = [OK_STAGE, terminated("vendor-0001", 137, reason="OOMKilled")]
     assert outcome.run_outcome(job("Failed"), pod("Failed", oom)).reason == "OOMKilled"
+
+
+def test_development_runner_shows_the_scorer_the_per_case_folders_and_hides_other_cases_from_a_vendor(tmp_path):
+    # A kubelet shows a container everything under its mounts; the development runner hides what
+    # other containers mount, and must not hide the per-case subPaths under the scorer's /output.
+    from lightbox.devtools.localrunner_spec import Mount, hidden_paths
+
+    inp, out, truth = tmp_path / "input", tmp_path / "output", tmp_path / "truth"
+    candidates = [inp, out, truth, inp / "case-0001", out / "case-0001", inp / "case-0002", out / "case-0002"]
+    score = [Mount("/output", out, True), Mount("/data/truth", truth, True)]
+    assert hidden_paths(candidates, score) == sorted([inp, inp / "case-0001", inp / "case-0002"])
+    vendor2 = [Mount("/input", inp / "case-0002", True), Mount("/output", out / "case-0002", False)]
+    assert hidden_paths(candidates, vendor2) == sorted([truth, inp / "case-0001", out / "case-0001"])

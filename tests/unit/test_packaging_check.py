@@ -56,7 +56,7 @@ def module(name: str, *args: str) -> list[str]:
 def test_reference_algorithms_of_each_packaging_pass(packaging, task, name):
     code, text = check(module(name), packaging=packaging, task=task)
     assert code == vendorcheck.EXIT_CONFORMANT, text
-    assert f"exited with code 0 for each of 4 cases" in text and "no network use" in text
+    assert "exited with code 0 for each of 4 cases" in text and "no network use" in text
     assert f"a readable {packaging} result for each of 4 cases" in text
     assert f"verdict: CONFORMANT to packaging {packaging}" in text
 
@@ -93,7 +93,12 @@ def test_a_link_in_place_of_a_result_is_refused_like_the_scorer_refuses_the_run(
 
 @needs_namespaces
 def test_network_use_in_a_per_case_run_is_reported():
-    script = "import socket\ntry:\n    socket.create_connection(('192.0.2.1', 80), timeout=1)\nexcept OSError:\n    pass\nopen('/output/r.json','w').write('0.5')\n"
+    # misbehave's attempts; in the check's own network namespace, without routes, nothing leaves
+    script = (
+        "from lightbox.sandbox.reference import misbehave\n"
+        "try:\n    misbehave._network()\nexcept Exception:\n    pass\n"
+        "open('/output/r.json', 'w').write('0.5')\n"
+    )
     code, text = check([PY, "-c", script], packaging="grand-challenge")
     assert code == vendorcheck.EXIT_NOT_CONFORMANT
     assert "tried to use the network" in text
@@ -101,13 +106,21 @@ def test_network_use_in_a_per_case_run_is_reported():
 
 @needs_namespaces
 def test_a_map_manifest_folder_is_read_and_its_needs_shown(tmp_path):
-    (tmp_path / "app.json").write_text(json.dumps({"command": '["python3", "/opt/holoscan/app"]', "input": {"path": "input/"}, "output": {"path": "output/"}}))
+    (tmp_path / "app.json").write_text(
+        json.dumps(
+            {"command": '["python3", "/opt/holoscan/app"]', "input": {"path": "input/"}, "output": {"path": "output/"}}
+        )
+    )
     (tmp_path / "pkg.json").write_text(json.dumps({"resources": {"cpu": 2, "gpu": 1, "memory": "8Gi"}}))
-    code, text = check(module("map_segmenter"), packaging="monai-map", task="segmentation", manifest=tmp_path / "app.json")
+    code, text = check(
+        module("map_segmenter"), packaging="monai-map", task="segmentation", manifest=tmp_path / "app.json"
+    )
     assert code == vendorcheck.EXIT_CONFORMANT, text
     assert "MAP manifest (spec 1.0): command python3 /opt/holoscan/app; needs cpu 2, memory 8Gi, gpu 1" in text
     (tmp_path / "app.json").write_text(json.dumps({"command": "run"}))
-    code, text = check(module("map_segmenter"), packaging="monai-map", task="segmentation", manifest=tmp_path / "app.json")
+    code, text = check(
+        module("map_segmenter"), packaging="monai-map", task="segmentation", manifest=tmp_path / "app.json"
+    )
     assert code == vendorcheck.EXIT_NOT_CONFORMANT and "app.json: 'input' is required" in text
 
 
@@ -116,13 +129,27 @@ def test_a_map_manifest_folder_is_read_and_its_needs_shown(tmp_path):
 
 def test_manifests_of_both_spec_versions():
     v1 = parse_manifests(
-        json.dumps({"command": '["python3", "-u", "/opt/holoscan/app"]', "input": {"path": "input/"}, "output": {"path": "output/"},
-                    "environment": {"HOLOSCAN_INPUT_PATH": "/var/holoscan/input"}}).encode(),
+        json.dumps(
+            {
+                "command": '["python3", "-u", "/opt/holoscan/app"]',
+                "input": {"path": "input/"},
+                "output": {"path": "output/"},
+                "environment": {"HOLOSCAN_INPUT_PATH": "/var/holoscan/input"},
+            }
+        ).encode(),
         json.dumps({"resources": {"cpu": 1.5, "gpu": 1, "memory": "2048Mi"}}).encode(),
     )
     assert v1.command == ["python3", "-u", "/opt/holoscan/app"] and (v1.cpu, v1.gpu, v1.memory) == (1.5, 1, "2048Mi")
-    v01 = parse_manifests(json.dumps({"command": "python3 -u /opt/monai/app/app.py", "input": {"path": "input"}, "output": {}}).encode(), None, "0.1")
-    assert v01.command == ["python3", "-u", "/opt/monai/app/app.py"] and (v01.cpu, v01.gpu, v01.memory) == (1.0, 0, "1Gi")
+    v01 = parse_manifests(
+        json.dumps({"command": "python3 -u /opt/monai/app/app.py", "input": {"path": "input"}, "output": {}}).encode(),
+        None,
+        "0.1",
+    )
+    assert v01.command == ["python3", "-u", "/opt/monai/app/app.py"] and (v01.cpu, v01.gpu, v01.memory) == (
+        1.0,
+        0,
+        "1Gi",
+    )
 
 
 @pytest.mark.parametrize(
@@ -132,8 +159,16 @@ def test_manifests_of_both_spec_versions():
         (b"{", None, "app.json is not JSON"),
         (json.dumps({"input": {}, "output": {}}).encode(), None, "'command' must be a non-empty command"),
         (json.dumps({"command": ["a"], "output": {}}).encode(), None, "'input' is required"),
-        (json.dumps({"command": ["a"], "input": {}, "output": {}}).encode(), json.dumps({"resources": {"memory": "lots"}}).encode(), "resources.memory"),
-        (json.dumps({"command": ["a"], "input": {}, "output": {}}).encode(), json.dumps({"resources": {"gpu": -1}}).encode(), "resources.gpu not negative"),
+        (
+            json.dumps({"command": ["a"], "input": {}, "output": {}}).encode(),
+            json.dumps({"resources": {"memory": "lots"}}).encode(),
+            "resources.memory",
+        ),
+        (
+            json.dumps({"command": ["a"], "input": {}, "output": {}}).encode(),
+            json.dumps({"resources": {"gpu": -1}}).encode(),
+            "resources.gpu not negative",
+        ),
         (b" " * (1 << 20) + b"{}", None, "larger than"),
     ],
 )
@@ -143,15 +178,22 @@ def test_bad_manifests_name_the_field(app, pkg, field):
 
 
 def test_algorithm_resources_below_the_maps_needs_are_named():
-    manifest = parse_manifests(json.dumps({"command": ["a"], "input": {}, "output": {}}).encode(),
-                               json.dumps({"resources": {"cpu": 2, "gpu": 1, "memory": "8Gi"}}).encode())
+    manifest = parse_manifests(
+        json.dumps({"command": ["a"], "input": {}, "output": {}}).encode(),
+        json.dumps({"resources": {"cpu": 2, "gpu": 1, "memory": "8Gi"}}).encode(),
+    )
     spec = {"packaging": "monai-map", "resources": {"cpu": "1", "memory": "4Gi", "gpus": 0}}
     assert check_algorithm_spec(spec, manifest) == [
         "spec.resources.cpu 1 is below the MAP's pkg.json resources.cpu 2.0",
         "spec.resources.memory 4Gi is below the MAP's pkg.json resources.memory 8Gi",
         "spec.resources.gpus 0 is below the MAP's pkg.json resources.gpu 1",
     ]
-    assert check_algorithm_spec({"packaging": "monai-map", "resources": {"cpu": "2", "memory": "8Gi", "gpus": 1}}, manifest) == []
+    assert (
+        check_algorithm_spec(
+            {"packaging": "monai-map", "resources": {"cpu": "2", "memory": "8Gi", "gpus": 1}}, manifest
+        )
+        == []
+    )
 
 
 def _layer(files: dict[str, bytes | None]) -> bytes:
@@ -173,14 +215,28 @@ def _archive(path: Path, layers: list[bytes]) -> Path:
         return {"digest": digest, "size": len(data)}
 
     config = put(json.dumps({"architecture": "amd64", "os": "linux", "config": {}}).encode())
-    manifest = {"schemaVersion": 2, "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **put(layer)} for layer in layers]}
+    manifest = {
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **put(layer)} for layer in layers],
+    }
     ref = put(json.dumps(manifest).encode())
-    index = {"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", **ref,
-                                                "annotations": {"io.containerd.image.name": "localhost/map:1"}}]}
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                **ref,
+                "annotations": {"io.containerd.image.name": "localhost/map:1"},
+            }
+        ],
+    }
     with tarfile.open(path, "w") as tar:
-        for name, data in {"index.json": json.dumps(index).encode(), "oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
-                           **{f"blobs/sha256/{d[7:]}": b for d, b in blobs.items()}}.items():
+        for name, data in {
+            "index.json": json.dumps(index).encode(),
+            "oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
+            **{f"blobs/sha256/{d[7:]}": b for d, b in blobs.items()},
+        }.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -191,17 +247,23 @@ def test_manifests_are_read_from_the_images_layers_later_layers_winning(tmp_path
     old = json.dumps({"command": "old", "input": {}, "output": {}}).encode()
     new = json.dumps({"command": ["python3", "/opt/holoscan/app"], "input": {}, "output": {}}).encode()
     pkg = json.dumps({"resources": {"cpu": 4, "memory": "16Gi", "gpu": 1}}).encode()
-    path = _archive(tmp_path / "map.tar", [
-        _layer({"etc/holoscan/app.json": old, "etc/monai/app.json": old}),
-        _layer({"etc/holoscan/app.json": new, "etc/holoscan/pkg.json": pkg}),
-    ])
+    path = _archive(
+        tmp_path / "map.tar",
+        [
+            _layer({"etc/holoscan/app.json": old, "etc/monai/app.json": old}),
+            _layer({"etc/holoscan/app.json": new, "etc/holoscan/pkg.json": pkg}),
+        ],
+    )
     got = read_from_archive(path)
     assert got.command == ["python3", "/opt/holoscan/app"] and (got.cpu, got.memory, got.gpu) == (4.0, "16Gi", 1)
     # a later layer's whiteout deletes the 1.0 manifest: the 0.1 one is what is left
-    deleted = _archive(tmp_path / "wh.tar", [
-        _layer({"etc/holoscan/app.json": new, "etc/monai/app.json": old}),
-        _layer({"etc/holoscan/.wh.app.json": b""}),
-    ])
+    deleted = _archive(
+        tmp_path / "wh.tar",
+        [
+            _layer({"etc/holoscan/app.json": new, "etc/monai/app.json": old}),
+            _layer({"etc/holoscan/.wh.app.json": b""}),
+        ],
+    )
     assert read_from_archive(deleted).command == ["old"] and read_from_archive(deleted).spec_version == "0.1"
     bare = _archive(tmp_path / "bare.tar", [_layer({"opt/app/run": b"#!/bin/sh\n"})])
     with pytest.raises(ManifestError, match="no /etc/holoscan/app.json"):

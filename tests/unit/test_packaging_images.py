@@ -23,7 +23,9 @@ def test_the_map_image_carries_its_manifests_where_the_spec_puts_them_and_runs_t
     got = _parsed("map-segmenter")
     copies = {ins.args.split()[1]: ins.args.split()[0] for ins in got["COPY"]}
     assert set(copies) == {"/etc/holoscan/app.json", "/etc/holoscan/pkg.json"}
-    manifest = parse_manifests((ROOT / copies["/etc/holoscan/app.json"]).read_bytes(), (ROOT / copies["/etc/holoscan/pkg.json"]).read_bytes())
+    manifest = parse_manifests(
+        (ROOT / copies["/etc/holoscan/app.json"]).read_bytes(), (ROOT / copies["/etc/holoscan/pkg.json"]).read_bytes()
+    )
     (entrypoint,) = got["ENTRYPOINT"]
     # the manifest and the Containerfile are written separately; they must name the same command
     assert containerfile.exec_form(entrypoint, "Containerfile") == manifest.command
@@ -34,5 +36,9 @@ def test_the_grand_challenge_image_has_no_manifest_of_ours_and_runs_as_the_pods_
     got = _parsed("gc-classifier")
     assert "COPY" not in got
     (entrypoint,) = got["ENTRYPOINT"]
-    assert containerfile.exec_form(entrypoint, "Containerfile") == ["python", "-m", "lightbox.sandbox.reference.gc_classifier"]
+    assert containerfile.exec_form(entrypoint, "Containerfile") == [
+        "python",
+        "-m",
+        "lightbox.sandbox.reference.gc_classifier",
+    ]
     assert [u.args for u in got["USER"]] == ["65532:65532"]
