@@ -10,35 +10,35 @@ hold, so a restarted operator picks up exactly where the last one stopped:
 * a run's result is derived from its Job and Pod, which outlive the operator,
   and written to status in one patch.
 
-Where things are: ``runtime`` (shared state, workers), ``scheduler`` (queue
-order, run slots, GPUs), ``conditions`` (conditions, Events), one module per
-kind (``validations``, ``datasets``, ``algorithms``, ``sandboxpolicies``). The
+Where things are: ``runtime`` (shared state, workers), ``workqueue`` and
+``keys`` (what is to be looked at, with backoff), ``scheduler`` (queue order,
+run slots, GPUs), ``conditions`` (conditions, Events), one module per kind
+(``validations``, ``datasets``, ``algorithms``, ``sandboxpolicies``). The
 decisions themselves are pure functions in ``runs``, ``outcome``, ``builders``,
 ``admission`` and ``verdict``; the kind modules do the I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, assert_never
 
 from lightbox.operator import algorithms, datasets, sandboxpolicies, validations
+from lightbox.operator.keys import AlgorithmKey, DatasetKey, Key, PolicyKey, ValidationKey
 
 if TYPE_CHECKING:
     from lightbox.operator.runtime import Runtime
 
-VALIDATION, DATASET, POLICY, ALGORITHM = "validation", "dataset", "policy", "algorithm"
 
-
-async def reconcile(runtime: Runtime, key: Hashable) -> float | None:
+async def reconcile(runtime: Runtime, key: Key) -> float | None:
     """One pass over the object ``key`` names; seconds until the next pass without an event, or None."""
-    kind, *rest = key  # type: ignore[misc]
-    if kind == VALIDATION:
-        return await validations.reconcile_validation(runtime, *rest)
-    if kind == DATASET:
-        return await datasets.reconcile_dataset(runtime, *rest)
-    if kind == POLICY:
-        return await sandboxpolicies.reconcile_policy(runtime, *rest)
-    if kind == ALGORITHM:
-        return await algorithms.reconcile_algorithm(runtime, *rest)
-    return None
+    match key:
+        case ValidationKey(namespace, name):
+            return await validations.reconcile_validation(runtime, namespace, name)
+        case DatasetKey(namespace, name):
+            return await datasets.reconcile_dataset(runtime, namespace, name)
+        case AlgorithmKey(namespace, name):
+            return await algorithms.reconcile_algorithm(runtime, namespace, name)
+        case PolicyKey(name):
+            return await sandboxpolicies.reconcile_policy(runtime, name)
+        case _:
+            assert_never(key)

@@ -16,13 +16,13 @@ from typing import Any
 from lightbox.operator import reconcile
 from lightbox.operator.config import OperatorConfig
 from lightbox.operator.exporter import Exporter
+from lightbox.operator.keys import AlgorithmKey, DatasetKey, Key, PolicyKey, ValidationKey
 from lightbox.operator.kube import Kube
 from lightbox.operator.scheduler import RunScheduler
 from lightbox.operator.workqueue import WorkQueue
 
 log = logging.getLogger("lightbox.operator")
 
-VALIDATION, DATASET, POLICY, ALGORITHM = reconcile.VALIDATION, reconcile.DATASET, reconcile.POLICY, reconcile.ALGORITHM
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Runtime:
     config: OperatorConfig
     kube: Kube
     exporter: Exporter
-    queue: WorkQueue = field(default_factory=WorkQueue)
+    queue: WorkQueue[Key] = field(default_factory=WorkQueue)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     scheduler: RunScheduler = field(default_factory=RunScheduler)
     # namespace -> names of Validations seen by the watch (to wake dependents).
@@ -65,16 +65,16 @@ class Runtime:
     # -- waking reconcilers ----------------------------------------------------
 
     def wake_validation(self, namespace: str, name: str, delay: float = 0.0) -> None:
-        self.queue.add((VALIDATION, namespace, name), delay)
+        self.queue.add(ValidationKey(namespace, name), delay)
 
     def wake_dataset(self, namespace: str, name: str) -> None:
-        self.queue.add((DATASET, namespace, name))
+        self.queue.add(DatasetKey(namespace, name))
 
     def wake_algorithm(self, namespace: str, name: str) -> None:
-        self.queue.add((ALGORITHM, namespace, name))
+        self.queue.add(AlgorithmKey(namespace, name))
 
     def wake_policy(self, name: str) -> None:
-        self.queue.add((POLICY, name))
+        self.queue.add(PolicyKey(name))
 
     def wake_namespace(self, namespace: str) -> None:
         for name in sorted(self.validations.get(namespace, ())):
@@ -111,17 +111,29 @@ class Runtime:
     async def _worker(self) -> None:
         while True:
             key = await self.queue.get()
-            delay: float | None = None
-            began = asyncio.get_running_loop().time()
             try:
-                delay = await reconcile.reconcile(self, key)
-                log.debug("reconciled %s in %.3f s; again in %s s", key, asyncio.get_running_loop().time() - began, delay)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001  (one bad object must not stop the others)
-                log.exception("reconciling %s failed; retrying", key)
-                delay = 5.0
+                delay = await self._pass(key)
             finally:
                 self.queue.done(key)
             if delay:
                 self.queue.add(key, delay)
+
+    async def _pass(self, key: Key) -> float | None:
+        """One reconciliation of ``key``; the delay before the next (a backoff after a failure)."""
+        began = asyncio.get_running_loop().time()
+        try:
+            delay = await reconcile.reconcile(self, key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (one bad object must not stop the others)
+            failures, backoff = self.queue.failed(key)
+            if failures == 1:
+                log.exception("reconciling %s failed; retrying in %.0f s", key, backoff)
+            else:
+                # The traceback was logged at the first failure; one line per retry after it.
+                log.warning("reconciling %s failed %d times in a row (%s: %s); retrying in %.0f s",
+                            key, failures, type(exc).__name__, str(exc)[:300], backoff)
+            return backoff
+        self.queue.succeeded(key)
+        log.debug("reconciled %s in %.3f s; again in %s s", key, asyncio.get_running_loop().time() - began, delay)
+        return delay

@@ -1,34 +1,50 @@
-"""A de-duplicating work queue with delayed re-adds (the controller-runtime pattern).
+"""A de-duplicating work queue with delayed re-adds and per-key backoff (the controller-runtime pattern).
 
 Watch events only say "look at this object again"; a key queued twice is
 reconciled once, and a key re-added while it is being reconciled runs again
 afterwards, so no event is lost and one object is never reconciled twice at once.
+
+A key whose pass failed comes back after a delay that doubles with each failure
+in a row, up to a cap, and starts again from the base after a success: a broken
+object costs little, and a passing outage is retried soon.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+import time
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+BASE_DELAY = 1.0
+MAX_DELAY = 60.0
 
 
-class WorkQueue:
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
-        self._queued: set[Hashable] = set()
-        self._processing: set[Hashable] = set()
-        self._dirty: set[Hashable] = set()
-        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+class WorkQueue(Generic[K]):
+    def __init__(
+        self,
+        base_delay: float = BASE_DELAY,
+        max_delay: float = MAX_DELAY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < base_delay <= max_delay:
+            raise ValueError(f"backoff needs 0 < base_delay <= max_delay, got {base_delay} and {max_delay}")
+        self.base_delay, self.max_delay = base_delay, max_delay
+        self._clock = clock
+        self._queue: asyncio.Queue[K] = asyncio.Queue()
+        self._queued: set[K] = set()
+        self._processing: set[K] = set()
+        self._dirty: set[K] = set()
+        # key -> (when it is due by our clock, the loop's timer that adds it then)
+        self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
+        self._failures: dict[K, int] = {}
 
-    def add(self, key: Hashable, delay: float = 0.0) -> None:
+    def add(self, key: K, delay: float = 0.0) -> None:
+        """Queue ``key`` now, or after ``delay`` seconds; of two delayed adds the earlier wins."""
         if delay > 0:
-            loop = asyncio.get_running_loop()
-            when = loop.time() + delay
-            timer = self._timers.get(key)
-            if timer is not None and not timer.cancelled() and timer.when() <= when:
-                return
-            if timer is not None:
-                timer.cancel()
-            self._timers[key] = loop.call_at(when, self._fire, key)
+            self._add_later(key, delay)
             return
         if key in self._processing:
             self._dirty.add(key)
@@ -36,29 +52,51 @@ class WorkQueue:
             self._queued.add(key)
             self._queue.put_nowait(key)
 
-    def _fire(self, key: Hashable) -> None:
+    def _add_later(self, key: K, delay: float) -> None:
+        when = self._clock() + delay
+        pending = self._timers.get(key)
+        if pending is not None:
+            if pending[0] <= when:
+                return
+            pending[1].cancel()
+        timer = asyncio.get_running_loop().call_later(delay, self._fire, key)
+        self._timers[key] = (when, timer)
+
+    def _fire(self, key: K) -> None:
         self._timers.pop(key, None)
         self.add(key)
 
-    async def get(self) -> Hashable:
+    def due(self, key: K) -> float | None:
+        """When (by the queue's clock) a delayed add of ``key`` is due; None when none is pending."""
+        pending = self._timers.get(key)
+        return pending[0] if pending is not None else None
+
+    async def get(self) -> K:
         key = await self._queue.get()
         self._queued.discard(key)
         self._processing.add(key)
         return key
 
-    def done(self, key: Hashable) -> None:
+    def done(self, key: K) -> None:
         self._processing.discard(key)
         if key in self._dirty:
             self._dirty.discard(key)
             self.add(key)
 
-    def forget(self, key: Hashable) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
+    def failed(self, key: K) -> tuple[int, float]:
+        """Count a failed pass of ``key``: (failures in a row, the delay before its next try)."""
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        # min() before the power would overflow: 2**1100 is not a float.
+        exponent = min(failures - 1, 64)
+        return failures, min(self.base_delay * 2.0**exponent, self.max_delay)
+
+    def succeeded(self, key: K) -> None:
+        """A pass of ``key`` went through: its next failure starts the backoff again."""
+        self._failures.pop(key, None)
 
     def close(self) -> None:
-        for timer in self._timers.values():
+        for _, timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
 

@@ -173,7 +173,7 @@ def test_an_approval_event_requeues_the_algorithm_it_names_and_the_namespaces_va
     import asyncio
 
     from lightbox.operator import handlers
-    from lightbox.operator.reconcile import ALGORITHM, VALIDATION
+    from lightbox.operator.keys import AlgorithmKey, ValidationKey
     from lightbox.operator.runtime import Runtime
 
     async def queued_after(event: dict) -> set:
@@ -186,6 +186,6 @@ def test_an_approval_event_requeues_the_algorithm_it_names_and_the_namespaces_va
         return keys
 
     made = {"type": "ADDED", "object": {"spec": {"algorithm": "chest"}}}
-    assert asyncio.run(queued_after(made)) == {(ALGORITHM, "region", "chest"), (VALIDATION, "region", "chest-v1")}
+    assert asyncio.run(queued_after(made)) == {AlgorithmKey("region", "chest"), ValidationKey("region", "chest-v1")}
     gone = {"type": "DELETED", "object": {"spec": {"algorithm": "chest"}}}
-    assert (ALGORITHM, "region", "chest") in asyncio.run(queued_after(gone))
+    assert AlgorithmKey("region", "chest") in asyncio.run(queued_after(gone))
