@@ -91,3 +91,24 @@ def test_a_file_that_is_not_a_slide_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StageError) as err:
         stage(studies, tmp_path / "input", tmp_path / "work", StagerConfig(task="classification", format="slide-tiff"))
     assert err.value.reason == "DatasetUnreadable"
+
+
+def test_sample_slide_dataset_passes_the_gate_and_the_reference_classifier_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightbox.sandbox.reference import slide_classifier
+    from lightbox.sandbox.slidesampledata import make_slide_dataset
+
+    made = make_slide_dataset(tmp_path / "ds", n_cases=4, seed=3)
+    report = verify_tree(made.studies_dir, jobs=1)
+    assert report.ok and report.cohort["manufacturer"] == {"Aperio": 2, "Hamamatsu": 2}
+    for path in made.studies_dir.rglob("slide.*"):
+        data = path.read_bytes()
+        assert b"1961-04-15" not in data and b"pathologist" not in data and b"Photonics" not in data
+    config = StagerConfig(task="classification", format="slide-tiff", labels=["normal", "tumour"])
+    stage(made.studies_dir, tmp_path / "input", tmp_path / "work", config)
+    monkeypatch.setenv("LIGHTBOX_INPUT_DIR", str(tmp_path / "input"))
+    monkeypatch.setenv("LIGHTBOX_OUTPUT_DIR", str(tmp_path / "output"))
+    assert slide_classifier.main([]) == 0
+    predictions = json.loads((tmp_path / "output" / "predictions.json").read_text())
+    assert sorted(predictions["cases"]) == ["case-0001", "case-0002", "case-0003", "case-0004"]
