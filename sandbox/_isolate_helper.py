@@ -87,7 +87,7 @@ def check_network():
         probe.connect(("127.0.0.1", 9))
     except OSError as exc:
         if exc.errno != errno.ENETUNREACH:
-            raise SetupError(f"loopback probe: {exc.strerror}")
+            raise SetupError(f"loopback probe: {exc.strerror}") from exc
     else:
         raise SetupError("loopback is up")
     finally:
@@ -98,9 +98,10 @@ def no_route_counters():
     total = 0
     try:
         lines = open("/proc/self/net/snmp").read().splitlines()
-        for head, values in zip(lines[::2], lines[1::2]):
+        # The kernel's own table: a trailing unpaired line or a short row is read as far as it goes.
+        for head, values in zip(lines[::2], lines[1::2], strict=False):
             if head.startswith("Ip:"):
-                total += int(dict(zip(head.split()[1:], values.split()[1:])).get("OutNoRoutes", 0))
+                total += int(dict(zip(head.split()[1:], values.split()[1:], strict=False)).get("OutNoRoutes", 0))
     except (OSError, ValueError):
         pass
     try:

@@ -63,7 +63,18 @@ from lightbox.sandbox.probe import (
     read_routes,
 )
 
-__all__ = ["REASON", "Decision", "Target", "check_pod", "check_target", "decide", "default_gateways", "run_from_environment", "run_rounds", "targets"]
+__all__ = [
+    "REASON",
+    "Decision",
+    "Target",
+    "check_pod",
+    "check_target",
+    "decide",
+    "default_gateways",
+    "run_from_environment",
+    "run_rounds",
+    "targets",
+]
 
 REASON = "IsolationNotEnforced"
 
@@ -98,7 +109,9 @@ def decide(rounds: Sequence[Sequence[Check]], elapsed: float, config: IsolationC
         return Decision("proceed", f"{len(rounds[-1])} targets silent in {streak} consecutive rounds")
     if elapsed < config.bound_seconds:
         return Decision("wait", f"{streak} of {config.clean_rounds} clean rounds")
-    answered = next(([c for c in checks if c.answered] for checks in reversed(rounds) if any(c.answered for c in checks)), [])
+    answered = next(
+        ([c for c in checks if c.answered] for checks in reversed(rounds) if any(c.answered for c in checks)), []
+    )
     silent = f"silent for only {streak} of {config.clean_rounds} rounds"
     if not answered:
         return Decision("refuse", f"the bound of {config.bound_seconds:g} s passed with the network {silent}")
@@ -126,7 +139,10 @@ def run_rounds(
         rounds.append(probe(checks, config.timeout_seconds) if checks else [])
         decision = decide(rounds, clock() - start, config)
         answered = [c for c in rounds[-1] if c.answered]
-        log(f"round {len(rounds)}: {len(answered)} of {len(rounds[-1])} answered{': ' + _describe(answered) if answered else ''}")
+        log(
+            f"round {len(rounds)}: {len(answered)} of {len(rounds[-1])} "
+            f"answered{': ' + _describe(answered) if answered else ''}"
+        )
         if decision.action != "wait":
             return decision
         sleep(config.interval_seconds)

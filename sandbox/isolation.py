@@ -128,7 +128,9 @@ def find_sockets(root: Path, limit: int = MAX_SCANNED_ENTRIES) -> list[Path]:
                 try:
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
-                    elif not entry.is_file(follow_symlinks=False) and stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
+                    elif not entry.is_file(follow_symlinks=False) and stat.S_ISSOCK(
+                        entry.stat(follow_symlinks=False).st_mode
+                    ):
                         found.append(Path(entry.path))
                 except OSError:
                     continue
@@ -141,20 +143,27 @@ def _inside(path: str, parent: str) -> bool:
 
 def view_plan(
     view: View, output_owner: tuple[int, int], host_etc: Path = Path("/etc"), host_root: Path = Path("/")
-) -> list[list[str]]:
+) -> list[list[str | list[str]]]:
     """The steps that build the private root, in order (pure: reads only which host paths exist).
     ``output_owner``: the command's uid/gid as the mounting process sees them. Binds are refused
     where they would shadow the view's own mounts or expose the host root."""
-    plan: list[list[str]] = []
+    plan: list[list[str | list[str]]] = []
     for system in SYSTEM_DIRS:
         host = host_root / system.lstrip("/")
         if host.is_symlink():
             plan.append(["symlink", system, os.readlink(host)])
         elif host.is_dir():
             plan.append(["bind", system, str(host)])
-    passwd = f"root:x:0:0:root:/:/usr/sbin/nologin\nsandbox:x:{view.uid}:{view.gid}:sandbox:{view.output}:/usr/sbin/nologin\n"
+    passwd = (
+        "root:x:0:0:root:/:/usr/sbin/nologin\n"
+        f"sandbox:x:{view.uid}:{view.gid}:sandbox:{view.output}:/usr/sbin/nologin\n"
+    )
     group = f"root:x:0:\nsandbox:x:{view.gid}:\n"
-    plan += [["file", "/etc/passwd", passwd], ["file", "/etc/group", group], ["file", "/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"]]
+    plan += [
+        ["file", "/etc/passwd", passwd],
+        ["file", "/etc/group", group],
+        ["file", "/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"],
+    ]
     for name in ETC_ALLOWED:
         host = host_etc / name
         if host.is_symlink():
@@ -170,8 +179,10 @@ def view_plan(
         ["tmpfs", "/tmp", f"size={view.max_tmp_bytes},nr_inodes={view.max_tmp_files + 1},mode=1777"],
         # +1: the root directory of the file system takes an inode of its own.
         [
-            "tmpfs", view.output,
-            f"size={view.max_output_bytes},nr_inodes={view.max_output_files + 1},mode=0755,uid={output_owner[0]},gid={output_owner[1]}",
+            "tmpfs",
+            view.output,
+            f"size={view.max_output_bytes},nr_inodes={view.max_output_files + 1},mode=0755,"
+            f"uid={output_owner[0]},gid={output_owner[1]}",
         ],
     ]
     seen: set[str] = set()
@@ -383,7 +394,9 @@ def _run_in_view(
     return result
 
 
-def _launch(spec: dict[str, object], *, timeout: float, max_output_bytes: int, max_memory_bytes: int | None) -> IsolationResult:
+def _launch(
+    spec: Mapping[str, object], *, timeout: float, max_output_bytes: int, max_memory_bytes: int | None
+) -> IsolationResult:
     status_r, status_w = os.pipe()
     spec = {**spec, "status_fd": status_w}
     started = time.monotonic()
@@ -407,7 +420,9 @@ def _launch(spec: dict[str, object], *, timeout: float, max_output_bytes: int, m
     for r in readers:
         r.start()
     status_lines: list[str] = []
-    status_reader = threading.Thread(target=lambda: status_lines.extend(os.fdopen(status_r).read().splitlines()), daemon=True)
+    status_reader = threading.Thread(
+        target=lambda: status_lines.extend(os.fdopen(status_r).read().splitlines()), daemon=True
+    )
     status_reader.start()
     try:
         proc.stdin.write(json.dumps(spec).encode())
@@ -452,7 +467,9 @@ def _launch(spec: dict[str, object], *, timeout: float, max_output_bytes: int, m
         raise IsolationUnavailable(f"isolation setup failed: {status['setup_error']}")
     if not status.get("ready"):
         if memory_exceeded:
-            raise IsolationUnavailable(f"isolation setup alone needs more than the memory limit of {max_memory_bytes} bytes")
+            raise IsolationUnavailable(
+                f"isolation setup alone needs more than the memory limit of {max_memory_bytes} bytes"
+            )
         if timed_out:
             raise IsolationUnavailable("isolation setup did not finish before the timeout")
         detail = readers[1].data.decode(errors="replace").strip().splitlines()

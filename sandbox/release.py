@@ -57,7 +57,7 @@ def roc_on_grid(fpr: Sequence[float], tpr: Sequence[float], step: float) -> list
     points = []
     for i in range(round(1 / step) + 1):
         at = min(1.0, i * step)
-        reached = [t for f, t in zip(fpr, tpr) if f <= at + 1e-12]
+        reached = [t for f, t in zip(fpr, tpr, strict=True) if f <= at + 1e-12]
         points.append((to_grid(at, 0.01), to_grid(max(reached) if reached else 0.0, ROC_TPR_GRID)))
     return points
 
@@ -122,7 +122,7 @@ def reliability_released(bins: Sequence[Mapping[str, float]], min_cell: int, n_b
         lower, upper = to_grid(i / n_bins, 0.01), to_grid((i + 1) / n_bins, 0.01)
         b = by_lower.get(lower)
         count = int(b["count"]) if b else 0
-        if count == 0:
+        if b is None or count == 0:
             out.append(ReliabilityBin(lower=lower, upper=upper, count=0))
         elif count < min_cell:
             out.append(ReliabilityBin(lower=lower, upper=upper, suppressed=True))
@@ -142,10 +142,16 @@ def reliability_released(bins: Sequence[Mapping[str, float]], min_cell: int, n_b
 def froc_released(fp_per_image: Sequence[float], sensitivity: Sequence[float]) -> list[tuple[float, float]]:
     """Sensitivity at FROC_FP_POINTS only: the highest reached without exceeding each rate (the
     curve is a step function), on ROC_TPR_GRID; none when sensitivity is undefined (no lesions)."""
-    pairs = [(float(f), float(s)) for f, s in zip(fp_per_image, sensitivity) if math.isfinite(s) and math.isfinite(f)]
+    pairs = [
+        (float(f), float(s))
+        for f, s in zip(fp_per_image, sensitivity, strict=True)
+        if math.isfinite(s) and math.isfinite(f)
+    ]
     if not pairs:
         return []
-    return [(at, to_grid(max((s for f, s in pairs if f <= at + 1e-12), default=0.0), ROC_TPR_GRID)) for at in FROC_FP_POINTS]
+    return [
+        (at, to_grid(max((s for f, s in pairs if f <= at + 1e-12), default=0.0), ROC_TPR_GRID)) for at in FROC_FP_POINTS
+    ]
 
 
 def dice_histogram(dice: Sequence[float], min_cell: int) -> list[HistogramBin]:

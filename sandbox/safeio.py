@@ -88,9 +88,14 @@ def split_relative(relative: object, what: str) -> list[str]:
         raise Unreadable(f"{what}: the path is absolute; give it relative to the output directory")
     parts = relative.split("/")
     if any(p in ("", ".", "..") for p in parts):
-        raise Unreadable(f"{what}: the path has an empty, '.' or '..' component; it must stay inside the output directory")
+        raise Unreadable(
+            f"{what}: the path has an empty, '.' or '..' component; it must stay inside the output directory"
+        )
     if len(parts) - 1 > MAX_PATH_DEPTH:
-        raise HostileOutput(f"{what} is {len(parts) - 1} folders deep; the limit is {MAX_PATH_DEPTH}", f"{what} is more than {MAX_PATH_DEPTH} folders deep")
+        raise HostileOutput(
+            f"{what} is {len(parts) - 1} folders deep; the limit is {MAX_PATH_DEPTH}",
+            f"{what} is more than {MAX_PATH_DEPTH} folders deep",
+        )
     return parts
 
 
@@ -106,7 +111,9 @@ def _open_dir(name: str, dir_fd: int, what: str) -> int:
             except OSError:
                 kind = "not a folder"
             raise HostileOutput(f"{what}: a folder of its path is {kind}; write real folders") from None
-        raise Unreadable(f"{what}: a folder of its path cannot be opened ({errno.errorcode.get(exc.errno or 0, 'error')})") from None
+        raise Unreadable(
+            f"{what}: a folder of its path cannot be opened ({errno.errorcode.get(exc.errno or 0, 'error')})"
+        ) from None
 
 
 def _open_regular(name: str, dir_fd: int, what: str, max_bytes: int) -> int:
@@ -145,7 +152,10 @@ def _check_regular(st: os.stat_result, what: str, max_bytes: int) -> None:
             f"{what} has more than one hard link; write each file once, without linking it",
         )
     if st.st_size > max_bytes:
-        raise HostileOutput(f"{what} is {st.st_size} bytes; the limit is {max_bytes}", f"{what} is larger than the limit of {max_bytes} bytes")
+        raise HostileOutput(
+            f"{what} is {st.st_size} bytes; the limit is {max_bytes}",
+            f"{what} is larger than the limit of {max_bytes} bytes",
+        )
 
 
 def _read_fd(fd: int, what: str, max_bytes: int) -> bytes:
@@ -214,16 +224,24 @@ def parse_json(data: bytes, what: str) -> Any:
     file is far from the limits) and after parsing anything nested deeper than MAX_JSON_DEPTH."""
     containers = data.count(b"{") + data.count(b"[")
     if containers > MAX_JSON_CONTAINERS:
-        raise HostileOutput(f"{what} holds {containers} objects and arrays; the limit is {MAX_JSON_CONTAINERS}", f"{what} holds more than {MAX_JSON_CONTAINERS} objects and arrays")
+        raise HostileOutput(
+            f"{what} holds {containers} objects and arrays; the limit is {MAX_JSON_CONTAINERS}",
+            f"{what} holds more than {MAX_JSON_CONTAINERS} objects and arrays",
+        )
     values = data.count(b",") + data.count(b":") + 1
     if values > MAX_JSON_VALUES:
-        raise HostileOutput(f"{what} holds about {values} values; the limit is {MAX_JSON_VALUES}", f"{what} holds more than {MAX_JSON_VALUES} values (commas and colons)")
+        raise HostileOutput(
+            f"{what} holds about {values} values; the limit is {MAX_JSON_VALUES}",
+            f"{what} holds more than {MAX_JSON_VALUES} values (commas and colons)",
+        )
     try:
         doc = json.loads(data)
     except RecursionError:
         raise HostileOutput(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
-        raise Unreadable(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", f"{what} is not valid JSON") from None
+        raise Unreadable(
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", f"{what} is not valid JSON"
+        ) from None
     except (UnicodeDecodeError, ValueError):
         raise Unreadable(f"{what} is not valid UTF-8 JSON") from None
     if _depth(doc) > MAX_JSON_DEPTH:
@@ -250,7 +268,10 @@ def load_npz_array(data: bytes, what: str, shape: tuple[int, ...], name: str = "
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError):
         raise Unreadable(f"{what} is not a readable .npz (zip) file") from None
     if len(infos) > MAX_NPZ_MEMBERS:
-        raise HostileOutput(f"{what} has {len(infos)} zip members; the limit is {MAX_NPZ_MEMBERS}", f"{what} has more than {MAX_NPZ_MEMBERS} zip members")
+        raise HostileOutput(
+            f"{what} has {len(infos)} zip members; the limit is {MAX_NPZ_MEMBERS}",
+            f"{what} has more than {MAX_NPZ_MEMBERS} zip members",
+        )
     arrays = [i for i in infos if i.filename.endswith(".npy")]
     chosen = [i for i in arrays if i.filename == f"{name}.npy"] or (arrays if len(arrays) == 1 else [])
     if not chosen:
@@ -290,7 +311,10 @@ def _npy_array(raw: bytes, what: str, expected: tuple[int, ...]) -> np.ndarray:
         raise Unreadable(f"{what} has dtype {dtype} (use uint8 or bool)", f"{what} is not numeric (use uint8 or bool)")
     count = math.prod(shape)
     if count != math.prod(expected):
-        raise Unreadable(f"shape {tuple(shape)} != (slices, rows, columns) {expected}", f"{what} does not have the shape of the case's image")
+        raise Unreadable(
+            f"shape {tuple(shape)} != (slices, rows, columns) {expected}",
+            f"{what} does not have the shape of the case's image",
+        )
     offset = fh.tell()
     if len(raw) - offset != count * dtype.itemsize:
         raise Unreadable(f"{what} holds another amount of data than its header declares")

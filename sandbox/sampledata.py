@@ -23,6 +23,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -81,16 +82,18 @@ def _disc(shape: tuple[int, int], cx: float, cy: float, r: float) -> tuple[np.nd
     return dist, dist <= r
 
 
-def _write_dicom(path: Path, pixels: np.ndarray, attrs: dict[str, object], meta: dict[str, object], rng: np.random.Generator) -> None:
+def _write_dicom(
+    path: Path, pixels: np.ndarray, attrs: dict[str, object], meta: dict[str, object], rng: np.random.Generator
+) -> None:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import UID, ExplicitVRLittleEndian
 
     ds = Dataset()
     sop_uid = _uid(rng)
     fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = meta["sop_class"]
-    fm.MediaStorageSOPInstanceUID = sop_uid
+    fm.MediaStorageSOPClassUID = UID(str(meta["sop_class"]))
+    fm.MediaStorageSOPInstanceUID = UID(sop_uid)
     fm.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = fm
     ds.SOPClassUID = meta["sop_class"]
@@ -101,9 +104,13 @@ def _write_dicom(path: Path, pixels: np.ndarray, attrs: dict[str, object], meta:
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = "Lightbox sample data: synthetic, built without identifiers"
     code = Dataset()
-    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "113100", "DCM", "Basic Application Confidentiality Profile"
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = (
+        "113100",
+        "DCM",
+        "Basic Application Confidentiality Profile",
+    )
     ds.DeidentificationMethodCodeSequence = Sequence([code])
-    ds.PixelSpacing = [f"{v:.6f}" for v in meta["spacing"]]  # type: ignore[union-attr]
+    ds.PixelSpacing = [f"{v:.6f}" for v in cast(list[float], meta["spacing"])]
     ds.SliceThickness = f"{meta['thickness']:.4f}"
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     ds.RescaleSlope, ds.RescaleIntercept = meta["slope"], meta["intercept"]

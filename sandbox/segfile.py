@@ -59,7 +59,9 @@ def seg_limits(shape: tuple[int, int, int]) -> SegLimits:
     slices, rows, columns = shape
     frames = slices * MAX_FRAMES_PER_SLICE
     pixels = min(frames * rows * columns, MAX_SEG_PIXELS)
-    return SegLimits(frames=frames, pixels=pixels, meta_bytes=min(MAX_META_BYTES, (64 << 10) + META_BYTES_PER_FRAME * frames))
+    return SegLimits(
+        frames=frames, pixels=pixels, meta_bytes=min(MAX_META_BYTES, (64 << 10) + META_BYTES_PER_FRAME * frames)
+    )
 
 
 def _referenced_uids(item: Any) -> list[str]:
@@ -89,7 +91,9 @@ def _body(data: bytes, limits: SegLimits) -> tuple[Any, bytes, bool | None]:
     if syntax in _NATIVE:
         return meta, rest, _NATIVE[syntax]
     if syntax != _DEFLATED:
-        raise SegError("transfer syntax is not explicit or implicit VR little endian or deflated explicit VR little endian")
+        raise SegError(
+            "transfer syntax is not explicit or implicit VR little endian or deflated explicit VR little endian"
+        )
     # pydicom inflates the whole stream at once: inflate here, no further than the limit.
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
@@ -170,14 +174,23 @@ def read_seg(source: Path | bytes, slice_uids: Sequence[str], shape: tuple[int, 
         else:
             ds = pydicom.dcmread(io.BytesIO(data))
         sop_class = str(ds.get("SOPClassUID", ""))
-        dims = (ds.get("Rows"), ds.get("Columns"), ds.get("NumberOfFrames"), ds.get("BitsAllocated"), ds.get("SamplesPerPixel"))
+        dims = (
+            ds.get("Rows"),
+            ds.get("Columns"),
+            ds.get("NumberOfFrames"),
+            ds.get("BitsAllocated"),
+            ds.get("SamplesPerPixel"),
+        )
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, struct.error) as exc:
         raise SegError(f"not readable DICOM ({type(exc).__name__})") from exc
     if sop_class != SEG_SOP_CLASS:
         raise SegError("its SOP class is not Segmentation Storage")
     slices, rows, columns = shape
     if dims[:2] != (rows, columns):
-        raise SegError(f"frames are {dims[0]}x{dims[1]}, the series is {rows}x{columns}", f"frames do not have the series' size, {rows}x{columns}")
+        raise SegError(
+            f"frames are {dims[0]}x{dims[1]}, the series is {rows}x{columns}",
+            f"frames do not have the series' size, {rows}x{columns}",
+        )
     try:
         frames_declared = int(dims[2] or 1)
     except (TypeError, ValueError) as exc:
@@ -193,7 +206,10 @@ def read_seg(source: Path | bytes, slice_uids: Sequence[str], shape: tuple[int, 
     except Exception as exc:  # noqa: BLE001 - a malformed sequence is the vendor file's
         raise SegError(f"per-frame functional groups are not readable ({type(exc).__name__})") from exc
     if len(per_frame) != frames_declared:
-        raise SegError(f"{len(per_frame)} per-frame items for {frames_declared} frames", "the number of per-frame items is not Number of Frames")
+        raise SegError(
+            f"{len(per_frame)} per-frame items for {frames_declared} frames",
+            "the number of per-frame items is not Number of Frames",
+        )
     needed = -(-frames_declared * rows * columns * int(dims[3]) // 8)
     if not needed <= len(ds.get("PixelData") or b"") <= needed + 1:
         raise SegError("Pixel Data does not hold Number of Frames frames")
@@ -212,11 +228,17 @@ def read_seg(source: Path | bytes, slice_uids: Sequence[str], shape: tuple[int, 
         frames = frames >= half
     index = {uid: i for i, uid in enumerate(slice_uids)}
     mask = np.zeros(shape, dtype=bool)
-    for number, (frame, uids) in enumerate(zip(frames, uids_per_frame), start=1):
+    for number, (frame, uids) in enumerate(zip(frames, uids_per_frame, strict=True), start=1):
         if not uids:
-            raise SegError(f"frame {number} does not name the image it was derived from", "a frame does not name the image it was derived from")
+            raise SegError(
+                f"frame {number} does not name the image it was derived from",
+                "a frame does not name the image it was derived from",
+            )
         if any(uid not in index for uid in uids):
-            raise SegError(f"frame {number} refers to an image that is not in the case's first series", "a frame refers to an image that is not in the case's first series")
+            raise SegError(
+                f"frame {number} refers to an image that is not in the case's first series",
+                "a frame refers to an image that is not in the case's first series",
+            )
         for uid in uids:
             mask[index[uid]] |= frame != 0
     return mask
@@ -229,14 +251,14 @@ def write_seg(mask: np.ndarray, sources: Sequence[Any], path: Path, label: str =
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.pixels import pack_bits
     from pydicom.sequence import Sequence as Seq
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     if mask.shape[0] != len(sources):
         raise ValueError("one mask slice per source image")
     first = sources[0]
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = SEG_SOP_CLASS
+    ds.file_meta.MediaStorageSOPClassUID = UID(SEG_SOP_CLASS)
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID, ds.SOPInstanceUID = SEG_SOP_CLASS, ds.file_meta.MediaStorageSOPInstanceUID

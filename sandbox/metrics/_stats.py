@@ -58,7 +58,9 @@ def size_reason(count: int) -> Unavailable | None:
 
 def check_level(confidence_level: float) -> float:
     """A confidence level strictly between 0 and 1."""
-    if isinstance(confidence_level, (bool, np.bool_)) or not isinstance(confidence_level, (int, float, np.integer, np.floating)):
+    if isinstance(confidence_level, (bool, np.bool_)) or not isinstance(
+        confidence_level, (int, float, np.integer, np.floating)
+    ):
         raise ValueError(f"confidence_level must be a number between 0 and 1, got {type(confidence_level).__name__}")
     level = float(confidence_level)
     if not (0.0 < level < 1.0):
@@ -79,7 +81,8 @@ def check_finite(values: ArrayLike, name: str) -> NDArray[np.float64]:
     bad = ~np.isfinite(arr)
     if bad.any():
         raise ValueError(
-            f"{name} must be finite numbers: {int(bad.sum())} of {arr.size} are NaN or infinite (first at index {int(np.argmax(bad))})"
+            f"{name} must be finite numbers: {int(bad.sum())} of {arr.size} are NaN or infinite (first at index "
+            f"{int(np.argmax(bad))})"
         )
     return arr
 
@@ -89,7 +92,10 @@ def check_probabilities(values: ArrayLike, name: str) -> NDArray[np.float64]:
     arr = check_finite(values, name)
     bad = (arr < 0) | (arr > 1)
     if bad.any():
-        raise ValueError(f"{name} must be probabilities in [0, 1]: {int(bad.sum())} are outside (first at index {int(np.argmax(bad))})")
+        raise ValueError(
+            f"{name} must be probabilities in [0, 1]: {int(bad.sum())} are outside (first at index "
+            f"{int(np.argmax(bad))})"
+        )
     return arr
 
 
@@ -124,7 +130,9 @@ def cluster_index(clusters: ArrayLike, size: int) -> NDArray[np.intp]:
         raise ValueError(f"clusters has {arr.size} entries for {size} cases; give one cluster id per case")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError("clusters must not contain NaN or infinite ids")
-    if arr.dtype.kind == "O" and any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in arr.tolist()):
+    if arr.dtype.kind == "O" and any(
+        v is None or (isinstance(v, float) and not math.isfinite(v)) for v in arr.tolist()
+    ):
         raise ValueError("clusters must not contain missing (None or NaN) ids")
     _, index = np.unique(arr, return_inverse=True)
     return index.astype(np.intp).ravel()
@@ -175,7 +183,9 @@ def percentile_interval(samples: ArrayLike, confidence_level: float = 0.95) -> t
     return (float(lo), float(hi))
 
 
-def bootstrap_interval(samples: ArrayLike, confidence_level: float = 0.95, unavailable: Unavailable | None = None) -> Interval:
+def bootstrap_interval(
+    samples: ArrayLike, confidence_level: float = 0.95, unavailable: Unavailable | None = None
+) -> Interval:
     """Percentile interval, or none: when ``unavailable`` (the caller's sample-size rule) says
     so, when no resample is finite, or when the interval has zero width (every resample the
     same, up to rounding: the data show no spread, which is not certainty)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -32,7 +33,9 @@ from lightbox.sandbox.metrics._stats import (
 )
 
 
-def _as_binary(y_true: ArrayLike, y_score: ArrayLike, probabilities: bool = False) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+def _as_binary(
+    y_true: ArrayLike, y_score: ArrayLike, probabilities: bool = False
+) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
     """Labels (0/1 or bool only) and scores (finite; in [0, 1] when they are probabilities)."""
     y = check_binary(y_true, "y_true").ravel()
     s = check_probabilities(y_score, "y_prob") if probabilities else check_finite(y_score, "y_score")
@@ -76,7 +79,12 @@ def delong(y_true: ArrayLike, y_score: ArrayLike, clusters: ArrayLike | None = N
 
 
 def _clustered_variance(
-    area: float, v10: NDArray[np.float64], v01: NDArray[np.float64], pos: NDArray[np.intp], neg: NDArray[np.intp], k: int
+    area: float,
+    v10: NDArray[np.float64],
+    v01: NDArray[np.float64],
+    pos: NDArray[np.intp],
+    neg: NDArray[np.intp],
+    k: int,
 ) -> float:
     """Obuchowski, Biometrics 53:567 (1997), eqs. for V10, V01 and their covariance per cluster."""
     m, n = v10.size, v01.size
@@ -138,8 +146,11 @@ class _GroupedScores:
         batch = case_weights.shape[0]
         g = self.group[mask]
         offsets = (np.arange(batch) * self.n_groups)[:, None]
-        flat = np.bincount((g[None, :] + offsets).ravel(), weights=case_weights[:, mask].ravel(), minlength=batch * self.n_groups)
-        return flat.reshape(batch, self.n_groups)
+        flat = np.bincount(
+            (g[None, :] + offsets).ravel(), weights=case_weights[:, mask].ravel(), minlength=batch * self.n_groups
+        )
+        # With weights bincount gives float64 (numpy's stubs say intp).
+        return cast(NDArray[np.float64], flat.reshape(batch, self.n_groups))
 
     def bincount_groups(self, groups: NDArray[np.intp]) -> NDArray[np.float64]:
         batch = groups.shape[0]
@@ -232,12 +243,14 @@ def bootstrap_auc_from_indices(y_true: ArrayLike, y_score: ArrayLike, indices: N
         raise ValueError(f"indices must be case numbers in [0, {y.size})")
     yy = y[idx]
     gg = grouped.group[idx]
-    wpos = np.stack([np.bincount(g[t], minlength=grouped.n_groups) for g, t in zip(gg, yy)]).astype(float)
-    wneg = np.stack([np.bincount(g[~t], minlength=grouped.n_groups) for g, t in zip(gg, yy)]).astype(float)
+    wpos = np.stack([np.bincount(g[t], minlength=grouped.n_groups) for g, t in zip(gg, yy, strict=True)]).astype(float)
+    wneg = np.stack([np.bincount(g[~t], minlength=grouped.n_groups) for g, t in zip(gg, yy, strict=True)]).astype(float)
     return grouped.auc_from_group_weights(wpos, wneg)
 
 
-def roc_curve(y_true: ArrayLike, y_score: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+def roc_curve(
+    y_true: ArrayLike, y_score: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """(fpr, tpr, thresholds), one point per distinct score plus the (0, 0) start.
 
     A case is called positive when its score is >= the threshold; the first threshold is +inf.
@@ -304,7 +317,11 @@ def threshold_metrics(
     y_true: ArrayLike, y_score: ArrayLike, threshold: float, confidence_level: float = 0.95
 ) -> ThresholdMetrics:
     y, s = _as_binary(y_true, y_score)
-    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (int, float, np.integer, np.floating)) or math.isnan(threshold):
+    if (
+        isinstance(threshold, (bool, np.bool_))
+        or not isinstance(threshold, (int, float, np.integer, np.floating))
+        or math.isnan(threshold)
+    ):
         raise ValueError(f"threshold must be a number (not NaN), got {threshold!r}")
     check_level(confidence_level)
     called = s >= threshold

@@ -8,10 +8,9 @@ lesion at most once; later findings on an already-hit lesion count as neither TP
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -20,7 +19,11 @@ from lightbox.sandbox.metrics._stats import Unavailable, check_finite, cluster_i
 
 
 def _finite(value: object, name: str) -> None:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+    ):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
@@ -142,10 +145,10 @@ def _targets(fp_per_image: Sequence[float]) -> NDArray[np.float64]:
 
 def sensitivity_at(matched: MatchedFindings, fp_per_image: Sequence[float]) -> NDArray[np.float64]:
     """Highest sensitivity reached with at most each given number of false positives per image."""
-    fp_per_image = _targets(fp_per_image)
+    targets = _targets(fp_per_image)
     fp, sens = froc(matched)
-    out = np.empty(len(fp_per_image))
-    for i, target in enumerate(fp_per_image):
+    out = np.empty(len(targets))
+    for i, target in enumerate(targets):
         ok = fp <= target + 1e-12
         out[i] = np.max(sens[ok]) if ok.any() else 0.0
     return out
@@ -193,7 +196,7 @@ def weighted_sensitivity_at(
     cf: CaseFindings, case_weights: NDArray[np.float64], fp_per_image: Sequence[float]
 ) -> NDArray[np.float64]:
     """Sensitivity at each FP rate for each row of (batch, cases) case multiplicities."""
-    fp_per_image = _targets(fp_per_image)
+    targets = _targets(fp_per_image)
     weights = np.atleast_2d(case_weights)
     if weights.ndim != 2 or weights.shape[1] != cf.lesions_per_case.size:
         raise ValueError(f"case_weights must be (batch, {cf.lesions_per_case.size}) case multiplicities")
@@ -211,8 +214,8 @@ def weighted_sensitivity_at(
     with np.errstate(invalid="ignore", divide="ignore"):
         sens = np.concatenate([np.zeros((weights.shape[0], 1)), tp / lesions], axis=1)
         fppi = np.concatenate([np.zeros((weights.shape[0], 1)), fp / images], axis=1)
-    out = np.empty((weights.shape[0], len(fp_per_image)))
-    for j, target in enumerate(fp_per_image):
+    out = np.empty((weights.shape[0], len(targets)))
+    for j, target in enumerate(targets):
         out[:, j] = np.max(np.where(fppi <= target + 1e-12, sens, 0.0), axis=1)
     out[lesions[:, 0] == 0] = np.nan
     return out

@@ -70,7 +70,7 @@ def _as_3d(mask: ArrayLike, name: str = "mask") -> NDArray[np.bool_]:
     return arr
 
 
-def _spacing(spacing: Sequence[float] | None, ndim_in: int) -> NDArray[np.float64]:
+def _spacing(spacing: Sequence[float] | NDArray[np.float64] | None, ndim_in: int) -> NDArray[np.float64]:
     """(slice, row, column) spacing for a mask of ``ndim_in`` dimensions. A 3-D mask needs all
     three (a missing slice spacing is not 1 mm); a 2-D mask takes (row, column), or three with
     the slice spacing, which has no effect on one plane."""
@@ -137,7 +137,7 @@ def surface(mask: ArrayLike, axes: Sequence[int] | None = None) -> NDArray[np.bo
         lo[axis], hi[axis] = slice(None, -1), slice(1, None)
         inner[tuple(hi)] &= mask[tuple(lo)]
         inner[tuple(lo)] &= mask[tuple(hi)]
-        edge = [slice(None)] * mask.ndim
+        edge: list[slice | int] = [slice(None)] * mask.ndim
         for end in (0, -1):
             edge[axis] = end
             inner[tuple(edge)] = False
@@ -147,9 +147,9 @@ def surface(mask: ArrayLike, axes: Sequence[int] | None = None) -> NDArray[np.bo
 # --- exact nearest-target search ------------------------------------------------------------
 
 
-def _ordered_sum(terms: dict[int, object]) -> object:
+def _ordered_sum(terms: dict[int, NDArray[np.float64]]) -> NDArray[np.float64]:
     """(t0 + t1) + t2, the order the reference (and the definition above) uses."""
-    return (terms[0] + terms[1]) + terms[2]  # type: ignore[operator]
+    return (terms[0] + terms[1]) + terms[2]
 
 
 def _brute_force_sq(q: NDArray[np.intp], t: NDArray[np.intp], sp: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -158,7 +158,7 @@ def _brute_force_sq(q: NDArray[np.intp], t: NDArray[np.intp], sp: NDArray[np.flo
     for s in range(0, len(q), chunk):
         qq = q[s : s + chunk]
         terms = {ax: ((qq[:, ax, None] - t[None, :, ax]) * sp[ax]) ** 2 for ax in range(3)}
-        out[s : s + chunk] = _ordered_sum(terms).min(axis=1)  # type: ignore[union-attr]
+        out[s : s + chunk] = _ordered_sum(terms).min(axis=1)
     return out
 
 
@@ -285,6 +285,7 @@ def _nearest_sq(
     # open queries another way is estimated to cost, do that instead (at most twice the best).
     separable_cost = _SEPARABLE_COST * int(np.prod(shape))
     work = 0
+    cols: NDArray[np.intp]  # bound below, before settle() first runs
 
     def too_long() -> bool:
         return work > min(separable_cost, pend.size * len(t) // _BRUTE_SPEEDUP)
@@ -402,14 +403,18 @@ def _directed_percentile(q: NDArray[np.intp], t: NDArray[np.intp], spacing: NDAr
 Box = tuple[slice, slice, slice]
 
 
-def _pair(pred: ArrayLike, truth: ArrayLike, names: tuple[str, str] = ("pred", "truth")) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+def _pair(
+    pred: ArrayLike, truth: ArrayLike, names: tuple[str, str] = ("pred", "truth")
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     a, b = _as_3d(pred, names[0]), _as_3d(truth, names[1])
     if a.shape != b.shape:
         raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
     return a, b
 
 
-def _hd95(a: NDArray[np.bool_], b: NDArray[np.bool_], box_a: Box | None, box_b: Box | None, sp: NDArray[np.float64]) -> float:
+def _hd95(
+    a: NDArray[np.bool_], b: NDArray[np.bool_], box_a: Box | None, box_b: Box | None, sp: NDArray[np.float64]
+) -> float:
     if box_a is None and box_b is None:
         return 0.0
     if box_a is None or box_b is None:
@@ -435,7 +440,7 @@ def score_masks(pred: ArrayLike, truth: ArrayLike, spacing: Sequence[float] | No
     sa, sb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
     inter = 0
     if box_a is not None and box_b is not None:
-        both = tuple(slice(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(box_a, box_b))
+        both = tuple(slice(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(box_a, box_b, strict=True))
         if all(s.start < s.stop for s in both):
             inter = int(np.count_nonzero(a[both] & b[both]))
     d, j = (1.0, 1.0) if sa + sb == 0 else (2.0 * inter / (sa + sb), inter / (sa + sb - inter))

@@ -18,7 +18,7 @@ def regions(mask: np.ndarray) -> list[np.ndarray]:
     """4-connected regions of a 2-D mask as arrays of (row, column)."""
     seen = np.zeros(mask.shape, bool)
     out = []
-    for start in zip(*np.nonzero(mask)):
+    for start in zip(*np.nonzero(mask), strict=True):
         if seen[start]:
             continue
         stack, members = [start], []
@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 y, x = region.mean(axis=0)
                 score = round(min(1.0, 0.5 + len(region) / 200), 4)
-                findings.append({"location": {"x": round(float(x), 2), "y": round(float(y), 2), "slice": z}, "score": score})
+                findings.append(
+                    {"location": {"x": round(float(x), 2), "y": round(float(y), 2), "slice": z}, "score": score}
+                )
         cases[case["id"]] = {"findings": findings}
     write_predictions("detection", cases)
     print(f"detected findings in {len(cases)} cases")

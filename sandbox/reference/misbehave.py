@@ -95,7 +95,9 @@ def _hog() -> None:
 def _malformed() -> None:
     out = output_dir()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "predictions.json").write_text('{"contractVersion": "v1", "task": "classification", "cases": {"a": {"scores": ')
+    (out / "predictions.json").write_text(
+        '{"contractVersion": "v1", "task": "classification", "cases": {"a": {"scores": '
+    )
 
 
 def _schema() -> None:
@@ -112,7 +114,10 @@ def _leak_phi() -> None:
     manifest = load_manifest()
     for case in manifest["cases"]:
         ds = pydicom.dcmread(input_dir() / case["series"][0]["files"][0], stop_before_pixels=True)
-        print(f"case {case['id']}: patient {ds.PatientID} sex {ds.get('PatientSex')} age {ds.get('PatientAge')} study {ds.StudyInstanceUID}")
+        print(
+            f"case {case['id']}: patient {ds.PatientID} sex {ds.get('PatientSex')} age {ds.get('PatientAge')} study "
+            f"{ds.StudyInstanceUID}"
+        )
     classifier.main([])
 
 
