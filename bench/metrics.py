@@ -126,8 +126,14 @@ def bench_segmentation(size: int, repeat: int) -> None:
     print(f"  lightbox (numpy)                 {t_ours:7.3f} s   Dice {ours.dice:.10f}  HD95 {ours.hd95:.10f} mm")
     print(f"  scipy distance_transform_edt     {t_edt:7.3f} s   Dice {edt_dice:.10f}  HD95 {edt_hd:.10f} mm")
     print(f"  scipy cKDTree on surface points  {t_kd:7.3f} s   Dice {kd_dice:.10f}  HD95 {kd_hd:.10f} mm")
-    print(f"  lightbox, every distance         {t_all:7.3f} s   Dice {all_dice:.10f}  HD95 {all_hd:.10f} mm   (ablation: no early stop, no boxes)")
-    print(f"  |HD95 difference| vs distance transform = {abs(ours.hd95 - edt_hd):.2e} (must be 0), vs KD-tree = {abs(ours.hd95 - kd_hd):.2e} (must be < 1e-9)")
+    print(
+        f"  lightbox, every distance         {t_all:7.3f} s   Dice {all_dice:.10f}  HD95 {all_hd:.10f} mm   (ablation: "
+        "no early stop, no boxes)"
+    )
+    print(
+        f"  |HD95 difference| vs distance transform = {abs(ours.hd95 - edt_hd):.2e} (must be 0), vs KD-tree = "
+        f"{abs(ours.hd95 - kd_hd):.2e} (must be < 1e-9)"
+    )
     print(f"  speed-up vs distance transform (medpy/MONAI style): {t_edt / t_ours:.1f}x")
     print(f"  speed-up vs KD-tree on surface points:              {t_kd / t_ours:.1f}x")
     if ours.dice != edt_dice or ours.hd95 != edt_hd or all_hd != edt_hd:

@@ -67,7 +67,9 @@ def wilson_exact_coverage(n: int, level: float = 0.95) -> tuple[float, float]:
     bounds = [wilson_interval(k, n, level) for k in range(n + 1)]
     cover = []
     for p in np.linspace(0.01, 0.99, 99):
-        cover.append(sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k, (lo, hi) in enumerate(bounds) if lo <= p <= hi))
+        cover.append(
+            sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k, (lo, hi) in enumerate(bounds) if lo <= p <= hi)
+        )
     return float(np.mean(cover)), float(np.min(cover))
 
 
@@ -84,13 +86,18 @@ def main() -> None:
         print(f"{n} | {mean:.3f} | {low:.3f}")
     if args.wilson_only:
         return
-    header = ["N"] + [f"{m} AUC {a}" for a in (0.7, 0.8, 0.9) for m in ("DeLong", "boot")] + ["mean beta", "mean lognorm"]
+    header = (
+        ["N"] + [f"{m} AUC {a}" for a in (0.7, 0.8, 0.9) for m in ("DeLong", "boot")] + ["mean beta", "mean lognorm"]
+    )
     print(" | ".join(header))
     for n in args.sizes:
         row: list[float] = []
         for a in (0.7, 0.8, 0.9):
             row += auc_coverage(n, a, args.studies, args.resamples, seed=n)
-        row += [mean_coverage(n, "beta", args.studies, args.resamples, seed=n), mean_coverage(n, "lognorm", args.studies, args.resamples, seed=n)]
+        row += [
+            mean_coverage(n, "beta", args.studies, args.resamples, seed=n),
+            mean_coverage(n, "lognorm", args.studies, args.resamples, seed=n),
+        ]
         print(" | ".join([str(n)] + [f"{v:.3f}" for v in row]), flush=True)
 
 

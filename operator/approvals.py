@@ -46,7 +46,10 @@ class Tally:
         text = "; ".join(parts)
         if self.ignored:
             text += f" (not counted: {', '.join(self.ignored)})"
-        return f"{text}; SandboxPolicy {policy} requires approvals of Algorithm {algorithm}'s current image digest and version"
+        return (
+            f"{text}; SandboxPolicy {policy} requires approvals of Algorithm {algorithm}'s "
+            "current image digest and version"
+        )
 
 
 def image_digest(image: str) -> str | None:

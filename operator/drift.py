@@ -52,7 +52,9 @@ class Degradation:
         )
 
 
-def degraded(metric: str, baseline: MetricValue, now: MetricValue, tolerance: float = DEFAULT_TOLERANCE) -> Degradation | None:
+def degraded(
+    metric: str, baseline: MetricValue, now: MetricValue, tolerance: float = DEFAULT_TOLERANCE
+) -> Degradation | None:
     """A Degradation when ``now``'s whole interval is beyond baseline ± tolerance on the bad side.
     Without an interval (too few cases) nothing is claimed."""
     if tolerance < 0:
@@ -103,7 +105,9 @@ class Shift:
     p_value: float
 
     def message(self) -> str:
-        return f"the {self.dimension} mix moved from the baseline's: PSI {self.psi:.3f}, chi-square p = {self.p_value:.2g}"
+        return (
+            f"the {self.dimension} mix moved from the baseline's: PSI {self.psi:.3f}, chi-square p = {self.p_value:.2g}"
+        )
 
 
 def input_shifts(
@@ -122,16 +126,24 @@ def input_shifts(
     return out
 
 
-def baseline_of(chain_records: list[Mapping[str, Any]], current_run: str, pinned: int | None = None) -> Mapping[str, Any] | None:
+def baseline_of(
+    chain_records: list[Mapping[str, Any]], current_run: str, pinned: int | None = None
+) -> Mapping[str, Any] | None:
     """The pinned run if it succeeded, else (nothing pinned) the chain's first run that passed;
     never the run being judged."""
     def run_of(r: Mapping[str, Any]) -> Mapping[str, Any]:
         return r["spec"].get("run") or {}
 
     candidates = [
-        r for r in chain_records
-        if r["spec"].get("event", "RunFinished") == "RunFinished" and run_of(r).get("name") != current_run
-        and (run_of(r).get("number") == pinned and run_of(r).get("phase") == "Succeeded" if pinned else run_of(r).get("verdict") == "Passed")
+        r
+        for r in chain_records
+        if r["spec"].get("event", "RunFinished") == "RunFinished"
+        and run_of(r).get("name") != current_run
+        and (
+            run_of(r).get("number") == pinned and run_of(r).get("phase") == "Succeeded"
+            if pinned
+            else run_of(r).get("verdict") == "Passed"
+        )
     ]
     return min(candidates, key=lambda r: r["spec"]["chain"]["sequence"], default=None)
 
@@ -157,7 +169,12 @@ def assess(
         baseline_run=int(spec["run"]["number"]),
         baseline_sequence=int(spec["chain"]["sequence"]),
         compared=sorted(set(base_metrics) & set(run.metrics))[:64],
-        degraded=[DegradedMetric(metric=d.metric, baseline=d.baseline, now=d.now, lower=d.lower, upper=d.upper, tolerance=d.tolerance) for d in found],
+        degraded=[
+            DegradedMetric(
+                metric=d.metric, baseline=d.baseline, now=d.now, lower=d.lower, upper=d.upper, tolerance=d.tolerance
+            )
+            for d in found
+        ],
         input_shift=[CohortShift(dimension=s.dimension, psi=s.psi, p_value=s.p_value) for s in shifts],
     )
 
@@ -167,14 +184,35 @@ def conditions(drift: Drift | None) -> list[tuple[str, str, str, str]]:
     if drift is None:
         return []
     degraded = (
-        ("Degraded", "True", "MetricBelowBaseline", "; ".join(
-            f"{d.metric} {d.now:.3f} [{d.lower:.3f}, {d.upper:.3f}] vs baseline {d.baseline:.3f} (run {drift.baseline_run}), tolerance {d.tolerance:g}"
-            for d in drift.degraded))
-        if drift.degraded else ("Degraded", "False", "WithinBaseline", f"no metric worse than baseline run {drift.baseline_run} beyond the tolerance")
+        (
+            "Degraded",
+            "True",
+            "MetricBelowBaseline",
+            "; ".join(
+                f"{d.metric} {d.now:.3f} [{d.lower:.3f}, {d.upper:.3f}] vs baseline {d.baseline:.3f} (run "
+                f"{drift.baseline_run}), tolerance {d.tolerance:g}"
+                for d in drift.degraded
+            ),
+        )
+        if drift.degraded
+        else (
+            "Degraded",
+            "False",
+            "WithinBaseline",
+            f"no metric worse than baseline run {drift.baseline_run} beyond the tolerance",
+        )
     )
     shifted = (
-        ("InputShift", "True", "CohortShifted", "; ".join(
-            f"{s.dimension}: PSI {s.psi:.3f}, chi-square p {s.p_value:.2g} vs baseline run {drift.baseline_run}" for s in drift.input_shift))
-        if drift.input_shift else ("InputShift", "False", "CohortStable", f"the input mix matches baseline run {drift.baseline_run}")
+        (
+            "InputShift",
+            "True",
+            "CohortShifted",
+            "; ".join(
+                f"{s.dimension}: PSI {s.psi:.3f}, chi-square p {s.p_value:.2g} vs baseline run {drift.baseline_run}"
+                for s in drift.input_shift
+            ),
+        )
+        if drift.input_shift
+        else ("InputShift", "False", "CohortStable", f"the input mix matches baseline run {drift.baseline_run}")
     )
     return [degraded, shifted]
