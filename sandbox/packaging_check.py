@@ -110,7 +110,10 @@ def run_check(command: list[str], settings: Any, out: Any = None) -> int:
         sample = make_sample_dataset(workdir / "data", settings.cases, settings.seed, settings.task)
         input_dir, output_dir, work_dir = workdir / "input", workdir / "output", workdir / "work"
         config = StagerConfig(
-            task=settings.task, packaging=settings.packaging, labels=sample.labels, deid_options=sample.deid_options
+            task=settings.task,
+            packaging=settings.packaging,
+            labels=sample.labels,
+            deid_options=sample.deid_options,  # type: ignore[arg-type]
         )
         stage(sample.studies_dir, input_dir, work_dir, config, verifier=minimal_verify_tree, output_dir=output_dir)
         from lightbox.sandbox.scorer import load_cases
@@ -192,8 +195,8 @@ def _sample_score(settings: Any, sample: Any, output: Path, work: Path, verdict:
         packaging=settings.packaging,
         labels=sample.labels,
         positive_label=sample.positive_label,
-        bootstrap={"resamples": 200, "level": "case"},
-        min_subgroup_size=1,  # type: ignore[arg-type]
+        bootstrap={"resamples": 200, "level": "case"},  # type: ignore[arg-type]
+        min_subgroup_size=1,
     )
     try:
         report, _ = score(cfg, output, sample.truth_dir, work)

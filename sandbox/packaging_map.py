@@ -62,7 +62,7 @@ def _command(value: Any) -> list[str]:
 
 def parse_manifests(app: bytes, pkg: bytes | None, spec_version: str = "1.0") -> MapManifest:
     """``app.json`` and (optional) ``pkg.json`` as the MAP spec defines them."""
-    docs = []
+    docs: list[dict[str, Any]] = []
     for name, data in (("app.json", app), ("pkg.json", pkg)):
         if data is None:
             docs.append({})
@@ -71,8 +71,10 @@ def parse_manifests(app: bytes, pkg: bytes | None, spec_version: str = "1.0") ->
             raise ManifestError(f"{name} is larger than {MAX_MANIFEST_BYTES >> 10} KiB")
         try:
             doc = json.loads(data)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise ManifestError(f"{name} is not JSON ({exc.msg})") from None
+        except ValueError:
+            raise ManifestError(f"{name} is not JSON (not UTF-8 text)") from None
         if not isinstance(doc, dict):
             raise ManifestError(f"{name} must be a JSON object")
         docs.append(doc)
