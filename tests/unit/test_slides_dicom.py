@@ -163,3 +163,24 @@ def test_cli_names_the_removed_images_by_count(
     err = capsys.readouterr().err
     assert "removed 1 slide label image (ImageType value 3 LABEL)(s)" in err
     assert "2 written" in err and "2 removed" in err
+
+
+def test_forked_workers_report_what_a_serial_run_reports(series: Path, tmp_path: Path) -> None:
+    """Removed-part counts travel back from worker processes (enough files for the forked path)."""
+    import shutil
+
+    import slide_builders as sb
+
+    for i in range(3):
+        shutil.copytree(series, series.parent / f"copy{i}")
+        sb.write_generic(series.parent / f"copy{i}" / "slide.tif")
+    serial = deidentify_tree(series.parent, tmp_path / "serial", key=KEY, jobs=1)
+    forked = deidentify_tree(series.parent, tmp_path / "forked", key=KEY, jobs=2)
+    assert serial.files == forked.files == 4 + 3 * 5  # the series and three copies, each with a slide
+    assert forked.written == 4 * 2 + 3  # two volumes per series, the three slides
+    assert (forked.written, forked.errors, forked.removed) == (serial.written, serial.errors, serial.removed)
+    assert forked.removed == {
+        "slide label image (ImageType value 3 LABEL)": 4,
+        "slide overview (macro) image (ImageType value 3 OVERVIEW)": 4,
+        "slide label page": 3,
+    }
