@@ -42,6 +42,9 @@ def removal_reason(sop_class: str, modality: str, image_type: bytes | str, label
     values = [text(v).upper() for v in split_values(raw)]
     if len(values) >= 3 and values[2] in REMOVED_FLAVOURS:
         return f"{REMOVED_FLAVOURS[values[2]]} (ImageType value 3 {values[2]})"
+    if sop_class == VL_WSI and (len(values) < 3 or not values[2]):
+        # Type 1 in the WSI module: without it a label cannot be told from a level, so deny.
+        return "whole-slide image without ImageType value 3 (a label cannot be told from a level)"
     label = label_in_image if isinstance(label_in_image, str) else text(label_in_image)
     if label.strip().upper() == "YES":
         return "the pixels show the specimen label (SpecimenLabelInImage YES)"
@@ -87,4 +90,6 @@ def gate_finding(elements: list[Element]) -> tuple[str, int] | None:
         return "LabelImage", IMAGE_TYPE
     if "OVERVIEW)" in reason:
         return "OverviewImage", IMAGE_TYPE
+    if "without ImageType" in reason:
+        return "ImageType", IMAGE_TYPE
     return "SpecimenLabelInImage", SPECIMEN_LABEL_IN_IMAGE

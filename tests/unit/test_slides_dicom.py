@@ -184,3 +184,21 @@ def test_forked_workers_report_what_a_serial_run_reports(series: Path, tmp_path:
         "slide overview (macro) image (ImageType value 3 OVERVIEW)": 4,
         "slide label page": 3,
     }
+
+
+@pytest.mark.parametrize("image_type", [None, ["ORIGINAL", "PRIMARY"]])
+def test_a_wsi_instance_without_image_type_value_3_is_removed(tmp_path: Path, image_type) -> None:
+    """ImageType is Type 1 in the WSI module; without value 3 a label cannot be told from a level."""
+    ds = _instance("VOLUME")
+    if image_type is None:
+        del ds.ImageType
+    else:
+        ds.ImageType = image_type
+    src = tmp_path / "in"
+    src.mkdir()
+    ds.save_as(src / "v.dcm", enforce_file_format=True)
+    assert ("ImageType", "(0008,0008)") in {(v.keyword, v.tag) for v in verify_tree(src, jobs=1).violations}
+    summary = deidentify_tree(src, tmp_path / "out", key=KEY, jobs=1)
+    assert summary.written == 0 and list(summary.removed) == [
+        "whole-slide image without ImageType value 3 (a label cannot be told from a level)"
+    ]
