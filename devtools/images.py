@@ -649,8 +649,8 @@ def _finish(name: str, img: _Image, s: Settings, progress: Progress) -> BuiltIma
 
 
 def _prune_archives(out_dir: Path, prefix: str, keep: int) -> None:
-    """Each source change writes new archives of ~125 MiB; keep the newest few per image (a caller may still import "
-    "one)."""
+    """Each source change writes new archives of ~125 MiB; keep the newest few per image (a caller may still import
+    one)."""
     found = sorted(out_dir.glob(f"{prefix}*.oci.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in found[keep:]:
         old.unlink(missing_ok=True)
@@ -664,8 +664,8 @@ def build(
     epoch: int | None = None,
     log: Log | None = None,
 ) -> dict[str, BuiltImage]:
-    """Build the named images (default all); the base, dependency and app layers come from the cache when their inputs "
-    "match."""
+    """Build the named images (default all); the base, dependency and app layers come from the cache when their inputs
+    match."""
     unknown = [n for n in names if n not in IMAGES]
     if unknown:
         raise ImageBuildError(f"unknown image(s) {', '.join(unknown)}; known: {', '.join(IMAGES)}")
@@ -686,8 +686,8 @@ def build(
 
 
 def prepare_context(dest: Path, *, root: Path | None = None, log: Log | None = None) -> Path:
-    """``dest/dist``: what the Containerfiles bind-mount (the Lightbox wheel, pinned requirements and their wheels, "
-    "pip)."""
+    """``dest/dist``: what the Containerfiles bind-mount (the Lightbox wheel, pinned requirements and their wheels,
+    pip)."""
     root = root or repo_root()
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     dist = dest / "dist"
