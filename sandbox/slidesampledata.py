@@ -20,6 +20,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,9 +65,11 @@ def _write_raw(path: Path, image: np.ndarray, aperio: bool, case: str) -> None:
     label = Image.new("RGB", (400, 300), "white")
     ImageDraw.Draw(label).text((20, 140), f"PATIENT {case} 1961-04-15", fill="black")
     pyramid = [image[:: 2**i, :: 2**i] for i in range(3)]
-    common = {"photometric": "rgb", "metadata": None, "software": False}
+    common: dict[str, Any] = {"photometric": "rgb", "metadata": None, "software": False}
     with tifffile.TiffWriter(path) as tif:
         for i, level in enumerate(pyramid):
+            description: str | None
+            extra: dict[str, Any]
             if aperio:
                 description = (
                     f"Aperio Image Library v12.0.15\r\n{SIDE}x{SIDE} ({TILE}x{TILE}) RGB|AppMag = 20|MPP = 0.5"

@@ -25,7 +25,8 @@ def read_level(slide: dict[str, Any]) -> np.ndarray:
 
     level = slide["levels"][slide["maskLevel"]]
     with tifffile.TiffFile(input_dir() / slide["file"]) as tif:
-        for page in tif.pages:
+        pages: list[Any] = list(tif.pages)
+        for page in pages:
             if (page.imagewidth, page.imagelength) == (level["width"], level["height"]) and page.is_tiled:
                 return np.asarray(page.asarray())
     raise ValueError(f"{slide['file']}: no page of {level['width']}x{level['height']}")
