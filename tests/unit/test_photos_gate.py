@@ -55,7 +55,10 @@ def test_the_gate_names_gps_date_thumbnail_and_serial_with_counts_and_no_values(
     assert (by_keyword["DateTimeOriginal"].tag, by_keyword["DateTimeOriginal"].occurrences) == ("EXIF 0x9003", 6)
     assert (by_keyword["BodySerialNumber"].tag, by_keyword["BodySerialNumber"].files) == ("EXIF 0xA431", 6)
     assert by_keyword["HEICContainer"].files == 1
-    assert by_keyword["PatientID"].tag == "cohort.csv patient"  # the sheet's ids are not pseudonyms
+    # the sheet's ids are not pseudonyms: 3 rows of one file
+    assert (by_keyword["PatientID"].tag, by_keyword["PatientID"].occurrences, by_keyword["PatientID"].files) == (
+        "cohort.csv patient", 3, 1
+    )
     text = report.model_dump_json(by_alias=True)
     for value in [*ps.PLANTED.values(), b"MRN12345", *(n.encode() for n in SOURCE_NAMES)]:
         assert value.decode() not in text
