@@ -150,3 +150,19 @@ def test_a_fundus_photo_goes_the_photo_path_as_op_with_its_laterality(tmp_path: 
     assert sorted(c["laterality"] for c in cases.values()) == ["L", "R"]
     assert len({c["patientId"] for c in cases.values()}) == 1  # both eyes, one patient: clustered
     assert {c["bodySite"] for c in cases.values()} == {"eye"}
+
+
+def test_the_table_says_what_this_file_expects() -> None:
+    """The actions stated at the top of this file, against Table E.1-1 as shipped (DICOM 2024b):
+    if a new edition changes them, this fails first and the expectations above get reviewed."""
+    from importlib.resources import files
+
+    table = json.loads((files("lightbox.sandbox.deid") / "confidentiality_profile_attributes.json").read_text())
+    basic = {row["tag"]: row["basicProfile"] for row in table}
+    assert {tag: basic.get(tag) for tag in ("(0018,1000)", "(0008,1010)", "(0018,1002)", "(0016,004D)", "(0016,0051)",
+                                            "(0018,1009)", "(0018,700A)", "(0008,002A)")} == {
+        "(0018,1000)": "X/Z/D", "(0008,1010)": "X/Z/D", "(0018,1002)": "U", "(0016,004D)": "X", "(0016,0051)": "X",
+        "(0018,1009)": "X", "(0018,700A)": "X/D", "(0008,002A)": "X/Z/D",
+    }
+    # Laterality, Image Laterality and the ophthalmic acquisition group are not in the table: kept.
+    assert not {t for t in basic if t in ("(0020,0060)", "(0020,0062)") or t.startswith("(0022,")}
