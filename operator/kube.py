@@ -127,6 +127,7 @@ class Kube:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
+        await self._credentials.fresh()
         for attempt in (1, 2):
             generation = self._credentials.generation
             api = await self._current()

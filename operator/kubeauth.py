@@ -20,6 +20,7 @@ import asyncio
 import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,6 +30,9 @@ from kubernetes_asyncio.config import ConfigException, load_incluster_config, lo
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_KEY = "BearerToken"  # where kubernetes_asyncio keeps the Authorization header's value
+# An exec credential is renewed this long before its expirationTimestamp, so no request
+# carries it across the API server's clock edge.
+EXPIRY_MARGIN = timedelta(seconds=10)
 
 
 class InsecureConnection(ValueError):
@@ -47,8 +51,14 @@ class Source:
         return self.kubeconfig or "the in-cluster service account or $KUBECONFIG"
 
 
-async def load(source: Source) -> Configuration:
-    """A new Configuration read from ``source`` now (token files read, exec plugins run)."""
+@dataclass(frozen=True)
+class Loaded:
+    configuration: Configuration
+    expires: datetime | None = None  # an exec credential's expirationTimestamp, if it gave one
+
+
+async def load(source: Source) -> Loaded:
+    """Credentials read from ``source`` now (token files read, exec plugins run)."""
     cfg = Configuration()
     if source.kubeconfig is None:
         try:
@@ -58,17 +68,18 @@ async def load(source: Source) -> Configuration:
                 token_filename=str(source.service_account_dir / "token"),
                 cert_filename=str(source.service_account_dir / "ca.crt"),
             )
-            return check(cfg, "the in-cluster service account")
+            return Loaded(check(cfg, "the in-cluster service account"))
         except ConfigException:
             pass  # not in a pod: fall back to $KUBECONFIG, as kubectl does
-    await load_kube_config(
+    loader = await load_kube_config(
         config_file=source.kubeconfig, context=source.context, client_configuration=cfg, persist_config=False
     )
     token = cfg.api_key.get(TOKEN_KEY)
     if isinstance(token, str):
         # A token file ending in a newline would otherwise put one into the header.
         cfg.api_key[TOKEN_KEY] = token.strip()
-    return check(cfg, source.describe())
+    expires = getattr(loader, "exec_plugin_expiry", None)  # set by the library only when the plugin gave one
+    return Loaded(check(cfg, source.describe()), expires if isinstance(expires, datetime) else None)
 
 
 def check(cfg: Configuration, where: str) -> Configuration:
@@ -97,22 +108,34 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-Loader = Callable[[Source], Awaitable[Configuration]]
+Loader = Callable[[Source], Awaitable[Loaded]]
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class Credentials:
     """The current Configuration; ``generation`` counts how often it was loaded anew."""
 
-    def __init__(self, source: Source, configuration: Configuration, loader: Loader = load):
+    def __init__(self, source: Source, loaded: Loaded, loader: Loader = load, clock: Clock = _utcnow):
         self.source = source
-        self.configuration = configuration
+        self.configuration = loaded.configuration
+        self.expires = loaded.expires
         self.generation = 0
         self._load = loader
+        self._clock = clock
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def from_source(cls, source: Source, loader: Loader = load) -> Credentials:
-        return cls(source, await loader(source), loader)
+    async def from_source(cls, source: Source, loader: Loader = load, clock: Clock = _utcnow) -> Credentials:
+        return cls(source, await loader(source), loader, clock)
+
+    async def fresh(self) -> None:
+        """Renew an exec credential that is about to expire, before it is refused."""
+        if self.expires is not None and self._clock() >= self.expires - EXPIRY_MARGIN:
+            await self.renew(self.generation)
 
     async def renew(self, failed: int) -> None:
         """Load the source again after credentials of generation ``failed`` were refused.
@@ -122,7 +145,8 @@ class Credentials:
         async with self._lock:
             if self.generation != failed:
                 return
-            self.configuration = await self._load(self.source)
+            loaded = await self._load(self.source)
+            self.configuration, self.expires = loaded.configuration, loaded.expires
             self.generation += 1
 
     async def bearer(self) -> str | None:
@@ -133,8 +157,9 @@ class Credentials:
 
 async def kopf_login(source: Source) -> kopf.ConnectionInfo:
     """kopf's watches log in with what our own client uses. kopf calls this again after a 401."""
-    cfg = await load(source)
-    header = await Credentials(source, cfg).bearer()
+    loaded = await load(source)
+    cfg = loaded.configuration
+    header = await Credentials(source, loaded).bearer()
     scheme, _, token = (header or "").partition(" ")
     return kopf.ConnectionInfo(
         server=str(cfg.host),

@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +86,11 @@ import json, pathlib, sys
 state = pathlib.Path(sys.argv[1])
 runs = state / "runs"
 runs.write_text(str(int(runs.read_text() or 0) + 1) if runs.exists() else "1")
-token = (state / "token").read_text()
+status = {"token": (state / "token").read_text()}
+if (state / "expires").exists():
+    status["expirationTimestamp"] = (state / "expires").read_text()
 print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
-                  "status": {"token": token}}))
+                  "status": status}))
 """
 
 
@@ -203,6 +206,94 @@ def test_an_exec_credential_is_not_fetched_again_while_it_is_accepted(pki: certs
     run(scenario)
 
 
+def test_an_exec_credential_is_renewed_at_its_expiry_without_waiting_for_a_401(pki: certs.Pki, tmp_path: Path) -> None:
+    state = tmp_path / "plugin"
+    state.mkdir()
+    (state / "token").write_text("hour-1")
+    (state / "expires").write_text("2026-12-01T10:00:00Z")
+    now = [datetime(2026, 12, 1, 9, 0, tzinfo=UTC)]
+
+    async def scenario() -> None:
+        async with serving(pki, {"hour-1", "hour-2"}) as server:  # the API server would still take both
+            kubeconfig = write_kubeconfig(tmp_path / "kc", server.url, pki.ca_crt, exec_user(state))
+            kube = Kube(await Credentials.from_source(Source(str(kubeconfig)), clock=lambda: now[0]))
+            try:
+                await kube.get(path("pods", "ns", "a"))
+                (state / "token").write_text("hour-2")
+                (state / "expires").write_text("2026-12-01T11:00:00Z")
+                now[0] = datetime(2026, 12, 1, 9, 59, 49, tzinfo=UTC)  # 11 s before the expiry: still good
+                await kube.get(path("pods", "ns", "b"))
+                now[0] = datetime(2026, 12, 1, 9, 59, 51, tzinfo=UTC)  # inside the 10 s margin
+                await kube.get(path("pods", "ns", "c"))
+                await kube.get(path("pods", "ns", "d"))
+            finally:
+                await kube.close()
+        assert server.tokens() == [("hour-1", 200), ("hour-1", 200), ("hour-2", 200), ("hour-2", 200)]
+        assert (state / "runs").read_text() == "2"
+
+    run(scenario)
+
+
+EXEC_CERT_PLUGIN = """\
+import json, pathlib, sys
+state = pathlib.Path(sys.argv[1])
+which = (state / "which").read_text()
+print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential", "status": {
+    "clientCertificateData": (state / f"{which}.crt").read_text(),
+    "clientKeyData": (state / f"{which}.key").read_text()}}))
+"""
+
+
+def test_a_renewed_client_certificate_gets_a_new_connection(pki: certs.Pki, tmp_path: Path) -> None:
+    """An exec plugin hands out client certificates: after a 401 the next one is presented in a new TLS handshake."""
+    state = tmp_path / "plugin"
+    state.mkdir()
+    for name, crt, key in (("admin", pki.admin_crt, pki.admin_key), ("kcm", pki.kcm_crt, pki.kcm_key)):
+        (state / f"{name}.crt").write_bytes(crt.read_bytes())
+        (state / f"{name}.key").write_bytes(key.read_bytes())
+    (state / "which").write_text("admin")
+    plugin = state / "plugin.py"
+    plugin.write_text(EXEC_CERT_PLUGIN)
+    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": sys.executable,
+                     "args": [str(plugin), str(state)], "interactiveMode": "Never"}}
+    seen: list[tuple[str, int]] = []
+    accepted = {"lightbox-admin"}
+
+    async def handle(request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        subject = dict(item[0] for item in (peer or {}).get("subject", ()))
+        name = str(subject.get("commonName", ""))
+        status = 200 if name in accepted else 401
+        seen.append((name, status))
+        return web.json_response({"kind": "Status"} if status == 401 else {"kind": "Pod"}, status=status)
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_crt))
+        context.load_cert_chain(pki.serving_crt, pki.serving_key)
+        context.verify_mode = ssl.CERT_REQUIRED
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        kube = await connect(tmp_path, f"https://127.0.0.1:{runner.addresses[0][1]}", pki.ca_crt, user)
+        try:
+            await kube.get(path("pods", "ns", "a"))
+            (state / "which").write_text("kcm")
+            accepted.clear()
+            accepted.add("lightbox-controller-manager")
+            await kube.get(path("pods", "ns", "b"))
+            await kube.get(path("pods", "ns", "c"))
+        finally:
+            await kube.close()
+            await runner.cleanup()
+
+    run(scenario)
+    assert seen == [("lightbox-admin", 200), ("lightbox-admin", 401),
+                    ("lightbox-controller-manager", 200), ("lightbox-controller-manager", 200)]
+
+
 # -- in-cluster: the projected service-account token ---------------------------
 
 
@@ -291,7 +382,7 @@ def test_insecure_skip_tls_verify_is_refused_naming_the_field(pki: certs.Pki, tm
 def test_plain_http_only_to_loopback(pki: certs.Pki, tmp_path: Path, server: str, allowed: bool) -> None:
     kc = write_kubeconfig(tmp_path / "kc", server, None, {"token": "t"})
     if allowed:
-        assert run(lambda: load(Source(str(kc)))).host == server
+        assert run(lambda: load(Source(str(kc)))).configuration.host == server
     else:
         with pytest.raises(InsecureConnection, match="plain http is allowed to loopback addresses only"):
             run(lambda: load(Source(str(kc))))
