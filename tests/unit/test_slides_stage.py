@@ -112,3 +112,32 @@ def test_sample_slide_dataset_passes_the_gate_and_the_reference_classifier_reads
     assert slide_classifier.main([]) == 0
     predictions = json.loads((tmp_path / "output" / "predictions.json").read_text())
     assert sorted(predictions["cases"]) == ["case-0001", "case-0002", "case-0003", "case-0004"]
+
+
+def test_patch_level_masks_go_through_the_scorers_segmentation_path(tmp_path: Path) -> None:
+    """A mask on the manifest's maskLevel grid (192 x 256 here) is scored like any mask; one on
+    the baseline's grid is refused as oversized output."""
+    import numpy as np
+    from lightbox.sandbox.scorer import Failures, ScoreError, score_segmentation_inputs
+
+    studies = _dataset(tmp_path, cases=1)
+    stage(studies, tmp_path / "input", tmp_path / "work", StagerConfig(task="segmentation", format="slide-tiff"))
+    cases = json.loads((tmp_path / "work" / "cases.json").read_text())["cases"]
+    source = cases["case-0001"]["source"]
+    truth = np.zeros((1, 192, 256), np.uint8)
+    truth[0, 10:20, 10:20] = 1  # 100 patches
+    (tmp_path / "truth" / "masks").mkdir(parents=True)
+    np.savez(tmp_path / "truth" / "masks" / f"{source}.npz", mask=truth)
+    pred = np.zeros_like(truth)
+    pred[0, 10:20, 15:25] = 1  # 100 patches, 50 shared: Dice 2*50/200 = 0.5, IoU 50/150
+    out = tmp_path / "output"
+    out.mkdir()
+    np.savez(out / "grid.npz", mask=pred)
+    np.savez(out / "baseline.npz", mask=np.zeros((1, 768, 1024), np.uint8))
+    failures = Failures()
+    scored = score_segmentation_inputs(cases, tmp_path / "truth", out, {"case-0001": {"mask": "grid.npz"}}, failures)
+    assert scored.values["dice"].tolist() == [0.5]
+    assert scored.values["iou"].tolist() == pytest.approx([1 / 3])
+    # a baseline-sized mask is far larger than a mask of this case may be: the scorer refuses the run
+    with pytest.raises(ScoreError, match="more bytes uncompressed than a mask of this image needs"):
+        score_segmentation_inputs(cases, tmp_path / "truth", out, {"case-0001": {"mask": "baseline.npz"}}, Failures())
