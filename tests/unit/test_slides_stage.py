@@ -118,6 +118,7 @@ def test_patch_level_masks_go_through_the_scorers_segmentation_path(tmp_path: Pa
     """A mask on the manifest's maskLevel grid (192 x 256 here) is scored like any mask; one on
     the baseline's grid is refused as oversized output."""
     import numpy as np
+
     from lightbox.sandbox.scorer import Failures, ScoreError, score_segmentation_inputs
 
     studies = _dataset(tmp_path, cases=1)
