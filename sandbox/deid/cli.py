@@ -38,7 +38,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _deid_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lightbox deid",
-        description="De-identify DICOM with the PS3.15 Annex E Basic Application Level Confidentiality Profile.",
+        description="De-identify DICOM with the PS3.15 Annex E Basic Application Level Confidentiality Profile; "
+        "whole-slide TIFF/SVS files (recognised by content) lose their label, macro, identifying description "
+        "and tags (docs/deid.md).",
         epilog="lightbox deid verify DIR [--option ...]  checks a tree instead.",
     )
     p.add_argument("src", type=Path, help="file or folder to de-identify")
