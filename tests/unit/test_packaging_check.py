@@ -268,3 +268,39 @@ def test_manifests_are_read_from_the_images_layers_later_layers_winning(tmp_path
     bare = _archive(tmp_path / "bare.tar", [_layer({"opt/app/run": b"#!/bin/sh\n"})])
     with pytest.raises(ManifestError, match="no /etc/holoscan/app.json"):
         read_from_archive(bare)
+
+
+@needs_namespaces
+def test_image_mode_runs_the_runner_once_per_case_with_only_that_cases_input(tmp_path):
+    # --image puts an ImageRunner in run_isolated's place; any runner gets one call per case
+    seen: list[str] = []
+
+    def runner(argv, **kwargs):
+        (host_input, target) = kwargs["view"].binds[0]
+        seen.append(f"{Path(host_input).name}->{target}")
+        return run_isolated(argv, **kwargs)
+
+    code, text = check(module("gc_classifier"), packaging="grand-challenge", runner=runner)
+    assert code == vendorcheck.EXIT_CONFORMANT, text
+    assert seen == [f"case-000{i}->/input" for i in range(1, 5)]
+
+
+def test_image_mode_passes_a_maps_folder_variables_with_the_containers_paths():
+    from lightbox.sandbox import imagecheck, packaging
+
+    env = {"PATH": "/host/bin", **packaging.vendor_environment("monai-map", "/tmp/x/in", "/tmp/x/out")}
+    got = imagecheck.container_env(env, Path("/tmp/x/in"), Path("/tmp/x/out"))
+    assert got["HOLOSCAN_INPUT_PATH"] == got["MONAI_INPUTPATH"] == "/input"
+    assert got["HOLOSCAN_OUTPUT_PATH"] == got["MONAI_OUTPUTPATH"] == got["HOLOSCAN_WORKDIR"] == "/output"
+    assert "PATH" not in got
+
+
+def test_image_mode_reads_a_maps_manifests_from_the_archive_or_says_why_not(tmp_path):
+    from lightbox.sandbox import imagecheck
+
+    app = json.dumps({"command": ["python3", "/opt/holoscan/app"], "input": {}, "output": {}}).encode()
+    path = _archive(tmp_path / "map.tar", [_layer({"etc/holoscan/app.json": app})])
+    assert imagecheck._map_manifest(f"oci-archive:{path}")["map_manifest"].command == ["python3", "/opt/holoscan/app"]
+    assert "give the image as oci-archive:PATH" in imagecheck._map_manifest("localhost/map:1")["map_manifest_error"]
+    bare = _archive(tmp_path / "bare.tar", [_layer({"opt/x": b"x"})])
+    assert "no /etc/holoscan/app.json" in imagecheck._map_manifest(f"oci-archive:{bare}")["map_manifest_error"]
