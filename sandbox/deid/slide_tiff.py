@@ -331,6 +331,11 @@ def _write_args(page: Any, description: str | None) -> dict[str, Any]:
         args["extratags"] = [(MAKE, "s", 0, make, True)]
     if page.photometric == 6:
         args["subsampling"] = page.subsampling or (2, 2)
+    elif page.photometric == 2 and page.compression in JPEG:
+        # Aperio's RGB JPEG tiles (no colour transform): TiffWriter turns a JPEG RGB page into
+        # YCbCr unless told the stored colour space is RGB, which would mislabel copied tiles.
+        args["subsampling"] = (1, 1)
+        args["compressionargs"] = {"outcolorspace": "rgb"}
     if page.jpegtables:
         try:
             args["jpegtables"] = scrub_jpeg(page.jpegtables).data

@@ -372,3 +372,57 @@ def test_make_is_kept_only_as_a_known_scanner_maker(tmp_path: Path, make: str, k
     clean = verify_tree(tmp_path / "o.tif", jobs=1)
     assert clean.ok and clean.cohort["manufacturer"] == {kept or "unknown": 1}
     assert "Jane" not in (tmp_path / "o.tif").read_bytes().decode("latin-1")
+
+
+def _abbreviated(jpeg: bytes) -> tuple[bytes, bytes]:
+    """(tables-only stream, tile stream without tables), as Aperio stores JPEG tiles."""
+    pos, tables, rest = 2, [], []
+    while jpeg[pos + 1] != 0xDA:
+        end = pos + 2 + int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+        (tables if jpeg[pos + 1] in (0xDB, 0xC4) else rest).append(jpeg[pos:end])
+        pos = end
+    return b"\xff\xd8" + b"".join(tables) + b"\xff\xd9", b"\xff\xd8" + b"".join(rest) + jpeg[pos:]
+
+
+def test_aperio_style_rgb_jpeg_with_shared_tables_is_copied_as_it_is(tmp_path: Path) -> None:
+    """RGB-coded JPEG tiles (Adobe APP14, no colour transform) sharing one JPEGTables: the page
+    stays RGB, tiles and tables byte-identical, a comment planted in the tables removed."""
+    image = sb.tissue(512, 512, seed=9)
+    streams = [
+        _abbreviated(
+            imagecodecs.jpeg8_encode(image[r : r + 256, c : c + 256], level=90, colorspace="rgb", outcolorspace="rgb")
+        )
+        for r in (0, 256)
+        for c in (0, 256)
+    ]
+    tables, tiles = streams[0][0], [t for _, t in streams]
+    comment = b"\xff\xfe\x00\x0cJane Doe 1"
+    src = tmp_path / "aperio-rgb.svs"
+    with tifffile.TiffWriter(src) as tif:
+        tif.write(
+            iter(tiles),
+            shape=image.shape,
+            dtype=np.uint8,
+            tile=(256, 256),
+            compression="jpeg",
+            photometric="rgb",
+            subsampling=(1, 1),
+            compressionargs={"outcolorspace": "rgb"},
+            jpegtables=tables[:2] + comment + tables[2:],
+            metadata=None,
+            software=False,
+            description="Aperio Image Library v12\r\n512x512 (256x256) JPEG/RGB|AppMag = 20",
+        )
+    with tifffile.TiffFile(src) as tif:
+        assert tif.pages[0].photometric == 2  # the source as Aperio writes it
+    report = verify_tree(src, jobs=1)
+    assert {v.keyword for v in report.violations} >= {"JPEGTablesMetadata"}
+    deidentify_slide(src, tmp_path / "out.svs")
+    with tifffile.TiffFile(tmp_path / "out.svs") as tif:
+        page = tif.pages[0]
+        assert page.photometric == 2 and page.jpegtables == tables
+        decoded = page.asarray()
+    assert sb.raw_segments(tmp_path / "out.svs", 0) == tiles
+    with tifffile.TiffFile(src) as tif:
+        assert np.array_equal(decoded, tif.pages[0].asarray())
+    assert verify_tree(tmp_path / "out.svs", jobs=1).ok
