@@ -426,3 +426,36 @@ def test_aperio_style_rgb_jpeg_with_shared_tables_is_copied_as_it_is(tmp_path: P
     with tifffile.TiffFile(src) as tif:
         assert np.array_equal(decoded, tif.pages[0].asarray())
     assert verify_tree(tmp_path / "out.svs", jobs=1).ok
+
+
+@pytest.mark.parametrize("compression", [33005, 34712])
+def test_jpeg2000_tiles_are_copied_with_their_comments_removed(tmp_path: Path, compression: int) -> None:
+    """Aperio's JPEG 2000 (33005, RGB) and the registered code (34712): codestreams as OpenJPEG
+    writes them, with its COM; the output tiles are the same codestreams without it."""
+    image = sb.tissue(512, 512, seed=4)
+    streams = [
+        imagecodecs.jpeg2k_encode(image[r : r + 256, c : c + 256], level=0, codecformat="J2K")
+        for r in (0, 256)
+        for c in (0, 256)
+    ]
+    assert all(b"Created by OpenJPEG" in s for s in streams)
+    src = tmp_path / "j2k.svs"
+    with tifffile.TiffWriter(src) as tif:
+        tif.write(
+            iter(streams),
+            shape=image.shape,
+            dtype=np.uint8,
+            tile=(256, 256),
+            compression=compression,
+            photometric="rgb",
+            metadata=None,
+            software=False,
+        )
+    assert {v.keyword: v.occurrences for v in verify_tree(src, jobs=1).violations} == {"TileMetadata": 4}
+    result = deidentify_slide(src, tmp_path / "out.svs")
+    assert result.tile_segments_removed == 4
+    out = sb.raw_segments(tmp_path / "out.svs", 0)
+    assert all(b"OpenJPEG" not in t for t in out)
+    for before, after in zip(streams, out, strict=True):
+        assert np.array_equal(imagecodecs.jpeg2k_decode(after), imagecodecs.jpeg2k_decode(before))
+    assert verify_tree(tmp_path / "out.svs", jobs=1).ok
