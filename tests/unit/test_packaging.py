@@ -306,3 +306,20 @@ def test_sr_nested_past_the_limit_or_of_another_class_is_refused(tmp_path):
         sr_score(b"DICM" + bytes(200), "abnormal", "2.25.1")
     with pytest.raises(Unreadable, match="larger than"):
         sr_score(bytes((4 << 20) + 1), "abnormal", "2.25.1")
+
+
+@pytest.mark.parametrize("kind", ["monai-map", "grand-challenge"])
+@pytest.mark.parametrize("fmt", ["photo", "slide-tiff"])
+def test_photo_and_slide_datasets_are_refused_for_per_case_packagings_naming_why(tmp_path, kind, fmt):
+    from lightbox.sandbox.stager import StageError
+
+    (tmp_path / "studies" / "case-a").mkdir(parents=True)
+    config = StagerConfig(task="classification", packaging=kind, format=fmt)  # type: ignore[arg-type]
+    with pytest.raises(StageError) as caught:
+        stage(tmp_path / "studies", tmp_path / "in", tmp_path / "work", config, verifier=minimal_verify_tree)
+    assert caught.value.reason == "ConfigInvalid" and caught.value.exit_code == 2
+    assert (
+        f"packaging {kind} is laid out from DICOM studies only; a {fmt} dataset needs packaging lightbox"
+        == caught.value.message
+    )
+    assert not (tmp_path / "in").exists()
