@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -324,6 +325,35 @@ def test_in_cluster_the_rotated_service_account_token_is_used_after_a_401(
             finally:
                 await kube.close()
         assert server.tokens() == [("pod-token-1", 200), ("pod-token-1", 401), ("pod-token-2", 200)]
+
+    run(scenario)
+
+
+def test_in_cluster_a_rewritten_token_file_is_picked_up_within_a_minute_without_a_401(
+    pki: certs.Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kubelet rewrites the file while the old token is still good: the library's hook switches within 60 s."""
+    from kubernetes_asyncio.config import incluster_config
+
+    account = service_account(tmp_path / "sa", pki, "pod-token-1")
+    now = [datetime(2026, 12, 1, 9, 0)]
+    monkeypatch.setattr(incluster_config, "datetime", SimpleNamespace(datetime=SimpleNamespace(now=lambda: now[0])))
+
+    async def scenario() -> None:
+        async with serving(pki, {"pod-token-1", "pod-token-2"}) as server:
+            monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+            monkeypatch.setenv("KUBERNETES_SERVICE_PORT", server.url.rsplit(":", 1)[1])
+            kube = Kube(await Credentials.from_source(Source(service_account_dir=account)))
+            try:
+                await kube.get(path("pods", "ns", "a"))
+                (account / "token").write_text("pod-token-2")
+                now[0] = datetime(2026, 12, 1, 9, 0, 59)
+                await kube.get(path("pods", "ns", "b"))
+                now[0] = datetime(2026, 12, 1, 9, 1, 0)
+                await kube.get(path("pods", "ns", "c"))
+            finally:
+                await kube.close()
+        assert server.tokens() == [("pod-token-1", 200), ("pod-token-1", 200), ("pod-token-2", 200)]
 
     run(scenario)
 
