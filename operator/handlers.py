@@ -2,7 +2,9 @@
 
 Thin on purpose. Only ``on.event`` handlers are used, so kopf adds no
 finalizers and writes nothing into the objects; deletion is left to owner
-references and the garbage collector. Load with
+references and the garbage collector. The handlers are coroutines: kopf runs a
+plain function in a thread pool, where touching the work queue (an
+asyncio.Queue) would race the event loop, and every event would pay a thread hop. Load with
 ``kopf run -m lightbox.operator.handlers`` or ``lightbox operator``.
 """
 
@@ -19,6 +21,7 @@ from lightbox.operator.config import OperatorConfig
 from lightbox.operator.exporter import Exporter
 from lightbox.operator.kube import Kube
 from lightbox.operator.kubeauth import Source, kopf_login
+from lightbox.operator.leader import Campaign, LeaseSettings, campaign
 from lightbox.operator.runtime import Runtime
 
 GROUP, VERSION = "lightbox.dev", "v1alpha1"
@@ -45,9 +48,20 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
         memo["metrics_port"] = port
     kube = await Kube.connect(memo.get("kubeconfig"))
     runtime = Runtime(config=config, kube=kube, exporter=exporter, api_server=kube.host)
-    await ensure_audit_namespace(runtime, logger)
-    runtime.start()
     memo["runtime"] = runtime
+
+    async def act() -> None:
+        # Everything that writes to the cluster starts here: the watches above run in a
+        # standby replica too, only filling its caches and work queue (docs/ha.md).
+        exporter.leader.set(1)
+        await ensure_audit_namespace(runtime, logger)
+        runtime.start()
+
+    lease: LeaseSettings | None = memo.get("leader")
+    if lease is None:
+        await act()
+    else:
+        memo["campaign"] = campaign(lease, await Kube.connect(memo.get("kubeconfig")), act)
 
 
 @kopf.on.login()
@@ -61,16 +75,19 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
         await runtime.stop()
+    elected: Campaign | None = memo.get("campaign")
+    if elected is not None:
+        await elected.end()  # after the workers stopped: hand the Lease over at once
 
 
 @kopf.index(GROUP, VERSION, "validations")
-def validation_names(namespace: str, name: str, meta: kopf.Meta, **_: Any) -> dict[str, tuple[str, str]]:
+async def validation_names(namespace: str, name: str, meta: kopf.Meta, **_: Any) -> dict[str, tuple[str, str]]:
     """Namespace → (name, creationTimestamp) of Validations; kopf fills it from the initial listing before any handler runs."""
     return {namespace: (name, meta.get("creationTimestamp") or "")}
 
 
 @kopf.on.event(GROUP, VERSION, "validations")
-def validation_event(
+async def validation_event(
     event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, validation_names: kopf.Index, **_: Any
 ) -> None:
     runtime: Runtime = memo["runtime"]
@@ -99,7 +116,7 @@ def _current(event: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @kopf.on.event(GROUP, VERSION, "algorithms")
-def algorithm_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def algorithm_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.observe("algorithms", namespace, name, _current(event))
     if event.get("type") != "DELETED":
@@ -108,7 +125,7 @@ def algorithm_event(event: dict[str, Any], namespace: str, name: str, memo: kopf
 
 
 @kopf.on.event(GROUP, VERSION, "algorithmapprovals")
-def approval_event(event: dict[str, Any], namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def approval_event(event: dict[str, Any], namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """An approval came or went: the Algorithm it names may be allowed now, and its Validations may run."""
     runtime: Runtime = memo["runtime"]
     algorithm = (((event.get("object") or {}).get("spec")) or {}).get("algorithm")
@@ -118,7 +135,7 @@ def approval_event(event: dict[str, Any], namespace: str, memo: kopf.Memo, **_: 
 
 
 @kopf.on.event(GROUP, VERSION, "datasets")
-def dataset_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def dataset_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.observe("datasets", namespace, name, _current(event))
     if event.get("type") != "DELETED":
@@ -127,7 +144,7 @@ def dataset_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.M
 
 
 @kopf.on.event(GROUP, VERSION, "sandboxpolicies")
-def policy_event(name: str, memo: kopf.Memo, **_: Any) -> None:
+async def policy_event(name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.policies = None
     runtime.wake_policy(name)
@@ -136,7 +153,7 @@ def policy_event(name: str, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={layout.LABEL_COMPONENT: kopf.PRESENT})
-def job_event(
+async def job_event(
     event: dict[str, Any], labels: dict[str, str], namespace: str, annotations: dict[str, str], memo: kopf.Memo, **_: Any
 ) -> None:
     runtime: Runtime = memo["runtime"]
@@ -150,7 +167,7 @@ def job_event(
 
 
 @kopf.on.event("", "v1", "pods", labels={layout.LABEL_COMPONENT: kopf.PRESENT})
-def pod_event(event: dict[str, Any], namespace: str, annotations: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+async def pod_event(event: dict[str, Any], namespace: str, annotations: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
     pod = event.get("object")
     if isinstance(pod, dict) and outcome.pod_event_matters(event.get("type"), pod):
         _wake_owner(memo["runtime"], namespace, annotations)
