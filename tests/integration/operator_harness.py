@@ -105,7 +105,10 @@ def dataset(name: str = "chest", sub: str = "chest") -> dict[str, Any]:
         "spec": {
             "studies": {"claimName": CLAIM, "subPath": f"{sub}/studies"},
             "groundTruth": {"claimName": CLAIM, "subPath": f"{sub}/truth"},
-            "deidentification": {"profile": "basic", "options": ["retainPatientCharacteristics", "retainInstitutionIdentity"]},
+            "deidentification": {
+                "profile": "basic",
+                "options": ["retainPatientCharacteristics", "retainInstitutionIdentity"],
+            },
             "modality": "CT",
         },
     }
@@ -274,13 +277,19 @@ def mark_verified(api_client, namespace: str, name: str) -> None:
             "observedGeneration": 1,
         }
     }
-    custom(api_client).patch_namespaced_custom_object_status("lightbox.dev", "v1alpha1", namespace, "datasets", name, body)
+    custom(api_client).patch_namespaced_custom_object_status(
+        "lightbox.dev", "v1alpha1", namespace, "datasets", name, body
+    )
 
 
 def pods_of_job(api_client, namespace: str, job: str) -> list[dict[str, Any]]:
     from kubernetes import client
 
-    items = client.CoreV1Api(api_client).list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job}").items
+    items = (
+        client.CoreV1Api(api_client)
+        .list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job}")
+        .items
+    )
     return [api_client.sanitize_for_serialization(p) for p in items]
 
 

@@ -22,10 +22,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client
 from kubernetes import config as kconfig
 from kubernetes.client.rest import ApiException
-
-from lightbox.devtools.binaries import ensure_helm
-from lightbox.devtools.controlplane import render_kubeconfig
-from lightbox.operator.crdgen import REPO_ROOT
 from operator_harness import (
     VENDOR,
     Operator,
@@ -46,6 +42,10 @@ from operator_harness import (
     wait_for,
 )
 
+from lightbox.devtools.binaries import ensure_helm
+from lightbox.devtools.controlplane import render_kubeconfig
+from lightbox.operator.crdgen import REPO_ROOT
+
 pytestmark = pytest.mark.integration
 
 CHART = REPO_ROOT / "charts" / "lightbox"
@@ -63,7 +63,11 @@ def _identity(control_plane, directory: Path, user: str, group: str) -> Path:
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, group), x509.NameAttribute(NameOID.COMMON_NAME, user)]))
+        .subject_name(
+            x509.Name(
+                [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group), x509.NameAttribute(NameOID.COMMON_NAME, user)]
+            )
+        )
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -75,7 +79,9 @@ def _identity(control_plane, directory: Path, user: str, group: str) -> Path:
     )
     crt, pem = directory / f"{user}.crt", directory / f"{user}.key"
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     path = directory / f"{user}.kubeconfig"
     path.write_text(render_kubeconfig(control_plane.url, pki.ca_crt, crt, pem, user=user))
     return path
@@ -102,30 +108,52 @@ def approval_policy(kubeconfig, kubectl):
 def people(control_plane, api_client, namespace, tmp_path, approval_policy):
     """API clients of alice, bob and carol, who may write approvals and Algorithms in ``namespace``."""
     rbac = client.RbacAuthorizationV1Api(api_client)
-    rbac.create_namespaced_role(namespace, {
-        "metadata": {"name": "reviewers"},
-        "rules": [
-            {"apiGroups": [GROUP], "resources": ["algorithmapprovals"], "verbs": ["create", "get", "list", "update", "patch"]},
-            {"apiGroups": [GROUP], "resources": ["algorithms"], "verbs": ["create", "get", "list", "update", "patch"]},
-        ],
-    })
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "reviewers"},
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": ["algorithmapprovals"],
+                    "verbs": ["create", "get", "list", "update", "patch"],
+                },
+                {
+                    "apiGroups": [GROUP],
+                    "resources": ["algorithms"],
+                    "verbs": ["create", "get", "list", "update", "patch"],
+                },
+            ],
+        },
+    )
     rbac.create_namespaced_role_binding(namespace, {
         "metadata": {"name": "reviewers"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reviewers"},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user} for user in PEOPLE],
     })
-    clients = {user: kconfig.new_client_from_config(str(_identity(control_plane, tmp_path, user, group))) for user, group in PEOPLE.items()}
+    clients = {
+        user: kconfig.new_client_from_config(str(_identity(control_plane, tmp_path, user, group)))
+        for user, group in PEOPLE.items()
+    }
     yield {user: client.CustomObjectsApi(api) for user, api in clients.items()}
     for api in clients.values():
         api.close()
 
 
-def _approval(name: str, algorithm_name: str, approver: str, groups: list[str], digest: str, version: str = "1.0.0") -> dict:
+def _approval(
+    name: str, algorithm_name: str, approver: str, groups: list[str], digest: str, version: str = "1.0.0"
+) -> dict:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "AlgorithmApproval",
         "metadata": {"name": name},
-        "spec": {"algorithm": algorithm_name, "imageDigest": digest, "version": version, "approver": approver, "groups": groups},
+        "spec": {
+            "algorithm": algorithm_name,
+            "imageDigest": digest,
+            "version": version,
+            "approver": approver,
+            "groups": groups,
+        },
     }
 
 
@@ -165,25 +193,55 @@ def test_the_api_server_refuses_another_name_foreign_groups_and_any_change(peopl
     alice, bob, carol = people["alice"], people["bob"], people["carol"]
     _until_enforced(alice, namespace)
 
-    body = _refused(lambda: _create(alice, namespace, "algorithmapprovals", _approval("forged", "chest", "bob", ["it-security"], OTHER_DIGEST)))
+    body = _refused(
+        lambda: _create(
+            alice, namespace, "algorithmapprovals", _approval("forged", "chest", "bob", ["it-security"], OTHER_DIGEST)
+        )
+    )
     assert "spec.approver must be your own user name, alice" in body
-    body = _refused(lambda: _create(alice, namespace, "algorithmapprovals", _approval("borrowed", "chest", "alice", ["it-security"], OTHER_DIGEST)))
+    body = _refused(
+        lambda: _create(
+            alice,
+            namespace,
+            "algorithmapprovals",
+            _approval("borrowed", "chest", "alice", ["it-security"], OTHER_DIGEST),
+        )
+    )
     assert "spec.groups may list only groups the API server authenticated you in" in body
-    made = _create(alice, namespace, "algorithmapprovals", _approval("mine", "chest", "alice", ["radiology-qa"], OTHER_DIGEST))
+    made = _create(
+        alice, namespace, "algorithmapprovals", _approval("mine", "chest", "alice", ["radiology-qa"], OTHER_DIGEST)
+    )
     assert made["spec"]["approver"] == "alice"
-    body = _refused(lambda: alice.patch_namespaced_custom_object(GROUP, VERSION, namespace, "algorithmapprovals", "mine", {"spec": {"version": "2.0.0"}}))
+    body = _refused(
+        lambda: alice.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "algorithmapprovals", "mine", {"spec": {"version": "2.0.0"}}
+        )
+    )
     assert "cannot be changed" in body
 
     body = _refused(lambda: _create(carol, namespace, "algorithms", _submitted("chest", "alice")))
     assert "spec.submittedBy must be your own user name, carol" in body
     _create(carol, namespace, "algorithms", _submitted("chest", "carol"))
     # bob builds a new image: he becomes its submitter, so his own approval of it will not count.
-    body = _refused(lambda: bob.patch_namespaced_custom_object(GROUP, VERSION, namespace, "algorithms", "chest", {"spec": {"image": f"{VENDOR}/chest@{OTHER_DIGEST}"}}))
+    body = _refused(
+        lambda: bob.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "algorithms", "chest", {"spec": {"image": f"{VENDOR}/chest@{OTHER_DIGEST}"}}
+        )
+    )
     assert "changing spec.image or spec.version makes you the submitter: set spec.submittedBy to bob" in body
-    body = _refused(lambda: bob.patch_namespaced_custom_object(GROUP, VERSION, namespace, "algorithms", "chest", {"spec": {"submittedBy": "bob"}}))
+    body = _refused(
+        lambda: bob.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "algorithms", "chest", {"spec": {"submittedBy": "bob"}}
+        )
+    )
     assert "spec.submittedBy changes only with a new spec.image or spec.version" in body
     changed = bob.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, "algorithms", "chest", {"spec": {"image": f"{VENDOR}/chest@{OTHER_DIGEST}", "submittedBy": "bob"}}
+        GROUP,
+        VERSION,
+        namespace,
+        "algorithms",
+        "chest",
+        {"spec": {"image": f"{VENDOR}/chest@{OTHER_DIGEST}", "submittedBy": "bob"}},
     )
     assert changed["spec"]["submittedBy"] == "bob"
 
@@ -211,22 +269,39 @@ def test_two_approvals_from_two_people_admit_self_and_repeated_do_not_and_a_new_
         allowed = lambda: _conditions(get(api_client, "algorithms", ns, "classifier")).get("Allowed", {})  # noqa: E731
         admitted = lambda: _conditions(get(api_client, "validations", ns, "gated")).get("Admitted", {})  # noqa: E731
 
-        blocked = wait_for(admitted, lambda c: c.get("reason") == "NotApproved", 60, "the Validation blocked as not approved", operator)
-        assert blocked["message"].startswith("NotApproved: 0 of 2 approvals; needs one from group radiology-qa; needs one from group it-security;")
+        blocked = wait_for(
+            admitted, lambda c: c.get("reason") == "NotApproved", 60, "the Validation blocked as not approved", operator
+        )
+        assert blocked["message"].startswith(
+            "NotApproved: 0 of 2 approvals; needs one from group radiology-qa; needs one from group it-security;"
+        )
         assert get(api_client, "validations", ns, "gated")["status"]["phase"] == "Blocked"
 
         # carol's own approval and alice's second one: only alice's first counts.
         _create(carol, ns, "algorithmapprovals", _approval("by-carol", "classifier", "carol", ["radiology-qa"], digest))
         _create(alice, ns, "algorithmapprovals", _approval("by-alice", "classifier", "alice", ["radiology-qa"], digest))
-        _create(alice, ns, "algorithmapprovals", _approval("by-alice-again", "classifier", "alice", ["radiology-qa"], digest))
-        one = wait_for(allowed, lambda c: "a second approval by alice" in c.get("message", ""), 60, "alice's approvals counted", operator)
+        _create(
+            alice,
+            ns,
+            "algorithmapprovals",
+            _approval("by-alice-again", "classifier", "alice", ["radiology-qa"], digest),
+        )
+        one = wait_for(
+            allowed,
+            lambda c: "a second approval by alice" in c.get("message", ""),
+            60,
+            "alice's approvals counted",
+            operator,
+        )
         assert one["status"] == "False" and one["reason"] == "NotApproved"
         assert one["message"].startswith("1 of 2 approvals; needs one from group it-security (not counted: ")
         assert "carol's own submission" in one["message"]
         assert jobs(api_client, ns) == []
 
         _create(bob, ns, "algorithmapprovals", _approval("by-bob", "classifier", "bob", ["it-security"], digest))
-        wait_for(allowed, lambda c: c.get("status") == "True", 60, "the Algorithm allowed after two approvals", operator)
+        wait_for(
+            allowed, lambda c: c.get("status") == "True", 60, "the Algorithm allowed after two approvals", operator
+        )
         (job,) = wait_for(lambda: jobs(api_client, ns), bool, 60, "the run's Job", operator)
         assert job["metadata"]["name"] == "gated-r1"
         pod = wait_for(lambda: pods_of_job(api_client, ns, "gated-r1"), bool, 60, "the run's pod", operator)[0]
@@ -240,9 +315,15 @@ def test_two_approvals_from_two_people_admit_self_and_repeated_do_not_and_a_new_
         assert all(a["approvedAt"] for a in counted)
 
         # A new build: every approval names the old digest, so none counts and nothing new starts.
-        carol.patch_namespaced_custom_object(GROUP, VERSION, ns, "algorithms", "classifier", {"spec": {"image": f"{VENDOR}/classifier@{OTHER_DIGEST}"}})
-        withdrawn = wait_for(allowed, lambda c: c.get("status") == "False", 60, "approvals withdrawn by the new digest", operator)
-        assert withdrawn["message"].startswith("0 of 2 approvals; needs one from group radiology-qa; needs one from group it-security")
+        carol.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, "algorithms", "classifier", {"spec": {"image": f"{VENDOR}/classifier@{OTHER_DIGEST}"}}
+        )
+        withdrawn = wait_for(
+            allowed, lambda c: c.get("status") == "False", 60, "approvals withdrawn by the new digest", operator
+        )
+        assert withdrawn["message"].startswith(
+            "0 of 2 approvals; needs one from group radiology-qa; needs one from group it-security"
+        )
         assert withdrawn["message"].count("approval of another image digest") == 4
         wait_for(admitted, lambda c: c.get("reason") == "NotApproved", 60, "the Validation blocked again", operator)
     finally:

@@ -35,7 +35,9 @@ def test_helm_uninstall_leaves_the_audit_namespace_and_its_records(kubeconfig, k
     helm_binary = ensure_helm()
 
     def helm(*args: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(helm_binary), *args, "--kubeconfig", str(kubeconfig)], capture_output=True, text=True, timeout=180)
+        result = subprocess.run(
+            [str(helm_binary), *args, "--kubeconfig", str(kubeconfig)], capture_output=True, text=True, timeout=180
+        )
         assert result.returncode == 0, result.stderr
         return result
 
@@ -76,5 +78,9 @@ def test_helm_uninstall_leaves_the_audit_namespace_and_its_records(kubeconfig, k
         (record,) = custom.list_namespaced_custom_object("lightbox.dev", "v1alpha1", trail, "auditrecords")["items"]
         assert record["spec"] == body["spec"]
     finally:
-        subprocess.run([str(helm_binary), "uninstall", release, "-n", namespace, "--kubeconfig", str(kubeconfig)], capture_output=True, timeout=120)
+        subprocess.run(
+            [str(helm_binary), "uninstall", release, "-n", namespace, "--kubeconfig", str(kubeconfig)],
+            capture_output=True,
+            timeout=120,
+        )
         kubectl("delete", "namespace", trail, runs, "--ignore-not-found", "--wait=false")

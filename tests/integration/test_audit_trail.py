@@ -14,10 +14,6 @@ import factories
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-
-from lightbox.api.results import MetricValue
-from lightbox.api.validation import RunRecord
-from lightbox.operator import audit
 from operator_harness import (
     AUDIT_NAMESPACE,
     Operator,
@@ -35,6 +31,10 @@ from operator_harness import (
     validation,
     wait_for,
 )
+
+from lightbox.api.results import MetricValue
+from lightbox.api.validation import RunRecord
+from lightbox.operator import audit
 
 pytestmark = pytest.mark.integration
 
@@ -55,13 +55,21 @@ def claim(tmp_path_factory):
     return make_claim(tmp_path_factory.mktemp("claim"))
 
 
-def test_a_run_is_recorded_in_the_audit_namespace_and_outlives_its_namespace(api_client, kubeconfig, kubectl, namespace, claim, tmp_path):
+def test_a_run_is_recorded_in_the_audit_namespace_and_outlives_its_namespace(
+    api_client, kubeconfig, kubectl, namespace, claim, tmp_path
+):
     ns = namespace
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     try:
         with local_runner(api_client, claim, tmp_path / "runner"):
             apply(kubectl, None, policy(f"audit-{ns}", ns, pooledEvidence=True))
-            apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")), validation("chest-auc", "classifier"))
+            apply(
+                kubectl,
+                ns,
+                dataset(),
+                algorithm("classifier", image("classifier")),
+                validation("chest-auc", "classifier"),
+            )
             final = wait_for(lambda: get(api_client, "validations", ns, "chest-auc"), finished, timeout=150,
                              what="the run to finish", operator=operator)
     finally:
@@ -73,7 +81,9 @@ def test_a_run_is_recorded_in_the_audit_namespace_and_outlives_its_namespace(api
     assert record["spec"]["validation"] == {"name": "chest-auc", "uid": final["metadata"]["uid"], "namespace": ns}
     assert record["spec"]["chain"] == {"id": final["metadata"]["uid"], "sequence": 1}
     # Nothing of the trail is left in the run namespace.
-    local = client.CustomObjectsApi(api_client).list_namespaced_custom_object("lightbox.dev", "v1alpha1", ns, "auditrecords")
+    local = client.CustomObjectsApi(api_client).list_namespaced_custom_object(
+        "lightbox.dev", "v1alpha1", ns, "auditrecords"
+    )
     assert local["items"] == []
 
     client.CoreV1Api(api_client).delete_namespace(ns)
@@ -109,7 +119,9 @@ def test_a_run_is_recorded_in_the_audit_namespace_and_outlives_its_namespace(api
     assert result.returncode == 0 and "pooled AUC" in result.stdout, result.stderr
 
 
-def _write_chain(api_client, namespace_label: str, length: int, start: datetime = datetime(2026, 6, 1, tzinfo=UTC)) -> list[dict]:
+def _write_chain(
+    api_client, namespace_label: str, length: int, start: datetime = datetime(2026, 6, 1, tzinfo=UTC)
+) -> list[dict]:
     """A chain written as the operator writes one (operator/audit.py), for a Validation that never ran here."""
     v = factories.validation(acceptance=[{"metric": "auc", "threshold": 0.8, "bound": "lower"}], metrics=["auc"])
     v.metadata |= {"uid": str(uuid.uuid4()), "namespace": namespace_label}
@@ -122,7 +134,9 @@ def _write_chain(api_client, namespace_label: str, length: int, start: datetime 
             metrics={"auc": MetricValue(value=0.9, lower=0.84, upper=0.95, method="delong")}, verdict="Passed",
         )
         body = audit.audit_record(v, run, None, None, "region", "lightbox-operator/test", chain_records=written)
-        written.append(api.create_namespaced_custom_object("lightbox.dev", "v1alpha1", AUDIT_NAMESPACE, "auditrecords", body))
+        written.append(
+            api.create_namespaced_custom_object("lightbox.dev", "v1alpha1", AUDIT_NAMESPACE, "auditrecords", body)
+        )
     return written
 
 
@@ -145,20 +159,26 @@ def test_verify_on_the_cluster_names_a_record_removed_there(api_client, kubeconf
     assert "4 records verified" in result.stdout
 
     victim = records[1]["metadata"]["name"]
-    client.CustomObjectsApi(api_client).delete_namespaced_custom_object("lightbox.dev", "v1alpha1", audit_namespace, "auditrecords", victim)
+    client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
+        "lightbox.dev", "v1alpha1", audit_namespace, "auditrecords", victim
+    )
     result = lightbox(kubeconfig, "audit", "verify", "--cluster", "-n", label)
     assert result.returncode == 1
     assert "record #2 removed" in result.stderr, result.stderr
 
 
-def test_verify_on_the_cluster_names_a_record_replaced_by_someone_allowed_to_delete_and_create(api_client, kubeconfig, audit_namespace):
+def test_verify_on_the_cluster_names_a_record_replaced_by_someone_allowed_to_delete_and_create(
+    api_client, kubeconfig, audit_namespace
+):
     # The CEL rule refuses an edit in place; whoever may delete and create can still swap a
     # record for another, even with a correct hash of its own. The next record's link shows it.
     label = f"replaced-{uuid.uuid4().hex[:8]}"
     records = _write_chain(api_client, label, 3)
     api = client.CustomObjectsApi(api_client)
     original = records[1]
-    api.delete_namespaced_custom_object("lightbox.dev", "v1alpha1", audit_namespace, "auditrecords", original["metadata"]["name"])
+    api.delete_namespaced_custom_object(
+        "lightbox.dev", "v1alpha1", audit_namespace, "auditrecords", original["metadata"]["name"]
+    )
     forged = {"apiVersion": "lightbox.dev/v1alpha1", "kind": "AuditRecord",
               "metadata": {"name": original["metadata"]["name"], "labels": original["metadata"]["labels"]},
               "spec": dict(original["spec"])}
@@ -172,7 +192,9 @@ def test_verify_on_the_cluster_names_a_record_replaced_by_someone_allowed_to_del
     assert "record #2" in result.stderr and "altered" in result.stderr, result.stderr
 
 
-def test_prune_removes_expired_records_oldest_first_after_a_cut_and_the_trail_still_verifies(api_client, kubeconfig, audit_namespace):
+def test_prune_removes_expired_records_oldest_first_after_a_cut_and_the_trail_still_verifies(
+    api_client, kubeconfig, audit_namespace
+):
     label = f"pruned-{uuid.uuid4().hex[:8]}"
     records = _write_chain(api_client, label, 3, start=datetime(2025, 1, 1, tzinfo=UTC))  # 2 to 4 January 2025
     api = client.CustomObjectsApi(api_client)
@@ -186,13 +208,18 @@ def test_prune_removes_expired_records_oldest_first_after_a_cut_and_the_trail_st
     dry = lightbox(kubeconfig, "audit", "prune", "--dry-run", "-n", label)
     assert dry.returncode == 0, dry.stderr
     assert names() == before
-    expired = [r["metadata"]["name"] for r in records[:-1]]  # long expired; the newest is never removed
+    # records[:-1] are long expired; the newest is never removed
     result = lightbox(kubeconfig, "audit", "prune", "-n", label)
     assert result.returncode == 0, result.stderr
     left = names()
     cut = f"{records[0]['spec']['chain']['id']}-4"  # the RetentionCut record, next in the chain
     assert left == sorted([records[-1]["metadata"]["name"], cut])
-    assert api.get_namespaced_custom_object("lightbox.dev", "v1alpha1", audit_namespace, "auditrecords", cut)["spec"]["cut"]["firstKept"] == 3
+    assert (
+        api.get_namespaced_custom_object("lightbox.dev", "v1alpha1", audit_namespace, "auditrecords", cut)["spec"][
+            "cut"
+        ]["firstKept"]
+        == 3
+    )
     result = lightbox(kubeconfig, "audit", "verify", "--cluster", "-n", label)
     assert result.returncode == 0, result.stdout + result.stderr
     assert lightbox(kubeconfig, "audit", "prune", "--retention-days", "30").returncode == 2  # below six months

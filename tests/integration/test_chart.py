@@ -69,14 +69,26 @@ def test_rendered_operator_is_locked_down_and_pinned(helm, namespace):
 
 def test_the_operator_may_write_audit_records_but_never_change_or_delete_them(helm, namespace):
     docs = {(d["kind"], d["metadata"]["name"]): d for d in render(helm, namespace)}
-    roles = [d for d in docs.values() if d["kind"] in ("ClusterRole", "Role") and d["metadata"]["name"].startswith("lb-operator")]
-    verbs = {verb for role in roles for rule in role["rules"] if "auditrecords" in rule["resources"] for verb in rule["verbs"]
-             if role["metadata"]["name"] != "lb-operator-audit-reader"}
+    roles = [
+        d
+        for d in docs.values()
+        if d["kind"] in ("ClusterRole", "Role") and d["metadata"]["name"].startswith("lb-operator")
+    ]
+    verbs = {
+        verb
+        for role in roles
+        for rule in role["rules"]
+        if "auditrecords" in rule["resources"]
+        for verb in rule["verbs"]
+        if role["metadata"]["name"] != "lb-operator-audit-reader"
+    }
     # list: the audit namespace's Role, to find the head of a Validation's chain (templates/audit.yaml)
     assert verbs == {"get", "create", "list"}
     reader = docs[("ClusterRole", "lb-operator-audit-reader")]
     assert reader["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
-    assert reader["rules"] == [{"apiGroups": ["lightbox.dev"], "resources": ["auditrecords"], "verbs": ["get", "list", "watch"]}]
+    assert reader["rules"] == [
+        {"apiGroups": ["lightbox.dev"], "resources": ["auditrecords"], "verbs": ["get", "list", "watch"]}
+    ]
 
 
 def test_missing_registries_or_unpinned_image_fail_with_a_clear_message(helm, namespace):
@@ -85,7 +97,16 @@ def test_missing_registries_or_unpinned_image_fail_with_a_clear_message(helm, na
     assert "sandboxPolicy.spec.allowedRegistries must list at least one registry" in no_registries.stderr
     # A tag where the digest goes is refused by values.schema.json, naming the value ...
     tagged = helm(
-        "template", "lb", str(CHART), "-n", namespace, "-f", str(REGION_VALUES), "--set", "image.digest=latest", check=False
+        "template",
+        "lb",
+        str(CHART),
+        "-n",
+        namespace,
+        "-f",
+        str(REGION_VALUES),
+        "--set",
+        "image.digest=latest",
+        check=False,
     )
     assert tagged.returncode != 0 and "at '/image/digest': 'latest' does not match pattern" in tagged.stderr
     # ... and no digest at all (the default) by the template, saying why the image is pinned.
@@ -193,7 +214,9 @@ def test_the_operator_can_start_workloads_only_in_its_run_namespace(helm, kubect
     operator = f"system:serviceaccount:{namespace}:{release}-operator"
     try:
         for resource in ("pods", "jobs.batch", "networkpolicies.networking.k8s.io"):
-            assert _can(kubectl, operator, "create", resource, runs) and _can(kubectl, operator, "delete", resource, runs)
+            assert _can(kubectl, operator, "create", resource, runs) and _can(
+                kubectl, operator, "delete", resource, runs
+            )
             for elsewhere in ("kube-system", "default", namespace):
                 assert not _can(kubectl, operator, "create", resource, elsewhere), (resource, elsewhere)
                 assert not _can(kubectl, operator, "delete", resource, elsewhere), (resource, elsewhere)
@@ -210,18 +233,30 @@ def test_the_operator_can_start_workloads_only_in_its_run_namespace(helm, kubect
         # Cluster-wide: reading Lightbox's kinds, and the policy's status; never the policy itself.
         assert _can(kubectl, operator, "list", "validations.lightbox.dev", None)
         # Approvals: read and watched (docs/approvals.md), never written by the operator.
-        assert all(_can(kubectl, operator, verb, "algorithmapprovals.lightbox.dev", None) for verb in ("get", "list", "watch"))
-        assert not any(_can(kubectl, operator, verb, "algorithmapprovals.lightbox.dev", runs) for verb in ("create", "update", "delete"))
+        assert all(
+            _can(kubectl, operator, verb, "algorithmapprovals.lightbox.dev", None) for verb in ("get", "list", "watch")
+        )
+        assert not any(
+            _can(kubectl, operator, verb, "algorithmapprovals.lightbox.dev", runs)
+            for verb in ("create", "update", "delete")
+        )
         assert _can(kubectl, operator, "patch", "sandboxpolicies.lightbox.dev", None, "status")
         for verb in ("patch", "update", "delete", "create"):
             assert not _can(kubectl, operator, verb, "sandboxpolicies.lightbox.dev", None)
         # Events: in the run namespace, and in default for the cluster-scoped SandboxPolicies only.
-        assert _can(kubectl, operator, "create", "events", runs) and _can(kubectl, operator, "create", "events", "default")
+        assert _can(kubectl, operator, "create", "events", runs) and _can(
+            kubectl, operator, "create", "events", "default"
+        )
         assert not _can(kubectl, operator, "create", "events", "kube-system")
-        assert set(_writable(kubectl, operator, "default")) <= SELF_REVIEWS | {"sandboxpolicies.lightbox.dev/status", "events"}
+        assert set(_writable(kubectl, operator, "default")) <= SELF_REVIEWS | {
+            "sandboxpolicies.lightbox.dev/status",
+            "events",
+        }
         # Everything it may do beyond reading in kube-system, as the server lists it: the policy's
         # status (cluster-scoped) and the reviews every user may make of their own access.
-        assert set(_writable(kubectl, operator, "kube-system")) <= SELF_REVIEWS | {"sandboxpolicies.lightbox.dev/status"}
+        assert set(_writable(kubectl, operator, "kube-system")) <= SELF_REVIEWS | {
+            "sandboxpolicies.lightbox.dev/status"
+        }
         assert {"pods", "jobs.batch", "events"} <= set(_writable(kubectl, operator, runs))
     finally:
         kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false", input=rbac)
@@ -236,12 +271,29 @@ def test_cluster_wide_mode_grants_runs_only_where_told(helm, namespace):
     assert roles == [("Role", "ward-a"), ("Role", "ward-b"), ("RoleBinding", "ward-a"), ("RoleBinding", "ward-b")]
     cluster_verbs = {v for d in docs if d["kind"] == "ClusterRole" for rule in d["rules"] for v in rule["verbs"]}
     assert cluster_verbs == {"get", "list", "watch", "patch"}  # patch: sandboxpolicies/status only
-    patched = {r for d in docs if d["kind"] == "ClusterRole" for rule in d["rules"] if "patch" in rule["verbs"] for r in rule["resources"]}
+    patched = {
+        r
+        for d in docs
+        if d["kind"] == "ClusterRole"
+        for rule in d["rules"]
+        if "patch" in rule["verbs"]
+        for r in rule["resources"]
+    }
     assert patched == {"sandboxpolicies/status"}
     nowhere = helm(*base, "--set", "runNamespaces=null", check=False)
     assert nowhere.returncode != 0 and "the operator needs namespaces to run in" in nowhere.stderr
-    everywhere = [d for d in yaml.safe_load_all(helm(*base, "--set", "runNamespaces=null", "--set", "rbac.runObjectsClusterWide=true").stdout) if d]
-    (binding,) = [d for d in everywhere if d["kind"] == "ClusterRoleBinding" and d["metadata"]["name"].endswith("-runs-in-every-namespace")]
+    everywhere = [
+        d
+        for d in yaml.safe_load_all(
+            helm(*base, "--set", "runNamespaces=null", "--set", "rbac.runObjectsClusterWide=true").stdout
+        )
+        if d
+    ]
+    (binding,) = [
+        d
+        for d in everywhere
+        if d["kind"] == "ClusterRoleBinding" and d["metadata"]["name"].endswith("-runs-in-every-namespace")
+    ]
     assert binding["roleRef"]["name"] == "lb-operator-runs-in-every-namespace"
     assert not [d for d in everywhere if d["kind"] == "Role" and d["metadata"]["name"] == "lb-operator-runs"]
 
@@ -259,4 +311,9 @@ def test_the_operator_watches_only_where_its_roles_let_it_act(helm, namespace):
 
     assert watched("--set", "watchNamespaces={radiology}") == ["radiology"]
     assert watched("--set", "watchNamespaces=null", "--set", "runNamespaces={ward-a,ward-b}") == ["ward-a", "ward-b"]
-    assert watched("--set", "watchNamespaces=null", "--set", "runNamespaces=null", "--set", "rbac.runObjectsClusterWide=true") == []
+    assert (
+        watched(
+            "--set", "watchNamespaces=null", "--set", "runNamespaces=null", "--set", "rbac.runObjectsClusterWide=true"
+        )
+        == []
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from manifests import INVALID, VALID, VALID_EDGES, invalid_manifest
 
 pytestmark = pytest.mark.integration
@@ -96,7 +95,9 @@ def test_there_are_at_least_twenty_bad_inputs():
 
 
 @pytest.mark.parametrize(("case_id", "kind", "changes", "expected"), INVALID, ids=[c[0] for c in INVALID])
-def test_invalid_manifest_is_rejected_with_a_message_naming_the_field(kubectl, namespace, case_id, kind, changes, expected):
+def test_invalid_manifest_is_rejected_with_a_message_naming_the_field(
+    kubectl, namespace, case_id, kind, changes, expected
+):
     manifest = invalid_manifest(kind, changes)
     if kind == "SandboxPolicy":
         manifest["metadata"]["name"] = f"{namespace}-{case_id}"[:63].rstrip("-.")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-
 from operator_harness import (
     Operator,
     algorithm,
@@ -35,7 +34,9 @@ def _done(v: dict | None) -> list[dict]:
     return [r for r in runs_of(v) if r["phase"] in ("Succeeded", "Failed")]
 
 
-def test_an_algorithm_made_worse_between_scheduled_runs_turns_the_validation_degraded(api_client, kubeconfig, kubectl, namespace, claim, tmp_path):
+def test_an_algorithm_made_worse_between_scheduled_runs_turns_the_validation_degraded(
+    api_client, kubeconfig, kubectl, namespace, claim, tmp_path
+):
     ns = namespace
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     try:
@@ -63,7 +64,11 @@ def test_an_algorithm_made_worse_between_scheduled_runs_turns_the_validation_deg
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
             assert f'lightbox_validation_degraded{{metric="auc",namespace="{ns}",validation="monitor"}} 1.0' in text
 
-            inverted = [a for a in audit_records(api_client, ns) if "classifier-inverted" in (a["spec"]["run"].get("image") or "")]
+            inverted = [
+                a
+                for a in audit_records(api_client, ns)
+                if "classifier-inverted" in (a["spec"]["run"].get("image") or "")
+            ]
             assert inverted and "auc" in [d["metric"] for d in inverted[0]["spec"]["drift"]["degraded"]]
     finally:
         operator.stop()

@@ -93,7 +93,11 @@ def _objects(api_client, namespace: str, tmp_path: Path) -> tuple[Any, ...]:
             "apiVersion": "lightbox.dev/v1alpha1",
             "kind": "Validation",
             "metadata": {**meta, "name": "v1"},
-            "spec": {"algorithmRef": {"name": "marker"}, "datasetRef": {"name": "ds1"}, "bootstrap": {"resamples": 200}},
+            "spec": {
+                "algorithmRef": {"name": "marker"},
+                "datasetRef": {"name": "ds1"},
+                "bootstrap": {"resamples": 200},
+            },
         }
     )
     return validation, algorithm, dataset
@@ -113,8 +117,12 @@ def run_through_runner(api_client, namespace: str, tmp_path: Path, isolate: Call
     config = OperatorConfig(probe_dns="127.0.0.1:53", probe_outside="127.0.0.1:9", isolation_check_bound_seconds=3)
     job = run_job(validation, algorithm, dataset, None, "v1-run-1", 1, config, api_server=api_client.configuration.host)
     job["metadata"].pop("ownerReferences")  # the Validation is not stored in this test
-    images = development_images(config.trusted_image) | {VENDOR: [sys.executable, "-c", f"open({str(marker)!r}, 'w').write('ran')"]}
-    runner_config = RunnerConfig(claims={"datasets": tmp_path / "claim"}, images=images, work_dir=tmp_path / "work", watch_seconds=2)
+    images = development_images(config.trusted_image) | {
+        VENDOR: [sys.executable, "-c", f"open({str(marker)!r}, 'w').write('ran')"]
+    }
+    runner_config = RunnerConfig(
+        claims={"datasets": tmp_path / "claim"}, images=images, work_dir=tmp_path / "work", watch_seconds=2
+    )
     batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
     with LocalRunner(api_client, runner_config, isolate=isolate):
         batch.create_namespaced_job(namespace, job)
@@ -138,14 +146,19 @@ def test_where_nothing_answers_the_check_passes_and_the_vendor_runs(api_client, 
     assert result.reason == "MalformedPredictions"  # it wrote no predictions, so the scorer says so
 
 
-def test_where_the_api_server_answers_the_run_is_refused_and_the_vendor_never_runs(api_client, namespace: str, tmp_path: Path) -> None:
+def test_where_the_api_server_answers_the_run_is_refused_and_the_vendor_never_runs(
+    api_client, namespace: str, tmp_path: Path
+) -> None:
     from urllib.parse import urlsplit
 
     result, marker = run_through_runner(api_client, namespace, tmp_path, stage_on_an_open_network)
     assert result is not None
     assert (result.phase, result.reason, result.exit_code) == ("Failed", "IsolationNotEnforced", 8), result.message
     api_port = urlsplit(api_client.configuration.host).port
-    assert f"api-server 127.0.0.1:{api_port}" in result.message or f"api-server https://127.0.0.1:{api_port}" in result.message
+    assert (
+        f"api-server 127.0.0.1:{api_port}" in result.message
+        or f"api-server https://127.0.0.1:{api_port}" in result.message
+    )
     assert "node 127.0.0.1:10250" in result.message
     assert result.report is None
     assert not marker.exists()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from operator_harness import algorithm, apply, dataset, image, validation
 
 pytestmark = pytest.mark.integration
@@ -36,7 +35,13 @@ def plugin(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _seed(api_client, kubectl, ns: str, name: str, status: dict) -> None:
     from kubernetes import client
 
-    apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")), validation(name, "classifier", schedule="0 3 * * *"))
+    apply(
+        kubectl,
+        ns,
+        dataset(),
+        algorithm("classifier", image("classifier")),
+        validation(name, "classifier", schedule="0 3 * * *"),
+    )
     client.CustomObjectsApi(api_client).patch_namespaced_custom_object_status(
         "lightbox.dev", "v1alpha1", ns, "validations", name, {"status": status}
     )

@@ -102,7 +102,9 @@ def finished_pod(api_client, namespace: str, name: str, timeout: float = 60) -> 
     from kubernetes import client
 
     core = client.CoreV1Api(api_client)
-    return wait_for(lambda: core.read_namespaced_pod(name, namespace), lambda p: p.status.phase in ("Succeeded", "Failed"), timeout)
+    return wait_for(
+        lambda: core.read_namespaced_pod(name, namespace), lambda p: p.status.phase in ("Succeeded", "Failed"), timeout
+    )
 
 
 WRITE_MESSAGE = "import os; open(os.environ['LIGHTBOX_TERMINATION_LOG'], 'w').write({!r})"
@@ -163,7 +165,12 @@ def test_job_completes(api_client, namespace: str, runner: LocalRunner) -> None:
 
 
 def test_failing_command_fails_the_pod_with_its_exit_code(api_client, namespace: str, runner: LocalRunner) -> None:
-    create_pod(api_client, namespace, "bad", pod_spec([container("score", "import sys; print('malformed predictions'); sys.exit(5)")]))
+    create_pod(
+        api_client,
+        namespace,
+        "bad",
+        pod_spec([container("score", "import sys; print('malformed predictions'); sys.exit(5)")]),
+    )
 
     pod = finished_pod(api_client, namespace, "bad")
 
@@ -183,13 +190,19 @@ def test_unknown_image_reports_an_image_pull_failure(api_client, namespace: str,
 
     assert (pod.status.phase, pod.status.reason) == ("Failed", "ErrImagePull")
     assert pod.status.init_container_statuses[0].state.waiting.reason in ("ErrImagePull", "ImagePullBackOff")
-    events = client.CoreV1Api(api_client).list_namespaced_event(namespace, field_selector="involvedObject.name=pull").items
+    events = (
+        client.CoreV1Api(api_client).list_namespaced_event(namespace, field_selector="involvedObject.name=pull").items
+    )
     assert any(e.reason == "Failed" and "evil.example/model" in e.message for e in events), events
 
 
 NETWORK_PROBE = """
 import json, os, socket
-targets = [(os.environ['API_HOST'], int(os.environ['API_PORT'])), ('127.0.0.2', 53), ('127.0.0.1', int(os.environ['API_PORT']))]
+targets = [
+    (os.environ['API_HOST'], int(os.environ['API_PORT'])),
+    ('127.0.0.2', 53),
+    ('127.0.0.1', int(os.environ['API_PORT'])),
+]
 reached = []
 for host, port in targets:
     try:
@@ -213,7 +226,12 @@ def test_network_is_unreachable_inside(api_client, namespace: str, runner: Local
 
 
 def test_active_deadline_is_enforced(api_client, namespace: str, runner: LocalRunner) -> None:
-    create_pod(api_client, namespace, "slow", pod_spec([container("vendor", "import time; time.sleep(120)")], activeDeadlineSeconds=2))
+    create_pod(
+        api_client,
+        namespace,
+        "slow",
+        pod_spec([container("vendor", "import time; time.sleep(120)")], activeDeadlineSeconds=2),
+    )
 
     pod = finished_pod(api_client, namespace, "slow", timeout=60)
 
@@ -221,7 +239,9 @@ def test_active_deadline_is_enforced(api_client, namespace: str, runner: LocalRu
     assert pod.status.container_statuses[0].state.terminated.reason == "DeadlineExceeded"
 
 
-def test_deleting_a_running_pod_kills_it_and_finalizes_the_delete(api_client, namespace: str, runner: LocalRunner, tmp_path: Path) -> None:
+def test_deleting_a_running_pod_kills_it_and_finalizes_the_delete(
+    api_client, namespace: str, runner: LocalRunner, tmp_path: Path
+) -> None:
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
@@ -280,13 +300,18 @@ def test_the_operators_isolation_probe_finds_nothing_answering(api_client, names
             "apiVersion": "lightbox.dev/v1alpha1",
             "kind": "SandboxPolicy",
             "metadata": {"name": "default", "namespace": namespace, "uid": "00000000-0000-0000-0000-000000000001"},
-            "spec": {"allowedRegistries": ["registry.lightbox.test"], "nodeSelector": {"nvidia.com/gpu.present": "true"}},
+            "spec": {
+                "allowedRegistries": ["registry.lightbox.test"],
+                "nodeSelector": {"nvidia.com/gpu.present": "true"},
+            },
         }
     )
     config = OperatorConfig()
     pod = probe_pod(policy, namespace, "probe-1", config, api_client.configuration.host)
     pod["metadata"].pop("ownerReferences")  # the policy object is not stored in this test
-    runner_config = RunnerConfig(images=development_images(config.trusted_image), work_dir=tmp_path / "work", watch_seconds=2)
+    runner_config = RunnerConfig(
+        images=development_images(config.trusted_image), work_dir=tmp_path / "work", watch_seconds=2
+    )
     with LocalRunner(api_client, runner_config, isolate=run_isolated):
         client.CoreV1Api(api_client).create_namespaced_pod(namespace, pod)
         finished = finished_pod(api_client, namespace, "probe-1", timeout=90)
@@ -313,7 +338,9 @@ open(os.environ['LIGHTBOX_TERMINATION_LOG'], 'w').write(json.dumps(seen))
 """
 
 
-def test_vendor_cannot_see_unmounted_claims_or_write_read_only_mounts(api_client, namespace: str, runner: LocalRunner) -> None:
+def test_vendor_cannot_see_unmounted_claims_or_write_read_only_mounts(
+    api_client, namespace: str, runner: LocalRunner
+) -> None:
     claim_host = runner.config.claims["datasets"]
     vendor = container(
         "vendor",
@@ -323,7 +350,10 @@ def test_vendor_cannot_see_unmounted_claims_or_write_read_only_mounts(api_client
             {"name": "LIGHTBOX_INPUT_DIR", "value": "/input"},
             {"name": "LIGHTBOX_OUTPUT_DIR", "value": "/output"},
         ],
-        volumeMounts=[{"name": "input", "mountPath": "/input", "readOnly": True}, {"name": "output", "mountPath": "/output"}],
+        volumeMounts=[
+            {"name": "input", "mountPath": "/input", "readOnly": True},
+            {"name": "output", "mountPath": "/output"},
+        ],
     )
     score = container(
         "score",
@@ -396,7 +426,11 @@ def test_the_operators_run_job_scores_the_reference_algorithm(api_client, namesp
             "apiVersion": "lightbox.dev/v1alpha1",
             "kind": "Validation",
             "metadata": {**meta, "name": "v1"},
-            "spec": {"algorithmRef": {"name": "classifier"}, "datasetRef": {"name": "ds1"}, "bootstrap": {"resamples": 200}},
+            "spec": {
+                "algorithmRef": {"name": "classifier"},
+                "datasetRef": {"name": "ds1"},
+                "bootstrap": {"resamples": 200},
+            },
         }
     )
     config = OperatorConfig()
@@ -425,7 +459,9 @@ def test_the_operators_run_job_scores_the_reference_algorithm(api_client, namesp
 
 def test_the_cli_runs_as_a_separate_process(api_client, kubeconfig: Path, namespace: str, tmp_path: Path) -> None:
     config = tmp_path / "runner.yaml"
-    config.write_text(json.dumps({"images": {TOOLS: [sys.executable]}, "work_dir": str(tmp_path / "work"), "watch_seconds": 1}))
+    config.write_text(
+        json.dumps({"images": {TOOLS: [sys.executable]}, "work_dir": str(tmp_path / "work"), "watch_seconds": 1})
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "lightbox", "local-runner", "--config", str(config), "--kubeconfig", str(kubeconfig)],
         stdout=subprocess.PIPE,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-from lightbox.api.results import TERMINATION_MESSAGE_LIMIT
 from operator_harness import (
     Operator,
     add_phi,
@@ -32,6 +31,8 @@ from operator_harness import (
     validation,
     wait_for,
 )
+
+from lightbox.api.results import TERMINATION_MESSAGE_LIMIT
 
 
 def conditions(obj):
@@ -105,8 +106,11 @@ def test_blocked_by_policy_and_unverified_dataset_then_proceeds_without_recreati
         delete_policy(api_client, pol)
 
 
-def test_vendor_failures_end_with_specific_reasons(api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path):
-    """Non-zero exit, hang past the deadline, over the memory limit, malformed predictions, unpullable image: all at once."""
+def test_vendor_failures_end_with_specific_reasons(
+    api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path
+):
+    """Non-zero exit, hang past the deadline, over the memory limit, malformed predictions, unpullable image: all at
+    once."""
     ns, pol = namespace, f"vendors-{namespace}"
     claim = make_claim(tmp_path_factory.mktemp("claim"))
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
@@ -126,7 +130,9 @@ def test_vendor_failures_end_with_specific_reasons(api_client, kubeconfig, kubec
                 docs += [algorithm(name, image(img), timeout=60, memory=memory), validation(name, name)]
             apply(kubectl, ns, *docs)
             for name, (_, reason) in cases.items():
-                result = wait_for(lambda n=name: get(api_client, "validations", ns, n), finished, 150, f"{name} to end", operator)
+                result = wait_for(
+                    lambda n=name: get(api_client, "validations", ns, n), finished, 150, f"{name} to end", operator
+                )
                 (run,) = runs_of(result)
                 assert (run["phase"], run["reason"]) == ("Failed", reason), run
                 assert run["message"]
@@ -146,9 +152,9 @@ def test_vendor_failures_end_with_specific_reasons(api_client, kubeconfig, kubec
 
 
 def _job_done(job):
-    return any(c["type"] in {"Complete", "Failed"} and c["status"] == "True" for c in job["status"].get("conditions") or []) or bool(
-        job["metadata"].get("deletionTimestamp")
-    )
+    return any(
+        c["type"] in {"Complete", "Failed"} and c["status"] == "True" for c in job["status"].get("conditions") or []
+    ) or bool(job["metadata"].get("deletionTimestamp"))
 
 
 def test_termination_message_not_json_or_oversized(api_client, kubeconfig, kubectl, namespace, tmp_path):
@@ -159,16 +165,26 @@ def test_termination_message_not_json_or_oversized(api_client, kubeconfig, kubec
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     messages = {
         "not-json": ("scored everything, trust me", "not JSON"),
-        "oversized": (json.dumps({"task": "classification", "cases": 1, "scored": 1, "pad": "x" * TERMINATION_MESSAGE_LIMIT}), "bytes"),
-        "wrong-shape": (json.dumps({"task": "classification", "cases": 3, "scored": 9, "caseIds": ["a"]}), "not a ScoreReport"),
+        "oversized": (
+            json.dumps({"task": "classification", "cases": 1, "scored": 1, "pad": "x" * TERMINATION_MESSAGE_LIMIT}),
+            "bytes",
+        ),
+        "wrong-shape": (
+            json.dumps({"task": "classification", "cases": 3, "scored": 9, "caseIds": ["a"]}),
+            "not a ScoreReport",
+        ),
     }
     try:
         apply(kubectl, ns, *[validation(name, "classifier") for name in messages])
         for name, (message, _) in messages.items():
-            pod = wait_for(lambda n=name: pods_of_job(api_client, ns, f"{n}-r1"), bool, 60, f"{name}'s pod", operator)[0]
+            pod = wait_for(lambda n=name: pods_of_job(api_client, ns, f"{n}-r1"), bool, 60, f"{name}'s pod", operator)[
+                0
+            ]
             finish_pod_as_kubelet(api_client, ns, pod["metadata"]["name"], 0, message)
         for name, (_, fragment) in messages.items():
-            result = wait_for(lambda n=name: get(api_client, "validations", ns, n), finished, 60, f"{name} to end", operator)
+            result = wait_for(
+                lambda n=name: get(api_client, "validations", ns, n), finished, 60, f"{name} to end", operator
+            )
             (run,) = runs_of(result)
             assert (run["phase"], run["reason"]) == ("Failed", "TerminationMessageInvalid"), run
             assert fragment in run["message"]
@@ -188,16 +204,26 @@ def test_policy_changed_while_runs_are_queued(api_client, kubeconfig, kubectl, n
     try:
         for name in names:  # separate applies: creation order is the queue order
             apply(kubectl, ns, validation(name, "classifier"))
-        wait_for(lambda: phases(api_client, ns, *names), lambda p: p == {"first": "Running", "second": "Queued", "third": "Queued"},
-                 60, "one running, two queued", operator)
+        wait_for(
+            lambda: phases(api_client, ns, *names),
+            lambda p: p == {"first": "Running", "second": "Queued", "third": "Queued"},
+            60,
+            "one running, two queued",
+            operator,
+        )
         second = get(api_client, "validations", ns, "second")
         assert runs_of(second)[0]["reason"] == "WaitingForCapacity"
         assert "limit of 1 concurrent runs" in runs_of(second)[0]["message"]
 
         # More room: the older queued run starts first.
         patch_policy(api_client, pol, {"maxConcurrentRuns": 2})
-        wait_for(lambda: phases(api_client, ns, *names), lambda p: p == {"first": "Running", "second": "Running", "third": "Queued"},
-                 60, "second started before third", operator)
+        wait_for(
+            lambda: phases(api_client, ns, *names),
+            lambda p: p == {"first": "Running", "second": "Running", "third": "Queued"},
+            60,
+            "second started before third",
+            operator,
+        )
 
         # The registry is no longer allowed: the queued run is held, with the reason; running ones go on.
         patch_policy(api_client, pol, {"allowedRegistries": ["registry.elsewhere.test"], "maxConcurrentRuns": 3})
@@ -209,7 +235,13 @@ def test_policy_changed_while_runs_are_queued(api_client, kubeconfig, kubectl, n
 
         # Allowed again: it proceeds without being re-created.
         patch_policy(api_client, pol, {"allowedRegistries": ["registry.lightbox.test"]})
-        wait_for(lambda: phases(api_client, ns, *names), lambda p: set(p.values()) == {"Running"}, 60, "all running", operator)
+        wait_for(
+            lambda: phases(api_client, ns, *names),
+            lambda p: set(p.values()) == {"Running"},
+            60,
+            "all running",
+            operator,
+        )
         assert sorted(j["metadata"]["name"] for j in jobs(api_client, ns)) == ["first-r1", "second-r1", "third-r1"]
     finally:
         operator.stop()
@@ -224,9 +256,13 @@ def test_dataset_deleted_mid_run(api_client, kubeconfig, kubectl, namespace, tmp
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     try:
         apply(kubectl, ns, validation("inflight", "classifier"))
-        wait_for(lambda: phases(api_client, ns, "inflight"), lambda p: p["inflight"] == "Running", 60, "running", operator)
+        wait_for(
+            lambda: phases(api_client, ns, "inflight"), lambda p: p["inflight"] == "Running", 60, "running", operator
+        )
         assert kubectl("delete", "dataset", "chest", "-n", ns).returncode == 0
-        result = wait_for(lambda: get(api_client, "validations", ns, "inflight"), finished, 60, "the run to end", operator)
+        result = wait_for(
+            lambda: get(api_client, "validations", ns, "inflight"), finished, 60, "the run to end", operator
+        )
         (run,) = runs_of(result)
         assert (run["phase"], run["reason"]) == ("Failed", "DatasetDeleted"), run
         assert conditions(result)["Admitted"]["reason"] == "DatasetNotFound"
@@ -257,18 +293,29 @@ def test_namespace_not_isolated_blocks_vendor_code(api_client, kubeconfig, kubec
         assert spec["automountServiceAccountToken"] is False and spec["securityContext"]["runAsNonRoot"] is True
         assert any(n["metadata"]["name"] == probe["metadata"]["name"] for n in _netpols(api_client, ns))
         # What a kubelet would report for a probe that got an answer from the API server.
-        answered = json.dumps({"isolated": False, "answered": ["api-server 10.96.0.1:443 (TCP connection established)"]})
+        answered = json.dumps(
+            {"isolated": False, "answered": ["api-server 10.96.0.1:443 (TCP connection established)"]}
+        )
         _finish_probe(api_client, ns, probe["metadata"]["name"], answered)
 
-        held = wait_for(lambda: get(api_client, "validations", ns, "waits"),
-                        lambda v: runs_of(v)[0].get("reason") == "NamespaceNotIsolated", 60, "NamespaceNotIsolated", operator)
+        held = wait_for(
+            lambda: get(api_client, "validations", ns, "waits"),
+            lambda v: runs_of(v)[0].get("reason") == "NamespaceNotIsolated",
+            60,
+            "NamespaceNotIsolated",
+            operator,
+        )
         assert "api-server 10.96.0.1:443" in runs_of(held)[0]["message"]
         assert jobs(api_client, ns) == []
-        status = custom(api_client).get_cluster_custom_object("lightbox.dev", "v1alpha1", "sandboxpolicies", pol)["status"]
+        status = custom(api_client).get_cluster_custom_object("lightbox.dev", "v1alpha1", "sandboxpolicies", pol)[
+            "status"
+        ]
         assert status["isolation"][ns]["isolated"] is False
         isolated = conditions({"status": status})["Isolated"]
         assert isolated["status"] == "False" and isolated["reason"] == "NetworkReachable"
-        events = kubectl("get", "events", "-n", "default", "--field-selector", f"involvedObject.name={pol}", "-o", "json")
+        events = kubectl(
+            "get", "events", "-n", "default", "--field-selector", f"involvedObject.name={pol}", "-o", "json"
+        )
         assert "NamespaceNotIsolated" in events.stdout
         text = urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port()}/metrics", timeout=5).read().decode()
         assert f'lightbox_namespace_isolated{{namespace="{ns}",policy="{pol}"}} 0.0' in text
@@ -306,7 +353,11 @@ def test_kueue_queue_name_creates_a_suspended_labelled_job(api_client, kubeconfi
 def _probe_pods(api_client, ns):
     from kubernetes import client
 
-    items = client.CoreV1Api(api_client).list_namespaced_pod(ns, label_selector="lightbox.dev/component=isolation-probe").items
+    items = (
+        client.CoreV1Api(api_client)
+        .list_namespaced_pod(ns, label_selector="lightbox.dev/component=isolation-probe")
+        .items
+    )
     return [api_client.sanitize_for_serialization(p) for p in items]
 
 
@@ -322,10 +373,29 @@ def _finish_probe(api_client, ns, name, message):
     from kubernetes import client
 
     now = _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime())
-    body = {"status": {"phase": "Failed", "containerStatuses": [{
-        "name": "probe", "image": "x", "imageID": "", "ready": False, "restartCount": 0,
-        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": message, "startedAt": now, "finishedAt": now}},
-    }]}}
+    body = {
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {
+                    "name": "probe",
+                    "image": "x",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {
+                        "terminated": {
+                            "exitCode": 1,
+                            "reason": "Error",
+                            "message": message,
+                            "startedAt": now,
+                            "finishedAt": now,
+                        }
+                    },
+                }
+            ],
+        }
+    }
     client.CoreV1Api(api_client).patch_namespaced_pod_status(name, ns, body)
 
 

@@ -12,7 +12,6 @@ import sys
 import urllib.request
 
 import pytest
-
 from operator_harness import (
     AUDIT_NAMESPACE,
     Operator,
@@ -47,7 +46,13 @@ def test_validation_runs_end_to_end(api_client, kubeconfig, kubectl, namespace, 
     try:
         with local_runner(api_client, claim, tmp_path / "runner"):
             apply(kubectl, None, policy(pol, ns))
-            apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")), validation("chest-auc", "classifier"))
+            apply(
+                kubectl,
+                ns,
+                dataset(),
+                algorithm("classifier", image("classifier")),
+                validation("chest-auc", "classifier"),
+            )
 
             final = wait_for(
                 lambda: get(api_client, "validations", ns, "chest-auc"),
@@ -99,24 +104,35 @@ def test_validation_runs_end_to_end(api_client, kubeconfig, kubectl, namespace, 
             assert netpols["chest-auc-r1"]["spec"]["policyTypes"] == ["Ingress", "Egress"]
             assert "ingress" not in netpols["chest-auc-r1"]["spec"] or not netpols["chest-auc-r1"]["spec"]["ingress"]
 
-            events = kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=chest-auc", "-o", "json")
+            events = kubectl(
+                "get", "events", "-n", ns, "--field-selector", "involvedObject.name=chest-auc", "-o", "json"
+            )
             reasons = {e["reason"] for e in json.loads(events.stdout)["items"]}
             assert {"RunStarted", "RunSucceeded"} <= reasons, reasons
 
             port = operator.metrics_port()
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-            assert f'lightbox_validation_metric{{bound="lower",metric="auc",namespace="{ns}",validation="chest-auc"}}' in text
+            assert (
+                f'lightbox_validation_metric{{bound="lower",metric="auc",namespace="{ns}",validation="chest-auc"}}'
+                in text
+            )
             assert f'lightbox_namespace_isolated{{namespace="{ns}",policy="{pol}"}} 1.0' in text
             assert 'lightbox_runs_total{reason="Succeeded"} 1.0' in text
 
             # The audit trail: one record of the run, readable in a table.
             (entry,) = audit_records(api_client, ns)
             assert entry["spec"]["run"] == run
-            assert entry["spec"]["validation"] == {"name": "chest-auc", "uid": final["metadata"]["uid"], "namespace": ns}
+            assert entry["spec"]["validation"] == {
+                "name": "chest-auc",
+                "uid": final["metadata"]["uid"],
+                "namespace": ns,
+            }
             assert entry["spec"]["dataset"]["contentHash"] == data["contentHash"]
             assert entry["spec"]["algorithm"]["version"] == "1.0.0" and entry["spec"]["policy"] == pol
             # Kept in the audit namespace, not the run's (docs/audit.md).
-            rows = kubectl("get", "auditrecords", "-n", AUDIT_NAMESPACE, "-l", f"lightbox.dev/validation-namespace={ns}").stdout.splitlines()
+            rows = kubectl(
+                "get", "auditrecords", "-n", AUDIT_NAMESPACE, "-l", f"lightbox.dev/validation-namespace={ns}"
+            ).stdout.splitlines()
             assert "VALIDATION" in rows[0] and "SEQ" in rows[0] and "VERDICT" in rows[0]
             assert rows[1].split()[:5] == [entry["metadata"]["name"], "chest-auc", "1", "1", "Succeeded"]
 

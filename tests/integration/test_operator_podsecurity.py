@@ -11,11 +11,11 @@ import copy
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from operator_harness import algorithm, dataset, image, policy, validation
 
 from lightbox.api import Algorithm, Dataset, SandboxPolicy, Validation
 from lightbox.operator import builders
 from lightbox.operator.config import OperatorConfig
-from operator_harness import algorithm, dataset, image, policy, validation
 
 
 def _models(namespace):
@@ -34,7 +34,12 @@ def _models(namespace):
 
 
 def _pod(namespace, name, spec, labels):
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels}, "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": spec,
+    }
 
 
 def _pods(namespace):
@@ -45,7 +50,9 @@ def _pods(namespace):
     probe = builders.probe_pod(pol, namespace, "lightbox-probe-p-1", config, "https://10.96.0.1:443")
     return {
         "run": _pod(namespace, "run", job["spec"]["template"]["spec"], job["spec"]["template"]["metadata"]["labels"]),
-        "verify": _pod(namespace, "verify", verify["spec"]["template"]["spec"], verify["spec"]["template"]["metadata"]["labels"]),
+        "verify": _pod(
+            namespace, "verify", verify["spec"]["template"]["spec"], verify["spec"]["template"]["metadata"]["labels"]
+        ),
         "probe": {**probe, "metadata": {**probe["metadata"], "ownerReferences": []}},
     }
 

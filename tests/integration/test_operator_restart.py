@@ -45,7 +45,13 @@ def test_operator_killed_at_three_points_keeps_one_job_and_every_result(
         with local_runner(api_client, claim, tmp_path / "runner1"):
             operator.start()
             apply(kubectl, None, policy(pol, ns))
-            apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")), validation("earlier", "classifier"))
+            apply(
+                kubectl,
+                ns,
+                dataset(),
+                algorithm("classifier", image("classifier")),
+                validation("earlier", "classifier"),
+            )
             earlier = wait_for(get_val("earlier"), finished, 120, "the first run", operator)
             assert runs_of(earlier)[-1]["phase"] == "Succeeded", operator.tail()
             operator.stop()

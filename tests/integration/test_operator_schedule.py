@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-
 from operator_harness import (
     Operator,
     algorithm,
@@ -43,7 +42,9 @@ def _succeeded(number: int):
     return check
 
 
-def test_each_tick_runs_once_and_history_keeps_the_latest(api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path):
+def test_each_tick_runs_once_and_history_keeps_the_latest(
+    api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path
+):
     ns, pol = namespace, f"monitor-{namespace}"
     claim = make_claim(tmp_path_factory.mktemp("claim"))
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
@@ -105,7 +106,11 @@ def test_each_tick_runs_once_and_history_keeps_the_latest(api_client, kubeconfig
                 operator=operator,
             )
             wait_for(
-                lambda: [n["metadata"]["name"] for n in network_policies(api_client, ns) if n["metadata"]["name"].startswith("monitor-r")],
+                lambda: [
+                    n["metadata"]["name"]
+                    for n in network_policies(api_client, ns)
+                    if n["metadata"]["name"].startswith("monitor-r")
+                ],
                 lambda names: names == ["monitor-r2"],
                 timeout=60,
                 what="the first run's NetworkPolicy to be pruned",

@@ -50,20 +50,22 @@ def _layer_files(store: oci.BlobStore, digest: str) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
 
 
-def test_the_containerfile_pip_steps_install_the_same_files(tmp_path: Path) -> None:
+def test_the_containerfile_pip_steps_install_the_same_files(tmp_path: Path, built_images: dict[str, images.BuiltImage]) -> None:
     reason = _unavailable()
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"Containerfile check cannot run in CI: {reason}", pytrace=False)
         pytest.skip(f"Containerfile check: {reason}")
-    built = images.build(["lightbox"])["lightbox"]
+    built = built_images["lightbox"]
     store = oci.BlobStore(images.cache_dir() / "blobs")
     manifest = json.loads(store.path(built.digest).read_bytes())
     config = json.loads(store.path(manifest["config"]["digest"]).read_bytes())
     base_digest, deps_digest, _app = (layer["digest"] for layer in manifest["layers"])
 
     # an image of the base layer alone, as the Containerfile's first RUN leaves it
-    base = oci.Layer(oci.Blob(base_digest, manifest["layers"][0]["size"], oci.MEDIA_LAYER_GZIP), config["rootfs"]["diff_ids"][0])
+    base = oci.Layer(
+        oci.Blob(base_digest, manifest["layers"][0]["size"], oci.MEDIA_LAYER_GZIP), config["rootfs"]["diff_ids"][0]
+    )
     base_config = store.put_bytes(oci.canonical_json(oci.image_config(
         [base], env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], entrypoint=None, cmd=None,
         user="0", workdir="/", labels={})), oci.MEDIA_CONFIG)
@@ -80,8 +82,14 @@ def test_the_containerfile_pip_steps_install_the_same_files(tmp_path: Path) -> N
         tar.extractall(venv, members=members, filter="tar")
 
     plan = containerfile.parse((images.repo_root() / images.IMAGES["lightbox"]).read_text())
-    env = {k: v for ins in plan if ins.keyword == "ENV" for k, v in containerfile.key_values(ins, "Containerfile").items()}
-    pip_steps = [re.sub(r"--mount=\S+", "", ins.args).strip() for ins in plan if ins.keyword == "RUN" and "pip install" in ins.args]
+    env = {
+        k: v for ins in plan if ins.keyword == "ENV" for k, v in containerfile.key_values(ins, "Containerfile").items()
+    }
+    pip_steps = [
+        re.sub(r"--mount=\S+", "", ins.args).strip()
+        for ins in plan
+        if ins.keyword == "RUN" and "pip install" in ins.args
+    ]
     assert len(pip_steps) == 2
     with imagecheck.private_containerd() as socket:
         ctr = ["ctr", "--address", str(socket), "--namespace", "lightbox-containerfile-test"]
@@ -97,13 +105,24 @@ def test_the_containerfile_pip_steps_install_the_same_files(tmp_path: Path) -> N
             assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         subprocess.run([*ctr, "images", "rm", "localhost/lightbox-base-test:0"], capture_output=True)
 
-    pip_files = {f"opt/venv/{p.relative_to(venv).as_posix()}": p.read_bytes() for p in venv.rglob("*") if p.is_file() and not p.is_symlink()}
+    pip_files = {
+        f"opt/venv/{p.relative_to(venv).as_posix()}": p.read_bytes()
+        for p in venv.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
     # the application layer from the context's own wheel: the checkout may change while this runs
     (wheel,) = dist.glob("lightbox-*.whl")
     (tmp_path / "app").mkdir()
     installer = sorted((images.cache_dir() / "tools").glob("installer-*.whl"))[-1]
-    images.install_layer([wheel], tmp_path / "app" / "layer.tar.gz", venv="/opt/venv", python="3.11", epoch=images.DEFAULT_EPOCH,
-                         installer=installer, log_path=tmp_path / "app" / "install.log")
+    images.install_layer(
+        [wheel],
+        tmp_path / "app" / "layer.tar.gz",
+        venv="/opt/venv",
+        python="3.11",
+        epoch=images.DEFAULT_EPOCH,
+        installer=installer,
+        log_path=tmp_path / "app" / "install.log",
+    )
     with tarfile.open(tmp_path / "app" / "layer.tar.gz", "r:gz") as tar:
         app_files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
     ours = {**_layer_files(store, deps_digest), **app_files}
@@ -112,20 +131,24 @@ def test_the_containerfile_pip_steps_install_the_same_files(tmp_path: Path) -> N
     differing = [k for k in ours_pkg if hashlib.sha256(ours_pkg[k]).digest() != hashlib.sha256(theirs_pkg[k]).digest()]
     assert differing == []
     # console scripts: the same names, each for the venv's interpreter (pip's and installer's launcher texts differ)
-    scripts = {k: v.split(b"\n", 1)[0] for k, v in pip_files.items() if k.startswith("opt/venv/bin/") and not Path(k).name.startswith(("activate", "Activate"))}
+    scripts = {
+        k: v.split(b"\n", 1)[0]
+        for k, v in pip_files.items()
+        if k.startswith("opt/venv/bin/") and not Path(k).name.startswith(("activate", "Activate"))
+    }
     our_scripts = {k: v.split(b"\n", 1)[0] for k, v in ours.items() if k.startswith("opt/venv/bin/")}
     assert scripts == our_scripts
     assert scripts["opt/venv/bin/lightbox"] == b"#!/opt/venv/bin/python"
 
 
-def test_the_lightbox_image_runs_its_commands_as_the_sandbox_user() -> None:
+def test_the_lightbox_image_runs_its_commands_as_the_sandbox_user(built_images: dict[str, images.BuiltImage]) -> None:
     """Read-only root, uid 65532 (the image's USER), no network: what the operator's pods give it."""
     reason = _unavailable()
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"Lightbox image check cannot run in CI: {reason}", pytrace=False)
         pytest.skip(f"Lightbox image check: {reason}")
-    built = images.build(["lightbox"])["lightbox"]
+    built = built_images["lightbox"]
     probe = ("import getpass, os; import kopf, kubernetes, lightbox.operator.main, lightbox.sandbox.stager, "
              "lightbox.sandbox.scorer; print(os.getuid(), os.getgid(), getpass.getuser())")
     with imagecheck.private_containerd() as socket:
@@ -134,10 +157,18 @@ def test_the_lightbox_image_runs_its_commands_as_the_sandbox_user() -> None:
                        check=True, capture_output=True)
         runs = {}
         for i, argv in enumerate((["python", "-c", probe], ["lightbox", "--help"])):
-            runs[argv[0]] = subprocess.run([*ctr, "run", "--rm", "--read-only", built.ref, f"lightbox-image-{i}", *argv],
-                                           capture_output=True, text=True, timeout=300)
+            runs[argv[0]] = subprocess.run(
+                [*ctr, "run", "--rm", "--read-only", built.ref, f"lightbox-image-{i}", *argv],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             imagecheck.remove_cgroup(f"/lightbox-image-test/lightbox-image-{i}")
         subprocess.run([*ctr, "images", "rm", built.ref, built.pinned], capture_output=True)
     # kopf names the operator from the user's passwd entry: without one the operator could not start
-    assert runs["python"].returncode == 0 and runs["python"].stdout.split() == ["65532", "65532", "lightbox"], runs["python"]
-    assert runs["lightbox"].returncode == 0 and "stage" in runs["lightbox"].stdout and "score" in runs["lightbox"].stdout
+    assert runs["python"].returncode == 0 and runs["python"].stdout.split() == ["65532", "65532", "lightbox"], runs[
+        "python"
+    ]
+    assert (
+        runs["lightbox"].returncode == 0 and "stage" in runs["lightbox"].stdout and "score" in runs["lightbox"].stdout
+    )

@@ -133,7 +133,9 @@ def test_deny_all_policy_cuts_a_pod_off_from_api_server_node_and_gateway(cluster
     assert all(v != "connected" for v in closed.values()), closed
 
 
-def test_in_pod_isolation_check_refuses_a_run_when_the_policy_engine_is_off(cluster, run_ns, chest, algo, kubectl, api_client):
+def test_in_pod_isolation_check_refuses_a_run_when_the_policy_engine_is_off(
+    cluster, run_ns, chest, algo, kubectl, api_client
+):
     """With enforcement off the stage step must refuse (IsolationNotEnforced) and the vendor never start;
     without the check this run would succeed. The namespace probe is off so only the in-pod check decides."""
     ns = run_ns

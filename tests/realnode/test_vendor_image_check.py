@@ -40,13 +40,14 @@ def _unavailable() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def built() -> dict[str, images.BuiltImage]:
+def built(built_images: dict[str, images.BuiltImage]) -> dict[str, images.BuiltImage]:
+    """The session's images (conftest.built_images: built once, the tier's other tests run the same ones)."""
     reason = _unavailable()
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"vendor check --image cannot run in CI: {reason}", pytrace=False)
         pytest.skip(f"vendor check --image: {reason}")
-    return images.build(["classifier", "misbehave"])
+    return {name: built_images[name] for name in ("classifier", "misbehave")}
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,14 @@ def containerd(built: dict[str, images.BuiltImage]) -> Iterator[Path]:
 
 def image_check(socket: Path, image: images.BuiltImage, args: list[str], **settings: object) -> tuple[int, str]:
     out = io.StringIO()
-    code = imagecheck.check_image(f"oci-archive:{image.archive}", args, vendorcheck.CheckSettings(cases=CASES, **settings),  # type: ignore[arg-type]
-                                  runtime="ctr", containerd_address=socket, out=out)
+    code = imagecheck.check_image(
+        f"oci-archive:{image.archive}",
+        args,
+        vendorcheck.CheckSettings(cases=CASES, **settings),  # type: ignore[arg-type]
+        runtime="ctr",
+        containerd_address=socket,
+        out=out,
+    )
     return code, out.getvalue()
 
 
@@ -95,14 +102,18 @@ def test_a_network_attempt_fails_as_in_command_mode(containerd: Path, built: dic
 @pytest.mark.parametrize(("mode", "settings"), [
     ("read-truth", {}), ("leak-phi", {}), ("malformed", {}), ("schema", {}), ("flood", {"max_output_bytes": 2 << 20}),
 ])
-def test_other_misbehaviour_fails_as_in_command_mode(containerd: Path, built: dict[str, images.BuiltImage], mode: str, settings: dict[str, int]) -> None:
+def test_other_misbehaviour_fails_as_in_command_mode(
+    containerd: Path, built: dict[str, images.BuiltImage], mode: str, settings: dict[str, int]
+) -> None:
     code, text = image_check(containerd, built["misbehave"], [mode], **settings)
     command_code, command_text = command_check([mode], **settings)
     assert code == command_code == vendorcheck.EXIT_NOT_CONFORMANT, (text, command_text)
     assert fail_lines(text) == fail_lines(command_text), (text, command_text)
 
 
-def test_writes_outside_the_output_are_contained_as_in_command_mode(containerd: Path, built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
+def test_writes_outside_the_output_are_contained_as_in_command_mode(
+    containerd: Path, built: dict[str, images.BuiltImage], tmp_path: Path
+) -> None:
     code, text = image_check(containerd, built["misbehave"], ["tamper"], keep=tmp_path / "image")
     command_code, command_text = command_check(["tamper"], keep=tmp_path / "command")
     # both: the attempts on /input fail, then the honest predictions conform
@@ -192,7 +203,9 @@ def _both_modes(socket: Path, built: dict[str, images.BuiltImage], script: bytes
     return code, out.getvalue(), command_code, command_out.getvalue()
 
 
-def test_writes_to_tmp_fail_with_command_modes_message(containerd: Path, built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
+def test_writes_to_tmp_fail_with_command_modes_message(
+    containerd: Path, built: dict[str, images.BuiltImage], tmp_path: Path
+) -> None:
     code, text, command_code, command_text = _both_modes(containerd, built, WRITER, tmp_path)
     assert code == command_code == vendorcheck.EXIT_NOT_CONFORMANT, (text, command_text)
     assert "tried to write outside the output directory: left 1 files in /tmp (4 KiB)" in text, text
@@ -215,11 +228,19 @@ sys.exit(classifier.main([]))
 """
 
 
-def test_the_process_limit_holds_in_the_container(containerd: Path, built: dict[str, images.BuiltImage], tmp_path: Path) -> None:
+def test_the_process_limit_holds_in_the_container(
+    containerd: Path, built: dict[str, images.BuiltImage], tmp_path: Path
+) -> None:
     archive = _image_with_script(built["classifier"], FORKER, tmp_path)
     out = io.StringIO()
-    code = imagecheck.check_image(f"oci-archive:{archive}", [], vendorcheck.CheckSettings(cases=CASES, max_processes=64),
-                                  runtime="ctr", containerd_address=containerd, out=out)
+    code = imagecheck.check_image(
+        f"oci-archive:{archive}",
+        [],
+        vendorcheck.CheckSettings(cases=CASES, max_processes=64),
+        runtime="ctr",
+        containerd_address=containerd,
+        out=out,
+    )
     text = out.getvalue()
     assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
     assert "reached the limit of 64 processes and threads (peak 64)" in text, text

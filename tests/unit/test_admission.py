@@ -1,4 +1,5 @@
 import pytest
+from factories import DIGEST, algorithm, dataset, policy, validation
 
 from lightbox.operator.admission import (
     Problem,
@@ -10,8 +11,6 @@ from lightbox.operator.admission import (
     registry_allowed,
     select_policy,
 )
-
-from factories import DIGEST, algorithm, dataset, policy, validation
 
 
 def reasons(admission):
@@ -68,15 +67,37 @@ BOUNDARIES = [
     ({"timeoutSeconds": 7200}, {"timeoutSeconds": 7201}, "TimeoutTooLong", "spec.timeoutSeconds"),
     ({"resources": {"cpu": "8"}}, {"resources": {"cpu": "8001m"}}, "ResourcesTooLarge", "spec.resources.cpu"),
     ({"resources": {"cpu": "8000m"}}, {"resources": {"cpu": "9"}}, "ResourcesTooLarge", "spec.resources.cpu"),
-    ({"resources": {"memory": "64Gi"}}, {"resources": {"memory": "65537Mi"}}, "ResourcesTooLarge", "spec.resources.memory"),
+    (
+        {"resources": {"memory": "64Gi"}},
+        {"resources": {"memory": "65537Mi"}},
+        "ResourcesTooLarge",
+        "spec.resources.memory",
+    ),
     # 64Gi is 68719476736 bytes; one byte more is over.
-    ({"resources": {"memory": "68719476736"}}, {"resources": {"memory": "68719476737"}}, "ResourcesTooLarge", "spec.resources.memory"),
-    ({"resources": {"ephemeralStorage": "50Gi"}}, {"resources": {"ephemeralStorage": "51201Mi"}}, "ResourcesTooLarge", "spec.resources.ephemeralStorage"),
-    ({"resources": {"ephemeralStorage": "51200Mi"}}, {"resources": {"ephemeralStorage": "1Ti"}}, "ResourcesTooLarge", "spec.resources.ephemeralStorage"),
+    (
+        {"resources": {"memory": "68719476736"}},
+        {"resources": {"memory": "68719476737"}},
+        "ResourcesTooLarge",
+        "spec.resources.memory",
+    ),
+    (
+        {"resources": {"ephemeralStorage": "50Gi"}},
+        {"resources": {"ephemeralStorage": "51201Mi"}},
+        "ResourcesTooLarge",
+        "spec.resources.ephemeralStorage",
+    ),
+    (
+        {"resources": {"ephemeralStorage": "51200Mi"}},
+        {"resources": {"ephemeralStorage": "1Ti"}},
+        "ResourcesTooLarge",
+        "spec.resources.ephemeralStorage",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("at_limit", "over", "reason", "field"), BOUNDARIES, ids=[f"{b[3]}-{i}" for i, b in enumerate(BOUNDARIES)])
+@pytest.mark.parametrize(
+    ("at_limit", "over", "reason", "field"), BOUNDARIES, ids=[f"{b[3]}-{i}" for i, b in enumerate(BOUNDARIES)]
+)
 def test_each_policy_limit_admits_its_value_and_refuses_one_more(at_limit, over, reason, field):
     rules = [policy(**LIMITS)]
     assert admit(validation(), algorithm(**at_limit), dataset(), rules).admitted
@@ -209,5 +230,13 @@ def test_a_schedule_that_never_fires_is_refused(schedule):
 
 
 def test_valid_schedules_are_admitted():
-    for schedule in ("0 3 * * 1", "*/15 * * * *", "@daily", "*/5 1-3 * * MON-FRI", "0 0 * * 7", "0 0 29 2 *", "@midnight"):
+    for schedule in (
+        "0 3 * * 1",
+        "*/15 * * * *",
+        "@daily",
+        "*/5 1-3 * * MON-FRI",
+        "0 0 * * 7",
+        "0 0 29 2 *",
+        "@midnight",
+    ):
         assert admit(validation(schedule=schedule), algorithm(), dataset(), [policy()]).admitted, schedule

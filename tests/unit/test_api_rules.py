@@ -12,6 +12,7 @@ import unicodedata
 
 import pytest
 from croniter import croniter
+from factories import algorithm, dataset, policy, validation
 
 from lightbox.api.common import CONTROL_CHARACTERS_RE2, VolumeLocation
 from lightbox.api.subpath import EscapesClaim, normalised, overlap, segments
@@ -19,8 +20,6 @@ from lightbox.api.validation import CRON
 from lightbox.operator import builders
 from lightbox.operator.config import OperatorConfig
 from lightbox.text import CONTROL_CHARACTERS
-
-from factories import algorithm, dataset, policy, validation
 
 # crontab(5): the values each field takes.
 RANGES = {0: range(0, 60), 1: range(0, 24), 2: range(1, 32), 3: range(1, 13), 4: range(0, 8)}
@@ -98,7 +97,9 @@ def test_sub_paths_resolve_as_a_path_walk(written, walked):
 def test_a_sub_path_climbing_out_of_its_claim_is_an_error(written):
     with pytest.raises(EscapesClaim):
         segments(written)
-    assert overlap(VolumeLocation(claim_name="c", sub_path="far/away"), VolumeLocation(claim_name="c", sub_path=written))
+    assert overlap(
+        VolumeLocation(claim_name="c", sub_path="far/away"), VolumeLocation(claim_name="c", sub_path=written)
+    )
 
 
 def test_overlap_is_symmetric_and_stops_at_segment_boundaries():
@@ -116,7 +117,11 @@ def test_no_run_pod_is_built_with_the_truth_where_the_studies_are():
     config = OperatorConfig(trusted_image="ghcr.io/lightbox-health/lightbox@sha256:" + "1" * 64)
     args = (validation(), algorithm(), None, policy(), config)
     builders.run_pod_spec(*args[:2], dataset(), *args[3:])  # disjoint: built
-    for studies, truth in (("chest/studies", "chest/studies/"), ("chest/studies", ""), ("chest", "chest/x/../studies/t")):
+    for studies, truth in (
+        ("chest/studies", "chest/studies/"),
+        ("chest/studies", ""),
+        ("chest", "chest/x/../studies/t"),
+    ):
         with pytest.raises(ValueError, match="spec.groundTruth overlaps spec.studies"):
             builders.run_pod_spec(*args[:2], dataset(studies=studies, truth=truth), *args[3:])
 
@@ -135,7 +140,9 @@ def _unsafe(char: str) -> bool:
 
 def test_the_control_character_sets_cover_exactly_the_unsafe_characters():
     # The RE2 pattern for the API server, read with Python's \u escapes instead of \x{...}.
-    as_python = re.compile(re.sub(r"\\x\{([0-9a-f]+)\}", lambda m: "\\u" + m.group(1).rjust(4, "0"), CONTROL_CHARACTERS_RE2))
+    as_python = re.compile(
+        re.sub(r"\\x\{([0-9a-f]+)\}", lambda m: "\\u" + m.group(1).rjust(4, "0"), CONTROL_CHARACTERS_RE2)
+    )
     for code_point in range(0x30000):
         char = chr(code_point)
         if 0xD800 <= code_point <= 0xDFFF:

@@ -35,12 +35,18 @@ def _validation(uid: str = "6f1c2d3e-aaaa-bbbb-cccc-000000000001"):
 
 def test_a_record_holds_the_run_the_algorithm_the_data_and_the_protocol() -> None:
     algorithm = factories.algorithm(regulatory={"ceClass": "IIa", "udi": "(01)05790000000001"})
-    body = audit.audit_record(_validation(), FINISHED, algorithm, factories.dataset(caseCount=120), "region-default", "lightbox-operator/9.9")
+    body = audit.audit_record(
+        _validation(), FINISHED, algorithm, factories.dataset(caseCount=120), "region-default", "lightbox-operator/9.9"
+    )
 
     record = AuditRecord.model_validate(body)  # it is what the CRD describes
     spec = record.spec
     assert spec.run == FINISHED
-    assert (spec.algorithm.vendor, spec.algorithm.product, spec.algorithm.version) == ("Acme Imaging", "ChestAI", "1.2.0")
+    assert (spec.algorithm.vendor, spec.algorithm.product, spec.algorithm.version) == (
+        "Acme Imaging",
+        "ChestAI",
+        "1.2.0",
+    )
     assert (spec.algorithm.ce_class, spec.algorithm.udi) == ("IIa", "(01)05790000000001")
     assert spec.dataset.content_hash == "sha256:" + "00" * 32 and spec.dataset.case_count == 120
     assert [(c.metric, c.bound, c.threshold) for c in spec.acceptance] == [("auc", "lower", 0.85)]

@@ -34,11 +34,15 @@ def _run(number: int, verdict: str = "Passed") -> RunRecord:
 
 
 def chain(length: int = 5, uid: str = UID) -> list[dict]:
-    validation = factories.validation(acceptance=[{"metric": "auc", "threshold": 0.85, "bound": "lower"}], metrics=["auc"])
+    validation = factories.validation(
+        acceptance=[{"metric": "auc", "threshold": 0.85, "bound": "lower"}], metrics=["auc"]
+    )
     validation.metadata["uid"] = uid
     records: list[dict] = []
     for number in range(1, length + 1):
-        records.append(audit.audit_record(validation, _run(number), None, None, "region", "op/1", chain_records=records))
+        records.append(
+            audit.audit_record(validation, _run(number), None, None, "region", "op/1", chain_records=records)
+        )
     return records
 
 
@@ -62,9 +66,17 @@ def test_a_chain_links_each_record_to_the_hash_of_the_one_before() -> None:
     assert [r["spec"]["chain"]["sequence"] for r in records] == [1, 2, 3]
     assert "previousHash" not in records[0]["spec"]["chain"]
     for before, after in zip(records, records[1:], strict=False):
-        recomputed = "sha256:" + hashlib.sha256(json.dumps(
-            {k: v for k, v in before["spec"].items() if k != "hash"}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode()).hexdigest()  # these specs hold no floats whose JSON forms differ between json and JCS
+        recomputed = (
+            "sha256:"
+            + hashlib.sha256(
+                json.dumps(
+                    {k: v for k, v in before["spec"].items() if k != "hash"},
+                    sort_keys=True,
+                    separators=(",", ":"),
+                    ensure_ascii=False,
+                ).encode()
+            ).hexdigest()
+        )  # these specs hold no floats whose JSON forms differ between json and JCS
         assert after["spec"]["chain"]["previousHash"] == recomputed == before["spec"]["hash"]
     for record in records:  # what the CRD describes
         AuditRecord.model_validate(record)
@@ -144,7 +156,9 @@ def test_chains_are_verified_each_on_its_own() -> None:
     assert (finding.chain, finding.problem, finding.sequence) == ("7a7a7a7a-0000-0000-0000-000000000002", "removed", 2)
 
 
-@pytest.mark.parametrize("garbage", ['{"spec": {}}', "[1, 2]", '{"spec": {"chain": {"id": "x", "sequence": "1"}, "hash": "h"}}'])
+@pytest.mark.parametrize(
+    "garbage", ['{"spec": {}}', "[1, 2]", '{"spec": {"chain": {"id": "x", "sequence": "1"}, "hash": "h"}}']
+)
 def test_a_line_that_is_no_chained_record_is_named_not_skipped(garbage: str) -> None:
     text = lines(chain(2))
     try:
@@ -166,7 +180,11 @@ def test_retention_removes_expired_records_oldest_first_after_a_cut_record_and_t
     records = _prunable(now)
     plan = auditchain.plan_prune(records, now, 184)
     assert plan.delete == (f"{UID}-1", f"{UID}-2", f"{UID}-3")
-    assert plan.cut == {"firstKept": 4, "retentionDays": 184, "expiredBefore": "2026-04-15T03:00:00Z"}  # 5 Jan + 100 days
+    assert plan.cut == {
+        "firstKept": 4,
+        "retentionDays": 184,
+        "expiredBefore": "2026-04-15T03:00:00Z",
+    }  # 5 Jan + 100 days
     cut = audit.retention_cut(records, plan.cut, now, "pruner")
     AuditRecord.model_validate(cut)
     assert cut["spec"]["chain"] == {"id": UID, "sequence": 7, "previousHash": records[-1]["spec"]["hash"]}
@@ -200,7 +218,9 @@ def test_a_cut_claiming_a_shorter_retention_than_required_is_named() -> None:
 
 def test_a_retention_cut_whose_cut_is_not_an_object_is_named() -> None:
     records = chain(2)
-    bogus = audit.retention_cut(records, {"firstKept": 2, "retentionDays": 184, "expiredBefore": "2026-01-01T00:00:00Z"}, START, "p")
+    bogus = audit.retention_cut(
+        records, {"firstKept": 2, "retentionDays": 184, "expiredBefore": "2026-01-01T00:00:00Z"}, START, "p"
+    )
     bogus["spec"]["cut"] = "everything before"
     bogus["spec"] = auditchain.seal({k: v for k, v in bogus["spec"].items() if k != "hash"})
     (finding,) = auditchain.verify(records + [bogus])

@@ -16,7 +16,7 @@ from lightbox.devtools import binaries as b
 
 # A stand-in for `go`: records each call (argv, cwd, selected env) as a JSON line in $FAKE_GO_LOG and
 # fakes `env GOVERSION`, `mod tidy` and `build -o OUT PKG...` ($FAKE_GO_FAIL=tidy|build makes one fail).
-FAKE_GO = r'''#!{python}
+FAKE_GO = r"""#!{python}
 import json, os, sys, time
 args = sys.argv[1:]
 with open(os.environ["FAKE_GO_LOG"], "a") as fh:
@@ -27,7 +27,8 @@ if args[:2] == ["env", "GOVERSION"]:
     print(os.environ.get("FAKE_GO_VERSION", "go1.26.0")); sys.exit(0)
 if args[:2] == ["mod", "tidy"]:
     if fail == "tidy":
-        print("go: k8s.io/kubernetes@v1.34.4: Get https://proxy.golang.org/...: dial tcp: no route to host"); sys.exit(1)
+        print("go: k8s.io/kubernetes@v1.34.4: Get https://proxy.golang.org/...: dial tcp: no route to host")
+        sys.exit(1)
     sys.exit(0)
 if args[0] == "build":
     out = args[args.index("-o") + 1]
@@ -45,7 +46,7 @@ if args[0] == "build":
             print("k8s.io/kubernetes/pkg/foo: compile error: undefined: bar"); sys.exit(1)
     sys.exit(0)
 print("fake go: unexpected", args); sys.exit(2)
-'''
+"""
 
 
 def _exe(path: Path, text: str) -> Path:
@@ -103,9 +104,11 @@ def test_k8s_gomod_requires_kubernetes_and_replaces_every_staging_module():
     assert len(replaced) == 29 == len(b.STAGING_MODULES)
     assert [m for m, _, _ in replaced] == list(b.STAGING_MODULES)
     assert all(m == target and v == "v0.34.4" for m, target, v in replaced)
-    assert text.endswith("tool (\n\tk8s.io/kubernetes/cmd/kube-apiserver\n\tk8s.io/kubernetes/cmd/kube-controller-manager\n"
-                         "\tk8s.io/kubernetes/cmd/kubelet\n\tk8s.io/kubernetes/cmd/kube-scheduler\n"
-                         "\tk8s.io/kubernetes/cmd/kube-proxy\n)\n")
+    assert text.endswith(
+        "tool (\n\tk8s.io/kubernetes/cmd/kube-apiserver\n\tk8s.io/kubernetes/cmd/kube-controller-manager\n"
+        "\tk8s.io/kubernetes/cmd/kubelet\n\tk8s.io/kubernetes/cmd/kube-scheduler\n"
+        "\tk8s.io/kubernetes/cmd/kube-proxy\n)\n"
+    )
 
 
 def test_staging_version_and_bad_versions():

@@ -50,7 +50,9 @@ def test_skips_fail_in_ci_naming_the_reason(tmp_path: Path, ci: str) -> None:
     # both skips fail (a skip marker acts in setup, which pytest counts as an error);
     # xfail and the passing test are untouched
     assert "1 failed, 1 passed, 1 xfailed, 1 error" in out, out
-    assert "skipped in CI (call), which the unit tier treats as a failure: user namespaces are not available: EPERM" in out
+    assert (
+        "skipped in CI (call), which the unit tier treats as a failure: user namespaces are not available: EPERM" in out
+    )
     assert "skipped in CI (setup), which the unit tier treats as a failure: needs the verifier" in out
 
 

@@ -17,8 +17,15 @@ def test_shipped_schemas_match_the_models(name: str) -> None:
 
 def test_valid_predictions_for_each_task() -> None:
     for data in (
-        {"contractVersion": "v1", "task": "classification", "cases": {"case-0001": {"scores": {"abnormal": 0.2, "normal": 0.8}}}},
-        {"task": "detection", "cases": {"case-0001": {"findings": [{"location": {"x": 3, "y": 4.5, "slice": 0}, "score": 1}]}}},
+        {
+            "contractVersion": "v1",
+            "task": "classification",
+            "cases": {"case-0001": {"scores": {"abnormal": 0.2, "normal": 0.8}}},
+        },
+        {
+            "task": "detection",
+            "cases": {"case-0001": {"findings": [{"location": {"x": 3, "y": 4.5, "slice": 0}, "score": 1}]}},
+        },
         {"task": "segmentation", "cases": {"case-0001": {"mask": "masks/case-0001.npz"}}},
     ):
         doc, errors = contract.validate_predictions(data)
@@ -28,13 +35,25 @@ def test_valid_predictions_for_each_task() -> None:
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"task": "classification", "cases": {"c1": {"scores": {"abnormal": 1.5}}}}, "cases.c1.scores.abnormal: Input should be less than or equal to 1"),
-        ({"task": "classification", "cases": {"c1": {"scores": {"abnormal": float("nan")}}}}, "cases.c1.scores.abnormal"),
+        (
+            {"task": "classification", "cases": {"c1": {"scores": {"abnormal": 1.5}}}},
+            "cases.c1.scores.abnormal: Input should be less than or equal to 1",
+        ),
+        (
+            {"task": "classification", "cases": {"c1": {"scores": {"abnormal": float("nan")}}}},
+            "cases.c1.scores.abnormal",
+        ),
         ({"task": "classification", "cases": {"c1": {"scores": {}}}}, "cases.c1.scores"),
-        ({"task": "classification", "cases": {"c1": {"scores": {"a": 0.1}, "note": "hi"}}}, "cases.c1.note: Extra inputs are not permitted"),
+        (
+            {"task": "classification", "cases": {"c1": {"scores": {"a": 0.1}, "note": "hi"}}},
+            "cases.c1.note: Extra inputs are not permitted",
+        ),
         ({"task": "segmentation", "cases": {"c1": {"mask": "../truth/x.npz"}}}, "cases.c1.mask"),
         ({"task": "segmentation", "cases": {"c1": {"mask": "/etc/passwd"}}}, "cases.c1.mask"),
-        ({"task": "detection", "cases": {"c1": {"findings": [{"location": {"x": -1, "y": 0}, "score": 0.5}]}}}, "cases.c1.findings.0.location.x"),
+        (
+            {"task": "detection", "cases": {"c1": {"findings": [{"location": {"x": -1, "y": 0}, "score": 0.5}]}}},
+            "cases.c1.findings.0.location.x",
+        ),
         ({"task": "regression", "cases": {}}, "does not match any of the expected tags"),
         ({"task": "classification", "cases": {"bad id!": {"scores": {"a": 0.1}}}}, "cases.bad id!.[key]"),
         ({"task": "classification", "contractVersion": "v2", "cases": {}}, "contractVersion"),
@@ -101,7 +120,9 @@ def test_gpu_requirement() -> None:
     assert any("gpus" in p for p in problems)
 
 
-@pytest.mark.parametrize(("text", "value"), [("500m", 0.5), ("2", 2.0), ("1.5", 1.5), ("4Gi", 4 * 2**30), ("100M", 1e8)])
+@pytest.mark.parametrize(
+    ("text", "value"), [("500m", 0.5), ("2", 2.0), ("1.5", 1.5), ("4Gi", 4 * 2**30), ("100M", 1e8)]
+)
 def test_parse_quantity(text: str, value: float) -> None:
     assert contract.parse_quantity(text) == pytest.approx(value)
 
@@ -110,6 +131,15 @@ def test_input_manifest_round_trips() -> None:
     m = contract.InputManifest(
         task="segmentation",
         labels=["lesion"],
-        cases=[contract.InputCase(id="case-0001", series=[contract.InputSeries(series_instance_uid="2.25.1", modality="CT", files=["case-0001/00/0001.dcm"], rows=4, columns=5)])],
+        cases=[
+            contract.InputCase(
+                id="case-0001",
+                series=[
+                    contract.InputSeries(
+                        series_instance_uid="2.25.1", modality="CT", files=["case-0001/00/0001.dcm"], rows=4, columns=5
+                    )
+                ],
+            )
+        ],
     )
     assert contract.InputManifest.model_validate_json(m.model_dump_json(by_alias=True)) == m

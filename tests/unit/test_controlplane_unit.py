@@ -16,7 +16,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from lightbox.devtools import binaries as b
-from lightbox.devtools import certs, controlplane as cpm
+from lightbox.devtools import certs
+from lightbox.devtools import controlplane as cpm
 
 
 def test_certificates(tmp_path):
@@ -79,8 +80,12 @@ def _fake_binaries(tmp_path: Path, etcd_script: str) -> b.Binaries:
         p.write_text(text)
         p.chmod(0o755)
         return p
-    return b.Binaries(exe("kube-apiserver", "#!/bin/sh\nexit 1\n"), exe("kube-controller-manager", "#!/bin/sh\nexit 1\n"),
-                      exe("etcd", etcd_script))
+
+    return b.Binaries(
+        exe("kube-apiserver", "#!/bin/sh\nexit 1\n"),
+        exe("kube-controller-manager", "#!/bin/sh\nexit 1\n"),
+        exe("etcd", etcd_script),
+    )
 
 
 def test_component_that_exits_reports_its_log(tmp_path):

@@ -38,7 +38,10 @@ class Site:
 
     def run(self, scores: dict[str, float]) -> tuple[ScoreReport, ScoreReport]:
         """(what leaves the sandbox, the exact report kept on site)."""
-        doc = {"task": "classification", "cases": {c: {"scores": {"abnormal": v, "normal": 1 - v}} for c, v in scores.items()}}
+        doc = {
+            "task": "classification",
+            "cases": {c: {"scores": {"abnormal": v, "normal": 1 - v}} for c, v in scores.items()},
+        }
         (self.output / "predictions.json").write_text(json.dumps(doc))
         released, full = scorer.score(self.cfg, self.output, self.sample.truth_dir, self.work)
         return released, ScoreReport.model_validate(full["report"])
@@ -149,9 +152,24 @@ def test_subgroup_sizes_are_the_datasets_not_the_vendors(site: Site) -> None:
 
 
 def test_release_grids() -> None:
-    assert release.to_grid(0.0501, 0.05) == 0.05 and release.to_grid(0.074, 0.05) == 0.05 and release.to_grid(0.076, 0.05) == 0.1
+    assert (
+        release.to_grid(0.0501, 0.05) == 0.05
+        and release.to_grid(0.074, 0.05) == 0.05
+        and release.to_grid(0.076, 0.05) == 0.1
+    )
     assert release.to_grid(0.123456, 0.01) == 0.12
-    assert [release.band_up(k, 10) for k in (0, 1, 9, 10, 11, 20, 21, 40, 41, 1000)] == [0, 10, 10, 10, 20, 20, 40, 40, 80, 1280]
+    assert [release.band_up(k, 10) for k in (0, 1, 9, 10, 11, 20, 21, 40, 41, 1000)] == [
+        0,
+        10,
+        10,
+        10,
+        20,
+        20,
+        40,
+        40,
+        80,
+        1280,
+    ]
     # a step ROC curve: (0, 0) -> (0, 0.5) -> (0.5, 0.5) -> (0.5, 1) -> (1, 1)
     fpr, tpr = [0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0]
     assert release.roc_on_grid(fpr, tpr, 0.25) == [(0.0, 0.5), (0.25, 0.5), (0.5, 1.0), (0.75, 1.0), (1.0, 1.0)]
@@ -164,7 +182,10 @@ def test_pooling_evidence_only_where_the_policy_asks(site: Site) -> None:
     released, kept = site.run(scores)
     assert released.evidence is None and kept.evidence is None
     pooling = site.cfg.model_copy(update={"pooled_evidence": True})
-    doc = {"task": "classification", "cases": {c: {"scores": {"abnormal": v, "normal": 1 - v}} for c, v in scores.items()}}
+    doc = {
+        "task": "classification",
+        "cases": {c: {"scores": {"abnormal": v, "normal": 1 - v}} for c, v in scores.items()},
+    }
     (site.output / "predictions.json").write_text(json.dumps(doc))
     released, _ = scorer.score(pooling, site.output, site.sample.truth_dir, site.work)
     assert released.evidence is not None

@@ -10,17 +10,17 @@ from typing import get_args
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from lightbox.api.run import DeidOption
 from lightbox.sandbox.deid import DicomError, batch, deidentify_file, deidentify_tree, verify_tree
 from lightbox.sandbox.deid.attributes import BASIC_CODE, METHOD_CODES
 from lightbox.sandbox.deid.profile import OPTIONS, compile_profile, load_table, resolve_action, validate_options
 from lightbox.sandbox.deid.pseudonyms import KeyFileError, load_key
 from lightbox.sandbox.deid.safe_private import SafePrivateList
 from lightbox.sandbox.deid.values import Scrubber, identifying_terms, shift_dates
-from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
-
-from lightbox.api.run import DeidOption
 
 KEY = b"behaviour-test-key-0123456789abc"
 OTHER_KEY = b"another-test-key-0123456789abcde"

@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from lightbox.sandbox.deid.cli import main
 from pydicom.data import get_testdata_file
 
 from lightbox.cli import main as lightbox
+from lightbox.sandbox.deid.cli import main
 
 
 @pytest.fixture()

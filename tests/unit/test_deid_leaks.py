@@ -20,14 +20,15 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from lightbox.sandbox.deid.batch import Job, deidentify_bytes, make_settings, process_file
-from lightbox.sandbox.deid.profile import OPTIONS, Profile, load_table
-from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
-from lightbox.sandbox.deid.safe_private import SafePrivateList
 from pydicom.data import get_testdata_file
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+
+from lightbox.sandbox.deid.batch import Job, deidentify_bytes, make_settings, process_file
+from lightbox.sandbox.deid.profile import OPTIONS, Profile, load_table
+from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
+from lightbox.sandbox.deid.safe_private import SafePrivateList
 
 FAMILY = "ZYXWVUT"  # the patient's family name: planted in PatientName and inside every text value
 NESTED = 1000  # index offset of the copies planted inside a sequence

@@ -19,10 +19,10 @@ import pydicom
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.hmac import HMAC
-from lightbox.sandbox.deid import deidentify_tree
-from lightbox.sandbox.deid import pseudonyms
-from lightbox.sandbox.deid.pseudonyms import KeyFileError, Pseudonymizer, load_key, new_key
 from pydicom.data import get_testdata_file
+
+from lightbox.sandbox.deid import deidentify_tree, pseudonyms
+from lightbox.sandbox.deid.pseudonyms import KeyFileError, Pseudonymizer, load_key, new_key
 
 KEY = b"pseudonym-test-key-0123456789abc"
 OTHER_KEY = b"pseudonym-other-key-0123456789ab"

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from lightbox.sandbox.deid import VerificationReport, deidentify_tree, verify_tree
-from lightbox.sandbox.deid.verify import age_band
 from pydicom.data import get_testdata_file
 from test_deid_leaks import FAMILY, ROWS, SAFE, build_planted, representative
+
+from lightbox.sandbox.deid import VerificationReport, deidentify_tree, verify_tree
+from lightbox.sandbox.deid.verify import age_band
 
 KEY = b"verify-test-key-0123456789abcdef"
 

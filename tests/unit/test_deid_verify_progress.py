@@ -5,11 +5,11 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
-import struct
-import termios
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest

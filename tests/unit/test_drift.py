@@ -60,14 +60,18 @@ def test_a_worse_algorithm_is_degraded_for_every_seed() -> None:
         ("brier", MetricValue(value=0.30, lower=0.919, upper=0.99), False),
     ],
 )
-def test_the_whole_interval_must_lie_beyond_the_tolerance_on_the_bad_side(metric: str, now: MetricValue, flagged: bool) -> None:
+def test_the_whole_interval_must_lie_beyond_the_tolerance_on_the_bad_side(
+    metric: str, now: MetricValue, flagged: bool
+) -> None:
     baseline = MetricValue(value=0.90, lower=0.85, upper=0.95)
     assert (drift.degraded(metric, baseline, now) is not None) is flagged
 
 
 def test_psi_of_a_hand_computed_shift() -> None:
     # (0.5, 0.5) -> (0.9, 0.1): 0.4 ln(1.8) + 0.4 ln(5) = 0.8789 (large counts: the floor is negligible).
-    assert drift.psi({"F": 50000, "M": 50000}, {"F": 90000, "M": 10000}) == pytest.approx(0.4 * math.log(1.8) + 0.4 * math.log(5), abs=1e-4)
+    assert drift.psi({"F": 50000, "M": 50000}, {"F": 90000, "M": 10000}) == pytest.approx(
+        0.4 * math.log(1.8) + 0.4 * math.log(5), abs=1e-4
+    )
     assert drift.psi({"F": 10, "M": 10}, {"F": 10, "M": 10}) == 0.0
 
 
@@ -76,7 +80,9 @@ def test_an_unchanged_mix_is_no_shift_over_20_seeds_and_a_moved_one_is() -> None
 
     def draw(proportions: dict[str, dict[str, float]], n: int, seed: int) -> dict[str, dict[str, int]]:
         rng = np.random.default_rng(seed)
-        return {d: dict(zip(p, rng.multinomial(n, list(p.values())).tolist(), strict=True)) for d, p in proportions.items()}
+        return {
+            d: dict(zip(p, rng.multinomial(n, list(p.values())).tolist(), strict=True)) for d, p in proportions.items()
+        }
 
     baseline = draw(mix, 600, 0)
     for seed in SEEDS:
@@ -102,10 +108,18 @@ def test_the_baseline_is_the_first_passing_run_unless_one_is_pinned() -> None:
     from lightbox.api.drift import DriftSettings
     from lightbox.api.validation import RunRecord
 
-    chain = [_record(1, 1, "Failed", 0.6, 0.5, 0.7), _record(2, 2, "Passed", 0.9, 0.85, 0.95), _record(3, 3, "Passed", 0.8, 0.75, 0.85)]
-    now = RunRecord(name="v-r4", number=4, phase="Succeeded", metrics={"auc": MetricValue(value=0.81, lower=0.76, upper=0.86)})
+    chain = [
+        _record(1, 1, "Failed", 0.6, 0.5, 0.7),
+        _record(2, 2, "Passed", 0.9, 0.85, 0.95),
+        _record(3, 3, "Passed", 0.8, 0.75, 0.85),
+    ]
+    now = RunRecord(
+        name="v-r4", number=4, phase="Succeeded", metrics={"auc": MetricValue(value=0.81, lower=0.76, upper=0.86)}
+    )
     first_passing = drift.assess(chain, now, None)
-    assert first_passing.baseline_run == 2 and [d.metric for d in first_passing.degraded] == ["auc"]  # 0.86 < 0.90 - 0.02
+    assert first_passing.baseline_run == 2 and [d.metric for d in first_passing.degraded] == [
+        "auc"
+    ]  # 0.86 < 0.90 - 0.02
     pinned = drift.assess(chain, now, None, DriftSettings(baseline_run=3))
     assert pinned.baseline_run == 3 and pinned.degraded == []
     tolerant = drift.assess(chain, now, None, DriftSettings(tolerance=0.05))

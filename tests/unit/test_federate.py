@@ -34,7 +34,11 @@ def simulate(cases: int, prevalence: float, separation: float, seed: int) -> tup
 
 
 def write_export(tmp: Path, name: str, evidence: Evidence, key: Ed25519PrivateKey) -> Path:
-    payload = {"region": name, "exportedAt": "2026-11-30T00:00:00Z", "evidence": evidence.model_dump(mode="json", by_alias=True)}
+    payload = {
+        "region": name,
+        "exportedAt": "2026-11-30T00:00:00Z",
+        "evidence": evidence.model_dump(mode="json", by_alias=True),
+    }
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(federate.sign(payload, key)))
     return path
@@ -42,7 +46,9 @@ def write_export(tmp: Path, name: str, evidence: Evidence, key: Ed25519PrivateKe
 
 def public_pem(tmp: Path, name: str, key: Ed25519PrivateKey) -> Path:
     path = tmp / f"{name}.pub"
-    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    path.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return path
 
 
@@ -171,7 +177,9 @@ def test_binned_delong_variance_matches_placement_values_counted_pair_by_pair() 
     v01 = np.array([np.mean([psi(p, q) for p in pos_bins]) for q in neg_bins])
     auc = v10.mean()
     expected = v10.var(ddof=1) / len(pos_bins) + v01.var(ddof=1) / len(neg_bins)  # DeLong et al. 1988
-    got = federate.binned_auc(np.bincount(pos_bins, minlength=20).astype(float), np.bincount(neg_bins, minlength=20).astype(float))
+    got = federate.binned_auc(
+        np.bincount(pos_bins, minlength=20).astype(float), np.bincount(neg_bins, minlength=20).astype(float)
+    )
     assert got.value == pytest.approx(auc) and got.variance == pytest.approx(expected)
 
 
@@ -219,7 +227,13 @@ def test_the_scorer_reports_evidence_that_counts_the_cases_it_scored_and_fits(tm
 
 def test_the_largest_evidence_fits_beside_the_report() -> None:
     full = [(b, b + 1, 99999) for b in range(20)]
-    ev = Evidence(min_cell=10, threshold=0.5, positives=full, negatives=full, confusion={"tp": 99999, "fn": 99999, "fp": 99999, "tn": 99999})
+    ev = Evidence(
+        min_cell=10,
+        threshold=0.5,
+        positives=full,
+        negatives=full,
+        confusion={"tp": 99999, "fn": 99999, "fp": 99999, "tn": 99999},
+    )
     assert len(ev.model_dump_json(by_alias=True, exclude_none=True)) < 700
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import stat
 import subprocess
 import sys
@@ -40,13 +39,23 @@ class Run:
         self.sample = make_sample_dataset(tmp / "data", n_cases=n, seed=5, task="segmentation")
         self.input, self.output, self.work = tmp / "input", tmp / "output", tmp / "work"
         self.output.mkdir()
-        stage(self.sample.studies_dir, self.input, self.work,
-              StagerConfig(task="segmentation", labels=["lesion"], deid_options=self.sample.deid_options), verifier=minimal_verify_tree)
+        stage(
+            self.sample.studies_dir,
+            self.input,
+            self.work,
+            StagerConfig(task="segmentation", labels=["lesion"], deid_options=self.sample.deid_options),
+            verifier=minimal_verify_tree,
+        )
         self.cases = json.loads((self.work / "cases.json").read_text())["cases"]
         self.env = {
-            "LIGHTBOX_INPUT_DIR": str(self.input), "LIGHTBOX_OUTPUT_DIR": str(self.output), "LIGHTBOX_WORK_DIR": str(self.work),
-            "LIGHTBOX_TRUTH_DIR": str(self.sample.truth_dir), "LIGHTBOX_TERMINATION_LOG": str(tmp / "term"),
-            "LIGHTBOX_SCORER_CONFIG": json.dumps({"task": "segmentation", "labels": ["lesion"], "bootstrap": {"resamples": 200}}),
+            "LIGHTBOX_INPUT_DIR": str(self.input),
+            "LIGHTBOX_OUTPUT_DIR": str(self.output),
+            "LIGHTBOX_WORK_DIR": str(self.work),
+            "LIGHTBOX_TRUTH_DIR": str(self.sample.truth_dir),
+            "LIGHTBOX_TERMINATION_LOG": str(tmp / "term"),
+            "LIGHTBOX_SCORER_CONFIG": json.dumps(
+                {"task": "segmentation", "labels": ["lesion"], "bootstrap": {"resamples": 200}}
+            ),
         }
 
     def honest(self, *argv: str) -> dict:
@@ -211,7 +220,10 @@ def test_json_that_would_parse_into_gigabytes_is_refused_in_bounded_memory(run: 
 def _npz_bomb(path: Path, nbytes: int) -> None:
     """An .npz whose one array inflates to ``nbytes`` (written in chunks: the test stays small)."""
     header = {"descr": "|u1", "fortran_order": False, "shape": (nbytes,)}
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf, zf.open("mask.npy", "w", force_zip64=True) as fh:
+    with (
+        zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf,
+        zf.open("mask.npy", "w", force_zip64=True) as fh,
+    ):
         np.lib.format.write_array_header_1_0(fh, header)
         chunk = bytes(1 << 20)
         for _ in range(nbytes >> 20):
@@ -265,9 +277,9 @@ def _seg_bytes(run: Run, case: str) -> bytes:
 def _deflated(seg: bytes, padding: int) -> bytes:
     """The same SEG in Deflated Explicit VR Little Endian, with ``padding`` zero bytes of dataset
     trailing padding (FFFC,FFFC) that inflate from almost nothing."""
+    from pydicom.filebase import DicomBytesIO
     from pydicom.filereader import _read_file_meta_info, read_preamble
     from pydicom.filewriter import write_file_meta_info
-    from pydicom.filebase import DicomBytesIO
 
     fp = DicomBytesIO(seg)
     read_preamble(fp, False)
@@ -347,7 +359,9 @@ def test_vendor_check_refuses_the_same_hostile_files(run: Run) -> None:
     _npz_bomb(run.output / "masks" / "bomb.npz", 256 << 20)
     ids = sorted(doc["cases"])
     doc["cases"][ids[0]]["mask"] = "masks/bomb.npz"
-    (run.output / "masks" / "link.npz").symlink_to(run.sample.truth_dir / "masks" / f"{run.cases[ids[1]]['source']}.npz")
+    (run.output / "masks" / "link.npz").symlink_to(
+        run.sample.truth_dir / "masks" / f"{run.cases[ids[1]]['source']}.npz"
+    )
     doc["cases"][ids[1]]["mask"] = "masks/link.npz"
     run.write(doc)
     verdict = vendorcheck.Verdict()

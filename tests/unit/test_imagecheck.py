@@ -14,9 +14,16 @@ from lightbox.sandbox.contract import vendor_environment
 from lightbox.sandbox.isolation import IsolationUnavailable
 
 SPEC = imagecheck.ContainerSpec(
-    image="localhost/vendor:1", args=(), env={"LIGHTBOX_TASK": "classification"}, input_dir=Path("/tmp/in"),
-    output_dir=Path("/tmp/out"), memory_bytes=256 << 20, name="lightbox-check-1", netns=Path("/var/run/netns/lightbox-check-1"),
-    tmp_dir=Path("/tmp/scratch"), max_processes=512,
+    image="localhost/vendor:1",
+    args=(),
+    env={"LIGHTBOX_TASK": "classification"},
+    input_dir=Path("/tmp/in"),
+    output_dir=Path("/tmp/out"),
+    memory_bytes=256 << 20,
+    name="lightbox-check-1",
+    netns=Path("/var/run/netns/lightbox-check-1"),
+    tmp_dir=Path("/tmp/scratch"),
+    max_processes=512,
     cgroup="/lightbox-vendor-check/lightbox-check-1",
 )
 
@@ -43,8 +50,20 @@ def test_ctr_runs_the_image_as_the_pod_does() -> None:
     assert _flag_values(argv, "--memory-limit") == [str(256 << 20)]
     # every capability of ctr's default set (containerd oci/spec.go defaultUnixCaps) is dropped
     assert set(_flag_values(argv, "--cap-drop")) == {
-        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-        "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
     }
     assert argv[-2:] == ["localhost/vendor:1", "lightbox-check-1"]
 
@@ -55,8 +74,11 @@ def test_podman_and_docker_get_the_same_limits(runtime: str, network: str) -> No
     assert argv[:3] == [runtime, "run", "--rm"] and "--read-only" in argv
     assert _flag_values(argv, "--network") == [network]
     assert _flag_values(argv, "--cap-drop") == ["ALL"] and _flag_values(argv, "--user") == ["65532:65532"]
-    assert _flag_values(argv, "--mount") == ["type=bind,src=/tmp/in,dst=/input,readonly", "type=bind,src=/tmp/out,dst=/output",
-                                            "type=bind,src=/tmp/scratch,dst=/tmp"]
+    assert _flag_values(argv, "--mount") == [
+        "type=bind,src=/tmp/in,dst=/input,readonly",
+        "type=bind,src=/tmp/out,dst=/output",
+        "type=bind,src=/tmp/scratch,dst=/tmp",
+    ]
     assert ("--read-only-tmpfs=false" in argv) == (runtime == "podman")
     assert _flag_values(argv, "--pids-limit") == ["512"]
     assert _flag_values(argv, "--memory") == _flag_values(argv, "--memory-swap") == [str(256 << 20)]
@@ -148,7 +170,9 @@ def test_an_image_that_sets_nvidia_variables_is_refused_before_it_runs(tmp_path:
 
     monkeypatch.setattr(imagecheck, "choose_runtime", no_runtime)
     out = io.StringIO()
-    code = imagecheck.check_image(f"oci-archive:{_archive(tmp_path, ['PATH=/bin', variable])}", [], vendorcheck.CheckSettings(), out=out)
+    code = imagecheck.check_image(
+        f"oci-archive:{_archive(tmp_path, ['PATH=/bin', variable])}", [], vendorcheck.CheckSettings(), out=out
+    )
     text = out.getvalue()
     assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
     assert f"sets {variable} in its config" in text and "resources.gpus" in text and "verdict: NOT CONFORMANT" in text
@@ -169,7 +193,11 @@ def test_without_a_runtime_the_check_cannot_run(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(imagecheck, "_available", lambda runtime: False)
     out = io.StringIO()
     code = imagecheck.check_image("localhost/vendor:1", [], vendorcheck.CheckSettings(), out=out)
-    assert code == vendorcheck.EXIT_CANNOT_CHECK and "no container runtime" in out.getvalue() and "not run" in out.getvalue()
+    assert (
+        code == vendorcheck.EXIT_CANNOT_CHECK
+        and "no container runtime" in out.getvalue()
+        and "not run" in out.getvalue()
+    )
 
 
 def test_cli_accepts_an_image_without_a_command(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,7 +208,12 @@ def test_cli_accepts_an_image_without_a_command(monkeypatch: pytest.MonkeyPatch)
         return 0
 
     monkeypatch.setattr(imagecheck, "check_image", fake_check)
-    assert vendorcheck.main(["check", "--image", "localhost/x:1", "--runtime", "ctr", "--memory-mb", "256", "--", "tamper"]) == 0
+    assert (
+        vendorcheck.main(
+            ["check", "--image", "localhost/x:1", "--runtime", "ctr", "--memory-mb", "256", "--", "tamper"]
+        )
+        == 0
+    )
     assert seen == {"ref": "localhost/x:1", "command": ["tamper"], "runtime": "ctr", "memory": 256 << 20}
     assert json.dumps(seen)  # plain values only
 

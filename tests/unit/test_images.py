@@ -67,7 +67,9 @@ def test_misbehave_takes_its_mode_as_the_argument() -> None:
         ("USER 1\nFROM debian:bookworm\n", "USER before FROM"),
     ],
 )
-def test_what_the_daemonless_build_cannot_reproduce_is_refused_by_line(tmp_path: Path, text: str, fragment: str) -> None:
+def test_what_the_daemonless_build_cannot_reproduce_is_refused_by_line(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
     (tmp_path / "images" / "lightbox").mkdir(parents=True)
     (tmp_path / "images" / "lightbox" / "Containerfile").write_text(text)
     with pytest.raises(containerfile.ContainerfileError) as err:
@@ -85,9 +87,15 @@ def test_the_base_run_splits_into_packages_and_commands() -> None:
 
 
 def test_continuations_and_comments_are_joined_as_buildkit_does() -> None:
-    text = "FROM debian:bookworm\n# comment\nRUN apt-get update \\\n  # inner comment\n && apt-get install -y python3 \\\n && python3 -m venv /v\n"
+    text = (
+        "FROM debian:bookworm\n# comment\nRUN apt-get update \\\n  # inner comment\n"
+        " && apt-get install -y python3 \\\n && python3 -m venv /v\n"
+    )
     lines = containerfile.logical_lines(text)
-    assert lines == [(1, "FROM debian:bookworm"), (3, "RUN apt-get update && apt-get install -y python3 && python3 -m venv /v")]
+    assert lines == [
+        (1, "FROM debian:bookworm"),
+        (3, "RUN apt-get update && apt-get install -y python3 && python3 -m venv /v"),
+    ]
 
 
 # --- layers -------------------------------------------------------------------------------
@@ -146,7 +154,9 @@ def _app_layer(wheel: Path, installer: Path, where: Path) -> oci.Layer:
                                 installer=installer, log_path=where / "install.log")
 
 
-@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="bytecode is compiled only by the image's own Python minor version")
+@pytest.mark.skipif(
+    sys.version_info[:2] != (3, 11), reason="bytecode is compiled only by the image's own Python minor version"
+)
 def test_the_app_layer_is_reproducible(tmp_path: Path, lightbox_wheel: Path, installer_whl: Path) -> None:
     first = _app_layer(lightbox_wheel, installer_whl, tmp_path / "one")
     second = _app_layer(lightbox_wheel, installer_whl, tmp_path / "two")
@@ -176,14 +186,33 @@ def test_the_app_layer_holds_what_pip_installs(tmp_path: Path, lightbox_wheel: P
     """Equal to the Containerfile's pip install: every package file, byte for byte, in the same place."""
     _app_layer(lightbox_wheel, installer_whl, tmp_path / "ours")
     target = tmp_path / "pip"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", str(target), str(lightbox_wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-compile",
+            "--target",
+            str(target),
+            str(lightbox_wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
     bookkeeping = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
     site = "opt/venv/lib/python3.11/site-packages/"
     ours: dict[str, bytes] = {}
     with tarfile.open(tmp_path / "ours" / "layer.tar.gz", "r:gz") as tar:
         for m in tar.getmembers():
-            if m.isfile() and m.name.startswith(site) and not m.name.endswith(".pyc") and Path(m.name).name not in bookkeeping:
+            if (
+                m.isfile()
+                and m.name.startswith(site)
+                and not m.name.endswith(".pyc")
+                and Path(m.name).name not in bookkeeping
+            ):
                 ours[m.name.removeprefix(site)] = tar.extractfile(m).read()  # type: ignore[union-attr]
             if m.name == "opt/venv/bin/lightbox":
                 script = tar.extractfile(m).read()  # type: ignore[union-attr]
@@ -222,8 +251,14 @@ def test_the_archive_is_an_oci_layout_naming_the_image(tmp_path: Path) -> None:
     layer_file = tmp_path / "l.tar.gz"
     made = oci.write_layer([oci.Entry("opt/lightbox/algorithm.json", "file", 0o644, data=b"{}")], layer_file, EPOCH)
     layer = oci.Layer(store.put_file(layer_file, oci.MEDIA_LAYER_GZIP), made.diff_id)
-    config = store.put_bytes(oci.canonical_json(oci.image_config(
-        [layer], env=["PATH=/bin"], entrypoint=["x"], cmd=None, user="65532", workdir="/", labels={})), oci.MEDIA_CONFIG)
+    config = store.put_bytes(
+        oci.canonical_json(
+            oci.image_config(
+                [layer], env=["PATH=/bin"], entrypoint=["x"], cmd=None, user="65532", workdir="/", labels={}
+            )
+        ),
+        oci.MEDIA_CONFIG,
+    )
     manifest = store.put_bytes(oci.canonical_json(oci.manifest(config, [layer])), oci.MEDIA_MANIFEST)
     oci.write_archive(store, manifest, "localhost/lightbox", "0.1.0", tmp_path / "a.tar", EPOCH)
     with tarfile.open(tmp_path / "a.tar") as tar:
@@ -231,7 +266,10 @@ def test_the_archive_is_an_oci_layout_naming_the_image(tmp_path: Path) -> None:
     assert json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
     index = json.loads(files["index.json"])
     (entry,) = index["manifests"]
-    assert entry["digest"] == manifest.digest and entry["annotations"]["io.containerd.image.name"] == "localhost/lightbox:0.1.0"
+    assert (
+        entry["digest"] == manifest.digest
+        and entry["annotations"]["io.containerd.image.name"] == "localhost/lightbox:0.1.0"
+    )
     for name, data in files.items():  # every blob is stored under its own sha256
         if name.startswith("blobs/sha256/"):
             assert hashlib.sha256(data).hexdigest() == name.rsplit("/", 1)[1]
@@ -245,15 +283,26 @@ def test_the_archive_is_an_oci_layout_naming_the_image(tmp_path: Path) -> None:
 
 def test_dependencies_are_pinned_to_what_is_installed_here() -> None:
     pins = images.pinned_requirements(ROOT)
-    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True, check=True).stdout
-    frozen = {line.split("==")[0].lower().replace("_", "-"): line.split("==")[1] for line in freeze.splitlines() if "==" in line}
+    freeze = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True, check=True
+    ).stdout
+    frozen = {
+        line.split("==")[0].lower().replace("_", "-"): line.split("==")[1]
+        for line in freeze.splitlines()
+        if "==" in line
+    }
     for pin in pins:
         name, version = pin.split("==")
         assert frozen.get(name) == version, pin
     named = {p.split("==")[0] for p in pins}
     # pyproject's direct runtime dependencies and one transitive one (pydantic -> pydantic-core)
     assert {"kopf", "kubernetes", "pydantic", "pydicom", "numpy", "pydantic-core"} <= named
-    assert not named & {"pytest", "scikit-learn", "markdown-it-py", "mutmut"}  # test extras stay out of the image (scipy is a runtime dependency: drift)
+    assert not named & {
+        "pytest",
+        "scikit-learn",
+        "markdown-it-py",
+        "mutmut",
+    }  # test extras stay out of the image (scipy is a runtime dependency: drift)
 
 
 def test_unknown_image_names_are_refused() -> None:
@@ -264,7 +313,9 @@ def test_unknown_image_names_are_refused() -> None:
 def test_only_the_newest_archives_of_an_image_are_kept(tmp_path: Path) -> None:
     import os
 
-    for i, name in enumerate(["lightbox-0.1.0-a", "lightbox-0.1.0-b", "lightbox-0.1.0-c", "lightbox-0.1.0-d", "lightbox-reference-x-0.1.0-a"]):
+    for i, name in enumerate(
+        ["lightbox-0.1.0-a", "lightbox-0.1.0-b", "lightbox-0.1.0-c", "lightbox-0.1.0-d", "lightbox-reference-x-0.1.0-a"]
+    ):
         p = tmp_path / f"{name}.oci.tar"
         p.write_bytes(b"")
         os.utime(p, (1000 + i, 1000 + i))

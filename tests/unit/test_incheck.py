@@ -53,7 +53,9 @@ def test_routes_without_a_gateway_flag_or_not_default_give_no_gateway():
 
 
 def test_targets_come_from_the_kubelet_env_the_downward_api_the_routes_and_the_config():
-    config = IsolationCheckConfig(api_server="https://192.0.2.10:6443", dns=["10.96.0.10:53"], outside=["192.0.2.99:443"])
+    config = IsolationCheckConfig(
+        api_server="https://192.0.2.10:6443", dns=["10.96.0.10:53"], outside=["192.0.2.99:443"]
+    )
     env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443", NODE_IP_ENV: "192.0.2.7"}
     assert targets(config, env, ROUTES) == [
         Target("api-server", "10.96.0.1:443"),
@@ -79,7 +81,13 @@ def test_the_same_target_is_tried_once():
 
 
 def test_answers_then_enough_silence_proceeds():
-    rounds = [[answer(), silent()], [answer(), silent()], [silent(), silent()], [silent(), silent()], [silent(), silent()]]
+    rounds = [
+        [answer(), silent()],
+        [answer(), silent()],
+        [silent(), silent()],
+        [silent(), silent()],
+        [silent(), silent()],
+    ]
     assert decide(rounds, elapsed=5, config=CONFIG).action == "proceed"
 
 
@@ -186,7 +194,10 @@ def fake_tree(root: Path, devices: list[str], listed: list[str] = ()) -> Path:
 
 
 def test_gpu_device_nodes_are_counted_and_control_nodes_are_not(tmp_path):
-    root = fake_tree(tmp_path, ["nvidia0", "nvidia1", "nvidia10", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset", "null"])
+    root = fake_tree(
+        tmp_path,
+        ["nvidia0", "nvidia1", "nvidia10", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset", "null"],
+    )
     assert gpu_view(root).count == 3
 
 
@@ -281,7 +292,9 @@ FAST = dict(clean_rounds=2, interval_seconds=0, bound_seconds=2, timeout_seconds
 def test_the_stage_step_refuses_when_the_api_server_address_answers(tmp_path):
     """Loopback up in our own namespace: 127.0.0.1:1 refuses with a reset, a host's answer."""
     config = IsolationCheckConfig(api_server="127.0.0.1:1", **FAST)
-    result = _in_new_netns([sys.executable, "-m", "lightbox", "stage"], _stage_env(tmp_path, config), "ip link set lo up")
+    result = _in_new_netns(
+        [sys.executable, "-m", "lightbox", "stage"], _stage_env(tmp_path, config), "ip link set lo up"
+    )
     assert result.returncode == EXIT_ISOLATION_NOT_ENFORCED, result.stderr
     message = json.loads((tmp_path / "termination").read_text())
     assert message["reason"] == "IsolationNotEnforced"
@@ -316,7 +329,9 @@ def test_policy_arriving_after_the_first_answers_lets_the_run_proceed(tmp_path):
     answers; the check waits for it instead of refusing."""
     if shutil.which("iptables") is None:
         pytest.skip("needs iptables")
-    config = IsolationCheckConfig(api_server="127.0.0.1:1", clean_rounds=3, interval_seconds=0.3, bound_seconds=30, timeout_seconds=0.5)
+    config = IsolationCheckConfig(
+        api_server="127.0.0.1:1", clean_rounds=3, interval_seconds=0.3, bound_seconds=30, timeout_seconds=0.5
+    )
     flag = tmp_path / "answered"
     # The rule goes in once the step's log shows an answering round.
     setup = (
@@ -326,10 +341,29 @@ def test_policy_arriving_after_the_first_answers_lets_the_run_proceed(tmp_path):
         f'exec 2> >(tee {flag} >&2)'
     )
     env = _stage_env(tmp_path, config)
-    result = subprocess.run(
-        ["unshare", "--net", "--", "bash", "-c", f'{setup}\nexec "$@"', "bash", sys.executable, "-m", "lightbox", "stage"],
-        capture_output=True, text=True, env=env, timeout=120,
-    ) if os.geteuid() == 0 and shutil.which("bash") else pytest.skip("needs root and bash")
+    result = (
+        subprocess.run(
+            [
+                "unshare",
+                "--net",
+                "--",
+                "bash",
+                "-c",
+                f'{setup}\nexec "$@"',
+                "bash",
+                sys.executable,
+                "-m",
+                "lightbox",
+                "stage",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        if os.geteuid() == 0 and shutil.which("bash")
+        else pytest.skip("needs root and bash")
+    )
     assert "1 of 1 answered" in result.stderr  # the window was seen...
     assert "isolation check: proceed" in result.stderr, result.stderr  # ...and waited out
     assert result.returncode != EXIT_ISOLATION_NOT_ENFORCED

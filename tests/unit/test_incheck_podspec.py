@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from factories import algorithm, dataset, policy, validation
+
 from lightbox.api import run as layout
 from lightbox.api.run import IsolationCheckConfig
 from lightbox.operator import builders
 from lightbox.operator.config import OperatorConfig
-
-from factories import algorithm, dataset, policy, validation
 
 CONFIG = OperatorConfig(probe_dns="10.96.0.10:53", probe_outside="192.0.2.1:443", isolation_check_bound_seconds=45)
 

@@ -117,7 +117,9 @@ def test_background_children_die_with_the_command(tmp_path: Path) -> None:
 
 
 def test_output_is_capped_but_drained() -> None:
-    r = run_isolated(["sh", "-c", "head -c 5000000 /dev/zero; echo end >&2"], env=ENV, timeout=30, max_output_bytes=1000)
+    r = run_isolated(
+        ["sh", "-c", "head -c 5000000 /dev/zero; echo end >&2"], env=ENV, timeout=30, max_output_bytes=1000
+    )
     assert r.returncode == 0 and len(r.stdout) == 1000 and r.output_truncated
     assert r.stderr == b"end\n"
 
@@ -148,7 +150,12 @@ def test_memory_over_the_limit_kills_the_whole_tree_even_from_a_setsid_child(tmp
 
 
 def test_memory_under_the_limit_runs_to_the_end() -> None:
-    r = run_isolated([sys.executable, "-c", HOG.replace("time.sleep(30)", "time.sleep(1)"), "64"], env=ENV, timeout=20, max_memory_bytes=512 * MiB)
+    r = run_isolated(
+        [sys.executable, "-c", HOG.replace("time.sleep(30)", "time.sleep(1)"), "64"],
+        env=ENV,
+        timeout=20,
+        max_memory_bytes=512 * MiB,
+    )
     assert r.returncode == 0 and not r.memory_exceeded
     assert 64 * MiB < r.peak_memory_bytes < 512 * MiB
 
@@ -236,21 +243,44 @@ def test_view_shows_only_what_it_lists(tmp_path: Path) -> None:
     (shown / "model.bin").write_text("weights")
     (tmp_path / "other.txt").write_text("HOST-FILE")
     view = _view(tmp_path, binds=[(shown, "/opt/model")])
-    r = _in_view(tmp_path, f"ls /; echo --; ls /etc; echo --; cat /opt/model/model.bin; echo; cat {tmp_path}/other.txt; ls /run /sys /home /root", view=view)
+    r = _in_view(
+        tmp_path,
+        f"ls /; echo --; ls /etc; echo --; cat /opt/model/model.bin; echo; cat {tmp_path}/other.txt; ls /run /sys "
+        "/home /root",
+        view=view,
+    )
     top, etc, rest = r.stdout.decode().split("--\n")
     # the host's root has more (/home, /var, /run, /work, ...): only these are shown
-    expected_top = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "opt", "output", "proc", "sbin", "tmp", "usr"}
-    assert set(top.split()) <= expected_top and {"opt", "output", "proc", "tmp", "usr", "etc", "dev"} <= set(top.split())
+    expected_top = {
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "opt",
+        "output",
+        "proc",
+        "sbin",
+        "tmp",
+        "usr",
+    }
+    assert set(top.split()) <= expected_top and {"opt", "output", "proc", "tmp", "usr", "etc", "dev"} <= set(
+        top.split()
+    )
     assert set(etc.split()) <= {"passwd", "group", "hosts", *isolation.ETC_ALLOWED}
     assert "shadow" not in etc and "hostname" not in etc
     assert rest.startswith("weights") and b"HOST-FILE" not in r.stdout
 
 
 def test_view_runs_as_the_sandbox_user_without_capabilities_or_inherited_fds(tmp_path: Path) -> None:
-    r = _in_view(tmp_path, "id -u; id -g; grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs)' /proc/self/status; ls /proc/self/fd")
+    r = _in_view(
+        tmp_path, "id -u; id -g; grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs)' /proc/self/status; ls /proc/self/fd"
+    )
     lines = r.stdout.decode().split()
     assert lines[:2] == ["65532", "65532"]
-    caps = dict(zip(lines[2:14:2], lines[3:14:2]))
+    caps = dict(zip(lines[2:14:2], lines[3:14:2], strict=True))
     assert all(caps[k] == "0000000000000000" for k in ("CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:")), caps
     assert caps["NoNewPrivs:"] == "1"
     assert lines[14:] == ["0", "1", "2", "3"]  # 3: the directory ls reads; nothing of the supervisor's
@@ -258,8 +288,10 @@ def test_view_runs_as_the_sandbox_user_without_capabilities_or_inherited_fds(tmp
 
 # The supervisor (PID 1) holds an fd of the host's output directory: through /proc/1/fd it
 # would be a way out of the view and past the output's limits.
-THROUGH_PID1 = ("for n in 0 1 2 3 4 5 6 7 8 9; do echo x > /proc/1/fd/$n/escaped && echo WROTE$n; "
-                "ls /proc/1/fd/$n/ >/dev/null 2>&1 && echo LISTED$n; done; cat /proc/1/environ >/dev/null 2>&1 && echo ENV; ")
+THROUGH_PID1 = (
+    "for n in 0 1 2 3 4 5 6 7 8 9; do echo x > /proc/1/fd/$n/escaped && echo WROTE$n; "
+    "ls /proc/1/fd/$n/ >/dev/null 2>&1 && echo LISTED$n; done; cat /proc/1/environ >/dev/null 2>&1 && echo ENV; "
+)
 
 
 def test_view_supervisor_is_out_of_reach(tmp_path: Path) -> None:
@@ -313,14 +345,25 @@ def _unprivileged(work: Path) -> None:
         f"spec = importlib.util.spec_from_file_location('iso', {str(Path(isolation.__file__))!r})\n"
         "iso = importlib.util.module_from_spec(spec); sys.modules['iso'] = iso; spec.loader.exec_module(iso)\n"
         "view = iso.View(binds=[], output_host=pathlib.Path(sys.argv[1]), max_processes=8)\n"
-        f"r = iso.run_isolated(['sh', '-c', {THROUGH_PID1!r} + 'id -u; echo hi > /output/x; for i in 1 2 3 4 5 6 7 8 9; do sleep 9 & done'], "
+        f"r = iso.run_isolated(['sh', '-c', {THROUGH_PID1!r} + 'id -u; echo hi > /output/x; for i in 1 2 3 4 5 6 7 8 "
+        "9; do sleep 9 & done'], "
         "env={'PATH': '/usr/bin:/bin'}, timeout=30, view=view)\n"
-        "print(json.dumps({'uid': os.getuid(), 'out': r.stdout.decode(), 'limit': r.process_limit_reached, 'rc': r.returncode}))\n"
+        "print(json.dumps({'uid': os.getuid(), 'out': r.stdout.decode(), 'limit': r.process_limit_reached, 'rc': "
+        "r.returncode}))\n"
     )
     if os.geteuid() == 0:
         for p in (work, out, script):
             os.chown(p, 65534, 65534)
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-I", str(script), str(out)]
+        argv = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-I",
+            str(script),
+            str(out),
+        ]
     else:
         argv = [sys.executable, "-I", str(script), str(out)]
     import json

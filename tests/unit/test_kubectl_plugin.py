@@ -25,17 +25,28 @@ def test_the_namespace_is_the_contexts_as_kubectl_picks_it() -> None:
 def test_status_rows_take_the_latest_run_and_sort_by_namespace_then_name() -> None:
     v = [
         {"metadata": {"namespace": "b", "name": "x"}, "spec": {}, "status": None},
-        {"metadata": {"namespace": "a", "name": "y"}, "spec": {"schedule": "@daily"},
-         "status": {"verdict": "Failed", "runs": [{"name": "y-r1", "phase": "Failed"}, {"name": "y-r2", "phase": "Running"}]}},
+        {
+            "metadata": {"namespace": "a", "name": "y"},
+            "spec": {"schedule": "@daily"},
+            "status": {
+                "verdict": "Failed",
+                "runs": [{"name": "y-r1", "phase": "Failed"}, {"name": "y-r2", "phase": "Running"}],
+            },
+        },
     ]
     rows = status_rows(v)
-    assert [(r["namespace"], r["name"], r["latestRun"], r["latestRunPhase"]) for r in rows] == [("a", "y", "y-r2", "Running"), ("b", "x", None, None)]
+    assert [(r["namespace"], r["name"], r["latestRun"], r["latestRunPhase"]) for r in rows] == [
+        ("a", "y", "y-r2", "Running"),
+        ("b", "x", None, None),
+    ]
     assert json.loads(render(rows, STATUS_COLUMNS, "json"))["items"] == rows
     assert yaml.safe_load(render(rows, STATUS_COLUMNS, "yaml"))["items"] == rows
 
 
 def test_the_table_pads_like_kubectl_and_strips_control_sequences() -> None:
-    text = table([{"name": "ok", "phase": "\x1b[31mRed"}, {"name": "longer-name"}], (("NAME", "name"), ("PHASE", "phase")))
+    text = table(
+        [{"name": "ok", "phase": "\x1b[31mRed"}, {"name": "longer-name"}], (("NAME", "name"), ("PHASE", "phase"))
+    )
     lines = text.splitlines()
     assert lines[0] == "NAME          PHASE"  # 11 wide + 3 spaces
     assert lines[2] == "longer-name   <none>"

@@ -82,7 +82,11 @@ def test_argv_references_use_the_rewritten_environment() -> None:
 
 
 def test_executable_is_looked_up_on_the_container_path() -> None:
-    assert resolve_executable(["sh", "-c", "true"], "/bin", lambda name, path: f"{path}/{name}") == ["/bin/sh", "-c", "true"]
+    assert resolve_executable(["sh", "-c", "true"], "/bin", lambda name, path: f"{path}/{name}") == [
+        "/bin/sh",
+        "-c",
+        "true",
+    ]
     with pytest.raises(StartError, match="executable file not found"):
         resolve_executable(["nope"], "/bin", lambda name, path: None)
 
@@ -186,7 +190,13 @@ def test_container_env_rewrites_values_and_sets_termination_log() -> None:
         ],
     }
     env = container_env(
-        pod(), container, MOUNTS, base={"PATH": "/bin"}, termination_log=Path("/host/term"), node_name="n", host_ip="127.0.0.1"
+        pod(),
+        container,
+        MOUNTS,
+        base={"PATH": "/bin"},
+        termination_log=Path("/host/term"),
+        node_name="n",
+        host_ip="127.0.0.1",
     )
     assert env["LIGHTBOX_INPUT_DIR"] == "/host/pod/input"
     assert env["MANIFEST"] == "/host/pod/input/manifest.json"
@@ -212,7 +222,13 @@ def test_unsupported_env_sources_are_config_errors(container: dict) -> None:
 
 def test_hidden_paths_are_everything_not_mounted_but_keep_parents_of_mounts() -> None:
     mounts = [Mount("/data/studies", Path("/srv/ds/d1/studies"), True)]
-    candidates = [Path("/srv/ds"), Path("/srv/ds/d1/truth"), Path("/srv/ds/d1/studies"), Path("/pod/work"), Path("/srv/other")]
+    candidates = [
+        Path("/srv/ds"),
+        Path("/srv/ds/d1/truth"),
+        Path("/srv/ds/d1/studies"),
+        Path("/pod/work"),
+        Path("/srv/other"),
+    ]
     assert hidden_paths(candidates, mounts) == [Path("/pod/work"), Path("/srv/ds/d1/truth"), Path("/srv/other")]
 
 
@@ -245,7 +261,9 @@ def run_pod(tmp_path: Path) -> dict:
                     "command": ["lightbox", "score"],
                     "env": [{"name": "LIGHTBOX_TRUTH_DIR", "value": "/data/truth"}],
                     "terminationMessagePolicy": "FallbackToLogsOnError",
-                    "volumeMounts": [{"name": "truth", "mountPath": "/data/truth", "subPath": "d1/truth", "readOnly": True}],
+                    "volumeMounts": [
+                        {"name": "truth", "mountPath": "/data/truth", "subPath": "d1/truth", "readOnly": True}
+                    ],
                 }
             ],
         },
@@ -260,7 +278,14 @@ def test_plan_for_the_vendor_hides_the_ground_truth(tmp_path: Path) -> None:
     layout = PodLayout(tmp_path / "pod")
     spec = run_pod(tmp_path)
     volumes = map_volumes(spec, config.claims, layout.empty_dirs)
-    plan = plan_container(spec, spec["spec"]["initContainers"][0], volumes=volumes, layout=layout, config=config, host_env={"PATH": "/usr/bin"})
+    plan = plan_container(
+        spec,
+        spec["spec"]["initContainers"][0],
+        volumes=volumes,
+        layout=layout,
+        config=config,
+        host_env={"PATH": "/usr/bin"},
+    )
     assert plan.argv == [sys.executable, "-m", "x"]
     assert plan.read_only == [layout.empty_dirs / "input"]
     assert tmp_path / "ds" in plan.hidden and tmp_path / "ds" / "d1" / "truth" in plan.hidden
@@ -272,11 +297,15 @@ def test_plan_for_the_vendor_hides_the_ground_truth(tmp_path: Path) -> None:
 
 
 def test_plan_for_the_scorer_sees_truth_but_not_the_vendor_dirs(tmp_path: Path) -> None:
-    config = RunnerConfig(claims={"datasets": tmp_path / "ds"}, images={"registry.lightbox.test/lightbox": [sys.executable]})
+    config = RunnerConfig(
+        claims={"datasets": tmp_path / "ds"}, images={"registry.lightbox.test/lightbox": [sys.executable]}
+    )
     layout = PodLayout(tmp_path / "pod")
     spec = run_pod(tmp_path)
     volumes = map_volumes(spec, config.claims, layout.empty_dirs)
-    plan = plan_container(spec, spec["spec"]["containers"][0], volumes=volumes, layout=layout, config=config, host_env={})
+    plan = plan_container(
+        spec, spec["spec"]["containers"][0], volumes=volumes, layout=layout, config=config, host_env={}
+    )
     assert plan.argv == [sys.executable, "-m", "lightbox", "score"]
     assert plan.env["LIGHTBOX_TRUTH_DIR"] == str(tmp_path / "ds" / "d1" / "truth")
     assert tmp_path / "ds" / "d1" / "truth" not in plan.hidden
@@ -321,7 +350,10 @@ def labelled(node: str = "", phase: str = "Pending", **spec: object) -> dict:
         (labelled(NODE, "Running"), "orphaned"),
         (labelled(NODE, "Succeeded"), "ignore"),
         (labelled("other-node"), "ignore"),
-        ({**labelled(NODE, "Running"), "metadata": {"uid": "u", "deletionTimestamp": "2026-01-01T00:00:00Z"}}, "finalize"),
+        (
+            {**labelled(NODE, "Running"), "metadata": {"uid": "u", "deletionTimestamp": "2026-01-01T00:00:00Z"}},
+            "finalize",
+        ),
     ],
 )
 def test_pod_action(pod_: dict, action: str) -> None:
@@ -339,7 +371,11 @@ def test_config_loads_yaml_and_json(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("node_name: dev\nclaims: {datasets: /srv/ds}\nkeep_workdirs: true\n")
     (tmp_path / "c.json").write_text('{"images": {"a/b": ["python3"]}, "concurrency": 2}')
     yaml_config = load_config(tmp_path / "c.yaml")
-    assert (yaml_config.node_name, yaml_config.claims, yaml_config.keep_workdirs) == ("dev", {"datasets": Path("/srv/ds")}, True)
+    assert (yaml_config.node_name, yaml_config.claims, yaml_config.keep_workdirs) == (
+        "dev",
+        {"datasets": Path("/srv/ds")},
+        True,
+    )
     assert load_config(tmp_path / "c.json").concurrency == 2
     assert load_config(None).all_commands()["lightbox"] == [sys.executable, "-m", "lightbox"]
     with pytest.raises(ValueError):
@@ -347,7 +383,11 @@ def test_config_loads_yaml_and_json(tmp_path: Path) -> None:
 
 
 def test_arguments_naming_mount_paths_become_host_paths() -> None:
-    container = {"name": "verify", "image": CLASSIFIER, "command": ["python", "-m", "verifystep", "/data/truth", "--option", "x"]}
+    container = {
+        "name": "verify",
+        "image": CLASSIFIER,
+        "command": ["python", "-m", "verifystep", "/data/truth", "--option", "x"],
+    }
     argv = container_argv(container, {}, IMAGES, COMMANDS, MOUNTS)
     assert argv == ["/venv/python", "-m", "verifystep", "/host/truth", "--option", "x"]
 
@@ -373,12 +413,25 @@ def test_other_pods_directories_are_hidden(tmp_path: Path) -> None:
     spec = run_pod(tmp_path)
     spec["spec"]["volumes"] = [v for v in spec["spec"]["volumes"] if "emptyDir" in v]
     main = {"name": "c", "image": "registry.lightbox.test/lightbox", "command": ["python", "-c", "pass"]}
-    volumes = map_volumes({"spec": {"volumes": spec["spec"]["volumes"]}, "metadata": spec["metadata"]}, {}, layout.empty_dirs)
-    plan = plan_container(spec | {"spec": {"containers": [main]}}, main, volumes=volumes, layout=layout, config=config, host_env={}, other_pods=[tmp_path / "other"])
+    volumes = map_volumes(
+        {"spec": {"volumes": spec["spec"]["volumes"]}, "metadata": spec["metadata"]}, {}, layout.empty_dirs
+    )
+    plan = plan_container(
+        spec | {"spec": {"containers": [main]}},
+        main,
+        volumes=volumes,
+        layout=layout,
+        config=config,
+        host_env={},
+        other_pods=[tmp_path / "other"],
+    )
     assert tmp_path / "other" in plan.hidden
 
 
-@pytest.mark.parametrize(("quantity", "size"), [("1Gi", 1 << 30), ("512Mi", 512 << 20), ("2G", 2 * 10**9), ("100", 100), ("1.5Ki", 1536), ("bad", None)])
+@pytest.mark.parametrize(
+    ("quantity", "size"),
+    [("1Gi", 1 << 30), ("512Mi", 512 << 20), ("2G", 2 * 10**9), ("100", 100), ("1.5Ki", 1536), ("bad", None)],
+)
 def test_quantities(quantity: str, size: int | None) -> None:
     from lightbox.devtools.localrunner_spec import quantity_bytes
 

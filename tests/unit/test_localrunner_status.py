@@ -32,7 +32,10 @@ def progress() -> PodProgress:
     pod = {
         "metadata": {"uid": "uid-1"},
         "spec": {
-            "initContainers": [{"name": "stage", "image": "trusted:1"}, {"name": "vendor", "image": "v@sha256:" + "a" * 64}],
+            "initContainers": [
+                {"name": "stage", "image": "trusted:1"},
+                {"name": "vendor", "image": "v@sha256:" + "a" * 64},
+            ],
             "containers": [{"name": "score", "image": "trusted:1"}],
         },
     }
@@ -64,7 +67,13 @@ def test_running_init_keeps_pending_then_main_running_is_running() -> None:
     assert derived_phase(p) == "Running"
     p.phase = derived_phase(p)
     status = render_pod_status(p, host_ip="127.0.0.1", previous_conditions=[], now=T1)
-    assert conditions(status) == {"PodReadyToStartContainers": "True", "Initialized": "True", "Ready": "True", "ContainersReady": "True", "PodScheduled": "True"}
+    assert conditions(status) == {
+        "PodReadyToStartContainers": "True",
+        "Initialized": "True",
+        "Ready": "True",
+        "ContainersReady": "True",
+        "PodScheduled": "True",
+    }
     assert status["containerStatuses"][0]["state"] == {"running": {"startedAt": "2026-11-27T07:00:05Z"}}
     assert status["containerStatuses"][0]["ready"] is True
 
@@ -113,12 +122,22 @@ def test_image_pull_failure_shows_in_the_waiting_state_and_pod_reason() -> None:
     p.states["vendor"] = Waiting("ImagePullBackOff", "Back-off pulling image")
     p.phase, p.reason, p.message = "Failed", "ErrImagePull", "Failed to pull image"
     status = render_pod_status(p, host_ip="127.0.0.1", previous_conditions=[], now=T1)
-    assert status["initContainerStatuses"][1]["state"] == {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}
+    assert status["initContainerStatuses"][1]["state"] == {
+        "waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}
+    }
     assert (status["phase"], status["reason"]) == ("Failed", "ErrImagePull")
 
 
 def test_a_memory_kill_reads_as_oomkilled_whatever_else_happened() -> None:
-    state = terminated_state(returncode=None, timed_out=False, deadline_exceeded=False, message="", started_at=T0, finished_at=T1, oom_killed=True)
+    state = terminated_state(
+        returncode=None,
+        timed_out=False,
+        deadline_exceeded=False,
+        message="",
+        started_at=T0,
+        finished_at=T1,
+        oom_killed=True,
+    )
     assert (state.exit_code, state.reason) == (KILLED_EXIT_CODE, "OOMKilled")
 
 
@@ -133,8 +152,17 @@ def test_a_memory_kill_reads_as_oomkilled_whatever_else_happened() -> None:
         (-9, True, False, KILLED_EXIT_CODE, "Error"),
     ],
 )
-def test_terminated_state_from_a_process_result(returncode: int, timed_out: bool, deadline: bool, exit_code: int, reason: str) -> None:
-    state = terminated_state(returncode=returncode, timed_out=timed_out, deadline_exceeded=deadline, message="", started_at=T0, finished_at=T1)
+def test_terminated_state_from_a_process_result(
+    returncode: int, timed_out: bool, deadline: bool, exit_code: int, reason: str
+) -> None:
+    state = terminated_state(
+        returncode=returncode,
+        timed_out=timed_out,
+        deadline_exceeded=deadline,
+        message="",
+        started_at=T0,
+        finished_at=T1,
+    )
     assert (state.exit_code, state.reason) == (exit_code, reason)
 
 
@@ -166,11 +194,17 @@ def test_node_has_labels_gpus_and_a_fresh_ready_heartbeat() -> None:
     status = node_status(config, ready_since=T0, now=T1)
     assert status["allocatable"]["nvidia.com/gpu"] == "8"
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["lastHeartbeatTime"], ready["lastTransitionTime"]) == ("True", "2026-11-27T07:00:05Z", "2026-11-27T07:00:00Z")
+    assert (ready["status"], ready["lastHeartbeatTime"], ready["lastTransitionTime"]) == (
+        "True",
+        "2026-11-27T07:00:05Z",
+        "2026-11-27T07:00:00Z",
+    )
     lease = node_lease("lightbox-local", "uid", T1)
     assert lease["spec"]["renewTime"] == "2026-11-27T07:00:05.000000Z"
 
 
 def test_a_result_without_return_code_reads_as_killed() -> None:
-    state = terminated_state(returncode=None, timed_out=False, deadline_exceeded=False, message="", started_at=T0, finished_at=T1)
+    state = terminated_state(
+        returncode=None, timed_out=False, deadline_exceeded=False, message="", started_at=T0, finished_at=T1
+    )
     assert (state.exit_code, state.reason) == (KILLED_EXIT_CODE, "Error")

@@ -177,7 +177,9 @@ def test_patient_level_bootstrap_keeps_patients_together() -> None:
 
 def test_bootstrap_is_deterministic_in_seed() -> None:
     y, s = _data(4)
-    np.testing.assert_array_equal(cls.bootstrap_auc(y, s, resamples=50, seed=9), cls.bootstrap_auc(y, s, resamples=50, seed=9))
+    np.testing.assert_array_equal(
+        cls.bootstrap_auc(y, s, resamples=50, seed=9), cls.bootstrap_auc(y, s, resamples=50, seed=9)
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -9,13 +9,20 @@ from lightbox.sandbox.metrics import detection as det
 
 
 def _case(rng: np.random.Generator) -> tuple[list[det.Finding], list[det.Lesion]]:
-    lesions = [det.Lesion(float(rng.uniform(0, 100)), float(rng.uniform(0, 100)), 0, float(rng.uniform(3, 8))) for _ in range(rng.integers(0, 3))]
+    lesions = [
+        det.Lesion(float(rng.uniform(0, 100)), float(rng.uniform(0, 100)), 0, float(rng.uniform(3, 8)))
+        for _ in range(rng.integers(0, 3))
+    ]
     findings = []
     for les in lesions:
         if rng.random() < 0.7:
-            findings.append(det.Finding(les.x + rng.normal(0, 2), les.y + rng.normal(0, 2), 0, float(np.round(rng.random(), 1))))
+            findings.append(
+                det.Finding(les.x + rng.normal(0, 2), les.y + rng.normal(0, 2), 0, float(np.round(rng.random(), 1)))
+            )
     for _ in range(rng.integers(0, 4)):
-        findings.append(det.Finding(float(rng.uniform(0, 100)), float(rng.uniform(0, 100)), 0, float(np.round(rng.random(), 1))))
+        findings.append(
+            det.Finding(float(rng.uniform(0, 100)), float(rng.uniform(0, 100)), 0, float(np.round(rng.random(), 1)))
+        )
     return findings, lesions
 
 
@@ -50,7 +57,9 @@ def test_froc_matches_threshold_sweep(seed: int) -> None:
 
 def test_each_lesion_counts_once_and_duplicates_are_not_false_positives() -> None:
     lesion = det.Lesion(10, 10, 0, 5)
-    scores, tps = det.match_case([det.Finding(10, 10, 0, 0.9), det.Finding(11, 10, 0, 0.8), det.Finding(50, 50, 0, 0.7)], [lesion])
+    scores, tps = det.match_case(
+        [det.Finding(10, 10, 0, 0.9), det.Finding(11, 10, 0, 0.8), det.Finding(50, 50, 0, 0.7)], [lesion]
+    )
     assert scores == [0.9, 0.7] and tps == [True, False]
 
 

@@ -40,7 +40,9 @@ def test_minimum_is_the_documented_one() -> None:
 def test_the_api_names_the_same_reasons_as_the_metrics() -> None:
     field = MetricValue.model_fields["interval_unavailable"].annotation
     literal = next(a for a in typing.get_args(field) if a is not type(None))
-    assert set(typing.get_args(literal)) == set(typing.get_args(Unavailable)) == {"noCases", "tooFewCases", "noVariation"}
+    assert (
+        set(typing.get_args(literal)) == set(typing.get_args(Unavailable)) == {"noCases", "tooFewCases", "noVariation"}
+    )
 
 
 # --- the degenerate study of the issue: one positive, one negative ------------------------------
@@ -62,7 +64,9 @@ def _overlapping(m: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return y, np.r_[rng.normal(1, 1, m), rng.normal(0, 1, n)]
 
 
-@pytest.mark.parametrize(("m", "n", "available"), [(MIN_CASES, MIN_CASES, True), (MIN_CASES - 1, 200, False), (200, MIN_CASES - 1, False)])
+@pytest.mark.parametrize(
+    ("m", "n", "available"), [(MIN_CASES, MIN_CASES, True), (MIN_CASES - 1, 200, False), (200, MIN_CASES - 1, False)]
+)
 def test_auc_interval_needs_the_minimum_in_each_class(m: int, n: int, available: bool) -> None:
     y, s = _overlapping(m, n)
     _, iv = cls.delong_interval(y, s)
@@ -111,7 +115,10 @@ def test_bootstrap_of_a_mean_needs_the_minimum_of_defined_values() -> None:
     assert bootstrap_mean_interval([np.nan, np.nan], resamples=300, seed=0).unavailable == "noCases"
     assert bootstrap_mean_interval(np.full(40, 0.9), resamples=300, seed=0).unavailable == "noVariation"
     in_pairs = np.repeat(np.arange(MIN_CASES), 2)[: 2 * MIN_CASES - 2]  # MIN_CASES - 1 patients
-    assert bootstrap_mean_interval(rng.random(in_pairs.size), resamples=300, seed=0, clusters=in_pairs).unavailable == "tooFewCases"
+    assert (
+        bootstrap_mean_interval(rng.random(in_pairs.size), resamples=300, seed=0, clusters=in_pairs).unavailable
+        == "tooFewCases"
+    )
     with pytest.raises(ValueError, match="infinities are refused"):
         bootstrap_means([0.1, np.inf], resamples=10, seed=0)
 
@@ -120,7 +127,10 @@ def test_froc_interval_needs_the_minimum_of_cases_with_a_lesion() -> None:
     counts = np.r_[np.ones(MIN_CASES - 1), np.zeros(50)]
     assert det.froc_interval_unavailable(counts) == "tooFewCases"
     assert det.froc_interval_unavailable(np.r_[counts, 2.0]) is None
-    assert det.froc_interval_unavailable(np.r_[counts, 2.0], clusters=np.r_[np.zeros(MIN_CASES), np.arange(50)]) == "tooFewCases"
+    assert (
+        det.froc_interval_unavailable(np.r_[counts, 2.0], clusters=np.r_[np.zeros(MIN_CASES), np.arange(50)])
+        == "tooFewCases"
+    )
     assert det.froc_interval_unavailable(np.zeros(5)) == "noCases"
     assert bootstrap_interval(np.full(100, 0.7)).unavailable == "noVariation"
     assert bootstrap_interval(np.full(100, np.nan)).unavailable == "noCases"
@@ -144,23 +154,40 @@ def test_degenerate_study_reports_why_and_a_criterion_on_the_bound_is_inconclusi
     y, s = np.array([True, False]), np.array([0.9, 0.1])
     metrics = scorer.classification_metrics(_cfg(), y, s, None, ["auc", "sensitivity", "ppv"], {})
     auc = metrics["auc"]
-    assert (auc.value, auc.lower, auc.upper, auc.method, auc.interval_unavailable) == (1.0, None, None, None, "tooFewCases")
+    assert (auc.value, auc.lower, auc.upper, auc.method, auc.interval_unavailable) == (
+        1.0,
+        None,
+        None,
+        None,
+        "tooFewCases",
+    )
     assert metrics["aucBootstrap"].interval_unavailable == "tooFewCases" and metrics["aucBootstrap"].lower is None
     assert metrics["sensitivity"].interval_unavailable is None and metrics["sensitivity"].method == "wilson"
     report = ScoreReport(task="classification", cases=2, scored=2, metrics=scorer._round_metrics(metrics))
-    assert ScoreReport.model_validate_json(report.to_termination_message()).metrics["auc"].interval_unavailable == "tooFewCases"
+    assert (
+        ScoreReport.model_validate_json(report.to_termination_message()).metrics["auc"].interval_unavailable
+        == "tooFewCases"
+    )
     results, verdict = evaluate(_criteria("auc", 0.5)[:1], report)
     # With the old [1.0, 1.0] this passed: the lower bound 1.0 >= 0.5.
     assert [r.outcome for r in results] == ["Inconclusive"] and verdict == "Inconclusive"
 
 
 def test_segmentation_with_few_cases_gives_no_interval_and_an_inconclusive_bound() -> None:
-    values = {"dice": np.array([0.8, 0.9, 0.85]), "iou": np.array([0.7, 0.8, 0.75]), "hd95": np.array([2.0, np.nan, 3.0])}
+    values = {
+        "dice": np.array([0.8, 0.9, 0.85]),
+        "iou": np.array([0.7, 0.8, 0.75]),
+        "hd95": np.array([2.0, np.nan, 3.0]),
+    }
     metrics = scorer.segmentation_metrics(_cfg("segmentation"), values, None, ["dice", "hd95"], {})
     assert metrics["dice"].interval_unavailable == metrics["hd95"].interval_unavailable == "tooFewCases"
     report = ScoreReport(task="segmentation", cases=3, scored=3, metrics=metrics)
     results, verdict = evaluate(_criteria("dice", 0.5) + _criteria("hd95", 5.0)[1:], report)
-    assert [r.outcome for r in results] == ["Inconclusive", "Inconclusive", "Inconclusive"] and verdict == "Inconclusive"
+    assert [r.outcome for r in results] == [
+        "Inconclusive",
+        "Inconclusive",
+        "Inconclusive",
+    ] and verdict == "Inconclusive"
 
 
 # --- the configured level reaches every interval the scorer reports -------------------------------
@@ -176,13 +203,17 @@ def test_scorer_classification_intervals_follow_the_level(level: float) -> None:
     y = rng.random(160) < 0.45
     s = np.clip(rng.normal(0.35 + 0.3 * y, 0.2), 0, 1)
     cfg = _cfg(level=level)
-    metrics = scorer.classification_metrics(cfg, y, s, None, ["auc", "sensitivity", "specificity", "ppv", "npv", "brier"], {})
+    metrics = scorer.classification_metrics(
+        cfg, y, s, None, ["auc", "sensitivity", "specificity", "ppv", "npv", "brier"], {}
+    )
     z = norm.ppf((1 + level) / 2)
     pos, neg = s[y], s[~y]
     psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
     var = psi.mean(axis=1).var(ddof=1) / len(pos) + psi.mean(axis=0).var(ddof=1) / len(neg)
     auc = roc_auc_score(y, s)
-    assert (metrics["auc"].lower, metrics["auc"].upper) == pytest.approx((auc - z * math.sqrt(var), auc + z * math.sqrt(var)), abs=1e-12)
+    assert (metrics["auc"].lower, metrics["auc"].upper) == pytest.approx(
+        (auc - z * math.sqrt(var), auc + z * math.sqrt(var)), abs=1e-12
+    )
     called = s >= cfg.operating_threshold
     for name, k, n in (
         ("sensitivity", (called & y).sum(), y.sum()), ("specificity", (~called & ~y).sum(), (~y).sum()),
@@ -212,9 +243,16 @@ def test_scorer_froc_interval_follows_the_level(level: float) -> None:
     findings: dict[str, list[det.Finding]] = {}
     lesions: dict[str, list[det.Lesion]] = {}
     for i in range(40):
-        lesions[f"c{i}"] = [det.Lesion(float(rng.uniform(0, 50)), float(rng.uniform(0, 50)), 0, 4.0) for _ in range(int(rng.integers(0, 3)))]
-        findings[f"c{i}"] = [det.Finding(les.x + 1, les.y, 0, float(rng.random())) for les in lesions[f"c{i}"] if rng.random() < 0.7]
-        findings[f"c{i}"] += [det.Finding(float(rng.uniform(0, 50)), float(rng.uniform(0, 50)), 0, float(rng.random())) for _ in range(2)]
+        lesions[f"c{i}"] = [
+            det.Lesion(float(rng.uniform(0, 50)), float(rng.uniform(0, 50)), 0, 4.0)
+            for _ in range(int(rng.integers(0, 3)))
+        ]
+        findings[f"c{i}"] = [
+            det.Finding(les.x + 1, les.y, 0, float(rng.random())) for les in lesions[f"c{i}"] if rng.random() < 0.7
+        ]
+        findings[f"c{i}"] += [
+            det.Finding(float(rng.uniform(0, 50)), float(rng.uniform(0, 50)), 0, float(rng.random())) for _ in range(2)
+        ]
     cfg = _cfg("detection", level, frocFalsePositives=[0.5, 1, 2])
     metrics = scorer.detection_metrics(cfg, findings, lesions, None, ["frocSensitivity"], None)
     # The scorer's resampling replayed with the public pieces; the level's tails come from here.
@@ -225,4 +263,6 @@ def test_scorer_froc_interval_follows_the_level(level: float) -> None:
         for start in range(0, 400, 256)
     ])
     mean = boot[np.isfinite(boot).all(axis=1)].mean(axis=1)
-    assert (metrics["frocSensitivity"].lower, metrics["frocSensitivity"].upper) == pytest.approx(tuple(np.quantile(mean, _tails(level))), abs=1e-12)
+    assert (metrics["frocSensitivity"].lower, metrics["frocSensitivity"].upper) == pytest.approx(
+        tuple(np.quantile(mean, _tails(level))), abs=1e-12
+    )

@@ -95,7 +95,9 @@ def edt_directed_2d(a: np.ndarray, b: np.ndarray, spacing: np.ndarray) -> tuple[
     2-D Euclidean distance transform."""
     sa = a & ~ndimage.binary_erosion(a, border_value=0)
     sb = b & ~ndimage.binary_erosion(b, border_value=0)
-    return ndimage.distance_transform_edt(~sb, sampling=spacing)[sa], ndimage.distance_transform_edt(~sa, sampling=spacing)[sb]
+    return ndimage.distance_transform_edt(~sb, sampling=spacing)[sa], ndimage.distance_transform_edt(
+        ~sa, sampling=spacing
+    )[sb]
 
 
 def edt_hd95_2d(a: np.ndarray, b: np.ndarray, spacing: np.ndarray) -> float:
@@ -262,7 +264,9 @@ def test_hd95_exact_whichever_axis_is_finest(finest: int) -> None:
     ],
 )
 @pytest.mark.parametrize("seed", range(6))
-def test_search_phases_and_fallbacks_are_exact(monkeypatch: pytest.MonkeyPatch, limits: dict[str, float], seed: int) -> None:
+def test_search_phases_and_fallbacks_are_exact(
+    monkeypatch: pytest.MonkeyPatch, limits: dict[str, float], seed: int
+) -> None:
     for name, value in limits.items():
         monkeypatch.setattr(seg, name, value)
     a, b, spacing = _random_case(seed)

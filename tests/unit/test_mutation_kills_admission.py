@@ -8,10 +8,16 @@ value and what the policy allows.
 from __future__ import annotations
 
 import pytest
-
-from lightbox.operator.admission import admit, check_algorithm, check_dataset, image_repository, registry_allowed, select_policy
-
 from factories import algorithm, dataset, policy, validation
+
+from lightbox.operator.admission import (
+    admit,
+    check_algorithm,
+    check_dataset,
+    image_repository,
+    registry_allowed,
+    select_policy,
+)
 
 
 @pytest.mark.parametrize(
@@ -96,7 +102,8 @@ def test_algorithm_refusals_word_for_word():
     assert [(p.reason, p.message) for p in check_algorithm(algo, rules)] == [
         (
             "ImageNotPinned",
-            "spec.image 'registry.vendor.example/radiology/chest-xray:latest' must be pinned by digest (@sha256:<64 hex>)",
+            "spec.image 'registry.vendor.example/radiology/chest-xray:latest' must be pinned by digest (@sha256:<64 "
+            "hex>)",
         ),
         (
             "RegistryNotAllowed",
@@ -126,7 +133,9 @@ def test_unverified_dataset_message_word_for_word():
         "chest-2025",
         verified=False,
         phase="Rejected",
-        violations=[{"keyword": f"Attr{i}", "tag": "(0010,0010)", "occurrences": i + 1, "files": i + 1} for i in range(6)],
+        violations=[
+            {"keyword": f"Attr{i}", "tag": "(0010,0010)", "occurrences": i + 1, "files": i + 1} for i in range(6)
+        ],
     )
     (problem,) = check_dataset(ds)
     assert (problem.reason, problem.message) == (

@@ -153,8 +153,14 @@ def test_content_hash_covers_names_and_bytes(tmp_path: Path) -> None:
 def test_cohort_counts_each_study_once(tmp_path: Path) -> None:
     write(clean(StudyInstanceUID="1.2.3", PatientSex="F", PatientAge="045Y"), tmp_path / "s1" / "1.dcm")
     write(clean(StudyInstanceUID="1.2.3", PatientSex="F", PatientAge="045Y"), tmp_path / "s1" / "2.dcm")
-    write(clean(StudyInstanceUID="1.2.4", PatientSex="m", PatientAge="", Manufacturer="", Modality="mr"), tmp_path / "s2" / "1.dcm")
-    write(clean(StudyInstanceUID="1.2.5", PatientSex="X", PatientAge="085Y", Manufacturer="Other"), tmp_path / "s3" / "1.dcm")
+    write(
+        clean(StudyInstanceUID="1.2.4", PatientSex="m", PatientAge="", Manufacturer="", Modality="mr"),
+        tmp_path / "s2" / "1.dcm",
+    )
+    write(
+        clean(StudyInstanceUID="1.2.5", PatientSex="X", PatientAge="085Y", Manufacturer="Other"),
+        tmp_path / "s3" / "1.dcm",
+    )
     assert minimal_verify_tree(tmp_path).cohort == {
         "sex": {"F": 1, "M": 1, "unknown": 1},
         "ageBand": {"40-59": 1, "unknown": 1, "80+": 1},
@@ -196,12 +202,17 @@ def test_a_verifier_that_fails_to_import_fails_closed(monkeypatch: pytest.Monkey
     stub = Broken("lightbox.sandbox.deid")
     monkeypatch.setitem(sys.modules, "lightbox.sandbox.deid", stub)
     monkeypatch.setattr(sys.modules["lightbox.sandbox"], "deid", stub, raising=False)
-    with pytest.raises(deidgate.VerifierUnavailable, match="^the de-identification verifier failed to load: no module named 'highdicom'$"):
+    with pytest.raises(
+        deidgate.VerifierUnavailable,
+        match="^the de-identification verifier failed to load: no module named 'highdicom'$",
+    ):
         deidgate.load_verifier()
 
 
 def test_verify_tree_passes_the_options_to_the_verifier(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen = []
-    monkeypatch.setattr(deidgate, "load_verifier", lambda: (lambda root, options: seen.append((root, options)) or "r", "x"))
+    monkeypatch.setattr(
+        deidgate, "load_verifier", lambda: (lambda root, options: seen.append((root, options)) or "r", "x")
+    )
     assert deidgate.verify_tree(str(tmp_path), ("retainUIDs",)) == "r"
     assert seen == [(tmp_path, ["retainUIDs"])]

@@ -34,13 +34,20 @@ def pod(phase, init=(), main=(), reason=None, message=None, deadline=600):
 
 
 def job(condition=None, reason="", message="", deadline=1200):
-    cond = {"type": condition, "status": "True", **({"reason": reason} if reason else {}), **({"message": message} if message else {})}
+    cond = {
+        "type": condition,
+        "status": "True",
+        **({"reason": reason} if reason else {}),
+        **({"message": message} if message else {}),
+    }
     conditions = [cond] if condition else []
     return {"spec": {"activeDeadlineSeconds": deadline}, "status": {"conditions": conditions}}
 
 
 OK = [terminated("stage"), terminated("vendor")]
-REPORT = ScoreReport(task="classification", cases=10, scored=9, metrics={"auc": MetricValue(value=0.9, lower=0.8, upper=0.97)})
+REPORT = ScoreReport(
+    task="classification", cases=10, scored=9, metrics={"auc": MetricValue(value=0.9, lower=0.8, upper=0.97)}
+)
 
 
 def step_message(text):
@@ -54,10 +61,22 @@ def step_message(text):
             [terminated("stage", 3, reason="OOMKilled")],
             Outcome("Failed", "OOMKilled", "the staging step ran out of memory", exit_code=3),
         ),
-        ([terminated("stage", 3)], Outcome("Failed", "PHIFound", "staging found identifying data in the studies", exit_code=3)),
-        ([terminated("stage", 3, step_message("PatientName in 2 files"))], Outcome("Failed", "PHIFound", "PatientName in 2 files", exit_code=3)),
-        ([terminated("stage", 4)], Outcome("Failed", "DatasetUnreadable", "staging could not read the studies", exit_code=4)),
-        ([terminated("stage", 4, step_message("2 of 9 files"))], Outcome("Failed", "DatasetUnreadable", "2 of 9 files", exit_code=4)),
+        (
+            [terminated("stage", 3)],
+            Outcome("Failed", "PHIFound", "staging found identifying data in the studies", exit_code=3),
+        ),
+        (
+            [terminated("stage", 3, step_message("PatientName in 2 files"))],
+            Outcome("Failed", "PHIFound", "PatientName in 2 files", exit_code=3),
+        ),
+        (
+            [terminated("stage", 4)],
+            Outcome("Failed", "DatasetUnreadable", "staging could not read the studies", exit_code=4),
+        ),
+        (
+            [terminated("stage", 4, step_message("2 of 9 files"))],
+            Outcome("Failed", "DatasetUnreadable", "2 of 9 files", exit_code=4),
+        ),
         (
             [terminated("stage", 8)],
             Outcome(
@@ -71,8 +90,14 @@ def step_message(text):
             [terminated("stage", 7)],
             Outcome("Failed", "DatasetChanged", "the studies changed since the Dataset was verified", exit_code=7),
         ),
-        ([terminated("stage", 7, step_message("hash a, now b"))], Outcome("Failed", "DatasetChanged", "hash a, now b", exit_code=7)),
-        ([terminated("stage", 9)], Outcome("Failed", "StageFailed", "the staging step exited with code 9", exit_code=9)),
+        (
+            [terminated("stage", 7, step_message("hash a, now b"))],
+            Outcome("Failed", "DatasetChanged", "hash a, now b", exit_code=7),
+        ),
+        (
+            [terminated("stage", 9)],
+            Outcome("Failed", "StageFailed", "the staging step exited with code 9", exit_code=9),
+        ),
         (
             [terminated("stage"), terminated("vendor", 137, reason="OOMKilled")],
             Outcome("Failed", "OOMKilled", "the vendor container exceeded its memory limit", exit_code=137),
@@ -90,14 +115,31 @@ def test_stage_and_vendor_endings(statuses, expected):
 @pytest.mark.parametrize(
     ("score", "expected"),
     [
-        (terminated("score", 137, reason="OOMKilled"), Outcome("Failed", "OOMKilled", "the scorer ran out of memory", exit_code=137)),
+        (
+            terminated("score", 137, reason="OOMKilled"),
+            Outcome("Failed", "OOMKilled", "the scorer ran out of memory", exit_code=137),
+        ),
         (
             terminated("score", 5),
-            Outcome("Failed", "MalformedPredictions", "the vendor's predictions are missing, not JSON, or not to the contract", exit_code=5),
+            Outcome(
+                "Failed",
+                "MalformedPredictions",
+                "the vendor's predictions are missing, not JSON, or not to the contract",
+                exit_code=5,
+            ),
         ),
-        (terminated("score", 5, step_message("case-0001: no score")), Outcome("Failed", "MalformedPredictions", "case-0001: no score", exit_code=5)),
-        (terminated("score", 6), Outcome("Failed", "GroundTruthUnreadable", "the ground truth could not be read", exit_code=6)),
-        (terminated("score", 6, step_message("truth.json: bad")), Outcome("Failed", "GroundTruthUnreadable", "truth.json: bad", exit_code=6)),
+        (
+            terminated("score", 5, step_message("case-0001: no score")),
+            Outcome("Failed", "MalformedPredictions", "case-0001: no score", exit_code=5),
+        ),
+        (
+            terminated("score", 6),
+            Outcome("Failed", "GroundTruthUnreadable", "the ground truth could not be read", exit_code=6),
+        ),
+        (
+            terminated("score", 6, step_message("truth.json: bad")),
+            Outcome("Failed", "GroundTruthUnreadable", "truth.json: bad", exit_code=6),
+        ),
         (terminated("score", 1), Outcome("Failed", "ScorerFailed", "the scorer exited with code 1", exit_code=1)),
         (
             terminated("score", 0, REPORT.to_termination_message()),
@@ -113,7 +155,10 @@ def test_a_score_container_without_an_exit_code_counts_as_zero():
     score = {"name": "score", "state": {"terminated": {"message": REPORT.to_termination_message()}}}
     assert outcome.run_outcome(job("Complete"), pod("Succeeded", OK, [score])).reason == "Succeeded"
     stage_without_code = {"name": "stage", "state": {"terminated": {}}}
-    result = outcome.run_outcome(job("Complete"), pod("Succeeded", [stage_without_code, OK[1]], [terminated("score", 0, REPORT.to_termination_message())]))
+    result = outcome.run_outcome(
+        job("Complete"),
+        pod("Succeeded", [stage_without_code, OK[1]], [terminated("score", 0, REPORT.to_termination_message())]),
+    )
     assert result.reason == "Succeeded"
 
 
@@ -132,7 +177,10 @@ def test_step_messages_are_one_line_and_clipped():
     assert result.message == ("a b " + "x" * 3000)[: outcome.MESSAGE_LIMIT - 1] + "…"
     assert len(result.message) == outcome.MESSAGE_LIMIT == 2048
     exact = "y" * 2048
-    assert outcome.run_outcome(job("Failed"), pod("Failed", [terminated("stage", 3, step_message(exact))])).message == exact
+    assert (
+        outcome.run_outcome(job("Failed"), pod("Failed", [terminated("stage", 3, step_message(exact))])).message
+        == exact
+    )
 
 
 def test_deadline_messages_name_the_pods_or_the_jobs_deadline():
@@ -158,14 +206,24 @@ def test_job_and_pod_failures_without_a_step_result():
 
 def test_image_pull_failure_word_for_word():
     waiting = {"name": "vendor", "image": "reg/v:1", "state": {"waiting": {"reason": "ErrImageNeverPull"}}}
-    expected = Outcome("Failed", "ImagePullFailed", "container vendor: image reg/v:1 could not be pulled: ErrImageNeverPull")
+    expected = Outcome(
+        "Failed", "ImagePullFailed", "container vendor: image reg/v:1 could not be pulled: ErrImageNeverPull"
+    )
     assert outcome.run_outcome(job(), pod("Pending", [terminated("stage"), waiting])) == expected
     waiting["state"]["waiting"]["message"] = "manifest unknown"
     del waiting["image"]
-    assert outcome.image_pull_failure(pod("Pending", [waiting])).message == "container vendor: image ? could not be pulled: manifest unknown"
+    assert (
+        outcome.image_pull_failure(pod("Pending", [waiting])).message
+        == "container vendor: image ? could not be pulled: manifest unknown"
+    )
     other = {"name": "vendor", "state": {"waiting": {"reason": "RegistryUnavailable"}}}
     assert outcome.image_pull_failure(pod("Pending", main=[other])).reason == "ImagePullFailed"
-    assert outcome.image_pull_failure(pod("Pending", main=[{"name": "v", "state": {"waiting": {"reason": "ContainerCreating"}}}])) is None
+    assert (
+        outcome.image_pull_failure(
+            pod("Pending", main=[{"name": "v", "state": {"waiting": {"reason": "ContainerCreating"}}}])
+        )
+        is None
+    )
 
 
 def test_termination_message_size_limit_is_inclusive():
@@ -175,9 +233,13 @@ def test_termination_message_size_limit_is_inclusive():
     assert isinstance(outcome.parse_report(padded), ScoreReport)
     over = padded[:-1] + " }"
     assert outcome.parse_report(over) == Outcome(
-        "Failed", "TerminationMessageInvalid", "the scorer's termination message is 4097 bytes; at most 4096 are allowed"
+        "Failed",
+        "TerminationMessageInvalid",
+        "the scorer's termination message is 4097 bytes; at most 4096 are allowed",
     )
-    assert outcome.parse_report(None) == Outcome("Failed", "TerminationMessageInvalid", "the scorer wrote no termination message")
+    assert outcome.parse_report(None) == Outcome(
+        "Failed", "TerminationMessageInvalid", "the scorer wrote no termination message"
+    )
 
 
 def test_a_report_that_does_not_validate_names_the_fields():
@@ -232,21 +294,37 @@ def test_probe_results_word_for_word():
     assert outcome.probe_result(probe_pod("Failed", reason="DeadlineExceeded")) == ProbeResult(
         False, "probe did not finish within its deadline"
     )
-    assert outcome.probe_result({"status": {"phase": "Failed"}}) == ProbeResult(False, "probe pod Failed without a container result")
+    assert outcome.probe_result({"status": {"phase": "Failed"}}) == ProbeResult(
+        False, "probe pod Failed without a container result"
+    )
     answered = probe_pod("Failed", 1, json.dumps({"isolated": False, "answered": ["dns a", "tcp b"]}))
     assert outcome.probe_result(answered) == ProbeResult(False, "answered: dns a, tcp b")
     assert outcome.probe_result(probe_pod("Failed", 2, "not json")) == ProbeResult(False, "probe exited with code 2")
     # Exit 1 with a claim of isolation is not isolation.
-    assert outcome.probe_result(probe_pod("Failed", 1, json.dumps({"isolated": True}))) == ProbeResult(False, "probe exited with code 1")
+    assert outcome.probe_result(probe_pod("Failed", 1, json.dumps({"isolated": True}))) == ProbeResult(
+        False, "probe exited with code 1"
+    )
     assert outcome.probe_result(probe_pod("Succeeded", 0, json.dumps({"isolated": "yes"}))).isolated is False
-    pulled = {"status": {"phase": "Pending", "containerStatuses": [{"name": "probe", "image": "i", "state": {"waiting": {"reason": "ErrImagePull"}}}]}}
-    assert outcome.probe_result(pulled) == ProbeResult(False, "probe could not start: container probe: image i could not be pulled: ErrImagePull")
+    pulled = {
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [{"name": "probe", "image": "i", "state": {"waiting": {"reason": "ErrImagePull"}}}],
+        }
+    }
+    assert outcome.probe_result(pulled) == ProbeResult(
+        False, "probe could not start: container probe: image i could not be pulled: ErrImagePull"
+    )
     long = probe_pod("Failed", 1, json.dumps({"answered": ["x" * 2000]}))
     assert outcome.probe_result(long).message == ("answered: " + "x" * 2000)[:1023] + "…"
 
 
 def verify_pod(code, message, phase=None):
-    return {"status": {"phase": phase or ("Succeeded" if code == 0 else "Failed"), "containerStatuses": [terminated("verify", code, message)]}}
+    return {
+        "status": {
+            "phase": phase or ("Succeeded" if code == 0 else "Failed"),
+            "containerStatuses": [terminated("verify", code, message)],
+        }
+    }
 
 
 def test_verification_verified_whole():
@@ -265,7 +343,13 @@ def test_verification_verified_whole():
         "Verified",
         "Verified",
         "24 cases verified de-identified",
-        {"contentHash": "sha256:" + "ab" * 32, "caseCount": 24, "fileCount": 30, "cohort": {"sex": {"F": 10, "M": 14}}, "violations": []},
+        {
+            "contentHash": "sha256:" + "ab" * 32,
+            "caseCount": 24,
+            "fileCount": 30,
+            "cohort": {"sex": {"F": 10, "M": 14}},
+            "violations": [],
+        },
     )
 
 
@@ -293,7 +377,9 @@ def test_verification_reads_snake_case_and_bounds_what_it_keeps():
             {"keyword": "?", "tag": "?", "occurrences": 0, "files": 0},
         ],
     }
-    too_long = outcome.verify_result(job("Failed"), verify_pod(3, json.dumps({"verified": False, "contentHash": "h" * 81})))
+    too_long = outcome.verify_result(
+        job("Failed"), verify_pod(3, json.dumps({"verified": False, "contentHash": "h" * 81}))
+    )
     assert "contentHash" not in too_long.summary
 
 
@@ -308,7 +394,12 @@ def test_verification_failures_word_for_word():
     assert outcome.verify_result(job("Failed"), verify_pod(2, "nonsense")) == VerifyResult(
         False, "Error", "TerminationMessageInvalid", "the verifier (exit code 2) wrote no JSON summary", {}
     )
-    pulled = {"status": {"phase": "Pending", "containerStatuses": [{"name": "verify", "image": "i", "state": {"waiting": {"reason": "ErrImagePull"}}}]}}
+    pulled = {
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [{"name": "verify", "image": "i", "state": {"waiting": {"reason": "ErrImagePull"}}}],
+        }
+    }
     assert outcome.verify_result(job(), pulled) == VerifyResult(
         False, "Error", "ImagePullFailed", "container verify: image i could not be pulled: ErrImagePull", {}
     )
@@ -332,14 +423,25 @@ def test_verification_rejections_word_for_word():
         return outcome.verify_result(job("Failed"), verify_pod(code, json.dumps(data)))
 
     unreadable = result({"verified": False, "message": "the studies  folder\nis empty"})
-    assert (unreadable.phase, unreadable.reason, unreadable.message) == ("Error", "DatasetUnreadable", "the studies folder is empty")
+    assert (unreadable.phase, unreadable.reason, unreadable.message) == (
+        "Error",
+        "DatasetUnreadable",
+        "the studies folder is empty",
+    )
     errors = result({"verified": False, "errors": 3})
-    assert (errors.phase, errors.reason, errors.message) == ("Error", "DatasetUnreadable", "3 files could not be read as DICOM")
+    assert (errors.phase, errors.reason, errors.message) == (
+        "Error",
+        "DatasetUnreadable",
+        "3 files could not be read as DICOM",
+    )
     assert result({"verified": False, "errors": 0}).message == "identifying data found: see violations"
     six = [{"keyword": f"K{i}", "files": i} for i in range(6)]
     rejected = result({"verified": False, "violations": six, "message": "ignored when violations are named"})
     assert (rejected.phase, rejected.reason) == ("Rejected", "PHIFound")
-    assert rejected.message == "identifying data found: K0 in 0 files, K1 in 1 files, K2 in 2 files, K3 in 3 files, K4 in 4 files"
+    assert (
+        rejected.message
+        == "identifying data found: K0 in 0 files, K1 in 1 files, K2 in 2 files, K3 in 3 files, K4 in 4 files"
+    )
     incomplete = result({"verified": True, "violations": []}, code=0)
     assert (incomplete.phase, incomplete.reason, incomplete.message) == (
         "Error",
@@ -354,7 +456,15 @@ def test_unreadable_reports_fail_the_run_naming_at_most_five_problems():
     not_json = outcome.parse_report("this is not json")
     assert (not_json.phase, not_json.reason) == ("Failed", "TerminationMessageInvalid")
     assert not_json.message == "the scorer's termination message is not JSON: Expecting value: line 1 column 1 (char 0)"
-    bad = {"task": "classification", "cases": -1, "scored": -1, "metrics": {"auc": {"value": "x"}}, "a": 1, "b": 2, "c": 3}
+    bad = {
+        "task": "classification",
+        "cases": -1,
+        "scored": -1,
+        "metrics": {"auc": {"value": "x"}},
+        "a": 1,
+        "b": 2,
+        "c": 3,
+    }
     invalid = outcome.parse_report(json.dumps(bad))
     assert (invalid.phase, invalid.reason) == ("Failed", "TerminationMessageInvalid")
     problems = invalid.message.removeprefix("the scorer's termination message is not a ScoreReport: ").split("; ")

@@ -200,8 +200,11 @@ def test_kube_router_wrapper_raises_docker_past_its_advisories():
 def test_node_binaries_come_from_the_k8s_wrapper_and_unknown_names_are_refused(tmp_path):
     spec = b.k8s_spec("v1.34.4", b.NODE_K8S_BINARIES)
     assert spec.key == "k8s-v1.34.4"
-    assert spec.go_build_args(tmp_path)[-3:] == ["k8s.io/kubernetes/cmd/kubelet", "k8s.io/kubernetes/cmd/kube-scheduler",
-                                                 "k8s.io/kubernetes/cmd/kube-proxy"]
+    assert spec.go_build_args(tmp_path)[-3:] == [
+        "k8s.io/kubernetes/cmd/kubelet",
+        "k8s.io/kubernetes/cmd/kube-scheduler",
+        "k8s.io/kubernetes/cmd/kube-proxy",
+    ]
     with pytest.raises(ValueError, match="not a command of the k8s wrapper module: kubectl"):
         b.k8s_spec("v1.34.4", ("kubectl",))
 

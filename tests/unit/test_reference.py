@@ -68,7 +68,9 @@ def test_honest_segmenter_overlaps_the_truth(tmp_path: Path, monkeypatch: pytest
     assert np.mean(dice) > 0.85
 
 
-def test_truth_reading_cheat_works_unconfined_and_is_contained_in_the_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_truth_reading_cheat_works_unconfined_and_is_contained_in_the_sandbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cases, dirs, output = _staged(tmp_path, monkeypatch, "classification", 12)
     monkeypatch.setenv("LIGHTBOX_TRUTH_DIR", str(dirs["truth"]))
     assert misbehave.main(["read-truth"]) == 0  # not isolated: it reads the truth
@@ -97,6 +99,12 @@ def test_detector_finds_the_sample_lesions(tmp_path: Path, monkeypatch: pytest.M
     assert detector.main([]) == 0
     preds = json.loads((output / "predictions.json").read_text())["cases"]
     truth = json.loads((dirs["truth"] / "findings.json").read_text())
-    findings = {c: [det.Finding(f["location"]["x"], f["location"]["y"], f["location"]["slice"], f["score"]) for f in preds[c]["findings"]] for c in cases}
-    lesions = {c: [det.Lesion(**l) for l in truth[info["source"]]["lesions"]] for c, info in cases.items()}
+    findings = {
+        c: [
+            det.Finding(f["location"]["x"], f["location"]["y"], f["location"]["slice"], f["score"])
+            for f in preds[c]["findings"]
+        ]
+        for c in cases
+    }
+    lesions = {c: [det.Lesion(**lesion) for lesion in truth[info["source"]]["lesions"]] for c, info in cases.items()}
     assert det.sensitivity_at(det.match(findings, lesions), [1.0])[0] > 0.8

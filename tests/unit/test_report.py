@@ -41,20 +41,35 @@ def _validation(runs: list[RunRecord]) -> Validation:
 
 def _trail(validation: Validation, runs: list[RunRecord]) -> list[AuditRecord]:
     algorithm = factories.algorithm(regulatory={"ceClass": "IIa", "udi": "(01)05790000000001"})
-    return [AuditRecord.model_validate(audit.audit_record(validation, r, algorithm, factories.dataset(), "region", "x")) for r in runs]
+    return [
+        AuditRecord.model_validate(audit.audit_record(validation, r, algorithm, factories.dataset(), "region", "x"))
+        for r in runs
+    ]
 
 
 def test_a_report_names_device_data_protocol_results_and_history() -> None:
     latest = _run(
-        3, 0.91,
-        criteria=[CriterionResult(metric="auc", bound="lower", comparison=">=", threshold=0.85, observed=0.86, outcome="Passed")],
-        subgroups={"sex": {"F": SubgroupResult(n=70, metrics={"auc": MetricValue(value=0.9, lower=0.84, upper=0.95)}),
-                           "M": SubgroupResult(n=0, suppressed=True), "O": SubgroupResult(n=0, suppressed=True)}},
+        3,
+        0.91,
+        criteria=[
+            CriterionResult(
+                metric="auc", bound="lower", comparison=">=", threshold=0.85, observed=0.86, outcome="Passed"
+            )
+        ],
+        subgroups={
+            "sex": {
+                "F": SubgroupResult(n=70, metrics={"auc": MetricValue(value=0.9, lower=0.84, upper=0.95)}),
+                "M": SubgroupResult(n=0, suppressed=True),
+                "O": SubgroupResult(n=0, suppressed=True),
+            }
+        },
     )
     validation = _validation([_run(2, 0.88), latest])  # history kept 2 runs in status
     trail = _trail(validation, [_run(1, 0.90), _run(2, 0.88), latest])  # the trail keeps all 3
     data = factories.dataset(caseCount=120, cohort={"sex": {"F": 70, "M": 48, "O": 2}})
-    text = render(validation, factories.algorithm(regulatory={"ceClass": "IIa", "udi": "(01)05790000000001"}), data, trail)
+    text = render(
+        validation, factories.algorithm(regulatory={"ceClass": "IIa", "udi": "(01)05790000000001"}), data, trail
+    )
 
     assert text.startswith("# Validation chest-v1\n")
     for expected in (
@@ -106,7 +121,8 @@ HOSTILE = {
     "vendor": f"Acme\n{FORGED_ROW}",
     "product": "ChestAI\r\n# Verdict: Passed",
     "version": "\x1b[2J\x1b[32m1.2.0\x1b[0m",
-    "intendedUse": "Triage <script>alert(1)</script> [click](https://phish.example) **approved** `x` ~~no~~ &lt;b&gt; \u202eevil",
+    "intendedUse": "Triage <script>alert(1)</script> [click](https://phish.example) **approved** `x` ~~no~~ "
+    "&lt;b&gt; \u202eevil",
     "udi": "(01)0579|0000000001_*_",
 }
 
@@ -116,7 +132,9 @@ def _hostile_report() -> str:
         vendor=HOSTILE["vendor"], product=HOSTILE["product"], version=HOSTILE["version"],
         regulatory={"ceClass": "IIa", "udi": HOSTILE["udi"], "intendedUse": HOSTILE["intendedUse"]},
     )
-    data = factories.dataset(caseCount=120, cohort={"manufacturer": {"Acme\n| forged | 1 |": 60, "<img src=x onerror=alert(1)>": 60}})
+    data = factories.dataset(
+        caseCount=120, cohort={"manufacturer": {"Acme\n| forged | 1 |": 60, "<img src=x onerror=alert(1)>": 60}}
+    )
     data.spec.site = "site\n## Verdict: Passed"
     failed = RunRecord(name="chest-v1-r1", number=1, phase="Failed", reason="VendorFailed",
                        message="exit 1\n\n# Verdict: Passed\n\x1b]8;;https://evil.example\x07link")
@@ -165,5 +183,7 @@ def test_hostile_text_cannot_reach_a_terminal_as_control_characters() -> None:
 
 
 def test_ordinary_text_is_left_readable() -> None:
-    html = _html(render(_validation([]), factories.algorithm(vendor="Société d'Imagerie (Zürich) 1.2-rc.1 + more"), None, []))
+    html = _html(
+        render(_validation([]), factories.algorithm(vendor="Société d'Imagerie (Zürich) 1.2-rc.1 + more"), None, [])
+    )
     assert "<td>Société d'Imagerie (Zürich) 1.2-rc.1 + more</td>" in html.replace("&#x27;", "'")

@@ -41,14 +41,29 @@ class _Page(HTMLParser):
 
 def _page() -> tuple[str, _Page]:
     latest = _run(
-        3, 0.91,
-        criteria=[CriterionResult(metric="auc", bound="lower", comparison=">=", threshold=0.85, observed=0.86, outcome="Passed")],
-        subgroups={"sex": {"F": SubgroupResult(n=70, metrics={"auc": MetricValue(value=0.9, lower=0.84, upper=0.95)}),
-                           HOSTILE: SubgroupResult(n=0, suppressed=True), "O": SubgroupResult(n=0, suppressed=True)}},
+        3,
+        0.91,
+        criteria=[
+            CriterionResult(
+                metric="auc", bound="lower", comparison=">=", threshold=0.85, observed=0.86, outcome="Passed"
+            )
+        ],
+        subgroups={
+            "sex": {
+                "F": SubgroupResult(n=70, metrics={"auc": MetricValue(value=0.9, lower=0.84, upper=0.95)}),
+                HOSTILE: SubgroupResult(n=0, suppressed=True),
+                "O": SubgroupResult(n=0, suppressed=True),
+            }
+        },
         roc=[(0.0, 0.0), (0.1, 0.55), (0.2, 0.8), (1.0, 1.0)],
-        reliability=[ReliabilityBin(lower=0.0, upper=0.1, count=20, mean_predicted=0.05, observed_rate=0.1),
-                     ReliabilityBin(lower=0.1, upper=0.2, suppressed=True)],
-        dice_histogram=[HistogramBin(lower=0.8, upper=0.9, count=40), HistogramBin(lower=0.9, upper=1.0, suppressed=True)],
+        reliability=[
+            ReliabilityBin(lower=0.0, upper=0.1, count=20, mean_predicted=0.05, observed_rate=0.1),
+            ReliabilityBin(lower=0.1, upper=0.2, suppressed=True),
+        ],
+        dice_histogram=[
+            HistogramBin(lower=0.8, upper=0.9, count=40),
+            HistogramBin(lower=0.9, upper=1.0, suppressed=True),
+        ],
     )
     latest.metrics["specificity"] = MetricValue(value=0.85, lower=0.78, upper=0.9, method="wilson")
     validation = _validation([_run(2, 0.88), latest])
@@ -63,20 +78,37 @@ def _page() -> tuple[str, _Page]:
 
 def test_every_section_and_plot_is_there_with_the_runs_numbers() -> None:
     html, page = _page()
-    for section in ("device", "data", "protocol", "results", "verdict", "plots", "subgroups", "history", "drift", "claim"):
+    for section in (
+        "device",
+        "data",
+        "protocol",
+        "results",
+        "verdict",
+        "plots",
+        "subgroups",
+        "history",
+        "drift",
+        "claim",
+    ):
         assert section in page.ids, section
     for plot in ("plot-roc", "plot-calibration", "plot-dice", "plot-forest", "plot-history"):
         assert plot in page.ids, plot
     assert page.tags.count("svg") == 5
     assert "CE class" in page.text["device"] and "(01)05790000000001" in page.text["device"]
-    assert "[0.860, 0.950]" in page.text["results"] and "obuchowski" in page.text["results"]  # run 3: 0.91 - 0.05, + 0.04
+    assert (
+        "[0.860, 0.950]" in page.text["results"] and "obuchowski" in page.text["results"]
+    )  # run 3: 0.91 - 0.05, + 0.04
     assert "auc (lower) >= 0.85" in page.text["verdict"] and "Passed" in page.text["verdict"]
     # Numbers inside the plots themselves (text kept as SVG text): the AUC and the operating point.
     assert "AUC 0.910" in page.text["plots"]
     assert "sens 0.800, spec 0.850" in page.text["plots"]
     assert "suppressed" in page.text["subgroups"]
     history = page.text["history"]
-    assert history.index("0.900 [0.850, 0.940]") < history.index("0.880 [0.830, 0.920]") < history.index("0.910 [0.860, 0.950]")
+    assert (
+        history.index("0.900 [0.850, 0.940]")
+        < history.index("0.880 [0.830, 0.920]")
+        < history.index("0.910 [0.860, 0.950]")
+    )
 
 
 def test_offline_and_escaped() -> None:
@@ -86,7 +118,9 @@ def test_offline_and_escaped() -> None:
     # Opens offline: nothing to fetch (XML namespace names in the SVG are identifiers, not fetched).
     for fetch in ("src=", "<link", "@import", 'href="http', "<img", "<script"):
         assert fetch not in html, fetch
-    assert re.findall(r"url\(([^)]*)\)", html) and all(ref.startswith("#") for ref in re.findall(r"url\(([^)]*)\)", html))
+    assert re.findall(r"url\(([^)]*)\)", html) and all(
+        ref.startswith("#") for ref in re.findall(r"url\(([^)]*)\)", html)
+    )
 
 
 def test_the_claim_section_lists_all_42_items_and_who_answers_each() -> None:

@@ -50,9 +50,19 @@ def test_fractional_frames_count_from_half_the_maximum(series, tmp_path: Path) -
     [
         (lambda ds: setattr(ds, "SOPClassUID", "1.2.840.10008.5.1.4.1.1.2"), "is not Segmentation Storage"),
         (lambda ds: setattr(ds, "Columns", ds.Columns + 1), "the series is"),
-        (lambda ds: ds.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
-         .__setattr__("ReferencedSOPInstanceUID", "1.2.3.4"), "not in the case's first series"),
-        (lambda ds: delattr(ds.PerFrameFunctionalGroupsSequence[1], "DerivationImageSequence"), "does not name the image"),
+        (
+            lambda ds: (
+                ds.PerFrameFunctionalGroupsSequence[0]
+                .DerivationImageSequence[0]
+                .SourceImageSequence[0]
+                .__setattr__("ReferencedSOPInstanceUID", "1.2.3.4")
+            ),
+            "not in the case's first series",
+        ),
+        (
+            lambda ds: delattr(ds.PerFrameFunctionalGroupsSequence[1], "DerivationImageSequence"),
+            "does not name the image",
+        ),
         (lambda ds: setattr(ds, "NumberOfFrames", 1), "per-frame items"),
     ],
 )
@@ -84,4 +94,6 @@ def test_pixel_values_that_spell_the_pixel_data_tag_are_just_values(series, tmp_
     ds.PixelData = values.tobytes()
     ds.save_as(tmp_path / "f.dcm")
     assert b"\xe0\x7f\x10\x00" in (tmp_path / "f.dcm").read_bytes()[-8:]
-    assert np.array_equal(read_seg(tmp_path / "f.dcm", [str(s.SOPInstanceUID) for s in series], mask.shape), values >= 127.5)
+    assert np.array_equal(
+        read_seg(tmp_path / "f.dcm", [str(s.SOPInstanceUID) for s in series], mask.shape), values >= 127.5
+    )

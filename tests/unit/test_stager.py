@@ -27,7 +27,11 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp: Path, studies: Path, config: dict
     monkeypatch.setenv("LIGHTBOX_INPUT_DIR", str(paths["input"]))
     monkeypatch.setenv("LIGHTBOX_WORK_DIR", str(paths["work"]))
     monkeypatch.setenv("LIGHTBOX_TERMINATION_LOG", str(paths["term"]))
-    cfg = {"task": "classification", "deidOptions": SAMPLE_DEID_OPTIONS} if config is None else {"task": "classification", **config}
+    cfg = (
+        {"task": "classification", "deidOptions": SAMPLE_DEID_OPTIONS}
+        if config is None
+        else {"task": "classification", **config}
+    )
     monkeypatch.setenv("LIGHTBOX_STAGER_CONFIG", json.dumps(cfg))
     return paths
 
@@ -35,7 +39,12 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp: Path, studies: Path, config: dict
 @pytest.mark.usefixtures("minimal_verifier")
 def test_stages_sample_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sample = make_sample_dataset(tmp_path / "data", n_cases=6, seed=1, task="segmentation")
-    paths = _env(monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "task": "segmentation", "labels": ["lesion"]})
+    paths = _env(
+        monkeypatch,
+        tmp_path,
+        sample.studies_dir,
+        {"deidOptions": SAMPLE_DEID_OPTIONS, "task": "segmentation", "labels": ["lesion"]},
+    )
     assert stager.main([]) == EXIT_OK
     manifest = InputManifest.model_validate_json((paths["input"] / "manifest.json").read_text())
     assert manifest.task == "segmentation" and manifest.labels == ["lesion"]
@@ -66,7 +75,9 @@ def test_max_cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("minimal_verifier")
-def test_refuses_identifiable_data_naming_attributes_not_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refuses_identifiable_data_naming_attributes_not_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sample = make_sample_dataset(tmp_path / "data", n_cases=4)
     for path in list(sample.studies_dir.rglob("*.dcm"))[:3]:
         ds = pydicom.dcmread(path)
@@ -163,7 +174,9 @@ def test_studies_as_verified_are_staged(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize("change", ["edit", "add", "remove"])
-def test_studies_changed_since_verification_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+def test_studies_changed_since_verification_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
     sample = make_sample_dataset(tmp_path / "data", n_cases=4)
     verified = _verified_hash(sample.studies_dir)
     first = sorted(sample.studies_dir.rglob("*.dcm"))[0]
@@ -175,7 +188,9 @@ def test_studies_changed_since_verification_are_refused(tmp_path: Path, monkeypa
         (first.parent / "extra.dcm").write_bytes(first.read_bytes())
     else:
         first.unlink()
-    paths = _env(monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "verifiedContentHash": verified})
+    paths = _env(
+        monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "verifiedContentHash": verified}
+    )
     assert stager.main([]) == EXIT_DATASET_CHANGED
     term = json.loads(paths["term"].read_text())
     assert term["reason"] == "DatasetChanged" and verified in term["message"] and "spec.revision" in term["message"]
@@ -189,7 +204,9 @@ def test_identifying_data_outranks_a_changed_dataset(tmp_path: Path, monkeypatch
     ds = pydicom.dcmread(first)
     ds.PatientName = "Doe^Jane"
     ds.save_as(first)
-    paths = _env(monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "verifiedContentHash": verified})
+    paths = _env(
+        monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "verifiedContentHash": verified}
+    )
     assert stager.main([]) == EXIT_PHI_FOUND
     assert json.loads(paths["term"].read_text())["reason"] == "PHIFound"
 
@@ -209,21 +226,27 @@ def test_spacing_is_slice_row_column_in_millimetres(tmp_path: Path, monkeypatch:
     sample = make_sample_dataset(tmp_path / "data", n_cases=2, seed=1, task="segmentation")
     # DICOM PixelSpacing is (distance between rows, distance between columns); all three differ
     with_spacing(sample.studies_dir, 2.5, (0.5, 0.8))
-    paths = _env(monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "task": "segmentation"})
+    paths = _env(
+        monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "task": "segmentation"}
+    )
     assert stager.main([]) == EXIT_OK
     cases = json.loads((paths["work"] / "cases.json").read_text())["cases"]
     assert [c["spacing"] for c in cases.values()] == [[2.5, 0.5, 0.8], [2.5, 0.5, 0.8]]
 
 
 @pytest.mark.usefixtures("minimal_verifier")
-def test_spacing_without_positions_falls_back_to_the_slice_spacing_attribute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spacing_without_positions_falls_back_to_the_slice_spacing_attribute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sample = make_sample_dataset(tmp_path / "data", n_cases=1, seed=1, task="segmentation")
     for path in sample.studies_dir.rglob("*.dcm"):
         ds = pydicom.dcmread(path)
         del ds.ImagePositionPatient
         ds.PixelSpacing, ds.SpacingBetweenSlices, ds.SliceThickness = ["0.3", "0.9"], "1.25", "3"
         ds.save_as(path)
-    paths = _env(monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "task": "segmentation"})
+    paths = _env(
+        monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "task": "segmentation"}
+    )
     assert stager.main([]) == EXIT_OK
     (case,) = json.loads((paths["work"] / "cases.json").read_text())["cases"].values()
     assert case["spacing"] == [1.25, 0.3, 0.9]

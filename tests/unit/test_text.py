@@ -39,7 +39,10 @@ def test_markdown_is_one_line_without_control_characters(text):
 
 def test_markdown_escapes_markup_and_leaves_words_alone():
     assert markdown("a | b") == "a \\| b"
-    assert markdown("<b>*x*</b> _y_ `z` [l](u) ~~s~~ &amp; \\") == "\\<b>\\*x\\*\\</b> \\_y\\_ \\`z\\` \\[l\\](u) \\~\\~s\\~\\~ \\&amp; \\\\"
+    assert (
+        markdown("<b>*x*</b> _y_ `z` [l](u) ~~s~~ &amp; \\")
+        == "\\<b>\\*x\\*\\</b> \\_y\\_ \\`z\\` \\[l\\](u) \\~\\~s\\~\\~ \\&amp; \\\\"
+    )
     assert markdown("Acme Imaging GmbH 1.2.0-rc.1 (01)0579") == "Acme Imaging GmbH 1.2.0-rc.1 (01)0579"
     assert markdown("a\n\n# b") == "a # b"
     assert markdown(Markdown("**ours**")) == "**ours**"

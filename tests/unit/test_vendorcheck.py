@@ -58,12 +58,17 @@ def test_a_dicom_seg_that_names_other_images_is_named_as_the_problem() -> None:
         "segmenter.main(['--dicom-seg'])\n"
         "f = sorted(glob.glob(os.path.join(os.environ['LIGHTBOX_OUTPUT_DIR'], 'masks', '*.dcm')))[0]\n"
         "ds = pydicom.dcmread(f)\n"
-        "ds.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID = '1.2.3'\n"
+        "ds.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]"
+        ".ReferencedSOPInstanceUID = '1.2.3'\n"
         "ds.save_as(f)\n"
     )
     code, text = check([PY, "-c", script], task="segmentation")
     assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
-    assert "mask is not a DICOM SEG of this case: frame 1 refers to an image that is not in the case's first series: case-0001" in text, text
+    assert (
+        "mask is not a DICOM SEG of this case: frame 1 refers to an image that is not in the case's first series: "
+        "case-0001"
+        in text
+    ), text
 
 
 def test_honest_segmenter_is_conformant() -> None:
@@ -78,9 +83,18 @@ def test_honest_segmenter_is_conformant() -> None:
         ("network", ["tried to use the network", "ship weights in the image"]),
         ("read-truth", ["exited with code 1", "cannot read ground truth", "predictions.json was not written"]),
         ("malformed", ["predictions.json is not valid JSON", "line 1, column"]),
-        ("schema", ["does not match the v1 schema", "cases.case-0001.scores.abnormal: Input should be less than or equal to 1",
-                    "no prediction for 4 of 8 cases: case-0005"]),
-        ("leak-phi", ["printed patient or study identifiers", "distinct PatientID values", "never log DICOM attribute values"]),
+        (
+            "schema",
+            [
+                "does not match the v1 schema",
+                "cases.case-0001.scores.abnormal: Input should be less than or equal to 1",
+                "no prediction for 4 of 8 cases: case-0005",
+            ],
+        ),
+        (
+            "leak-phi",
+            ["printed patient or study identifiers", "distinct PatientID values", "never log DICOM attribute values"],
+        ),
     ],
 )
 def test_misbehaving_algorithms_fail_with_actionable_messages(mode: str, fragments: list[str]) -> None:
@@ -128,7 +142,8 @@ def test_missing_cases_are_named() -> None:
         "import json, os\n"
         "m = json.load(open(os.path.join(os.environ['LIGHTBOX_INPUT_DIR'], 'manifest.json')))\n"
         "cases = {c['id']: {'scores': {'normal': 0.5, 'abnormal': 0.5}} for c in m['cases'][:5]}\n"
-        "json.dump({'task': 'classification', 'cases': cases}, open(os.path.join(os.environ['LIGHTBOX_OUTPUT_DIR'], 'predictions.json'), 'w'))\n"
+        "json.dump({'task': 'classification', 'cases': cases}, open(os.path.join(os.environ['LIGHTBOX_OUTPUT_DIR'], "
+        "'predictions.json'), 'w'))\n"
     )
     code, text = check([PY, "-c", script])
     assert code == 1 and "no prediction for 3 of 8 cases: case-0006, case-0007, case-0008 (3)" in text
@@ -140,7 +155,8 @@ def test_wrong_mask_shape_is_explained() -> None:
         "m = json.load(open(os.path.join(os.environ['LIGHTBOX_INPUT_DIR'], 'manifest.json')))\n"
         "out = os.environ['LIGHTBOX_OUTPUT_DIR']\n"
         "np.savez(os.path.join(out, 'm.npz'), mask=np.zeros((2, 2), np.uint8))\n"
-        "json.dump({'task': 'segmentation', 'cases': {c['id']: {'mask': 'm.npz'} for c in m['cases']}}, open(os.path.join(out, 'predictions.json'), 'w'))\n"
+        "json.dump({'task': 'segmentation', 'cases': {c['id']: {'mask': 'm.npz'} for c in m['cases']}}, "
+        "open(os.path.join(out, 'predictions.json'), 'w'))\n"
     )
     code, text = check([PY, "-c", script], task="segmentation", cases=3)
     assert code == 1 and "mask shape (2, 2) != (slices, rows, columns) (3," in text
@@ -170,7 +186,9 @@ def test_cannot_check_without_isolation(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_image_manifest_is_validated(tmp_path: Path) -> None:
     good = tmp_path / "algorithm.json"
-    good.write_text(json.dumps({"name": "demo", "version": "1", "task": "classification", "labels": ["normal", "abnormal"]}))
+    good.write_text(
+        json.dumps({"name": "demo", "version": "1", "task": "classification", "labels": ["normal", "abnormal"]})
+    )
     code, text = check(module("classifier"), manifest=good)
     assert code == 0 and "image manifest demo 1 is valid" in text
     bad = tmp_path / "bad.json"
@@ -264,7 +282,11 @@ def test_host_unix_sockets_are_out_of_reach(tmp_path: Path, monkeypatch: pytest.
         assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
         assert "exited with code 3" in text and "CONNECTED" not in text, text
         # outside the view: no such file; covered in the view (by /dev/null) or abstract: refused
-        assert "| refused No such file or directory\n      | refused Connection refused\n      | refused Connection refused" in text
+        assert (
+            "| refused No such file or directory\n      | refused Connection refused\n      | refused Connection "
+            "refused"
+            in text
+        )
         for server in servers:
             with pytest.raises(BlockingIOError):
                 server.accept()
@@ -274,7 +296,9 @@ def test_host_unix_sockets_are_out_of_reach(tmp_path: Path, monkeypatch: pytest.
     assert sorted(os.listdir(project)) == ["agent.sock", "escape.py"]
 
 
-def test_writes_outside_the_output_fail_and_leave_the_host_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_writes_outside_the_output_fail_and_leave_the_host_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     token = uuid.uuid4().hex
     host_tmp = Path("/tmp") / f"lightbox-escape-{token}"
     host_etc = Path("/etc") / f"lightbox-escape-{token}"
@@ -293,7 +317,10 @@ def test_writes_outside_the_output_fail_and_leave_the_host_unchanged(tmp_path: P
         # checker's own package are read-only
         assert "tried to write outside the output directory: left 1 files in /tmp" in text, text
         assert f"| wrote {host_tmp}\n" in text
-        assert f"| refused {host_etc} Read-only file system\n" in text and f"| refused {package} Read-only file system\n" in text
+        assert (
+            f"| refused {host_etc} Read-only file system\n" in text
+            and f"| refused {package} Read-only file system\n" in text
+        )
     finally:
         leaked = [t for t in targets if t.exists()]
         for t in leaked:
@@ -357,7 +384,9 @@ def test_thirty_thousand_files_stop_at_the_file_limit(tmp_path: Path, monkeypatc
     assert len(os.listdir(tmp_path / "kept" / "output" / "many")) == 998
 
 
-def test_a_working_directory_the_sandbox_user_cannot_enter_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_working_directory_the_sandbox_user_cannot_enter_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     tmp_path.chmod(0o000)  # no one may enter without privileges, whoever runs the tests
     try:
