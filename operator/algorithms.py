@@ -21,15 +21,14 @@ def algorithm_allowed(
 ) -> tuple[str, str, str]:
     """(status, reason, message) of an Algorithm's Allowed condition under the cluster's policies."""
     selected = admission_mod.select_policy(policies, namespace)
-    problems = (
-        [selected]
-        if isinstance(selected, admission_mod.Problem)
-        else admission_mod.check_algorithm(algorithm, selected, approvals)
-    )
+    if isinstance(selected, admission_mod.Problem):
+        return "False", selected.reason, selected.message
+    problems = admission_mod.check_algorithm(algorithm, selected, approvals)
     if problems:
         reason = problems[0].reason if len({p.reason for p in problems}) == 1 else "NotAllowed"
         return "False", reason, "; ".join(p.message for p in problems)
-    return "True", "PolicyAllows", f"SandboxPolicy {selected.metadata.get('name')} allows its registry, resources and timeout"
+    name = selected.metadata.get("name")
+    return "True", "PolicyAllows", f"SandboxPolicy {name} allows its registry, resources and timeout"
 
 
 async def reconcile_algorithm(runtime: Runtime, namespace: str, name: str) -> float | None:

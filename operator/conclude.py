@@ -6,7 +6,7 @@ before a restart) is the result, so no run is judged twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +74,8 @@ async def conclude(
         return RunRecord.model_validate(existing["spec"]["run"])
     final = finish_record(record, result, validation, now)
     cohort = dataset.status.cohort if dataset is not None and dataset.status is not None else None
-    judged = drift_mod.assess(chain, final, cohort, validation.spec.drift)
+    earlier: list[Mapping[str, Any]] = list(chain)
+    judged = drift_mod.assess(earlier, final, cohort, validation.spec.drift)
     if drifts is not None:
         drifts[record.name] = judged
     policy_name = policy.metadata.get("name") if policy else None

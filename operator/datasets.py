@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from lightbox.api import Dataset
+from lightbox.api.dataset import DatasetStatus
 from lightbox.operator import builders, clock, outcome
 from lightbox.operator.conditions import post_event, set_condition
 from lightbox.operator.kube import path
@@ -14,45 +16,29 @@ if TYPE_CHECKING:
     from lightbox.operator.runtime import Runtime
 
 
-async def reconcile_dataset(runtime: Runtime, namespace: str, name: str) -> float | None:
-    kube = runtime.kube
-    raw = await kube.get(path("datasets", namespace, name))
-    if raw is None or raw["metadata"].get("deletionTimestamp"):
-        runtime.wake_namespace(namespace)
-        return None
-    dataset = parse_model(Dataset, raw)
-    if dataset is None:
-        return None
-    generation = raw["metadata"].get("generation", 1)
-    status = dataset.status
-    if status is not None and status.observed_generation == generation and status.phase in {"Verified", "Rejected", "Error"}:
-        return None
-    now = clock.utcnow()
-    job_name = builders.verify_job_name(name, generation)
-    job = await kube.get(path("jobs", namespace, job_name))
-    if job is None:
-        await kube.create(path("networkpolicies", namespace), builders.verify_network_policy(dataset, job_name))
-        job, _ = await kube.create(path("jobs", namespace), builders.verify_job(dataset, job_name, runtime.config))
-    pods = await kube.list(path("pods", namespace), f"{JOB_NAME_LABEL}={job_name}")
-    pod = pods_by_job(pods).get(job_name)
-    result = outcome.verify_result(job, pod)
-    conditions = status.conditions if status else None
-    if result is None:
-        if status is None or status.phase != "Verifying" or status.verified:
-            body = {
-                "phase": "Verifying",
-                "verified": False,
-                "conditions": [
-                    dump(c)
-                    for c in set_condition(conditions, "Verified", "Unknown", "Verifying", f"Job {job_name} is checking the studies", now, generation)
-                ],
-            }
-            written = await kube.patch(path("datasets", namespace, name, "status"), {"status": body})
-            runtime.observe("datasets", namespace, name, written)
-            runtime.wake_namespace(namespace)
-        return 15.0
+FINAL_PHASES = frozenset({"Verified", "Rejected", "Error"})
+# A pass while the verification Job runs, to read its result soon after it ends.
+VERIFY_POLL_SECONDS = 15.0
+
+
+def verifying_status(status: DatasetStatus | None, job_name: str, now: datetime, generation: int) -> dict[str, Any]:
+    conditions = set_condition(
+        status.conditions if status else None, "Verified", "Unknown", "Verifying",
+        f"Job {job_name} is checking the studies", now, generation,
+    )
+    return {"phase": "Verifying", "verified": False, "conditions": [dump(c) for c in conditions]}
+
+
+def verified_status(
+    status: DatasetStatus | None, result: outcome.VerifyResult, now: datetime, generation: int
+) -> dict[str, Any]:
+    """The verifier's verdict as status: only the summary's checked fields, never its raw text."""
     summary = result.summary
-    body: dict[str, Any] = {
+    conditions = set_condition(
+        status.conditions if status else None, "Verified", "True" if result.verified else "False", result.reason,
+        result.message, now, generation,
+    )
+    return {
         "phase": result.phase,
         "verified": result.verified,
         "verifiedAt": now.isoformat().replace("+00:00", "Z"),
@@ -62,16 +48,50 @@ async def reconcile_dataset(runtime: Runtime, namespace: str, name: str) -> floa
         "cohort": summary.get("cohort"),
         "violations": summary.get("violations") or None,
         "observedGeneration": generation,
-        "conditions": [
-            dump(c)
-            for c in set_condition(
-                conditions, "Verified", "True" if result.verified else "False", result.reason, result.message, now, generation
-            )
-        ],
+        "conditions": [dump(c) for c in conditions],
     }
-    written = await kube.patch(path("datasets", namespace, name, "status"), {"status": body})
-    runtime.observe("datasets", namespace, name, written)  # the Validations woken below must see it
+
+
+async def reconcile_dataset(runtime: Runtime, namespace: str, name: str) -> float | None:
+    raw = await runtime.kube.get(path("datasets", namespace, name))
+    if raw is None or raw["metadata"].get("deletionTimestamp"):
+        runtime.wake_namespace(namespace)
+        return None
+    dataset = parse_model(Dataset, raw)
+    if dataset is None:
+        return None
+    generation = int(raw["metadata"].get("generation", 1))
+    status = dataset.status
+    if status is not None and status.observed_generation == generation and status.phase in FINAL_PHASES:
+        return None
+    now = clock.utcnow()
+    job_name = builders.verify_job_name(name, generation)
+    result = await _verification(runtime, dataset, namespace, job_name)
+    if result is None:
+        if status is None or status.phase != "Verifying" or status.verified:
+            await _write(runtime, namespace, name, verifying_status(status, job_name, now, generation))
+            runtime.wake_namespace(namespace)
+        return VERIFY_POLL_SECONDS
+    # Written (and the watch-fed copy updated) before the Validations woken below look.
+    await _write(runtime, namespace, name, verified_status(status, result, now, generation))
     await post_event(runtime, raw, "Normal" if result.verified else "Warning", result.reason, result.message)
     runtime.wake_namespace(namespace)
     return None
 
+
+async def _verification(
+    runtime: Runtime, dataset: Dataset, namespace: str, job_name: str
+) -> outcome.VerifyResult | None:
+    """The verification Job's result (None while it runs); the Job and its NetworkPolicy are made if absent."""
+    kube = runtime.kube
+    job = await kube.get(path("jobs", namespace, job_name))
+    if job is None:
+        await kube.create(path("networkpolicies", namespace), builders.verify_network_policy(dataset, job_name))
+        job, _ = await kube.create(path("jobs", namespace), builders.verify_job(dataset, job_name, runtime.config))
+    pods = await kube.list(path("pods", namespace), f"{JOB_NAME_LABEL}={job_name}")
+    return outcome.verify_result(job, pods_by_job(pods).get(job_name))
+
+
+async def _write(runtime: Runtime, namespace: str, name: str, body: dict[str, Any]) -> None:
+    written = await runtime.kube.patch(path("datasets", namespace, name, "status"), {"status": body})
+    runtime.observe("datasets", namespace, name, written)

@@ -74,10 +74,8 @@ def _terminated(status: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _job_condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
-    for cond in ((job or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind and cond.get("status") == "True":
-            return cond
-    return None
+    conditions: list[dict[str, Any]] = ((job or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind and c.get("status") == "True"), None)
 
 
 def job_finished(job: dict[str, Any] | None) -> bool:
@@ -108,7 +106,7 @@ def _step_message(terminated: dict[str, Any], fallback: str) -> str:
     raw = terminated.get("message") or ""
     try:
         data = json.loads(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return fallback
     if isinstance(data, dict) and isinstance(data.get("message"), str) and data["message"]:
         return _clip(data["message"])
@@ -139,7 +137,8 @@ def parse_report(message: str | None) -> ScoreReport | Outcome:
         )
     try:
         data = json.loads(message)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: deeply nested arrays fit in the 4 KiB message and exhaust the decoder's stack.
         return Outcome("Failed", TERMINATION_MESSAGE_INVALID, _clip(f"the scorer's termination message is not JSON: {exc}"))
     try:
         return ScoreReport.model_validate(data)
@@ -164,7 +163,7 @@ def _deadline(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Outcome
 
 
 def run_outcome(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Outcome | None:
-    """How a run ended, or None while it is still going."""
+    """How a run ended, or None while it is still going. The first step that failed names the reason."""
     pulled = image_pull_failure(pod)
     if pulled is not None:
         return pulled
@@ -174,74 +173,98 @@ def run_outcome(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Outco
     if deadline is not None:
         return deadline
     statuses = _statuses(pod)
-
-    stage = _terminated(statuses.get(layout.STAGE_CONTAINER))
-    if stage and stage.get("exitCode", 0) != 0:
-        code = stage.get("exitCode")
-        if stage.get("reason") == "OOMKilled":
-            return Outcome("Failed", OOM_KILLED, "the staging step ran out of memory", exit_code=code)
-        if code == layout.EXIT_PHI_FOUND:
-            return Outcome(
-                "Failed", PHI_FOUND, _step_message(stage, "staging found identifying data in the studies"), exit_code=code
-            )
-        if code == layout.EXIT_DATASET_UNREADABLE:
-            return Outcome(
-                "Failed", DATASET_UNREADABLE, _step_message(stage, "staging could not read the studies"), exit_code=code
-            )
-        if code == layout.EXIT_ISOLATION_NOT_ENFORCED:
-            # The vendor never started: the stage step found the network (or GPUs) reachable in this pod.
-            return Outcome(
-                "Failed",
-                ISOLATION_NOT_ENFORCED,
-                _step_message(stage, "the network answered from inside the run pod; the vendor container was not started"),
-                exit_code=code,
-            )
-        if code == layout.EXIT_DATASET_CHANGED:
-            return Outcome(
-                "Failed", DATASET_CHANGED, _step_message(stage, "the studies changed since the Dataset was verified"), exit_code=code
-            )
-        return Outcome("Failed", STAGE_FAILED, f"the staging step exited with code {code}", exit_code=code)
-
-    # One vendor container, or one per case (vendor-0001, ...: sandbox/packaging.py): the first that failed.
-    vendors = [_terminated(v) for k, v in statuses.items() if k == layout.VENDOR_CONTAINER or k.startswith(f"{layout.VENDOR_CONTAINER}-")]
-    vendor = next((v for v in vendors if v and v.get("exitCode", 0) != 0), None)
-    if vendor and vendor.get("exitCode", 0) != 0:
-        code = vendor.get("exitCode")
-        if vendor.get("reason") == "OOMKilled":
-            return Outcome("Failed", OOM_KILLED, "the vendor container exceeded its memory limit", exit_code=code)
-        # The vendor's own termination message is untrusted text: not copied.
-        return Outcome("Failed", VENDOR_EXIT_CODE, f"the vendor container exited with code {code}", exit_code=code)
-
+    stage = _stage_outcome(_terminated(statuses.get(layout.STAGE_CONTAINER)))
+    if stage is not None:
+        return stage
+    vendor = _vendor_outcome(statuses)
+    if vendor is not None:
+        return vendor
     score = _terminated(statuses.get(layout.SCORE_CONTAINER))
     if score is not None:
-        code = score.get("exitCode", 0)
-        if score.get("reason") == "OOMKilled":
-            return Outcome("Failed", OOM_KILLED, "the scorer ran out of memory", exit_code=code)
-        if code == layout.EXIT_MALFORMED_PREDICTIONS:
-            return Outcome(
-                "Failed",
-                MALFORMED_PREDICTIONS,
-                _step_message(score, "the vendor's predictions are missing, not JSON, or not to the contract"),
-                exit_code=code,
-            )
-        if code == layout.EXIT_GROUND_TRUTH_UNREADABLE:
-            return Outcome(
-                "Failed", GROUND_TRUTH_UNREADABLE, _step_message(score, "the ground truth could not be read"), exit_code=code
-            )
-        if code != 0:
-            return Outcome("Failed", SCORER_FAILED, f"the scorer exited with code {code}", exit_code=code)
-        parsed = parse_report(score.get("message"))
-        if isinstance(parsed, Outcome):
-            return parsed
-        return Outcome("Succeeded", SUCCEEDED, f"scored {parsed.scored} of {parsed.cases} cases", report=parsed)
+        return _score_outcome(score)
+    return _failed_without_result(job, pod)
 
+
+# Exit codes of the trusted steps that name their own reason: (reason, message when the step wrote none).
+_STAGE_EXITS: tuple[tuple[int, str, str], ...] = (
+    (layout.EXIT_PHI_FOUND, PHI_FOUND, "staging found identifying data in the studies"),
+    (layout.EXIT_DATASET_UNREADABLE, DATASET_UNREADABLE, "staging could not read the studies"),
+    # The vendor never started: the stage step found the network (or GPUs) reachable in this pod.
+    (
+        layout.EXIT_ISOLATION_NOT_ENFORCED,
+        ISOLATION_NOT_ENFORCED,
+        "the network answered from inside the run pod; the vendor container was not started",
+    ),
+    (layout.EXIT_DATASET_CHANGED, DATASET_CHANGED, "the studies changed since the Dataset was verified"),
+)
+_SCORE_EXITS: tuple[tuple[int, str, str], ...] = (
+    (
+        layout.EXIT_MALFORMED_PREDICTIONS,
+        MALFORMED_PREDICTIONS,
+        "the vendor's predictions are missing, not JSON, or not to the contract",
+    ),
+    (layout.EXIT_GROUND_TRUTH_UNREADABLE, GROUND_TRUTH_UNREADABLE, "the ground truth could not be read"),
+)
+
+
+def _known_exit(
+    terminated: dict[str, Any], code: Any, exits: tuple[tuple[int, str, str], ...]
+) -> Outcome | None:
+    for known, reason, fallback in exits:
+        if code == known:
+            return Outcome("Failed", reason, _step_message(terminated, fallback), exit_code=code)
+    return None
+
+
+def _stage_outcome(stage: dict[str, Any] | None) -> Outcome | None:
+    if not stage or stage.get("exitCode", 0) == 0:
+        return None
+    code = stage.get("exitCode")
+    if stage.get("reason") == "OOMKilled":
+        return Outcome("Failed", OOM_KILLED, "the staging step ran out of memory", exit_code=code)
+    known = _known_exit(stage, code, _STAGE_EXITS)
+    if known is not None:
+        return known
+    return Outcome("Failed", STAGE_FAILED, f"the staging step exited with code {code}", exit_code=code)
+
+
+def _vendor_outcome(statuses: dict[str, dict[str, Any]]) -> Outcome | None:
+    """One vendor container, or one per case (vendor-0001, ...: sandbox/packaging.py): the first that failed."""
+    prefix = f"{layout.VENDOR_CONTAINER}-"
+    vendors = [_terminated(v) for k, v in statuses.items() if k == layout.VENDOR_CONTAINER or k.startswith(prefix)]
+    vendor = next((v for v in vendors if v and v.get("exitCode", 0) != 0), None)
+    if vendor is None:
+        return None
+    code = vendor.get("exitCode")
+    if vendor.get("reason") == "OOMKilled":
+        return Outcome("Failed", OOM_KILLED, "the vendor container exceeded its memory limit", exit_code=code)
+    # The vendor's own termination message is untrusted text: not copied.
+    return Outcome("Failed", VENDOR_EXIT_CODE, f"the vendor container exited with code {code}", exit_code=code)
+
+
+def _score_outcome(score: dict[str, Any]) -> Outcome:
+    code = score.get("exitCode", 0)
+    if score.get("reason") == "OOMKilled":
+        return Outcome("Failed", OOM_KILLED, "the scorer ran out of memory", exit_code=code)
+    known = _known_exit(score, code, _SCORE_EXITS)
+    if known is not None:
+        return known
+    if code != 0:
+        return Outcome("Failed", SCORER_FAILED, f"the scorer exited with code {code}", exit_code=code)
+    parsed = parse_report(score.get("message"))
+    if isinstance(parsed, Outcome):
+        return parsed
+    return Outcome("Succeeded", SUCCEEDED, f"scored {parsed.scored} of {parsed.cases} cases", report=parsed)
+
+
+def _failed_without_result(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Outcome:
+    """Finished, and no step said why: the pod or the Job did."""
     if pod is None:
-        cond = _job_condition(job, "Failed") or _job_condition(job, "Complete") or {}
         if _job_condition(job, "Complete"):
             return Outcome("Failed", POD_LOST, "the Job completed but its pod, which held the results, is gone")
-        return Outcome(
-            "Failed", JOB_FAILED, _clip(f"the Job failed ({cond.get('reason', 'unknown')}): {cond.get('message', '')}".rstrip(": "))
-        )
+        cond = _job_condition(job, "Failed") or {}
+        text = f"the Job failed ({cond.get('reason', 'unknown')}): {cond.get('message', '')}".rstrip(": ")
+        return Outcome("Failed", JOB_FAILED, _clip(text))
     pod_status = pod.get("status") or {}
     reason = pod_status.get("reason") or "unknown"
     return Outcome("Failed", JOB_FAILED, _clip(f"the pod failed ({reason}): {pod_status.get('message', '')}".rstrip(": ")))
@@ -273,7 +296,7 @@ def probe_result(pod: dict[str, Any] | None) -> ProbeResult | None:
         return ProbeResult(False, f"probe pod {status.get('phase')} without a container result")
     try:
         data = json.loads(term.get("message") or "")
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if term.get("exitCode") == 0 and isinstance(data, dict) and data.get("isolated") is True:
         return ProbeResult(True, "nothing answered the probe")
@@ -311,19 +334,32 @@ def verify_result(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Ver
     term = _terminated(next(iter(_statuses(pod).values()), None)) if pod else None
     if term is None:
         return VerifyResult(False, "Error", POD_LOST, "the verification pod ended without a result", {})
-    raw = term.get("message") or ""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and "verified" not in data and isinstance(data.get("ok"), bool):
-        # `lightbox deid verify --json` names them after its VerificationReport.
-        data = {**data, "verified": data["ok"], "fileCount": data.get("files")}
-    if not isinstance(data, dict) or not isinstance(data.get("verified"), bool):
+    data = _verifier_report(term.get("message") or "")
+    if data is None:
         code = term.get("exitCode")
         return VerifyResult(
             False, "Error", TERMINATION_MESSAGE_INVALID, f"the verifier (exit code {code}) wrote no JSON summary", {}
         )
+    summary = _verify_summary(data)
+    return _verify_verdict(data, term.get("exitCode"), summary)
+
+
+def _verifier_report(message: str) -> dict[str, Any] | None:
+    """The verifier's JSON object with a boolean ``verified``, or None when the message is anything else."""
+    try:
+        data = json.loads(message)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(data, dict) and "verified" not in data and isinstance(data.get("ok"), bool):
+        # `lightbox deid verify --json` names them after its VerificationReport.
+        data = {**data, "verified": data["ok"], "fileCount": data.get("files")}
+    if not isinstance(data, dict) or not isinstance(data.get("verified"), bool):
+        return None
+    return data
+
+
+def _verify_summary(data: dict[str, Any]) -> dict[str, Any]:
+    """What the Dataset's status keeps of the report: each field checked for type and clipped."""
     summary: dict[str, Any] = {}
     content_hash = data.get("contentHash") or data.get("content_hash")
     if isinstance(content_hash, str) and len(content_hash) <= 80:
@@ -339,22 +375,29 @@ def verify_result(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Ver
             for dim, groups in cohort.items()
             if isinstance(groups, dict)
         }
-    violations = []
-    for item in data.get("violations") or []:
-        if not isinstance(item, dict):
-            continue
-        violations.append(
-            {
-                "keyword": str(item.get("keyword", "?"))[:128],
-                "tag": str(item.get("tag", "?"))[:16],
-                "occurrences": _int(item.get("occurrences")) or 0,
-                "files": _int(item.get("files")) or 0,
-            }
-        )
-    summary["violations"] = violations[:200]
-    verified = data["verified"] and term.get("exitCode") == 0 and not violations and "contentHash" in summary
-    if verified:
-        return VerifyResult(True, "Verified", "Verified", f"{summary.get('caseCount', '?')} cases verified de-identified", summary)
+    summary["violations"] = _violations(data.get("violations"))
+    return summary
+
+
+def _violations(items: Any) -> list[dict[str, Any]]:
+    violations = [
+        {
+            "keyword": str(item.get("keyword", "?"))[:128],
+            "tag": str(item.get("tag", "?"))[:16],
+            "occurrences": _int(item.get("occurrences")) or 0,
+            "files": _int(item.get("files")) or 0,
+        }
+        for item in items or []
+        if isinstance(item, dict)
+    ]
+    return violations[:200]
+
+
+def _verify_verdict(data: dict[str, Any], code: Any, summary: dict[str, Any]) -> VerifyResult:
+    violations = summary["violations"]
+    if data["verified"] and code == 0 and not violations and "contentHash" in summary:
+        cases = summary.get("caseCount", "?")
+        return VerifyResult(True, "Verified", "Verified", f"{cases} cases verified de-identified", summary)
     if not data["verified"] and not violations and isinstance(data.get("message"), str):
         return VerifyResult(False, "Error", DATASET_UNREADABLE, _clip(data["message"]), summary)
     if not violations and isinstance(data.get("errors"), int) and data["errors"] > 0:
@@ -364,4 +407,6 @@ def verify_result(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Ver
     if violations or not data["verified"]:
         found = ", ".join(f"{v['keyword']} in {v['files']} files" for v in violations[:5]) or "see violations"
         return VerifyResult(False, "Rejected", PHI_FOUND, _clip(f"identifying data found: {found}"), summary)
-    return VerifyResult(False, "Error", "VerificationIncomplete", "the verifier reported success without a content hash", summary)
+    return VerifyResult(
+        False, "Error", "VerificationIncomplete", "the verifier reported success without a content hash", summary
+    )

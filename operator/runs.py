@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
-from lightbox.api.validation import RunRecord, ValidationStatus
+from lightbox.api.validation import Phase, RunRecord, ValidationStatus
 
 ACTIVE_PHASES = frozenset({"Queued", "Running"})
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
@@ -111,7 +111,7 @@ def may_start(entry: QueueEntry, queued: Iterable[QueueEntry], capacity: Capacit
     )
 
 
-def validation_phase(status: ValidationStatus, admitted: bool, scheduled: bool) -> str:
+def validation_phase(status: ValidationStatus, admitted: bool, scheduled: bool) -> Phase:
     """Phase shown in ``kubectl get validations``: what is happening now, else the last result."""
     runs = status.runs or []
     if any(r.phase == "Running" for r in runs):
