@@ -33,13 +33,14 @@ class FakeApiServer:
     accepted: set[str]
     log: list[tuple[str, str, str, int]] = field(default_factory=list)  # (method, path, token, status)
     url: str = ""
+    forbidden: set[str] = field(default_factory=set)  # paths the accepted tokens may not touch
 
     async def handle(self, request: web.Request) -> web.Response:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        status = 200 if token in self.accepted else 401
+        status = 401 if token not in self.accepted else 403 if request.path in self.forbidden else 200
         self.log.append((request.method, request.path, token, status))
-        if status == 401:
-            return web.json_response({"kind": "Status", "code": 401, "reason": "Unauthorized"}, status=401)
+        if status != 200:
+            return web.json_response({"kind": "Status", "code": status}, status=status)
         name = request.path.rsplit("/", 1)[-1]
         return web.json_response({"kind": "Job", "metadata": {"name": name}})
 
@@ -161,6 +162,28 @@ def test_a_401_is_retried_once_then_reported_with_its_status(pki: certs.Pki, tmp
         assert refused.value.status == 401
         assert "POST /apis/batch/v1/namespaces/ns/jobs: HTTP 401" in str(refused.value)
         assert server.tokens() == [("revoked", 401), ("revoked", 401)]
+
+    run(scenario)
+
+
+def test_a_403_is_not_taken_for_stale_credentials(pki: certs.Pki, tmp_path: Path) -> None:
+    """Forbidden is RBAC saying no to the identity we have: loading it again changes nothing, so no retry."""
+    state = tmp_path / "plugin"
+    state.mkdir()
+    (state / "token").write_text("t")
+
+    async def scenario() -> None:
+        async with serving(pki, {"t"}) as server:
+            server.forbidden = {"/api/v1/namespaces/kube-system/secrets/x"}
+            kube = await connect(tmp_path, server.url, pki.ca_crt, exec_user(state))
+            try:
+                with pytest.raises(KubeError) as refused:
+                    await kube.get("/api/v1/namespaces/kube-system/secrets/x")
+            finally:
+                await kube.close()
+        assert refused.value.status == 403
+        assert server.tokens() == [("t", 403)]
+        assert (state / "runs").read_text() == "1"
 
     run(scenario)
 
