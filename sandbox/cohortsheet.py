@@ -132,11 +132,11 @@ def parse_sheet(text: str, source: str = SHEET_NAME) -> CohortSheet:
     if not rows:
         raise CohortSheetError(f"{source}: empty; the first line must name the columns ({', '.join(COLUMNS)})")
     header = [h.strip() for h in rows[0]]
-    unknown = [h for h in header if h not in COLUMNS]
+    unknown = [n for n, h in enumerate(header, start=1) if h not in COLUMNS]
     if unknown:
+        # By position, not by name: a header cell is as free as any other and may hold a name.
         raise CohortSheetError(
-            f"{source} line 1: unknown column {unknown[0]!r}; allowed columns: {', '.join(COLUMNS)}"
-            if _CASE.match(unknown[0]) else f"{source} line 1: an unknown column; allowed columns: {', '.join(COLUMNS)}"
+            f"{source} line 1: column {unknown[0]} is not a known column; allowed columns: {', '.join(COLUMNS)}"
         )
     if len(set(header)) != len(header):
         raise CohortSheetError(f"{source} line 1: a column is named twice")

@@ -53,7 +53,9 @@ def stage_photos(studies: Path, input_dir: Path, work_dir: Path, config: StagerC
         message = f"de-identification check failed ({VERIFIER} verifier): " + "; ".join(parts)
         raise StageError("PHIFound", message, EXIT_PHI_FOUND)
     if report.errors:
-        shown = "; ".join(report.unreadable[:5])
+        # Reasons only, never paths: a folder or file name in a dataset nobody de-identified
+        # can be a patient's name, and this message reaches the run's status.
+        shown = "; ".join(sorted({line.split(": ", 1)[-1] for line in report.unreadable})[:5])
         message = f"{report.errors} problem(s) in the photo dataset ({report.files} files): {shown}"
         raise StageError("DatasetUnreadable", message, EXIT_DATASET_UNREADABLE)
     expected = config.verified_content_hash

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import photo_samples as ps
@@ -219,3 +220,18 @@ def test_photos_are_not_laid_out_for_another_packaging(packaging: str, raw: Path
         stage(dst, tmp_path / "input", tmp_path / "work", config)
     assert (refused.value.reason, refused.value.exit_code) == ("ConfigInvalid", 2)
     assert packaging in refused.value.message
+
+
+def test_an_unreadable_photo_stops_the_stage_step_with_its_reason_and_no_path(raw: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "clean"
+    deidentify_photo_tree(raw, dst, key=KEY, jobs=1)
+    # A dataset not made by lightbox deid: its folder carries a name.
+    shutil.move(next(p for p in dst.iterdir() if p.is_dir()), dst / "Jane_Doe_MRN12345")
+    victim = next((dst / "Jane_Doe_MRN12345").iterdir())
+    victim.write_bytes(victim.read_bytes()[:100])
+    (dst / "cohort.csv").write_text("case\n" + "".join(f"{p.name}\n" for p in dst.iterdir() if p.is_dir()))
+    with pytest.raises(StageError) as refused:
+        stage(dst, tmp_path / "input", tmp_path / "work", StagerConfig(task="classification", format="photo"))
+    assert refused.value.reason == "DatasetUnreadable"
+    assert "truncated" in refused.value.message
+    assert "Jane" not in refused.value.message and "MRN" not in refused.value.message
