@@ -24,11 +24,10 @@ from typing import Any
 from lightbox.api.run import CASES_FILE, EXIT_DATASET_UNREADABLE, MANIFEST_FILE, StagerConfig
 from lightbox.sandbox.contract import InputCase, InputManifest, InputSeries, InputSlide, SlideLevel
 from lightbox.sandbox.deid.slide_tiff import (
-    KEPT_KINDS,
     SLIDE_SUFFIXES,
     SlideError,
     is_tiff_file,
-    plan_slide,
+    pyramid_levels,
     slide_manufacturer,
 )
 
@@ -67,7 +66,6 @@ def describe_slide(path: Path, relative: str) -> SlideInfo:
             pages: list[Any] = list(tif.pages)
             if not pages or not pages[0].is_tiled:
                 raise SlideError("the first page is not tiled")
-            plans = plan_slide(pages)
             base = pages[0]
             svs = (base.description or "").startswith("Aperio ")
             levels = [
@@ -78,8 +76,7 @@ def describe_slide(path: Path, relative: str) -> SlideInfo:
                     tile_width=p.tilewidth,
                     tile_height=p.tilelength,
                 )
-                for plan in plans
-                if plan.kind in KEPT_KINDS and (p := pages[plan.index]).is_tiled
+                for p in pyramid_levels(pages)
             ]
             appmag = _APPMAG.search(base.description or "") if svs else None
             slide = InputSlide(

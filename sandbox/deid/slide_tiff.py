@@ -63,6 +63,7 @@ STRUCTURE_TAGS = frozenset(
         323,
         324,
         325,
+        330,  # SubIFDs of a kept page: its pyramid levels (OME-TIFF, vips)
         338,
         339,
         347,
@@ -80,8 +81,25 @@ MAKE = 271
 SCANNER_MAKERS = {
     name.lower(): name
     for name in (
-        "Aperio", "Leica", "Hamamatsu", "3DHISTECH", "Philips", "Roche", "Ventana", "Zeiss", "Olympus",
-        "Evident", "Huron", "Motic", "KFBIO", "Sakura", "Grundium", "Akoya", "Nikon", "OptraSCAN", "Mikroscan",
+        "Aperio",
+        "Leica",
+        "Hamamatsu",
+        "3DHISTECH",
+        "Philips",
+        "Roche",
+        "Ventana",
+        "Zeiss",
+        "Olympus",
+        "Evident",
+        "Huron",
+        "Motic",
+        "KFBIO",
+        "Sakura",
+        "Grundium",
+        "Akoya",
+        "Nikon",
+        "OptraSCAN",
+        "Mikroscan",
     )
 }
 PRIVATE_FIRST = 32768
@@ -198,8 +216,8 @@ def _rebuilt_description(page: Any, base: Any, svs: bool, first: bool) -> tuple[
     return aperio_description(description, page, base, first)
 
 
-def _refusal(page: Any) -> str | None:
-    """Why a kept page cannot be copied faithfully, or None."""
+def _refusal(page: Any, nested: bool = False) -> str | None:
+    """Why a kept page (``nested``: a SubIFD of one) cannot be copied faithfully, or None."""
     where = f"page {page.index}"
     if page.compression not in COPIED_COMPRESSIONS:
         return (
@@ -213,8 +231,8 @@ def _refusal(page: Any) -> str | None:
         return f"{where}: separate colour planes are not supported"
     if page.dtype is None or page.bitspersample != page.dtype.itemsize * 8:
         return f"{where}: {page.bitspersample} bits per sample are not supported"
-    if 330 in page.tags:
-        return f"{where}: SubIFDs (tag 330) are not supported"
+    if nested and 330 in page.tags:
+        return f"{where}: SubIFDs of a SubIFD (tag 330) are not supported"
     if page.is_tiled:
         across = math.ceil(page.imagewidth / page.tilewidth) * math.ceil(page.imagelength / page.tilelength)
     else:
@@ -359,6 +377,57 @@ class SlideResult:
     tile_segments_removed: int
 
 
+@dataclass(slots=True)
+class _Unit:
+    """A kept top-level page and the SubIFDs (OME-TIFF and vips pyramids keep their levels
+    there) kept with it."""
+
+    page: Any
+    plan: PagePlan
+    subs: list[Any]
+    subs_removed: int
+
+    def flat(self) -> list[Any]:
+        return [self.page, *self.subs]
+
+
+def _sub_pages(page: Any) -> list[Any]:
+    if not page.subifds:
+        return []
+    try:
+        return list(page.pages)
+    except Exception as exc:  # tifffile on a hostile SubIFD
+        raise SlideError(f"page {page.index}: a SubIFD cannot be parsed: {type(exc).__name__}") from None
+
+
+def _units(pages: list[Any], plans: list[PagePlan]) -> list[_Unit]:
+    """Kept pages with their kept SubIFDs: tiled levels shaped like the baseline's pyramid."""
+    base = pages[0]
+    svs = (base.description or "").startswith("Aperio ")
+    units = []
+    for plan in plans:
+        if plan.kind not in KEPT_KINDS:
+            continue
+        page = pages[plan.index]
+        subs = _sub_pages(page)
+        kept = [sub for sub in subs if sub.is_tiled and _page_kind(1, sub, base, svs) == "level"]
+        units.append(_Unit(page, plan, kept, len(subs) - len(kept)))
+    return units
+
+
+def pyramid_levels(pages: list[Any]) -> list[Any]:
+    """The kept tiled pages in file order, SubIFDs after their page: the pyramid's levels."""
+    units = _units(pages, plan_slide(pages))
+    return [page for unit in units for page in unit.flat() if page.is_tiled]
+
+
+def _refuse_uncopyable(units: list[_Unit]) -> None:
+    for unit in units:
+        for page in unit.flat():
+            if (reason := _refusal(page, nested=page is not unit.page)) is not None:
+                raise SlideError(reason)
+
+
 def deidentify_slide(src: str | os.PathLike[str], target: str | os.PathLike[str]) -> SlideResult:
     """Write the de-identified slide to ``target`` (via a hidden temporary name beside it).
 
@@ -373,22 +442,25 @@ def deidentify_slide(src: str | os.PathLike[str], target: str | os.PathLike[str]
     with _open(src) as tif:
         pages = _pages(tif)
         plans = plan_slide(pages)
-        kept = [(pages[p.index], p) for p in plans if p.kind in KEPT_KINDS]
-        for page, _ in kept:
-            if (reason := _refusal(page)) is not None:
-                raise SlideError(reason)
+        units = _units(pages, plans)
+        _refuse_uncopyable(units)
+        flat = [page for unit in units for page in unit.flat()]
         findings = slide_findings(pages, plans, tiles=None)
         fd = os.open(os.fspath(src), os.O_RDONLY | os.O_CLOEXEC)
         copies: list[_Copy] = []
         try:
             size = os.fstat(fd).st_size
-            data_bytes = sum(sum(page.databytecounts) for page, _ in kept)
+            data_bytes = sum(sum(page.databytecounts) for page in flat)
             with tifffile.TiffWriter(tmp, bigtiff=tif.is_bigtiff or data_bytes > (3 << 30)) as writer:
-                for page, plan in kept:
-                    copy = _Copy()
-                    copies.append(copy)
-                    writer.write(_copied(fd, page, size, copy), **_write_args(page, plan.description))
-            _check_written(tmp, [page for page, _ in kept], copies)
+                for unit in units:
+                    for page in unit.flat():
+                        copy = _Copy()
+                        copies.append(copy)
+                        args = _write_args(page, unit.plan.description if page is unit.page else None)
+                        if page is unit.page and unit.subs:
+                            args["subifds"] = len(unit.subs)  # the next writes become its SubIFDs
+                        writer.write(_copied(fd, page, size, copy), **args)
+            _check_written(tmp, flat, copies)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -397,9 +469,11 @@ def deidentify_slide(src: str | os.PathLike[str], target: str | os.PathLike[str]
         finally:
             os.close(fd)
     removed = Counter(p.kind for p in plans if p.kind not in KEPT_KINDS)
+    if sum(unit.subs_removed for unit in units):
+        removed["other"] += sum(unit.subs_removed for unit in units)
     found = findings.found
     return SlideResult(
-        kept_pages=len(kept),
+        kept_pages=len(flat),
         removed_pages=removed,
         description_fields=sum(n for (k, _), n in found.items() if k == "ImageDescription"),
         tags_removed=sum(n for (k, t), n in found.items() if t[5:].isdigit() and k != "ImageDescription"),
@@ -410,7 +484,7 @@ def deidentify_slide(src: str | os.PathLike[str], target: str | os.PathLike[str]
 def _check_written(path: str, sources: list[Any], copies: list[_Copy]) -> None:
     """The written file holds the kept pages with the same geometry and the same segments."""
     with _open(path) as out:
-        pages = _pages(out)
+        pages = [page for top in _pages(out) for page in (top, *_sub_pages(top))]
         if len(pages) != len(sources):
             raise SlideError(f"the rewritten slide has {len(pages)} pages, {len(sources)} were written")
         for page, source, copy in zip(pages, sources, copies, strict=True):
@@ -444,23 +518,30 @@ def slide_findings(pages: list[Any], plans: list[PagePlan], tiles: int | None) -
     for plan in plans:
         if plan.kind not in KEPT_KINDS:
             result.found[(REMOVED_KEYWORDS[plan.kind], "TIFF page")] += 1
-            continue
-        result.kept_pages += 1
-        page = pages[plan.index]
-        for tag in page.tags:
-            if tag.code == MAKE and scanner_make(page) == tag.value:
-                continue  # already the canonical name; anything else is rewritten or removed
-            if tag.code not in STRUCTURE_TAGS and tag.code != DESCRIPTION:
-                result.found[(_tag_keyword(tag.code), f"TIFF {tag.code}")] += 1
-        descriptions = [t for t in page.tags if t.code == DESCRIPTION]
-        dropped = _rebuilt_description(page, base, svs, plan.index == 0)[1]
-        if len(descriptions) > 1:
-            dropped += len(descriptions) - 1
-        if dropped:
-            result.found[("ImageDescription", f"TIFF {DESCRIPTION}")] += dropped
-        if tiles is not None:
-            _tile_findings(tiles, page, result.found)
+    for unit in _units(pages, plans):
+        if unit.subs_removed:
+            result.found[(REMOVED_KEYWORDS["other"], "TIFF page")] += unit.subs_removed
+        for page in unit.flat():
+            _page_findings(page, page is unit.page and unit.plan.index == 0, base, svs, result)
+            if tiles is not None:
+                _tile_findings(tiles, page, result.found)
     return result
+
+
+def _page_findings(page: Any, first: bool, base: Any, svs: bool, result: SlideFindings) -> None:
+    """Tags outside the structure and description fields of one kept page (or SubIFD)."""
+    result.kept_pages += 1
+    for tag in page.tags:
+        if tag.code == MAKE and scanner_make(page) == tag.value:
+            continue  # already the canonical name; anything else is rewritten or removed
+        if tag.code not in STRUCTURE_TAGS and tag.code != DESCRIPTION:
+            result.found[(_tag_keyword(tag.code), f"TIFF {tag.code}")] += 1
+    descriptions = [t for t in page.tags if t.code == DESCRIPTION]
+    dropped = _rebuilt_description(page, base, svs, first)[1]
+    if len(descriptions) > 1:
+        dropped += len(descriptions) - 1
+    if dropped:
+        result.found[("ImageDescription", f"TIFF {DESCRIPTION}")] += dropped
 
 
 def _tile_findings(fd: int, page: Any, found: Counter[tuple[str, str]]) -> None:
@@ -480,9 +561,7 @@ def check_slide(path: str | os.PathLike[str]) -> SlideFindings:
     with _open(path) as tif:
         pages = _pages(tif)
         plans = plan_slide(pages)
-        for page in (pages[p.index] for p in plans if p.kind in KEPT_KINDS):
-            if (reason := _refusal(page)) is not None:
-                raise SlideError(reason)
+        _refuse_uncopyable(_units(pages, plans))
         fd = os.open(os.fspath(path), os.O_RDONLY | os.O_CLOEXEC)
         try:
             return slide_findings(pages, plans, tiles=fd)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import slide_builders as sb
 
@@ -142,3 +143,30 @@ def test_patch_level_masks_go_through_the_scorers_segmentation_path(tmp_path: Pa
     # a baseline-sized mask is far larger than a mask of this case may be: the scorer refuses the run
     with pytest.raises(ScoreError, match="more bytes uncompressed than a mask of this image needs"):
         score_segmentation_inputs(cases, tmp_path / "truth", out, {"case-0001": {"mask": "baseline.npz"}}, Failures())
+
+
+def test_levels_kept_in_sub_ifds_are_in_the_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tifffile
+
+    from lightbox.sandbox.deid.slide_tiff import deidentify_slide
+    from lightbox.sandbox.reference import slide_classifier
+
+    base = sb.tissue(1024, 1024, seed=2)
+    raw = tmp_path / "raw.ome.tif"
+    with tifffile.TiffWriter(raw, ome=True) as tif:
+        tif.write(base, tile=(256, 256), subifds=2, compression="zlib", photometric="rgb")
+        for level in (base[::2, ::2], base[::4, ::4]):
+            tif.write(level, tile=(256, 256), subfiletype=1, compression="zlib", photometric="rgb")
+    deidentify_slide(raw, tmp_path / "studies" / "c1" / "slide.tif")
+    stage(
+        tmp_path / "studies",
+        tmp_path / "input",
+        tmp_path / "work",
+        StagerConfig(task="classification", format="slide-tiff"),
+    )
+    slide = json.loads((tmp_path / "input" / "manifest.json").read_text())["cases"][0]["slides"][0]
+    assert [(lv["width"], lv["downsample"]) for lv in slide["levels"]] == [(1024, 1.0), (512, 2.0), (256, 4.0)]
+    assert (slide["format"], slide["maskLevel"]) == ("tiff", 2)
+    monkeypatch.setenv("LIGHTBOX_INPUT_DIR", str(tmp_path / "input"))
+    level = slide_classifier.read_level(slide)  # found among the SubIFDs
+    assert np.array_equal(level, base[::4, ::4])

@@ -333,14 +333,36 @@ def test_a_tile_larger_than_the_memory_bound_is_refused(svs, tmp_path: Path, mon
     assert not list(tmp_path.glob("*o.svs*"))
 
 
-def test_a_kept_page_with_sub_ifds_is_refused(tmp_path: Path) -> None:
-    """SubIFDs could hold anything (a label, a second pyramid); they are not copied blind."""
-    src = tmp_path / "subifd.tif"
-    with tifffile.TiffWriter(src) as tif:
-        tif.write(sb.tissue(512, 512), tile=(256, 256), photometric="rgb", subifds=1, metadata=None)
-        tif.write(sb.label_pixels(size=(256, 256)), tile=(256, 256), photometric="rgb", subfiletype=1, metadata=None)
-    with pytest.raises(SlideError, match="SubIFDs"):
-        deidentify_slide(src, tmp_path / "o.tif")
+def test_an_ome_tiff_pyramid_in_sub_ifds_keeps_its_levels_and_loses_its_xml(tmp_path: Path) -> None:
+    """OME-TIFF (and vips --subifd) keep the levels in SubIFDs: they are copied as SubIFDs; the
+    OME-XML (a name in it), a label image and a SubIFD not shaped like the pyramid go."""
+    base = sb.tissue(1024, 1024, seed=6)
+    src = tmp_path / "slide.ome.tif"
+    with tifffile.TiffWriter(src, ome=True) as tif:
+        tif.write(
+            base, tile=(256, 256), subifds=3, compression="zlib", photometric="rgb", metadata={"Name": "JANE DOE"}
+        )
+        for level in (base[::2, ::2], base[::4, ::4]):
+            tif.write(level, tile=(256, 256), subfiletype=1, compression="zlib", photometric="rgb")
+        tif.write(sb.tissue(256, 512, seed=7), tile=(256, 256), subfiletype=1, compression="zlib", photometric="rgb")
+        tif.write(sb.label_pixels(), photometric="rgb", metadata={"Name": "label"})
+    report = verify_tree(src, jobs=1)
+    found = {v.keyword: v.occurrences for v in report.violations}
+    assert found["NonPyramidImage"] == 2  # the label image and the odd SubIFD
+    assert found["ImageDescription"] >= 1
+    out = tmp_path / "out.tif"
+    result = deidentify_slide(src, out)
+    assert result.kept_pages == 3 and result.removed_pages == {"other": 2}
+    assert b"JANE" not in out.read_bytes() and b"OME" not in out.read_bytes()
+    with tifffile.TiffFile(out) as tif:
+        assert len(tif.pages) == 1 and len(tif.pages[0].pages) == 2
+        assert [lv.shape for lv in tif.series[0].levels] == [(1024, 1024, 3), (512, 512, 3), (256, 256, 3)]
+        assert np.array_equal(tif.series[0].levels[2].asarray(), base[::4, ::4])
+    with tifffile.TiffFile(src) as a, tifffile.TiffFile(out) as b:
+        for before, after in zip([a.pages[0], *a.pages[0].pages[:2]], [b.pages[0], *b.pages[0].pages], strict=True):
+            assert before.databytecounts == after.databytecounts
+            assert np.array_equal(before.asarray(), after.asarray())
+    assert verify_tree(out, jobs=1).ok
 
 
 @pytest.mark.parametrize(
