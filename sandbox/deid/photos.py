@@ -296,6 +296,11 @@ def strip_heic(data: bytes) -> StrippedPhoto:
         primary = heif[heif.primary_index]
         if primary.size[0] * primary.size[1] > MAX_PIXELS:
             raise PhotoError("HEIC image has more pixels than allowed")
+        depth = int(primary.info.get("bit_depth", 8))
+        if depth > 8:
+            # Pillow writes no 16-bit RGB PNG, and rounding to 8 bits would change the pixels
+            # without anyone asking: refused, so the site decides how to convert.
+            raise PhotoError(f"HEIC with {depth}-bit samples cannot be kept lossless here (8-bit only)")
         image = primary.to_pillow()
     except PhotoError:
         raise

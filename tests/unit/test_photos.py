@@ -234,3 +234,14 @@ def test_the_refusal_reason_carries_no_value_from_the_file() -> None:
         with pytest.raises(PhotoError) as refused:
             strip_photo(make(data))
         assert left_over(refused.value.reason.encode()) == []
+
+
+def test_a_10_bit_heic_is_refused_saying_why() -> None:
+    import pillow_heif
+
+    samples = (np.random.default_rng(0).integers(0, 1024, (32, 48, 3)) << 6).astype(np.uint16)
+    heif = pillow_heif.from_bytes(mode="RGB;16", size=(48, 32), data=samples.tobytes())
+    buf = io.BytesIO()
+    heif.save(buf, quality=-1, save_to_12bit=False)
+    with pytest.raises(PhotoError, match="HEIC with 10-bit samples cannot be kept lossless here"):
+        strip_photo(buf.getvalue())
