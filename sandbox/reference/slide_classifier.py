@@ -25,7 +25,8 @@ def read_level(slide: dict[str, Any]) -> np.ndarray:
 
     level = slide["levels"][slide["maskLevel"]]
     with tifffile.TiffFile(input_dir() / slide["file"]) as tif:
-        pages: list[Any] = [q for top in tif.pages for q in (top, *(top.pages if top.subifds else []))]
+        tops: list[Any] = list(tif.pages)
+        pages = [q for top in tops for q in [top, *(list(top.pages) if top.subifds else [])]]
         for page in pages:
             if (page.imagewidth, page.imagelength) == (level["width"], level["height"]) and page.is_tiled:
                 return np.asarray(page.asarray())
