@@ -245,3 +245,21 @@ def test_a_10_bit_heic_is_refused_saying_why() -> None:
     heif.save(buf, quality=-1, save_to_12bit=False)
     with pytest.raises(PhotoError, match="HEIC with 10-bit samples cannot be kept lossless here"):
         strip_photo(buf.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("L", "JPEG"), ("CMYK", "JPEG"), ("L", "PNG"), ("P", "PNG"), ("RGBA", "PNG"), ("I;16", "PNG")],
+)
+def test_other_colour_modes_keep_their_pixels(mode: str, fmt: str) -> None:
+    image = Image.fromarray(ps.pixels(50)).convert(mode if mode != "I;16" else "I").convert(mode)
+    buf = io.BytesIO()
+    extra = {"transparency": 3} if mode == "P" else {}
+    image.save(buf, fmt, exif=ps.exif_block(thumbnail=False), **extra)
+    source = buf.getvalue()
+    out = strip_photo(source)
+    assert ps.SERIAL not in out.data and ps.GPS_BYTES not in out.data
+    with Image.open(io.BytesIO(source)) as a, Image.open(io.BytesIO(out.data)) as b:
+        assert (a.mode, a.size) == (b.mode, b.size)
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+        assert a.info.get("transparency") == b.info.get("transparency")
