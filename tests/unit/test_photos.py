@@ -263,3 +263,15 @@ def test_other_colour_modes_keep_their_pixels(mode: str, fmt: str) -> None:
         assert (a.mode, a.size) == (b.mode, b.size)
         assert np.array_equal(np.asarray(a), np.asarray(b))
         assert a.info.get("transparency") == b.info.get("transparency")
+
+
+@pytest.mark.parametrize(
+    "options", [{"progressive": True}, {"restart_marker_blocks": 2}, {"subsampling": 0, "optimize": True}]
+)
+def test_progressive_and_restart_jpegs_keep_their_pixels(options: dict[str, object]) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(ps.pixels(60, (128, 96))).save(buf, "JPEG", exif=ps.exif_block(), **options)
+    source = buf.getvalue()
+    out = strip_photo(source)
+    assert ps.SERIAL not in out.data and ps.thumbnail_jpeg()[2:] not in out.data
+    assert np.array_equal(decoded(out.data), decoded(source))
