@@ -40,13 +40,10 @@ def _size(path: Path) -> tuple[int, int]:
 
 
 def stage_photos(studies: Path, input_dir: Path, work_dir: Path, config: StagerConfig) -> Any:
-    from lightbox.sandbox.stager import EXIT_CONFIG_INVALID, StageError, StageResult
+    from lightbox.sandbox.stager import StageError, StageResult
 
-    if config.packaging != "lightbox":
-        # A MAP reads DICOM and grand-challenge interfaces name their own image kinds: laying
-        # photos out as either would be a guess, so the run stops and says so.
-        message = f"photo datasets are staged for the lightbox packaging only, not {config.packaging}"
-        raise StageError("ConfigInvalid", message, EXIT_CONFIG_INVALID)
+    # Other packagings than lightbox are refused before this (stager.stage): their layouts are
+    # made from DICOM series.
     report = verify_photo_tree(studies, list(config.deid_options))
     if report.violations:
         parts = [f"{v.keyword} ({v.tag}): {v.occurrences} occurrences in {v.files} files" for v in report.violations]
