@@ -32,7 +32,6 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lightbox.sandbox.deid.slide_codestreams import CodestreamError, Scrubbed, scrub_j2k, scrub_jpeg
@@ -572,18 +571,19 @@ def check_slide(path: str | os.PathLike[str]) -> SlideFindings:
 
 
 def output_name(source: str, path_token: Any) -> str:
-    """``<case token>/<slide token><suffix>``: keyed hashes of the source folder and file names
-    (slide names often carry accession numbers); the suffix kept when it is a slide's."""
-    folder, name = os.path.split(os.path.abspath(source))
-    suffix = os.path.splitext(name)[1].lower()
-    return os.path.join(
-        path_token("slide-case", os.path.basename(folder)),
-        path_token("slide", os.path.basename(folder) + "/" + name) + (suffix if suffix in SLIDE_SUFFIXES else ".tif"),
-    )
+    """``<case token>/<slide token><suffix>``: keyed hashes of the source's folder and of the
+    file (slide names often carry accession numbers), the suffix kept when it is a slide's.
+
+    Both hash the absolute path: slides carry no UID to name them by, and two folders of one
+    name elsewhere (``a/case1``, ``b/case1``) must neither merge into one case nor overwrite
+    each other's files. The same tree read from another mount gets other names."""
+    path = os.path.abspath(source)
+    folder = os.path.dirname(path)
+    suffix = os.path.splitext(path)[1].lower()
+    slide = path_token("slide", path) + (suffix if suffix in SLIDE_SUFFIXES else ".tif")
+    return os.path.join(path_token("slide-case", folder), slide)
 
 
-def is_slide_path(path: Path) -> bool:
-    return path.suffix.lower() in SLIDE_SUFFIXES and is_tiff_file(path)
 
 
 def deidentify_slide_into(

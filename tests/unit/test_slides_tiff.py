@@ -481,3 +481,13 @@ def test_jpeg2000_tiles_are_copied_with_their_comments_removed(tmp_path: Path, c
     for before, after in zip(streams, out, strict=True):
         assert np.array_equal(imagecodecs.jpeg2k_decode(after), imagecodecs.jpeg2k_decode(before))
     assert verify_tree(tmp_path / "out.svs", jobs=1).ok
+
+
+def test_same_folder_and_file_names_elsewhere_neither_merge_nor_overwrite(tmp_path: Path) -> None:
+    for site in ("a", "b"):
+        (tmp_path / "in" / site / "case1").mkdir(parents=True)
+        sb.write_generic(tmp_path / "in" / site / "case1" / "slide.tif")
+    summary = deidentify_tree(tmp_path / "in", tmp_path / "out", key=KEY, jobs=1)
+    assert summary.written == 2
+    outputs = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len(outputs) == 2 and len({p.parent for p in outputs}) == 2
