@@ -11,7 +11,7 @@ container keeps the ``lightbox`` packaging's security context.
 * ``monai-map``: the case's DICOM files side by side in one folder; the folders are named by
   ``HOLOSCAN_INPUT_PATH``/``HOLOSCAN_OUTPUT_PATH`` (MAP spec 1.0) and ``MONAI_INPUTPATH``/
   ``MONAI_OUTPUTPATH`` (0.1). Results: a DICOM SEG (segmentation), a JSON file or a DICOM SR
-  (classification; packaging_sr.py says which SRs).
+  (classification), a DICOM SR with SCOORD points (detection); packaging_sr.py says which SRs.
 * ``grand-challenge``: ``/input/inputs.json`` and the case's first series as a MetaImage at
   ``/input/images/generic-medical-image/<uuid>.mha``. Results: ``/output/*.json`` (a number, a
   one-element list or an object of label scores for classification; a "Multiple points" object,
@@ -38,7 +38,7 @@ import numpy as np
 from lightbox.api.run import INPUT_DIR_ENV, OUTPUT_DIR_ENV
 from lightbox.sandbox import safeio
 from lightbox.sandbox.packaging_mha import write_mha
-from lightbox.sandbox.packaging_sr import MAX_SR_BYTES, SR_SOP_CLASSES, sr_score
+from lightbox.sandbox.packaging_sr import MAX_SR_BYTES, SR_SOP_CLASSES, sr_findings, sr_score
 from lightbox.sandbox.segfile import MAX_SEG_BYTES
 
 LIGHTBOX, MAP, GRAND_CHALLENGE = "lightbox", "monai-map", "grand-challenge"
@@ -271,11 +271,27 @@ def _classification(
     return None, f"no result: {wanted} expected"
 
 
-def _detection(case_dir: Path, files: Sequence[str], packaging: str, info: Mapping[str, Any]) -> tuple[Any, str | None]:
+def _map_detection(
+    case_dir: Path, files: Sequence[str], positive: str, info: Mapping[str, Any]
+) -> tuple[Any, str | None]:
+    srs = [f for f in files if f.lower().endswith(".dcm") and _dicom_kind(case_dir, f) == "sr"]
+    if not srs:
+        return None, "no result: one DICOM SR with point findings (TID 1500 style) expected"
+    if len(srs) > 1:
+        return {"findings": None}, "several DICOM SR files; write one per case"
+    data = safeio.read_beneath(case_dir, srs[0], "a DICOM SR result", MAX_SR_BYTES)
+    try:
+        uids = info.get("sopInstanceUids") or []
+        return {"findings": sr_findings(data, positive, info.get("studyInstanceUid"), uids)}, None
+    except safeio.Unreadable as exc:
+        return {"findings": None}, str(exc)
+
+
+def _detection(
+    case_dir: Path, files: Sequence[str], packaging: str, positive: str, info: Mapping[str, Any]
+) -> tuple[Any, str | None]:
     if packaging == MAP:
-        return {
-            "findings": None
-        }, "a MAP's detection results (SR with spatial coordinates) are not read; see docs/packaging.md"
+        return _map_detection(case_dir, files, positive, info)
     name = _result_json(case_dir, [f for f in files if "/" not in f])
     if name is None:
         return None, "no result: one JSON file (or results.json) with a 'Multiple points' object expected"
@@ -333,7 +349,7 @@ def collect(
             if task == "classification":
                 entry, reason = _classification(case_dir, files, packaging, positive, info)
             elif task == "detection":
-                entry, reason = _detection(case_dir, files, packaging, info)
+                entry, reason = _detection(case_dir, files, packaging, positive, info)
             else:
                 entry, reason = _segmentation(case_dir, files, packaging, case)
         except safeio.HostileOutput:

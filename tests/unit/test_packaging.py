@@ -211,10 +211,33 @@ def test_grand_challenge_points_in_millimetres_become_pixels_by_the_spacing_writ
     )
 
 
-def test_a_maps_detection_is_refused_with_the_reason(tmp_path):
-    sample, dirs, cases = _staged(tmp_path, "monai-map", "detection")
-    got = packaging.collect("monai-map", "detection", dirs["output"], cases, "abnormal")
-    assert all("not read" in r for r in got.reasons.values()) and len(got.reasons) == len(cases)
+def test_a_maps_sr_findings_are_the_contract_detectors_findings(tmp_path):
+    # the same lesions found by the lightbox packaging's detector, written to predictions.json,
+    # and by the MAP-shaped one, written as SCOORD points in an SR: the same findings come out
+    contract = tmp_path / "contract"
+    sample, dirs, cases = _staged(contract, "lightbox", "detection")
+    env = {**os.environ, "LIGHTBOX_INPUT_DIR": str(dirs["input"]), "LIGHTBOX_OUTPUT_DIR": str(dirs["output"])}
+    subprocess.run(
+        [sys.executable, "-m", "lightbox.sandbox.reference.detector"], env=env, check=True, capture_output=True
+    )
+    expected = json.loads((dirs["output"] / "predictions.json").read_text())["cases"]
+    _, map_dirs, map_cases = _staged(tmp_path / "map", "monai-map", "detection")
+    _run_each_case("monai-map", map_dirs, map_cases, "lightbox.sandbox.reference.map_detector")
+    got = packaging.collect("monai-map", "detection", map_dirs["output"], map_cases, "abnormal")
+    assert not got.reasons and set(got.cases) == set(expected)
+    assert sum(len(c["findings"]) for c in expected.values()) > 0  # the sample has lesions to find
+    for case, entry in expected.items():
+
+        def key(f):
+            return (f["location"]["slice"], round(f["location"]["x"], 2), round(f["location"]["y"], 2), f["score"])
+
+        want = sorted(map(key, entry["findings"]))
+        have = sorted(map(key, got.cases[case]["findings"]))
+        assert have == want, case
+    report, full = _score(sample, map_dirs, "monai-map", "detection")
+    contract_report, _ = _score(sample, dirs, "lightbox", "detection")
+    assert report.scored == report.cases == CASES
+    assert report.metrics["frocSensitivity"].value == contract_report.metrics["frocSensitivity"].value
 
 
 def test_a_seg_of_another_case_or_two_segs_are_unreadable(tmp_path):
@@ -323,3 +346,91 @@ def test_photo_and_slide_datasets_are_refused_for_per_case_packagings_naming_why
         == caught.value.message
     )
     assert not (tmp_path / "in").exists()
+
+
+def _detection_sr(tmp_path, edit=None, uids=("2.25.11", "2.25.12")):
+    from types import SimpleNamespace
+
+    import pydicom
+
+    from lightbox.sandbox.reference.map_detector import write_sr
+
+    images = [SimpleNamespace(SOPClassUID="1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID=u) for u in uids]
+    path = tmp_path / "det.dcm"
+    write_sr(
+        path, [(10.0, 20.0, images[1], 0.75), (3.0, 4.0, images[0], 0.5)], SimpleNamespace(StudyInstanceUID="2.25.1")
+    )
+    if edit is not None:
+        ds = pydicom.dcmread(path)
+        edit(ds.ContentSequence[0])
+        ds.save_as(path, enforce_file_format=True)
+    return path.read_bytes()
+
+
+SLICES = ["2.25.11", "2.25.12"]
+
+
+def test_sr_points_become_pixel_indices_on_the_slice_of_their_image(tmp_path):
+    from lightbox.sandbox.packaging_sr import sr_findings
+
+    got = sorted(sr_findings(_detection_sr(tmp_path), "abnormal", "2.25.1", SLICES), key=lambda f: f["score"])
+    assert got == [
+        {"location": {"x": 3.0, "y": 4.0, "slice": 0}, "score": 0.5},
+        {"location": {"x": 10.0, "y": 20.0, "slice": 1}, "score": 0.75},
+    ]
+
+
+def _first_group(measurements):
+    return measurements.ContentSequence[0]
+
+
+@pytest.mark.parametrize(
+    "edit, rule",
+    [
+        (lambda m: setattr(_first_group(m).ContentSequence[1], "GraphicType", "POLYLINE"), "is not a POINT"),
+        (lambda m: setattr(_first_group(m).ContentSequence[1], "GraphicData", [1.0, 2.0, 3.0, 4.0]), "is not a POINT"),
+        (
+            lambda m: setattr(_first_group(m).ContentSequence[0].ConceptNameCodeSequence[0], "CodeMeaning", "volume"),
+            "one NUM named",
+        ),
+        (lambda m: _first_group(m).ContentSequence.append(_first_group(m).ContentSequence[1]), "one SCOORD"),
+        (
+            lambda m: setattr(
+                _first_group(m).ContentSequence[1].ContentSequence[0].ReferencedSOPSequence[0],
+                "ReferencedSOPInstanceUID",
+                "2.25.999",
+            ),
+            "not selected from one image of the case's first series",
+        ),
+        # a point beside the groups makes their container a finding with no score of its own
+        (
+            lambda m: m.ContentSequence.append(_first_group(m).ContentSequence[1]),
+            "one SCOORD and one NUM",
+        ),
+    ],
+)
+def test_sr_findings_that_do_not_fit_are_refused_naming_the_rule(tmp_path, edit, rule):
+    from lightbox.sandbox.packaging_sr import sr_findings
+
+    with pytest.raises(Unreadable, match=rule):
+        sr_findings(_detection_sr(tmp_path, edit), "abnormal", "2.25.1", SLICES)
+
+
+def test_an_sr_without_points_reports_no_findings_and_one_of_another_study_is_refused(tmp_path):
+    from lightbox.sandbox.packaging_sr import sr_findings
+
+    def no_points(measurements):
+        measurements.ContentSequence = []
+
+    assert sr_findings(_detection_sr(tmp_path, no_points), "abnormal", "2.25.1", SLICES) == []
+
+    def point_at_the_root(measurements):
+        point = _first_group(measurements).ContentSequence[1]
+        measurements.ContentSequence = []
+        measurements.ValueType = "SCOORD"  # the document's only child is a bare point, in no finding
+        measurements.GraphicType, measurements.GraphicData = point.GraphicType, point.GraphicData
+
+    with pytest.raises(Unreadable, match="SCOORD outside a finding's container"):
+        sr_findings(_detection_sr(tmp_path, point_at_the_root), "abnormal", "2.25.1", SLICES)
+    with pytest.raises(Unreadable, match="another study"):
+        sr_findings(_detection_sr(tmp_path), "abnormal", "2.25.2", SLICES)

@@ -49,6 +49,7 @@ def module(name: str, *args: str) -> list[str]:
     [
         ("monai-map", "segmentation", "map_segmenter"),
         ("monai-map", "classification", "map_classifier"),
+        ("monai-map", "detection", "map_detector"),
         ("grand-challenge", "classification", "gc_classifier"),
         ("grand-challenge", "segmentation", "gc_segmenter"),
     ],
