@@ -11,7 +11,7 @@ study (StudyInstanceUID), at most 4 MiB, 10000 content items and 16 levels deep.
   must hold exactly one SCOORD of Graphic Type POINT, selected from (a child IMAGE item) an image
   of the case's first series, and one NUM named after the positive label or "probability" (the
   score). SCOORD's (column, row) has its origin at the top-left corner of the top-left pixel
-  (PS3.3 C.18.6.1.2), so the contract's pixel index is the value minus 0.5. A document without
+  (PS3.3 C.18.6, Spatial Coordinates Macro), so the contract's pixel index is the value minus 0.5. A document without
   SCOORD items reports no findings.
 
 Refused, with the reason: other SOP classes, documents about another study, TEXT or CODE only
