@@ -29,6 +29,7 @@ import contextlib
 import math
 import os
 import re
+import struct
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -555,6 +556,47 @@ def _tile_findings(fd: int, page: Any, found: Counter[tuple[str, str]]) -> None:
             found[("TileMetadata", "JPEG COM/APPn")] += 1
 
 
+def _referenced(fd: int, tif: Any, pages: list[Any]) -> list[tuple[int, int]]:
+    """Byte ranges the file's structure points at: header, every IFD, out-of-line tag values,
+    every page's data segments (removed pages and SubIFDs included)."""
+    fmt = tif.tiff
+    ranges = [(0, 16 if fmt.is_bigtiff else 8)]
+    count = struct.Struct(fmt.tagnoformat)  # byte order included
+    for page in [q for top in pages for q in (top, *_sub_pages(top))]:
+        (entries,) = count.unpack(os.pread(fd, fmt.tagnosize, page.offset).ljust(fmt.tagnosize, b"\0"))
+        ranges.append((page.offset, page.offset + fmt.tagnosize + entries * fmt.tagsize + fmt.offsetsize))
+        for tag in page.tags:
+            if tag.valuebytecount > fmt.offsetsize:
+                ranges.append((tag.valueoffset, tag.valueoffset + tag.valuebytecount))
+        ranges += [(o, o + n) for o, n in zip(page.dataoffsets, page.databytecounts, strict=True) if n]
+    return sorted(ranges)
+
+
+def unreferenced_data(fd: int, tif: Any, pages: list[Any]) -> int:
+    """Runs of non-zero bytes that nothing in the file points at. In-place "anonymisers" that
+    unlink a label's IFD leave its pixels there; readers do not see them, a reader of the
+    bytes does. (Zero padding between parts is what writers leave, and carries nothing.)"""
+    size, end, found = os.fstat(fd).st_size, 0, 0
+    gaps = []
+    for start, stop in _referenced(fd, tif, pages):
+        if start > end:
+            gaps.append((end, min(start, size)))
+        end = max(end, stop)
+    if end < size:
+        gaps.append((end, size))
+    for start, stop in gaps:
+        pos = start
+        while pos < stop:
+            chunk = os.pread(fd, min(stop - pos, 1 << 20), pos)
+            if not chunk:
+                break
+            if chunk.count(0) != len(chunk):
+                found += 1
+                break
+            pos += len(chunk)
+    return found
+
+
 def check_slide(path: str | os.PathLike[str]) -> SlideFindings:
     """The gate's view of one slide file; raises SlideError when it cannot be parsed."""
     with _open(path) as tif:
@@ -563,7 +605,10 @@ def check_slide(path: str | os.PathLike[str]) -> SlideFindings:
         _refuse_uncopyable(_units(pages, plans))
         fd = os.open(os.fspath(path), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return slide_findings(pages, plans, tiles=fd)
+            findings = slide_findings(pages, plans, tiles=fd)
+            if unreferenced := unreferenced_data(fd, tif, pages):
+                findings.found[("UnreferencedData", "TIFF bytes")] += unreferenced
+            return findings
         except CodestreamError as exc:
             raise SlideError(str(exc)) from None
         finally:

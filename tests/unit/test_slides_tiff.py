@@ -491,3 +491,29 @@ def test_same_folder_and_file_names_elsewhere_neither_merge_nor_overwrite(tmp_pa
     assert summary.written == 2
     outputs = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert len(outputs) == 2 and len({p.parent for p in outputs}) == 2
+
+
+def test_a_label_unlinked_but_left_in_the_file_is_found_and_not_copied(tmp_path: Path) -> None:
+    """What in-place anonymisers do: the label's IFD is unlinked from the chain, so readers no
+    longer see it, but its pixels are still in the file. The gate finds the unreferenced bytes;
+    the rewrite copies only what is referenced."""
+    import struct
+
+    src = tmp_path / "unlinked.tif"
+    sb.write_generic(src)  # 3 levels, then the label page (uncompressed)
+    with tifffile.TiffFile(src) as tif:
+        last_level = tif.pages[2].offset
+    with open(src, "r+b") as fh:
+        fh.seek(last_level)
+        (entries,) = struct.unpack("<H", fh.read(2))
+        fh.seek(last_level + 2 + 12 * entries)
+        fh.write(b"\0\0\0\0")  # the chain now ends at the last level
+    with tifffile.TiffFile(src) as tif:
+        assert len(tif.pages) == 3  # readers no longer see the label
+    label_row = sb.label_pixels()[120:135].tobytes()
+    assert label_row in src.read_bytes()
+    found = {v.keyword: v.occurrences for v in verify_tree(src, jobs=1).violations}
+    assert found.get("UnreferencedData", 0) >= 1 and "LabelImage" not in found
+    deidentify_slide(src, tmp_path / "out.tif")
+    assert label_row not in (tmp_path / "out.tif").read_bytes()
+    assert verify_tree(tmp_path / "out.tif", jobs=1).ok
