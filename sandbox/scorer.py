@@ -43,7 +43,7 @@ from lightbox.sandbox.contract import MAX_PREDICTIONS_BYTES
 from lightbox.sandbox.metrics import classification as cls
 from lightbox.sandbox.metrics import detection as det
 from lightbox.sandbox.metrics import segmentation as seg
-from lightbox.sandbox.metrics._stats import bootstrap_interval, bootstrap_mean_interval, resample_weights
+from lightbox.sandbox.metrics._stats import Unavailable, bootstrap_interval, bootstrap_mean_interval, resample_weights
 from lightbox.sandbox import evidence, packaging, release, safeio
 from lightbox.sandbox.packaging_mha import mha_file_limit, read_mha
 from lightbox.sandbox.segfile import read_seg, seg_limits
@@ -207,7 +207,7 @@ def score_classification_inputs(
 
 
 def _mv(
-    value: float, lower: float | None = None, upper: float | None = None, method: str | None = None, unavailable: str | None = None
+    value: float, lower: float | None = None, upper: float | None = None, method: str | None = None, unavailable: Unavailable | None = None
 ) -> MetricValue | None:
     if value is None or not math.isfinite(value):
         return None
@@ -553,8 +553,8 @@ def score(cfg: ScorerConfig, output: Path, truth_dir: Path, work: Path) -> tuple
         raise _truth_error("the ground-truth directory is missing")
     preds = load_predictions(output, cfg.task) if not packaging.runs_per_case(cfg.packaging) else collected_predictions(cfg, output, cases)
     failures = Failures()
-    wanted = list(cfg.metrics) or DEFAULT_METRICS[cfg.task]
-    sub_wanted = [m for m in SUBGROUP_METRICS[cfg.task] if m in wanted] or wanted[:1]
+    wanted: list[str] = list(cfg.metrics) or DEFAULT_METRICS[cfg.task]
+    sub_wanted: list[str] = [m for m in SUBGROUP_METRICS[cfg.task] if m in wanted] or wanted[:1]
     extras: dict[str, Any] = {}
     sub_cfg = cfg.model_copy(update={"bootstrap": cfg.bootstrap.model_copy(update={"resamples": min(cfg.bootstrap.resamples, 1000)})})
     if cfg.task == "classification":

@@ -133,7 +133,7 @@ def stage(
     if config.format == "photo":
         from lightbox.sandbox.photostage import stage_photos
 
-        return stage_photos(studies, input_dir, work_dir, config)  # type: ignore[no-any-return]
+        return stage_photos(studies, input_dir, work_dir, config)
     if verifier is not None:
         verifier_name = getattr(verifier, "__name__", "custom")
     else:
@@ -167,7 +167,7 @@ def stage(
     if config.format == "slide-tiff":  # the gate above covers slide files (sandbox/deid/slide_tiff.py)
         from lightbox.sandbox.slidestage import stage_slides
 
-        return stage_slides(studies, input_dir, work_dir, config, report.content_hash, verifier_name)  # type: ignore[no-any-return]
+        return stage_slides(studies, input_dir, work_dir, config, report.content_hash, verifier_name)
 
     folders = _case_folders(studies)
     if not folders:
@@ -238,7 +238,7 @@ def stage(
             "studyInstanceUid": str(first_ds.get("StudyInstanceUID", "")),
         }
     task = config.task
-    manifest = InputManifest(task=task, labels=list(config.labels), cases=manifest_cases)  # type: ignore[arg-type]
+    manifest = InputManifest(task=task, labels=list(config.labels), cases=manifest_cases)
     (input_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(by_alias=True, indent=1))
     (work_dir / CASES_FILE).write_text(
         json.dumps({"contractVersion": "v1", "task": task, "contentHash": report.content_hash, "cases": scorer_cases}, indent=1)

@@ -261,7 +261,8 @@ def _python_runtime() -> list[Path]:
     found += [Path(p) for p in sys.path if p and Path(p).is_dir()]
     for name in ("lightbox", "lightbox.sandbox"):
         spec = importlib.util.find_spec(name)
-        found += [Path(p).parent for p in (spec.submodule_search_locations or []) if spec is not None]
+        if spec is not None:
+            found += [Path(p).parent for p in (spec.submodule_search_locations or [])]
     return found
 
 

@@ -376,7 +376,7 @@ def _guided_chunks(paths: list[str], jobs: int) -> list[list[str]]:
     return chunks
 
 
-def _pool(processes: int, initializer: Callable[..., None] | None = None, initargs: tuple[object, ...] = ()):  # type: ignore[no-untyped-def]
+def _pool(processes: int, initializer: Callable[..., None] | None = None, initargs: tuple[object, ...] = ()):
     import multiprocessing  # its pool machinery costs start-up time that `lightbox deid` does without
 
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
@@ -533,7 +533,7 @@ class _NoBar:
         return None
 
 
-def _progress_bar(total: int, enabled: bool, desc: str = "deid"):  # type: ignore[no-untyped-def]
+def _progress_bar(total: int, enabled: bool, desc: str = "deid"):
     if not enabled:
         return _NoBar()
     from tqdm import tqdm  # imported only when shown: it is a noticeable share of a small run

@@ -70,7 +70,7 @@ def _verify_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _safelist(path: Path | None):  # type: ignore[no-untyped-def]
+def _safelist(path: Path | None):
     from lightbox.sandbox.deid.safe_private import SafePrivateList
 
     return SafePrivateList.load(path)
@@ -148,7 +148,7 @@ def _deid(argv: list[str]) -> int:
     return EXIT_OK if summary.ok else EXIT_REFUSED
 
 
-def _deid_photos(args: argparse.Namespace, load_key, key_error) -> int:  # type: ignore[no-untyped-def]
+def _deid_photos(args: argparse.Namespace, load_key, key_error) -> int:
     from lightbox.sandbox.cohortsheet import CohortSheetError
     from lightbox.sandbox.deid.photos_tree import deidentify_photo_tree
 
