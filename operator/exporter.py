@@ -6,7 +6,11 @@ keeps tests that start several operators in one process independent.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from lightbox.api.audit import Drift
 from lightbox.api.results import ScoreReport
@@ -18,6 +22,30 @@ _METRIC_LABELS = ("namespace", "validation", "metric", "bound")
 _VERDICT_LABELS = ("namespace", "validation")
 _DEGRADED_LABELS = ("namespace", "validation", "metric")
 _SHIFT_LABELS = ("namespace", "validation", "dimension")
+
+ActiveJobs = Callable[[], Mapping[str, Mapping[str, int]]]
+
+
+class _ActiveJobsCollector(Collector):
+    """lightbox_runs_active and lightbox_gpus_in_use per namespace, computed when scraped."""
+
+    def __init__(self, source: ActiveJobs) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        # Scrapes run on the metrics server's thread while the event loop changes these dicts:
+        # dict(d) of a dict copies it in one step under the GIL; iterating the live dict is not safe.
+        snapshot = {namespace: dict(jobs) for namespace, jobs in dict(self._source()).items()}
+        runs = GaugeMetricFamily("lightbox_runs_active", "Runs with a Job that has not finished, per namespace.",
+                                 labels=["namespace"])
+        gpus = GaugeMetricFamily("lightbox_gpus_in_use",
+                                 "GPUs requested by runs with a Job that has not finished, per namespace.",
+                                 labels=["namespace"])
+        for namespace, jobs in sorted(snapshot.items()):
+            runs.add_metric([namespace], len(jobs))
+            gpus.add_metric([namespace], sum(jobs.values()))
+        yield runs
+        yield gpus
 
 
 class Exporter:
@@ -39,19 +67,13 @@ class Exporter:
             "lightbox_runs_total", "Finished sandbox runs by reason (Succeeded or the failure reason).", ["reason"],
             registry=self.registry,
         )
-        self.runs_active = Gauge(
-            "lightbox_runs_active", "Runs with a Job that has not finished, per namespace.", ["namespace"],
-            registry=self.registry,
-        )
         self.runs_queued = Gauge(
             "lightbox_runs_queued", "Runs waiting for a slot, per namespace.", ["namespace"], registry=self.registry
         )
-        self.gpus_in_use = Gauge(
-            "lightbox_gpus_in_use",
-            "GPUs requested by runs with a Job that has not finished, per namespace.",
-            ["namespace"],
-            registry=self.registry,
-        )
+        # Runs and GPUs held are read from the Job watch's count at each scrape: a gauge set
+        # where a start is decided went stale as soon as the Job was created or finished.
+        self._active_jobs: ActiveJobs = dict
+        self.registry.register(_ActiveJobsCollector(lambda: self._active_jobs()))
         self.gpus_limit = Gauge(
             "lightbox_gpus_limit",
             "GPUs the namespace's SandboxPolicy lets its runs hold at once (maxGpusInUse; 0 without a policy).",
@@ -111,10 +133,12 @@ class Exporter:
     def record_finished(self, reason: str) -> None:
         self.runs_total.labels(reason).inc()
 
+    def count_active_jobs(self, source: ActiveJobs) -> None:
+        """Where runs and GPUs held come from: namespace -> {unfinished run Job: GPUs} (the scheduler's)."""
+        self._active_jobs = source
+
     def record_capacity(self, namespace: str, capacity: Capacity) -> None:
-        """What a start decision in ``namespace`` saw: runs and GPUs held, and the policy's GPU limit."""
-        self.runs_active.labels(namespace).set(capacity.active_runs)
-        self.gpus_in_use.labels(namespace).set(capacity.gpus_in_use)
+        """The GPU limit a start decision in ``namespace`` saw (the governing policy's maxGpusInUse)."""
         self.gpus_limit.labels(namespace).set(capacity.max_gpus)
 
     def forget_validation(self, namespace: str, validation: str) -> None:

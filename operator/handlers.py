@@ -48,6 +48,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
         memo["metrics_port"] = port
     kube = await Kube.connect(memo.get("kubeconfig"))
     runtime = Runtime(config=config, kube=kube, exporter=exporter, api_server=kube.host)
+    exporter.count_active_jobs(lambda: runtime.scheduler.active_jobs)
     memo["runtime"] = runtime
 
     async def act() -> None:

@@ -281,7 +281,7 @@ async def capacity_of(runtime: Runtime, namespace: str, policy: SandboxPolicy | 
         jobs = await runtime.kube.list(path("jobs", namespace), f"{layout.LABEL_COMPONENT}={builders.COMPONENT_RUN}")
         scheduler.load_jobs(namespace, jobs, now)
     capacity = scheduler.capacity(namespace, policy)
-    runtime.exporter.runs_active.labels(namespace).set(capacity.active_runs)
+    runtime.exporter.record_capacity(namespace, capacity)
     return capacity
 
 

@@ -67,10 +67,22 @@ def _holder(api_client, namespace: str) -> str | None:
     return lease.spec.holder_identity
 
 
-def _leader_gauge(operator: OperatorProcess) -> float:
+def _gauge(operator: OperatorProcess, series: str) -> float | None:
+    """One series' value as the operator's /metrics serves it, read with prometheus-client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     body = urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port()}/metrics", timeout=10).read().decode()
-    (line,) = [x for x in body.splitlines() if x.startswith("lightbox_leader ")]
-    return float(line.split()[1])
+    name, _, labels = series.partition("{")
+    wanted = dict(pair.split("=") for pair in labels.rstrip("}").replace('"', "").split(",") if pair)
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == wanted:
+                return sample.value
+    return None
+
+
+def _leader_gauge(operator: OperatorProcess) -> float | None:
+    return _gauge(operator, "lightbox_leader")
 
 
 def test_killing_the_active_operator_mid_run_lets_the_standby_finish_the_run_once(
@@ -102,6 +114,9 @@ def test_killing_the_active_operator_mid_run_lets_the_standby_finish_the_run_onc
         apply(kubectl, ns, dataset(), algorithm("gated", image("gated")), validation("gated", "gated"))
         wait_for(lambda: (gates / "vendor-running").exists(), bool, 180, "the vendor to start", operators[leader])
         assert [r["phase"] for r in runs_of(get_val())] == ["Running"]
+        # The run holds its Algorithm's one GPU, against the policy's default limit of 8 (lightbox/api/policy.py).
+        assert _gauge(operators[leader], f'lightbox_gpus_in_use{{namespace="{ns}"}}') == 1.0
+        assert _gauge(operators[leader], f'lightbox_gpus_limit{{namespace="{ns}"}}') == 8.0
 
         operators[leader].kill()  # SIGKILL: no release of the Lease, no cleanup
         gate.touch()  # the vendor finishes while nobody leads; the pod's result waits in the cluster

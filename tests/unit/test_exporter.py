@@ -75,12 +75,23 @@ def test_forget_validation_drops_that_validation_only_in_its_namespace():
     assert len(_samples(exporter, "lightbox_validation_metric")) == 6
 
 
-def test_capacity_gauges_per_namespace():
+def test_runs_and_gpus_held_are_read_when_scraped_and_the_limit_when_decided():
     from lightbox.operator.runs import Capacity
 
     exporter = Exporter()
-    exporter.record_capacity("radiology", Capacity(active_runs=2, gpus_in_use=3, max_runs=4, max_gpus=8))
-    exporter.record_capacity("pathology", Capacity(active_runs=0, gpus_in_use=0, max_runs=1, max_gpus=0))
+    # namespace -> {unfinished run Job: GPUs}, as the scheduler keeps it from the Job watch
+    active = {"radiology": {"a-r1": 1, "b-r1": 2}, "pathology": {}}
+    exporter.count_active_jobs(lambda: active)
+    exporter.record_capacity("radiology", Capacity(active_runs=0, gpus_in_use=0, max_runs=4, max_gpus=8))
     assert _samples(exporter, "lightbox_gpus_in_use") == {(("namespace", "radiology"),): 3.0, (("namespace", "pathology"),): 0.0}
-    assert _samples(exporter, "lightbox_gpus_limit") == {(("namespace", "radiology"),): 8.0, (("namespace", "pathology"),): 0.0}
     assert _samples(exporter, "lightbox_runs_active") == {(("namespace", "radiology"),): 2.0, (("namespace", "pathology"),): 0.0}
+    assert _samples(exporter, "lightbox_gpus_limit") == {(("namespace", "radiology"),): 8.0}
+    # A Job finishes after the start decision: the next scrape says so, with no decision in between.
+    del active["radiology"]["b-r1"]
+    assert _samples(exporter, "lightbox_gpus_in_use")[(("namespace", "radiology"),)] == 1.0
+    assert _samples(exporter, "lightbox_runs_active")[(("namespace", "radiology"),)] == 1.0
+
+
+def test_without_a_source_the_families_exist_but_hold_no_series():
+    families = {f.name: f for f in Exporter().registry.collect()}
+    assert families["lightbox_gpus_in_use"].samples == [] and families["lightbox_runs_active"].samples == []
