@@ -14,9 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-from scipy.optimize import linear_sum_assignment
-
 from lightbox.api import Algorithm, AlgorithmApproval
 from lightbox.api.policy import ApprovalRequirement
 
@@ -68,6 +65,11 @@ def unmatched_groups(groups: Sequence[str], members: Sequence[Sequence[str]]) ->
         return []
     if not members:
         return list(groups)
+    # Imported here: scipy.optimize is ~60 MiB resident, needed only where a policy asks for
+    # approvals from distinct groups (docs/performance.md).
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
     cost = np.array([[0 if group in person else 1 for person in members] for group in groups])
     rows, cols = linear_sum_assignment(cost)
     filled = {int(r) for r, c in zip(rows, cols, strict=True) if cost[r, c] == 0}
