@@ -147,7 +147,7 @@ class Kube:
                 response.release()
             if status != 401 or attempt == 2:
                 return status, data
-            await self._credentials.renew(generation)
+            await self._credentials.renew(generation, f"{method} {url} was refused (HTTP 401)")
         raise AssertionError("unreachable")
 
     async def _json(self, method: str, url: str, expect_absent: bool, **kwargs: Any) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,8 @@ from urllib.parse import urlsplit
 import kopf
 from kubernetes_asyncio.client import Configuration
 from kubernetes_asyncio.config import ConfigException, load_incluster_config, load_kube_config
+
+log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_KEY = "BearerToken"  # where kubernetes_asyncio keeps the Authorization header's value
@@ -135,9 +138,9 @@ class Credentials:
     async def fresh(self) -> None:
         """Renew an exec credential that is about to expire, before it is refused."""
         if self.expires is not None and self._clock() >= self.expires - EXPIRY_MARGIN:
-            await self.renew(self.generation)
+            await self.renew(self.generation, f"the exec credential expires at {self.expires.isoformat()}")
 
-    async def renew(self, failed: int) -> None:
+    async def renew(self, failed: int, why: str) -> None:
         """Load the source again after credentials of generation ``failed`` were refused.
 
         Requests that failed together renew once: whoever comes second finds the
@@ -148,6 +151,7 @@ class Credentials:
             loaded = await self._load(self.source)
             self.configuration, self.expires = loaded.configuration, loaded.expires
             self.generation += 1
+            log.info(f"credentials loaded again from {self.source.describe()}: {why}")
 
     async def bearer(self) -> str | None:
         """The Authorization header value now (runs the library's own refresh hook first)."""

@@ -141,6 +141,9 @@ def test_operator_carries_on_after_its_token_is_revoked_and_the_file_rewritten(
             # Recorded in status after its Job was made: a write with the new token too.
             wait_for(get_val("after"), started, 60, "the run after the rotation to be recorded as started", operator)
         assert sorted(j["metadata"]["name"] for j in jobs(api_client, ns)) == ["after-r1", "before-r1"]
+        # It carried on because the first 401 made it read the file again (not, say, a restart).
+        renewals = [line for line in operator.log.read_text().splitlines() if "credentials loaded again from" in line]
+        assert renewals and "(HTTP 401)" in renewals[0], operator.tail()
     finally:
         operator.stop()
         delete_policy(api_client, pol)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -125,7 +126,7 @@ def run(scenario: Callable[[], Any]) -> Any:
 
 
 def test_a_rewritten_token_file_is_read_after_the_401_and_the_request_goes_through(
-    pki: certs.Pki, tmp_path: Path
+    pki: certs.Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("old-token")
@@ -144,7 +145,13 @@ def test_a_rewritten_token_file_is_read_after_the_401_and_the_request_goes_throu
         # Counted by hand: one 401 with the old token, then only the new one.
         assert server.tokens() == [("old-token", 200), ("old-token", 401), ("new-token", 200), ("new-token", 200)]
 
-    run(scenario)
+    with caplog.at_level(logging.INFO, logger="lightbox.operator.kubeauth"):
+        run(scenario)
+    assert [r.getMessage() for r in caplog.records if r.name == "lightbox.operator.kubeauth"] == [
+        f"credentials loaded again from {tmp_path / 'kubeconfig'}: "
+        "GET /apis/batch/v1/namespaces/ns/jobs/b was refused (HTTP 401)"
+    ]
+    assert "new-token" not in caplog.text  # a token is never logged
 
 
 def test_a_401_is_retried_once_then_reported_with_its_status(pki: certs.Pki, tmp_path: Path) -> None:
