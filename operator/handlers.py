@@ -87,6 +87,26 @@ async def validation_names(namespace: str, name: str, meta: kopf.Meta, **_: Any)
     return {namespace: (name, meta.get("creationTimestamp") or "")}
 
 
+@kopf.index(GROUP, VERSION, "validations")
+async def validation_dependents(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str, str], str]:
+    """(namespace, plural, name) of the Algorithm and the Dataset a Validation names → that Validation.
+
+    An Algorithm's or a Dataset's change wakes the Validations that name it, not every
+    Validation of its namespace: waking all cost N passes per event, and N² once the
+    operator's own status writes on N Algorithms came back as events (docs/performance.md)."""
+    refs = {}
+    for plural, field in (("algorithms", "algorithmRef"), ("datasets", "datasetRef")):
+        ref = (spec.get(field) or {}).get("name")
+        if isinstance(ref, str) and ref:
+            refs[(namespace, plural, ref)] = name
+    return refs
+
+
+def _wake_dependents(runtime: Runtime, dependents: kopf.Index, namespace: str, plural: str, name: str) -> None:
+    for validation in sorted(set(dependents.get((namespace, plural, name), ()))):
+        runtime.wake_validation(namespace, validation)
+
+
 @kopf.on.event(GROUP, VERSION, "validations")
 async def validation_event(
     event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, validation_names: kopf.Index, **_: Any
@@ -117,31 +137,37 @@ def _current(event: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @kopf.on.event(GROUP, VERSION, "algorithms")
-async def algorithm_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def algorithm_event(
+    event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, validation_dependents: kopf.Index, **_: Any
+) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.observe("algorithms", namespace, name, _current(event))
     if event.get("type") != "DELETED":
         runtime.wake_algorithm(namespace, name)
-    runtime.wake_namespace(namespace)
+    _wake_dependents(runtime, validation_dependents, namespace, "algorithms", name)
 
 
 @kopf.on.event(GROUP, VERSION, "algorithmapprovals")
-async def approval_event(event: dict[str, Any], namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def approval_event(
+    event: dict[str, Any], namespace: str, memo: kopf.Memo, validation_dependents: kopf.Index, **_: Any
+) -> None:
     """An approval came or went: the Algorithm it names may be allowed now, and its Validations may run."""
     runtime: Runtime = memo["runtime"]
     algorithm = (((event.get("object") or {}).get("spec")) or {}).get("algorithm")
     if isinstance(algorithm, str) and algorithm:
         runtime.wake_algorithm(namespace, algorithm)
-    runtime.wake_namespace(namespace)
+        _wake_dependents(runtime, validation_dependents, namespace, "algorithms", algorithm)
 
 
 @kopf.on.event(GROUP, VERSION, "datasets")
-async def dataset_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def dataset_event(
+    event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, validation_dependents: kopf.Index, **_: Any
+) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.observe("datasets", namespace, name, _current(event))
     if event.get("type") != "DELETED":
         runtime.wake_dataset(namespace, name)
-    runtime.wake_namespace(namespace)
+    _wake_dependents(runtime, validation_dependents, namespace, "datasets", name)
 
 
 @kopf.on.event(GROUP, VERSION, "sandboxpolicies")

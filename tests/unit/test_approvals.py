@@ -179,7 +179,8 @@ def test_an_approval_event_requeues_the_algorithm_it_names_and_the_namespaces_va
     async def queued_after(event: dict) -> set:
         runtime = Runtime(config=None, kube=None, exporter=None)  # type: ignore[arg-type]
         runtime.validations["region"] = {"chest-v1"}
-        await handlers.approval_event(event=event, namespace="region", memo={"runtime": runtime})
+        await handlers.approval_event(event=event, namespace="region", memo={"runtime": runtime},
+                                      validation_dependents={("region", "algorithms", "chest"): ["chest-v1"]})
         keys = set()
         while len(runtime.queue):
             keys.add(await runtime.queue.get())

@@ -18,3 +18,37 @@ def test_every_handler_is_a_coroutine():
               if inspect.isfunction(fn) and fn.__module__ == handlers.__name__ and not name.startswith("_")}
     assert {"validation_event", "job_event", "pod_event", "validation_names", "startup"} <= set(public)
     assert [name for name, fn in public.items() if not inspect.iscoroutinefunction(fn)] == []
+
+
+def test_an_algorithm_or_dataset_event_wakes_only_the_validations_that_name_it():
+    import asyncio
+
+    from lightbox.operator.keys import AlgorithmKey, DatasetKey, ValidationKey
+    from lightbox.operator.runtime import Runtime
+
+    specs = {  # three Validations of one namespace, two sharing an Algorithm
+        "chest-v1": {"algorithmRef": {"name": "chest"}, "datasetRef": {"name": "ward-a"}},
+        "chest-v2": {"algorithmRef": {"name": "chest"}, "datasetRef": {"name": "ward-b"}},
+        "knee-v1": {"algorithmRef": {"name": "knee"}, "datasetRef": {"name": "ward-b"}},
+    }
+
+    async def queued_after(plural: str, name: str) -> set:
+        index: dict = {}
+        for validation, spec in specs.items():  # what kopf builds from the index function
+            for key, value in (await handlers.validation_dependents(namespace="region", name=validation, spec=spec)).items():
+                index.setdefault(key, []).append(value)
+        runtime = Runtime(config=None, kube=None, exporter=None)  # type: ignore[arg-type]
+        runtime.validations["region"] = set(specs)
+        event = {"type": "MODIFIED", "object": {"metadata": {"name": name}}}
+        handler = handlers.algorithm_event if plural == "algorithms" else handlers.dataset_event
+        await handler(event=event, namespace="region", name=name, memo={"runtime": runtime}, validation_dependents=index)
+        keys = set()
+        while len(runtime.queue):
+            keys.add(await runtime.queue.get())
+        return keys
+
+    assert asyncio.run(queued_after("algorithms", "chest")) == {
+        AlgorithmKey("region", "chest"), ValidationKey("region", "chest-v1"), ValidationKey("region", "chest-v2")}
+    assert asyncio.run(queued_after("datasets", "ward-b")) == {
+        DatasetKey("region", "ward-b"), ValidationKey("region", "chest-v2"), ValidationKey("region", "knee-v1")}
+    assert asyncio.run(queued_after("algorithms", "unused")) == {AlgorithmKey("region", "unused")}
