@@ -33,7 +33,8 @@ def compact_summary(report: Any, case_count: int, limit: int = TERMINATION_MESSA
         "errors": getattr(report, "errors", 0),
         "cohort": getattr(report, "cohort", {}) or {},
         "violations": [
-            {"keyword": v.keyword, "tag": v.tag, "occurrences": v.occurrences, "files": v.files} for v in report.violations
+            {"keyword": v.keyword, "tag": v.tag, "occurrences": v.occurrences, "files": v.files}
+            for v in report.violations
         ],
     }
     text = json.dumps(summary, separators=(",", ":"))
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lightbox.operator.verifystep")
     parser.add_argument("dir", type=Path)
     parser.add_argument("--option", action="append", default=[], help="profile option the dataset claims")
-    parser.add_argument("--format", choices=("dicom", "slide-tiff", "photo"), default="dicom", help="the Dataset's format")
+    parser.add_argument(
+        "--format", choices=("dicom", "slide-tiff", "photo"), default="dicom", help="the Dataset's format"
+    )
     args = parser.parse_args(argv)
     # The same gate the stager applies before every run.
     from lightbox.sandbox.deidgate import verify_tree

@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 
@@ -64,7 +64,10 @@ VENDOR_EXIT_OK = 0
 CaseId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._/+-]*$")]
 RelativePath = Annotated[
-    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
+    str,
+    StringConstraints(
+        min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
+    ),
 ]
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
@@ -97,8 +100,12 @@ class InputSlide(Model):
     file: RelativePath = Field(description="The slide file relative to the input directory (also the series' file).")
     format: Literal["svs", "tiff"] = Field(description="Aperio SVS or generic pyramidal TIFF.")
     levels: list[SlideLevel] = Field(min_length=1, description="Tiled levels, baseline first, in file order.")
-    mpp: float | None = Field(default=None, gt=0, description="Micrometres per pixel at the baseline, when the scanner said.")
-    objective_power: float | None = Field(default=None, gt=0, description="Scanning objective (Aperio AppMag), when known.")
+    mpp: float | None = Field(
+        default=None, gt=0, description="Micrometres per pixel at the baseline, when the scanner said."
+    )
+    objective_power: float | None = Field(
+        default=None, gt=0, description="Scanning objective (Aperio AppMag), when known."
+    )
     mask_level: int = Field(
         ge=0, description="Index into levels of the grid a segmentation mask covers (the smallest level): "
         "a mask is shaped (1, that level's height, width)."
@@ -176,7 +183,7 @@ class SegmentationPredictions(Model):
 
 
 Predictions = Annotated[
-    Union[ClassificationPredictions, DetectionPredictions, SegmentationPredictions], Field(discriminator="task")
+    ClassificationPredictions | DetectionPredictions | SegmentationPredictions, Field(discriminator="task")
 ]
 PREDICTIONS = TypeAdapter(Predictions)
 CASE_MODELS: dict[str, type[Model]] = {
@@ -210,7 +217,19 @@ class AlgorithmManifest(Model):
     resources: ManifestResources = Field(default_factory=ManifestResources)
 
 
-_SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "E": 1e18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Ei": 2**60}
+_SUFFIX = {
+    "": 1,
+    "K": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "E": 1e18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Ei": 2**60,
+}
 
 
 def parse_quantity(text: str | int | float) -> float:
@@ -233,7 +252,9 @@ def check_algorithm_spec(spec: Mapping[str, Any], manifest: AlgorithmManifest | 
     man = manifest if isinstance(manifest, AlgorithmManifest) else AlgorithmManifest.model_validate(manifest)
     problems: list[str] = []
     if spec.get("contractVersion", "v1") != man.contract_version:
-        problems.append(f"spec.contractVersion is {spec.get('contractVersion')!r}; the image implements {man.contract_version!r}")
+        problems.append(
+            f"spec.contractVersion is {spec.get('contractVersion')!r}; the image implements {man.contract_version!r}"
+        )
     if spec.get("task") != man.task:
         problems.append(f"spec.task is {spec.get('task')!r}; the image declares {man.task!r}")
     if man.modality and spec.get("modality") and spec["modality"] != man.modality:
@@ -275,7 +296,9 @@ def describe_errors(exc: ValidationError, limit: int = 20) -> list[str]:
     return lines
 
 
-def validate_predictions(data: Any) -> tuple[ClassificationPredictions | DetectionPredictions | SegmentationPredictions | None, list[str]]:
+def validate_predictions(
+    data: Any,
+) -> tuple[ClassificationPredictions | DetectionPredictions | SegmentationPredictions | None, list[str]]:
     try:
         return PREDICTIONS.validate_python(data), []
     except ValidationError as exc:
@@ -299,7 +322,9 @@ SCHEMA_FILES: dict[str, Any] = {
 def generated_schema(name: str) -> dict[str, Any]:
     target = SCHEMA_FILES[name]
     schema = (
-        target.json_schema(by_alias=True) if isinstance(target, TypeAdapter) else target.model_json_schema(by_alias=True)
+        target.json_schema(by_alias=True)
+        if isinstance(target, TypeAdapter)
+        else target.model_json_schema(by_alias=True)
     )
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://lightbox.dev/contract/{name}"

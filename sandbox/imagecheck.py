@@ -89,9 +89,10 @@ def no_route_count(snmp: str, snmp6: str = "") -> int:
     """``Ip: OutNoRoutes`` plus ``Ip6OutNoRoutes`` of a network namespace's /proc/net/snmp{,6}."""
     total = 0
     lines = snmp.splitlines()
-    for head, values in zip(lines, lines[1:]):
+    # Each line against the next (the header row, then its values), read as far as the kernel's table goes.
+    for head, values in zip(lines, lines[1:], strict=False):
         if head.startswith("Ip:") and values.startswith("Ip:") and "OutNoRoutes" in head:
-            total += int(dict(zip(head.split()[1:], values.split()[1:])).get("OutNoRoutes", 0))
+            total += int(dict(zip(head.split()[1:], values.split()[1:], strict=False)).get("OutNoRoutes", 0))
             break
     for line in snmp6.splitlines():
         key, _, value = line.partition(" ")
@@ -225,9 +226,18 @@ def derive_archive(src: Path, dst: Path, user: str) -> str:
         manifest = {**manifest, "config": {**manifest["config"], "digest": config_digest, "size": len(config_bytes)}}
         manifest_bytes = _canonical(manifest)
         manifest_digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
-        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [{
-            "mediaType": manifest.get("mediaType", "application/vnd.oci.image.manifest.v1+json"), "digest": manifest_digest,
-            "size": len(manifest_bytes), "annotations": {"io.containerd.image.name": name}}]}
+        index = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": manifest.get("mediaType", "application/vnd.oci.image.manifest.v1+json"),
+                    "digest": manifest_digest,
+                    "size": len(manifest_bytes),
+                    "annotations": {"io.containerd.image.name": name},
+                }
+            ],
+        }
         with tarfile.open(dst, "w") as out:
             def add(member_name: str, data: bytes) -> None:
                 info = tarfile.TarInfo(member_name)
@@ -277,12 +287,16 @@ def choose_runtime(wanted: str = "auto", available: Callable[[str], bool] | None
         if wanted not in RUNTIMES:
             raise IsolationUnavailable(f"--runtime {wanted!r}: one of auto, {', '.join(RUNTIMES)}")
         if not available(wanted):
-            raise IsolationUnavailable(f"{wanted} is not available here" + (" (ctr needs root, containerd and ip)" if wanted == "ctr" else ""))
+            raise IsolationUnavailable(
+                f"{wanted} is not available here" + (" (ctr needs root, containerd and ip)" if wanted == "ctr" else "")
+            )
         return wanted
     for runtime in RUNTIMES:
         if available(runtime):
             return runtime
-    raise IsolationUnavailable("no container runtime: install podman, or run as root with containerd (ctr), or start docker")
+    raise IsolationUnavailable(
+        "no container runtime: install podman, or run as root with containerd (ctr), or start docker"
+    )
 
 
 def _cache_root() -> Path:
@@ -319,7 +333,9 @@ def _containerd(root: Path, wait: float) -> Iterator[Path]:
         deadline = time.monotonic() + wait
         while subprocess.run(["ctr", "--address", str(socket), "version"], capture_output=True).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise IsolationUnavailable(f"containerd did not start: {(state / 'containerd.log').read_text(errors='replace')[-600:]}")
+                raise IsolationUnavailable(
+                    f"containerd did not start: {(state / 'containerd.log').read_text(errors='replace')[-600:]}"
+                )
             time.sleep(0.1)
         yield socket
     finally:
@@ -394,7 +410,9 @@ def host_tmpfs(size: int, files: int, *, uid: str = SANDBOX_USER, mode: str = "0
     where = Path(tempfile.mkdtemp(prefix="lightbox-check-"))
     # +1: the file system's root directory takes an inode of its own
     options = f"size={size},nr_inodes={files + 1},mode={mode},uid={uid},gid={uid}"
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "lightbox-check", str(where)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "lightbox-check", str(where)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         shutil.rmtree(where, ignore_errors=True)
         raise IsolationUnavailable(f"cannot mount a tmpfs for the check: {done.stderr.strip()}")
@@ -525,14 +543,28 @@ class ImageRunner:
         near_limit = peak >= 0.9 * (max_memory_bytes or 0) if spec.cgroup else True
         memory_exceeded = bool(max_memory_bytes) and not timed_out and code == -9 and near_limit
         return IsolationResult(
-            returncode=None if timed_out else code, timed_out=timed_out, seconds=seconds, stdout=stdout, stderr=stderr,
-            output_truncated=truncated, network_attempts=attempts, memory_exceeded=memory_exceeded, peak_memory_bytes=peak,
-            output_files=output_files, output_bytes=output_bytes, output_files_full=output_files >= files,
-            output_space_full=space.f_bavail == 0, outside_files=outside_files, outside_bytes=outside_bytes,
-            peak_tasks=self.tasks[0], process_limit_reached=self.tasks[1] > 0 or self.tasks[0] >= max_processes,
+            returncode=None if timed_out else code,
+            timed_out=timed_out,
+            seconds=seconds,
+            stdout=stdout,
+            stderr=stderr,
+            output_truncated=truncated,
+            network_attempts=attempts,
+            memory_exceeded=memory_exceeded,
+            peak_memory_bytes=peak,
+            output_files=output_files,
+            output_bytes=output_bytes,
+            output_files_full=output_files >= files,
+            output_space_full=space.f_bavail == 0,
+            outside_files=outside_files,
+            outside_bytes=outside_bytes,
+            peak_tasks=self.tasks[0],
+            process_limit_reached=self.tasks[1] > 0 or self.tasks[0] >= max_processes,
         )
 
-    def _run(self, command: list[str], spec: ContainerSpec, timeout: float) -> tuple[int, int, bool, float, bytes, bytes, bool]:
+    def _run(
+        self, command: list[str], spec: ContainerSpec, timeout: float
+    ) -> tuple[int, int, bool, float, bytes, bytes, bool]:
         stdout, stderr, truncated = bytearray(), bytearray(), [False]
         sampler = _CgroupSampler(spec.cgroup) if spec.cgroup else None
         t0 = time.monotonic()
@@ -558,7 +590,15 @@ class ImageRunner:
             sampler.stop.set()
             sampler.join()
         self.tasks = (sampler.peak_tasks, sampler.pids_refused) if sampler else (0, 0)
-        return (sampler.peak if sampler else 0), exit_to_returncode(proc.returncode), timed_out, seconds, bytes(stdout), bytes(stderr), truncated[0]
+        return (
+            (sampler.peak if sampler else 0),
+            exit_to_returncode(proc.returncode),
+            timed_out,
+            seconds,
+            bytes(stdout),
+            bytes(stderr),
+            truncated[0],
+        )
 
     def _kill(self, name: str) -> None:
         if self.runtime == "ctr":
@@ -571,7 +611,9 @@ def _image_config(runtime: str, ctr_base: Sequence[str], ref: str) -> dict[str, 
     """The image config's ``config`` object (Env, Entrypoint, Cmd, ...)."""
     if runtime == "ctr":
         return _ctr_image_config(ctr_base, ref)
-    done = subprocess.run([runtime, "image", "inspect", "--format", "{{json .Config}}", ref], capture_output=True, text=True)
+    done = subprocess.run(
+        [runtime, "image", "inspect", "--format", "{{json .Config}}", ref], capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise IsolationUnavailable(f"{runtime} does not have the image {ref}: {done.stderr.strip()}")
     return dict(json.loads(done.stdout or "null") or {})
@@ -623,7 +665,9 @@ def prepared_runner(ref: str, runtime: str = "auto", containerd_address: Path | 
             socket = containerd_address or stack.enter_context(private_containerd())
             base = ("ctr", "--address", str(socket), "--namespace", CTR_NAMESPACE)
         if archive is not None and chosen == "ctr":
-            derived = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lightbox-check-image-"))) / "image.tar"
+            derived = (
+                Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lightbox-check-image-"))) / "image.tar"
+            )
             derive_archive(archive, derived, f"{SANDBOX_USER}:{SANDBOX_USER}")
             archive = derived
         if archive is not None:
@@ -642,7 +686,8 @@ def prepared_runner(ref: str, runtime: str = "auto", containerd_address: Path | 
         _refuse(ref, list(config.get("Env") or []))
         if chosen == "ctr" and archive is None and str(config.get("User") or "").partition(":")[0] != SANDBOX_USER:
             raise IsolationUnavailable(
-                f"{name} runs as user {config.get('User') or 'root'!r} and ctr cannot run it as uid {SANDBOX_USER} as the "
+                f"{name} runs as user {config.get('User') or 'root'!r} and ctr cannot run it as uid {SANDBOX_USER} as "
+                "the "
                 "pod does: give the image as oci-archive:PATH (it is then imported with the pod's user)"
             )
         say(f"  runtime: {chosen}; image {name}")
@@ -675,16 +720,26 @@ def _map_manifest(ref: str) -> dict[str, Any]:
     from lightbox.sandbox.packaging_map import ManifestError, read_from_archive
 
     if not ref.startswith(OCI_ARCHIVE):
-        return {"map_manifest_error": "not read: give the image as oci-archive:PATH to have /etc/holoscan/app.json checked"}
+        return {
+            "map_manifest_error": "not read: give the image as oci-archive:PATH to have /etc/holoscan/app.json checked"
+        }
     try:
         return {"map_manifest": read_from_archive(Path(ref[len(OCI_ARCHIVE):]))}
     except (ManifestError, ImageRefused, OSError, tarfile.TarError) as exc:
         return {"map_manifest_error": str(exc)}
 
 
-def check_image(ref: str, args: Sequence[str], settings: Any, *, runtime: str = "auto", containerd_address: Path | None = None,
-                out: Any = None) -> int:
-    """``vendor check --image``: the same checks and verdict as the command mode, the image run by a container runtime."""
+def check_image(
+    ref: str,
+    args: Sequence[str],
+    settings: Any,
+    *,
+    runtime: str = "auto",
+    containerd_address: Path | None = None,
+    out: Any = None,
+) -> int:
+    """``vendor check --image``: the same checks and verdict as the command mode, the image run by a container
+    runtime."""
     import dataclasses
     import sys
 

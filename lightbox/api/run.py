@@ -132,11 +132,17 @@ class ScorerConfig(Model):
     packaging: Packaging = Field(default="lightbox", description="How the vendor writes its output.")
     labels: list[str] = Field(default_factory=list, description="Class labels; the first positive label is scored.")
     positive_label: str | None = Field(default=None, description="Label treated as positive in binary metrics.")
-    operating_threshold: float = Field(default=0.5, ge=0, le=1, description="Score at or above which a case is positive.")
-    metrics: list[MetricName] = Field(default_factory=list, description="Metrics to compute; empty means the task's defaults.")
+    operating_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="Score at or above which a case is positive."
+    )
+    metrics: list[MetricName] = Field(
+        default_factory=list, description="Metrics to compute; empty means the task's defaults."
+    )
     subgroups: list[SubgroupDimension] = Field(default_factory=list, description="Subgroup dimensions to report.")
     min_subgroup_size: int = Field(default=10, ge=1, description="Smaller subgroups are suppressed.")
-    pooled_evidence: bool = Field(default=False, description="Report the pooling evidence (the policy's pooledEvidence).")
+    pooled_evidence: bool = Field(
+        default=False, description="Report the pooling evidence (the policy's pooledEvidence)."
+    )
     confidence_level: float = Field(default=0.95, gt=0, lt=1)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     froc_false_positives: list[float] = Field(default_factory=lambda: [0.125, 0.25, 0.5, 1, 2, 4, 8])
@@ -150,11 +156,21 @@ class IsolationCheckConfig(Model):
     ``/proc/net/route``. See docs/isolation.md for why the check waits and when it refuses.
     """
 
-    api_server: str | None = Field(default=None, max_length=512, description="The API server endpoint the operator uses (host:port or URL).")
+    api_server: str | None = Field(
+        default=None, max_length=512, description="The API server endpoint the operator uses (host:port or URL)."
+    )
     dns: list[str] = Field(default_factory=list, max_length=8, description="Cluster DNS servers (host[:port]).")
-    outside: list[str] = Field(default_factory=list, max_length=8, description="Addresses outside the cluster that listen (host[:port]).")
-    timeout_seconds: float = Field(default=1.0, gt=0, le=10, description="Seconds each connection attempt waits for an answer.")
-    clean_rounds: int = Field(default=3, ge=1, le=20, description="Consecutive rounds in which every target must be silent.")
+    outside: list[str] = Field(
+        default_factory=list, max_length=8, description="Addresses outside the cluster that listen (host[:port])."
+    )
+    timeout_seconds: float = Field(
+        default=1.0, gt=0, le=10, description="Seconds each connection attempt waits for an answer."
+    )
+    clean_rounds: int = Field(
+        default=3, ge=1, le=20, description="Consecutive rounds in which every target must be silent."
+    )
     interval_seconds: float = Field(default=1.0, ge=0, le=30, description="Pause between rounds.")
     bound_seconds: float = Field(default=30.0, gt=0, le=600, description="Refuse if the rounds are not clean by then.")
-    gpus_allowed: int = Field(default=0, ge=0, le=64, description="GPUs this (trusted) container may see; it requests none.")
+    gpus_allowed: int = Field(
+        default=0, ge=0, le=64, description="GPUs this (trusted) container may see; it requests none."
+    )

@@ -142,7 +142,9 @@ def test_placement_and_pull_secret_values_reach_the_operator_pod(helm, namespace
         assert pod["spec"][key] == values[key], key
     assert pod["metadata"]["annotations"] == values["podAnnotations"]
     # unset: nothing rendered (not empty keys the API server would keep)
-    (plain,) = [d for d in docs_of(template(helm, namespace, "-f", str(REGION_VALUES)).stdout) if d["kind"] == "Deployment"]
+    (plain,) = [
+        d for d in docs_of(template(helm, namespace, "-f", str(REGION_VALUES)).stdout) if d["kind"] == "Deployment"
+    ]
     for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName", "imagePullSecrets"):
         assert key not in plain["spec"]["template"]["spec"], key
     assert "annotations" not in plain["spec"]["template"]["metadata"]
@@ -162,7 +164,9 @@ def test_notes_say_what_to_do_next(helm, namespace):
 def test_dashboard_is_off_by_default_and_uses_only_metrics_the_operator_exports(helm, namespace):
     from lightbox.operator.exporter import Exporter
 
-    assert not [d for d in docs_of(template(helm, namespace, "-f", str(REGION_VALUES)).stdout) if d["kind"] == "ConfigMap"]
+    assert not [
+        d for d in docs_of(template(helm, namespace, "-f", str(REGION_VALUES)).stdout) if d["kind"] == "ConfigMap"
+    ]
     docs = docs_of(template(helm, namespace, "-f", str(REGION_VALUES), "--set", "dashboards.enabled=true").stdout)
     (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from factories import IMAGE, algorithm, dataset, policy, validation
 
 from lightbox.api import run as layout
 from lightbox.api.run import ScorerConfig, StagerConfig
 from lightbox.operator import builders
 from lightbox.operator.config import OperatorConfig
-
-from factories import IMAGE, algorithm, dataset, policy, validation
 
 CONFIG = OperatorConfig(trusted_image="ghcr.io/lightbox-health/lightbox@sha256:" + "1" * 64)
 
@@ -58,7 +57,13 @@ def _with_uid(obj, uid="uid-1"):
 def render(val=None, algo=None, data=None, pol=None, number=1):
     val = _with_uid(val or validation())
     return builders.run_job(
-        val, algo or algorithm(), data or dataset(), pol if pol is not None else policy(), f"{val.metadata['name']}-r{number}", number, CONFIG
+        val,
+        algo or algorithm(),
+        data or dataset(),
+        pol if pol is not None else policy(),
+        f"{val.metadata['name']}-r{number}",
+        number,
+        CONFIG,
     )
 
 
@@ -151,8 +156,11 @@ def _on_claims(studies_claim: str, truth_claim: str):
 
 def _claims_mounted(container, volumes):
     """(claim, subPath, mountPath, readOnly) of each claim the container mounts."""
-    return sorted((volumes[m["name"]]["persistentVolumeClaim"]["claimName"], m.get("subPath", ""), m["mountPath"], m["readOnly"])
-                  for m in container.get("volumeMounts", []) if "persistentVolumeClaim" in volumes[m["name"]])
+    return sorted(
+        (volumes[m["name"]]["persistentVolumeClaim"]["claimName"], m.get("subPath", ""), m["mountPath"], m["readOnly"])
+        for m in container.get("volumeMounts", [])
+        if "persistentVolumeClaim" in volumes[m["name"]]
+    )
 
 
 @pytest.mark.parametrize(("studies_claim", "truth_claim"), [("imaging", "imaging"), ("imaging", "labels")])
@@ -210,7 +218,9 @@ def test_step_configs_come_from_the_models():
 
 
 def test_vendor_resources_requests_equal_limits_with_gpus():
-    vendor = containers(render(algo=algorithm(resources={"gpus": 2, "cpu": "4", "memory": "16Gi", "ephemeralStorage": "20Gi"})))["vendor"]
+    vendor = containers(
+        render(algo=algorithm(resources={"gpus": 2, "cpu": "4", "memory": "16Gi", "ephemeralStorage": "20Gi"}))
+    )["vendor"]
     expected = {"cpu": "4", "memory": "16Gi", "ephemeral-storage": "20Gi", "nvidia.com/gpu": "2"}
     assert vendor["resources"] == {"requests": expected, "limits": expected}
     no_gpu = containers(render(algo=algorithm(resources={"gpus": 0})))["vendor"]
@@ -237,7 +247,12 @@ def test_policy_placement_runtime_class_node_selector_tolerations():
 
 @pytest.mark.parametrize(
     ("policy_queue", "validation_queue", "expected"),
-    [(None, None, None), ("gpu-queue", None, "gpu-queue"), ("gpu-queue", "team-queue", "team-queue"), (None, "team", "team")],
+    [
+        (None, None, None),
+        ("gpu-queue", None, "gpu-queue"),
+        ("gpu-queue", "team-queue", "team-queue"),
+        (None, "team", "team"),
+    ],
 )
 def test_kueue_label_and_suspend(policy_queue, validation_queue, expected):
     pol = policy(queueName=policy_queue) if policy_queue else policy()

@@ -28,7 +28,9 @@ def _banded(count: int) -> int:
     return next(b for b in (10, 20, 40, 80, 160, 320) if b >= count)
 
 
-def test_reliability_bins_match_sklearn_counts_banded_small_bins_suppressed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reliability_bins_match_sklearn_counts_banded_small_bins_suppressed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = Run(tmp_path, monkeypatch, n=80)
     run.predict()
     code, text = run.score()
@@ -37,9 +39,11 @@ def test_reliability_bins_match_sklearn_counts_banded_small_bins_suppressed(tmp_
     y, s = _truth_and_scores(run)
     counts, _ = np.histogram(s, bins=10, range=(0, 1))
     rate, predicted = calibration_curve(y, s, n_bins=10, strategy="uniform")
-    nonempty = iter(zip(rate, predicted))
-    assert [(b.lower, b.upper) for b in report.reliability] == [(round(i / 10, 2), round((i + 1) / 10, 2)) for i in range(10)]
-    for b, n in zip(report.reliability, counts):
+    nonempty = iter(zip(rate, predicted, strict=True))
+    assert [(b.lower, b.upper) for b in report.reliability] == [
+        (round(i / 10, 2), round((i + 1) / 10, 2)) for i in range(10)
+    ]
+    for b, n in zip(report.reliability, counts, strict=True):
         if n == 0:
             assert b.count == 0 and not b.suppressed
             continue
@@ -48,12 +52,16 @@ def test_reliability_bins_match_sklearn_counts_banded_small_bins_suppressed(tmp_
             assert b.suppressed and b.count is None and b.mean_predicted is None and b.observed_rate is None
         else:
             assert b.count == _banded(int(n)) and not b.suppressed
-            assert b.mean_predicted == pytest.approx(round(p / 0.05) * 0.05) and b.observed_rate == pytest.approx(round(r / 0.05) * 0.05)
+            assert b.mean_predicted == pytest.approx(round(p / 0.05) * 0.05) and b.observed_rate == pytest.approx(
+                round(r / 0.05) * 0.05
+            )
     assert any(b.suppressed for b in report.reliability) or all(n == 0 or n >= MIN_CELL for n in counts)
     assert report.roc  # the ROC grid still fits next to them
 
 
-def test_a_vendor_cannot_put_a_score_through_the_reliability_bins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_vendor_cannot_put_a_score_through_the_reliability_bins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = Run(tmp_path, monkeypatch, n=80)
     run.predict()
     doc = run.predictions()
@@ -81,7 +89,7 @@ def test_dice_histogram_is_numpy_histogram_banded(tmp_path: Path, monkeypatch: p
     dice = [c["dice"] for c in results["perCase"].values()]
     counts, _ = np.histogram(dice, bins=10, range=(0, 1))
     assert len(report.dice_histogram) == 10
-    for b, n in zip(report.dice_histogram, counts):
+    for b, n in zip(report.dice_histogram, counts, strict=True):
         assert (b.suppressed, b.count) == ((True, None) if 0 < n < MIN_CELL else (False, _banded(int(n)) if n else 0))
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
 
@@ -89,20 +97,40 @@ def test_dice_histogram_is_numpy_histogram_banded(tmp_path: Path, monkeypatch: p
 def test_froc_points_are_the_step_curve_at_the_fixed_rates() -> None:
     # Hand-built step curve: sensitivity reached without exceeding each FP rate.
     fp, sens = [0.0, 0.1, 0.3, 1.5, 5.0], [0.0, 0.2, 0.5, 0.7, 0.9]
-    assert release.froc_released(fp, sens) == [(0.125, 0.2), (0.25, 0.2), (0.5, 0.5), (1.0, 0.5), (2.0, 0.7), (4.0, 0.7), (8.0, 0.9)]
+    assert release.froc_released(fp, sens) == [
+        (0.125, 0.2),
+        (0.25, 0.2),
+        (0.5, 0.5),
+        (1.0, 0.5),
+        (2.0, 0.7),
+        (4.0, 0.7),
+        (8.0, 0.9),
+    ]
     # Sensitivity the vendor can set finely is put on the 0.01 grid; no lesions, no curve.
     assert release.froc_released([0.0, 0.1], [0.0, 0.123456])[0] == (0.125, 0.12)
     assert release.froc_released([0.0], [float("nan")]) == []
 
 
-def test_perfect_detection_reports_full_sensitivity_at_every_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_perfect_detection_reports_full_sensitivity_at_every_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = Run(tmp_path, monkeypatch, task="detection", n=20)
     truth = json.loads((run.sample.truth_dir / "findings.json").read_text())
     cases = json.loads((run.work / "cases.json").read_text())["cases"]
-    run.write({"task": "detection", "cases": {
-        cid: {"findings": [{"location": {"x": l["x"], "y": l["y"], "slice": l["slice"]}, "score": 0.9} for l in truth[c["source"]]["lesions"]]}
-        for cid, c in cases.items()
-    }})
+    run.write(
+        {
+            "task": "detection",
+            "cases": {
+                cid: {
+                    "findings": [
+                        {"location": {"x": les["x"], "y": les["y"], "slice": les["slice"]}, "score": 0.9}
+                        for les in truth[c["source"]]["lesions"]
+                    ]
+                }
+                for cid, c in cases.items()
+            },
+        }
+    )
     code, text = run.score()
     assert code == 0
     assert ScoreReport.model_validate_json(text).froc == [(t, 1.0) for t in release.FROC_FP_POINTS]
@@ -123,6 +151,11 @@ def test_the_run_record_keeps_the_curves() -> None:
         "roc": [[0.0, 0.0], [1.0, 1.0]], "reliability": [{"lower": 0.0, "upper": 0.1, "suppressed": True}],
     })
     record = RunRecord(name="v-r1", number=1, phase="Running")
-    done = finish_record(record, outcome.Outcome("Succeeded", "Succeeded", "", report), factories.validation(), datetime(2026, 12, 1, tzinfo=UTC))
+    done = finish_record(
+        record,
+        outcome.Outcome("Succeeded", "Succeeded", "", report),
+        factories.validation(),
+        datetime(2026, 12, 1, tzinfo=UTC),
+    )
     assert done.dice_histogram == report.dice_histogram and done.froc == [(0.125, 0.5)]
     assert done.roc == [(0.0, 0.0), (1.0, 1.0)] and done.reliability == report.reliability

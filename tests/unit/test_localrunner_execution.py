@@ -44,7 +44,19 @@ class FakeIsolation:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    def __call__(self, argv, *, env, read_only, hidden, timeout, max_output_bytes, cwd, max_file_bytes=None, max_memory_bytes=None) -> FakeResult:  # noqa: ANN001
+    def __call__(
+        self,
+        argv,
+        *,
+        env,
+        read_only,
+        hidden,
+        timeout,
+        max_output_bytes,
+        cwd,
+        max_file_bytes=None,
+        max_memory_bytes=None,
+    ) -> FakeResult:  # noqa: ANN001
         self.calls.append(
             {
                 "argv": argv, "env": env, "read_only": read_only, "hidden": hidden, "timeout": timeout, "cwd": cwd,
@@ -109,15 +121,28 @@ def restricted(container: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def python(name: str, code: str, *, image: str = TRUSTED, mounts: list[dict] | None = None, env: list[dict] | None = None) -> dict:
+def python(
+    name: str, code: str, *, image: str = TRUSTED, mounts: list[dict] | None = None, env: list[dict] | None = None
+) -> dict:
     return restricted(
-        {"name": name, "image": image, "command": ["python", "-c", code], "volumeMounts": mounts or [], "env": env or []}
+        {
+            "name": name,
+            "image": image,
+            "command": ["python", "-c", code],
+            "volumeMounts": mounts or [],
+            "env": env or [],
+        }
     )
 
 
 def make_pod(init: list[dict], main: list[dict], **spec: Any) -> dict[str, Any]:
     return {
-        "metadata": {"name": "run-1", "namespace": "team-a", "uid": "0123456789-uid", "labels": {"lightbox.dev/component": "run"}},
+        "metadata": {
+            "name": "run-1",
+            "namespace": "team-a",
+            "uid": "0123456789-uid",
+            "labels": {"lightbox.dev/component": "run"},
+        },
         "spec": {
             "restartPolicy": "Never",
             "volumes": [
@@ -142,7 +167,9 @@ def claims(tmp_path: Path) -> Path:
     return tmp_path / "datasets"
 
 
-def runner_for(pods: list[dict], claims: Path, tmp_path: Path, isolate: Any, **overrides: Any) -> tuple[LocalRunner, FakeCore]:
+def runner_for(
+    pods: list[dict], claims: Path, tmp_path: Path, isolate: Any, **overrides: Any
+) -> tuple[LocalRunner, FakeCore]:
     config = RunnerConfig(
         claims={"datasets": claims},
         images={TRUSTED: [sys.executable], VENDOR: [sys.executable, "-c", "print('vendor default')"]},
@@ -226,7 +253,9 @@ def test_unknown_image_is_an_image_pull_failure(claims: Path, tmp_path: Path) ->
 
 def test_active_deadline_kills_and_fails_with_deadline_exceeded(claims: Path, tmp_path: Path) -> None:
     vendor = python("vendor", "import time; time.sleep(30)", image=VENDOR)
-    runner, core = runner_for([make_pod([vendor], [python("score", "pass")], activeDeadlineSeconds=1)], claims, tmp_path, FakeIsolation())
+    runner, core = runner_for(
+        [make_pod([vendor], [python("score", "pass")], activeDeadlineSeconds=1)], claims, tmp_path, FakeIsolation()
+    )
 
     started = time.monotonic()
     runner.run_once()
@@ -270,7 +299,9 @@ def test_unsupported_volume_fails_the_pod_clearly(claims: Path, tmp_path: Path) 
 
 
 def test_keep_workdirs_keeps_logs(claims: Path, tmp_path: Path) -> None:
-    runner, core = runner_for([make_pod([], [python("score", "print('hello')")])], claims, tmp_path, FakeIsolation(), keep_workdirs=True)
+    runner, core = runner_for(
+        [make_pod([], [python("score", "print('hello')")])], claims, tmp_path, FakeIsolation(), keep_workdirs=True
+    )
 
     runner.run_once()
 
@@ -292,8 +323,12 @@ def test_pod_bound_elsewhere_or_finished_is_left_alone(claims: Path, tmp_path: P
 
 def test_deleting_a_running_pod_kills_its_processes(claims: Path, tmp_path: Path) -> None:
     uid = "kill-me-uid"
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env={**os.environ, POD_MARKER_ENV: uid})
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env={**os.environ, POD_MARKER_ENV: uid + "x"})
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], env={**os.environ, POD_MARKER_ENV: uid}
+    )
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], env={**os.environ, POD_MARKER_ENV: uid + "x"}
+    )
     try:
         assert kill_pod_processes(uid) == 1
         assert sleeper.wait(timeout=10) == -9
@@ -350,7 +385,9 @@ def start_watch_loop(runner: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[thre
 
 
 def test_watch_loop_runs_pods_and_stops_cleanly(claims: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    runner, core = runner_for([make_pod([], [python("score", "pass")])], claims, tmp_path, FakeIsolation(), watch_seconds=1)
+    runner, core = runner_for(
+        [make_pod([], [python("score", "pass")])], claims, tmp_path, FakeIsolation(), watch_seconds=1
+    )
 
     stop, thread = start_watch_loop(runner, monkeypatch)
     deadline = time.monotonic() + 20
@@ -363,8 +400,12 @@ def test_watch_loop_runs_pods_and_stops_cleanly(claims: Path, tmp_path: Path, mo
     assert len(core.bindings) == 1  # relisting the same pending pod does not run it twice
 
 
-def test_stopping_the_runner_kills_and_fails_running_pods(claims: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    runner, core = runner_for([make_pod([], [python("score", "import time; time.sleep(60)")])], claims, tmp_path, FakeIsolation())
+def test_stopping_the_runner_kills_and_fails_running_pods(
+    claims: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner, core = runner_for(
+        [make_pod([], [python("score", "import time; time.sleep(60)")])], claims, tmp_path, FakeIsolation()
+    )
 
     stop, thread = start_watch_loop(runner, monkeypatch)
     deadline = time.monotonic() + 20
@@ -387,7 +428,10 @@ def test_development_images_cover_the_trusted_image_and_reference_algorithms() -
     assert RunnerConfig().all_images() == images
     assert RunnerConfig(development_images=False).all_images() == {}
     assert image_entrypoint(DEFAULT_TRUSTED_IMAGE, images) == [sys.executable, "-m", "lightbox"]
-    assert image_entrypoint("registry.lightbox.test/reference/classifier@sha256:" + "a" * 64, images)[-1] == "lightbox.sandbox.reference.classifier"
+    assert (
+        image_entrypoint("registry.lightbox.test/reference/classifier@sha256:" + "a" * 64, images)[-1]
+        == "lightbox.sandbox.reference.classifier"
+    )
 
 
 def test_ephemeral_storage_limit_reaches_isolation(claims: Path, tmp_path: Path) -> None:

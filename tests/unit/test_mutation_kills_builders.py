@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from factories import algorithm, dataset, policy, validation
 
 from lightbox.operator import builders
 from lightbox.operator.config import OperatorConfig, TrustedResources
-
-from factories import algorithm, dataset, policy, validation
 
 TRUSTED = "reg.example/lightbox@sha256:" + "1" * 64
 VENDOR = "registry.vendor.example/radiology/chest-xray:1.2.0@sha256:" + "ab" * 32
@@ -237,7 +236,8 @@ RUN_POD = {
         )
     ],
     "volumes": [
-        # one claim for studies and truth: one volume, two subPath mounts (the kubelet mounts no pod with two volumes of one claim)
+        # one claim for studies and truth: one volume, two subPath mounts (the kubelet mounts no pod with two
+        # volumes of one claim)
         {"name": "dataset", "persistentVolumeClaim": {"claimName": "imaging", "readOnly": True}},
         {"name": "input", "emptyDir": {}},
         {"name": "output", "emptyDir": {"sizeLimit": "5Gi"}},
@@ -286,7 +286,10 @@ def test_a_run_without_schedule_or_hash_has_no_such_annotations():
     val, algo, _, pol = run_objects()
     data = dataset(content_hash=None)
     job = builders.run_job(val, algo, data, pol, "chest-v1-r3", 3, CONFIG)
-    assert job["metadata"]["annotations"] == {"lightbox.dev/run-number": "3", "lightbox.dev/validation-name": "chest-v1"}
+    assert job["metadata"]["annotations"] == {
+        "lightbox.dev/run-number": "3",
+        "lightbox.dev/validation-name": "chest-v1",
+    }
     unverified = dataset(verified=False)
     job = builders.run_job(val, algo, unverified, pol, "chest-v1-r3", 3, CONFIG)
     assert "lightbox.dev/dataset-hash" not in job["metadata"]["annotations"]
@@ -307,7 +310,9 @@ def test_an_algorithm_without_labels_gets_an_empty_list():
 
 def test_overlapping_truth_is_refused_naming_the_dataset():
     val, algo, _, pol = run_objects()
-    with pytest.raises(ValueError, match=r"^Dataset mixed: spec.groundTruth overlaps spec.studies; refusing to mount it$"):
+    with pytest.raises(
+        ValueError, match=r"^Dataset mixed: spec.groundTruth overlaps spec.studies; refusing to mount it$"
+    ):
         builders.run_pod_spec(val, algo, dataset("mixed", studies="chest", truth="chest/truth"), pol, CONFIG)
 
 
@@ -365,7 +370,9 @@ def test_probe_name_and_network_policy_whole():
     pol = with_uid(policy(), "pol-uid")
     netpol = builders.probe_network_policy(pol, "region", "lightbox-probe-default-1")
     labels = {"lightbox.dev/component": "isolation-probe", "lightbox.dev/policy": "default"}
-    assert netpol == deny_all("lightbox-probe-default-1", labels, "lightbox-probe-default-1", owner("SandboxPolicy", "default", "pol-uid"))
+    assert netpol == deny_all(
+        "lightbox-probe-default-1", labels, "lightbox-probe-default-1", owner("SandboxPolicy", "default", "pol-uid")
+    )
     assert netpol["spec"]["podSelector"]["matchLabels"].items() <= PROBE_LABELS.items()
 
 
@@ -415,8 +422,14 @@ def test_verify_job_whole():
                         trusted(
                             "verify",
                             [
-                                "python", "-m", "lightbox.operator.verifystep", "/data/studies",
-                                "--option", "retainUIDs", "--option", "cleanDescriptors",
+                                "python",
+                                "-m",
+                                "lightbox.operator.verifystep",
+                                "/data/studies",
+                                "--option",
+                                "retainUIDs",
+                                "--option",
+                                "cleanDescriptors",
                             ],
                             [
                                 {"name": "LIGHTBOX_STUDIES_DIR", "value": "/data/studies"},
@@ -424,7 +437,12 @@ def test_verify_job_whole():
                                 TERMINATION_LOG,
                             ],
                             [
-                                {"name": "studies", "mountPath": "/data/studies", "readOnly": True, "subPath": "chest/studies"},
+                                {
+                                    "name": "studies",
+                                    "mountPath": "/data/studies",
+                                    "readOnly": True,
+                                    "subPath": "chest/studies",
+                                },
                                 {"name": "tmp", "mountPath": "/tmp", "readOnly": False},
                             ],
                         )
@@ -451,7 +469,9 @@ def test_verify_network_policy_whole_and_selecting_the_verify_pod():
     data = verify_dataset()
     netpol = builders.verify_network_policy(data, "chest-2025-verify-g3")
     labels = {"lightbox.dev/component": "dataset-verify", "lightbox.dev/dataset": "chest-2025"}
-    assert netpol == deny_all("chest-2025-verify-g3", labels, "chest-2025-verify-g3", owner("Dataset", "chest-2025", "ds-uid"))
+    assert netpol == deny_all(
+        "chest-2025-verify-g3", labels, "chest-2025-verify-g3", owner("Dataset", "chest-2025", "ds-uid")
+    )
     pod_labels = builders.verify_job(data, "chest-2025-verify-g3", CONFIG)["spec"]["template"]["metadata"]["labels"]
     assert netpol["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
 

@@ -80,7 +80,17 @@ def test_reference_classification_report_fits_and_round_trips(tmp_path: Path, mo
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
     report = ScoreReport.model_validate_json(text)
     assert report.cases == report.scored == 80
-    assert set(report.metrics) >= {"auc", "aucBootstrap", "sensitivity", "specificity", "ppv", "npv", "youdenThreshold", "brier", "ece"}
+    assert set(report.metrics) >= {
+        "auc",
+        "aucBootstrap",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+        "youdenThreshold",
+        "brier",
+        "ece",
+    }
     auc = report.metrics["auc"]
     # The sample has patients with more than one study: their cases are clustered.
     assert auc.method == "obuchowski" and auc.lower <= auc.value <= auc.upper
@@ -89,10 +99,20 @@ def test_reference_classification_report_fits_and_round_trips(tmp_path: Path, mo
     assert set(report.subgroups) == {"sex", "site"}
     for groups in report.subgroups.values():
         for result in groups.values():
-            assert (result.n == 0 and result.suppressed and not result.metrics) or (result.n >= 10 and not result.suppressed)
+            assert (result.n == 0 and result.suppressed and not result.metrics) or (
+                result.n >= 10 and not result.suppressed
+            )
     # the operator copies these fields into a Validation's status
-    RunRecord(name="r-1", number=1, phase="Succeeded", cases=report.cases, scored=report.scored, failures=report.failures,
-              metrics=report.metrics, subgroups=report.subgroups)
+    RunRecord(
+        name="r-1",
+        number=1,
+        phase="Succeeded",
+        cases=report.cases,
+        scored=report.scored,
+        failures=report.failures,
+        metrics=report.metrics,
+        subgroups=report.subgroups,
+    )
     full = json.loads((run.work / "results.json").read_text())
     assert len(full["perCase"]) == 80
     y, s = _truth_and_scores(run)
@@ -149,7 +169,7 @@ def _single_voxel_cases(run: Run, offsets: list[tuple[int, int, int]]) -> dict[s
     ids = sorted(cases)
     doc = {"task": "segmentation", "cases": {}}
     (run.output / "masks").mkdir(exist_ok=True)
-    for cid, offset in zip(ids, offsets):
+    for cid, offset in zip(ids, offsets, strict=False):  # the first len(offsets) cases
         shape = tuple(cases[cid]["shape"])
         truth, pred = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
         truth[0, 10, 10] = 1
@@ -183,7 +203,12 @@ def test_detection_scores_perfect_and_empty_findings(tmp_path: Path, monkeypatch
     truth = json.loads((run.sample.truth_dir / "findings.json").read_text())
     cases = json.loads((run.work / "cases.json").read_text())["cases"]
     perfect = {
-        cid: {"findings": [{"location": {"x": l["x"], "y": l["y"], "slice": l["slice"]}, "score": 0.9} for l in truth[c["source"]]["lesions"]]}
+        cid: {
+            "findings": [
+                {"location": {"x": les["x"], "y": les["y"], "slice": les["slice"]}, "score": 0.9}
+                for les in truth[c["source"]]["lesions"]
+            ]
+        }
         for cid, c in cases.items()
     }
     run.write({"task": "detection", "cases": perfect})
@@ -229,7 +254,9 @@ def test_partial_and_bad_values_are_counted_not_fatal(tmp_path: Path, monkeypatc
         ("symlink", "symbolic link"),
     ],
 )
-def test_malformed_predictions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str | None, fragment: str) -> None:
+def test_malformed_predictions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str | None, fragment: str
+) -> None:
     run = Run(tmp_path, monkeypatch, n=6)
     if content == "symlink":
         (run.output / "predictions.json").symlink_to(run.sample.truth_dir / "labels.json")
@@ -273,7 +300,9 @@ def test_vendor_text_never_reaches_the_report(tmp_path: Path, monkeypatch: pytes
     assert code == EXIT_MALFORMED_PREDICTIONS and secret not in text
 
 
-def test_dicom_seg_masks_score_exactly_as_the_same_masks_in_npz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dicom_seg_masks_score_exactly_as_the_same_masks_in_npz(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reports = {}
     for fmt, argv in (("npz", []), ("seg", ["--dicom-seg"])):
         run = Run(tmp_path / fmt, monkeypatch, task="segmentation", n=8)
@@ -301,7 +330,9 @@ def test_segmentation_mask_outside_output_is_unreadable(tmp_path: Path, monkeypa
     report = ScoreReport.model_validate_json(text)
     full = json.loads((run.work / "results.json").read_text())
     assert code == EXIT_OK and len(full["failures"]["unreadable"]) == 3 and full["report"]["scored"] == 1
-    assert report.failures.unreadable == 4 and report.scored == 0 and report.metrics == {}  # banded, capped at the 4 cases
+    assert (
+        report.failures.unreadable == 4 and report.scored == 0 and report.metrics == {}
+    )  # banded, capped at the 4 cases
 
 
 def test_case_level_resampling_takes_cases_as_independent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -425,7 +456,9 @@ def test_single_class_scored_still_reports_what_it_can(tmp_path: Path, monkeypat
     assert report.roc == [] and report.failures.missing == band and report.scored == 30 - band
 
 
-def test_oversized_or_foreign_mask_files_are_unreadable_without_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_oversized_or_foreign_mask_files_are_unreadable_without_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = Run(tmp_path, monkeypatch, task="segmentation", n=3)
     run.predict()
     doc = run.predictions()
@@ -440,7 +473,9 @@ def test_oversized_or_foreign_mask_files_are_unreadable_without_loading(tmp_path
     code, text = run.score()
     assert code == EXIT_OK and len(json.loads((run.work / "results.json").read_text())["failures"]["unreadable"]) == 3
     # a file that would inflate past the image's size is not a mistake but an attack: the run is refused
-    np.savez_compressed(run.output / "masks" / "bomb.npz", mask=np.zeros((64, 1024, 1024), np.uint8))  # 64 MiB, ~64 KiB on disk
+    np.savez_compressed(
+        run.output / "masks" / "bomb.npz", mask=np.zeros((64, 1024, 1024), np.uint8)
+    )  # 64 MiB, ~64 KiB on disk
     doc["cases"][ids[0]]["mask"] = "masks/bomb.npz"
     run.write(doc)
     code, text = run.score()
