@@ -50,7 +50,10 @@ class Runtime:
         if obj is None:
             self.objects.pop((plural, namespace, name), None)
         else:
-            self.objects[(plural, namespace, name)] = obj
+            # Without metadata.managedFields, half of a cached object's memory (4 of 9 KB for an
+            # Algorithm), which no reconciliation reads; a shallow copy leaves kopf's body alone.
+            meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+            self.objects[(plural, namespace, name)] = {**obj, "metadata": meta}
 
     def lock(self, namespace: str) -> asyncio.Lock:
         return self.locks.setdefault(namespace, asyncio.Lock())

@@ -52,3 +52,15 @@ def test_an_algorithm_or_dataset_event_wakes_only_the_validations_that_name_it()
     assert asyncio.run(queued_after("datasets", "ward-b")) == {
         DatasetKey("region", "ward-b"), ValidationKey("region", "chest-v2"), ValidationKey("region", "knee-v1")}
     assert asyncio.run(queued_after("algorithms", "unused")) == {AlgorithmKey("region", "unused")}
+
+
+def test_the_watch_fed_copy_keeps_spec_and_status_without_managed_fields():
+    from lightbox.operator.runtime import Runtime
+
+    runtime = Runtime(config=None, kube=None, exporter=None)  # type: ignore[arg-type]
+    body = {"metadata": {"name": "chest", "generation": 2, "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"image": "x"}, "status": {"conditions": []}}
+    runtime.observe("algorithms", "region", "chest", body)
+    kept = runtime.objects[("algorithms", "region", "chest")]
+    assert kept == {"metadata": {"name": "chest", "generation": 2}, "spec": {"image": "x"}, "status": {"conditions": []}}
+    assert body["metadata"]["managedFields"] == [{"manager": "kubectl"}]  # kopf's body is not changed
