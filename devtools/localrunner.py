@@ -59,8 +59,8 @@ from lightbox.devtools.localrunner_status import (
     Terminated,
     Waiting,
     derived_phase,
-    node_lease,
     node_labels,
+    node_lease,
     node_manifest,
     node_status,
     pod_event,
@@ -80,13 +80,21 @@ Pod = Mapping[str, Any]
 
 
 class IsolationResultLike(Protocol):
-    returncode: int | None
-    timed_out: bool
-    seconds: float
-    stdout: bytes | str
-    stderr: bytes | str
-    output_truncated: bool
-    memory_exceeded: bool
+    # Read-only, so both the sandbox's IsolationResult (bytes output) and test doubles (text) fit.
+    @property
+    def returncode(self) -> int | None: ...
+    @property
+    def timed_out(self) -> bool: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def stdout(self) -> bytes | str: ...
+    @property
+    def stderr(self) -> bytes | str: ...
+    @property
+    def output_truncated(self) -> bool: ...
+    @property
+    def memory_exceeded(self) -> bool: ...
 
 
 Isolate = Callable[..., IsolationResultLike]
@@ -192,7 +200,9 @@ class LocalRunner:
         except ApiException as error:
             if error.status != 409:
                 raise
-            created = self.core.patch_node(self.config.node_name, {"metadata": manifest["metadata"], "spec": manifest["spec"]})
+            created = self.core.patch_node(
+                self.config.node_name, {"metadata": manifest["metadata"], "spec": manifest["spec"]}
+            )
         self._node_uid = created.metadata.uid
         self._ready_since = now()
         self.heartbeat()
@@ -203,7 +213,9 @@ class LocalRunner:
         from kubernetes.client.rest import ApiException
 
         moment = now()
-        self.core.patch_node_status(self.config.node_name, {"status": node_status(self.config, ready_since=self._ready_since, now=moment)})
+        self.core.patch_node_status(
+            self.config.node_name, {"status": node_status(self.config, ready_since=self._ready_since, now=moment)}
+        )
         lease = node_lease(self.config.node_name, self._node_uid, moment)
         try:
             self.coordination.patch_namespaced_lease(self.config.node_name, "kube-node-lease", {"spec": lease["spec"]})
@@ -425,9 +437,19 @@ class LocalRunner:
         self.event(pod, "Scheduled", f"Successfully assigned {namespace}/{name} to {self.config.node_name}")
         return True
 
-    def event(self, pod: Pod, reason: str, message: str, *, warning: bool = False, container: str | None = None) -> None:
+    def event(
+        self, pod: Pod, reason: str, message: str, *, warning: bool = False, container: str | None = None
+    ) -> None:
         """Best effort, like the kubelet's: a lost event must not stop a run."""
-        body = pod_event(pod, reason=reason, message=message, warning=warning, node_name=self.config.node_name, now=now(), container=container)
+        body = pod_event(
+            pod,
+            reason=reason,
+            message=message,
+            warning=warning,
+            node_name=self.config.node_name,
+            now=now(),
+            container=container,
+        )
         self._try(lambda: self.core.create_namespaced_event(pod["metadata"]["namespace"], body))
 
     def patch_status(self, pod: Pod, status: dict[str, Any]) -> None:
@@ -450,9 +472,13 @@ class LocalRunner:
             if uid in self._unschedulable:
                 return
             self._unschedulable.add(uid)
-        message = f"0/1 nodes are available: node {self.config.node_name} didn't match Pod's node selector or tolerations."
+        message = (
+            f"0/1 nodes are available: node {self.config.node_name} didn't match Pod's node selector or tolerations."
+        )
         previous = (pod.get("status") or {}).get("conditions") or []
-        log.info("pod %s/%s does not fit %s", pod["metadata"]["namespace"], pod["metadata"]["name"], self.config.node_name)
+        log.info(
+            "pod %s/%s does not fit %s", pod["metadata"]["namespace"], pod["metadata"]["name"], self.config.node_name
+        )
         self._try(lambda: self.patch_status(pod, unschedulable_status(message, previous, now())))
 
     def _try(self, action: Callable[[], object]) -> bool:
@@ -533,7 +559,11 @@ class _PodExecution:
             elif not volume.path.is_dir():
                 raise VolumeError(f'host directory {volume.path} for volume "{volume.name}" does not exist')
         for name, _ in [*self.progress.init, *self.progress.main]:
-            for path in (self.layout.termination_log(name).parent, self.layout.log_file(name).parent, self.layout.scratch(name)):
+            for path in (
+                self.layout.termination_log(name).parent,
+                self.layout.log_file(name).parent,
+                self.layout.scratch(name),
+            ):
                 path.mkdir(parents=True, exist_ok=True)
 
     def stopped(self) -> bool:
@@ -567,7 +597,9 @@ class _PodExecution:
         terminated = self.execute(plan, started)
         if terminated.reason != "Completed":
             note = f"Container {name} ended: exit code {terminated.exit_code} ({terminated.reason})"
-            self.runner.event(self.pod, "Killing" if terminated.exit_code == 137 else "Failed", note, warning=True, container=name)
+            self.runner.event(
+                self.pod, "Killing" if terminated.exit_code == 137 else "Failed", note, warning=True, container=name
+            )
         self.progress.states[name] = terminated
         log.info("%s: container %s exited %d (%s)", self.name, name, terminated.exit_code, terminated.reason)
         if terminated.reason == "DeadlineExceeded":
@@ -594,9 +626,15 @@ class _PodExecution:
 
     def execute(self, plan: ContainerPlan, started: datetime) -> Terminated:
         remaining = self.deadline - time.monotonic() if self.deadline is not None else None
-        timeout = min(self.config.container_timeout_seconds, remaining) if remaining is not None else self.config.container_timeout_seconds
+        timeout = (
+            min(self.config.container_timeout_seconds, remaining)
+            if remaining is not None
+            else self.config.container_timeout_seconds
+        )
         if timeout <= 0:
-            return terminated_state(returncode=0, timed_out=True, deadline_exceeded=True, message="", started_at=started, finished_at=now())
+            return terminated_state(
+                returncode=0, timed_out=True, deadline_exceeded=True, message="", started_at=started, finished_at=now()
+            )
         # Only when set, so an isolate without file-size limits still fits.
         limits = {
             key: value
@@ -622,7 +660,9 @@ class _PodExecution:
             return Terminated(128, "StartError", started, now(), f"isolation unavailable: {error}")
         output = _text(result.stdout) + _text(result.stderr)
         self.runner_log(plan.name, result, output)
-        deadline_hit = bool(result.timed_out) and remaining is not None and remaining <= self.config.container_timeout_seconds
+        deadline_hit = (
+            bool(result.timed_out) and remaining is not None and remaining <= self.config.container_timeout_seconds
+        )
         if self.active.cancel.is_set() and not result.timed_out:
             return Terminated(137, "Error", started, now(), f"killed: pod {self.active.reason}")
         message = termination_message(read_tail(plan.termination_log), output, result.returncode, plan.fallback_to_logs)
@@ -669,7 +709,9 @@ class _PodExecution:
     def report(self) -> None:
         if self.progress.phase not in ("Succeeded", "Failed"):
             self.progress.phase = derived_phase(self.progress)
-        status = render_pod_status(self.progress, host_ip=self.config.host_ip, previous_conditions=self.conditions, now=now())
+        status = render_pod_status(
+            self.progress, host_ip=self.config.host_ip, previous_conditions=self.conditions, now=now()
+        )
         self.conditions = status["conditions"]
         if self.active.reason == "deleted":
             return
@@ -685,8 +727,12 @@ def _parser() -> argparse.ArgumentParser:
         description="DEVELOPMENT ONLY: a stand-in kubelet. Registers a node and runs pods labelled "
         f"{LABEL_COMPONENT} as local, network-isolated processes, writing their status back like a kubelet.",
     )
-    parser.add_argument("--config", type=Path, help="runner config (YAML or JSON); see lightbox.devtools.localrunner_config")
-    parser.add_argument("--kubeconfig", type=Path, help="kubeconfig of the API server (default: $KUBECONFIG or ~/.kube/config)")
+    parser.add_argument(
+        "--config", type=Path, help="runner config (YAML or JSON); see lightbox.devtools.localrunner_config"
+    )
+    parser.add_argument(
+        "--kubeconfig", type=Path, help="kubeconfig of the API server (default: $KUBECONFIG or ~/.kube/config)"
+    )
     parser.add_argument("--once", action="store_true", help="run the pods waiting now, then exit")
     parser.add_argument("--print-config", action="store_true", help="print the effective config as YAML and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log container output too")
@@ -701,7 +747,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
         return 0
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     if not args.verbose:
         logging.getLogger("kubernetes").setLevel(logging.WARNING)
     from kubernetes import config as kube_config

@@ -234,7 +234,9 @@ def hidden_paths(candidates: Iterable[Path], mounts: Sequence[Mount]) -> list[Pa
     """
     hidden: set[Path] = set()
     for candidate in candidates:
-        if not any(_is_within(mount.host_path, candidate) or _is_within(candidate, mount.host_path) for mount in mounts):
+        if not any(
+            _is_within(mount.host_path, candidate) or _is_within(candidate, mount.host_path) for mount in mounts
+        ):
             hidden.add(candidate)
     return sorted(hidden)
 
@@ -444,7 +446,7 @@ def log_tail(output: str) -> str:
     return tail.decode("utf-8", "replace")
 
 
-def termination_message(file_tail: bytes, output: str, exit_code: int, fallback_to_logs: bool) -> str:
+def termination_message(file_tail: bytes, output: str, exit_code: int | None, fallback_to_logs: bool) -> str:
     """What lands in ``state.terminated.message``: the file (its last 4096 bytes),
     or, with FallbackToLogsOnError and a failure, the tail of the output."""
     message = file_tail[-MAX_TERMINATION_MESSAGE:].decode("utf-8", "replace")
