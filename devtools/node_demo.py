@@ -78,9 +78,6 @@ def localize(doc: dict[str, Any], classifier_image: str) -> dict[str, Any]:
         registries = doc["spec"].setdefault("allowedRegistries", [])
         if LOCAL_REGISTRY not in registries:
             registries.append(LOCAL_REGISTRY)
-        # The namespace probe connects at once and lands in kube-router's 1-4 s window, then holds
-        # runs for its interval; each run pod's own isolation check waits the window out.
-        doc["spec"]["isolationProbe"] = {"required": False}
     if doc.get("kind") == "Algorithm":
         doc["spec"]["image"] = classifier_image
     if doc.get("kind") == "PersistentVolumeClaim":

@@ -80,6 +80,7 @@ class Cluster:
     data_dir: Path
     timings: dict[str, float]
     base: Path
+    chart_values: dict[str, Any]
 
     def image(self, name: str) -> str:
         """``repository@digest`` of a built image (what a vendor puts in spec.image)."""
@@ -87,26 +88,43 @@ class Cluster:
         return f"{img.ref.rpartition(':')[0]}@{img.digest}"
 
 
-@pytest.fixture(scope="session")
-def cluster(request, tmp_path_factory):
+def _require_real_node() -> None:
+    """Skip with the reason (fail with CI=true) when this machine cannot run the tier."""
     from lightbox.devtools import node as node_mod
-    from lightbox.devtools import node_chart, node_host
 
     reason = node_mod.unavailable_reason()
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"real-node tier cannot run in CI: {reason}", pytrace=False)
         pytest.skip(f"real-node tier skipped: {reason}")
-    log = _terminal_log(request)
-    timings: dict[str, float] = {}
 
+
+@pytest.fixture(scope="session")
+def built_images(request) -> dict[str, Any]:
+    """{name: BuiltImage} of IMAGES, built once per session: every test then checks the same image.
+
+    Built again per test module, the application layer (the wheel of this checkout) followed
+    whatever the checkout held at that moment, and each rebuild cost minutes."""
+    _require_real_node()
     from lightbox.devtools import images as lbimages
     from lightbox.devtools.node_packages import ensure_packages
 
+    log = _terminal_log(request)
     t0 = time.monotonic()
-    ensure_packages(log)   # mmdebstrap and umoci for the images, before the node's own check
+    ensure_packages(log)   # containerd, runc, mmdebstrap and umoci for the images, before the node's own check
     built = lbimages.build(list(IMAGES), log=log)
-    timings["images"] = time.monotonic() - t0
+    log(f"images ready in {time.monotonic() - t0:.0f}s")
+    return built
+
+
+@pytest.fixture(scope="session")
+def cluster(request, built_images):
+    from lightbox.devtools import node as node_mod
+    from lightbox.devtools import node_chart, node_host
+
+    log = _terminal_log(request)
+    timings: dict[str, float] = {}
+    built = built_images
 
     # Not under pytest's basetemp: every new pytest session on the machine deletes all but the
     # last three, and other sessions start all the time here; the node's record of the host
@@ -134,12 +152,11 @@ def cluster(request, tmp_path_factory):
         values = node_chart.chart_values(built["lightbox"], runs_cluster_wide=True, operator_cpu_request="0")
         node_chart.helm_install(node.kubeconfig, values, workdir=workdir, log=log)
         timings["chart"] = time.monotonic() - t0
-        log(f"real node ready: images {timings['images']:.0f}s, node {timings['node_up']:.0f}s, "
-            f"chart {timings['chart']:.0f}s")
+        log(f"real node ready: node {timings['node_up']:.0f}s, chart {timings['chart']:.0f}s")
     except BaseException:
         node.stop()
         raise
-    yield Cluster(node, node.kubeconfig, built, data_dir, timings, base)
+    yield Cluster(node, node.kubeconfig, built, data_dir, timings, base, values)
 
     first = node.stop()
     second = node.stop()   # `down` twice: idempotent
@@ -187,10 +204,9 @@ def sandbox_policy(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
             "namespaces": [namespace],
             "maxGpusPerRun": 1,
             "maxConcurrentRuns": 4,
-            # The namespace probe pod connects at once and so lands in kube-router's 1-4 s window
-            # (it then reports NamespaceNotIsolated and holds runs for its interval). Every run pod's
-            # own isolation check, which waits the window out, is what these tests rely on.
-            "isolationProbe": {"required": False},
+            # Required: the namespace probe waits out kube-router's 1-4 s window for its own pod
+            # (the in-pod check's rounds), so every run here also shows the probe passing.
+            "isolationProbe": {"required": True, "intervalSeconds": 3600},
             **spec,
         },
     }
@@ -213,19 +229,19 @@ def data_volume(name: str, namespace: str, claim: str, path: Path) -> list[dict[
     return [pv, pvc]
 
 
-#: Studies and ground truth on two claims, as a region keeps them (examples/10-storage.yaml). One
-#: claim for both would give the run pod two volumes of one PVC, which the kubelet never mounts.
-CLAIMS = {"studies": "imaging-studies", "truth": "imaging-truth"}
+#: Studies and ground truth on one claim (operator_harness.CLAIM), subPaths chest/studies and
+#: chest/truth: the run pod gets one volume mounted twice by subPath, which the kubelet mounts
+#: (two volumes of one claim it never would). examples/ keeps them on two claims.
+CLAIMS = {"data": "lightbox-data"}
 
 
 @pytest.fixture
 def chest() -> dict[str, Any]:
-    """The sample Dataset (24 cases) on the namespace's two claims."""
+    """The sample Dataset (24 cases): studies and truth on the namespace's one claim."""
     from operator_harness import dataset
 
     doc = dataset()
-    doc["spec"]["studies"]["claimName"] = CLAIMS["studies"]
-    doc["spec"]["groundTruth"]["claimName"] = CLAIMS["truth"]
+    assert doc["spec"]["studies"]["claimName"] == doc["spec"]["groundTruth"]["claimName"] == CLAIMS["data"]
     return doc
 
 

@@ -58,6 +58,17 @@ def test_vendor_runs_from_its_own_image_and_the_validation_succeeds(cluster, run
     trusted = cluster.images["lightbox"].digest
     assert statuses[STAGE_CONTAINER]["imageID"].endswith(trusted)
     assert statuses[SCORE_CONTAINER]["imageID"].endswith(trusted)
+    # Studies and truth share one claim: one volume, mounted by subPath into stage (studies) and
+    # score (truth) only; the kubelet mounted it (the pod ran).
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
+              if "persistentVolumeClaim" in v}
+    assert list(claims.values()) == [chest["spec"]["studies"]["claimName"]], claims
+    containers = {c["name"]: c for c in [*pod["spec"]["initContainers"], *pod["spec"]["containers"]]}
+    claim_mounts = {name: sorted((m["mountPath"], m.get("subPath")) for m in c.get("volumeMounts", [])
+                                 if m["name"] in claims)
+                    for name, c in containers.items()}
+    assert claim_mounts == {STAGE_CONTAINER: [("/data/studies", "chest/studies")], VENDOR_CONTAINER: [],
+                            SCORE_CONTAINER: [("/data/truth", "chest/truth")]}, claim_mounts
 
     # The API server reaches the kubelet (serving TLS on the node address) for logs.
     logs = kubectl("logs", "-n", ns, pod["metadata"]["name"], "-c", STAGE_CONTAINER)
