@@ -39,6 +39,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lightbox.devtools import binaries as _binaries
 from lightbox.devtools import certs as _certs
@@ -47,8 +48,17 @@ from lightbox.devtools import node_host as host
 from lightbox.devtools import node_packages as packages
 from lightbox.devtools import node_pause as images
 from lightbox.devtools import node_pki
-from lightbox.devtools.controlplane import (ControlPlane, ControlPlaneError, _proc_alive, _proc_belongs, _tail,
-                                            _write_private, free_port, render_kubeconfig, stop_pids)
+from lightbox.devtools.controlplane import (
+    ControlPlane,
+    ControlPlaneError,
+    _proc_alive,
+    _proc_belongs,
+    _tail,
+    _write_private,
+    free_port,
+    render_kubeconfig,
+    stop_pids,
+)
 
 DEFAULT_DIR = Path(".lightbox") / "node"
 #: One node per machine (one bridge, one node address): who has it.
@@ -284,7 +294,7 @@ class Node:
         self._wait(p, "kube-router's firewall chains", lambda: subprocess.run(
             ["iptables", "-w", "-n", "-L", "KUBE-ROUTER-INPUT"], capture_output=True).returncode == 0)
 
-    def _wait_node(self, predicate: Callable[[object], bool], what: str) -> None:
+    def _wait_node(self, predicate: Callable[[Any], bool], what: str) -> None:
         from kubernetes import client, config
 
         api = config.new_client_from_config(str(self.kubeconfig))
@@ -467,30 +477,29 @@ def main(argv: list[str] | None = None) -> int:
               f"{'' if workdir == DEFAULT_DIR.absolute() else ' --dir ' + str(workdir)}")
         return 0
 
-    node = Node.attach(workdir)
+    attached = Node.attach(workdir)
     if args.cmd == "down":
-        if node is None:
-            node = Node(workdir)  # nothing recorded: still clean what a crashed run may have left
-        left = node.stop()
+        # Nothing recorded: still clean what a crashed run may have left.
+        left = (attached if attached is not None else Node(workdir)).stop()
         print(f"stopped the node and control plane in {workdir}"
               + ("" if not left else "; the host still differs:\n  " + "\n  ".join(left)))
         return 0 if not left else 1
-    running = node is not None and node.running()
+    live = attached if attached is not None and attached.running() else None
     if args.cmd == "env":
-        if not running:
+        if live is None:
             print(f"no node running from {workdir}; start one with: lightbox node up", file=sys.stderr)
             return 1
-        print(f"export KUBECONFIG={node.kubeconfig}")
+        print(f"export KUBECONFIG={live.kubeconfig}")
         return 0
-    if not running:
+    if live is None:
         print(f"not running (work directory {workdir})")
         return 1
-    print(f"running: node {cfg.NODE_NAME}, kube-apiserver at {node.control_plane.url}")
-    for name, p in node.procs.items():
-        print(f"  {name:<16} pid {p.pid:<8} log {p.log}")
-    for name, c in node.control_plane.components.items():
+    print(f"running: node {cfg.NODE_NAME}, kube-apiserver at {live.control_plane.url}")
+    for name, proc in live.procs.items():
+        print(f"  {name:<16} pid {proc.pid:<8} log {proc.log}")
+    for name, c in live.control_plane.components.items():
         print(f"  {name:<16} pid {c.pid:<8} log {c.log}")
-    print(f"  KUBECONFIG={node.kubeconfig}")
+    print(f"  KUBECONFIG={live.kubeconfig}")
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -60,9 +61,9 @@ class HostState:
             if self.sysctls.get(key) != other.sysctls.get(key):
                 out.append(f"sysctl {key}: {self.sysctls.get(key)} -> {other.sysctls.get(key)}")
         for table in sorted(set(self.chains) | set(other.chains)):
-            a, b = set(self.chains.get(table, [])), set(other.chains.get(table, []))
-            out += [f"{table} chain added: {c}" for c in sorted(b - a)]
-            out += [f"{table} chain removed: {c}" for c in sorted(a - b)]
+            had, has = set(self.chains.get(table, [])), set(other.chains.get(table, []))
+            out += [f"{table} chain added: {c}" for c in sorted(has - had)]
+            out += [f"{table} chain removed: {c}" for c in sorted(had - has)]
         for table in sorted(set(self.rules) | set(other.rules)):
             a, b = self.rules.get(table, []), other.rules.get(table, [])
             out += [f"{table} rule added: {r}" for r in b if r not in a]
@@ -375,7 +376,7 @@ def remove_iptables(before: HostState | None) -> None:
         text = _save(family)
         before_names = {c for t, names in (before.chains if before else {}).items() if t.startswith(family)
                         for c in names}
-        for table, ruleset in strip_chains(text, lambda n: is_node_chain(n, before_names)).items():
+        for table, ruleset in strip_chains(text, functools.partial(is_node_chain, before=before_names)).items():
             result = _run([restore, "-w"], input=ruleset)
             if result.returncode != 0:
                 raise RuntimeError(f"{restore} of table {table} failed: {result.stderr.strip()}")
