@@ -21,6 +21,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from lightbox.sandbox.contract import (
     vendor_environment,
 )
 from lightbox.sandbox.deidgate import minimal_verify_tree
-from lightbox.sandbox.isolation import SYSTEM_DIRS, IsolationUnavailable, View, run_isolated
+from lightbox.sandbox.isolation import SYSTEM_DIRS, IsolationResult, IsolationUnavailable, View, run_isolated
 from lightbox.sandbox.sampledata import make_sample_dataset
 from lightbox.sandbox.segfile import SegError
 from lightbox.sandbox.stager import stage
@@ -84,7 +85,12 @@ def sample_identifiers(input_dir: Path) -> dict[str, set[str]]:
     """Values in the sample input that identify a patient or study: they must not be logged."""
     import pydicom
 
-    found: dict[str, set[str]] = {"PatientID": set(), "StudyInstanceUID": set(), "SeriesInstanceUID": set(), "SOPInstanceUID": set()}
+    found: dict[str, set[str]] = {
+        "PatientID": set(),
+        "StudyInstanceUID": set(),
+        "SeriesInstanceUID": set(),
+        "SOPInstanceUID": set(),
+    }
     for path in input_dir.rglob("*.dcm"):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         for keyword, values in found.items():
@@ -125,7 +131,10 @@ def _check_classification(doc: Any, manifest: dict[str, Any], verdict: Verdict) 
         missing_labels += bool(labels - got)
         unknown_labels += bool(got - labels) if labels else 0
     if missing_labels:
-        verdict.problems.append(f"{missing_labels} cases lack a score for some of the labels {sorted(labels)}; give a probability for every label")
+        verdict.problems.append(
+            f"{missing_labels} cases lack a score for some of the labels {sorted(labels)}; give a probability for "
+            "every label"
+        )
     if unknown_labels:
         verdict.problems.append(f"{unknown_labels} cases have scores for labels not in the manifest {sorted(labels)}")
 
@@ -147,7 +156,9 @@ def _check_segmentation(
         reason = None
         try:
             # the scorer's own reader: no links, regular files only, bounded before decoding
-            arr = load_vendor_mask(output, case.mask, _series_shape(by_id[case_id]), staged[case_id]["sopInstanceUids"], reshape=False)
+            arr = load_vendor_mask(
+                output, case.mask, _series_shape(by_id[case_id]), staged[case_id]["sopInstanceUids"], reshape=False
+            )
             if not str(case.mask).lower().endswith(".dcm") and arr.dtype.kind not in "biu":
                 reason = f"dtype {arr.dtype} (use uint8 or bool)"
         except safeio.HostileOutput as exc:
@@ -173,7 +184,9 @@ def _check_detection(doc: Any, by_id: dict[str, dict[str, Any]], verdict: Verdic
         if any(f.location.slice >= slices or f.location.x >= cols or f.location.y >= rows for f in case.findings):
             bad.append(case_id)
     if bad:
-        verdict.problems.append(f"findings outside the image (x < columns, y < rows, slice < number of files): {_names(bad)}")
+        verdict.problems.append(
+            f"findings outside the image (x < columns, y < rows, slice < number of files): {_names(bad)}"
+        )
 
 
 def _names(cases: list[str], limit: int = 8) -> str:
@@ -184,7 +197,9 @@ def _names(cases: list[str], limit: int = 8) -> str:
 def check_predictions(output: Path, manifest: dict[str, Any], task: str, verdict: Verdict, work: Path) -> Any:
     """``work``: the stage step's scorer-only folder, whose cases.json places DICOM SEG frames."""
     try:
-        data = safeio.parse_json(safeio.read_beneath(output, PREDICTIONS_FILE, PREDICTIONS_FILE, MAX_PREDICTIONS_BYTES), PREDICTIONS_FILE)
+        data = safeio.parse_json(
+            safeio.read_beneath(output, PREDICTIONS_FILE, PREDICTIONS_FILE, MAX_PREDICTIONS_BYTES), PREDICTIONS_FILE
+        )
     except (safeio.HostileOutput, safeio.Unreadable) as exc:
         written = not str(exc).endswith("was not written")
         verdict.problems.append(str(exc) if written else f"{exc} to the output directory (${OUTPUT_DIR_ENV})")
@@ -194,7 +209,9 @@ def check_predictions(output: Path, manifest: dict[str, Any], task: str, verdict
         return None
     doc, errors = validate_predictions(data)
     if errors:
-        verdict.problems.append(f"{PREDICTIONS_FILE} does not match the v1 schema:\n" + "\n".join(f"      - {e}" for e in errors))
+        verdict.problems.append(
+            f"{PREDICTIONS_FILE} does not match the v1 schema:\n" + "\n".join(f"      - {e}" for e in errors)
+        )
     if not isinstance(data, dict) or not isinstance(data.get("cases"), dict):
         return None
     expected = [c["id"] for c in manifest["cases"]]
@@ -203,7 +220,9 @@ def check_predictions(output: Path, manifest: dict[str, Any], task: str, verdict
     if missing:
         verdict.problems.append(f"no prediction for {len(missing)} of {len(expected)} cases: {_names(missing)}")
     if extra:
-        verdict.problems.append(f"predictions for case ids not in manifest.json: {_names([str(c)[:64] for c in extra])}")
+        verdict.problems.append(
+            f"predictions for case ids not in manifest.json: {_names([str(c)[:64] for c in extra])}"
+        )
     if doc is None:
         return None
     by_id = {c["id"]: c for c in manifest["cases"]}
@@ -216,7 +235,9 @@ def check_predictions(output: Path, manifest: dict[str, Any], task: str, verdict
     else:
         _check_detection(doc, by_id, verdict)
     if not errors and not missing and not extra:
-        verdict.passed.append(f"{PREDICTIONS_FILE} conforms to contract {CONTRACT_VERSION} ({len(expected)}/{len(expected)} cases)")
+        verdict.passed.append(
+            f"{PREDICTIONS_FILE} conforms to contract {CONTRACT_VERSION} ({len(expected)}/{len(expected)} cases)"
+        )
     return doc
 
 
@@ -266,7 +287,9 @@ def _python_runtime() -> list[Path]:
     return found
 
 
-def runtime_binds(command: list[str], cwd: Path, expose: tuple[Path, ...], secret: Path) -> tuple[list[tuple[Path, str]], Path | None]:
+def runtime_binds(
+    command: list[str], cwd: Path, expose: tuple[Path, ...], secret: Path
+) -> tuple[list[tuple[Path, str]], Path | None]:
     """Read-only binds (same path inside as outside) for the command's runtime, and the directory
     it starts in (None: the view's root). Nothing that is, holds or lies in ``secret`` (the
     checker's folder with the sample truth) and never the host's root."""
@@ -275,7 +298,11 @@ def runtime_binds(command: list[str], cwd: Path, expose: tuple[Path, ...], secre
     if command and "/" in command[0]:  # empty with --image: the image's own CMD
         wanted.append(Path(os.path.realpath(cwd / command[0])).parent)
     real_cwd = Path(os.path.realpath(cwd))
-    shown_cwd = real_cwd if real_cwd != Path("/") and not secret.is_relative_to(real_cwd) and not real_cwd.is_relative_to(secret) else None
+    shown_cwd = (
+        real_cwd
+        if real_cwd != Path("/") and not secret.is_relative_to(real_cwd) and not real_cwd.is_relative_to(secret)
+        else None
+    )
     if shown_cwd is not None:
         wanted.append(shown_cwd)
     keep: list[Path] = []
@@ -305,20 +332,75 @@ def _limit_problems(result: Any, settings: CheckSettings, at_limit: bool, verdic
         )
     if result.output_space_full and not at_limit:
         verdict.problems.append(
-            f"filled the output directory's limit of {settings.max_output_bytes >> 20} MiB: further writes failed (ENOSPC). "
+            f"filled the output directory's limit of {settings.max_output_bytes >> 20} MiB: further writes failed "
+            "(ENOSPC). "
             "Write only predictions.json and masks to the output directory."
         )
     if result.outside_files:
         verdict.problems.append(
             f"tried to write outside the output directory: left {result.outside_files} files in /tmp "
-            f"({result.outside_bytes >> 10} KiB). In a run pod the root file system is read-only and only {VIEW_OUTPUT} "
+            f"({result.outside_bytes >> 10} KiB). In a run pod the root file system is read-only and only "
+            f"{VIEW_OUTPUT} "
             "is writable (HOME and TMPDIR point there), so this would fail."
         )
     if result.left_behind:
         verdict.problems.append(
-            f"the output directory held {result.left_behind} entries that are not regular files, directories or symbolic "
+            f"the output directory held {result.left_behind} entries that are not regular files, directories or "
+            "symbolic "
             "links (FIFOs, sockets) or whose paths are too long; they were not checked. Write only regular files."
         )
+
+
+def _judge_exit(result: IsolationResult, settings: CheckSettings, verdict: Verdict, say: Callable[[str], None]) -> None:
+    """How the command ended (memory limit, time limit, signal, exit code) into ``verdict``."""
+    if result.memory_exceeded:
+        limit = (settings.max_memory_bytes or 0) >> 20
+        say(f"  ran {result.seconds:.1f} s: stopped at the memory limit")
+        verdict.problems.append(
+            f"went over the memory limit of {limit} MiB (resident memory reached {result.peak_memory_bytes >> 20} MiB) "
+            "and was killed, as Kubernetes kills a container at its memory limit (OOMKilled). Use less memory, "
+            "or declare what the algorithm needs in the Algorithm's resources.memory."
+        )
+    elif result.timed_out:
+        say(f"  ran {result.seconds:.1f} s: stopped at the time limit")
+        verdict.problems.append(
+            f"did not exit within {settings.timeout:g} s and was killed. Exit when predictions are written; "
+            "no background processes or servers. A run's limit is the Algorithm's timeoutSeconds."
+        )
+    else:
+        code = result.returncode
+        say(
+            f"  ran {result.seconds:.1f} s, exit code {code}"
+            if code is not None and code >= 0
+            else f"  ran {result.seconds:.1f} s, killed by {_signal_name(-(code or 0))}"
+        )
+        if code == -signal.SIGXFSZ:
+            verdict.problems.append(
+                f"a file grew past the output limit of {settings.max_output_bytes >> 20} MiB and the process was "
+                "killed "
+                "(SIGXFSZ). Write only predictions.json and masks to the output directory."
+            )
+        elif code is not None and code < 0:
+            verdict.problems.append(f"killed by {_signal_name(-code)}.\n{_tail(result.stderr)}")
+        elif code == 127 and b"cannot start" in result.stderr:
+            verdict.problems.append(
+                f"could not be started in the sandbox:\n{_tail(result.stderr)}\n      It runs as uid 65532 and sees "
+                "only "
+                "the system runtime, this Python environment and the current directory: make the command readable "
+                "by any user, or show it its files with --expose PATH."
+            )
+        elif code:
+            verdict.problems.append(
+                f"exited with code {code}; exit 0 after writing predictions. Last lines of "
+                f"stderr:\n{_tail(result.stderr)}"
+            )
+        else:
+            verdict.passed.append("exited with code 0")
+        if settings.max_memory_bytes is not None:
+            verdict.passed.append(
+                f"resident memory peaked at {result.peak_memory_bytes >> 20} MiB of the "
+                f"{settings.max_memory_bytes >> 20} MiB limit"
+            )
 
 
 def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> int:
@@ -353,13 +435,18 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
             max_output_bytes=settings.max_output_bytes, max_output_files=settings.max_output_files,
             max_tmp_bytes=settings.max_output_bytes, max_processes=settings.max_processes,
         )
-        say(f"lightbox vendor check: {settings.task}, {len(manifest['cases'])} sample cases, timeout {settings.timeout:g} s")
+        say(
+            f"lightbox vendor check: {settings.task}, {len(manifest['cases'])} sample cases, timeout "
+            f"{settings.timeout:g} s"
+        )
         say(f"  command: {' '.join(command)}")
         if settings.runner is None:
             say(
                 f"  sandbox: uid {view.uid}, no network, {VIEW_INPUT} read-only, {VIEW_OUTPUT} writable "
-                f"(≤ {settings.max_output_bytes >> 20} MiB, ≤ {settings.max_output_files} files), ≤ {settings.max_processes} "
-                f"processes; also visible read-only: {', '.join(sorted(t for _, t in binds)) or 'the system runtime only'}"
+                f"(≤ {settings.max_output_bytes >> 20} MiB, ≤ {settings.max_output_files} files), ≤ "
+                f"{settings.max_processes} "
+                "processes; also visible read-only: "
+                f"{', '.join(sorted(t for _, t in binds)) or 'the system runtime only'}"
             )
         verdict = Verdict()
         if settings.manifest is not None:
@@ -372,50 +459,17 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
             )
         except IsolationUnavailable as exc:
             say(f"  cannot check: isolation unavailable: {exc.reason}")
-            say("  (the command was not run; vendor check needs Linux namespaces: run as root or enable user namespaces)")
+            say(
+                "  (the command was not run; vendor check needs Linux namespaces: run as root or enable user "
+                "namespaces)"
+            )
             return EXIT_CANNOT_CHECK
-        if result.memory_exceeded:
-            limit = (settings.max_memory_bytes or 0) >> 20
-            say(f"  ran {result.seconds:.1f} s: stopped at the memory limit")
-            verdict.problems.append(
-                f"went over the memory limit of {limit} MiB (resident memory reached {result.peak_memory_bytes >> 20} MiB) "
-                "and was killed, as Kubernetes kills a container at its memory limit (OOMKilled). Use less memory, "
-                "or declare what the algorithm needs in the Algorithm's resources.memory."
-            )
-        elif result.timed_out:
-            say(f"  ran {result.seconds:.1f} s: stopped at the time limit")
-            verdict.problems.append(
-                f"did not exit within {settings.timeout:g} s and was killed. Exit when predictions are written; "
-                "no background processes or servers. A run's limit is the Algorithm's timeoutSeconds."
-            )
-        else:
-            code = result.returncode
-            say(f"  ran {result.seconds:.1f} s, exit code {code}" if code is not None and code >= 0 else f"  ran {result.seconds:.1f} s, killed by {_signal_name(-(code or 0))}")
-            if code == -signal.SIGXFSZ:
-                verdict.problems.append(
-                    f"a file grew past the output limit of {settings.max_output_bytes >> 20} MiB and the process was killed "
-                    "(SIGXFSZ). Write only predictions.json and masks to the output directory."
-                )
-            elif code is not None and code < 0:
-                verdict.problems.append(f"killed by {_signal_name(-code)}.\n{_tail(result.stderr)}")
-            elif code == 127 and b"cannot start" in result.stderr:
-                verdict.problems.append(
-                    f"could not be started in the sandbox:\n{_tail(result.stderr)}\n      It runs as uid 65532 and sees only "
-                    "the system runtime, this Python environment and the current directory: make the command readable "
-                    "by any user, or show it its files with --expose PATH."
-                )
-            elif code:
-                verdict.problems.append(f"exited with code {code}; exit 0 after writing predictions. Last lines of stderr:\n{_tail(result.stderr)}")
-            else:
-                verdict.passed.append("exited with code 0")
-            if settings.max_memory_bytes is not None:
-                verdict.passed.append(
-                    f"resident memory peaked at {result.peak_memory_bytes >> 20} MiB of the {settings.max_memory_bytes >> 20} MiB limit"
-                )
+        _judge_exit(result, settings, verdict, say)
         if result.network_attempts:
             verdict.problems.append(
                 f"tried to use the network ({result.network_attempts} blocked DNS lookups or connections). There is no "
-                "network in the sandbox: remove licence checks, telemetry and model downloads; ship weights in the image."
+                "network in the sandbox: remove licence checks, telemetry and model downloads; ship weights in the "
+                "image."
             )
         else:
             verdict.passed.append("no network use")
@@ -426,11 +480,14 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
         at_limit = largest >= settings.max_output_bytes
         if at_limit and code_was_not_sigxfsz(result):
             verdict.problems.append(
-                f"a file in the output directory reached the per-file limit of {settings.max_output_bytes >> 20} MiB and "
+                f"a file in the output directory reached the per-file limit of {settings.max_output_bytes >> 20} MiB "
+                "and "
                 "further writes failed (EFBIG). Write only predictions.json and masks to the output directory."
             )
         elif size > settings.max_output_bytes:
-            verdict.problems.append(f"wrote {size >> 20} MiB to the output directory; the limit is {settings.max_output_bytes >> 20} MiB")
+            verdict.problems.append(
+                f"wrote {size >> 20} MiB to the output directory; the limit is {settings.max_output_bytes >> 20} MiB"
+            )
         _limit_problems(result, settings, bool(at_limit and code_was_not_sigxfsz(result)), verdict)
         if not (result.timed_out or result.memory_exceeded):
             doc = check_predictions(output_dir, manifest, settings.task, verdict, work_dir)
@@ -466,7 +523,9 @@ def _check_manifest(path: Path, task: str, verdict: Verdict) -> None:
         return
     except ValueError as exc:
         lines = describe_errors(exc) if hasattr(exc, "errors") else [str(exc)]  # type: ignore[arg-type]
-        verdict.problems.append(f"image manifest {path} is not a valid algorithm.json:\n" + "\n".join(f"      - {e}" for e in lines))
+        verdict.problems.append(
+            f"image manifest {path} is not a valid algorithm.json:\n" + "\n".join(f"      - {e}" for e in lines)
+        )
         return
     if manifest.task != task:
         verdict.problems.append(f"image manifest declares task {manifest.task!r}, checked as {task!r}")
@@ -488,7 +547,11 @@ def _sample_score(settings: CheckSettings, sample: Any, output: Path, work: Path
     except ScoreError as exc:
         verdict.problems.append(f"the scorer rejected the output: {exc.message}")
         return
-    shown = {k: v.value for k, v in report.metrics.items() if k in ("auc", "sensitivity", "specificity", "dice", "hd95", "frocSensitivity")}
+    shown = {
+        k: v.value
+        for k, v in report.metrics.items()
+        if k in ("auc", "sensitivity", "specificity", "dice", "hd95", "frocSensitivity")
+    }
     if shown:
         verdict.notes.append(
             "on the synthetic sample (for information only): " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
@@ -496,7 +559,10 @@ def _sample_score(settings: CheckSettings, sample: Any, output: Path, work: Path
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lightbox vendor check", description="Run an algorithm against a sample input and check it against vendor contract v1.")
+    p = argparse.ArgumentParser(
+        prog="lightbox vendor check",
+        description="Run an algorithm against a sample input and check it against vendor contract v1.",
+    )
     p.add_argument("--task", choices=["classification", "detection", "segmentation"], default="classification")
     p.add_argument("--cases", type=int, default=12, help="sample cases to generate (default 12)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample data")
@@ -506,20 +572,37 @@ def _parser() -> argparse.ArgumentParser:
         "--memory-mb", type=int, help="kill the command when its resident memory goes over this many MiB "
         "(use the Algorithm's resources.memory; default: not limited)"
     )
-    p.add_argument("--max-output-files", type=int, default=10000, help="most files in the output directory (default 10000)")
+    p.add_argument(
+        "--max-output-files", type=int, default=10000, help="most files in the output directory (default 10000)"
+    )
     p.add_argument("--max-processes", type=int, default=512, help="most processes and threads at once (default 512)")
     p.add_argument(
         "--expose", type=Path, action="append", default=[], metavar="PATH",
         help="also show PATH to the command, read-only (e.g. model weights outside the current directory); repeatable",
     )
-    p.add_argument("--packaging", choices=["lightbox", "monai-map", "grand-challenge"], default="lightbox",
-                   help="the packaging the algorithm follows (docs/packaging.md): other than lightbox, it runs once per case")
-    p.add_argument("--manifest", type=Path, help="also validate this algorithm.json image manifest (monai-map: app.json, with pkg.json beside it)")
+    p.add_argument(
+        "--packaging",
+        choices=["lightbox", "monai-map", "grand-challenge"],
+        default="lightbox",
+        help="the packaging the algorithm follows (docs/packaging.md): other than lightbox, it runs once per case",
+    )
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        help="also validate this algorithm.json image manifest (monai-map: app.json, with pkg.json beside it)",
+    )
     p.add_argument("--keep", type=Path, help="copy the sample input/output here for debugging")
     p.add_argument("--image", metavar="REF", help="run this image (a name the runtime has, or oci-archive:PATH) as the "
                    "run pod does; arguments after -- replace its CMD")
-    p.add_argument("--runtime", choices=["auto", "podman", "docker", "ctr"], default="auto", help="with --image (default: the first available)")
-    p.add_argument("--containerd-address", type=Path, help="with --runtime ctr: this containerd's socket instead of a private one")
+    p.add_argument(
+        "--runtime",
+        choices=["auto", "podman", "docker", "ctr"],
+        default="auto",
+        help="with --image (default: the first available)",
+    )
+    p.add_argument(
+        "--containerd-address", type=Path, help="with --runtime ctr: this containerd's socket instead of a private one"
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     return p
 
@@ -547,7 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.image:
         from lightbox.sandbox.imagecheck import check_image
 
-        return check_image(args.image, command, settings, runtime=args.runtime, containerd_address=args.containerd_address)
+        return check_image(
+            args.image, command, settings, runtime=args.runtime, containerd_address=args.containerd_address
+        )
     return run_check(command, settings)
 
 
