@@ -169,6 +169,47 @@ replace_identifiers(
 """
 
 
+def _print_results(results: list[Result], runs: dict[str, list[float]], files: int, repeat: int) -> None:
+    """The table of tools against cp -r and lightbox deid, then the runs and the target ratios."""
+    floor = results[0].seconds
+    ours = results[1].seconds
+    print(f"times: best of {repeat} for cp -r and lightbox deid, one run for the others; outputs byte-searched\n")
+    print(f"{'tool':<15} {'seconds':>8} {'files/s':>9} {'x cp -r':>8} {'lightbox faster by':>19}  files  leaks")
+    for r in results:
+        if r.seconds is None:
+            print(f"{r.name:<15} {'-':>8}  failed or skipped: {r.note}")
+            continue
+        rate = files / r.seconds
+        vs_cp = f"{r.seconds / floor:.2f}" if floor else "-"
+        vs_us = f"{r.seconds / ours:.1f}x" if ours and r.name not in ("lightbox deid", "cp -r") else ""
+        leaked = {c: n for c, n in r.leaks.items() if n}
+        total = sum(leaked.values())
+        print(f"{r.name:<15} {r.seconds:>8.2f} {rate:>9.0f} {vs_cp:>8} {vs_us:>19}  {r.files_out:>5}  {total}")
+        if r.name != "cp -r" and leaked:
+            detail = ", ".join(f"{c} in {n} files" for c, n in leaked.items())
+            print(f"{'':<15} left: {detail}")
+    for name, times in runs.items():
+        print(f"{name} runs (s): {' '.join(f'{t:.2f}' for t in times)}")
+    if ours and floor:
+        print(f"\nlightbox deid / cp -r = {ours / floor:.2f} (target <= 1.5)")
+    for r in results:
+        if r.name == "dicognito" and r.seconds and ours:
+            print(f"dicognito / lightbox deid = {r.seconds / ours:.1f} (target >= 5)")
+
+
+def _photos(args: argparse.Namespace) -> int:
+    """The photo corpus (deid_photos.py) instead of the CT one."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # deid_photos.py, beside this file
+    import deid_photos
+
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    code = deid_photos.run(args.workdir, args.photos, args.jobs, args.repeat, tuple(args.photo_size))
+    if not args.keep:
+        shutil.rmtree(args.workdir, ignore_errors=True)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["slides"]:  # the whole-slide TIFF corpus (bench/deid_slides.py)
@@ -189,15 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photo-size", type=int, nargs=2, default=(1600, 1200), metavar=("W", "H"))
     args = ap.parse_args(argv)
     if args.photos:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))  # deid_photos.py, beside this file
-        import deid_photos
-
-        shutil.rmtree(args.workdir, ignore_errors=True)
-        args.workdir.mkdir(parents=True)
-        code = deid_photos.run(args.workdir, args.photos, args.jobs, args.repeat, tuple(args.photo_size))
-        if not args.keep:
-            shutil.rmtree(args.workdir, ignore_errors=True)
-        return code
+        return _photos(args)
 
     work = args.workdir
     shutil.rmtree(work, ignore_errors=True)
@@ -285,30 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists():
             r.files_out, r.leaks = count_leaks(out)
 
-    floor = results[0].seconds
-    ours = results[1].seconds
-    print(f"times: best of {args.repeat} for cp -r and lightbox deid, one run for the others; outputs byte-searched\n")
-    print(f"{'tool':<15} {'seconds':>8} {'files/s':>9} {'x cp -r':>8} {'lightbox faster by':>19}  files  leaks")
-    for r in results:
-        if r.seconds is None:
-            print(f"{r.name:<15} {'-':>8}  failed or skipped: {r.note}")
-            continue
-        rate = args.files / r.seconds
-        vs_cp = f"{r.seconds / floor:.2f}" if floor else "-"
-        vs_us = f"{r.seconds / ours:.1f}x" if ours and r.name not in ("lightbox deid", "cp -r") else ""
-        leaked = {c: n for c, n in r.leaks.items() if n}
-        total = sum(leaked.values())
-        print(f"{r.name:<15} {r.seconds:>8.2f} {rate:>9.0f} {vs_cp:>8} {vs_us:>19}  {r.files_out:>5}  {total}")
-        if r.name != "cp -r" and leaked:
-            detail = ", ".join(f"{c} in {n} files" for c, n in leaked.items())
-            print(f"{'':<15} left: {detail}")
-    for name, times in runs.items():
-        print(f"{name} runs (s): {' '.join(f'{t:.2f}' for t in times)}")
-    if ours and floor:
-        print(f"\nlightbox deid / cp -r = {ours / floor:.2f} (target <= 1.5)")
-    for r in results:
-        if r.name == "dicognito" and r.seconds and ours:
-            print(f"dicognito / lightbox deid = {r.seconds / ours:.1f} (target >= 5)")
+    _print_results(results, runs, args.files, args.repeat)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     lb = results[1]
