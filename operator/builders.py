@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from lightbox.api import Algorithm, Dataset, SandboxPolicy, Validation
+from lightbox.api import Algorithm, Dataset, SandboxPolicy, Validation, subpath
 from lightbox.api import run as layout
-from lightbox.api import subpath
 from lightbox.api.common import VolumeLocation
 from lightbox.api.run import IsolationCheckConfig, ScorerConfig, StagerConfig
 from lightbox.operator.config import OperatorConfig
@@ -158,7 +157,9 @@ def _trusted_container(name: str, image: str, command: list[str], config: Operat
     }
 
 
-def network_policy(name: str, namespace: str, run: str, labels: dict[str, str], owner: dict[str, Any]) -> dict[str, Any]:
+def network_policy(
+    name: str, namespace: str, run: str, labels: dict[str, str], owner: dict[str, Any]
+) -> dict[str, Any]:
     """Deny all ingress and egress for the pods of one run: no rules at all."""
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -234,7 +235,9 @@ def run_pod_spec(
     # Last line of defence (admission refuses this first): never build a pod whose
     # stage step would read the ground truth as studies, or whose truth holds the studies.
     if subpath.overlap(data.studies, data.ground_truth):
-        raise ValueError(f"Dataset {dataset.metadata.get('name')}: spec.groundTruth overlaps spec.studies; refusing to mount it")
+        raise ValueError(
+            f"Dataset {dataset.metadata.get('name')}: spec.groundTruth overlaps spec.studies; refusing to mount it"
+        )
     stager = StagerConfig(
         task=algo.task,
         packaging=algo.packaging,
@@ -300,7 +303,9 @@ def run_pod_spec(
         # (sandbox/packaging.py); the stage step lays them out, so it mounts the output too.
         cases = dataset.status.case_count if dataset.status else None
         if not cases:
-            raise ValueError(f"Dataset {dataset.metadata.get('name')}: packaging {algo.packaging} needs the verified case count")
+            raise ValueError(
+                f"Dataset {dataset.metadata.get('name')}: packaging {algo.packaging} needs the verified case count"
+            )
         vendors = packaging.per_case_containers(vendor, algo.packaging, cases, layout.INPUT_DIR, layout.OUTPUT_DIR)
         stage["env"].insert(0, {"name": layout.OUTPUT_DIR_ENV, "value": layout.OUTPUT_DIR})
         stage["volumeMounts"].append(_mount(layout.OUTPUT_VOLUME, layout.OUTPUT_DIR, False))
@@ -411,7 +416,11 @@ def _job(
 
 def run_network_policy(validation: Validation, run: str) -> dict[str, Any]:
     return network_policy(
-        run, validation.metadata["namespace"], label_value(run), run_labels(validation, run), owner_reference(validation)
+        run,
+        validation.metadata["namespace"],
+        label_value(run),
+        run_labels(validation, run),
+        owner_reference(validation),
     )
 
 
@@ -491,7 +500,11 @@ def verify_job(dataset: Dataset, name: str, config: OperatorConfig) -> dict[str,
         command += ["--format", dataset.spec.format]
     container = _trusted_container("verify", config.trusted_image, command, config)
     container["env"] = _env(
-        {layout.STUDIES_DIR_ENV: layout.STUDIES_DIR, "TMPDIR": layout.TMP_DIR, layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH}
+        {
+            layout.STUDIES_DIR_ENV: layout.STUDIES_DIR,
+            "TMPDIR": layout.TMP_DIR,
+            layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH,
+        }
     )
     container["volumeMounts"] = [
         _mount(layout.STUDIES_VOLUME, layout.STUDIES_DIR, True, dataset.spec.studies.sub_path),

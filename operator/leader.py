@@ -276,7 +276,9 @@ class LeaderElector:
         while True:
             step = await self.tick()
             if isinstance(step, Started):
-                log.info("leading as %s (lease %s/%s)", self.settings.identity, self.settings.namespace, self.settings.name)
+                log.info(
+                    "leading as %s (lease %s/%s)", self.settings.identity, self.settings.namespace, self.settings.name
+                )
                 await on_started()
             elif isinstance(step, Lost):
                 on_lost(step.reason)

@@ -18,19 +18,53 @@ from lightbox.operator.leader import LeaseSettings, default_identity, default_na
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lightbox operator", description=__doc__.split("\n\n")[0])
-    p.add_argument("--namespace", "-n", action="append", default=[], help="namespace to watch (repeatable; env LIGHTBOX_NAMESPACES, comma-separated); default: all")
-    p.add_argument("--trusted-image", help="image of the trusted steps (stage, score, probe, verify); env LIGHTBOX_TRUSTED_IMAGE")
-    p.add_argument("--metrics-port", type=int, help="Prometheus metrics port, 0 for any free one, -1 for none; env LIGHTBOX_METRICS_PORT (default 9090)")
+    p.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="namespace to watch (repeatable; env LIGHTBOX_NAMESPACES, comma-separated); default: all",
+    )
+    p.add_argument(
+        "--trusted-image", help="image of the trusted steps (stage, score, probe, verify); env LIGHTBOX_TRUSTED_IMAGE"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Prometheus metrics port, 0 for any free one, -1 for none; env LIGHTBOX_METRICS_PORT (default 9090)",
+    )
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG or ~/.kube/config)")
-    p.add_argument("--probe-api-server", help="address the isolation probe tries for the API server (default: the operator's)")
+    p.add_argument(
+        "--probe-api-server", help="address the isolation probe tries for the API server (default: the operator's)"
+    )
     p.add_argument("--probe-dns", help="cluster DNS server the probe tries (default 10.96.0.10:53)")
     p.add_argument("--probe-outside", help="outside address the probe tries (default 1.1.1.1:443)")
-    p.add_argument("--audit-namespace", help="namespace of the audit trail; env LIGHTBOX_AUDIT_NAMESPACE (default lightbox-audit)")
+    p.add_argument(
+        "--audit-namespace", help="namespace of the audit trail; env LIGHTBOX_AUDIT_NAMESPACE (default lightbox-audit)"
+    )
     p.add_argument("--workers", type=int, help="concurrent reconciliations (default 8)")
-    p.add_argument("--health-port", type=int, help="port of kopf's liveness endpoint /healthz, served on the operator's event loop (so it stops answering when the loop hangs, unlike /metrics); env LIGHTBOX_HEALTH_PORT; default: none")
-    p.add_argument("--leader-elect", action="store_true", default=None, help="run as one of several replicas: act only while holding a coordination.k8s.io Lease (docs/ha.md); env LIGHTBOX_LEADER_ELECT=true")
-    p.add_argument("--leader-election-namespace", help="namespace of the Lease; env LIGHTBOX_LEADER_ELECTION_NAMESPACE; default: the pod's own namespace")
-    p.add_argument("--leader-identity", help="this replica's name in the Lease; env LIGHTBOX_LEADER_IDENTITY; default: hostname (the pod's name) and pid")
+    p.add_argument(
+        "--health-port",
+        type=int,
+        help="port of kopf's liveness endpoint /healthz, served on the operator's event loop (so it stops answering "
+        "when the loop hangs, unlike /metrics); env LIGHTBOX_HEALTH_PORT; default: none",
+    )
+    p.add_argument(
+        "--leader-elect",
+        action="store_true",
+        default=None,
+        help="run as one of several replicas: act only while holding a coordination.k8s.io Lease (docs/ha.md); env "
+        "LIGHTBOX_LEADER_ELECT=true",
+    )
+    p.add_argument(
+        "--leader-election-namespace",
+        help="namespace of the Lease; env LIGHTBOX_LEADER_ELECTION_NAMESPACE; default: the pod's own namespace",
+    )
+    p.add_argument(
+        "--leader-identity",
+        help="this replica's name in the Lease; env LIGHTBOX_LEADER_IDENTITY; default: hostname (the pod's name) and "
+        "pid",
+    )
     p.add_argument("--verbose", "-v", action="store_true")
     return p
 

@@ -46,7 +46,15 @@ from lightbox.api.run import NODE_IP_ENV, TERMINATION_LOG_ENV, TERMINATION_LOG_P
 
 # errno values that mean "no route, nobody there": the network is cut.
 SILENT_ERRNOS = frozenset(
-    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.EADDRNOTAVAIL, errno.EACCES, errno.EPERM}
+    {
+        errno.ENETUNREACH,
+        errno.EHOSTUNREACH,
+        errno.ENETDOWN,
+        errno.EHOSTDOWN,
+        errno.EADDRNOTAVAIL,
+        errno.EACCES,
+        errno.EPERM,
+    }
 )
 
 # Linux's extended socket errors (ip(7) IP_RECVERR): with them on, an ICMP error that
@@ -180,7 +188,12 @@ def dns_check(address: str, timeout: float, name: str = "kubernetes.default.svc.
             # nothing listening). Service NAT may rewrite who sent it, so the sender
             # is reported, not judged.
             offender = icmp_offender(sock)
-            return Check(address, "dns", False, f"port unreachable (ICMP from {offender or 'an unknown address'}): no DNS server reached")
+            return Check(
+                address,
+                "dns",
+                False,
+                f"port unreachable (ICMP from {offender or 'an unknown address'}): no DNS server reached",
+            )
         except TimeoutError:
             pass
         except OSError as exc:
@@ -242,7 +255,10 @@ def pod_targets(
             out.append(Target(kind, address))
 
     if env.get("KUBERNETES_SERVICE_HOST"):
-        add("api-server", host_port(env["KUBERNETES_SERVICE_HOST"], env.get("KUBERNETES_SERVICE_PORT") or API_SERVER_PORT))
+        add(
+            "api-server",
+            host_port(env["KUBERNETES_SERVICE_HOST"], env.get("KUBERNETES_SERVICE_PORT") or API_SERVER_PORT),
+        )
     for server in api_servers:
         add("api-server", server)
     for server in dns:
@@ -362,7 +378,9 @@ def probe_rounds(
 def main(argv: list[str] | None = None) -> int:
     defaults = IsolationCheckConfig()
     parser = argparse.ArgumentParser(prog="lightbox probe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--api-server", help="host:port or URL (besides $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)")
+    parser.add_argument(
+        "--api-server", help="host:port or URL (besides $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)"
+    )
     parser.add_argument("--dns", action="append", default=[], help="cluster DNS server host[:port] (repeatable)")
     parser.add_argument("--outside", action="append", default=[], help="an address outside the cluster (repeatable)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per check")
@@ -370,10 +388,16 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"consecutive silent rounds needed (default {defaults.clean_rounds})")
     parser.add_argument("--interval", type=float, default=defaults.interval_seconds,
                         help=f"seconds between rounds (default {defaults.interval_seconds:g})")
-    parser.add_argument("--bound", type=float, default=defaults.bound_seconds,
-                        help=f"not isolated unless the rounds are clean by then, seconds (default {defaults.bound_seconds:g})")
+    parser.add_argument(
+        "--bound",
+        type=float,
+        default=defaults.bound_seconds,
+        help=f"not isolated unless the rounds are clean by then, seconds (default {defaults.bound_seconds:g})",
+    )
     parser.add_argument("--gpus-allowed", type=int, default=0, help="GPUs this container requested (default 0)")
-    parser.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)  # a fake /dev, /proc tree in tests
+    parser.add_argument(
+        "--root", type=Path, default=Path("/"), help=argparse.SUPPRESS
+    )  # a fake /dev, /proc tree in tests
     parser.add_argument("--routes", type=Path, default=ROUTES, help=argparse.SUPPRESS)  # a route table file in tests
     args = parser.parse_args(argv)
     try:

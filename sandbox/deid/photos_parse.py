@@ -105,7 +105,9 @@ def parse_jpeg(data: bytes) -> JpegLayout:
         (length,) = struct.unpack_from(">H", data, pos + 2)
         end = pos + 2 + length
         if length < 2 or end > size:
-            raise PhotoError(f"JPEG: {marker_name(marker)} segment at offset {start} is truncated (length runs past the end)")
+            raise PhotoError(
+                f"JPEG: {marker_name(marker)} segment at offset {start} is truncated (length runs past the end)"
+            )
         payload = data[pos + 4 : end]
         if marker == SOS:
             found = _NEXT_MARKER.search(data, end)

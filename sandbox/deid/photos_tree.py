@@ -71,7 +71,9 @@ def _manufacturer(make: str) -> str:
     return cleaned if cleaned and cleaned[0].isalnum() else "unknown"
 
 
-def _output_sheet(sheet: CohortSheet, cases: list[str], makes: dict[str, str], tokens: Pseudonymizer) -> list[CaseAttributes]:
+def _output_sheet(
+    sheet: CohortSheet, cases: list[str], makes: dict[str, str], tokens: Pseudonymizer
+) -> list[CaseAttributes]:
     rows = []
     for case in cases:
         attrs = sheet.get(case)
@@ -80,7 +82,9 @@ def _output_sheet(sheet: CohortSheet, cases: list[str], makes: dict[str, str], t
                 attrs,
                 case=tokens.path_token("photo-case", case),
                 patient=tokens.patient_id("id:" + attrs.patient) if attrs.patient else "",
-                manufacturer=attrs.manufacturer if attrs.manufacturer != "unknown" else _manufacturer(makes.get(case, "")),
+                manufacturer=attrs.manufacturer
+                if attrs.manufacturer != "unknown"
+                else _manufacturer(makes.get(case, "")),
             )
         )
     return rows

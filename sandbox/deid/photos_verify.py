@@ -24,7 +24,18 @@ from pathlib import Path
 
 from lightbox.sandbox.cohortsheet import COHORT_DIMENSIONS, SHEET_NAME, CohortSheetError, load_sheet
 from lightbox.sandbox.deid.batch import _progress_bar, available_cores, run_parallel
-from lightbox.sandbox.deid.photos import ADOBE, EXIF_HEADER, ICC_APP2, JFIF, _JPEG_KEPT, _PNG_KEPT, jpeg_block_keyword, minimal_exif, png_chunk_keyword, read_exif
+from lightbox.sandbox.deid.photos import (
+    _JPEG_KEPT,
+    _PNG_KEPT,
+    ADOBE,
+    EXIF_HEADER,
+    ICC_APP2,
+    JFIF,
+    jpeg_block_keyword,
+    minimal_exif,
+    png_chunk_keyword,
+    read_exif,
+)
 from lightbox.sandbox.deid.photos_parse import (
     PhotoError,
     icc_findings,

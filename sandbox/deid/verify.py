@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from pydantic import Field
+
+from lightbox.api.results import Model
 from lightbox.sandbox.deid.attributes import (
     PATIENT_IDENTITY_REMOVED,
     PSEUDONYM_TAGS,
@@ -34,9 +37,6 @@ from lightbox.sandbox.deid.slide_dicom import gate_finding as slide_gate_finding
 from lightbox.sandbox.deid.slide_tiff import gate_check as slide_gate_check
 from lightbox.sandbox.deid.slide_tiff import is_tiff_file
 from lightbox.sandbox.deid.values import is_dummy, split_values
-from pydantic import Field
-
-from lightbox.api.results import Model
 
 AGE_BANDS = ("0-17", "18-39", "40-59", "60-79", "80+")
 COHORT_DIMENSIONS = ("sex", "ageBand", "manufacturer", "modality")
@@ -284,7 +284,12 @@ def verify_tree(
     for i, dimension in enumerate(COHORT_DIMENSIONS):
         cohort[dimension] = dict(sorted(Counter(values[i] for values in studies.values()).items()))
     violations = [
-        Violation(keyword=keyword, tag=tag if isinstance(tag, str) else tag_text(tag), occurrences=n, files=files[(keyword, tag)])
+        Violation(
+            keyword=keyword,
+            tag=tag if isinstance(tag, str) else tag_text(tag),
+            occurrences=n,
+            files=files[(keyword, tag)],
+        )
         for (keyword, tag), n in sorted(occurrences.items(), key=lambda kv: (_tag_order(kv[0][1]), kv[0][0]))
     ]
     errors = sum(1 for c in checks if c.error is not None)

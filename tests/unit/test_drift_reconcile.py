@@ -11,7 +11,9 @@ from test_reconcile import NS, REPORT, audit_records, clock, finish, make_runtim
 from lightbox.api.results import MetricValue, ScoreReport
 from lightbox.operator import validations
 
-WORSE = ScoreReport(task="classification", cases=40, scored=40, metrics={"auc": MetricValue(value=0.6, lower=0.52, upper=0.68)})
+WORSE = ScoreReport(
+    task="classification", cases=40, scored=40, metrics={"auc": MetricValue(value=0.6, lower=0.52, upper=0.68)}
+)
 MIX = {"sex": {"F": 300, "M": 300}, "manufacturer": {"GE": 200, "Siemens": 400}}
 
 
@@ -49,7 +51,10 @@ def test_a_worse_algorithm_turns_the_validation_degraded_and_a_moved_mix_gives_i
     drift = audit_records(kube)[2]["spec"]["drift"]
     assert drift["baselineRun"] == 1 and [d["metric"] for d in drift["degraded"]] == ["auc"]
 
-    kube.objects[("datasets", NS, "data")]["status"]["cohort"] = {"sex": {"F": 540, "M": 60}, "manufacturer": MIX["manufacturer"]}
+    kube.objects[("datasets", NS, "data")]["status"]["cohort"] = {
+        "sex": {"F": 540, "M": 60},
+        "manufacturer": MIX["manufacturer"],
+    }
     one_run(kube, runtime, clock, 4, REPORT)
     shift = conditions(kube)["InputShift"]
     assert (shift["status"], shift["reason"]) == ("True", "CohortShifted") and shift["message"].startswith("sex: PSI ")

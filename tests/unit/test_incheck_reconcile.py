@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
+from test_reconcile import NS, clock, make_runtime, run, setup_cluster, status  # noqa: F401 - clock is a fixture
+
 from lightbox.api.run import IsolationCheckConfig
 from lightbox.operator import validations
-from test_reconcile import NS, clock, make_runtime, run, setup_cluster, status  # noqa: F401 - clock is a fixture
 
 REFUSAL = "api-server 10.96.0.1:443 (TCP connection established); NetworkPolicies are not enforced for this pod"
 

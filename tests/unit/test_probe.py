@@ -54,10 +54,28 @@ def test_no_network_means_isolated(tmp_path):
     """In a network namespace with no interfaces nothing can answer (needs unshare)."""
     log = tmp_path / "termination"
     result = subprocess.run(
-        ["unshare", "--net", "--", sys.executable, "-m", "lightbox.sandbox.probe",
-         "--api-server", "https://127.0.0.1:6443", "--dns", "10.96.0.10:53", "--outside", "1.1.1.1:443", "--timeout", "1",
-         "--interval", "0"],
-        capture_output=True, text=True, env={"LIGHTBOX_TERMINATION_LOG": str(log), "PATH": "/usr/bin:/bin"}, timeout=30,
+        [
+            "unshare",
+            "--net",
+            "--",
+            sys.executable,
+            "-m",
+            "lightbox.sandbox.probe",
+            "--api-server",
+            "https://127.0.0.1:6443",
+            "--dns",
+            "10.96.0.10:53",
+            "--outside",
+            "1.1.1.1:443",
+            "--timeout",
+            "1",
+            "--interval",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env={"LIGHTBOX_TERMINATION_LOG": str(log), "PATH": "/usr/bin:/bin"},
+        timeout=30,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(log.read_text())["isolated"] is True
@@ -71,9 +89,25 @@ def test_reachable_means_not_isolated(tmp_path):
     try:
         result = subprocess.run(
             # This one runs in the host's network: no route table, so the host's gateway is not tried.
-            [sys.executable, "-m", "lightbox.sandbox.probe", "--api-server", f"127.0.0.1:{server.getsockname()[1]}", "--timeout", "1",
-             "--routes", "/dev/null", "--interval", "0.1", "--bound", "1"],
-            capture_output=True, text=True, env={"LIGHTBOX_TERMINATION_LOG": str(log), "PATH": "/usr/bin:/bin"}, timeout=30,
+            [
+                sys.executable,
+                "-m",
+                "lightbox.sandbox.probe",
+                "--api-server",
+                f"127.0.0.1:{server.getsockname()[1]}",
+                "--timeout",
+                "1",
+                "--routes",
+                "/dev/null",
+                "--interval",
+                "0.1",
+                "--bound",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            env={"LIGHTBOX_TERMINATION_LOG": str(log), "PATH": "/usr/bin:/bin"},
+            timeout=30,
         )
     finally:
         server.close()
@@ -92,8 +126,23 @@ def _probe_in_new_netns(tmp_path, setup: str, *args: str):
         pytest.skip("needs root and iptables to build a network namespace with a REJECT rule")
     log = tmp_path / "termination"
     result = subprocess.run(
-        ["unshare", "--net", "--", "sh", "-c", f'set -e\n{setup}\nexec "$@"', "sh", sys.executable, "-m", "lightbox.sandbox.probe", *args],
-        capture_output=True, text=True, env={"LIGHTBOX_TERMINATION_LOG": str(log), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, timeout=60,
+        [
+            "unshare",
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            f'set -e\n{setup}\nexec "$@"',
+            "sh",
+            sys.executable,
+            "-m",
+            "lightbox.sandbox.probe",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env={"LIGHTBOX_TERMINATION_LOG": str(log), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        timeout=60,
     )
     return result, json.loads(log.read_text())
 
@@ -104,7 +153,9 @@ REJECT_PORT_1 = "ip link set lo up && iptables -A OUTPUT -p tcp -d 127.0.0.1 --d
 def test_a_packet_filters_icmp_reject_is_not_an_answer(tmp_path):
     """kube-router's deny: REJECT, i.e. ICMP port-unreachable. No TCP stack answers a SYN
     with ICMP, so the SYN died in the filter: isolated."""
-    result, data = _probe_in_new_netns(tmp_path, REJECT_PORT_1, "--api-server", "127.0.0.1:1", "--timeout", "1", "--interval", "0")
+    result, data = _probe_in_new_netns(
+        tmp_path, REJECT_PORT_1, "--api-server", "127.0.0.1:1", "--timeout", "1", "--interval", "0"
+    )
     assert result.returncode == 0, result.stdout
     assert data["isolated"] is True
     check = json.loads(result.stdout)["checks"][0]
@@ -139,7 +190,11 @@ def test_gpus_visible_to_the_probe_mean_not_isolated(tmp_path):
     )
     assert result.returncode == 1
     data = json.loads(log.read_text())
-    assert data["isolated"] is False and data["answered"] == [data["answered"][0]] and "gpus: 2 visible" in data["answered"][0]
+    assert (
+        data["isolated"] is False
+        and data["answered"] == [data["answered"][0]]
+        and "gpus: 2 visible" in data["answered"][0]
+    )
 
 
 def test_the_probe_tries_the_node_and_the_gateway_too(tmp_path):
@@ -149,9 +204,23 @@ def test_the_probe_tries_the_node_and_the_gateway_too(tmp_path):
     routes.write_text("Iface\tDestination\tGateway\tFlags\nlo\t00000000\t0200007F\t0003\n")
     log = tmp_path / "termination"
     result = subprocess.run(
-        ["unshare", "--net", "--", sys.executable, "-m", "lightbox.sandbox.probe", "--timeout", "1", "--routes", str(routes),
-         "--interval", "0"],
-        capture_output=True, text=True, timeout=30,
+        [
+            "unshare",
+            "--net",
+            "--",
+            sys.executable,
+            "-m",
+            "lightbox.sandbox.probe",
+            "--timeout",
+            "1",
+            "--routes",
+            str(routes),
+            "--interval",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
         env={"LIGHTBOX_TERMINATION_LOG": str(log), "PATH": "/usr/bin:/bin", "LIGHTBOX_NODE_IP": "127.0.0.1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -162,8 +231,10 @@ def test_the_probe_tries_the_node_and_the_gateway_too(tmp_path):
 # The first two SYNs to port 1 pass (a TCP reset answers them: 60-byte SYNs within a 120-byte
 # quota), every later one is REJECTed: a policy engine arriving after the pod got its address,
 # as kube-router does 1-4 s later, counted in packets instead of seconds so the test has no clock.
-WINDOW_THEN_REJECT = ("ip link set lo up && iptables -A OUTPUT -p tcp -d 127.0.0.1 --dport 1 -m quota --quota 120 -j ACCEPT"
-                      " && iptables -A OUTPUT -p tcp -d 127.0.0.1 --dport 1 -j REJECT")
+WINDOW_THEN_REJECT = (
+    "ip link set lo up && iptables -A OUTPUT -p tcp -d 127.0.0.1 --dport 1 -m quota --quota 120 -j ACCEPT"
+    " && iptables -A OUTPUT -p tcp -d 127.0.0.1 --dport 1 -j REJECT"
+)
 
 
 def test_answers_in_the_policy_engines_window_then_clean_rounds_mean_isolated(tmp_path):

@@ -19,10 +19,10 @@ from lightbox import auditchain
 from lightbox.api.results import MetricValue, ScoreReport
 from lightbox.operator import clock as operator_clock
 from lightbox.operator import validations
-from lightbox.operator.kube import KubeError
-from lightbox.operator.runtime import Runtime
 from lightbox.operator.config import OperatorConfig
 from lightbox.operator.exporter import Exporter
+from lightbox.operator.kube import KubeError
+from lightbox.operator.runtime import Runtime
 
 NS = "region"
 DIGEST = "sha256:" + "ab" * 32
@@ -83,7 +83,11 @@ class FakeKube:
         out = []
         for (kind, ns, _), obj in self.objects.items():
             labels = obj["metadata"].get("labels") or {}
-            if kind == plural and (namespace is None or ns == namespace) and all(labels.get(k) == v for k, v in wanted.items()):
+            if (
+                kind == plural
+                and (namespace is None or ns == namespace)
+                and all(labels.get(k) == v for k, v in wanted.items())
+            ):
                 out.append(copy.deepcopy(obj))
         return out
 
@@ -157,12 +161,26 @@ def finish(kube: FakeKube, run: str, report: ScoreReport | None = None, vendor_e
     statuses = [{"name": "stage", "state": {"terminated": {"exitCode": 0}}},
                 {"name": "vendor", "state": {"terminated": {"exitCode": vendor_exit}}}]
     main = [{"name": "score", "state": {"terminated": {"exitCode": 0, "message": message}}}] if ok else []
-    kube.put("pods", {"metadata": {"name": f"{run}-pod", "namespace": NS, "labels": {**job["spec"]["template"]["metadata"]["labels"],
-                                                                                 "batch.kubernetes.io/job-name": run}},
-                      "status": {"phase": "Succeeded" if ok else "Failed", "initContainerStatuses": statuses, "containerStatuses": main}})
+    kube.put(
+        "pods",
+        {
+            "metadata": {
+                "name": f"{run}-pod",
+                "namespace": NS,
+                "labels": {**job["spec"]["template"]["metadata"]["labels"], "batch.kubernetes.io/job-name": run},
+            },
+            "status": {
+                "phase": "Succeeded" if ok else "Failed",
+                "initContainerStatuses": statuses,
+                "containerStatuses": main,
+            },
+        },
+    )
 
 
-REPORT = ScoreReport(task="classification", cases=40, scored=40, metrics={"auc": MetricValue(value=0.9, lower=0.82, upper=0.95)})
+REPORT = ScoreReport(
+    task="classification", cases=40, scored=40, metrics={"auc": MetricValue(value=0.9, lower=0.82, upper=0.95)}
+)
 
 
 def status(kube: FakeKube) -> dict[str, Any]:
@@ -212,7 +230,9 @@ def test_one_shot_run_from_start_to_verdict(clock):
 
 def audit_records(kube: FakeKube) -> list[dict[str, Any]]:
     """The audit trail, kept in its own namespace (never the Validation's), in chain order."""
-    found = [obj for (plural, ns, _), obj in kube.objects.items() if plural == "auditrecords" and ns == "lightbox-audit"]
+    found = [
+        obj for (plural, ns, _), obj in kube.objects.items() if plural == "auditrecords" and ns == "lightbox-audit"
+    ]
     return sorted(found, key=lambda obj: obj["spec"]["chain"]["sequence"])
 
 
