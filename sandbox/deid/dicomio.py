@@ -161,7 +161,7 @@ def _read_items(
     return items, pos
 
 
-def _skip_encapsulated(buf: bytes | mmap.mmap, pos: int, limit: int) -> int:
+def _skip_encapsulated(buf: bytes | bytearray | mmap.mmap, pos: int, limit: int) -> int:
     """End offset of encapsulated pixel data (items up to the sequence delimiter)."""
     while pos + 8 <= limit:
         group, elem, item_len = _HHL.unpack_from(buf, pos)
@@ -175,7 +175,7 @@ def _skip_encapsulated(buf: bytes | mmap.mmap, pos: int, limit: int) -> int:
 
 
 def _read_dataset(
-    buf: bytes | mmap.mmap, pos: int, end: int, implicit: bool, *, top: bool, until_delimiter: bool
+    buf: bytes | bytearray | mmap.mmap, pos: int, end: int, implicit: bool, *, top: bool, until_delimiter: bool
 ) -> tuple[list[Element], int]:
     elements: list[Element] = []
     append = elements.append
