@@ -13,7 +13,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-node test lint unit integration realnode node-down crds bench down clean mutation
+.PHONY: demo test lint unit integration realnode node-down crds bench down clean mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-## demo: start a local control plane, run a validation end to end, print the results
+## demo: run a validation end to end and print the results: on a real node where the machine allows it
+## (root, Linux; the operator in-cluster from the chart, left running), else on the local control plane
 demo: $(STAMP)
-	$(BIN)/lightbox demo
-
-## demo-node: the demo on a real node (root): operator in-cluster from the chart; leaves it running
-demo-node: $(STAMP)
-	$(BIN)/python -m lightbox.devtools.binaries --helm --node
 	$(BIN)/lightbox demo --node auto
 
 ## down: stop the demo's control plane

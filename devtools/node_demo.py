@@ -103,6 +103,8 @@ def run(workdir: Path, claims: dict[str, Path], say: Say) -> tuple[Path, Node]:
     node = start_node(workdir / "node", say)
     kubeconfig = node.kubeconfig
     node_chart.import_images(node.paths.containerd_socket, built, say)
+    # The chart renders the operator's Roles in the namespaces it watches: they must exist first.
+    kubectl(kubeconfig, "apply", "-f", str(REPO_ROOT / "examples" / "05-namespace.yaml"))
     say("helm install of charts/lightbox (the operator runs in-cluster from the built image)")
     node_chart.helm_install(kubeconfig, node_chart.chart_values(built["lightbox"], watch_namespaces=[NAMESPACE]), workdir=node.workdir, log=say)
     advertise_gpus(kubeconfig)
@@ -111,7 +113,10 @@ def run(workdir: Path, claims: dict[str, Path], say: Say) -> tuple[Path, Node]:
     kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(claim_volumes(claims)))
     classifier = built["classifier"]
     pinned = f"{classifier.ref.rpartition(':')[0]}@{classifier.digest}"
-    for name in ("40-validation.yaml", "20-dataset.yaml"):
+    # A re-run starts afresh. The Algorithm too: its image digest follows the checkout (the reference
+    # images carry the lightbox wheel), and changing spec.image of an existing Algorithm is an
+    # approval-relevant change the admission policy refuses without spec.submittedBy.
+    for name in ("40-validation.yaml", "30-algorithm.yaml", "20-dataset.yaml"):
         kubectl(kubeconfig, "delete", "-f", str(REPO_ROOT / "examples" / name), "--ignore-not-found", "--timeout=120s")
     say("applying examples/ (policy also allowing localhost, the algorithm's image the built one)")
     kubectl(kubeconfig, "apply", "-f", "-", input=examples_for_node(pinned))
