@@ -14,7 +14,7 @@ from typing import Any
 
 from lightbox.api.run import ScorerConfig, StagerConfig
 from lightbox.sandbox import packaging
-from lightbox.sandbox.deidgate import minimal_verify_tree
+from lightbox.sandbox.deidgate import verify_tree
 from lightbox.sandbox.isolation import IsolationUnavailable, View, run_isolated
 from lightbox.sandbox.packaging_map import ManifestError, MapManifest, read_from_folder
 from lightbox.sandbox.sampledata import make_sample_dataset
@@ -115,7 +115,7 @@ def run_check(command: list[str], settings: Any, out: Any = None) -> int:
             labels=sample.labels,
             deid_options=sample.deid_options,  # type: ignore[arg-type]
         )
-        stage(sample.studies_dir, input_dir, work_dir, config, verifier=minimal_verify_tree, output_dir=output_dir)
+        stage(sample.studies_dir, input_dir, work_dir, config, verifier=verify_tree, output_dir=output_dir)
         from lightbox.sandbox.scorer import load_cases
 
         cases = load_cases(work_dir)

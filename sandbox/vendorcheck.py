@@ -36,7 +36,7 @@ from lightbox.sandbox.contract import (
     validate_predictions,
     vendor_environment,
 )
-from lightbox.sandbox.deidgate import minimal_verify_tree
+from lightbox.sandbox.deidgate import verify_tree
 from lightbox.sandbox.isolation import SYSTEM_DIRS, IsolationResult, IsolationUnavailable, View, run_isolated
 from lightbox.sandbox.sampledata import make_sample_dataset
 from lightbox.sandbox.segfile import SegError
@@ -420,7 +420,7 @@ def run_check(command: list[str], settings: CheckSettings, out: Any = None) -> i
         stage(
             sample.studies_dir, input_dir, work_dir,
             StagerConfig(task=settings.task, labels=sample.labels, deid_options=sample.deid_options),  # type: ignore[arg-type]
-            verifier=minimal_verify_tree,
+            verifier=verify_tree,
         )
         manifest = json.loads((input_dir / MANIFEST_FILE).read_text())
         identifiers = sample_identifiers(input_dir)

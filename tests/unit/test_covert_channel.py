@@ -14,7 +14,7 @@ import pytest
 from lightbox.api.results import ScoreReport
 from lightbox.api.run import ScorerConfig, StagerConfig
 from lightbox.sandbox import release, scorer
-from lightbox.sandbox.deidgate import minimal_verify_tree
+from lightbox.sandbox.deidgate import verify_tree
 from lightbox.sandbox.sampledata import make_sample_dataset
 from lightbox.sandbox.stager import stage
 
@@ -30,7 +30,7 @@ class Site:
         self.output.mkdir()
         stage(self.sample.studies_dir, self.input, self.work,
               StagerConfig(task="classification", labels=self.sample.labels, deid_options=self.sample.deid_options),
-              verifier=minimal_verify_tree)
+              verifier=verify_tree)
         self.ids = sorted(json.loads((self.work / "cases.json").read_text())["cases"])
         self.cfg = ScorerConfig(task="classification", labels=self.sample.labels, positive_label="abnormal",
                                 subgroups=["sex", "site"], min_subgroup_size=MIN_CELL,

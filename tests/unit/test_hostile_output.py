@@ -21,7 +21,7 @@ import pytest
 from lightbox.api.run import EXIT_MALFORMED_PREDICTIONS, EXIT_OK, StagerConfig
 from lightbox.sandbox import safeio, scorer, vendorcheck
 from lightbox.sandbox.contract import MAX_PREDICTIONS_BYTES
-from lightbox.sandbox.deidgate import minimal_verify_tree
+from lightbox.sandbox.deidgate import verify_tree
 from lightbox.sandbox.reference import segmenter
 from lightbox.sandbox.sampledata import make_sample_dataset
 from lightbox.sandbox.segfile import SegError, read_seg, write_seg
@@ -44,7 +44,7 @@ class Run:
             self.input,
             self.work,
             StagerConfig(task="segmentation", labels=["lesion"], deid_options=self.sample.deid_options),
-            verifier=minimal_verify_tree,
+            verifier=verify_tree,
         )
         self.cases = json.loads((self.work / "cases.json").read_text())["cases"]
         self.env = {

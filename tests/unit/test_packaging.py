@@ -15,7 +15,7 @@ import pytest
 
 from lightbox.api.run import ScorerConfig, StagerConfig
 from lightbox.sandbox import packaging
-from lightbox.sandbox.deidgate import minimal_verify_tree
+from lightbox.sandbox.deidgate import verify_tree
 from lightbox.sandbox.packaging_sr import sr_score
 from lightbox.sandbox.safeio import Unreadable
 from lightbox.sandbox.sampledata import make_sample_dataset
@@ -30,7 +30,7 @@ def _staged(tmp: Path, kind: str, task: str):
     dirs = {name: tmp / name for name in ("input", "output", "work")}
     config = StagerConfig(task=task, packaging=kind, labels=sample.labels, deid_options=sample.deid_options)  # type: ignore[arg-type]
     stage(
-        sample.studies_dir, dirs["input"], dirs["work"], config, verifier=minimal_verify_tree, output_dir=dirs["output"]
+        sample.studies_dir, dirs["input"], dirs["work"], config, verifier=verify_tree, output_dir=dirs["output"]
     )
     cases = json.loads((dirs["work"] / "cases.json").read_text())["cases"]
     return sample, dirs, cases
@@ -339,7 +339,7 @@ def test_photo_and_slide_datasets_are_refused_for_per_case_packagings_naming_why
     (tmp_path / "studies" / "case-a").mkdir(parents=True)
     config = StagerConfig(task="classification", packaging=kind, format=fmt)  # type: ignore[arg-type]
     with pytest.raises(StageError) as caught:
-        stage(tmp_path / "studies", tmp_path / "in", tmp_path / "work", config, verifier=minimal_verify_tree)
+        stage(tmp_path / "studies", tmp_path / "in", tmp_path / "work", config, verifier=verify_tree)
     assert caught.value.reason == "ConfigInvalid" and caught.value.exit_code == 2
     assert (
         f"packaging {kind} is laid out from DICOM studies only; a {fmt} dataset needs packaging lightbox"

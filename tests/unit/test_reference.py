@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from lightbox.api.run import StagerConfig
-from lightbox.sandbox.deidgate import minimal_verify_tree
+from lightbox.sandbox.deidgate import verify_tree
 from lightbox.sandbox.isolation import IsolationUnavailable, run_isolated
 from lightbox.sandbox.metrics import classification as cls
 from lightbox.sandbox.metrics import segmentation as seg
@@ -23,7 +23,7 @@ from lightbox.sandbox.stager import stage
 def _staged(tmp: Path, monkeypatch: pytest.MonkeyPatch, task: str, n: int) -> tuple[dict, dict, Path]:
     sample = make_sample_dataset(tmp / "data", n_cases=n, seed=0, task=task)  # type: ignore[arg-type]
     stage(sample.studies_dir, tmp / "input", tmp / "work", StagerConfig(task=task, labels=sample.labels,
-          deid_options=sample.deid_options), verifier=minimal_verify_tree)
+          deid_options=sample.deid_options), verifier=verify_tree)
     monkeypatch.setenv("LIGHTBOX_INPUT_DIR", str(tmp / "input"))
     monkeypatch.setenv("LIGHTBOX_OUTPUT_DIR", str(tmp / "output"))
     cases = json.loads((tmp / "work" / "cases.json").read_text())["cases"]
@@ -43,7 +43,7 @@ def test_sample_dataset_is_deterministic_and_varied(tmp_path: Path) -> None:
     assert "InstitutionName" not in headers[0] and "PatientBirthDate" not in headers[0]
     assert len({h.Manufacturer for h in headers}) > 1 and len({h.PatientSex for h in headers}) > 1
     assert all(h.pixel_array.shape == (h.Rows, h.Columns) for h in headers)
-    assert minimal_verify_tree(a.studies_dir, a.deid_options).ok
+    assert verify_tree(a.studies_dir, a.deid_options).ok
 
 
 def test_honest_classifier_predicts_the_sample_partly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ from lightbox.api.results import TERMINATION_MESSAGE_LIMIT, ScoreReport
 from lightbox.api.run import EXIT_GROUND_TRUTH_UNREADABLE, EXIT_MALFORMED_PREDICTIONS, EXIT_OK, StagerConfig
 from lightbox.api.validation import RunRecord
 from lightbox.sandbox import scorer
-from lightbox.sandbox.deidgate import minimal_verify_tree
+from lightbox.sandbox.deidgate import verify_tree
 from lightbox.sandbox.reference import classifier, segmenter
 from lightbox.sandbox.sampledata import SampleDataset, make_sample_dataset
 from lightbox.sandbox.stager import stage
@@ -30,7 +30,7 @@ class Run:
         self.input, self.output, self.work, self.term = tmp / "input", tmp / "output", tmp / "work", tmp / "term"
         self.output.mkdir()
         stage(self.sample.studies_dir, self.input, self.work, StagerConfig(task=task, labels=self.sample.labels,
-              deid_options=self.sample.deid_options), verifier=minimal_verify_tree)
+              deid_options=self.sample.deid_options), verifier=verify_tree)
         self.task = task
         self.mp = monkeypatch
         for key, value in {

@@ -14,13 +14,6 @@ from lightbox.sandbox.contract import InputManifest
 from lightbox.sandbox.sampledata import SAMPLE_DEID_OPTIONS, make_sample_dataset
 
 
-@pytest.fixture
-def minimal_verifier(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stager logic is tested with the built-in minimal check; the full profile check is the
-    deid package's to test."""
-    monkeypatch.setattr(deidgate, "load_verifier", lambda: (deidgate.minimal_verify_tree, "minimal"))
-
-
 def _env(monkeypatch: pytest.MonkeyPatch, tmp: Path, studies: Path, config: dict | None = None) -> dict[str, Path]:
     paths = {"input": tmp / "input", "work": tmp / "work", "term": tmp / "termination-log"}
     monkeypatch.setenv("LIGHTBOX_STUDIES_DIR", str(studies))
@@ -36,7 +29,6 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp: Path, studies: Path, config: dict
     return paths
 
 
-@pytest.mark.usefixtures("minimal_verifier")
 def test_stages_sample_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sample = make_sample_dataset(tmp_path / "data", n_cases=6, seed=1, task="segmentation")
     paths = _env(
@@ -66,7 +58,6 @@ def test_stages_sample_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert summary["cases"] == 6 and summary["files"] == 18
 
 
-@pytest.mark.usefixtures("minimal_verifier")
 def test_max_cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sample = make_sample_dataset(tmp_path / "data", n_cases=5)
     paths = _env(monkeypatch, tmp_path, sample.studies_dir, {"deidOptions": SAMPLE_DEID_OPTIONS, "maxCases": 2})
@@ -74,7 +65,6 @@ def test_max_cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(json.loads((paths["input"] / "manifest.json").read_text())["cases"]) == 2
 
 
-@pytest.mark.usefixtures("minimal_verifier")
 def test_refuses_identifiable_data_naming_attributes_not_values(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,7 +85,6 @@ def test_refuses_identifiable_data_naming_attributes_not_values(
     assert not (paths["input"] / "manifest.json").exists()
 
 
-@pytest.mark.usefixtures("minimal_verifier")
 def test_missing_identity_removed_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sample = make_sample_dataset(tmp_path / "data", n_cases=2)
     path = next(sample.studies_dir.rglob("*.dcm"))
@@ -107,7 +96,6 @@ def test_missing_identity_removed_flag(tmp_path: Path, monkeypatch: pytest.Monke
     assert "PatientIdentityRemoved" in paths["term"].read_text()
 
 
-@pytest.mark.usefixtures("minimal_verifier")
 def test_non_dicom_file_is_unreadable_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sample = make_sample_dataset(tmp_path / "data", n_cases=2)
     (sample.studies_dir / sample.cases[0] / "notes.txt").write_text("not dicom")
@@ -221,7 +209,6 @@ def with_spacing(studies: Path, slice_gap: float, pixel_spacing: tuple[float, fl
         ds.save_as(path)
 
 
-@pytest.mark.usefixtures("minimal_verifier")
 def test_spacing_is_slice_row_column_in_millimetres(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sample = make_sample_dataset(tmp_path / "data", n_cases=2, seed=1, task="segmentation")
     # DICOM PixelSpacing is (distance between rows, distance between columns); all three differ
@@ -234,7 +221,6 @@ def test_spacing_is_slice_row_column_in_millimetres(tmp_path: Path, monkeypatch:
     assert [c["spacing"] for c in cases.values()] == [[2.5, 0.5, 0.8], [2.5, 0.5, 0.8]]
 
 
-@pytest.mark.usefixtures("minimal_verifier")
 def test_spacing_without_positions_falls_back_to_the_slice_spacing_attribute(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
