@@ -69,6 +69,50 @@ def find_run(chain_records: Iterable[Mapping[str, Any]], run: str) -> Mapping[st
     return None
 
 
+def _audited_algorithm(
+    validation: Validation, algorithm: Algorithm | None, approvals: Sequence[AlgorithmApproval]
+) -> AuditedAlgorithm:
+    """What the record keeps of the Algorithm (its name only, when it is gone)."""
+    algo = AuditedAlgorithm(name=validation.spec.algorithm_ref.name)
+    if algorithm is None:
+        return algo
+    regulatory = algorithm.spec.regulatory
+    return algo.model_copy(
+        update={
+            "vendor": algorithm.spec.vendor,
+            "product": algorithm.spec.product,
+            "version": algorithm.spec.version,
+            "image": algorithm.spec.image,
+            "ce_class": regulatory.ce_class if regulatory else None,
+            "udi": regulatory.udi if regulatory else None,
+            "approvals": [
+                AuditedApproval(
+                    name=a.metadata.get("name", ""),
+                    approver=a.spec.approver,
+                    groups=a.spec.groups,
+                    approved_at=a.metadata.get("creationTimestamp"),
+                )
+                for a in approvals
+            ]
+            or None,
+        }
+    )
+
+
+def _audited_dataset(validation: Validation, dataset: Dataset | None) -> AuditedDataset:
+    """What the record keeps of the Dataset (its name only, when it is gone or unverified)."""
+    data = AuditedDataset(name=validation.spec.dataset_ref.name)
+    if dataset is None or dataset.status is None:
+        return data
+    return data.model_copy(
+        update={
+            "content_hash": dataset.status.content_hash,
+            "case_count": dataset.status.case_count,
+            "cohort": dataset.status.cohort,
+        }
+    )
+
+
 def audit_record(
     validation: Validation,
     record: RunRecord,
@@ -87,38 +131,8 @@ def audit_record(
     """The AuditRecord of one finished run, as a manifest: the next link of the
     Validation's chain, given the records that chain already has; ``approvals``: those counted for the run."""
     meta = validation.metadata
-    algo = AuditedAlgorithm(name=validation.spec.algorithm_ref.name)
-    if algorithm is not None:
-        regulatory = algorithm.spec.regulatory
-        algo = algo.model_copy(
-            update={
-                "vendor": algorithm.spec.vendor,
-                "product": algorithm.spec.product,
-                "version": algorithm.spec.version,
-                "image": algorithm.spec.image,
-                "ce_class": regulatory.ce_class if regulatory else None,
-                "udi": regulatory.udi if regulatory else None,
-                "approvals": [
-                    AuditedApproval(
-                        name=a.metadata.get("name", ""),
-                        approver=a.spec.approver,
-                        groups=a.spec.groups,
-                        approved_at=a.metadata.get("creationTimestamp"),
-                    )
-                    for a in approvals
-                ]
-                or None,
-            }
-        )
-    data = AuditedDataset(name=validation.spec.dataset_ref.name)
-    if dataset is not None and dataset.status is not None:
-        data = data.model_copy(
-            update={
-                "content_hash": dataset.status.content_hash,
-                "case_count": dataset.status.case_count,
-                "cohort": dataset.status.cohort,
-            }
-        )
+    algo = _audited_algorithm(validation, algorithm, approvals)
+    data = _audited_dataset(validation, dataset)
     chain = ChainLink.model_validate(auditchain.link(chain_records, meta["uid"]))
     when = recorded_at or record.finished_at or record.created_at
     if when is None:

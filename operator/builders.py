@@ -238,66 +238,9 @@ def run_pod_spec(
         raise ValueError(
             f"Dataset {dataset.metadata.get('name')}: spec.groundTruth overlaps spec.studies; refusing to mount it"
         )
-    stager = StagerConfig(
-        task=algo.task,
-        packaging=algo.packaging,
-        format=data.format,
-        labels=list(algo.labels or []),
-        deid_options=list(data.deidentification.options),
-        verified_content_hash=dataset.status.content_hash if dataset.status else None,
-    )
-    termination = {layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH}
     studies_volume, truth_volume, claim_volumes = data_volumes(data.studies, data.ground_truth)
-
-    stage = _trusted_container(layout.STAGE_CONTAINER, config.trusted_image, ["lightbox", "stage"], config)
-    stage["env"] = _env(
-        {
-            layout.STUDIES_DIR_ENV: layout.STUDIES_DIR,
-            layout.INPUT_DIR_ENV: layout.INPUT_DIR,
-            layout.WORK_DIR_ENV: layout.WORK_DIR,
-            layout.STAGER_CONFIG_ENV: stager.model_dump_json(by_alias=True),
-            layout.ISOLATION_CHECK_ENV: isolation_check_config(config, api_server).model_dump_json(by_alias=True),
-            "TMPDIR": layout.TMP_DIR,
-            **GPU_CANARY,
-            **termination,
-        }
-    ) + [_node_ip_env()]
-    stage["volumeMounts"] = [
-        _mount(studies_volume, layout.STUDIES_DIR, True, data.studies.sub_path),
-        _mount(layout.INPUT_VOLUME, layout.INPUT_DIR, False),
-        _mount(layout.WORK_VOLUME, layout.WORK_DIR, False),
-        _mount(layout.TMP_VOLUME, layout.TMP_DIR, False),
-    ]
-
-    vendor_resources = {
-        "cpu": algo.resources.cpu,
-        "memory": algo.resources.memory,
-        "ephemeral-storage": algo.resources.ephemeral_storage,
-    }
-    if algo.resources.gpus:
-        vendor_resources[GPU_RESOURCE] = str(algo.resources.gpus)
-    vendor_env = dict(vendor_environment(algo.task, list(algo.labels or []), layout.INPUT_DIR, layout.OUTPUT_DIR))
-    if not algo.resources.gpus:
-        # The pod's env overrides the image's ENV: an image that sets NVIDIA_VISIBLE_DEVICES=all
-        # (or a legacy CUDA image, which the toolkit treats as "all") gets none. GPU runs leave
-        # it to the device plugin, whose value is the allocation (docs/gpus.md).
-        vendor_env[layout.NVIDIA_VISIBLE_DEVICES_ENV] = "void"
-    # The image's own entrypoint runs: the vendor contract fixes only the directories.
-    vendor = {
-        "name": layout.VENDOR_CONTAINER,
-        "image": algo.image,
-        "imagePullPolicy": "IfNotPresent",
-        "env": _env(vendor_env),
-        "volumeMounts": [
-            _mount(layout.INPUT_VOLUME, layout.INPUT_DIR, True),
-            _mount(layout.OUTPUT_VOLUME, layout.OUTPUT_DIR, False),
-        ],
-        "resources": {"requests": dict(vendor_resources), "limits": dict(vendor_resources)},
-        "securityContext": container_security_context(),
-        "terminationMessagePolicy": "File",
-    }
-
-    vendors = [vendor]
+    stage = _stage_container(algorithm, dataset, config, api_server, studies_volume)
+    vendors = [_vendor_container(algorithm)]
     if packaging.runs_per_case(algo.packaging):
         # The image runs once per case, each run seeing only its case's folders
         # (sandbox/packaging.py); the stage step lays them out, so it mounts the output too.
@@ -306,28 +249,10 @@ def run_pod_spec(
             raise ValueError(
                 f"Dataset {dataset.metadata.get('name')}: packaging {algo.packaging} needs the verified case count"
             )
-        vendors = packaging.per_case_containers(vendor, algo.packaging, cases, layout.INPUT_DIR, layout.OUTPUT_DIR)
+        vendors = packaging.per_case_containers(vendors[0], algo.packaging, cases, layout.INPUT_DIR, layout.OUTPUT_DIR)
         stage["env"].insert(0, {"name": layout.OUTPUT_DIR_ENV, "value": layout.OUTPUT_DIR})
         stage["volumeMounts"].append(_mount(layout.OUTPUT_VOLUME, layout.OUTPUT_DIR, False))
-
-    score = _trusted_container(layout.SCORE_CONTAINER, config.trusted_image, ["lightbox", "score"], config)
-    score["env"] = _env(
-        {
-            layout.OUTPUT_DIR_ENV: layout.OUTPUT_DIR,
-            layout.TRUTH_DIR_ENV: layout.TRUTH_DIR,
-            layout.WORK_DIR_ENV: layout.WORK_DIR,
-            layout.SCORER_CONFIG_ENV: scorer_config(validation, algorithm, policy).model_dump_json(by_alias=True),
-            "TMPDIR": layout.TMP_DIR,
-            **termination,
-        }
-    )
-    score["volumeMounts"] = [
-        _mount(layout.OUTPUT_VOLUME, layout.OUTPUT_DIR, True),
-        _mount(truth_volume, layout.TRUTH_DIR, True, data.ground_truth.sub_path),
-        _mount(layout.WORK_VOLUME, layout.WORK_DIR, False),
-        _mount(layout.TMP_VOLUME, layout.TMP_DIR, False),
-    ]
-
+    score = _score_container(validation, algorithm, dataset, policy, config, truth_volume)
     return {
         **_pod_basics(policy),
         "activeDeadlineSeconds": algo.timeout_seconds,
@@ -342,6 +267,104 @@ def run_pod_spec(
             {"name": layout.TMP_VOLUME, "emptyDir": {"sizeLimit": config.trusted_resources.ephemeral_storage}},
         ],
     }
+
+
+_TERMINATION = {layout.TERMINATION_LOG_ENV: layout.TERMINATION_LOG_PATH}
+
+
+def _stage_container(
+    algorithm: Algorithm, dataset: Dataset, config: OperatorConfig, api_server: str | None, studies_volume: str
+) -> dict[str, Any]:
+    """The trusted stage step: de-identification gate, isolation check, the vendor's input laid out."""
+    algo, data = algorithm.spec, dataset.spec
+    stager = StagerConfig(
+        task=algo.task,
+        packaging=algo.packaging,
+        format=data.format,
+        labels=list(algo.labels or []),
+        deid_options=list(data.deidentification.options),
+        verified_content_hash=dataset.status.content_hash if dataset.status else None,
+    )
+    stage = _trusted_container(layout.STAGE_CONTAINER, config.trusted_image, ["lightbox", "stage"], config)
+    stage["env"] = _env(
+        {
+            layout.STUDIES_DIR_ENV: layout.STUDIES_DIR,
+            layout.INPUT_DIR_ENV: layout.INPUT_DIR,
+            layout.WORK_DIR_ENV: layout.WORK_DIR,
+            layout.STAGER_CONFIG_ENV: stager.model_dump_json(by_alias=True),
+            layout.ISOLATION_CHECK_ENV: isolation_check_config(config, api_server).model_dump_json(by_alias=True),
+            "TMPDIR": layout.TMP_DIR,
+            **GPU_CANARY,
+            **_TERMINATION,
+        }
+    ) + [_node_ip_env()]
+    stage["volumeMounts"] = [
+        _mount(studies_volume, layout.STUDIES_DIR, True, data.studies.sub_path),
+        _mount(layout.INPUT_VOLUME, layout.INPUT_DIR, False),
+        _mount(layout.WORK_VOLUME, layout.WORK_DIR, False),
+        _mount(layout.TMP_VOLUME, layout.TMP_DIR, False),
+    ]
+    return stage
+
+
+def _vendor_container(algorithm: Algorithm) -> dict[str, Any]:
+    """The vendor's image with its own entrypoint: the contract fixes only the directories."""
+    algo = algorithm.spec
+    vendor_resources = {
+        "cpu": algo.resources.cpu,
+        "memory": algo.resources.memory,
+        "ephemeral-storage": algo.resources.ephemeral_storage,
+    }
+    if algo.resources.gpus:
+        vendor_resources[GPU_RESOURCE] = str(algo.resources.gpus)
+    vendor_env = dict(vendor_environment(algo.task, list(algo.labels or []), layout.INPUT_DIR, layout.OUTPUT_DIR))
+    if not algo.resources.gpus:
+        # The pod's env overrides the image's ENV: an image that sets NVIDIA_VISIBLE_DEVICES=all
+        # (or a legacy CUDA image, which the toolkit treats as "all") gets none. GPU runs leave
+        # it to the device plugin, whose value is the allocation (docs/gpus.md).
+        vendor_env[layout.NVIDIA_VISIBLE_DEVICES_ENV] = "void"
+    return {
+        "name": layout.VENDOR_CONTAINER,
+        "image": algo.image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": _env(vendor_env),
+        "volumeMounts": [
+            _mount(layout.INPUT_VOLUME, layout.INPUT_DIR, True),
+            _mount(layout.OUTPUT_VOLUME, layout.OUTPUT_DIR, False),
+        ],
+        "resources": {"requests": dict(vendor_resources), "limits": dict(vendor_resources)},
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "File",
+    }
+
+
+def _score_container(
+    validation: Validation,
+    algorithm: Algorithm,
+    dataset: Dataset,
+    policy: SandboxPolicy | None,
+    config: OperatorConfig,
+    truth_volume: str,
+) -> dict[str, Any]:
+    """The trusted scorer: the only container that sees the ground truth."""
+    score = _trusted_container(layout.SCORE_CONTAINER, config.trusted_image, ["lightbox", "score"], config)
+    score["env"] = _env(
+        {
+            layout.OUTPUT_DIR_ENV: layout.OUTPUT_DIR,
+            layout.TRUTH_DIR_ENV: layout.TRUTH_DIR,
+            layout.WORK_DIR_ENV: layout.WORK_DIR,
+            layout.SCORER_CONFIG_ENV: scorer_config(validation, algorithm, policy).model_dump_json(by_alias=True),
+            "TMPDIR": layout.TMP_DIR,
+            **_TERMINATION,
+        }
+    )
+    score["volumeMounts"] = [
+        _mount(layout.OUTPUT_VOLUME, layout.OUTPUT_DIR, True),
+        _mount(truth_volume, layout.TRUTH_DIR, True, dataset.spec.ground_truth.sub_path),
+        _mount(layout.WORK_VOLUME, layout.WORK_DIR, False),
+        _mount(layout.TMP_VOLUME, layout.TMP_DIR, False),
+    ]
+    return score
 
 
 def run_job(

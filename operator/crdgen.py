@@ -35,28 +35,8 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         return [_resolve(item, defs) for item in node]
     if not isinstance(node, dict):
         return node
-    node = dict(node)
-    if "$ref" in node:
-        target = copy.deepcopy(defs[node.pop("$ref").rsplit("/", 1)[-1]])
-        node = {**target, **node}  # the referencing field's description wins
-    any_of = node.pop("anyOf", None)
-    if any_of is not None:
-        non_null = [option for option in any_of if option.get("type") != "null"]
-        if len(non_null) != 1:
-            raise ValueError(f"cannot express a union of {len(non_null)} types in a structural schema: {any_of}")
-        inner = _resolve(non_null[0], defs)
-        node = {**inner, **{k: v for k, v in node.items() if k != "default" or v is not None}}
-    if "const" in node:
-        node["enum"] = [node.pop("const")]
-    if "prefixItems" in node:
-        items = node.pop("prefixItems")
-        node["items"] = items[0]
-        node.setdefault("minItems", len(items))
-        node.setdefault("maxItems", len(items))
-    for key, flag in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        if isinstance(node.get(key), (int, float)) and not isinstance(node.get(key), bool):
-            node[flag] = node.pop(key)
-            node[key] = True
+    node = _without_optional(_inline_ref(dict(node), defs), defs)
+    _openapi_keywords(node)
     extra = node.get("additionalProperties")
     out: dict[str, Any] = {}
     for key, value in node.items():
@@ -71,6 +51,40 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     return _fractional_bounds_as_cel(out)
+
+
+def _inline_ref(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" not in node:
+        return node
+    target = copy.deepcopy(defs[node.pop("$ref").rsplit("/", 1)[-1]])
+    return {**target, **node}  # the referencing field's description wins
+
+
+def _without_optional(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """``X | None`` as X: structural schemas have no unions (absence is how None is written)."""
+    any_of = node.pop("anyOf", None)
+    if any_of is None:
+        return node
+    non_null = [option for option in any_of if option.get("type") != "null"]
+    if len(non_null) != 1:
+        raise ValueError(f"cannot express a union of {len(non_null)} types in a structural schema: {any_of}")
+    inner = _resolve(non_null[0], defs)
+    return {**inner, **{k: v for k, v in node.items() if k != "default" or v is not None}}
+
+
+def _openapi_keywords(node: dict[str, Any]) -> None:
+    """JSON Schema keywords OpenAPI v3.0 spells differently, rewritten in place."""
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if "prefixItems" in node:
+        items = node.pop("prefixItems")
+        node["items"] = items[0]
+        node.setdefault("minItems", len(items))
+        node.setdefault("maxItems", len(items))
+    for key, flag in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(key), (int, float)) and not isinstance(node.get(key), bool):
+            node[flag] = node.pop(key)
+            node[key] = True
 
 
 def _is_fraction(bound: Any) -> bool:
