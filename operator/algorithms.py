@@ -50,7 +50,8 @@ async def reconcile_algorithm(runtime: Runtime, namespace: str, name: str) -> fl
     ):
         return None  # nothing new; also ends the echo of our own write
     now = clock.utcnow()
-    conditions = set_condition(current.conditions if current else None, "Allowed", status, reason, message, now, generation)
+    before = current.conditions if current else None
+    conditions = set_condition(before, "Allowed", status, reason, message, now, generation)
     body = {
         "conditions": [dump(c) for c in conditions],
         "observedGeneration": generation,

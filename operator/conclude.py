@@ -90,7 +90,8 @@ async def conclude(
     if not created and (made.get("spec") or {}).get("hash") != body["spec"]["hash"]:
         # Another writer took this place in the chain first (the chain's names are its
         # sequence numbers): fail the pass, the next one links after it.
-        raise KubeError(409, f"audit chain {validation.metadata['uid']} moved on", "POST", path("auditrecords", audit_ns))
+        chain_id = validation.metadata["uid"]
+        raise KubeError(409, f"audit chain {chain_id} moved on", "POST", path("auditrecords", audit_ns))
     runtime.crash("after-audit-write")
     return final
 
@@ -103,7 +104,8 @@ async def ensure_audit_namespace(runtime: Runtime, logger: Any) -> None:
     try:
         if await runtime.kube.get(path("namespaces", None, name)) is not None:
             return
-        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {layout.LABEL_COMPONENT: audit.COMPONENT_AUDIT}}}
+        labels = {layout.LABEL_COMPONENT: audit.COMPONENT_AUDIT}
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
         await runtime.kube.create(path("namespaces"), body)
         logger.info(f"created the audit namespace {name}")
     except KubeError as exc:

@@ -120,7 +120,8 @@ def image_pull_failure(pod: dict[str, Any] | None) -> Outcome | None:
         if waiting.get("reason") in IMAGE_PULL_REASONS:
             image = status.get("image") or "?"
             detail = waiting.get("message") or waiting["reason"]
-            return Outcome("Failed", IMAGE_PULL_FAILED, _clip(f"container {name}: image {image} could not be pulled: {detail}"))
+            text = f"container {name}: image {image} could not be pulled: {detail}"
+            return Outcome("Failed", IMAGE_PULL_FAILED, _clip(text))
     return None
 
 
@@ -139,7 +140,8 @@ def parse_report(message: str | None) -> ScoreReport | Outcome:
         data = json.loads(message)
     except (ValueError, RecursionError) as exc:
         # RecursionError: deeply nested arrays fit in the 4 KiB message and exhaust the decoder's stack.
-        return Outcome("Failed", TERMINATION_MESSAGE_INVALID, _clip(f"the scorer's termination message is not JSON: {exc}"))
+        text = f"the scorer's termination message is not JSON: {exc}"
+        return Outcome("Failed", TERMINATION_MESSAGE_INVALID, _clip(text))
     try:
         return ScoreReport.model_validate(data)
     except ValidationError as exc:
@@ -147,7 +149,9 @@ def parse_report(message: str | None) -> ScoreReport | Outcome:
             f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()[:5]
         )
         return Outcome(
-            "Failed", TERMINATION_MESSAGE_INVALID, _clip(f"the scorer's termination message is not a ScoreReport: {problems}")
+            "Failed",
+            TERMINATION_MESSAGE_INVALID,
+            _clip(f"the scorer's termination message is not a ScoreReport: {problems}"),
         )
 
 
@@ -267,7 +271,8 @@ def _failed_without_result(job: dict[str, Any] | None, pod: dict[str, Any] | Non
         return Outcome("Failed", JOB_FAILED, _clip(text))
     pod_status = pod.get("status") or {}
     reason = pod_status.get("reason") or "unknown"
-    return Outcome("Failed", JOB_FAILED, _clip(f"the pod failed ({reason}): {pod_status.get('message', '')}".rstrip(": ")))
+    text = f"the pod failed ({reason}): {pod_status.get('message', '')}".rstrip(": ")
+    return Outcome("Failed", JOB_FAILED, _clip(text))
 
 
 # -- isolation probe ---------------------------------------------------------
@@ -330,7 +335,8 @@ def verify_result(job: dict[str, Any] | None, pod: dict[str, Any] | None) -> Ver
         return None
     deadline = _deadline(job, pod)
     if deadline is not None:
-        return VerifyResult(False, "Error", DEADLINE_EXCEEDED, "verification " + deadline.message.removeprefix("the run "), {})
+        text = "verification " + deadline.message.removeprefix("the run ")
+        return VerifyResult(False, "Error", DEADLINE_EXCEEDED, text, {})
     term = _terminated(next(iter(_statuses(pod).values()), None)) if pod else None
     if term is None:
         return VerifyResult(False, "Error", POD_LOST, "the verification pod ended without a result", {})

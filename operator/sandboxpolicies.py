@@ -84,7 +84,8 @@ def isolated_condition(isolation: dict[str, NamespaceIsolation]) -> tuple[str, s
     """(status, reason, message) of the policy's Isolated condition over every namespace probed."""
     bad = sorted(ns for ns, item in isolation.items() if not item.isolated)
     if bad:
-        return "False", "NetworkReachable", "not isolated: " + ", ".join(f"{ns} ({isolation[ns].message})" for ns in bad)
+        listed = ", ".join(f"{ns} ({isolation[ns].message})" for ns in bad)
+        return "False", "NetworkReachable", "not isolated: " + listed
     return "True", "ProbeReachedNothing", "isolation probe reached nothing in " + ", ".join(sorted(isolation))
 
 
@@ -117,7 +118,9 @@ async def _probe_namespace(
 ) -> tuple[NamespaceIsolation | None, float]:
     """Read the namespace's probes, clear the old ones, start one when due; (new result, seconds to the next look)."""
     kube, config, name = runtime.kube, runtime.config, policy.metadata["name"]
-    selector = f"{layout.LABEL_COMPONENT}={builders.COMPONENT_PROBE},{builders.LABEL_POLICY}={builders.label_value(name)}"
+    selector = (
+        f"{layout.LABEL_COMPONENT}={builders.COMPONENT_PROBE},{builders.LABEL_POLICY}={builders.label_value(name)}"
+    )
     pods = await kube.list(path("pods", namespace), selector)
     reading = read_probes(pods, current, now)
     for pod_name in leftover_probes(pods, reading):

@@ -34,7 +34,9 @@ async def reconcile_validation(runtime: Runtime, namespace: str, name: str) -> f
             runtime.wake_heads(woken_namespace, count)
 
 
-async def _reconcile_validation(runtime: Runtime, namespace: str, name: str, raw: dict[str, Any] | None) -> float | None:
+async def _reconcile_validation(
+    runtime: Runtime, namespace: str, name: str, raw: dict[str, Any] | None
+) -> float | None:
     if raw is None or raw["metadata"].get("deletionTimestamp"):
         # Owner references take the Jobs, Pods and NetworkPolicies with it.
         runtime.scheduler.forget(namespace, name)

@@ -418,7 +418,7 @@ class _Rewriter:
             raise DicomError("sequence without a delimiter")
         return pos
 
-    def dataset(
+    def dataset(  # noqa: C901  (the hot loop; its docstring says why it stays one function)
         self, pos: int, end: int, top: bool, until_delimiter: bool, in_clean: bool, implicit: bool, insert: bool = True
     ) -> int:
         """Rewrite the data set in buf[pos:end]; returns where it ended.

@@ -255,7 +255,8 @@ DEEP = "[" * 4000
 
 
 def test_a_deeply_nested_scorer_message_is_invalid_not_a_crash():
-    result = outcome.run_outcome(job("Complete"), pod("Succeeded", [OK_STAGE, OK_VENDOR], [terminated("score", 0, DEEP)]))
+    finished = pod("Succeeded", [OK_STAGE, OK_VENDOR], [terminated("score", 0, DEEP)])
+    result = outcome.run_outcome(job("Complete"), finished)
     assert result.reason == "TerminationMessageInvalid" and "not JSON" in result.message
 
 
