@@ -19,7 +19,8 @@ from lightbox.operator import builders, outcome
 from lightbox.operator.conclude import ensure_audit_namespace
 from lightbox.operator.config import OperatorConfig
 from lightbox.operator.exporter import Exporter
-from lightbox.operator.kube import Kube
+from lightbox.operator.dependents import Dependents
+from lightbox.operator.kube import Kube, path
 from lightbox.operator.kubeauth import Source, kopf_login
 from lightbox.operator.leader import Campaign, LeaseSettings, campaign
 from lightbox.operator.runtime import Runtime
@@ -49,6 +50,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
     kube = await Kube.connect(memo.get("kubeconfig"))
     runtime = Runtime(config=config, kube=kube, exporter=exporter, api_server=kube.host)
     exporter.count_active_jobs(lambda: runtime.scheduler.active_jobs)
+    # The Validations present now: until each has had a pass the queue order is unknown
+    # (scheduler). Listed here, before the watches start, rather than by a kopf index (see
+    # operator/dependents.py for why).
+    present = await _listed_validations(kube, config.namespaces)
+    runtime.scheduler.start_sync(present)
+    for ns, store in present.items():
+        runtime.validations.setdefault(ns, set()).update(n for n, _ in store)
+    memo["dependents"] = Dependents()
     memo["runtime"] = runtime
 
     async def act() -> None:
@@ -63,6 +72,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any,
         await act()
     else:
         memo["campaign"] = campaign(lease, await Kube.connect(memo.get("kubeconfig")), act)
+
+
+async def _listed_validations(kube: Kube, namespaces: tuple[str, ...]) -> dict[str, list[tuple[str, str]]]:
+    """namespace -> (name, creationTimestamp) of the Validations there now (all namespaces when none given)."""
+    items = []
+    for namespace in namespaces or (None,):
+        items += await kube.list(path("validations", namespace))
+    out: dict[str, list[tuple[str, str]]] = {}
+    for item in items:
+        meta = item.get("metadata") or {}
+        out.setdefault(meta.get("namespace", ""), []).append((meta.get("name", ""), meta.get("creationTimestamp") or ""))
+    return out
 
 
 @kopf.on.login()
@@ -81,41 +102,19 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await elected.end()  # after the workers stopped: hand the Lease over at once
 
 
-@kopf.index(GROUP, VERSION, "validations")
-async def validation_names(namespace: str, name: str, meta: kopf.Meta, **_: Any) -> dict[str, tuple[str, str]]:
-    """Namespace → (name, creationTimestamp) of Validations; kopf fills it from the initial listing before any handler runs."""
-    return {namespace: (name, meta.get("creationTimestamp") or "")}
-
-
-@kopf.index(GROUP, VERSION, "validations")
-async def validation_dependents(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str, str], str]:
-    """(namespace, plural, name) of the Algorithm and the Dataset a Validation names → that Validation.
-
-    An Algorithm's or a Dataset's change wakes the Validations that name it, not every
-    Validation of its namespace: waking all cost N passes per event, and N² once the
-    operator's own status writes on N Algorithms came back as events (docs/performance.md)."""
-    refs = {}
-    for plural, field in (("algorithms", "algorithmRef"), ("datasets", "datasetRef")):
-        ref = (spec.get(field) or {}).get("name")
-        if isinstance(ref, str) and ref:
-            refs[(namespace, plural, ref)] = name
-    return refs
-
-
-def _wake_dependents(runtime: Runtime, dependents: kopf.Index, namespace: str, plural: str, name: str) -> None:
-    for validation in sorted(set(dependents.get((namespace, plural, name), ()))):
+def _wake_dependents(memo: kopf.Memo, namespace: str, plural: str, name: str) -> None:
+    runtime: Runtime = memo["runtime"]
+    dependents: Dependents = memo["dependents"]
+    for validation in dependents.of(namespace, plural, name):
         runtime.wake_validation(namespace, validation)
 
 
 @kopf.on.event(GROUP, VERSION, "validations")
-async def validation_event(
-    event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, validation_names: kopf.Index, **_: Any
-) -> None:
+async def validation_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
-    if runtime.scheduler.unsynced is None:
-        runtime.scheduler.start_sync(validation_names)
-        for ns, store in validation_names.items():
-            runtime.validations.setdefault(ns, set()).update(n for n, _ in store)
+    current = _current(event)
+    dependents: Dependents = memo["dependents"]
+    dependents.update(namespace, name, None if current is None else current.get("spec") or {})
     if event.get("type") == "DELETED":
         runtime.validations.get(namespace, set()).discard(name)
         runtime.own_writes.pop((namespace, name), None)
@@ -137,37 +136,31 @@ def _current(event: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @kopf.on.event(GROUP, VERSION, "algorithms")
-async def algorithm_event(
-    event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, validation_dependents: kopf.Index, **_: Any
-) -> None:
+async def algorithm_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.observe("algorithms", namespace, name, _current(event))
     if event.get("type") != "DELETED":
         runtime.wake_algorithm(namespace, name)
-    _wake_dependents(runtime, validation_dependents, namespace, "algorithms", name)
+    _wake_dependents(memo, namespace, "algorithms", name)
 
 
 @kopf.on.event(GROUP, VERSION, "algorithmapprovals")
-async def approval_event(
-    event: dict[str, Any], namespace: str, memo: kopf.Memo, validation_dependents: kopf.Index, **_: Any
-) -> None:
+async def approval_event(event: dict[str, Any], namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """An approval came or went: the Algorithm it names may be allowed now, and its Validations may run."""
     runtime: Runtime = memo["runtime"]
     algorithm = (((event.get("object") or {}).get("spec")) or {}).get("algorithm")
     if isinstance(algorithm, str) and algorithm:
         runtime.wake_algorithm(namespace, algorithm)
-        _wake_dependents(runtime, validation_dependents, namespace, "algorithms", algorithm)
+        _wake_dependents(memo, namespace, "algorithms", algorithm)
 
 
 @kopf.on.event(GROUP, VERSION, "datasets")
-async def dataset_event(
-    event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, validation_dependents: kopf.Index, **_: Any
-) -> None:
+async def dataset_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.observe("datasets", namespace, name, _current(event))
     if event.get("type") != "DELETED":
         runtime.wake_dataset(namespace, name)
-    _wake_dependents(runtime, validation_dependents, namespace, "datasets", name)
+    _wake_dependents(memo, namespace, "datasets", name)
 
 
 @kopf.on.event(GROUP, VERSION, "sandboxpolicies")

@@ -173,14 +173,16 @@ def test_an_approval_event_requeues_the_algorithm_it_names_and_the_namespaces_va
     import asyncio
 
     from lightbox.operator import handlers
+    from lightbox.operator.dependents import Dependents
     from lightbox.operator.keys import AlgorithmKey, ValidationKey
     from lightbox.operator.runtime import Runtime
 
     async def queued_after(event: dict) -> set:
         runtime = Runtime(config=None, kube=None, exporter=None)  # type: ignore[arg-type]
         runtime.validations["region"] = {"chest-v1"}
-        await handlers.approval_event(event=event, namespace="region", memo={"runtime": runtime},
-                                      validation_dependents={("region", "algorithms", "chest"): ["chest-v1"]})
+        dependents = Dependents()
+        dependents.update("region", "chest-v1", {"algorithmRef": {"name": "chest"}})
+        await handlers.approval_event(event=event, namespace="region", memo={"runtime": runtime, "dependents": dependents})
         keys = set()
         while len(runtime.queue):
             keys.add(await runtime.queue.get())

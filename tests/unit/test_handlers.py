@@ -16,13 +16,23 @@ def test_every_handler_is_a_coroutine():
     # Every public function of the module is a kopf handler (kopf's decorators return it unchanged).
     public = {name: fn for name, fn in vars(handlers).items()
               if inspect.isfunction(fn) and fn.__module__ == handlers.__name__ and not name.startswith("_")}
-    assert {"validation_event", "job_event", "pod_event", "validation_names", "startup"} <= set(public)
+    assert {"validation_event", "algorithm_event", "job_event", "pod_event", "startup"} <= set(public)
     assert [name for name, fn in public.items() if not inspect.iscoroutinefunction(fn)] == []
+
+
+async def _drain(runtime) -> set:
+    keys = set()
+    while len(runtime.queue):
+        key = await runtime.queue.get()
+        runtime.queue.done(key)
+        keys.add(key)
+    return keys
 
 
 def test_an_algorithm_or_dataset_event_wakes_only_the_validations_that_name_it():
     import asyncio
 
+    from lightbox.operator.dependents import Dependents
     from lightbox.operator.keys import AlgorithmKey, DatasetKey, ValidationKey
     from lightbox.operator.runtime import Runtime
 
@@ -32,26 +42,29 @@ def test_an_algorithm_or_dataset_event_wakes_only_the_validations_that_name_it()
         "knee-v1": {"algorithmRef": {"name": "knee"}, "datasetRef": {"name": "ward-b"}},
     }
 
-    async def queued_after(plural: str, name: str) -> set:
-        index: dict = {}
-        for validation, spec in specs.items():  # what kopf builds from the index function
-            for key, value in (await handlers.validation_dependents(namespace="region", name=validation, spec=spec)).items():
-                index.setdefault(key, []).append(value)
+    async def queued_after(plural: str, name: str, deleted: tuple[str, ...] = ()) -> set:
         runtime = Runtime(config=None, kube=None, exporter=None)  # type: ignore[arg-type]
-        runtime.validations["region"] = set(specs)
+        memo = {"runtime": runtime, "dependents": Dependents()}
+        for validation, spec in specs.items():  # the watch delivers the Validations first
+            event = {"type": "ADDED", "object": {"metadata": {"name": validation}, "spec": spec}}
+            await handlers.validation_event(event=event, namespace="region", name=validation, memo=memo)
+        for validation in deleted:
+            event = {"type": "DELETED", "object": {"metadata": {"name": validation}, "spec": specs[validation]}}
+            await handlers.validation_event(event=event, namespace="region", name=validation, memo=memo)
+        await _drain(runtime)
         event = {"type": "MODIFIED", "object": {"metadata": {"name": name}}}
         handler = handlers.algorithm_event if plural == "algorithms" else handlers.dataset_event
-        await handler(event=event, namespace="region", name=name, memo={"runtime": runtime}, validation_dependents=index)
-        keys = set()
-        while len(runtime.queue):
-            keys.add(await runtime.queue.get())
-        return keys
+        await handler(event=event, namespace="region", name=name, memo=memo)
+        return await _drain(runtime)
 
     assert asyncio.run(queued_after("algorithms", "chest")) == {
         AlgorithmKey("region", "chest"), ValidationKey("region", "chest-v1"), ValidationKey("region", "chest-v2")}
     assert asyncio.run(queued_after("datasets", "ward-b")) == {
         DatasetKey("region", "ward-b"), ValidationKey("region", "chest-v2"), ValidationKey("region", "knee-v1")}
     assert asyncio.run(queued_after("algorithms", "unused")) == {AlgorithmKey("region", "unused")}
+    # a deleted Validation is not woken any more
+    assert asyncio.run(queued_after("algorithms", "chest", deleted=("chest-v2",))) == {
+        AlgorithmKey("region", "chest"), ValidationKey("region", "chest-v1")}
 
 
 def test_the_watch_fed_copy_keeps_spec_and_status_without_managed_fields():
