@@ -17,6 +17,22 @@ server:
 The ratio operator/direct is the figure of merit; the operator's peak RSS
 (VmHWM) is reported too. No dev runner runs: pods are created by the Job
 controller but nothing executes them, as only the control path is measured.
+
+    python bench/operator.py --watch-scale 5000 [--kubeconfig FILE] [--json]
+
+measures the operator at rest over many objects instead: N Validations, each with
+an Algorithm and a verified Dataset of its own (3N objects, suspended so no run
+starts), exist before the operator starts; reported are the time until it has
+reconciled every Validation once, its RSS then (VmRSS) and at its peak (VmHWM),
+and the time a change takes to reach it: a Validation's spec is patched
+(historyLimit, a new generation) and the clock stops when the operator's status
+write says it saw that generation (watch delivery + queue + reconcile + write),
+sampled on several Validations.
+
+``--profile DIR`` records the operator with py-spy (``pip install py-spy``; it
+attaches by pid, no root changes) over the measured phase: the raw collapsed
+stacks (``py-spy record --format raw``) and a printed top of the functions by
+inclusive samples.
 """
 
 from __future__ import annotations
@@ -25,7 +41,10 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -145,52 +164,230 @@ async def direct(kube: Any, n: int, workers: int) -> float:
         await kube.delete(path("namespaces", None, namespace))
 
 
-def _peak_rss_kib(pid: int) -> int:
+def _status_kib(pid: int, field: str) -> int:
+    """A memory figure of /proc/PID/status in KiB: VmHWM (peak resident), VmRSS (resident now)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
 
 
-async def with_operator(kube: Any, kubeconfig: Path, n: int, workers: int, log: Path) -> tuple[float, int]:
+def _peak_rss_kib(pid: int) -> int:
+    return _status_kib(pid, "VmHWM")
+
+
+class Profiler:
+    """py-spy attached to a running process; ``stop`` leaves the raw collapsed stacks in ``out``."""
+
+    def __init__(self, pid: int, out: Path, name: str, rate: int = 50):
+        out.mkdir(parents=True, exist_ok=True)
+        self.raw = out / f"{name}.txt"
+        spy = shutil.which("py-spy")
+        if spy is None:
+            raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
+        # --nonblocking: sampling does not stop the operator, so it is not slowed by being watched.
+        self.process = subprocess.Popen(
+            [spy, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking", "--format", "raw", "-o", str(self.raw)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> Path:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        return self.raw
+
+
+def top_frames(raw: str, limit: int = 25) -> list[tuple[str, int, float]]:
+    """(function, inclusive samples, share) from py-spy's collapsed stacks, each function once per stack."""
+    totals: dict[str, int] = {}
+    samples = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples += int(count)
+        seen = set()
+        for frame in stack.split(";"):
+            name = re.sub(r":\d+\)$", ")", frame)  # one entry per function, not per line
+            if name not in seen:
+                seen.add(name)
+                totals[name] = totals.get(name, 0) + int(count)
+    ranked = sorted(totals.items(), key=lambda item: -item[1])[:limit]
+    return [(name, n, n / samples if samples else 0.0) for name, n in ranked]
+
+
+def _start_operator(kubeconfig: Path, namespace: str, workers: int, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lightbox.operator", "--namespace", namespace, "--metrics-port", "-1",
+             "--kubeconfig", str(kubeconfig), "--workers", str(workers)],
+            stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+
+
+def _stop_operator(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+async def with_operator(
+    kube: Any, kubeconfig: Path, n: int, workers: int, log: Path, profile: Path | None = None
+) -> tuple[float, int]:
     from lightbox.operator.kube import path
 
     namespace = f"bench-operator-{uuid.uuid4().hex[:6]}"
     policy_name = namespace
     await _setup(kube, namespace, policy_name)
-    with open(log, "wb") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lightbox.operator", "--namespace", namespace, "--metrics-port", "-1",
-             "--kubeconfig", str(kubeconfig), "--workers", str(workers)],
-            stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
-        )
+    process = _start_operator(kubeconfig, namespace, workers, log)
     try:
-        await asyncio.sleep(3)  # the operator's start-up is not what is measured
-        if process.poll() is not None:
-            raise RuntimeError(f"operator exited early; see {log}")
+        # The operator's start-up is not what is measured: the clock starts once it has
+        # written the Algorithm's status (its first pass), however slow the machine is.
+        await _wait_ready(kube, namespace, process, log)
+        profiler = Profiler(process.pid, profile, f"operator-n{n}") if profile else None
         started = time.monotonic()
         await _gather_limited(
             [kube.create(path("validations", namespace), _validation(namespace, i)) for i in range(n)], workers
         )
         seconds = await _wait_all(kube, namespace, n, 900, started)
+        if profiler is not None:
+            profiler.stop()
         return seconds, _peak_rss_kib(process.pid)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop_operator(process)
         await kube.delete(path("sandboxpolicies", None, policy_name))
         await kube.delete(path("namespaces", None, namespace))
 
 
-async def bench(kubeconfig: Path, n: int, workers: int, log: Path) -> dict[str, Any]:
-    from lightbox.operator.kube import Kube
+async def _wait_ready(kube: Any, namespace: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
+    from lightbox.operator.kube import path
 
-    kube = await Kube.connect(str(kubeconfig))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"operator exited early; see {log}")
+        algorithm = await kube.get(path("algorithms", namespace, "classifier"))
+        if ((algorithm or {}).get("status") or {}).get("conditions"):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"the operator wrote no Algorithm status within {timeout} s; see {log}")
+
+
+# -- the operator at rest over many objects ------------------------------------------------------
+
+
+def _scale_objects(namespace: str, index: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The index-th Algorithm, Dataset and (suspended) Validation, each Validation with its own pair."""
+    docs = _manifests(namespace, namespace)
+    algorithm, dataset = docs["algorithm"], docs["dataset"]
+    algorithm["metadata"] = {"name": f"algo-{index:05d}", "namespace": namespace}
+    dataset["metadata"] = {"name": f"data-{index:05d}", "namespace": namespace}
+    validation = _validation(namespace, index)
+    validation["metadata"]["name"] = f"watch-{index:05d}"
+    validation["spec"].update(algorithmRef={"name": f"algo-{index:05d}"}, datasetRef={"name": f"data-{index:05d}"}, suspend=True)
+    return algorithm, dataset, validation
+
+
+async def _create_scale(kube: Any, namespace: str, n: int, concurrency: int) -> None:
+    from lightbox.operator.kube import path
+
+    verified = {"status": {"phase": "Verified", "verified": True, "contentHash": "0" * 64, "caseCount": 1, "observedGeneration": 1}}
+
+    async def one(index: int) -> None:
+        algorithm, dataset, validation = _scale_objects(namespace, index)
+        await kube.create(path("algorithms", namespace), algorithm)
+        await kube.create(path("datasets", namespace), dataset)
+        await kube.patch(path("datasets", namespace, dataset["metadata"]["name"], "status"), verified)
+        await kube.create(path("validations", namespace), validation)
+
+    await _gather_limited([one(i) for i in range(n)], concurrency)
+
+
+async def _reconciled(kube: Any, namespace: str) -> int:
+    """Validations whose status says the operator has seen their current generation."""
+    from lightbox.operator.kube import path
+
+    items = await kube.list(path("validations", namespace))
+    return sum(
+        1 for v in items
+        if ((v.get("status") or {}).get("observedGeneration") or 0) >= v["metadata"].get("generation", 1)
+    )
+
+
+async def _reaction_seconds(kube: Any, namespace: str, index: int, timeout: float = 600) -> float:
+    """A spec change (historyLimit) until the operator's status says it saw that generation."""
+    from lightbox.operator.kube import path
+
+    url = path("validations", namespace, f"watch-{index:05d}")
+    started = time.monotonic()
+    patched = await kube.patch(url, {"spec": {"historyLimit": 11 + index % 80}})
+    generation = patched["metadata"]["generation"]
+    while time.monotonic() - started < timeout:
+        current = await kube.get(url)
+        if ((current or {}).get("status") or {}).get("observedGeneration") == generation:
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{url}: generation {generation} not observed within {timeout} s")
+
+
+async def watch_scale(kube: Any, kubeconfig: Path, n: int, workers: int, log: Path, samples: int = 10,
+                      profile: Path | None = None) -> dict[str, Any]:
+    from lightbox.operator.kube import path
+
+    namespace = f"bench-watch-{uuid.uuid4().hex[:6]}"
+    await _setup(kube, namespace, namespace)
+    try:
+        began = time.monotonic()
+        await _create_scale(kube, namespace, n, 32)
+        created_s = time.monotonic() - began
+        print(f"[bench] {3 * n} objects created in {created_s:.1f} s", file=sys.stderr)
+        process = _start_operator(kubeconfig, namespace, workers, log)
+        try:
+            profiler = Profiler(process.pid, profile, f"operator-watch{n}") if profile else None
+            started = time.monotonic()
+            while (done := await _reconciled(kube, namespace)) < n:
+                if process.poll() is not None:
+                    raise RuntimeError(f"operator exited early; see {log}")
+                if time.monotonic() - started > 3600:
+                    raise TimeoutError(f"only {done} of {n} Validations reconciled after an hour")
+                await asyncio.sleep(2)
+            synced_s = time.monotonic() - started
+            if profiler is not None:
+                profiler.stop()
+            rss_synced = _status_kib(process.pid, "VmRSS")
+            print(f"[bench] {n} Validations reconciled {synced_s:.1f} s after the operator started; "
+                  f"RSS {rss_synced / 1024:.1f} MiB", file=sys.stderr)
+            # Spread over the namespace: early, middle and late names alike.
+            reactions = [await _reaction_seconds(kube, namespace, (i * 7919) % n) for i in range(samples)]
+            return {
+                "validations": n,
+                "objects_watched": 3 * n,
+                "create_seconds": round(created_s, 1),
+                "sync_seconds": round(synced_s, 1),
+                "operator_rss_mib": round(rss_synced / 1024, 1),
+                "operator_peak_rss_mib": round(_status_kib(process.pid, "VmHWM") / 1024, 1),
+                "reaction_median_seconds": round(statistics.median(reactions), 3),
+                "reaction_max_seconds": round(max(reactions), 3),
+                "reaction_samples": len(reactions),
+                "operator_log": str(log),
+            }
+        finally:
+            _stop_operator(process)
+    finally:
+        await kube.delete(path("sandboxpolicies", None, namespace))
+        await kube.delete(path("namespaces", None, namespace))
+
+
+async def bench(kubeconfig: Path, n: int, workers: int, log: Path, profile: Path | None = None) -> dict[str, Any]:
+    kube = await _connect(kubeconfig)
     try:
         direct_s = await direct(kube, n, workers)
-        operator_s, rss_kib = await with_operator(kube, kubeconfig, n, workers, log)
+        operator_s, rss_kib = await with_operator(kube, kubeconfig, n, workers, log, profile)
     finally:
         await kube.close()
     return {
@@ -208,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=200, help="Validations to create (default 200)")
     parser.add_argument("--workers", type=int, default=8, help="operator workers = direct-creation concurrency")
     parser.add_argument("--kubeconfig", type=Path, help="use this cluster (CRDs applied) instead of a throw-away control plane")
+    parser.add_argument("--watch-scale", type=int, metavar="N",
+                        help="instead: the operator at rest over N Validations (+ N Algorithms, N Datasets): RSS and reaction time")
+    parser.add_argument("--samples", type=int, default=10, help="reaction-time samples with --watch-scale (default 10)")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="record the operator with py-spy into DIR")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -229,19 +430,48 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             api.close()
     try:
-        result = asyncio.run(bench(kubeconfig, args.n, args.workers, log))
+        if args.watch_scale:
+            result = asyncio.run(_watch_scale(kubeconfig, args.watch_scale, args.workers, log, args.samples, args.profile))
+        else:
+            result = asyncio.run(bench(kubeconfig, args.n, args.workers, log, args.profile))
     finally:
         if control_plane is not None:
             control_plane.stop()
     if args.json:
         print(json.dumps(result))
+    elif args.watch_scale:
+        print(f"validations watched    {result['validations']} (+ as many Algorithms and Datasets)")
+        print(f"first pass over all    {result['sync_seconds']:.1f} s")
+        print(f"operator RSS           {result['operator_rss_mib']:.1f} MiB after the first pass, "
+              f"{result['operator_peak_rss_mib']:.1f} MiB peak")
+        print(f"change to operator     {result['reaction_median_seconds']:.3f} s median, "
+              f"{result['reaction_max_seconds']:.3f} s max of {result['reaction_samples']}")
     else:
         print(f"validations            {result['validations']}")
         print(f"direct (Job + NetPol)  {result['direct_seconds']:.2f} s")
         print(f"through the operator   {result['operator_seconds']:.2f} s")
         print(f"ratio                  {result['ratio']:.2f}")
         print(f"operator peak RSS      {result['operator_peak_rss_mib']:.1f} MiB")
+    if args.profile:
+        for raw in sorted(args.profile.glob("operator-*.txt")):
+            print(f"\npy-spy {raw} (inclusive samples, top functions):")
+            for name, count, share in top_frames(raw.read_text()):
+                print(f"  {share:6.1%} {count:7d}  {name}")
     return 0
+
+
+async def _connect(kubeconfig: Path) -> Any:
+    from lightbox.operator.kube import Kube
+
+    return await Kube.connect(str(kubeconfig))
+
+
+async def _watch_scale(kubeconfig: Path, n: int, workers: int, log: Path, samples: int, profile: Path | None) -> dict[str, Any]:
+    kube = await _connect(kubeconfig)
+    try:
+        return await watch_scale(kube, kubeconfig, n, workers, log, samples, profile)
+    finally:
+        await kube.close()
 
 
 def _apply_crds(api: Any, timeout: float = 60) -> None:
