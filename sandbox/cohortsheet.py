@@ -149,10 +149,12 @@ def parse_sheet(text: str, source: str = SHEET_NAME) -> CohortSheet:
             continue
         if len(row) != len(header):
             raise CohortSheetError(f"{where}: {len(row)} cells, the header has {len(header)}")
-        values = {col: _cell(col, cell, where) for col, cell in zip(header, row)}
+        values = {col: _cell(col, cell, where) for col, cell in zip(header, row, strict=True)}
         case = row[header.index("case")].strip()
         if not _CASE.match(case):
-            raise CohortSheetError(f"{where}, column case: a case folder name (letters, digits, '.', '_', '-'; at most 128)")
+            raise CohortSheetError(
+                f"{where}, column case: a case folder name (letters, digits, '.', '_', '-'; at most 128)"
+            )
         if case in cases:
             raise CohortSheetError(f"{where}, column case: the case is listed twice")
         cases[case] = CaseAttributes(

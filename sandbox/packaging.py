@@ -102,7 +102,8 @@ def per_case_containers(
     volume's case folder at ``output_dir``, the packaging's environment."""
     if not 1 <= cases <= MAX_CASES_PER_POD:
         raise ValueError(
-            f"packaging {packaging} runs the image once per case, in one pod: {cases} cases is outside 1..{MAX_CASES_PER_POD}; "
+            f"packaging {packaging} runs the image once per case, in one pod: {cases} cases is outside "
+            f"1..{MAX_CASES_PER_POD}; "
             "split the dataset or set a smaller maximum of cases"
         )
     mounts = {m["mountPath"]: m for m in vendor["volumeMounts"]}

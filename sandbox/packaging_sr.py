@@ -120,7 +120,8 @@ def _finding(group: Any, names: set[str], slice_uids: Sequence[str]) -> dict[str
     scores = [c for c in children if _is(c, "NUM") and _meaning(c) in names]
     if len(points) != 1 or len(scores) != 1:
         raise Unreadable(
-            f"{_WHAT}: a finding's container must hold one SCOORD and one NUM named after the positive label or probability"
+            f"{_WHAT}: a finding's container must hold one SCOORD and one NUM named after the positive label or "
+            "probability"
         )
     point = points[0]
     data = [float(v) for v in (point.get("GraphicData") or [])]

@@ -39,12 +39,12 @@ from lightbox.api.run import (
     WORK_DIR_ENV,
     ScorerConfig,
 )
+from lightbox.sandbox import evidence, packaging, release, safeio
 from lightbox.sandbox.contract import MAX_PREDICTIONS_BYTES
 from lightbox.sandbox.metrics import classification as cls
 from lightbox.sandbox.metrics import detection as det
 from lightbox.sandbox.metrics import segmentation as seg
 from lightbox.sandbox.metrics._stats import Unavailable, bootstrap_interval, bootstrap_mean_interval, resample_weights
-from lightbox.sandbox import evidence, packaging, release, safeio
 from lightbox.sandbox.packaging_mha import mha_file_limit, read_mha
 from lightbox.sandbox.segfile import read_seg, seg_limits
 from lightbox.sandbox.steps import directory, fail, read_json_env, write_termination
@@ -96,18 +96,18 @@ def load_cases(work: Path) -> dict[str, dict[str, Any]]:
         cases = doc["cases"]
         if not isinstance(cases, dict) or not all(isinstance(v, dict) and "source" in v for v in cases.values()):
             raise ValueError
-    except (OSError, ValueError, KeyError, TypeError):
-        raise _truth_error(f"{CASES_FILE} from the stage step is missing or malformed")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _truth_error(f"{CASES_FILE} from the stage step is missing or malformed") from exc
     return cases
 
 
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text())
-    except OSError:
-        raise _truth_error(f"{what} is missing from the ground truth")
+    except OSError as exc:
+        raise _truth_error(f"{what} is missing from the ground truth") from exc
     except ValueError as exc:
-        raise _truth_error(f"{what} is not valid JSON ({type(exc).__name__})")
+        raise _truth_error(f"{what} is not valid JSON ({type(exc).__name__})") from exc
 
 
 def load_predictions(output: Path, task: str) -> dict[str, Any]:
@@ -115,9 +115,11 @@ def load_predictions(output: Path, task: str) -> dict[str, Any]:
     before parsing. Every message names the broken rule only: no text, and no number the vendor
     chose (a size, a line number), reaches the run's status."""
     try:
-        doc = safeio.parse_json(safeio.read_beneath(output, PREDICTIONS_FILE, PREDICTIONS_FILE, MAX_PREDICTIONS_BYTES), PREDICTIONS_FILE)
+        doc = safeio.parse_json(
+            safeio.read_beneath(output, PREDICTIONS_FILE, PREDICTIONS_FILE, MAX_PREDICTIONS_BYTES), PREDICTIONS_FILE
+        )
     except (safeio.HostileOutput, safeio.Unreadable) as exc:
-        raise _predictions_error(exc.rule)
+        raise _predictions_error(exc.rule) from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("cases"), dict):
         raise _predictions_error(f"{PREDICTIONS_FILE} must be an object with a 'cases' object")
     if doc.get("task", task) != task:
@@ -132,7 +134,7 @@ def collected_predictions(cfg: ScorerConfig, output: Path, cases: Mapping[str, d
     try:
         return packaging.collect(cfg.packaging, cfg.task, output, cases, _positive_label(cfg)).cases
     except safeio.HostileOutput as exc:
-        raise _predictions_error(exc.rule)
+        raise _predictions_error(exc.rule) from exc
 
 
 def _number(value: Any) -> float | None:
@@ -182,11 +184,13 @@ def score_classification_inputs(
     per_case: dict[str, dict[str, float]] = {}
     for case_id, info in cases.items():
         if info["source"] not in labels:
-            raise _truth_error(f"labels.json has no entry for {sum(c['source'] not in labels for c in cases.values())} staged cases")
+            raise _truth_error(
+                f"labels.json has no entry for {sum(c['source'] not in labels for c in cases.values())} staged cases"
+            )
         try:
             y = _truth_is_positive(labels[info["source"]], positive)
-        except ValueError:
-            raise _truth_error("labels.json has entries without a usable label")
+        except ValueError as exc:
+            raise _truth_error("labels.json has entries without a usable label") from exc
         entry = preds.get(case_id)
         if entry is None:
             failures.missing.append(case_id)
@@ -207,7 +211,11 @@ def score_classification_inputs(
 
 
 def _mv(
-    value: float, lower: float | None = None, upper: float | None = None, method: str | None = None, unavailable: Unavailable | None = None
+    value: float,
+    lower: float | None = None,
+    upper: float | None = None,
+    method: str | None = None,
+    unavailable: Unavailable | None = None,
 ) -> MetricValue | None:
     if value is None or not math.isfinite(value):
         return None
@@ -229,7 +237,12 @@ def _rankable(wanted: list[str], y: np.ndarray) -> list[str]:
 
 
 def classification_metrics(
-    cfg: ScorerConfig, y: np.ndarray, s: np.ndarray, clusters: list[str] | None, wanted: list[str], extras: dict[str, Any] | None
+    cfg: ScorerConfig,
+    y: np.ndarray,
+    s: np.ndarray,
+    clusters: list[str] | None,
+    wanted: list[str],
+    extras: dict[str, Any] | None,
 ) -> dict[str, MetricValue]:
     level = cfg.confidence_level
     out: dict[str, MetricValue | None] = {}
@@ -240,7 +253,12 @@ def classification_metrics(
         out["auc"] = _mv(area, iv.lower, iv.upper, "obuchowski" if clustered else "delong", iv.unavailable)
         if extras is not None:
             biv = cls.auc_bootstrap_interval(
-                y, s, resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, clusters=clusters, confidence_level=level
+                y,
+                s,
+                resamples=cfg.bootstrap.resamples,
+                seed=cfg.bootstrap.seed,
+                clusters=clusters,
+                confidence_level=level,
             )
             out["aucBootstrap"] = _mv(area, biv.lower, biv.upper, "bootstrap", biv.unavailable)
     thr = cls.threshold_metrics(y, s, cfg.operating_threshold, level)
@@ -253,12 +271,20 @@ def classification_metrics(
     if "brier" in wanted:
         per_case = (s - y) ** 2
         brier_iv = (
-            bootstrap_mean_interval(per_case, resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, clusters=clusters, confidence_level=level)
+            bootstrap_mean_interval(
+                per_case,
+                resamples=cfg.bootstrap.resamples,
+                seed=cfg.bootstrap.seed,
+                clusters=clusters,
+                confidence_level=level,
+            )
             if extras is not None
             else None
         )
         out["brier"] = (
-            _mv(cls.brier(y, s), brier_iv.lower, brier_iv.upper, "bootstrap", brier_iv.unavailable) if brier_iv else _mv(cls.brier(y, s))
+            _mv(cls.brier(y, s), brier_iv.lower, brier_iv.upper, "bootstrap", brier_iv.unavailable)
+            if brier_iv
+            else _mv(cls.brier(y, s))
         )
     if "ece" in wanted or extras is not None:
         cal = cls.calibration(y, s)
@@ -268,7 +294,11 @@ def classification_metrics(
             extras["reliability"] = [asdict(b) for b in cal.bins]
     if extras is not None and y.any() and (~y).any():
         fpr, tpr, thresholds = cls.roc_curve(y, s)
-        extras["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": [t if math.isfinite(t) else None for t in thresholds.tolist()]}
+        extras["roc"] = {
+            "fpr": fpr.tolist(),
+            "tpr": tpr.tolist(),
+            "thresholds": [t if math.isfinite(t) else None for t in thresholds.tolist()],
+        }
         extras["confusion"] = {"threshold": thr.threshold, "tp": thr.tp, "fp": thr.fp, "tn": thr.tn, "fn": thr.fn}
     return {k: v for k, v in out.items() if v is not None}
 
@@ -309,7 +339,10 @@ def load_vendor_mask(
         pred = safeio.load_npz_array(data, MASK_FILE, tuple(truth_shape))
     if pred.shape != tuple(truth_shape):
         if not reshape or pred.squeeze().shape != tuple(d for d in truth_shape if d != 1):
-            raise safeio.Unreadable(f"shape {pred.shape} != (slices, rows, columns) {tuple(truth_shape)}", f"{MASK_FILE} does not have the shape of the case's image")
+            raise safeio.Unreadable(
+                f"shape {pred.shape} != (slices, rows, columns) {tuple(truth_shape)}",
+                f"{MASK_FILE} does not have the shape of the case's image",
+            )
         pred = pred.reshape(truth_shape)
     return pred
 
@@ -326,16 +359,21 @@ def score_segmentation_inputs(
         truth_path = truth_dir / "masks" / f"{info['source']}.npz"
         try:
             truth = _load_truth_mask(truth_path).astype(bool)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            raise _truth_error("a ground-truth mask is missing or unreadable")
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise _truth_error("a ground-truth mask is missing or unreadable") from exc
         entry = preds.get(case_id)
         if entry is None:
             failures.missing.append(case_id)
             continue
         try:
-            pred = load_vendor_mask(output, entry.get("mask") if isinstance(entry, dict) else None, truth.shape, info.get("sopInstanceUids") or [])
+            pred = load_vendor_mask(
+                output,
+                entry.get("mask") if isinstance(entry, dict) else None,
+                truth.shape,
+                info.get("sopInstanceUids") or [],
+            )
         except safeio.HostileOutput as exc:
-            raise _predictions_error(exc.rule)
+            raise _predictions_error(exc.rule) from exc
         except Exception:  # noqa: BLE001 - whatever else a vendor file does wrong, it is one unreadable case
             failures.unreadable.append(case_id)
             continue
@@ -354,7 +392,11 @@ def score_segmentation_inputs(
 
 
 def segmentation_metrics(
-    cfg: ScorerConfig, values: Mapping[str, np.ndarray], clusters: list[str] | None, wanted: list[str], extras: dict[str, Any] | None
+    cfg: ScorerConfig,
+    values: Mapping[str, np.ndarray],
+    clusters: list[str] | None,
+    wanted: list[str],
+    extras: dict[str, Any] | None,
 ) -> dict[str, MetricValue]:
     out: dict[str, MetricValue | None] = {}
     for name in ("dice", "iou", "hd95"):
@@ -365,7 +407,11 @@ def segmentation_metrics(
         if finite.size == 0:
             continue
         iv = bootstrap_mean_interval(
-            v, resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, clusters=clusters, confidence_level=cfg.confidence_level
+            v,
+            resamples=cfg.bootstrap.resamples,
+            seed=cfg.bootstrap.seed,
+            clusters=clusters,
+            confidence_level=cfg.confidence_level,
         )
         out[name] = _mv(float(finite.mean()), iv.lower, iv.upper, "bootstrap", iv.unavailable)
         if extras is not None and name == "hd95":
@@ -387,9 +433,12 @@ def score_detection_inputs(
     for case_id, info in cases.items():
         try:
             raw = truth[info["source"]]["lesions"]
-            case_lesions = [det.Lesion(float(l["x"]), float(l["y"]), int(l.get("slice", 0)), float(l["radius"])) for l in raw]
-        except (KeyError, TypeError, ValueError):
-            raise _truth_error("findings.json lacks lesions for some staged cases")
+            case_lesions = [
+                det.Lesion(float(les["x"]), float(les["y"]), int(les.get("slice", 0)), float(les["radius"]))
+                for les in raw
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _truth_error("findings.json lacks lesions for some staged cases") from exc
         entry = preds.get(case_id)
         if entry is None:
             failures.missing.append(case_id)
@@ -463,14 +512,19 @@ def _round_metrics(metrics: dict[str, MetricValue]) -> dict[str, MetricValue]:
     def r(x: float | None) -> float | None:
         return None if x is None else round(x, 4)
 
-    return {k: v.model_copy(update={"value": round(v.value, 4), "lower": r(v.lower), "upper": r(v.upper)}) for k, v in metrics.items()}
+    return {
+        k: v.model_copy(update={"value": round(v.value, 4), "lower": r(v.lower), "upper": r(v.upper)})
+        for k, v in metrics.items()
+    }
 
 
 def _message_size(report: ScoreReport) -> int:
     return len(report.model_dump_json(by_alias=True, exclude_none=True).encode())
 
 
-def released_curves(report: ScoreReport, extras: Mapping[str, Any], dice: Sequence[float] | None, min_cell: int) -> dict[str, Any]:
+def released_curves(
+    report: ScoreReport, extras: Mapping[str, Any], dice: Sequence[float] | None, min_cell: int
+) -> dict[str, Any]:
     """The reliability bins, FROC points and Dice histogram as they may leave the sandbox
     (sandbox/release.py), or none when the report's metrics were withheld (too few scored)."""
     if not report.metrics:
@@ -485,20 +539,29 @@ def released_curves(report: ScoreReport, extras: Mapping[str, Any], dice: Sequen
     return curves
 
 
-def fit_report(report: ScoreReport, roc: Mapping[str, list[float]] | None, curves: Mapping[str, Any] | None = None) -> ScoreReport:
+def fit_report(
+    report: ScoreReport, roc: Mapping[str, list[float]] | None, curves: Mapping[str, Any] | None = None
+) -> ScoreReport:
     """Shrink the report until its JSON fits the termination message: a coarser ROC grid first
     (points at fixed false-positive rates, so their number says nothing the vendor chose), then
     the other curves; with subgroup metrics beyond the first dropped, the same again; then the
     subgroups themselves."""
     grids: list[float | None] = [*release.ROC_FPR_GRIDS, None] if roc and report.metrics else [None]
     slim_groups = {
-        dim: {g: SubgroupResult(n=r.n, suppressed=r.suppressed, metrics=dict(list(r.metrics.items())[:1])) for g, r in groups.items()}
+        dim: {
+            g: SubgroupResult(n=r.n, suppressed=r.suppressed, metrics=dict(list(r.metrics.items())[:1]))
+            for g, r in groups.items()
+        }
         for dim, groups in report.subgroups.items()
     }
     for groups in (report.subgroups, slim_groups):
         for extra in ([dict(curves)] if curves else []) + [{}]:
             for step in grids:
-                update = {"roc": release.roc_on_grid(roc["fpr"], roc["tpr"], step) if roc and step else [], "subgroups": groups, **extra}
+                update = {
+                    "roc": release.roc_on_grid(roc["fpr"], roc["tpr"], step) if roc and step else [],
+                    "subgroups": groups,
+                    **extra,
+                }
                 trial = report.model_copy(update=update)
                 if _message_size(trial) <= TERMINATION_MESSAGE_LIMIT:
                     return trial
@@ -506,7 +569,10 @@ def fit_report(report: ScoreReport, roc: Mapping[str, list[float]] | None, curve
 
 
 def subgroup_results(
-    cfg: ScorerConfig, ids: list[str], cases: Mapping[str, dict[str, Any]], compute: Callable[[np.ndarray], dict[str, MetricValue]]
+    cfg: ScorerConfig,
+    ids: list[str],
+    cases: Mapping[str, dict[str, Any]],
+    compute: Callable[[np.ndarray], dict[str, MetricValue]],
 ) -> dict[str, dict[str, SubgroupResult]]:
     """Per dimension and group: ``n`` is the group's size in the dataset (all staged cases), not
     how many the vendor let be scored, so neither n nor suppression is the vendor's to choose
@@ -551,12 +617,18 @@ def score(cfg: ScorerConfig, output: Path, truth_dir: Path, work: Path) -> tuple
     cases = load_cases(work)
     if not truth_dir.is_dir():
         raise _truth_error("the ground-truth directory is missing")
-    preds = load_predictions(output, cfg.task) if not packaging.runs_per_case(cfg.packaging) else collected_predictions(cfg, output, cases)
+    preds = (
+        load_predictions(output, cfg.task)
+        if not packaging.runs_per_case(cfg.packaging)
+        else collected_predictions(cfg, output, cases)
+    )
     failures = Failures()
     wanted: list[str] = list(cfg.metrics) or DEFAULT_METRICS[cfg.task]
     sub_wanted: list[str] = [m for m in SUBGROUP_METRICS[cfg.task] if m in wanted] or wanted[:1]
     extras: dict[str, Any] = {}
-    sub_cfg = cfg.model_copy(update={"bootstrap": cfg.bootstrap.model_copy(update={"resamples": min(cfg.bootstrap.resamples, 1000)})})
+    sub_cfg = cfg.model_copy(
+        update={"bootstrap": cfg.bootstrap.model_copy(update={"resamples": min(cfg.bootstrap.resamples, 1000)})}
+    )
     if cfg.task == "classification":
         positive = _positive_label(cfg)
         scored = score_classification_inputs(cases, truth_dir, preds, positive, failures)
@@ -579,7 +651,7 @@ def score(cfg: ScorerConfig, output: Path, truth_dir: Path, work: Path) -> tuple
         metrics = detection_metrics(cfg, findings, lesions, clusters, wanted, extras)
 
         def per_group(mask: np.ndarray) -> dict[str, MetricValue]:
-            chosen = [c for c, m in zip(scored.ids, mask) if m]
+            chosen = [c for c, m in zip(scored.ids, mask, strict=True) if m]
             return detection_metrics(sub_cfg, findings, {c: lesions[c] for c in chosen}, None, sub_wanted, None)
 
     subgroups = subgroup_results(cfg, scored.ids, cases, per_group)
@@ -617,7 +689,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = ScorerConfig.model_validate(read_json_env(SCORER_CONFIG_ENV))
     except (ValueError, ValidationError) as exc:
-        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)) if isinstance(exc, ValidationError) else str(exc)
+        detail = (
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
+            if isinstance(exc, ValidationError)
+            else str(exc)
+        )
         return fail("ConfigInvalid", f"{SCORER_CONFIG_ENV}: {detail}", EXIT_CONFIG_INVALID)
     work = directory(WORK_DIR_ENV)
     try:

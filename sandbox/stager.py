@@ -69,7 +69,7 @@ def _sex(value: Any) -> str:
 
 def _spacing(first: Any, positions: list[float]) -> list[float]:
     row, col = (float(v) for v in (first.get("PixelSpacing") or [1.0, 1.0]))
-    gaps = [abs(b - a) for a, b in zip(positions, positions[1:]) if abs(b - a) > 0]
+    gaps = [abs(b - a) for a, b in zip(positions, positions[1:], strict=False) if abs(b - a) > 0]
     if gaps:
         slice_gap = sum(gaps) / len(gaps)
     else:
@@ -91,7 +91,8 @@ def _position_along_normal(ds: Any) -> float:
         return float(ds.get("InstanceNumber") or 0)
     r, c = [float(v) for v in iop[:3]], [float(v) for v in iop[3:]]
     normal = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
-    return sum(float(p) * n for p, n in zip(ipp, normal))
+    # A position of other than three values is read as far as it goes, as it always was.
+    return sum(float(p) * n for p, n in zip(ipp, normal, strict=False))
 
 
 def _case_folders(studies: Path) -> list[tuple[str, list[Path]]]:
@@ -127,7 +128,8 @@ def stage(
         # their layouts are made from DICOM series (docs/packaging.md); photos and slides have none
         raise StageError(
             "ConfigInvalid",
-            f"packaging {config.packaging} is laid out from DICOM studies only; a {config.format} dataset needs packaging lightbox",
+            f"packaging {config.packaging} is laid out from DICOM studies only; a {config.format} dataset needs "
+            "packaging lightbox",
             EXIT_CONFIG_INVALID,
         )
     if config.format == "photo":
@@ -140,18 +142,21 @@ def stage(
         try:
             verifier, verifier_name = deidgate.load_verifier()
         except deidgate.VerifierUnavailable as exc:
-            raise StageError("VerifierUnavailable", str(exc), EXIT_CONFIG_INVALID)
+            raise StageError("VerifierUnavailable", str(exc), EXIT_CONFIG_INVALID) from exc
     report = verifier(studies, list(config.deid_options))
     if report.violations:
         parts = [f"{v.keyword} {v.tag}: {v.occurrences} occurrences in {v.files} files" for v in report.violations]
         raise StageError(
             "PHIFound",
-            f"de-identification check failed ({verifier_name} verifier, options {sorted(config.deid_options)}): " + "; ".join(parts),
+            f"de-identification check failed ({verifier_name} verifier, options {sorted(config.deid_options)}): "
+            + "; ".join(parts),
             EXIT_PHI_FOUND,
         )
     errors = deidgate.error_count(report)
     if errors:
-        raise StageError("DatasetUnreadable", f"{errors} of {report.files} files are not readable DICOM", EXIT_DATASET_UNREADABLE)
+        raise StageError(
+            "DatasetUnreadable", f"{errors} of {report.files} files are not readable DICOM", EXIT_DATASET_UNREADABLE
+        )
     if not report.ok:
         raise StageError("PHIFound", f"de-identification check did not pass ({verifier_name} verifier)", EXIT_PHI_FOUND)
     # Identifying data first (above): it is the graver finding. Then provenance: the run must
@@ -186,8 +191,10 @@ def stage(
         for f in files:
             try:
                 ds = pydicom.dcmread(f, stop_before_pixels=True)
-            except (InvalidDicomError, OSError, ValueError, EOFError):
-                raise StageError("DatasetUnreadable", f"a file of case {case_id} is not readable DICOM", EXIT_DATASET_UNREADABLE)
+            except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+                raise StageError(
+                    "DatasetUnreadable", f"a file of case {case_id} is not readable DICOM", EXIT_DATASET_UNREADABLE
+                ) from exc
             series[str(ds.get("SeriesInstanceUID", ""))].append(
                 (_position_along_normal(ds), int(ds.get("InstanceNumber") or 0), f, ds)
             )
@@ -241,11 +248,15 @@ def stage(
     manifest = InputManifest(task=task, labels=list(config.labels), cases=manifest_cases)
     (input_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(by_alias=True, indent=1))
     (work_dir / CASES_FILE).write_text(
-        json.dumps({"contractVersion": "v1", "task": task, "contentHash": report.content_hash, "cases": scorer_cases}, indent=1)
+        json.dumps(
+            {"contractVersion": "v1", "task": task, "contentHash": report.content_hash, "cases": scorer_cases}, indent=1
+        )
     )
     # Another packaging's layout (one folder per case, run once per case: sandbox/packaging.py).
     packaging.lay_out(config.packaging, input_dir, manifest_cases, scorer_cases, output_dir)
-    return StageResult(cases=len(manifest_cases), files=files_total, content_hash=report.content_hash, verifier=verifier_name)
+    return StageResult(
+        cases=len(manifest_cases), files=files_total, content_hash=report.content_hash, verifier=verifier_name
+    )
 
 
 def _config() -> StagerConfig:
@@ -273,7 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     except StageError as exc:
         print(f"lightbox stage: {exc.reason}: {exc.message}", file=sys.stderr)
         return fail(exc.reason, exc.message, exc.exit_code)
-    summary = {"cases": result.cases, "files": result.files, "contentHash": result.content_hash, "verifier": result.verifier}
+    summary = {
+        "cases": result.cases,
+        "files": result.files,
+        "contentHash": result.content_hash,
+        "verifier": result.verifier,
+    }
     write_termination(json.dumps(summary))
     print(f"lightbox stage: staged {result.cases} cases ({result.files} files), verifier {result.verifier}")
     return EXIT_OK

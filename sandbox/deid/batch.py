@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
 
 from lightbox.sandbox.deid.attributes import (
     SOP_CLASS_UID,
@@ -52,6 +51,7 @@ from lightbox.sandbox.deid.safe_private import SafePrivateList
 from lightbox.sandbox.deid.slide_dicom import removal_for
 from lightbox.sandbox.deid.slide_tiff import deidentify_slide_into, is_tiff
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
 if TYPE_CHECKING:  # only type checkers need these (saves importing typing at start-up)
     from typing import Literal, TypeVar
 
@@ -243,7 +243,9 @@ def process_file(src: str | os.PathLike[str], job: Job, worker: _Worker | None =
             except DicomError:
                 if not is_tiff(os.pread(fd, 132, 0)):
                     raise
-                status, output, why, parts = deidentify_slide_into(source, str(job.dst_root), settings.pseudonymizer.path_token)
+                status, output, why, parts = deidentify_slide_into(
+                    source, str(job.dst_root), settings.pseudonymizer.path_token
+                )
                 return FileOutcome(source, status, output, why, parts or None)  # type: ignore[arg-type]
             values = result.recorded
             if (removal := removal_for(parsed, values, fd)) is not None:
@@ -398,7 +400,9 @@ _TICKETS_PER_WRITE = 1024  # 4 KiB: one atomic pipe write
 
 def _encode_result(result: ChunkResult) -> bytes:
     count, written, skipped, refused = result
-    body = json.dumps([count, written, skipped, [[o.source, o.status, o.output, o.reason, o.removed] for o in refused]]).encode()
+    body = json.dumps(
+        [count, written, skipped, [[o.source, o.status, o.output, o.reason, o.removed] for o in refused]]
+    ).encode()
     return _FRAME.pack(len(body)) + body
 
 

@@ -53,8 +53,26 @@ JFIF = b"JFIF\x00"
 ADOBE = b"Adobe"
 
 # JPEG markers kept as they are: what the decoder needs.
-_JPEG_KEPT = frozenset({*range(0xC0, 0xD0), 0xDA, 0xDB, 0xDC, 0xDD, 0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7}) - {0xC8}
-_PNG_KEPT = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"cICP", b"mDCV", b"cLLI", b"sBIT", b"pHYs"})
+_JPEG_KEPT = frozenset({*range(0xC0, 0xD0), 0xDA, 0xDB, 0xDC, 0xDD, 0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7}) - {
+    0xC8
+}
+_PNG_KEPT = frozenset(
+    {
+        b"IHDR",
+        b"PLTE",
+        b"IDAT",
+        b"IEND",
+        b"tRNS",
+        b"gAMA",
+        b"cHRM",
+        b"sRGB",
+        b"cICP",
+        b"mDCV",
+        b"cLLI",
+        b"sBIT",
+        b"pHYs",
+    }
+)
 
 # EXIF tags named when counting what was removed (the verifier names the same).
 EXIF_GPS_IFD, EXIF_IFD, EXIF_IFD1 = 0x8825, 0x8769, -1  # -1: Pillow's key for IFD1

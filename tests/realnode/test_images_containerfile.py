@@ -50,7 +50,9 @@ def _layer_files(store: oci.BlobStore, digest: str) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
 
 
-def test_the_containerfile_pip_steps_install_the_same_files(tmp_path: Path, built_images: dict[str, images.BuiltImage]) -> None:
+def test_the_containerfile_pip_steps_install_the_same_files(
+    tmp_path: Path, built_images: dict[str, images.BuiltImage]
+) -> None:
     reason = _unavailable()
     if reason:
         if os.environ.get("CI") == "true":

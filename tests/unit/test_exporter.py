@@ -10,8 +10,12 @@ from lightbox.operator.exporter import Exporter
 
 def test_records_metrics_with_bounds_verdict_and_reasons():
     exporter = Exporter()
-    report = ScoreReport(task="classification", cases=10, scored=10,
-                         metrics={"auc": MetricValue(value=0.91, lower=0.85, upper=0.95), "sensitivity": MetricValue(value=0.8)})
+    report = ScoreReport(
+        task="classification",
+        cases=10,
+        scored=10,
+        metrics={"auc": MetricValue(value=0.91, lower=0.85, upper=0.95), "sensitivity": MetricValue(value=0.8)},
+    )
     exporter.record_report("region", "chest", report, "Passed")
     exporter.record_finished("Succeeded")
     exporter.record_finished("VendorExitCode")
@@ -83,8 +87,14 @@ def test_runs_and_gpus_held_are_read_when_scraped_and_the_limit_when_decided():
     active = {"radiology": {"a-r1": 1, "b-r1": 2}, "pathology": {}}
     exporter.count_active_jobs(lambda: active)
     exporter.record_capacity("radiology", Capacity(active_runs=0, gpus_in_use=0, max_runs=4, max_gpus=8))
-    assert _samples(exporter, "lightbox_gpus_in_use") == {(("namespace", "radiology"),): 3.0, (("namespace", "pathology"),): 0.0}
-    assert _samples(exporter, "lightbox_runs_active") == {(("namespace", "radiology"),): 2.0, (("namespace", "pathology"),): 0.0}
+    assert _samples(exporter, "lightbox_gpus_in_use") == {
+        (("namespace", "radiology"),): 3.0,
+        (("namespace", "pathology"),): 0.0,
+    }
+    assert _samples(exporter, "lightbox_runs_active") == {
+        (("namespace", "radiology"),): 2.0,
+        (("namespace", "pathology"),): 0.0,
+    }
     assert _samples(exporter, "lightbox_gpus_limit") == {(("namespace", "radiology"),): 8.0}
     # A Job finishes after the start decision: the next scrape says so, with no decision in between.
     del active["radiology"]["b-r1"]
