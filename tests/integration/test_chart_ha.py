@@ -41,7 +41,9 @@ def test_ha_runs_two_spread_replicas_electing_a_leader_in_the_release_namespace(
     container = pod["containers"][0]
     assert "--leader-elect" in container["args"]
     assert f"--leader-election-namespace={namespace}" in container["args"]
-    assert {"name": "LIGHTBOX_LEADER_IDENTITY", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+    assert {"name": "LIGHTBOX_LEADER_IDENTITY", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container[
+        "env"
+    ]
     (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
@@ -51,17 +53,34 @@ def test_ha_runs_two_spread_replicas_electing_a_leader_in_the_release_namespace(
     assert budget["spec"]["maxUnavailable"] == 1
 
     required = _deployment(render(helm, namespace, "--set", "ha.enabled=true", "--set", "ha.podAntiAffinity=required"))
-    (hard,) = required["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    (hard,) = required["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
     assert hard["topologyKey"] == "kubernetes.io/hostname"
     # the user's own affinity replaces ours
-    own = _deployment(render(helm, namespace, "--set", "ha.enabled=true",
-                             "--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=zone",
-                             "--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists"))
+    own = _deployment(
+        render(
+            helm,
+            namespace,
+            "--set",
+            "ha.enabled=true",
+            "--set",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=zone",
+            "--set",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+        )
+    )
     assert set(own["spec"]["template"]["spec"]["affinity"]) == {"nodeAffinity"}
 
 
-@pytest.mark.parametrize(("value", "where"), [("ha.replicas=1", "/ha/replicas"), ("ha.podAntiAffinity=always", "/ha/podAntiAffinity"),
-                                              ("ha.enabled=yes", "/ha/enabled")])
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ("ha.replicas=1", "/ha/replicas"),
+        ("ha.podAntiAffinity=always", "/ha/podAntiAffinity"),
+        ("ha.enabled=yes", "/ha/enabled"),
+    ],
+)
 def test_a_wrong_ha_value_is_refused_naming_it(helm, namespace, value, where):
     result = helm("template", "lb", str(CHART), "-n", namespace, "-f", str(REGION_VALUES), "--set", value, check=False)
     assert result.returncode != 0 and f"at '{where}'" in result.stderr, result.stderr
@@ -74,7 +93,9 @@ def test_the_operator_may_hold_its_lease_and_no_other(helm, kubectl, namespace):
                "--set", f"watchNamespaces={{{namespace}}}", "--set", "runNamespaces=null",
                "--set", f"audit.namespace={namespace}", "--set", "audit.createNamespace=false").stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
-    rbac = yaml.safe_dump_all([d for d in docs if d["kind"] in ("Role", "RoleBinding") and "leader-election" in d["metadata"]["name"]])
+    rbac = yaml.safe_dump_all(
+        [d for d in docs if d["kind"] in ("Role", "RoleBinding") and "leader-election" in d["metadata"]["name"]]
+    )
     # the whole rendering is accepted by the server, the PodDisruptionBudget included
     dry = kubectl("apply", "--dry-run=server", "-f", "-", input=out)
     assert dry.returncode == 0 and f"poddisruptionbudget.policy/{release}-operator" in dry.stdout, dry.stderr
@@ -85,7 +106,9 @@ def test_the_operator_may_hold_its_lease_and_no_other(helm, kubectl, namespace):
         assert _can(kubectl, operator, "get", f"leases.coordination.k8s.io/{LEASE}", namespace)
         assert _can(kubectl, operator, "patch", f"leases.coordination.k8s.io/{LEASE}", namespace)
         for verb in ("get", "patch", "update", "delete"):
-            assert not _can(kubectl, operator, verb, "leases.coordination.k8s.io/kube-controller-manager", namespace), verb
+            assert not _can(kubectl, operator, verb, "leases.coordination.k8s.io/kube-controller-manager", namespace), (
+                verb
+            )
         assert not _can(kubectl, operator, "delete", f"leases.coordination.k8s.io/{LEASE}", namespace)
         for elsewhere in ("kube-system", "kube-node-lease", "default"):
             assert not _can(kubectl, operator, "create", "leases.coordination.k8s.io", elsewhere), elsewhere
