@@ -24,7 +24,6 @@ from lightbox.operator.workqueue import WorkQueue
 log = logging.getLogger("lightbox.operator")
 
 
-
 @dataclass
 class Runtime:
     config: OperatorConfig
