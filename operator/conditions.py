@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from lightbox.api.common import Condition
 from lightbox.operator import clock
@@ -25,6 +25,10 @@ def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+# A condition's status as the model's literal type; a KeyError names any other value.
+_STATUSES: dict[str, Literal["True", "False", "Unknown"]] = {"True": "True", "False": "False", "Unknown": "Unknown"}
 
 
 def set_condition(
@@ -43,7 +47,7 @@ def set_condition(
     out.append(
         Condition(
             type=type_,
-            status=status,  # type: ignore[arg-type]
+            status=_STATUSES[status],
             reason=reason,
             message=message[:4096],
             last_transition_time=since,
