@@ -75,5 +75,32 @@ def test_the_watch_fed_copy_keeps_spec_and_status_without_managed_fields():
             "spec": {"image": "x"}, "status": {"conditions": []}}
     runtime.observe("algorithms", "region", "chest", body)
     kept = runtime.objects[("algorithms", "region", "chest")]
-    assert kept == {"metadata": {"name": "chest", "generation": 2}, "spec": {"image": "x"}, "status": {"conditions": []}}
+    assert kept == {"metadata": {"name": "chest", "generation": 2},
+                    "spec": {"image": "x"}, "status": {"conditions": []}}
     assert body["metadata"]["managedFields"] == [{"manager": "kubectl"}]  # kopf's body is not changed
+
+
+def test_the_start_up_listing_waits_out_a_server_that_is_still_initialising():
+    import asyncio
+
+    import pytest
+
+    from lightbox.operator.kube import KubeError
+
+    class Server:
+        """Answers 429 twice (a fresh API server's "storage is (re)initializing"), then lists."""
+
+        def __init__(self, refusals: int, status: int = 429):
+            self.refusals, self.status, self.calls = refusals, status, 0
+
+        async def list(self, url: str) -> list[dict]:
+            self.calls += 1
+            if self.calls <= self.refusals:
+                raise KubeError(self.status, "storage is (re)initializing", "GET", url)
+            return [{"metadata": {"namespace": "region", "name": "chest", "creationTimestamp": "2026-01-01T00:00:00Z"}}]
+
+    server = Server(refusals=2)
+    listed = asyncio.run(handlers._listed_validations(server, ("region",)))  # type: ignore[arg-type]
+    assert listed == {"region": [("chest", "2026-01-01T00:00:00Z")]} and server.calls == 3
+    with pytest.raises(KubeError):  # a refusal that is not transient is not retried
+        asyncio.run(handlers._listed_validations(Server(refusals=1, status=403), ("region",)))  # type: ignore[arg-type]
