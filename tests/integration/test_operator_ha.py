@@ -1,4 +1,4 @@
-"""High availability: two operators, one acting; the active one is SIGKILLed mid-run and the other finishes the run once.
+"""High availability: two operators, one acting; the active one is SIGKILLed mid-run, the other finishes the run once.
 
 Both operators are subprocesses with leader election on (operator/leader.py,
 docs/ha.md) against the same API server and namespace; the development runner
@@ -120,8 +120,8 @@ def test_killing_the_active_operator_mid_run_lets_the_standby_finish_the_run_onc
 
         operators[leader].kill()  # SIGKILL: no release of the Lease, no cleanup
         gate.touch()  # the vendor finishes while nobody leads; the pod's result waits in the cluster
-        wait_for(lambda: _holder(api_client, ns), lambda h: h == standby, TAKEOVER_BOUND, "the standby to take the Lease",
-                 operators[standby])
+        wait_for(lambda: _holder(api_client, ns), lambda h: h == standby, TAKEOVER_BOUND,
+                 "the standby to take the Lease", operators[standby])
         final = wait_for(get_val, finished, 120, "the run to finish under the new leader", operators[standby])
         assert _leader_gauge(operators[standby]) == 1.0
 
