@@ -90,7 +90,9 @@ class DatasetStatus(Model):
     case_count: int | None = Field(default=None, ge=0, description="Cases (study folders) in the dataset.")
     file_count: int | None = Field(default=None, ge=0, description="DICOM files checked.")
     cohort: dict[str, dict[str, int]] | None = Field(
-        default=None, description="Case counts by sex, ageBand, manufacturer and modality."
+        default=None,
+        description="Case counts by sex, ageBand, manufacturer and modality "
+        "(photos: also bodySite and skinType from the cohort sheet).",
     )
     violations: list[Violation] | None = Field(
         default=None, max_length=200, description="Attributes that broke the profile (names and counts only)."
