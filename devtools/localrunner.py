@@ -372,8 +372,12 @@ class LocalRunner:
         threading.Thread(target=self._reap, args=(uid,), name=f"localrunner-reap-{uid[:8]}", daemon=True).start()
 
     def _reap(self, uid: str) -> None:
-        while self._is_active(uid):
+        while True:
             time.sleep(0.5)
+            # Looked at after the pause: a sweep once the pod has ended could hit the next
+            # pod of that uid (tests reuse one) or, in principle, a recycled one.
+            if not self._is_active(uid):
+                return
             kill_pod_processes(uid)
 
     def _cancel_all(self, reason: str) -> None:
