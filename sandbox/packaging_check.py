@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lightbox.api.run import ScorerConfig, StagerConfig
+from lightbox.api.run import StagerConfig
 from lightbox.sandbox import packaging
 from lightbox.sandbox.deidgate import verify_tree
 from lightbox.sandbox.isolation import IsolationUnavailable, View, run_isolated
@@ -188,29 +188,9 @@ def run_check(command: list[str], settings: Any, out: Any = None) -> int:
 
 
 def _sample_score(settings: Any, sample: Any, output: Path, work: Path, verdict: Any) -> None:
-    from lightbox.sandbox.scorer import ScoreError, score
+    """vendorcheck's scoring of the sample, plus: every case of a per-case packaging must be scored."""
+    from lightbox.sandbox.vendorcheck import _sample_score as score_sample
 
-    cfg = ScorerConfig(
-        task=settings.task,
-        packaging=settings.packaging,
-        labels=sample.labels,
-        positive_label=sample.positive_label,
-        bootstrap={"resamples": 200, "level": "case"},  # type: ignore[arg-type]
-        min_subgroup_size=1,
-    )
-    try:
-        report, _ = score(cfg, output, sample.truth_dir, work)
-    except ScoreError as exc:
-        verdict.problems.append(f"the scorer rejected the output: {exc.message}")
-        return
-    shown = {
-        k: v.value
-        for k, v in report.metrics.items()
-        if k in ("auc", "sensitivity", "specificity", "dice", "hd95", "frocSensitivity")
-    }
-    if report.scored != report.cases:
+    report = score_sample(settings, sample, output, work, verdict)
+    if report is not None and report.scored != report.cases:
         verdict.problems.append(f"the scorer scored {report.scored} of {report.cases} cases")
-    if shown:
-        verdict.notes.append(
-            "on the synthetic sample (for information only): " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
-        )

@@ -533,11 +533,13 @@ def _check_manifest(path: Path, task: str, verdict: Verdict) -> None:
         verdict.passed.append(f"image manifest {manifest.name} {manifest.version} is valid")
 
 
-def _sample_score(settings: CheckSettings, sample: Any, output: Path, work: Path, verdict: Verdict) -> None:
+def _sample_score(settings: CheckSettings, sample: Any, output: Path, work: Path, verdict: Verdict) -> Any:
+    """Score the sample output into ``verdict``; the report, or None when the scorer rejected it."""
     from lightbox.sandbox.scorer import ScoreError, score
 
     cfg = ScorerConfig(
         task=settings.task, labels=sample.labels, positive_label=sample.positive_label,  # type: ignore[arg-type]
+        packaging=settings.packaging,  # type: ignore[arg-type]
         bootstrap={"resamples": 200, "level": "case"},  # type: ignore[arg-type]
         # synthetic data on the vendor's own machine: no cell to protect, and a handful of cases
         min_subgroup_size=1,
@@ -546,7 +548,7 @@ def _sample_score(settings: CheckSettings, sample: Any, output: Path, work: Path
         report, _ = score(cfg, output, sample.truth_dir, work)
     except ScoreError as exc:
         verdict.problems.append(f"the scorer rejected the output: {exc.message}")
-        return
+        return None
     shown = {
         k: v.value
         for k, v in report.metrics.items()
@@ -556,6 +558,7 @@ def _sample_score(settings: CheckSettings, sample: Any, output: Path, work: Path
         verdict.notes.append(
             "on the synthetic sample (for information only): " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
         )
+    return report
 
 
 def _parser() -> argparse.ArgumentParser:
