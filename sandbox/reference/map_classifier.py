@@ -26,9 +26,8 @@ def _code(value: str, scheme: str, meaning: str) -> Any:
     return code
 
 
-def write_sr(path: Any, p: float, source: Any) -> None:
-    """A Comprehensive SR about ``source``'s study with one NUM item named "abnormal"."""
-    import pydicom
+def measurement_report(source: Any, series_number: int, items: list[Any]) -> Any:
+    """A Comprehensive SR "Imaging Measurement Report" about ``source``'s study holding ``items``."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
@@ -40,10 +39,24 @@ def write_sr(path: Any, p: float, source: Any) -> None:
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID, ds.SOPInstanceUID = COMPREHENSIVE_SR, ds.file_meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID = source.StudyInstanceUID, generate_uid()
-    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "SR", 400, 1
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "SR", series_number, 1
     ds.ValueType, ds.CompletionFlag, ds.VerificationFlag = "CONTAINER", "COMPLETE", "UNVERIFIED"
     ds.ContinuityOfContent = "SEPARATE"
     ds.ConceptNameCodeSequence = Sequence([_code("126000", "DCM", "Imaging Measurement Report")])
+    group = Dataset()
+    group.RelationshipType, group.ValueType, group.ContinuityOfContent = "CONTAINS", "CONTAINER", "SEPARATE"
+    group.ConceptNameCodeSequence = Sequence([_code("126010", "DCM", "Imaging Measurements")])
+    group.ContentSequence = Sequence(items)
+    ds.ContentSequence = Sequence([group])
+    return ds
+
+
+def write_sr(path: Any, p: float, source: Any) -> None:
+    """A Comprehensive SR about ``source``'s study with one NUM item named "abnormal"."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
     num = Dataset()
     num.RelationshipType, num.ValueType = "CONTAINS", "NUM"
     num.ConceptNameCodeSequence = Sequence([_code("abnormal", "99LIGHTBOX", "abnormal")])
@@ -51,12 +64,7 @@ def write_sr(path: Any, p: float, source: Any) -> None:
     measured.NumericValue = f"{p:.6f}"[:16]
     measured.MeasurementUnitsCodeSequence = Sequence([_code("1", "UCUM", "no units")])
     num.MeasuredValueSequence = Sequence([measured])
-    group = Dataset()
-    group.RelationshipType, group.ValueType, group.ContinuityOfContent = "CONTAINS", "CONTAINER", "SEPARATE"
-    group.ConceptNameCodeSequence = Sequence([_code("126010", "DCM", "Imaging Measurements")])
-    group.ContentSequence = Sequence([num])
-    ds.ContentSequence = Sequence([group])
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    pydicom.dcmwrite(path, measurement_report(source, 400, [num]), enforce_file_format=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from lightbox.sandbox.reference.detector import regions
-from lightbox.sandbox.reference.map_classifier import COMPREHENSIVE_SR, _code
+from lightbox.sandbox.reference.map_classifier import _code, measurement_report
 from lightbox.sandbox.reference.map_common import largest_series, output_dir
 from lightbox.sandbox.reference.segmenter import segment
 
@@ -46,31 +46,9 @@ def _group(x: float, y: float, image: Any, score: float) -> Any:
 
 def write_sr(path: Any, findings: list[tuple[float, float, Any, float]], source: Any) -> None:
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = UID(COMPREHENSIVE_SR)
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = COMPREHENSIVE_SR, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = source.StudyInstanceUID, generate_uid()
-    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "SR", 401, 1
-    ds.ValueType, ds.CompletionFlag, ds.VerificationFlag = "CONTAINER", "COMPLETE", "UNVERIFIED"
-    ds.ContinuityOfContent = "SEPARATE"
-    ds.ConceptNameCodeSequence = Sequence([_code("126000", "DCM", "Imaging Measurement Report")])
-    measurements = Dataset()
-    measurements.RelationshipType, measurements.ValueType, measurements.ContinuityOfContent = (
-        "CONTAINS",
-        "CONTAINER",
-        "SEPARATE",
-    )
-    measurements.ConceptNameCodeSequence = Sequence([_code("126010", "DCM", "Imaging Measurements")])
-    measurements.ContentSequence = Sequence([_group(*f) for f in findings])
-    ds.ContentSequence = Sequence([measurements])
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    report = measurement_report(source, 401, [_group(*f) for f in findings])
+    pydicom.dcmwrite(path, report, enforce_file_format=True)
 
 
 def main(argv: list[str] | None = None) -> int:
