@@ -264,7 +264,7 @@ class Node:
             timeout=10).returncode == 0, timeout=60)
 
     def _start_kubelet(self, nbins: _binaries.NodeBinaries) -> None:
-        p = self._spawn("kubelet", [
+        argv = [
             str(nbins.kubelet),
             f"--config={self.paths.kubelet_config}",
             f"--kubeconfig={self.paths.kubelet_kubeconfig}",
@@ -272,8 +272,25 @@ class Node:
             f"--hostname-override={cfg.NODE_NAME}",
             f"--node-ip={cfg.NODE_IP}",
             "--v=1",
-        ])
-        self._wait(p, "the kubelet's health", lambda: _http_ok(f"http://127.0.0.1:{self._kubelet_healthz}/healthz"))
+        ]
+        # containerd answers `ctr version` before its CRI plugin has finished initialising, and the kubelet
+        # exits at once on that answer instead of retrying (a CI run lost its node start to it).
+        # Only the kubelet speaks CRI here (no crictl, no grpc module), so it is the probe: respawn it
+        # while containerd says "not initialized yet", and fail on anything else.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            p = self._spawn("kubelet", argv)
+            try:
+                self._wait(p, "the kubelet's health",
+                           lambda: _http_ok(f"http://127.0.0.1:{self._kubelet_healthz}/healthz"))
+                return
+            except NodeError:
+                exited = p.proc is not None and p.proc.poll() is not None
+                if not (exited and cri_not_ready_yet(p.log.read_text(errors="replace"))) \
+                        or time.monotonic() > deadline:
+                    raise
+                self._log("containerd's CRI plugin is not initialised yet; starting the kubelet again")
+                time.sleep(1.0)
 
     def _start_scheduler(self, nbins: _binaries.NodeBinaries) -> None:
         port = free_port()
@@ -388,6 +405,13 @@ class Node:
         else:
             self._log("the host still differs from before the node started:\n  " + "\n  ".join(left))
         return left
+
+
+def cri_not_ready_yet(kubelet_log: str) -> bool:
+    """Whether the kubelet's last start (the log after its last ``# argv`` line) ended on containerd's CRI
+    plugin still initialising, the one failure worth a respawn."""
+    last_start = kubelet_log.rsplit("\n# ", 1)[-1]
+    return "validate CRI v1 runtime API" in last_start and "server is not initialized yet" in last_start
 
 
 def _ready_untainted(node) -> bool:

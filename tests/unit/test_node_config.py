@@ -243,3 +243,74 @@ def test_down_leaves_the_host_alone_when_another_node_owns_it(monkeypatch, tmp_p
     monkeypatch.setattr(node.host, "restore", forbidden)
     assert node.Node(tmp_path / "mine").stop() == []
     assert marker.exists()
+
+
+CRI_NOT_READY = ('E1201 04:01:52.686044   11239 run.go:72] "command failed" err="failed to run Kubelet: '
+                 'validate service connection: validate CRI v1 runtime API for endpoint '
+                 '\\"unix:///n/containerd.sock\\": rpc error: '
+                 'code = Unknown desc = server is not initialized yet"')
+
+
+def test_only_the_last_kubelet_start_is_judged_for_an_uninitialised_cri():
+    from lightbox.devtools.node import cri_not_ready_yet
+
+    assert cri_not_ready_yet(f"# /bin/kubelet --v=1\nI1201 starting\n{CRI_NOT_READY}\n")
+    assert not cri_not_ready_yet(f"# /bin/kubelet --v=1\n{CRI_NOT_READY}\n# /bin/kubelet --v=1\nE1201 unknown flag\n")
+    assert not cri_not_ready_yet('# /bin/kubelet\nE1201 "command failed" err="failed to run Kubelet: open x.crt"\n')
+
+
+def _fake_kubelet(tmp_path: Path, failures: int, message: str) -> Path:
+    """A kubelet that fails its first `failures` starts with `message`, then answers /healthz."""
+    serve = tmp_path / "serve"
+    serve.mkdir()
+    (serve / "healthz").write_text("ok")
+    script = tmp_path / "kubelet"
+    script.write_text(f"""#!/usr/bin/env python3
+import http.server, os, pathlib, sys
+count = pathlib.Path({str(tmp_path / 'starts')!r})
+n = int(count.read_text()) if count.exists() else 0
+count.write_text(str(n + 1))
+if n < {failures}:
+    print({message!r}, flush=True)
+    sys.exit(1)
+os.chdir({str(serve)!r})
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["FAKE_HEALTHZ"])),
+                                http.server.SimpleHTTPRequestHandler).serve_forever()
+""")
+    script.chmod(0o755)
+    return script
+
+
+def _node_with_fake_kubelet(monkeypatch, tmp_path: Path, failures: int, message: str):
+    import types
+
+    from lightbox.devtools import node
+    from lightbox.devtools.controlplane import free_port
+
+    monkeypatch.setenv("LIGHTBOX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(node, "ACTIVE_MARKER", tmp_path / "active.json")
+    n = node.Node(tmp_path / "node", timeout=20, log=lambda message: None)
+    n.paths.logs.mkdir(parents=True)
+    n._kubelet_healthz = free_port()
+    monkeypatch.setenv("FAKE_HEALTHZ", str(n._kubelet_healthz))
+    bins = types.SimpleNamespace(kubelet=_fake_kubelet(tmp_path, failures, message))
+    return n, bins
+
+
+def test_the_kubelet_is_started_again_while_containerds_cri_is_initialising(monkeypatch, tmp_path):
+    n, bins = _node_with_fake_kubelet(monkeypatch, tmp_path, 2, CRI_NOT_READY)
+    try:
+        n._start_kubelet(bins)
+        assert (tmp_path / "starts").read_text() == "3"
+    finally:
+        n.procs["kubelet"].proc.kill()
+        n.procs["kubelet"].proc.wait()
+
+
+def test_any_other_kubelet_failure_is_raised_at_once(monkeypatch, tmp_path):
+    from lightbox.devtools import node
+
+    n, bins = _node_with_fake_kubelet(monkeypatch, tmp_path, 2, 'E1201 "command failed" err="open /x/kubelet.crt"')
+    with pytest.raises(node.NodeError, match="(?s)kubelet exited with code 1.*kubelet.crt"):
+        n._start_kubelet(bins)
+    assert (tmp_path / "starts").read_text() == "1"
