@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
@@ -17,51 +17,99 @@ from markupsafe import Markup
 from lightbox.api import Algorithm, AuditRecord, Dataset, Validation
 from lightbox.api.validation import RunRecord
 
-#: CLAIM (Mongan, Moy, Kahn; Radiology: AI 2020, items 1-42) with what a Lightbox run answers.
-#: "run": the report answers it from the run; "site"/"vendor": who must add it.
-CLAIM_ITEMS: tuple[tuple[int, str, str], ...] = (
-    (1, "Identification as a study of AI methodology", "site"),
-    (2, "Structured summary", "site"),
-    (3, "Scientific and clinical background, intended use and clinical role", "vendor"),
-    (4, "Study objectives and hypotheses", "site"),
-    (5, "Prospective or retrospective study", "site"),
-    (6, "Study goal", "site"),
-    (7, "Data sources", "run"),
-    (8, "Eligibility criteria", "site"),
-    (9, "Data pre-processing steps", "vendor"),
-    (10, "Selection of data subsets", "site"),
-    (11, "Definitions of data elements", "site"),
-    (12, "De-identification methods", "run"),
-    (13, "How missing data were handled", "run"),
-    (14, "Definition of ground truth", "site"),
-    (15, "Rationale for choosing the reference standard", "site"),
-    (16, "Source of ground-truth annotations; qualifications of annotators", "site"),
-    (17, "Annotation tools", "site"),
-    (18, "Inter- and intrarater variability", "site"),
-    (19, "Intended sample size and how it was determined", "site"),
-    (20, "How data were assigned to partitions", "site"),
-    (21, "Level at which partitions are disjoint", "site"),
-    (22, "Detailed description of the model", "vendor"),
-    (23, "Software libraries, frameworks and packages", "vendor"),
-    (24, "Initialization of model parameters", "vendor"),
-    (25, "Details of training", "vendor"),
-    (26, "Method of selecting the final model", "vendor"),
-    (27, "Ensembling techniques", "vendor"),
-    (28, "Metrics of model performance", "run"),
-    (29, "Statistical measures of significance and uncertainty", "run"),
-    (30, "Robustness or sensitivity analysis", "run"),
-    (31, "Methods for explainability or interpretability", "vendor"),
-    (32, "Validation or testing on external data", "run"),
-    (33, "Flow of participants or cases", "run"),
-    (34, "Demographic and clinical characteristics of cases", "run"),
-    (35, "Performance metrics on all data partitions", "run"),
-    (36, "Estimates of diagnostic accuracy and their precision", "run"),
-    (37, "Failure analysis of incorrectly classified cases", "site"),
-    (38, "Study limitations", "site"),
-    (39, "Implications for practice", "site"),
-    (40, "Registration number and name of registry", "site"),
-    (41, "Where the full study protocol can be accessed", "site"),
-    (42, "Sources of funding and other support", "site"),
+
+class ClaimItem(NamedTuple):
+    number: int
+    section: str
+    title: str
+    #: "run": this report answers it from the run; "vendor"/"site": who must add it.
+    who: Literal["run", "vendor", "site"]
+
+
+#: The checklist's version, as the report names it.
+CLAIM_VERSION = "CLAIM 2024"
+CLAIM_CITATION = (
+    "Tejani AS, Klontzas ME, Gatti AA, et al. Checklist for Artificial Intelligence in Medical Imaging "
+    "(CLAIM): 2024 Update. Radiology: Artificial Intelligence 2024;6(4):e240300"
+)
+CLAIM_SOURCE = "https://pubs.rsna.org/doi/10.1148/ryai.240300"
+
+#: The 44 items of CLAIM 2024 with their published numbers, sections and titles, as printed on the
+#: journal's checklist form (https://pubs.rsna.org/page/ai/claim; the article's full text is PMC11304031).
+#: Neither RSNA nor PMC could be reached from where this was written: the titles were transcribed
+#: from three independent public transcriptions of that form, which agree on every number and
+#: section. Where they differ in a title (hyphenation of "preprocessing" and "intrarater"; item 39
+#: "incorrect results" against "incorrectly classified cases"; a parenthesis after item 4), the
+#: reading of two of the three is kept. Check against the RSNA form before quoting a title.
+#: A run answers an item only where the report shows it from the run's own record.
+CLAIM_ITEMS: tuple[ClaimItem, ...] = (
+    ClaimItem(
+        1,
+        "Title/Abstract",
+        "Identification as a study of AI methodology, specifying the category of technology used (eg, deep learning)",
+        "site",
+    ),
+    ClaimItem(2, "Abstract", "Summary of study design, methods, results, and conclusions", "site"),
+    ClaimItem(
+        3,
+        "Introduction",
+        "Scientific and/or clinical background, including the intended use and role of the AI approach",
+        "vendor",
+    ),
+    ClaimItem(4, "Introduction", "Study aims, objectives, and hypotheses", "site"),
+    ClaimItem(5, "Methods: study design", "Prospective or retrospective study", "site"),
+    ClaimItem(6, "Methods: study design", "Study goal", "site"),
+    ClaimItem(7, "Methods: data", "Data sources", "run"),
+    ClaimItem(8, "Methods: data", "Inclusion and exclusion criteria", "site"),
+    ClaimItem(9, "Methods: data", "Data preprocessing", "vendor"),
+    ClaimItem(10, "Methods: data", "Selection of data subsets", "site"),
+    ClaimItem(11, "Methods: data", "De-identification methods", "run"),
+    ClaimItem(12, "Methods: data", "How missing data were handled", "run"),
+    ClaimItem(13, "Methods: data", "Image acquisition protocol", "site"),
+    ClaimItem(14, "Methods: reference standard", "Definition of method(s) used to obtain reference standard", "site"),
+    ClaimItem(15, "Methods: reference standard", "Rationale for choosing the reference standard", "site"),
+    ClaimItem(16, "Methods: reference standard", "Source of reference standard annotations", "site"),
+    ClaimItem(17, "Methods: reference standard", "Annotation of test set", "site"),
+    ClaimItem(
+        18,
+        "Methods: reference standard",
+        "Measures of inter- and intrarater variability of features described by the annotators",
+        "site",
+    ),
+    ClaimItem(19, "Methods: data partitions", "How data were assigned to partitions", "site"),
+    ClaimItem(20, "Methods: data partitions", "Level at which partitions are disjoint", "site"),
+    ClaimItem(21, "Methods: testing data", "Intended sample size", "site"),
+    ClaimItem(22, "Methods: model", "Detailed description of model", "vendor"),
+    ClaimItem(23, "Methods: model", "Software libraries, frameworks, and packages", "vendor"),
+    ClaimItem(24, "Methods: model", "Initialization of model parameters", "vendor"),
+    ClaimItem(25, "Methods: training", "Details of training approach", "vendor"),
+    ClaimItem(26, "Methods: training", "Method of selecting the final model", "vendor"),
+    ClaimItem(27, "Methods: training", "Ensembling techniques", "vendor"),
+    ClaimItem(28, "Methods: evaluation", "Metrics of model performance", "run"),
+    ClaimItem(29, "Methods: evaluation", "Statistical measures of significance and uncertainty", "run"),
+    ClaimItem(30, "Methods: evaluation", "Robustness or sensitivity analysis", "run"),
+    ClaimItem(31, "Methods: evaluation", "Methods for explainability or interpretability", "vendor"),
+    # Internal data is the developer's; the site's data is external to the vendor, which a run tests.
+    ClaimItem(32, "Methods: evaluation", "Evaluation on internal data", "vendor"),
+    ClaimItem(33, "Methods: evaluation", "Testing on external data", "run"),
+    ClaimItem(34, "Methods: evaluation", "Clinical trial registration", "site"),
+    ClaimItem(35, "Results: data", "Numbers of patients or examinations included and excluded", "run"),
+    ClaimItem(36, "Results: data", "Demographic and clinical characteristics of cases in each partition", "run"),
+    ClaimItem(37, "Results: model performance", "Performance metrics and measures of statistical uncertainty", "run"),
+    ClaimItem(38, "Results: model performance", "Estimates of diagnostic performance and their precision", "run"),
+    ClaimItem(39, "Results: model performance", "Failure analysis of incorrect results", "site"),
+    ClaimItem(40, "Discussion", "Study limitations", "site"),
+    ClaimItem(41, "Discussion", "Implications for practice, including intended use and/or clinical role", "site"),
+    ClaimItem(
+        42,
+        "Other information",
+        "Provide a reference to the full study protocol or to additional technical details",
+        "site",
+    ),
+    ClaimItem(
+        43, "Other information", "Statement about the availability of software, trained model, and/or data", "vendor"
+    ),
+    ClaimItem(44, "Other information", "Sources of funding and other support; role of funders", "site"),
 )
 
 
@@ -260,4 +308,7 @@ def render_html(
         plots=plots,
         drift=drift_lines(trail),
         claim=CLAIM_ITEMS,
+        claim_version=CLAIM_VERSION,
+        claim_citation=CLAIM_CITATION,
+        claim_source=CLAIM_SOURCE,
     )

@@ -10,7 +10,7 @@ from test_report import _run, _trail, _validation
 
 from lightbox.api.results import HistogramBin, MetricValue, ReliabilityBin, SubgroupResult
 from lightbox.api.validation import CriterionResult
-from lightbox.report_html import CLAIM_ITEMS, render_html
+from lightbox.report_html import render_html
 
 HOSTILE = '<script>alert(1)</script>"&'
 
@@ -123,14 +123,66 @@ def test_offline_and_escaped() -> None:
     )
 
 
-def test_the_claim_section_lists_all_42_items_and_who_answers_each() -> None:
-    _, page = _page()
-    assert [n for n, _, _ in CLAIM_ITEMS] == list(range(1, 43))
-    text = page.text["claim"]
-    # What a run answers, item by item from the checklist: data sources (7), de-identification (12),
-    # missing data (13), metrics (28), uncertainty (29), robustness: subgroups and drift (30),
-    # external data: the site's own (32), case flow: cases/scored/failures (33), cohort (34),
-    # metrics (35), accuracy with intervals (36). The sentence above the table says "This run".
-    assert [n for n, _, who in CLAIM_ITEMS if who == "run"] == [7, 12, 13, 28, 29, 30, 32, 33, 34, 35, 36]
-    assert text.count("this run") == 11
-    assert "Failure analysis of incorrectly classified cases" in text
+# Copied by hand from the CLAIM 2024 checklist form (Tejani et al., Radiology: Artificial Intelligence
+# 2024;6(4):e240300; https://pubs.rsna.org/page/ai/claim), not from report_html: item numbers with
+# their literal titles, and the first and last item of each section of the form.
+CLAIM_2024_COUNT = 44
+CLAIM_2024_TITLES = {
+    1: "Identification as a study of AI methodology, specifying the category of technology used (eg, deep learning)",
+    7: "Data sources",
+    11: "De-identification methods",
+    13: "Image acquisition protocol",
+    17: "Annotation of test set",
+    21: "Intended sample size",
+    33: "Testing on external data",
+    34: "Clinical trial registration",
+    35: "Numbers of patients or examinations included and excluded",
+    43: "Statement about the availability of software, trained model, and/or data",
+    44: "Sources of funding and other support; role of funders",
+}
+CLAIM_2024_SECTIONS = {
+    "Methods: data": (7, 13),
+    "Methods: reference standard": (14, 18),
+    "Methods: data partitions": (19, 20),
+    "Methods: testing data": (21, 21),
+    "Methods: model": (22, 24),
+    "Methods: training": (25, 27),
+    "Methods: evaluation": (28, 34),
+    "Results: data": (35, 36),
+    "Results: model performance": (37, 39),
+    "Discussion": (40, 41),
+    "Other information": (42, 44),
+}
+
+
+def _claim_rows(html: str) -> list[tuple[int, str, str, str]]:
+    section = html[html.index('<section id="claim">') :]
+    section = section[: section.index("</section>")]
+    rows = re.findall(r"<tr><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", section)
+    return [(int(n), sec, title, who) for n, sec, title, who in rows]
+
+
+def test_the_claim_section_is_claim_2024_numbered_as_published() -> None:
+    html, page = _page()
+    rows = _claim_rows(html)
+    assert [n for n, *_ in rows] == list(range(1, CLAIM_2024_COUNT + 1))
+    titles = {n: title for n, _, title, _ in rows}
+    for number, title in CLAIM_2024_TITLES.items():
+        assert titles[number] == title, number
+    for section, (first, last) in CLAIM_2024_SECTIONS.items():
+        assert [n for n, sec, _, _ in rows if sec == section] == list(range(first, last + 1)), section
+    # The page names the version it lays out, and not the superseded 2020 list.
+    assert "CLAIM 2024" in page.text["claim"] and "e240300" in page.text["claim"]
+    assert "2020" not in page.text["claim"] and "Mongan" not in page.text["claim"]
+
+
+def test_the_claim_section_says_who_answers_each_item() -> None:
+    html, _ = _page()
+    who = {n: w for n, _, _, w in _claim_rows(html)}
+    # What a run answers, item by item: data sources (7), de-identification (11), missing data:
+    # cases without output (12), metrics (28), uncertainty (29), robustness: subgroups and drift (30),
+    # the site's data is external to the vendor (33), case flow (35), cohort (36), metrics with
+    # intervals (37, 38). The model's internals are the vendor's; the study design is the site's.
+    assert sorted(n for n, w in who.items() if w == "this run") == [7, 11, 12, 28, 29, 30, 33, 35, 36, 37, 38]
+    assert {who[n] for n in (22, 23, 24, 25, 26, 27, 31)} == {"vendor must add"}
+    assert {who[n] for n in (14, 15, 16, 17, 18, 21, 34, 40, 44)} == {"site must add"}
