@@ -1,28 +1,40 @@
-"""The operator's Kubernetes client: a thin facade over kubernetes_asyncio (docs/kube-client.md).
+"""The operator's Kubernetes client: aiohttp with kubernetes_asyncio's credentials (docs/kube-client.md).
 
 Everything the operator does besides kopf's watches goes through ``Kube``:
 Jobs, NetworkPolicies, status, Events, Leases. Callers name objects by REST
-path (``path()``) and get plain dicts back; the library's generated models are
-skipped on purpose (``_preload_content=False``), the operator never needs them
-and decoding into them costs time at scale. The library brings the connection
-(aiohttp, which kopf already uses), TLS from the kubeconfig or the in-cluster
-CA, and loading credentials; this module adds the one thing it lacks: a 401 is
-retried once, after ``kubeauth.Credentials.renew`` loaded the credentials again.
+path (``path()``) and get plain dicts back; no generated model is built, the
+operator never needs one and decoding into them costs time at scale.
+kubernetes_asyncio loads the credentials and TLS material from the kubeconfig or
+the in-cluster service account (``kubeauth``); the requests go through one
+aiohttp session per TLS configuration, made here rather than by the library's
+``ApiClient``: that one is built with ``trust_env=True``, so each request looked
+up ``~/.netrc`` and the proxy environment in a worker thread (a quarter of the
+operator's samples with 5,000 Validations, docs/performance.md). The proxy
+environment is read once, when a session is made. This module adds one more
+thing: a 401 is retried once, after ``kubeauth.Credentials.renew`` loaded the
+credentials again.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from typing import Any, cast
 
-from kubernetes_asyncio.client import ApiClient, Configuration
+import aiohttp
+from kubernetes_asyncio.client import Configuration
 
 from lightbox.operator.kubeauth import Credentials, Source
 
 GROUP_VERSION = "lightbox.dev/v1alpha1"
 CONNECTIONS = 32
+# Watch-sized bodies can exceed aiohttp's default read buffer (etcd allows 1.5 MiB objects).
+READ_BUFFER = 2**21
+USER_AGENT = "lightbox-operator"
 PatchBody = dict[str, Any] | list[Any]  # a merge patch or a JSON patch
 
 
@@ -63,9 +75,49 @@ def transport(cfg: Configuration) -> tuple[Any, ...]:
     return (cfg.host, cfg.ssl_ca_cert, cfg.cert_file, cfg.key_file, cfg.verify_ssl, cfg.tls_server_name, cfg.proxy)
 
 
+def proxy_for(host: str, kubeconfig_proxy: str | None) -> str | None:
+    """The proxy for requests to ``host``: the kubeconfig's ``proxy-url``, else the environment's
+    (HTTPS_PROXY/HTTP_PROXY unless NO_PROXY names the host, as client-go does), else none.
+
+    Read when a connection pool is made, not per request."""
+    if kubeconfig_proxy:
+        return kubeconfig_proxy
+    url = urllib.parse.urlsplit(host)
+    proxy = urllib.request.getproxies().get(url.scheme or "https")
+    if not proxy or urllib.request.proxy_bypass(url.hostname or ""):
+        return None
+    return proxy
+
+
+def tls_context(cfg: Configuration) -> ssl.SSLContext:
+    """Server verification and client certificate as the kubeconfig or the service account gives them
+    (``kubeauth.check`` refused an unverified configuration before it got here)."""
+    context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+    if cfg.disable_strict_ssl_verification:
+        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    if cfg.cert_file:
+        context.load_cert_chain(cfg.cert_file, keyfile=cfg.key_file)
+    return context
+
+
+@dataclass
+class _Pool:
+    """One TLS configuration's connections. ``trust_env=False``: no netrc or proxy lookup per request."""
+
+    session: aiohttp.ClientSession
+    configuration: Configuration
+    proxy: str | None
+
+    @classmethod
+    def open(cls, cfg: Configuration) -> _Pool:
+        connector = aiohttp.TCPConnector(limit=CONNECTIONS, ssl=tls_context(cfg))
+        session = aiohttp.ClientSession(connector=connector, trust_env=False, read_bufsize=READ_BUFFER)
+        return cls(session, cfg, proxy_for(str(cfg.host), cfg.proxy))
+
+
 @dataclass
 class _Retired:
-    client: ApiClient
+    pool: _Pool
     at: float
 
 
@@ -74,7 +126,7 @@ class Kube:
         self.timeout = timeout
         self._credentials = credentials
         self._generation = credentials.generation
-        self._api = self._client(credentials.configuration)
+        self._pool = _Pool.open(credentials.configuration)
         self._retired: list[_Retired] = []
 
     @classmethod
@@ -86,33 +138,29 @@ class Kube:
     def host(self) -> str:
         return str(self._credentials.configuration.host)
 
-    def _client(self, cfg: Configuration) -> ApiClient:
-        cfg.connection_pool_maxsize = CONNECTIONS
-        return ApiClient(configuration=cfg)
-
     async def close(self) -> None:
         for old in self._retired:
-            await old.client.close()
+            await old.pool.session.close()
         self._retired.clear()
-        await self._api.close()
+        await self._pool.session.close()
 
-    async def _current(self) -> ApiClient:
-        """The client for the newest credentials: a bearer token changes in place, new TLS material gets a new pool."""
+    async def _current(self) -> _Pool:
+        """The pool for the newest credentials: a bearer token changes in place, new TLS material gets a new pool."""
         creds = self._credentials
         if creds.generation == self._generation:
-            return self._api
-        if transport(creds.configuration) == transport(self._api.configuration):
-            self._api.configuration = creds.configuration
+            return self._pool
+        if transport(creds.configuration) == transport(self._pool.configuration):
+            self._pool.configuration = creds.configuration
         else:
             # Requests still on the old pool end within `timeout`; close it after that.
             now = time.monotonic()
-            self._retired.append(_Retired(self._api, now))
-            self._api = self._client(creds.configuration)
+            self._retired.append(_Retired(self._pool, now))
+            self._pool = _Pool.open(creds.configuration)
             for old in [r for r in self._retired if now - r.at > 2 * self.timeout]:
                 self._retired.remove(old)
-                await old.client.close()
+                await old.pool.session.close()
         self._generation = creds.generation
-        return self._api
+        return self._pool
 
     async def _send(
         self,
@@ -124,29 +172,29 @@ class Kube:
         content_type: str | None = None,
     ) -> tuple[int, bytes]:
         """(status, body) of one request; a 401 is answered by loading the credentials again and trying once more."""
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
         await self._credentials.fresh()
+        data = None if body is None else json.dumps(body)
         for attempt in (1, 2):
             generation = self._credentials.generation
-            api = await self._current()
-            response = await api.call_api(
-                url,
+            pool = await self._current()
+            headers = {"Accept": "application/json", "User-Agent": USER_AGENT,
+                       "Content-Type": content_type or "application/json"}
+            bearer = await self._credentials.bearer()  # runs the in-cluster token file's refresh hook
+            if bearer:
+                headers["Authorization"] = bearer
+            async with pool.session.request(
                 method,
-                query_params=list((query or {}).items()),
-                header_params=dict(headers),
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=self.timeout,
-            )
-            try:
-                status, data = response.status, await response.read()
-            finally:
-                response.release()
+                str(pool.configuration.host) + url,
+                params=query,
+                data=data,
+                headers=headers,
+                proxy=pool.proxy,
+                server_hostname=pool.configuration.tls_server_name or None,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as response:
+                status, payload = response.status, await response.read()
             if status != 401 or attempt == 2:
-                return status, data
+                return status, payload
             await self._credentials.renew(generation, f"{method} {url} was refused (HTTP 401)")
         raise AssertionError("unreachable")
 
