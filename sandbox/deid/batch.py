@@ -49,6 +49,7 @@ from lightbox.sandbox.deid.pseudonyms import Pseudonymizer
 from lightbox.sandbox.deid.rewrite import Piece, Rewritten, rewrite
 from lightbox.sandbox.deid.safe_private import SafePrivateList
 from lightbox.sandbox.deid.slide_dicom import removal_for
+from lightbox.sandbox.deid.slide_frames import FrameError, scrub_file
 from lightbox.sandbox.deid.slide_tiff import deidentify_slide_into, is_tiff
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs start-up time
@@ -228,6 +229,9 @@ def _meta_for(parsed: ParsedFile, result: Rewritten, settings: Settings) -> byte
     return _fast_meta(sop_class, sop, parsed.transfer_syntax, padding) if padding else meta
 
 
+FRAME_SEGMENTS = "metadata segments in compressed frames (JPEG COM/APPn, JPEG 2000 comments)"
+
+
 def process_file(src: str | os.PathLike[str], job: Job, worker: _Worker | None = None) -> FileOutcome:
     """De-identify one file for ``job``; every failure becomes an outcome, never an exception."""
     source = src if isinstance(src, str) else str(src)
@@ -250,6 +254,7 @@ def process_file(src: str | os.PathLike[str], job: Job, worker: _Worker | None =
             values = result.recorded
             if (removal := removal_for(parsed, values, fd)) is not None:
                 return FileOutcome(source, "removed", reason=removal, removed={removal: 1})
+            result.pieces, segments = scrub_file(parsed, values, fd, result.pieces)
             relative = _output_path(values, result.identity, settings)
             reason = None if job.allow_burned_in else burned_in_reason(values)
             meta = _meta_for(parsed, result, settings)
@@ -261,8 +266,8 @@ def process_file(src: str | os.PathLike[str], job: Job, worker: _Worker | None =
             reason_file = Path(target[: -len(".dcm")] + REASON_SUFFIX)
             reason_file.write_text(f"quarantined: {reason}\n", encoding="utf-8")
             return FileOutcome(source, "quarantined", target, reason)
-        return FileOutcome(source, "written", target)
-    except DicomError as exc:
+        return FileOutcome(source, "written", target, removed={FRAME_SEGMENTS: segments} if segments else None)
+    except (DicomError, FrameError) as exc:
         return FileOutcome(source, "error", reason=str(exc))
     except (OSError, ValueError, UnicodeError) as exc:
         return FileOutcome(source, "error", reason=f"{type(exc).__name__}: {exc}")
@@ -274,6 +279,10 @@ def deidentify_bytes(data: bytes, settings: Settings) -> bytes:
     result = rewrite(parsed, parsed.start, settings)
     if result.end != parsed.file_size:
         raise DicomError("data set ends before the end of the data")
+    try:
+        result.pieces, _ = scrub_file(parsed, result.recorded, -1, result.pieces)
+    except FrameError as exc:
+        raise DicomError(str(exc)) from None
     body = b"".join(bytes(parsed.buffer[p[0] : p[1]]) if isinstance(p, tuple) else bytes(p) for p in result.pieces)
     meta = _new_meta(parsed, result, settings)
     if parsed.transfer_syntax == DEFLATED_LE:

@@ -26,14 +26,19 @@ SOI, EOI, SOS, COM = 0xD8, 0xD9, 0xDA, 0xFE
 _NOT_MARKERS = frozenset({0x00, 0xFF, *range(0xD0, 0xD8)})
 
 
-def _next_marker(data: bytes, pos: int) -> int:
+# JPEG-LS (ITU-T T.87 section 9.1) stuffs a 0 bit after every 0xFF of coded data, so there a
+# marker is 0xFF followed by a byte with its high bit set.
+_NOT_MARKERS_LS = frozenset({*range(0x80), 0xFF, *range(0xD0, 0xD8)})
+
+
+def _next_marker(data: bytes, pos: int, not_markers: frozenset[int] = _NOT_MARKERS) -> int:
     """Offset of the 0xFF that starts the next marker after entropy-coded data, or -1.
     (bytes.find between candidates: a regex over the whole scan was 10x slower.)"""
     find, size = data.find, len(data)
     while (pos := find(b"\xff", pos)) >= 0:
         if pos + 1 >= size:
             return -1
-        if data[pos + 1] not in _NOT_MARKERS:
+        if data[pos + 1] not in not_markers:
             return pos
         pos += 1 if data[pos + 1] == 0xFF else 2
     return -1
@@ -53,6 +58,34 @@ class Scrubbed:
     removed: int  # segments (or trailing runs) taken out
 
 
+Range = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """What of a stream survives the scrub, as ``[start, end)`` ranges of the input (adjacent
+    ranges merged): callers that copy from a file (DICOM frames) copy these ranges without
+    holding the scrubbed stream."""
+
+    ranges: list[Range]
+    removed: int
+
+    def unchanged(self, size: int) -> bool:
+        return self.removed == 0 and self.ranges == [(0, size)]
+
+    def join(self, data: bytes) -> Scrubbed:
+        if self.unchanged(len(data)):
+            return Scrubbed(data, 0)
+        return Scrubbed(b"".join(data[a:b] for a, b in self.ranges), self.removed)
+
+
+def _keep(ranges: list[Range], start: int, end: int) -> None:
+    if ranges and ranges[-1][1] == start:
+        ranges[-1] = (ranges[-1][0], end)
+    elif end > start:
+        ranges.append((start, end))
+
+
 def _keep_app(marker: int, segment: bytes) -> bool:
     """Whether an APPn segment (marker + length + payload) only describes colour."""
     payload = segment[4:]
@@ -66,9 +99,16 @@ def _keep_app(marker: int, segment: bytes) -> bool:
 def scrub_jpeg(data: bytes) -> Scrubbed:
     """``data`` (a JPEG stream, or an abbreviated tables-only stream) without COM, other APPn
     segments and trailing bytes. Raises CodestreamError when the markers cannot be followed."""
+    return jpeg_kept(data).join(data)
+
+
+def jpeg_kept(data: bytes, ls: bool = False) -> Kept:
+    """The ranges of ``data`` that :func:`scrub_jpeg` keeps; ``ls`` for a JPEG-LS stream, whose
+    coded data ends at other markers."""
     if not data.startswith(b"\xff\xd8"):
         raise CodestreamError("a JPEG tile does not start with a start-of-image marker")
-    out = [b"\xff\xd8"]
+    not_markers = _NOT_MARKERS_LS if ls else _NOT_MARKERS
+    ranges: list[Range] = [(0, 2)]
     pos, size, removed = 2, len(data), 0
     while True:
         if pos + 2 > size:
@@ -80,7 +120,7 @@ def scrub_jpeg(data: bytes) -> Scrubbed:
             pos += 1
             continue
         if marker == EOI:
-            out.append(b"\xff\xd9")
+            _keep(ranges, pos, pos + 2)
             pos += 2
             break
         if marker in (SOI, 0x01) or 0xD0 <= marker <= 0xD7:
@@ -90,21 +130,20 @@ def scrub_jpeg(data: bytes) -> Scrubbed:
         end = pos + 2 + _H.unpack_from(data, pos + 2)[0]
         if end > size or end < pos + 4:
             raise CodestreamError("a JPEG tile's segment length runs past the tile")
-        segment = data[pos:end]
-        if marker == COM or (0xE0 <= marker <= 0xEF and not _keep_app(marker, segment)):
+        if marker == COM or (0xE0 <= marker <= 0xEF and not _keep_app(marker, data[pos:end])):
             removed += 1
         else:
-            out.append(segment)
+            _keep(ranges, pos, end)
         pos = end
         if marker == SOS:
-            found = _next_marker(data, pos)
+            found = _next_marker(data, pos, not_markers)
             if found < 0:
                 raise CodestreamError("a JPEG tile's scan has no end-of-image marker")
-            out.append(data[pos:found])
+            _keep(ranges, pos, found)
             pos = found
     if pos < size:
         removed += 1  # bytes after EOI: no decoder reads them, anything can hide there
-    return Scrubbed(b"".join(out), removed)
+    return Kept(ranges, removed)
 
 
 # JPEG 2000 codestream (ITU-T T.800 Annex A): SOC, main header segments, then tile-parts
@@ -115,9 +154,14 @@ _SOC, _SOT, _SOD, _EOC, _J2K_COM = 0xFF4F, 0xFF90, 0xFF93, 0xFFD9, 0xFF64
 def scrub_j2k(data: bytes) -> Scrubbed:
     """A JPEG 2000 codestream without comments in its main header. A comment in a tile-part
     header would change the tile-part's length field and its index: refused instead."""
+    return j2k_kept(data).join(data)
+
+
+def j2k_kept(data: bytes) -> Kept:
+    """The ranges of ``data`` that :func:`scrub_j2k` keeps."""
     if len(data) < 4 or _H.unpack_from(data, 0)[0] != _SOC:
         raise CodestreamError("a JPEG 2000 tile does not start with a start-of-codestream marker")
-    out = [data[:2]]
+    ranges: list[Range] = [(0, 2)]
     pos, size, removed = 2, len(data), 0
     while True:  # main header, up to the first tile-part
         if pos + 4 > size:
@@ -130,11 +174,11 @@ def scrub_j2k(data: bytes) -> Scrubbed:
         if marker == _J2K_COM:
             removed += 1
         else:
-            out.append(data[pos : pos + 2 + length])
+            _keep(ranges, pos, pos + 2 + length)
         pos += 2 + length
     _check_tile_parts(data, pos)
-    out.append(data[pos:])
-    return Scrubbed(b"".join(out), removed)
+    _keep(ranges, pos, size)
+    return Kept(ranges, removed)
 
 
 def _check_tile_parts(data: bytes, pos: int) -> None:

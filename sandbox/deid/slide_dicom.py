@@ -53,10 +53,16 @@ def removal_reason(sop_class: str, modality: str, image_type: bytes | str, label
 
 def removal_for(parsed: ParsedFile, recorded: dict[int, bytes], fd: int) -> str | None:
     """:func:`removal_reason` for a file being de-identified; reads the two attributes only
-    for microscopy instances (a memory map when the header is longer than the read head)."""
+    for microscopy instances."""
     sop_class, modality = text(recorded.get(SOP_CLASS_UID)), text(recorded.get(MODALITY))
     if not is_slide_instance(sop_class, modality):
         return None
+    found = scan_header(parsed, fd, WANTED)
+    return removal_reason(sop_class, modality, found.get(IMAGE_TYPE, b""), found.get(SPECIMEN_LABEL_IN_IMAGE, b""))
+
+
+def scan_header(parsed: ParsedFile, fd: int, wanted: tuple[int, ...]) -> dict[int, bytes]:
+    """Top-level values of ``wanted`` (a memory map when the header is longer than the read head)."""
     from lightbox.sandbox.deid.rewrite import scan_top_level
 
     buf: Any = parsed.buffer
@@ -64,11 +70,10 @@ def removal_for(parsed: ParsedFile, recorded: dict[int, bytes], fd: int) -> str 
     if parsed.spans_in_file and len(buf) < parsed.file_size:
         buf = mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
     try:
-        found = scan_top_level(buf, parsed.start, len(buf), parsed.implicit, WANTED)
+        return scan_top_level(buf, parsed.start, len(buf), parsed.implicit, wanted)
     finally:
         if mapped is not None:
             mapped.close()
-    return removal_reason(sop_class, modality, found.get(IMAGE_TYPE, b""), found.get(SPECIMEN_LABEL_IN_IMAGE, b""))
 
 
 def gate_finding(elements: list[Element]) -> tuple[str, int] | None:

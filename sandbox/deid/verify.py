@@ -34,6 +34,7 @@ from lightbox.sandbox.deid.profile import Profile, compile_profile
 from lightbox.sandbox.deid.pseudonyms import PATIENT_PSEUDONYM, UID_ROOT
 from lightbox.sandbox.deid.safe_private import SafePrivateList
 from lightbox.sandbox.deid.slide_dicom import gate_finding as slide_gate_finding
+from lightbox.sandbox.deid.slide_frames import gate_findings as frame_gate_findings
 from lightbox.sandbox.deid.slide_tiff import gate_check as slide_gate_check
 from lightbox.sandbox.deid.slide_tiff import is_tiff_file
 from lightbox.sandbox.deid.values import is_dummy, split_values
@@ -206,13 +207,15 @@ def check_file(path: Path, root: Path, checker: Checker) -> FileCheck:
     if is_tiff_file(path):
         return _check_slide_file(result, path)
     try:
-        elements = parse_file(path).elements
+        parsed = parse_file(path)
     except (DicomError, OSError, ValueError) as exc:
         result.error = str(exc)
         return result
+    elements = parsed.elements
     _check(elements, checker, result.found)
     if (slide := slide_gate_finding(elements)) is not None:
         result.found[slide] += 1
+    result.found.update(frame_gate_findings(parsed))
     if find_text(elements, PATIENT_IDENTITY_REMOVED).upper() != "YES":
         result.found[("PatientIdentityRemoved", PATIENT_IDENTITY_REMOVED)] += 1
     result.study = find_text(elements, STUDY_INSTANCE_UID) or relative

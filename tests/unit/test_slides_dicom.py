@@ -4,11 +4,13 @@ frames are copied as bytes."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
@@ -27,6 +29,13 @@ NAME, PID, CONTAINER, SPECIMEN, ISSUER = (
 )
 PLANTED = (NAME, PID, CONTAINER, SPECIMEN, ISSUER)
 STUDY, SERIES = generate_uid(), generate_uid()
+
+
+def _jpeg(pixels: np.ndarray) -> bytes:
+    """A clean baseline JPEG frame (Pillow's JFIF APP0 only): copied as it is."""
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=90)
+    return out.getvalue()
 
 
 def _instance(flavour: str, *, encapsulated: bool = False, label_in_image: str = "NO") -> Dataset:
@@ -60,7 +69,7 @@ def _instance(flavour: str, *, encapsulated: bool = False, label_in_image: str =
     ds.NumberOfFrames = 4
     rng = np.random.default_rng(len(flavour))
     if encapsulated:
-        frames = [b"\xff\xd8" + rng.bytes(100) + b"\xff\xd9" for _ in range(4)]  # opaque: never decoded
+        frames = [_jpeg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(4)]
         ds.PhotometricInterpretation = "YBR_FULL_422"
         ds.PixelData = encapsulate(frames)
         ds["PixelData"].VR = "OB"
