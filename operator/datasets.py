@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightbox.api import Dataset
 from lightbox.api.dataset import DatasetStatus
-from lightbox.operator import builders, clock, outcome
+from lightbox.operator import builders, clock, outcome, verify_events
 from lightbox.operator.conditions import post_event, set_condition
 from lightbox.operator.kube import path
 from lightbox.operator.lookups import JOB_NAME_LABEL, dump, parse_model, pods_by_job
@@ -66,7 +66,7 @@ async def reconcile_dataset(runtime: Runtime, namespace: str, name: str) -> floa
         return None
     now = clock.utcnow()
     job_name = builders.verify_job_name(name, generation)
-    result = await _verification(runtime, dataset, namespace, job_name)
+    result = await _verification(runtime, raw, dataset, job_name)
     if result is None:
         if status is None or status.phase != "Verifying" or status.verified:
             await _write(runtime, namespace, name, verifying_status(status, job_name, now, generation))
@@ -74,20 +74,29 @@ async def reconcile_dataset(runtime: Runtime, namespace: str, name: str) -> floa
         return VERIFY_POLL_SECONDS
     # Written (and the watch-fed copy updated) before the Validations woken below look.
     await _write(runtime, namespace, name, verified_status(status, result, now, generation))
-    await post_event(runtime, raw, "Normal" if result.verified else "Warning", result.reason, result.message)
+    await post_event(runtime, raw, *verify_events.finished_event(result))
     runtime.wake_namespace(namespace)
     return None
 
 
 async def _verification(
-    runtime: Runtime, dataset: Dataset, namespace: str, job_name: str
+    runtime: Runtime, raw: dict[str, Any], dataset: Dataset, job_name: str
 ) -> outcome.VerifyResult | None:
-    """The verification Job's result (None while it runs); the Job and its NetworkPolicy are made if absent."""
+    """The verification Job's result (None while it runs); the Job and its NetworkPolicy are made if
+    absent, and the Job's start told in an Event (once: a Job another pass made is not announced again)."""
     kube = runtime.kube
+    namespace = raw["metadata"]["namespace"]
     job = await kube.get(path("jobs", namespace, job_name))
     if job is None:
         await kube.create(path("networkpolicies", namespace), builders.verify_network_policy(dataset, job_name))
-        job, _ = await kube.create(path("jobs", namespace), builders.verify_job(dataset, job_name, runtime.config))
+        job, created = await kube.create(
+            path("jobs", namespace), builders.verify_job(dataset, job_name, runtime.config)
+        )
+        if created:
+            studies = dataset.spec.studies
+            where = f"PVC {studies.claim_name}" + (f" at {studies.sub_path}" if studies.sub_path else "")
+            message = verify_events.started_message(job_name, where, dataset.status)
+            await post_event(runtime, raw, "Normal", verify_events.STARTED_REASON, message)
     pods = await kube.list(path("pods", namespace), f"{JOB_NAME_LABEL}={job_name}")
     return outcome.verify_result(job, pods_by_job(pods).get(job_name))
 

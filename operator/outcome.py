@@ -370,7 +370,7 @@ def _verify_summary(data: dict[str, Any]) -> dict[str, Any]:
     content_hash = data.get("contentHash") or data.get("content_hash")
     if isinstance(content_hash, str) and len(content_hash) <= 80:
         summary["contentHash"] = content_hash
-    for key, alt in (("caseCount", "case_count"), ("fileCount", "file_count")):
+    for key, alt in (("caseCount", "case_count"), ("fileCount", "file_count"), ("errors", "errors")):
         value = _int(data.get(key, data.get(alt)))
         if value is not None:
             summary[key] = value
