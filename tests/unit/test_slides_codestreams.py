@@ -98,3 +98,23 @@ def test_j2k_bytes_after_the_end_are_refused() -> None:
     j2k = imagecodecs.jpeg2k_encode(IMAGE, level=0, codecformat="J2K")
     with pytest.raises(CodestreamError):
         scrub_j2k(j2k + b"Jane Doe")
+
+
+def test_jpeg_ls_scan_bytes_are_not_taken_for_markers() -> None:
+    """JPEG-LS coded data holds 0xFF followed by bytes below 0x80 (T.87 9.1 bit stuffing): a
+    JPEG walk stops there; the JPEG-LS walk finds the comments around the scan and CharLS
+    decodes what is kept to the same pixels."""
+    from lightbox.sandbox.deid.slide_codestreams import jpeg_kept
+
+    image = np.random.default_rng(3).integers(0, 255, (64, 64), dtype=np.uint8)
+    stream = imagecodecs.jpegls_encode(image, level=0)
+    stuffed = [i for i in range(len(stream) - 1) if stream[i] == 0xFF and 0 < stream[i + 1] < 0x80]
+    assert stuffed  # the case the JPEG walk would get wrong
+    comment = _segment(0xFE, b"PID-12345678")
+    planted = stream[:2] + comment + stream[:-2][2:] + comment + stream[-2:]
+    kept = jpeg_kept(planted, ls=True)
+    scrubbed = kept.join(planted).data
+    assert b"PID" not in scrubbed and kept.removed >= 2
+    assert np.array_equal(imagecodecs.jpegls_decode(scrubbed), image)
+    with pytest.raises(CodestreamError):
+        jpeg_kept(planted)
