@@ -3,9 +3,13 @@
 What carries identity in a slide file, and what happens to it:
 
 * the **label** and **macro** (overview) pages: photographs of the glass slide with its barcode
-  and handwritten names. Removed, as is every page that is not part of the pyramid (only
-  pages whose size is the baseline's divided by one factor in both directions are kept:
-  the levels, and a stripped thumbnail of the whole scan);
+  and handwritten names. Removed, as is every page that is not clearly part of the pyramid.
+  A page is kept only when it says it is a reduced image of the slide (Aperio: its
+  description's ``-> WxH`` names its own size; any other TIFF: NewSubfileType's
+  reduced-resolution bit) and fits: a level is the baseline divided by a whole number
+  (within a pixel of rounding), tiled like the baseline, smaller than every level before it;
+  one stripped thumbnail of the baseline's proportions may stay. A label stored as a plain
+  tiled page of a level's proportions tells nothing, so it goes (counted as "other");
 * the **ImageDescription**: Aperio writes ``key = value`` pairs such as Filename, Date, Time,
   User, ScanScope ID, barcodes. Rebuilt from an allow-list (the page's own dimensions, and
   ``AppMag`` and ``MPP`` when their values are plain numbers); a generic TIFF loses it;
@@ -116,6 +120,8 @@ APERIO_KEPT = ("AppMag", "MPP")
 _NUMBER = re.compile(r"^\d{1,6}(\.\d{1,12})?$")
 _LABEL_WORDS = re.compile(r"\b(label|barcode)\b", re.IGNORECASE)
 _MACRO_WORDS = re.compile(r"\b(macro|overview)\b", re.IGNORECASE)
+# Aperio's reduced pages: "<base W>x<base H> [...] (tile) -> <W>x<H> ..." (levels and thumbnail).
+_APERIO_REDUCED = re.compile(r"->\s*(\d{1,7})x(\d{1,7})\b")
 FILETYPE_REDUCED, FILETYPE_PAGE, FILETYPE_MASK, FILETYPE_MACRO = 1, 2, 4, 8
 
 
@@ -158,7 +164,9 @@ REMOVED_KEYWORDS = {"label": "LabelImage", "macro": "MacroImage", "other": "NonP
 
 
 def _page_kind(index: int, page: Any, base: Any, svs: bool) -> str:
-    """Which part of the slide a page is; only pyramid-shaped pages are kept."""
+    """Which part of the slide a page is, by itself; only a page that tells it is a level or the
+    thumbnail and is shaped like one is kept (:class:`_Pyramid` then checks it against the
+    levels kept before it)."""
     if index == 0:
         return "level"
     description = page.description or ""
@@ -172,19 +180,70 @@ def _page_kind(index: int, page: Any, base: Any, svs: bool) -> str:
         return "other"
     if page.samplesperpixel != base.samplesperpixel or page.dtype != base.dtype:
         return "other"
-    if not _pyramid_shaped(page.imagewidth, page.imagelength, base.imagewidth, base.imagelength):
+    if not _tells_reduced(page, svs):
         return "other"
-    return "level" if page.is_tiled else "thumbnail"
+    if not page.is_tiled:
+        shaped = _pyramid_shaped(page.imagewidth, page.imagelength, base.imagewidth, base.imagelength)
+        return "thumbnail" if shaped else "other"
+    if (page.tilewidth, page.tilelength) != (base.tilewidth, base.tilelength):
+        return "other"  # a level of a pyramid is tiled like its baseline
+    return "level" if _level_factor(page.imagewidth, page.imagelength, base.imagewidth, base.imagelength) else "other"
 
 
 def _pyramid_shaped(width: int, length: int, base_width: int, base_length: int) -> bool:
     """Whether a page is the baseline scaled by one factor (>= 1) in both directions,
-    allowing the rounding of each level's size (a pixel, or 1%)."""
+    allowing the rounding of each level's size (a pixel, or 1%): a thumbnail's factor need
+    not be a whole number."""
     if width < 1 or length < 1 or width > base_width or length > base_length:
         return False
     factor = base_width / width
     expected = base_length / factor
     return abs(expected - length) <= max(1.5, 0.01 * length)
+
+
+def _tells_reduced(page: Any, svs: bool) -> bool:
+    """Whether a page says it is a reduced image of the slide: an Aperio page by the
+    ``-> WxH`` of its description (its own size), any other by NewSubfileType bit 0
+    (reduced-resolution). A label written as a plain page says neither: not kept."""
+    if svs:
+        lines = (page.description or "").splitlines()
+        found = _APERIO_REDUCED.search(lines[1]) if len(lines) > 1 else None
+        return found is not None and (int(found[1]), int(found[2])) == (page.imagewidth, page.imagelength)
+    return bool(page.subfiletype & FILETYPE_REDUCED)
+
+
+def _level_factor(width: int, length: int, base_width: int, base_length: int) -> int | None:
+    """The whole-number factor (>= 2) a level is the baseline divided by, within the pixel of
+    rounding each level's size takes; None when there is none (not a level of this pyramid)."""
+    if width < 1 or length < 1:
+        return None
+    factor = round(base_width / width)
+    if factor < 2:
+        return None
+    fits = abs(base_width / factor - width) <= 1 and abs(base_length / factor - length) <= 1
+    return factor if fits else None
+
+
+class _Pyramid:
+    """The levels kept so far: a level must be smaller than every level before it (scanners and
+    pyramid writers store them largest first), so a second page at an already kept size, or
+    one out of order, is not a level of this pyramid; and one thumbnail at most."""
+
+    def __init__(self, base: Any) -> None:
+        self.base, self.factor, self.thumbnails = base, 1, 0
+
+    def admit(self, kind: str, page: Any) -> str:
+        if kind == "thumbnail":
+            self.thumbnails += 1
+            return kind if self.thumbnails == 1 else "other"
+        if kind != "level":
+            return kind
+        base = self.base
+        factor = _level_factor(page.imagewidth, page.imagelength, base.imagewidth, base.imagelength)
+        if factor is None or factor <= self.factor:
+            return "other"
+        self.factor = factor
+        return kind
 
 
 def aperio_description(description: str, page: Any, base: Any, first: bool) -> tuple[str, int]:
@@ -273,8 +332,10 @@ def plan_slide(pages: list[Any]) -> list[PagePlan]:
     base = pages[0]
     svs = (base.description or "").startswith("Aperio ")
     plans: list[PagePlan] = []
+    pyramid = _Pyramid(base)
     for index, page in enumerate(pages):
         kind = _page_kind(index, page, base, svs)
+        kind = pyramid.admit(kind, page) if index else kind
         description = _rebuilt_description(page, base, svs, index == 0)[0] if kind in KEPT_KINDS else None
         plans.append(PagePlan(index, kind, description))
     return plans
@@ -410,7 +471,8 @@ def _units(pages: list[Any], plans: list[PagePlan]) -> list[_Unit]:
             continue
         page = pages[plan.index]
         subs = _sub_pages(page)
-        kept = [sub for sub in subs if sub.is_tiled and _page_kind(1, sub, base, svs) == "level"]
+        levels = _Pyramid(page)  # a page's SubIFDs are its own reduced levels, smallest last
+        kept = [sub for sub in subs if sub.is_tiled and levels.admit(_page_kind(1, sub, page, svs), sub) == "level"]
         units.append(_Unit(page, plan, kept, len(subs) - len(kept)))
     return units
 
