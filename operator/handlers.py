@@ -126,11 +126,17 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await elected.end()  # after the workers stopped: hand the Lease over at once
 
 
-def _wake_dependents(memo: kopf.Memo, namespace: str, plural: str, name: str) -> None:
+def _wake_dependents(memo: kopf.Memo, namespace: str, plural: str, name: str, background: bool) -> None:
     runtime: Runtime = memo["runtime"]
     dependents: Dependents = memo["dependents"]
     for validation in dependents.of(namespace, plural, name):
-        runtime.wake_validation(namespace, validation)
+        runtime.wake_validation(namespace, validation, background=background)
+
+
+def _listed(event: dict[str, Any]) -> bool:
+    """kopf's start-up listing (and its listing after a lost watch) has no event type: background
+    work, which a change of an object goes before (workqueue)."""
+    return event.get("type") is None
 
 
 @kopf.on.event(GROUP, VERSION, "validations")
@@ -151,7 +157,7 @@ async def validation_event(event: dict[str, Any], namespace: str, name: str, mem
         version = ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion")
         if version is not None and runtime.own_writes.get((namespace, name)) == version:
             return  # the echo of our own status write: nothing new to look at
-    runtime.wake_validation(namespace, name)
+    runtime.wake_validation(namespace, name, background=_listed(event))
 
 
 def _current(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -162,10 +168,11 @@ def _current(event: dict[str, Any]) -> dict[str, Any] | None:
 @kopf.on.event(GROUP, VERSION, "algorithms")
 async def algorithm_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
-    runtime.observe("algorithms", namespace, name, _current(event))
-    if event.get("type") != "DELETED":
-        runtime.wake_algorithm(namespace, name)
-    _wake_dependents(memo, namespace, "algorithms", name)
+    new = runtime.observe("algorithms", namespace, name, _current(event))
+    if new and event.get("type") != "DELETED":
+        runtime.wake_algorithm(namespace, name, background=_listed(event))
+    # Also on the echo of our own status write: a Validation that looked before it may be allowed now.
+    _wake_dependents(memo, namespace, "algorithms", name, background=_listed(event) or not new)
 
 
 @kopf.on.event(GROUP, VERSION, "algorithmapprovals")
@@ -174,17 +181,17 @@ async def approval_event(event: dict[str, Any], namespace: str, memo: kopf.Memo,
     runtime: Runtime = memo["runtime"]
     algorithm = (((event.get("object") or {}).get("spec")) or {}).get("algorithm")
     if isinstance(algorithm, str) and algorithm:
-        runtime.wake_algorithm(namespace, algorithm)
-        _wake_dependents(memo, namespace, "algorithms", algorithm)
+        runtime.wake_algorithm(namespace, algorithm, background=_listed(event))
+        _wake_dependents(memo, namespace, "algorithms", algorithm, background=_listed(event))
 
 
 @kopf.on.event(GROUP, VERSION, "datasets")
 async def dataset_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
-    runtime.observe("datasets", namespace, name, _current(event))
-    if event.get("type") != "DELETED":
-        runtime.wake_dataset(namespace, name)
-    _wake_dependents(memo, namespace, "datasets", name)
+    new = runtime.observe("datasets", namespace, name, _current(event))
+    if new and event.get("type") != "DELETED":
+        runtime.wake_dataset(namespace, name, background=_listed(event))
+    _wake_dependents(memo, namespace, "datasets", name, background=_listed(event) or not new)
 
 
 @kopf.on.event(GROUP, VERSION, "sandboxpolicies")
@@ -212,7 +219,7 @@ async def job_event(
     if labels.get(layout.LABEL_COMPONENT) == builders.COMPONENT_RUN:
         runtime.scheduler.observe_job(namespace, job, deleted=event.get("type") == "DELETED")
     if outcome.job_event_matters(event.get("type"), job):
-        _wake_owner(runtime, namespace, annotations)
+        _wake_owner(runtime, namespace, annotations, _listed(event))
 
 
 @kopf.on.event("", "v1", "pods", labels={layout.LABEL_COMPONENT: kopf.PRESENT})
@@ -221,13 +228,13 @@ async def pod_event(
 ) -> None:
     pod = event.get("object")
     if isinstance(pod, dict) and outcome.pod_event_matters(event.get("type"), pod):
-        _wake_owner(memo["runtime"], namespace, annotations)
+        _wake_owner(memo["runtime"], namespace, annotations, _listed(event))
 
 
-def _wake_owner(runtime: Runtime, namespace: str, annotations: dict[str, str]) -> None:
+def _wake_owner(runtime: Runtime, namespace: str, annotations: dict[str, str], background: bool) -> None:
     if builders.ANNOTATION_VALIDATION in annotations:
-        runtime.wake_validation(namespace, annotations[builders.ANNOTATION_VALIDATION])
+        runtime.wake_validation(namespace, annotations[builders.ANNOTATION_VALIDATION], background=background)
     elif builders.ANNOTATION_DATASET in annotations:
-        runtime.wake_dataset(namespace, annotations[builders.ANNOTATION_DATASET])
+        runtime.wake_dataset(namespace, annotations[builders.ANNOTATION_DATASET], background=background)
     elif builders.ANNOTATION_POLICY in annotations:
         runtime.wake_policy(annotations[builders.ANNOTATION_POLICY])

@@ -45,14 +45,21 @@ class Runtime:
     # (namespace, name) -> resourceVersion of our last status write, to ignore its echo.
     own_writes: dict[tuple[str, str], str] = field(default_factory=dict)
 
-    def observe(self, plural: str, namespace: str, name: str, obj: dict[str, Any] | None) -> None:
+    def observe(self, plural: str, namespace: str, name: str, obj: dict[str, Any] | None) -> bool:
+        """Keep the watch's (or our write's) copy; False when the copy held was already this version:
+        the echo of our own status write, or a listing after a reconnect that brings nothing new."""
+        key = (plural, namespace, name)
         if obj is None:
-            self.objects.pop((plural, namespace, name), None)
-        else:
-            # Without metadata.managedFields, half of a cached object's memory (4 of 9 KB for an
-            # Algorithm), which no reconciliation reads; a shallow copy leaves kopf's body alone.
-            meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-            self.objects[(plural, namespace, name)] = {**obj, "metadata": meta}
+            return self.objects.pop(key, None) is not None
+        meta = obj.get("metadata") or {}
+        held = self.objects.get(key)
+        version = meta.get("resourceVersion")
+        if held is not None and version is not None and held["metadata"].get("resourceVersion") == version:
+            return False
+        # Without metadata.managedFields, half of a cached object's memory (4 of 9 KB for an
+        # Algorithm), which no reconciliation reads; a shallow copy leaves kopf's body alone.
+        self.objects[key] = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        return True
 
     def lock(self, namespace: str) -> asyncio.Lock:
         return self.locks.setdefault(namespace, asyncio.Lock())
@@ -66,21 +73,23 @@ class Runtime:
 
     # -- waking reconcilers ----------------------------------------------------
 
-    def wake_validation(self, namespace: str, name: str, delay: float = 0.0) -> None:
-        self.queue.add(ValidationKey(namespace, name), delay)
+    def wake_validation(self, namespace: str, name: str, delay: float = 0.0, background: bool = False) -> None:
+        self.queue.add(ValidationKey(namespace, name), delay, background=background)
 
-    def wake_dataset(self, namespace: str, name: str) -> None:
-        self.queue.add(DatasetKey(namespace, name))
+    def wake_dataset(self, namespace: str, name: str, background: bool = False) -> None:
+        self.queue.add(DatasetKey(namespace, name), background=background)
 
-    def wake_algorithm(self, namespace: str, name: str) -> None:
-        self.queue.add(AlgorithmKey(namespace, name))
+    def wake_algorithm(self, namespace: str, name: str, background: bool = False) -> None:
+        self.queue.add(AlgorithmKey(namespace, name), background=background)
 
     def wake_policy(self, name: str) -> None:
         self.queue.add(PolicyKey(name))
 
+    # A fan-out to many objects is background work: a change of one object goes before it.
+
     def wake_namespace(self, namespace: str) -> None:
         for name in sorted(self.validations.get(namespace, ())):
-            self.wake_validation(namespace, name)
+            self.wake_validation(namespace, name, background=True)
 
     def wake_all(self) -> None:
         for namespace in sorted(self.validations):
@@ -90,7 +99,7 @@ class Runtime:
         """Policies changed: every Algorithm's Allowed condition may have too."""
         for plural, namespace, name in sorted(self.objects):
             if plural == "algorithms":
-                self.wake_algorithm(namespace, name)
+                self.wake_algorithm(namespace, name, background=True)
 
     def wake_heads(self, namespace: str, count: int) -> None:
         """Wake the Validations of the first ``count`` queued runs in the namespace."""

@@ -104,3 +104,55 @@ def test_the_start_up_listing_waits_out_a_server_that_is_still_initialising():
     assert listed == {"region": [("chest", "2026-01-01T00:00:00Z")]} and server.calls == 3
     with pytest.raises(KubeError):  # a refusal that is not transient is not retried
         asyncio.run(handlers._listed_validations(Server(refusals=1, status=403), ("region",)))  # type: ignore[arg-type]
+
+
+def test_the_echo_of_our_own_status_write_is_not_reconciled_again_and_a_change_goes_first():
+    """The backlog behind the stall at 5,000: every Algorithm's own status write came back as an event
+    and queued a second pass of it, ahead of a Validation the user changed later."""
+    import asyncio
+
+    from lightbox.operator.dependents import Dependents
+    from lightbox.operator.keys import ValidationKey
+    from lightbox.operator.runtime import Runtime
+
+    async def scenario() -> list:
+        runtime = Runtime(config=None, kube=None, exporter=None)  # type: ignore[arg-type]
+        memo = {"runtime": runtime, "dependents": Dependents()}
+        for validation, algorithm in (("chest-v1", "chest"), ("knee-v1", "knee")):
+            listed = {"type": None, "object": {"metadata": {"name": validation, "resourceVersion": "1"},
+                                               "spec": {"algorithmRef": {"name": algorithm}}}}
+            await handlers.validation_event(event=listed, namespace="region", name=validation, memo=memo)
+        # The Algorithm pass wrote its status (resourceVersion 7) and kept what the API server answered.
+        written = {"metadata": {"name": "chest", "resourceVersion": "7"}, "status": {"conditions": []}}
+        runtime.observe("algorithms", "region", "chest", written)
+        echo = {"type": "MODIFIED", "object": written}
+        await handlers.algorithm_event(event=echo, namespace="region", name="chest", memo=memo)
+        changed = {"type": "MODIFIED", "object": {"metadata": {"name": "knee-v1", "resourceVersion": "8"},
+                                                  "spec": {"algorithmRef": {"name": "knee"}, "historyLimit": 3}}}
+        await handlers.validation_event(event=changed, namespace="region", name="knee-v1", memo=memo)
+        order = []
+        while len(runtime.queue):
+            order.append(await runtime.queue.get())
+        return order
+
+    # Counted by hand: the changed Validation first; the listed one once (its Algorithm's echo
+    # woke it again, in the background, where it already was); no AlgorithmKey at all.
+    assert asyncio.run(scenario()) == [ValidationKey("region", "knee-v1"), ValidationKey("region", "chest-v1")]
+
+
+def test_a_newer_version_of_an_algorithm_is_reconciled():
+    import asyncio
+
+    from lightbox.operator.dependents import Dependents
+    from lightbox.operator.keys import AlgorithmKey
+    from lightbox.operator.runtime import Runtime
+
+    async def scenario() -> set:
+        runtime = Runtime(config=None, kube=None, exporter=None)  # type: ignore[arg-type]
+        memo = {"runtime": runtime, "dependents": Dependents()}
+        runtime.observe("algorithms", "region", "chest", {"metadata": {"name": "chest", "resourceVersion": "7"}})
+        edited = {"type": "MODIFIED", "object": {"metadata": {"name": "chest", "resourceVersion": "9"}}}
+        await handlers.algorithm_event(event=edited, namespace="region", name="chest", memo=memo)
+        return await _drain(runtime)
+
+    assert asyncio.run(scenario()) == {AlgorithmKey("region", "chest")}

@@ -140,6 +140,62 @@ def test_a_delayed_add_arrives():
     assert run(scenario()) == "a"
 
 
+def test_a_changed_object_is_handed_out_before_the_background_backlog():
+    """The stall at 5,000 Validations: a patched Validation queued behind thousands of start-up and
+    resync keys. Counted by hand: the change first, then the backlog in its own order."""
+
+    async def scenario() -> list[str]:
+        queue: WorkQueue[str] = WorkQueue()
+        for index in range(5000):
+            queue.add(f"listed-{index}", background=True)
+        queue.add("patched")
+        return [await queue.get() for _ in range(3)]
+
+    assert run(scenario()) == ["patched", "listed-0", "listed-1"]
+
+
+def test_a_background_key_woken_by_a_change_moves_ahead_and_is_handed_out_once():
+    async def scenario() -> tuple[list[str], int]:
+        queue: WorkQueue[str] = WorkQueue()
+        for key in ("a", "b", "c"):
+            queue.add(key, background=True)
+        queue.add("c")  # c changed
+        queue.add("c", background=True)  # a later background wake does not push it back
+        order = [await queue.get() for _ in range(3)]
+        return order, len(queue)
+
+    assert run(scenario()) == (["c", "a", "b"], 0)
+
+
+def test_a_key_changed_while_it_runs_keeps_the_front_lane_when_it_runs_again():
+    async def scenario() -> list[str]:
+        queue: WorkQueue[str] = WorkQueue()
+        queue.add("a")
+        key = await queue.get()
+        queue.add("a", background=True)
+        queue.add("a")  # the object changed during its pass
+        queue.add("b", background=True)
+        queue.done(key)
+        return [await queue.get(), await queue.get()]
+
+    assert run(scenario()) == ["a", "b"]
+
+
+def test_a_retry_or_resync_coming_back_by_timer_is_background_work():
+    async def scenario() -> list[str]:
+        queue: WorkQueue[str] = WorkQueue()
+        queue.add("resync", 0.01)
+        # Generous wait for the timer (asserts arrival, not timing).
+        for _ in range(3000):
+            if len(queue) == 1:
+                break
+            await asyncio.sleep(0.01)
+        queue.add("changed")
+        return [await queue.get(), await queue.get()]
+
+    assert run(scenario()) == ["changed", "resync"]
+
+
 def test_keys_of_each_kind_are_distinct_and_equal_by_value():
     keys = {ValidationKey("ns", "x"), DatasetKey("ns", "x"), AlgorithmKey("ns", "x"), PolicyKey("x")}
     assert len(keys) == 4
