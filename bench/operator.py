@@ -219,13 +219,22 @@ def top_frames(raw: str, limit: int = 25) -> list[tuple[str, int, float]]:
     return [(name, n, n / samples if samples else 0.0) for name, n in ranked]
 
 
-def _start_operator(kubeconfig: Path, namespace: str, workers: int, log: Path) -> subprocess.Popen[bytes]:
+def _start_operator(kubeconfig: Path, namespace: str, workers: int, log: Path, verbose: bool = False) -> subprocess.Popen[bytes]:
     with open(log, "ab") as handle:
         return subprocess.Popen(
             [sys.executable, "-m", "lightbox.operator", "--namespace", namespace, "--metrics-port", "-1",
-             "--kubeconfig", str(kubeconfig), "--workers", str(workers)],
+             "--kubeconfig", str(kubeconfig), "--workers", str(workers), *(["--verbose"] if verbose else [])],
             stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
         )
+
+
+def _dump_stacks(pid: int, out: Path) -> None:
+    """The operator's Python stacks now (py-spy dump, asyncio tasks are not shown, the running frame is)."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        return
+    done = subprocess.run([spy, "dump", "--pid", str(pid), "--locals"], capture_output=True, text=True, timeout=60)
+    out.write_text(f"# {time.strftime('%H:%M:%S')} py-spy dump --pid {pid}\n{done.stdout}{done.stderr}")
 
 
 def _stop_operator(process: subprocess.Popen[bytes]) -> None:
@@ -319,24 +328,38 @@ async def _reconciled(kube: Any, namespace: str) -> int:
     )
 
 
-async def _reaction_seconds(kube: Any, namespace: str, index: int, timeout: float = 600) -> float:
-    """A spec change (historyLimit) until the operator's status says it saw that generation."""
+async def _reaction_seconds(kube: Any, namespace: str, index: int, timeout: float = 600,
+                            stalled: tuple[int, Path] | None = None) -> float:
+    """A spec change (historyLimit) until the operator's status says it saw that generation.
+
+    ``stalled`` (operator pid, folder): a sample still waiting after 5 s leaves the operator's
+    stacks there, with the wall-clock time of the patch in the bench's stderr to match its log."""
     from lightbox.operator.kube import path
 
     url = path("validations", namespace, f"watch-{index:05d}")
     started = time.monotonic()
     patched = await kube.patch(url, {"spec": {"historyLimit": 11 + index % 80}})
     generation = patched["metadata"]["generation"]
+    print(f"[bench] {time.strftime('%H:%M:%S')} patched {url} to generation {generation} "
+          f"(resourceVersion {patched['metadata']['resourceVersion']})", file=sys.stderr)
+    dumped = False
     while time.monotonic() - started < timeout:
         current = await kube.get(url)
         if ((current or {}).get("status") or {}).get("observedGeneration") == generation:
             return time.monotonic() - started
+        if stalled is not None and not dumped and time.monotonic() - started > 5:
+            dumped = True
+            out = stalled[1] / f"stall-{index:05d}.txt"
+            _dump_stacks(stalled[0], out)
+            print(f"[bench] {time.strftime('%H:%M:%S')} {url} still at generation "
+                  f"{((current or {}).get('status') or {}).get('observedGeneration')} after 5 s: stacks in {out}",
+                  file=sys.stderr)
         await asyncio.sleep(0.05)
     raise TimeoutError(f"{url}: generation {generation} not observed within {timeout} s")
 
 
 async def watch_scale(kube: Any, kubeconfig: Path, n: int, workers: int, log: Path, samples: int = 10,
-                      profile: Path | None = None) -> dict[str, Any]:
+                      profile: Path | None = None, verbose: bool = False) -> dict[str, Any]:
     from lightbox.operator.kube import path
 
     namespace = f"bench-watch-{uuid.uuid4().hex[:6]}"
@@ -346,7 +369,7 @@ async def watch_scale(kube: Any, kubeconfig: Path, n: int, workers: int, log: Pa
         await _create_scale(kube, namespace, n, 32)
         created_s = time.monotonic() - began
         print(f"[bench] {3 * n} objects created in {created_s:.1f} s", file=sys.stderr)
-        process = _start_operator(kubeconfig, namespace, workers, log)
+        process = _start_operator(kubeconfig, namespace, workers, log, verbose)
         try:
             profiler = Profiler(process.pid, profile, f"operator-watch{n}") if profile else None
             started = time.monotonic()
@@ -363,7 +386,9 @@ async def watch_scale(kube: Any, kubeconfig: Path, n: int, workers: int, log: Pa
             print(f"[bench] {n} Validations reconciled {synced_s:.1f} s after the operator started; "
                   f"RSS {rss_synced / 1024:.1f} MiB", file=sys.stderr)
             # Spread over the namespace: early, middle and late names alike.
-            reactions = [await _reaction_seconds(kube, namespace, (i * 7919) % n) for i in range(samples)]
+            stalled = (process.pid, log.parent)
+            reactions = [await _reaction_seconds(kube, namespace, (i * 7919) % n, stalled=stalled) for i in range(samples)]
+            print(f"[bench] reactions (s): {' '.join(f'{r:.2f}' for r in reactions)}", file=sys.stderr)
             return {
                 "validations": n,
                 "objects_watched": 3 * n,
@@ -409,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: the operator at rest over N Validations (+ N Algorithms, N Datasets): RSS and reaction time")
     parser.add_argument("--samples", type=int, default=10, help="reaction-time samples with --watch-scale (default 10)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="record the operator with py-spy into DIR")
+    parser.add_argument("--verbose-operator", action="store_true",
+                        help="run the operator with --verbose (every event handled is logged, with its time)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -431,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             api.close()
     try:
         if args.watch_scale:
-            result = asyncio.run(_watch_scale(kubeconfig, args.watch_scale, args.workers, log, args.samples, args.profile))
+            result = asyncio.run(_watch_scale(kubeconfig, args.watch_scale, args.workers, log, args.samples, args.profile,
+                                              args.verbose_operator))
         else:
             result = asyncio.run(bench(kubeconfig, args.n, args.workers, log, args.profile))
     finally:
@@ -466,10 +494,11 @@ async def _connect(kubeconfig: Path) -> Any:
     return await Kube.connect(str(kubeconfig))
 
 
-async def _watch_scale(kubeconfig: Path, n: int, workers: int, log: Path, samples: int, profile: Path | None) -> dict[str, Any]:
+async def _watch_scale(kubeconfig: Path, n: int, workers: int, log: Path, samples: int, profile: Path | None,
+                       verbose: bool) -> dict[str, Any]:
     kube = await _connect(kubeconfig)
     try:
-        return await watch_scale(kube, kubeconfig, n, workers, log, samples, profile)
+        return await watch_scale(kube, kubeconfig, n, workers, log, samples, profile, verbose)
     finally:
         await kube.close()
 
