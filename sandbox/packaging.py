@@ -71,6 +71,26 @@ def runs_per_case(packaging: str) -> bool:
     return packaging in PER_CASE
 
 
+# Which Dataset formats each packaging can be given: MAP and grand-challenge inputs are laid
+# out from DICOM series (a MAP's DICOM folder, a grand-challenge MetaImage volume); a slide
+# TIFF or a photo has no series to lay out, and neither spec says how such an app reads one.
+FORMATS_BY_PACKAGING = {LIGHTBOX: ("dicom", "slide-tiff", "photo"), MAP: ("dicom",), GRAND_CHALLENGE: ("dicom",)}
+
+
+def format_refusal(packaging: str, dataset_format: str) -> str | None:
+    """Why an Algorithm of ``packaging`` cannot run on a Dataset of ``dataset_format``, or None.
+    Checked by the operator before any pod (admission) and again by the stage step."""
+    allowed = FORMATS_BY_PACKAGING.get(packaging, ())
+    if dataset_format in allowed:
+        return None
+    takes = [p for p, formats in FORMATS_BY_PACKAGING.items() if dataset_format in formats]
+    return (
+        f"Algorithm spec.packaging {packaging!r} takes Dataset spec.format {' or '.join(map(repr, allowed))} only "
+        f"(its input is laid out from DICOM series); a Dataset of spec.format {dataset_format!r} needs spec.packaging "
+        f"{' or '.join(map(repr, takes))}"
+    )
+
+
 def vendor_container_name(index: int) -> str:
     return f"{VENDOR_CONTAINER_PREFIX}{index:04d}"
 

@@ -124,14 +124,8 @@ def stage(
 
     if not studies.is_dir():
         raise StageError("DatasetUnreadable", "the studies directory is missing", EXIT_DATASET_UNREADABLE)
-    if packaging.runs_per_case(config.packaging) and config.format != "dicom":
-        # their layouts are made from DICOM series (docs/packaging.md); photos and slides have none
-        raise StageError(
-            "ConfigInvalid",
-            f"packaging {config.packaging} is laid out from DICOM studies only; a {config.format} dataset needs "
-            "packaging lightbox",
-            EXIT_CONFIG_INVALID,
-        )
+    if (refusal := packaging.format_refusal(config.packaging, config.format)) is not None:
+        raise StageError("ConfigInvalid", refusal, EXIT_CONFIG_INVALID)
     if config.format == "photo":
         from lightbox.sandbox.photostage import stage_photos
 

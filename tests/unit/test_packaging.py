@@ -341,9 +341,9 @@ def test_photo_and_slide_datasets_are_refused_for_per_case_packagings_naming_why
     with pytest.raises(StageError) as caught:
         stage(tmp_path / "studies", tmp_path / "in", tmp_path / "work", config, verifier=verify_tree)
     assert caught.value.reason == "ConfigInvalid" and caught.value.exit_code == 2
-    assert (
-        f"packaging {kind} is laid out from DICOM studies only; a {fmt} dataset needs packaging lightbox"
-        == caught.value.message
+    assert caught.value.message == (
+        f"Algorithm spec.packaging '{kind}' takes Dataset spec.format 'dicom' only (its input is laid out from DICOM "
+        f"series); a Dataset of spec.format '{fmt}' needs spec.packaging 'lightbox'"
     )
     assert not (tmp_path / "in").exists()
 
