@@ -19,6 +19,7 @@ from kubernetes.utils.quantity import parse_quantity
 from lightbox.api import Algorithm, AlgorithmApproval, Dataset, SandboxPolicy, Validation, subpath
 from lightbox.api.validation import CRON, CRON_HELP
 from lightbox.operator import approvals as approvals_mod
+from lightbox.sandbox.packaging import format_refusal
 
 _DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")
 
@@ -228,4 +229,7 @@ def admit(
         problems += check_algorithm(algorithm, selected, approvals)
     if dataset is not None:
         problems += check_dataset(dataset)
+    if algorithm is not None and dataset is not None:
+        if (refusal := format_refusal(algorithm.spec.packaging, dataset.spec.format)) is not None:
+            problems.append(Problem("PackagingDoesNotTakeFormat", refusal))
     return Admission(policy=selected, problems=problems)
