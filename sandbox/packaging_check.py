@@ -166,9 +166,17 @@ def run_check(command: list[str], settings: Any, out: Any = None) -> int:
                 by_reason.setdefault(reason, []).append(case)
             for reason, names in by_reason.items():
                 verdict.problems.append(f"result {reason}: {vc._names(names)}")
-            if not collected.reasons:
+            if collected.reasons:
+                readable = len(cases) - len(collected.reasons)
+                verdict.problems.append(
+                    f"a readable {settings.packaging} result for {readable} of {len(cases)} cases; "
+                    "in a run the others count as failures"
+                )
+            else:
                 verdict.passed.append(f"a readable {settings.packaging} result for each of {len(cases)} cases")
-                _sample_score(settings, sample, output_dir, work_dir, verdict)
+            # Scored even when some results are missing, as a run scores them: the vendor sees the
+            # count a run would report, not only the first missing file.
+            _sample_score(settings, sample, output_dir, work_dir, verdict)
         for line in verdict.passed:
             say(f"  ok    {line}")
         for line in verdict.notes:

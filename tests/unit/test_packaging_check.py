@@ -305,3 +305,51 @@ def test_image_mode_reads_a_maps_manifests_from_the_archive_or_says_why_not(tmp_
     assert "give the image as oci-archive:PATH" in imagecheck._map_manifest("localhost/map:1")["map_manifest_error"]
     bare = _archive(tmp_path / "bare.tar", [_layer({"opt/x": b"x"})])
     assert "no /etc/holoscan/app.json" in imagecheck._map_manifest(f"oci-archive:{bare}")["map_manifest_error"]
+
+
+def _planned_runner(plan: dict[str, str]):
+    """Stands in for the sandbox (as --image's runner does): writes each case's result as ``plan``
+    says, a likelihood by default, nothing for "missing", broken JSON for "unreadable"."""
+    from lightbox.sandbox.isolation import IsolationResult
+
+    def runner(argv, **kwargs):
+        out = Path(kwargs["view"].output_host)
+        out.mkdir(parents=True, exist_ok=True)
+        what = plan.get(out.name, "ok")
+        if what == "ok":
+            (out / "abnormal-likelihood.json").write_text("0.7" if out.name[-1] in "135" else "0.2")
+        elif what == "unreadable":
+            (out / "abnormal-likelihood.json").write_text("{not json")
+        return IsolationResult(
+            returncode=0, timed_out=False, seconds=0.1, stdout=b"", stderr=b"", output_truncated=False
+        )
+
+    return runner
+
+
+@pytest.mark.parametrize("packaging", ["grand-challenge", "monai-map"])
+def test_missing_and_unreadable_results_are_counted_as_a_run_counts_them(packaging):
+    # 6 cases; case-0002 leaves no result and case-0004 an unreadable one: 4 of 6 can be scored.
+    plan = {"case-0002": "missing", "case-0004": "unreadable"}
+    code, text = check(["vendor-algorithm"], cases=6, packaging=packaging, runner=_planned_runner(plan))
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    assert "exited with code 0 for each of 6 cases" in text  # exit codes alone would not show it
+    assert "FAIL  the scorer scored 4 of 6 cases" in text
+    assert f"FAIL  a readable {packaging} result for 4 of 6 cases" in text
+    assert "no result: one JSON file" in text and ": case-0002 (1)" in text
+    assert "not valid JSON" in text and ": case-0004 (1)" in text
+
+
+def test_no_result_at_all_is_zero_scored_not_a_crash():
+    plan = {f"case-000{i}": "missing" for i in range(1, 5)}
+    code, text = check(["vendor-algorithm"], packaging="grand-challenge", runner=_planned_runner(plan))
+    assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
+    assert "a readable grand-challenge result for 0 of 4 cases" in text
+    assert "the scorer scored 0 of 4 cases" in text
+
+
+def test_every_result_readable_is_every_case_scored():
+    code, text = check(["vendor-algorithm"], cases=6, packaging="grand-challenge", runner=_planned_runner({}))
+    assert code == vendorcheck.EXIT_CONFORMANT, text
+    assert "a readable grand-challenge result for each of 6 cases" in text
+    assert "the scorer scored" not in text
