@@ -19,6 +19,17 @@ refused with the line, the column and what is allowed, never the value itself.
 * ``patient``: before de-identification the site's patient id; ``lightbox deid`` replaces it
   with the keyed pseudonym it gives DICOM patients (same key, same pseudonym), and the gate
   accepts only pseudonyms.
+
+A whole-slide dataset (``format: slide-tiff``) has a sheet of the same form with the columns
+a pathology site records per case (:data:`SLIDE_COLUMNS`)::
+
+    case,patient,specimenSite,stain,sex,ageBand
+    a1b2c3,LBABCDEFGHIJKLMNOP,breast,H&E,F,40-59
+
+* ``specimenSite``: the organ or site the specimen was taken from, from a closed list of
+  sites (the primary sites of the TCGA/GDC programme, grouped as pathology reports them).
+* ``stain``: H&E, IHC, or a named special stain; stain and scanner are pathology's known
+  domain shifts (the scanner comes from the slide file itself: the manufacturer subgroup).
 """
 
 from __future__ import annotations
@@ -37,6 +48,12 @@ BODY_SITES = (
     "torso", "palms/soles", "oral/genital", "eye",
 )
 SKIN_TYPES = ("I", "II", "III", "IV", "V", "VI")
+SPECIMEN_SITES = (
+    "breast", "prostate", "lung", "colon/rectum", "stomach", "esophagus", "liver", "pancreas", "kidney",
+    "bladder", "skin", "lymph node", "brain", "thyroid", "cervix", "uterus", "ovary", "testis", "head/neck",
+    "bone/soft tissue", "bone marrow", "other",
+)
+STAINS = ("H&E", "IHC", "PAS", "Giemsa", "trichrome", "silver", "Congo red", "other special stain")
 MODALITIES = ("XC", "OP")
 SEXES = ("M", "F", "O")
 AGE_BANDS = ("0-17", "18-39", "40-59", "60-79", "80+")
@@ -52,10 +69,14 @@ CLOSED: dict[str, tuple[str, ...]] = {
     "sex": SEXES,
     "ageBand": AGE_BANDS,
     "laterality": LATERALITIES,
+    "specimenSite": SPECIMEN_SITES,
+    "stain": STAINS,
 }
 COLUMNS = ("case", "patient", "modality", "bodySite", "skinType", "sex", "ageBand", "laterality", "manufacturer")
+SLIDE_COLUMNS = ("case", "patient", "specimenSite", "stain", "sex", "ageBand")
 # Cohort counts and subgroups per case, in this order.
 COHORT_DIMENSIONS = ("sex", "ageBand", "manufacturer", "modality", "bodySite", "skinType")
+SLIDE_DIMENSIONS = ("sex", "ageBand", "specimenSite", "stain")
 
 
 class CohortSheetError(ValueError):
@@ -73,12 +94,16 @@ class CaseAttributes:
     age_band: str = "unknown"
     laterality: str = ""
     manufacturer: str = "unknown"
+    specimen_site: str = "unknown"
+    stain: str = "unknown"
 
-    def cohort(self) -> dict[str, str]:
-        return {
+    def cohort(self, dimensions: tuple[str, ...] = COHORT_DIMENSIONS) -> dict[str, str]:
+        every = {
             "sex": self.sex, "ageBand": self.age_band, "manufacturer": self.manufacturer,
             "modality": self.modality, "bodySite": self.body_site, "skinType": self.skin_type,
+            "specimenSite": self.specimen_site, "stain": self.stain,
         }
+        return {d: every[d] for d in dimensions}
 
     def row(self) -> dict[str, str]:
         def cell(value: str) -> str:
@@ -88,6 +113,7 @@ class CaseAttributes:
             "case": self.case, "patient": self.patient, "modality": self.modality, "bodySite": cell(self.body_site),
             "skinType": cell(self.skin_type), "sex": cell(self.sex), "ageBand": cell(self.age_band),
             "laterality": self.laterality, "manufacturer": cell(self.manufacturer),
+            "specimenSite": cell(self.specimen_site), "stain": cell(self.stain),
         }
 
 
@@ -121,8 +147,9 @@ def _cell(column: str, value: str, where: str) -> str:
     return value
 
 
-def parse_sheet(text: str, source: str = SHEET_NAME) -> CohortSheet:
-    """Parse and validate a sheet's text (its case names are not checked against folders here)."""
+def parse_sheet(text: str, source: str = SHEET_NAME, columns: tuple[str, ...] = COLUMNS) -> CohortSheet:
+    """Parse and validate a sheet's text (its case names are not checked against folders here);
+    ``columns``: the ones allowed (:data:`COLUMNS` for photos, :data:`SLIDE_COLUMNS` for slides)."""
     if text.startswith("\ufeff"):
         text = text[1:]  # spreadsheet programs write a BOM
     try:
@@ -130,13 +157,13 @@ def parse_sheet(text: str, source: str = SHEET_NAME) -> CohortSheet:
     except csv.Error as exc:
         raise CohortSheetError(f"{source}: not valid CSV ({exc})") from None
     if not rows:
-        raise CohortSheetError(f"{source}: empty; the first line must name the columns ({', '.join(COLUMNS)})")
+        raise CohortSheetError(f"{source}: empty; the first line must name the columns ({', '.join(columns)})")
     header = [h.strip() for h in rows[0]]
-    unknown = [n for n, h in enumerate(header, start=1) if h not in COLUMNS]
+    unknown = [n for n, h in enumerate(header, start=1) if h not in columns]
     if unknown:
         # By position, not by name: a header cell is as free as any other and may hold a name.
         raise CohortSheetError(
-            f"{source} line 1: column {unknown[0]} is not a known column; allowed columns: {', '.join(COLUMNS)}"
+            f"{source} line 1: column {unknown[0]} is not a known column; allowed columns: {', '.join(columns)}"
         )
     if len(set(header)) != len(header):
         raise CohortSheetError(f"{source} line 1: a column is named twice")
@@ -167,11 +194,15 @@ def parse_sheet(text: str, source: str = SHEET_NAME) -> CohortSheet:
             age_band=values.get("ageBand", "unknown"),
             laterality=values.get("laterality", ""),
             manufacturer=values.get("manufacturer", "unknown"),
+            specimen_site=values.get("specimenSite", "unknown"),
+            stain=values.get("stain", "unknown"),
         )
     return CohortSheet(cases)
 
 
-def load_sheet(root: Path, case_folders: list[str] | None = None) -> CohortSheet:
+def load_sheet(
+    root: Path, case_folders: list[str] | None = None, columns: tuple[str, ...] = COLUMNS
+) -> CohortSheet:
     """The sheet at ``root/cohort.csv`` (an empty sheet when there is none). With ``case_folders``,
     every row must name one of them and every folder must have a row."""
     path = Path(root) / SHEET_NAME
@@ -186,7 +217,7 @@ def load_sheet(root: Path, case_folders: list[str] | None = None) -> CohortSheet
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise CohortSheetError(f"{SHEET_NAME}: not UTF-8 text") from None
-    sheet = parse_sheet(text)
+    sheet = parse_sheet(text, columns=columns)
     if case_folders is not None:
         folders = set(case_folders)
         extra = sorted(set(sheet.cases) - folders)
@@ -198,9 +229,9 @@ def load_sheet(root: Path, case_folders: list[str] | None = None) -> CohortSheet
     return sheet
 
 
-def write_sheet(path: Path, cases: list[CaseAttributes]) -> None:
+def write_sheet(path: Path, cases: list[CaseAttributes], columns: tuple[str, ...] = COLUMNS) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for attrs in sorted(cases, key=lambda c: c.case):
         writer.writerow(attrs.row())

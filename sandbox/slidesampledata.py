@@ -3,6 +3,7 @@
 Layout, like :mod:`lightbox.sandbox.sampledata`::
 
     dst/studies/<case>/slide.svs|slide.tif   one slide per case (pseudonymous folder names)
+    dst/studies/cohort.csv                   patient pseudonym, specimenSite, stain, sex, ageBand
     dst/truth/labels.json                    {case: {"label": "tumour" | "normal"}}
 
 Each slide is written as a scanner would (a 3-level tiled pyramid, a label page with a drawn
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from lightbox.sandbox.cohortsheet import AGE_BANDS, SHEET_NAME, SLIDE_COLUMNS, CaseAttributes, write_sheet
 from lightbox.sandbox.sampledata import _pseudonym
 
 SLIDE_LABELS = ["normal", "tumour"]
@@ -94,6 +96,20 @@ def _write_raw(path: Path, image: np.ndarray, aperio: bool, case: str) -> None:
         tif.write(image[::8, ::8][:100], subfiletype=9, description="Aperio Image Library\r\nmacro", **common)
 
 
+def _sheet_row(case: str, i: int) -> CaseAttributes:
+    """The case's cohort sheet row, from its index (no draw from the generator, so the slides
+    and labels stay what they were): breast and prostate, one case in three IHC."""
+    return CaseAttributes(
+        case=case,
+        patient="LB" + case[1:11] + "SLIDES",  # a pseudonym's shape: LB and 16 base-32 letters
+        modality="SM",
+        specimen_site=("breast", "prostate")[(i // 2) % 2],  # not in step with the scanner (i % 2)
+        stain="IHC" if i % 3 == 2 else "H&E",
+        sex="F" if i % 5 < 3 else "M",
+        age_band=AGE_BANDS[1 + i % 4],
+    )
+
+
 def make_slide_dataset(dst: Path, n_cases: int = 40, seed: int = 0) -> SlideSampleDataset:
     """Write the dataset under ``dst`` (created if needed); deterministic in ``seed``."""
     from lightbox.sandbox.deid.slide_tiff import deidentify_slide
@@ -104,6 +120,7 @@ def make_slide_dataset(dst: Path, n_cases: int = 40, seed: int = 0) -> SlideSamp
     studies.mkdir(parents=True, exist_ok=True)
     truth.mkdir(parents=True, exist_ok=True)
     labels: dict[str, dict[str, str]] = {}
+    rows: list[CaseAttributes] = []
     with tempfile.TemporaryDirectory(prefix="lightbox-slides-") as raw:
         for i in range(n_cases):
             case = "S" + _pseudonym(rng)[2:12]
@@ -115,5 +132,7 @@ def make_slide_dataset(dst: Path, n_cases: int = 40, seed: int = 0) -> SlideSamp
             _write_raw(source, _tissue(rng, positive), aperio, case)
             (studies / case).mkdir()
             deidentify_slide(source, studies / case / f"slide{suffix}")
+            rows.append(_sheet_row(case, i))
+    write_sheet(studies / SHEET_NAME, rows, SLIDE_COLUMNS)
     (truth / "labels.json").write_text(json.dumps(labels, indent=1))
     return SlideSampleDataset(dst, studies, truth, sorted(labels))

@@ -7,6 +7,10 @@ per slide and a ``slides`` entry giving the pyramid's levels (dimensions, downsa
 size), the baseline's micrometres per pixel and the grid a segmentation mask covers. All of it
 is read from the TIFF tags (tifffile), no pixel is decoded; the vendor reads the tiles it wants.
 
+The cohort sheet (``cohort.csv`` beside the case folders, :data:`cohortsheet.SLIDE_COLUMNS`)
+gives each case's patient pseudonym, sex, ageBand, specimenSite and stain for the scorer's
+subgroups; it never reaches the vendor.
+
 Scoring uses the same cases.json as DICOM: detection findings and truth lesions are in
 baseline pixels; a segmentation mask covers the smallest level (``maskLevel``), so the case's
 ``shape`` is (1, that level's rows, columns) and its ``spacing`` that level's pixel size in mm.
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lightbox.api.run import CASES_FILE, EXIT_DATASET_UNREADABLE, MANIFEST_FILE, StagerConfig
+from lightbox.sandbox.cohortsheet import SLIDE_COLUMNS, SLIDE_DIMENSIONS, CohortSheetError, load_sheet
 from lightbox.sandbox.contract import InputCase, InputManifest, InputSeries, InputSlide, SlideLevel
 from lightbox.sandbox.deid.slide_tiff import (
     SLIDE_SUFFIXES,
@@ -100,6 +105,10 @@ def stage_slides(
     from lightbox.sandbox.stager import StageError, StageResult
 
     folders = sorted(p for p in studies.iterdir() if p.is_dir())
+    try:  # the gate has validated it; read again here, as the photo stage does
+        sheet = load_sheet(studies, [p.name for p in folders], SLIDE_COLUMNS)
+    except CohortSheetError as exc:
+        raise StageError("DatasetUnreadable", str(exc), EXIT_DATASET_UNREADABLE) from None
     cases = [(p.name, sorted(f for f in p.rglob("*") if f.is_file())) for p in folders]
     cases = [(name, files) for name, files in cases if files]
     if not cases:
@@ -153,11 +162,11 @@ def stage_slides(
         first = slides[0]
         grid = first.levels[first.mask_level]
         pixel_mm = (first.mpp or 1000.0) * grid.downsample / 1000.0
+        attrs = sheet.get(source)
         scorer_cases[case_id] = {
             "source": source,
-            "patientId": source,
-            "sex": "unknown",
-            "ageBand": "unknown",
+            "patientId": attrs.patient or source,
+            **attrs.cohort(SLIDE_DIMENSIONS),  # sex, ageBand, specimenSite, stain: the site's sheet
             "manufacturer": makers[0],  # the scanner's maker: pathology's known domain shift
             "site": "unknown",
             "slices": 1,

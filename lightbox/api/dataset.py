@@ -92,7 +92,7 @@ class DatasetStatus(Model):
     cohort: dict[str, dict[str, int]] | None = Field(
         default=None,
         description="Case counts by sex, ageBand, manufacturer and modality "
-        "(photos: also bodySite and skinType from the cohort sheet).",
+        "(photos: also bodySite and skinType from the cohort sheet; slides: specimenSite and stain from theirs).",
     )
     violations: list[Violation] | None = Field(
         default=None, max_length=200, description="Attributes that broke the profile (names and counts only)."

@@ -101,8 +101,9 @@ Packaging = Literal["lightbox", "monai-map", "grand-challenge"]
 # One folder per case whatever the format; the format picks the de-identification path.
 DatasetFormat = Literal["dicom", "slide-tiff", "photo"]
 # bodySite and skinType (Fitzpatrick) come from the site's cohort sheet for photos: fairness across
-# skin types is the known risk in dermatology.
-SubgroupDimension = Literal["sex", "ageBand", "manufacturer", "site", "bodySite", "skinType"]
+# skin types is the known risk in dermatology. specimenSite and stain come from a slide dataset's
+# sheet: stain (with the scanner, manufacturer) is pathology's known domain shift.
+SubgroupDimension = Literal["sex", "ageBand", "manufacturer", "site", "bodySite", "skinType", "specimenSite", "stain"]
 
 
 class StagerConfig(Model):

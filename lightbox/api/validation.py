@@ -164,7 +164,8 @@ class ValidationSpec(Model):
     subgroups: list[SubgroupDimension] = Field(
         default_factory=_default_subgroups,
         max_length=4,
-        description="Subgroup dimensions reported separately (sex, ageBand, manufacturer, site).",
+        description="Subgroup dimensions reported separately (sex, ageBand, manufacturer, site; photos: bodySite, "
+        "skinType; slides: specimenSite, stain).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings, description="Bootstrap settings.")

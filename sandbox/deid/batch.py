@@ -565,13 +565,15 @@ def deidentify_tree(
     quarantine_root: Path | None = None,
     safe_private: SafePrivateList | None = None,
     progress: bool = False,
+    exclude: frozenset[str] = frozenset(),
 ) -> DeidSummary:
-    """De-identify every file under ``src`` into ``dst``; never raises for a bad file."""
+    """De-identify every file under ``src`` into ``dst``; never raises for a bad file.
+    ``exclude``: paths (as walked) the caller handles itself, e.g. a slide dataset's cohort sheet."""
     dst = Path(dst)
     job = Job(
         make_settings(key, options, safe_private), dst, quarantine_root or default_quarantine(dst), allow_burned_in
     )
-    paths = walk_files(src)
+    paths = [p for p in walk_files(src) if p not in exclude]
     summary = DeidSummary(files=len(paths))
     with _progress_bar(len(paths), progress) as bar:
         for count, written, skipped, refused in _deid_parallel(job, paths, jobs or available_cores()):

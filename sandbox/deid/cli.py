@@ -119,6 +119,15 @@ def _deid(argv: list[str]) -> int:
         return EXIT_USAGE
     if args.format == "photo":
         return _deid_photos(args, load_key, KeyFileError)
+    from lightbox.sandbox.cohortsheet import SHEET_NAME, CohortSheetError
+    from lightbox.sandbox.deid import slide_sheet
+
+    try:
+        # a slide dataset's sheet is validated before any slide is read (slide_sheet.py)
+        sheet = slide_sheet.read_source_sheet(args.src) if args.format == "slide-tiff" else None
+    except CohortSheetError as exc:
+        print(f"lightbox deid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         key = load_key(args.key_file)
         summary = deidentify_tree(
@@ -131,7 +140,10 @@ def _deid(argv: list[str]) -> int:
             quarantine_root=args.quarantine,
             safe_private=_safelist(args.safe_private),
             progress=not args.no_progress and sys.stderr.isatty(),
+            exclude=frozenset({str(Path(args.src) / SHEET_NAME)}) if sheet is not None else frozenset(),
         )
+        if sheet is not None:
+            slide_sheet.write_output_sheet(args.src, args.dst, sheet, key)
     except (KeyFileError, ValueError) as exc:
         print(f"lightbox deid: {exc}", file=sys.stderr)
         return EXIT_USAGE

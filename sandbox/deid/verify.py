@@ -35,6 +35,8 @@ from lightbox.sandbox.deid.pseudonyms import PATIENT_PSEUDONYM, UID_ROOT
 from lightbox.sandbox.deid.safe_private import SafePrivateList
 from lightbox.sandbox.deid.slide_dicom import gate_finding as slide_gate_finding
 from lightbox.sandbox.deid.slide_frames import gate_findings as frame_gate_findings
+from lightbox.sandbox.deid.slide_sheet import SHEET_NAME, sheet_cohort
+from lightbox.sandbox.deid.slide_sheet import gate_check as sheet_gate_check
 from lightbox.sandbox.deid.slide_tiff import gate_check as slide_gate_check
 from lightbox.sandbox.deid.slide_tiff import is_tiff_file
 from lightbox.sandbox.deid.values import is_dummy, split_values
@@ -204,6 +206,8 @@ def check_file(path: Path, root: Path, checker: Checker) -> FileCheck:
     except OSError as exc:
         return FileCheck(relative, b"", error=f"unreadable: {exc.strerror}")
     result = FileCheck(relative, digest)
+    if relative == SHEET_NAME and path.parent == root:
+        return _check_sheet(result, root)
     if is_tiff_file(path):
         return _check_slide_file(result, path)
     try:
@@ -230,6 +234,15 @@ def _check_slide_file(result: FileCheck, path: Path) -> FileCheck:
     result.found.update(found)  # type: ignore[arg-type]  # TIFF findings are named "TIFF <code>"
     result.study = str(Path(result.relative).parent)
     result.cohort = ("unknown", "unknown", manufacturer, "SM")
+    return result
+
+
+def _check_sheet(result: FileCheck, root: Path) -> FileCheck:
+    """A slide dataset's cohort sheet (slide_sheet): not a study; its patient column must hold
+    pseudonyms and it must validate against the case folders."""
+    found, result.error = sheet_gate_check(root)
+    result.found.update(found)  # type: ignore[arg-type]  # named by the sheet's column, not a tag
+    result.study = ""
     return result
 
 
@@ -281,11 +294,13 @@ def verify_tree(
         tree_hash.update(check.relative.encode("utf-8", "surrogateescape") + b"\0" + check.digest)
         occurrences.update(check.found)
         files.update(check.found.keys())
-        if check.error is None:
+        if check.error is None and check.study:  # the cohort sheet is no study
             studies.setdefault(check.study, check.cohort)
     cohort: dict[str, dict[str, int]] = {}
     for i, dimension in enumerate(COHORT_DIMENSIONS):
         cohort[dimension] = dict(sorted(Counter(values[i] for values in studies.values()).items()))
+    if root.is_dir() and (root / SHEET_NAME).is_file():
+        cohort.update(sheet_cohort(root))  # the site's own word on sex, age band, specimen site and stain
     violations = [
         Violation(
             keyword=keyword,
