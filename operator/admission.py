@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from croniter import CroniterBadDateError, croniter
-from kubernetes.utils.quantity import parse_quantity
 
 from lightbox.api import Algorithm, AlgorithmApproval, Dataset, SandboxPolicy, Validation, subpath
 from lightbox.api.validation import CRON, CRON_HELP
 from lightbox.operator import approvals as approvals_mod
+from lightbox.operator.quantity import parse_quantity
 from lightbox.sandbox.packaging import format_refusal
 
 _DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")

@@ -31,15 +31,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from lightbox.api.run import INPUT_DIR_ENV, OUTPUT_DIR_ENV
 from lightbox.sandbox import safeio
-from lightbox.sandbox.packaging_mha import write_mha
 from lightbox.sandbox.packaging_sr import MAX_SR_BYTES, SR_SOP_CLASSES, sr_findings, sr_score
-from lightbox.sandbox.segfile import MAX_SEG_BYTES
+
+if TYPE_CHECKING:  # numpy and the image writers are imported where used: the operator loads this
+    import numpy as np  # module for its pod specs and never needs them
 
 LIGHTBOX, MAP, GRAND_CHALLENGE = "lightbox", "monai-map", "grand-challenge"
 PER_CASE = (MAP, GRAND_CHALLENGE)
@@ -150,6 +149,7 @@ def per_case_containers(
 
 def _volume(files: Sequence[Path]) -> np.ndarray:
     """The series' pixels in slice order, in modality units (rescale applied)."""
+    import numpy as np
     import pydicom
     from pydicom.pixels import apply_rescale
 
@@ -170,6 +170,8 @@ def _flatten_map_case(case_dir: Path) -> None:
 
 def _gc_case(case_dir: Path, files: Sequence[Path], spacing: Sequence[float]) -> None:
     """The case's first series as the one image interface, then the DICOM files go."""
+    from lightbox.sandbox.packaging_mha import write_mha
+
     image_dir = case_dir / GC_INTERFACE["relative_path"]
     image_dir.mkdir(parents=True)
     name = f"{uuid.uuid4()}.mha"
@@ -261,6 +263,8 @@ def _read_json(case_dir: Path, name: str) -> Any:
 def _dicom_kind(case_dir: Path, rel: str) -> str:
     """'seg', 'sr' or '' from the SOP class in the file's first KiB (its meta header); the
     readers check the whole file again."""
+    from lightbox.sandbox.segfile import MAX_SEG_BYTES
+
     head = safeio.read_beneath(case_dir, rel, "a DICOM result file", MAX_SEG_BYTES)[:1024]
     if SEG_SOP_CLASS in head:
         return "seg"

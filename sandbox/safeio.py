@@ -29,9 +29,10 @@ import os
 import stat
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # imported where used: the operator loads this module and never needs numpy
+    import numpy as np
 
 MAX_PATH_DEPTH = 8  # folders below the output directory; the contract needs one ("masks/")
 MAX_PATH_BYTES = 1024
@@ -298,6 +299,8 @@ def load_npz_array(data: bytes, what: str, shape: tuple[int, ...], name: str = "
 
 
 def _npy_array(raw: bytes, what: str, expected: tuple[int, ...]) -> np.ndarray:
+    import numpy as np
+
     fh = io.BytesIO(raw)
     try:
         version = np.lib.format.read_magic(fh)
