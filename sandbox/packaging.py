@@ -307,7 +307,8 @@ def _map_detection(
     data = safeio.read_beneath(case_dir, srs[0], "a DICOM SR result", MAX_SR_BYTES)
     try:
         uids = info.get("sopInstanceUids") or []
-        return {"findings": sr_findings(data, positive, info.get("studyInstanceUid"), uids)}, None
+        found = sr_findings(data, positive, info.get("studyInstanceUid"), uids, info.get("geometry"))
+        return {"findings": found}, None
     except safeio.Unreadable as exc:
         return {"findings": None}, str(exc)
 

@@ -13,17 +13,26 @@ study (StudyInstanceUID), at most 4 MiB, 10000 content items and 16 levels deep.
   score). SCOORD's (column, row) has its origin at the top-left corner of the top-left pixel
   (PS3.3 C.18.6, Spatial Coordinates Macro), so the contract's pixel index is the value minus 0.5. A document without
   SCOORD items reports no findings.
+* Detection with SCOORD3D (PS3.3 C.18.9, 3D Spatial Coordinates Macro): a POINT (x, y, z) in
+  millimetres in the patient coordinate system of the Frame of Reference the item names, which
+  must be the case's. The stage step records the first series' geometry (each slice's
+  ImagePositionPatient, the ImageOrientationPatient, PixelSpacing: :func:`slice_geometry`); the
+  point is placed on the slice nearest along the slice normal, within half the slice gap, and
+  its pixel index is its offset from that slice's first pixel centre along the row and column
+  directions over the pixel spacing (PS3.3 C.7.6.2.1.1; no half pixel: ImagePositionPatient is
+  the centre of the first pixel).
 
 Refused, with the reason: other SOP classes, documents about another study, TEXT or CODE only
 (free text is never parsed: the scorer takes numbers only), ambiguous items, points on images
-not in the case's input, other graphic types.
+not in the case's input, other graphic types, SCOORD3D points in another frame of reference or
+between slices, or on a case whose series has no geometry.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from lightbox.sandbox.safeio import Unreadable
@@ -114,9 +123,15 @@ def sr_score(data: bytes, positive: str, study_uid: str | None) -> float:
     return float(_guarded(read))
 
 
-def _finding(group: Any, names: set[str], slice_uids: Sequence[str]) -> dict[str, Any]:
+def _is_point(item: Any) -> bool:
+    return _is(item, "SCOORD") or _is(item, "SCOORD3D")
+
+
+def _finding(
+    group: Any, names: set[str], slice_uids: Sequence[str], geometry: Mapping[str, Any] | None
+) -> dict[str, Any]:
     children = _children(group)
-    points = [c for c in children if _is(c, "SCOORD")]
+    points = [c for c in children if _is_point(c)]
     scores = [c for c in children if _is(c, "NUM") and _meaning(c) in names]
     if len(points) != 1 or len(scores) != 1:
         raise Unreadable(
@@ -124,6 +139,8 @@ def _finding(group: Any, names: set[str], slice_uids: Sequence[str]) -> dict[str
             "probability"
         )
     point = points[0]
+    if _is(point, "SCOORD3D"):
+        return {"location": _place_3d(point, geometry), "score": _number(scores[0])}
     data = [float(v) for v in (point.get("GraphicData") or [])]
     if str(point.get("GraphicType", "")) != "POINT" or len(data) != 2:
         raise Unreadable(f"{_WHAT}: a finding's SCOORD is not a POINT (one column, row pair)")
@@ -137,19 +154,90 @@ def _finding(group: Any, names: set[str], slice_uids: Sequence[str]) -> dict[str
     }
 
 
-def sr_findings(data: bytes, positive: str, study_uid: str | None, slice_uids: Sequence[str]) -> list[dict[str, Any]]:
+def sr_findings(
+    data: bytes,
+    positive: str,
+    study_uid: str | None,
+    slice_uids: Sequence[str],
+    geometry: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """The contract's findings from an SR's point measurements (``slice_uids``: the case's first
-    series in slice order, which places each point's image)."""
+    series in slice order, which places each SCOORD point's image; ``geometry``: that series'
+    :func:`slice_geometry`, which places each SCOORD3D point)."""
     names = {positive.strip().lower(), "probability"}
 
     def read() -> list[dict[str, Any]]:
         items = list(_walk(_document(data, study_uid)))
-        groups = [i for i in items if _is(i, "CONTAINER") and any(_is(c, "SCOORD") for c in _children(i))]
+        groups = [i for i in items if _is(i, "CONTAINER") and any(_is_point(c) for c in _children(i))]
         if len(groups) > MAX_FINDINGS:
             raise Unreadable(f"{_WHAT} holds more than {MAX_FINDINGS} findings")
-        findings = [_finding(group, names, slice_uids) for group in groups]
-        if sum(_is(i, "SCOORD") for i in items) != len(findings):
+        findings = [_finding(group, names, slice_uids, geometry) for group in groups]
+        if sum(_is_point(i) for i in items) != len(findings):
             raise Unreadable(f"{_WHAT} holds a SCOORD outside a finding's container")
         return findings
 
     return list(_guarded(read))
+
+
+# --- SCOORD3D: patient coordinates onto the case's slices -------------------------------------
+
+
+def _vector(values: Any, n: int) -> list[float]:
+    out = [float(v) for v in values]
+    if len(out) != n or not all(map(math.isfinite, out)):
+        raise ValueError("not a finite vector")
+    return out
+
+
+def slice_geometry(datasets: Sequence[Any], slice_gap: float) -> dict[str, Any] | None:
+    """What places a patient-coordinate point on the series ``datasets`` (in slice order): its
+    Frame of Reference, orientation, pixel spacing and each slice's position; None when a slice
+    lacks any of them (a SCOORD3D finding on such a case is then refused)."""
+    try:
+        frame = str(datasets[0].get("FrameOfReferenceUID", "") or "")
+        orientation = _vector(datasets[0].ImageOrientationPatient, 6)
+        spacing = _vector(datasets[0].PixelSpacing, 2)
+        positions = [_vector(ds.ImagePositionPatient, 3) for ds in datasets]
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return None
+    if not frame or min(spacing) <= 0 or not slice_gap > 0:
+        return None
+    return {
+        "frameOfReferenceUid": frame,
+        "orientation": orientation,
+        "pixelSpacing": spacing,
+        "positions": positions,
+        "sliceGap": float(slice_gap),
+    }
+
+
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+def _place_3d(point: Any, geometry: Mapping[str, Any] | None) -> dict[str, float]:
+    """The contract's (x, y, slice) of a SCOORD3D POINT (see the module's docstring)."""
+    if geometry is None:
+        raise Unreadable(
+            f"{_WHAT}: a finding's SCOORD3D cannot be placed: the case's first series has no patient geometry "
+            "(FrameOfReferenceUID, ImagePositionPatient, ImageOrientationPatient, PixelSpacing)"
+        )
+    data = [float(v) for v in (point.get("GraphicData") or [])]
+    if str(point.get("GraphicType", "")) != "POINT" or len(data) != 3 or not all(map(math.isfinite, data)):
+        raise Unreadable(f"{_WHAT}: a finding's SCOORD3D is not a POINT (one finite x, y, z)")
+    if str(point.get("ReferencedFrameOfReferenceUID", "")) != geometry["frameOfReferenceUid"]:
+        raise Unreadable(f"{_WHAT}: a finding's SCOORD3D is not in the frame of reference of the case's images")
+    row_dir, col_dir = geometry["orientation"][:3], geometry["orientation"][3:]
+    normal = (
+        row_dir[1] * col_dir[2] - row_dir[2] * col_dir[1],
+        row_dir[2] * col_dir[0] - row_dir[0] * col_dir[2],
+        row_dir[0] * col_dir[1] - row_dir[1] * col_dir[0],
+    )
+    offsets = [[p - o for p, o in zip(data, origin, strict=True)] for origin in geometry["positions"]]
+    distances = [abs(_dot(offset, normal)) for offset in offsets]
+    index = min(range(len(distances)), key=distances.__getitem__)
+    if distances[index] > geometry["sliceGap"] / 2:
+        raise Unreadable(f"{_WHAT}: a finding's SCOORD3D point lies on no slice of the case's first series")
+    row_spacing, column_spacing = geometry["pixelSpacing"]
+    offset = offsets[index]
+    return {"x": _dot(offset, row_dir) / column_spacing, "y": _dot(offset, col_dir) / row_spacing, "slice": index}

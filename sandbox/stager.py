@@ -43,6 +43,7 @@ from lightbox.api.run import (
 from lightbox.sandbox import deidgate, incheck, packaging
 from lightbox.sandbox.contract import InputCase, InputManifest, InputSeries
 from lightbox.sandbox.deid.verify import age_band
+from lightbox.sandbox.packaging_sr import slice_geometry
 from lightbox.sandbox.steps import directory, fail, read_json_env, write_termination
 
 EXIT_CONFIG_INVALID = 2
@@ -197,6 +198,7 @@ def stage(
         first_ds = None
         slice_uids: list[str] = []
         positions: list[float] = []
+        first_series: list[Any] = []
         for s_index, (uid, members) in enumerate(ordered):
             members.sort(key=lambda m: (m[1], m[0]) if any(x[1] for x in members) else (m[0], 0))
             target = input_dir / case_id / f"{s_index:02d}"
@@ -211,6 +213,7 @@ def stage(
                 first_ds = ds0
                 positions = [m[0] for m in members] if all(_has_geometry(m[3]) for m in members) else []
                 slice_uids = [str(m[3].get("SOPInstanceUID", "")) for m in members]
+                first_series = [m[3] for m in members]
             entries.append(
                 InputSeries(
                     series_instance_uid=uid[:64] or "unknown",
@@ -237,6 +240,8 @@ def stage(
             "sopInstanceUids": slice_uids,
             # A MAP's DICOM SR must be about this study (sandbox/packaging_sr.py).
             "studyInstanceUid": str(first_ds.get("StudyInstanceUID", "")),
+            # and its SCOORD3D points are placed on the slices by this (None without geometry)
+            "geometry": slice_geometry(first_series, _spacing(first_ds, positions)[0]) if positions else None,
         }
     task = config.task
     manifest = InputManifest(task=task, labels=list(config.labels), cases=manifest_cases)
