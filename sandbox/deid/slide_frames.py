@@ -126,7 +126,7 @@ def read_encapsulated(read: Reader, start: int, stop: int, implicit: bool) -> En
         raise FrameError("pixel data: not where the data set said")
     if _L.unpack_from(header, size - 4)[0] != UNDEFINED:
         raise FrameError("pixel data: an encapsulated transfer syntax with pixels of defined length")
-    pos, items = start + size, []
+    pos, items = start + size, list[tuple[int, int]]()
     while True:
         head = read(pos, 8)
         if len(head) != 8 or pos + 8 > stop:
