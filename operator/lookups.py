@@ -63,7 +63,7 @@ async def load_dependencies(
     kube = runtime.kube
 
     async def cached(plural: str, name: str) -> dict[str, Any] | None:
-        hit = runtime.objects.get((plural, namespace, name))
+        hit = runtime.cached(plural, namespace, name)
         return hit if hit is not None else await kube.get(path(plural, namespace, name))
 
     algo_raw, data_raw, policies = await asyncio.gather(

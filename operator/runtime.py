@@ -8,10 +8,11 @@ hand them to ``reconcile``. What a pass may read without asking the API server
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from lightbox.operator import reconcile
 from lightbox.operator.config import OperatorConfig
@@ -36,10 +37,12 @@ class Runtime:
     validations: dict[str, set[str]] = field(default_factory=dict)
     api_server: str = ""
     workers: list[asyncio.Task[None]] = field(default_factory=list)
-    # Watch-fed copies of Algorithms and Datasets ((plural, namespace, name) -> object)
-    # and of the SandboxPolicy list, so a reconciliation does not GET what the watch
-    # already delivered. A miss falls back to the API server.
-    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    # Watch-fed copies of Algorithms and Datasets ((plural, namespace, name) -> (resourceVersion,
+    # compact JSON)), and of the SandboxPolicy list, so a reconciliation does not GET what the
+    # watch already delivered. A miss falls back to the API server. JSON text rather than the
+    # decoded dict: 1 KB instead of 5 KB per Algorithm, 10,000 of them at 5,000 Validations
+    # watched, for a parse of a few microseconds when a pass reads one.
+    objects: dict[tuple[str, str, str], tuple[str | None, bytes]] = field(default_factory=dict)
     policies: list[dict[str, Any]] | None = None
     policies_loaded: float = -1e9
     # (namespace, name) -> resourceVersion of our last status write, to ignore its echo.
@@ -52,14 +55,20 @@ class Runtime:
         if obj is None:
             return self.objects.pop(key, None) is not None
         meta = obj.get("metadata") or {}
-        held = self.objects.get(key)
         version = meta.get("resourceVersion")
-        if held is not None and version is not None and held["metadata"].get("resourceVersion") == version:
+        held = self.objects.get(key)
+        if held is not None and version is not None and held[0] == version:
             return False
-        # Without metadata.managedFields, half of a cached object's memory (4 of 9 KB for an
-        # Algorithm), which no reconciliation reads; a shallow copy leaves kopf's body alone.
-        self.objects[key] = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        # Without metadata.managedFields, half of an object (4 of 9 KB for an Algorithm), which no
+        # reconciliation reads.
+        kept = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        self.objects[key] = (version, json.dumps(kept, separators=(",", ":")).encode())
         return True
+
+    def cached(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The watch-fed copy (a fresh dict each time, the caller's to change), or None."""
+        held = self.objects.get((plural, namespace, name))
+        return None if held is None else cast("dict[str, Any]", json.loads(held[1]))
 
     def lock(self, namespace: str) -> asyncio.Lock:
         return self.locks.setdefault(namespace, asyncio.Lock())

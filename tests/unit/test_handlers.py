@@ -74,7 +74,7 @@ def test_the_watch_fed_copy_keeps_spec_and_status_without_managed_fields():
     body = {"metadata": {"name": "chest", "generation": 2, "managedFields": [{"manager": "kubectl"}]},
             "spec": {"image": "x"}, "status": {"conditions": []}}
     runtime.observe("algorithms", "region", "chest", body)
-    kept = runtime.objects[("algorithms", "region", "chest")]
+    kept = runtime.cached("algorithms", "region", "chest")
     assert kept == {"metadata": {"name": "chest", "generation": 2},
                     "spec": {"image": "x"}, "status": {"conditions": []}}
     assert body["metadata"]["managedFields"] == [{"manager": "kubectl"}]  # kopf's body is not changed
@@ -156,3 +156,15 @@ def test_a_newer_version_of_an_algorithm_is_reconciled():
         return await _drain(runtime)
 
     assert asyncio.run(scenario()) == {AlgorithmKey("region", "chest")}
+
+
+def test_each_read_of_the_watch_fed_copy_is_the_callers_own():
+    from lightbox.operator.runtime import Runtime
+
+    runtime = Runtime(config=None, kube=None, exporter=None)  # type: ignore[arg-type]
+    runtime.observe("datasets", "region", "ward", {"metadata": {"name": "ward", "resourceVersion": "3"},
+                                                  "status": {"phase": "Verified"}})
+    first = runtime.cached("datasets", "region", "ward")
+    first["status"]["phase"] = "Failed"  # a pass changing what it read
+    assert runtime.cached("datasets", "region", "ward")["status"] == {"phase": "Verified"}
+    assert runtime.cached("datasets", "region", "other") is None
