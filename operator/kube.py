@@ -22,6 +22,7 @@ import ssl
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -32,6 +33,7 @@ from lightbox.operator.kubeauth import Credentials, Source
 
 GROUP_VERSION = "lightbox.dev/v1alpha1"
 CONNECTIONS = 32
+PAGE = 500  # objects per LIST request, as kubectl and client-go's pager
 # Watch-sized bodies can exceed aiohttp's default read buffer (etcd allows 1.5 MiB objects).
 READ_BUFFER = 2**21
 USER_AGENT = "lightbox-operator"
@@ -210,9 +212,23 @@ class Kube:
         return cast("dict[str, Any] | None", await self._json("GET", url, True))
 
     async def list(self, url: str, label_selector: str | None = None) -> list[dict[str, Any]]:
-        query = {"labelSelector": label_selector} if label_selector else None
-        found = await self._json("GET", url, True, query=query)
-        return cast("list[dict[str, Any]]", (found or {}).get("items") or [])
+        return [item async for page in self.pages(url, label_selector) for item in page]
+
+    async def pages(
+        self, url: str, label_selector: str | None = None, limit: int = PAGE
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """A collection ``limit`` objects at a time (the API server's ``continue`` tokens): a caller that
+        keeps a few fields of each never holds the whole list, decoded or not, at once."""
+        query = {"limit": str(limit)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        while True:
+            found = await self._json("GET", url, True, query=query) or {}
+            yield cast("list[dict[str, Any]]", found.get("items") or [])
+            token = (found.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            query["continue"] = token
 
     async def create(self, url: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create if absent: (object, created). 409 means a previous attempt (maybe ours,

@@ -93,11 +93,11 @@ def test_the_start_up_listing_waits_out_a_server_that_is_still_initialising():
         def __init__(self, refusals: int, status: int = 429):
             self.refusals, self.status, self.calls = refusals, status, 0
 
-        async def list(self, url: str) -> list[dict]:
+        async def pages(self, url: str):
             self.calls += 1
             if self.calls <= self.refusals:
                 raise KubeError(self.status, "storage is (re)initializing", "GET", url)
-            return [{"metadata": {"namespace": "region", "name": "chest", "creationTimestamp": "2026-01-01T00:00:00Z"}}]
+            yield [{"metadata": {"namespace": "region", "name": "chest", "creationTimestamp": "2026-01-01T00:00:00Z"}}]
 
     server = Server(refusals=2)
     listed = asyncio.run(handlers._listed_validations(server, ("region",)))  # type: ignore[arg-type]

@@ -169,3 +169,42 @@ def test_the_kubeconfig_proxy_url_wins_over_the_environment(monkeypatch: pytest.
     monkeypatch.setenv("NO_PROXY", ".cluster.local")
     assert proxy_for("https://kubernetes.default.svc.cluster.local:443", None) is None
     assert proxy_for("https://127.0.0.1:6443", None) == "http://127.0.0.1:1"
+
+
+def test_a_collection_is_read_in_pages_with_the_servers_continue_tokens(tmp_path: Path) -> None:
+    """A fake API server that pages as the real one does (limit, continue): 1,234 objects arrive
+    whole and in order, in pages of at most 500 (counted by hand: 500, 500, 234)."""
+    from aiohttp import web
+
+    names = [f"v{index:04d}" for index in range(1234)]
+    asked: list[dict[str, str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        asked.append(dict(request.query))
+        limit, start = int(request.query["limit"]), int(request.query.get("continue") or 0)
+        end = min(start + limit, len(names))
+        meta = {"continue": str(end)} if end < len(names) else {}
+        return web.json_response({"items": [{"metadata": {"name": n}} for n in names[start:end]], "metadata": meta})
+
+    async def scenario() -> tuple[list[int], list[str]]:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        kube = await Kube.connect(str(write_kubeconfig(tmp_path / "kc", url, None, {"token": "t"})))
+        try:
+            sizes = [len(page) async for page in kube.pages(path("validations", "ns"), "a=b")]
+            listed = [item["metadata"]["name"] for item in await kube.list(path("validations", "ns"))]
+        finally:
+            await kube.close()
+            await runner.cleanup()
+        return sizes, listed
+
+    sizes, listed = asyncio.run(scenario())
+    assert sizes == [500, 500, 234]
+    assert listed == names
+    assert asked[:3] == [{"limit": "500", "labelSelector": "a=b"},
+                         {"limit": "500", "labelSelector": "a=b", "continue": "500"},
+                         {"limit": "500", "labelSelector": "a=b", "continue": "1000"}]
