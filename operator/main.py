@@ -103,18 +103,11 @@ def liveness_endpoint(port: int | None) -> str | None:
     return f"http://0.0.0.0:{port}/healthz"
 
 
-# kopf imports the synchronous `kubernetes` client, when it is installed, only to recognise its
-# model objects among a handler's arguments (kopf/_cogs/helpers/thirdparty.py); this operator
-# passes none. kopf has no setting for it; a None entry in sys.modules makes the import fail as
-# if the package were absent (the import system's rule), which kopf handles: 32 MiB resident less.
-NOT_IN_THE_OPERATOR = ("kubernetes",)
-
-
 def load_handlers() -> ModuleType:
-    """Import kopf and register the handlers, without the modules the operator process never needs."""
-    for name in NOT_IN_THE_OPERATOR:
-        if name not in sys.modules:
-            sys.modules[name] = None  # type: ignore[assignment]  # the import system's "absent" marker
+    """Import kopf and register the handlers, without the client packages' generated code (lean)."""
+    from lightbox.operator import lean
+
+    lean.keep_out()
     from lightbox.operator import handlers
 
     return handlers
