@@ -211,9 +211,6 @@ class Kube:
     async def get(self, url: str) -> dict[str, Any] | None:
         return cast("dict[str, Any] | None", await self._json("GET", url, True))
 
-    async def list(self, url: str, label_selector: str | None = None) -> list[dict[str, Any]]:
-        return [item async for page in self.pages(url, label_selector) for item in page]
-
     async def pages(
         self, url: str, label_selector: str | None = None, limit: int = PAGE
     ) -> AsyncIterator[list[dict[str, Any]]]:
@@ -229,6 +226,9 @@ class Kube:
             if not token:
                 return
             query["continue"] = token
+
+    async def list(self, url: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        return [item async for page in self.pages(url, label_selector) for item in page]
 
     async def create(self, url: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create if absent: (object, created). 409 means a previous attempt (maybe ours,
