@@ -58,6 +58,9 @@ NO_HEADERS = frozenset({"1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.98", "1.2.84
 NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"})
 
 Reader = Callable[[int, int], bytes]
+# One frame is held in memory while it is walked: a larger one is refused, as a slide TIFF's
+# tile is (a whole-slide tile is well under 1 MiB, a camera's JPEG a few MiB).
+MAX_FRAME_BYTES = 64 << 20
 
 
 class FrameError(ValueError):
@@ -191,6 +194,8 @@ def plan_frames(read: Reader, pixels: Encapsulated, frames: int, transfer_syntax
     grouped = group_frames(pixels, frames)
     kept, sizes = [], []
     for index, fragments in enumerate(grouped):
+        if sum(length for _, length in fragments) > MAX_FRAME_BYTES:
+            raise FrameError(f"frame {index + 1} of {len(grouped)}: larger than {MAX_FRAME_BYTES >> 20} MiB")
         data = _unpadded(b"".join(read(offset, length) for offset, length in fragments))
         sizes.append(len(data))
         try:

@@ -244,3 +244,13 @@ def test_native_frames_are_not_walked(tmp_path: Path) -> None:
     _save(ds, tmp_path / "in" / "case")
     summary = deidentify_tree(tmp_path / "in", tmp_path / "out", key=KEY, jobs=1)
     assert (summary.written, summary.removed) == (1, {})
+
+
+def test_a_frame_over_the_memory_bound_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightbox.sandbox.deid.slide_frames as frames_module
+
+    frame = _jpeg(1, True)
+    monkeypatch.setattr(frames_module, "MAX_FRAME_BYTES", len(frame) - 1)
+    _save(_instance([frame]), tmp_path / "in" / "case")
+    summary = deidentify_tree(tmp_path / "in", tmp_path / "out", key=KEY, jobs=1)
+    assert summary.errors == 1 and "frame 1 of 1: larger than" in summary.refused[0][1]
