@@ -17,7 +17,8 @@ Pure: bytes in, bytes out (:func:`strip_photo`). Pixels are never re-encoded for
   rewrite those, the primary image is decoded (libheif, through pillow-heif, applying the
   HEIF rotation and mirroring) and written as a PNG: lossless from the decoded pixels, so no
   generation loss, and only what is written exists in the output (depth maps, thumbnails and
-  other auxiliary images are not carried over).
+  other auxiliary images are not carried over). A 10- or 12-bit HEIC becomes a 16-bit PNG
+  with an sBIT chunk naming its significant bits.
 
 Orientation: a JPEG/PNG whose EXIF says it is rotated keeps a minimal EXIF with the
 Orientation tag alone, so it still displays upright without re-encoding.
@@ -300,8 +301,34 @@ def _sanitize_iccp(body: bytes) -> bytes:
         profile = zlib.decompress(body[name_end + 2 :])
     except zlib.error:
         raise PhotoError("PNG: iCCP profile does not decompress") from None
+    return _iccp_body(profile)
+
+
+def _iccp_body(profile: bytes) -> bytes:
     # The profile name is free text: a neutral one replaces it.
     return b"ICC profile\x00\x00" + zlib.compress(sanitize_icc(profile), 9)
+
+
+def _chunk(ctype: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+
+
+def _png_high_depth(samples: object, depth: int, profile: bytes | None) -> bytes:
+    """A 16-bit PNG of a HEIC's 10- or 12-bit samples (libheif gives them scaled to 16 bits):
+    lossless, with sBIT saying how many bits are significant and the sanitized ICC profile.
+    Pillow writes no 16-bit colour PNG; libpng (imagecodecs) does."""
+    import imagecodecs
+    import numpy as np
+
+    array = np.asarray(samples)
+    if array.dtype != np.uint16 or array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise PhotoError(f"HEIC with {depth}-bit samples decodes to an unexpected layout")
+    png = bytes(imagecodecs.png_encode(np.ascontiguousarray(array), level=1))
+    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length and type, body, CRC
+    extra = _chunk(b"sBIT", bytes([depth]) * array.shape[2])
+    if profile:
+        extra += _chunk(b"iCCP", _iccp_body(profile))
+    return png[:ihdr_end] + extra + png[ihdr_end:]
 
 
 def strip_heic(data: bytes) -> StrippedPhoto:
@@ -315,11 +342,12 @@ def strip_heic(data: bytes) -> StrippedPhoto:
         if primary.size[0] * primary.size[1] > MAX_PIXELS:
             raise PhotoError("HEIC image has more pixels than allowed")
         depth = int(primary.info.get("bit_depth", 8))
-        if depth > 8:
-            # Pillow writes no 16-bit RGB PNG, and rounding to 8 bits would change the pixels
-            # without anyone asking: refused, so the site decides how to convert.
-            raise PhotoError(f"HEIC with {depth}-bit samples cannot be kept lossless here (8-bit only)")
-        image = primary.to_pillow()
+        if depth not in (8, 10, 12):
+            raise PhotoError(f"HEIC with {depth}-bit samples is not supported (8, 10 or 12 bits)")
+        # Rounding 10 or 12 bits to 8 would change the pixels without anyone asking: kept as 16
+        # (the array is libheif's decode, its rotation and mirroring applied, as to_pillow's is).
+        high = _png_high_depth(primary, depth, primary.info.get("icc_profile")) if depth > 8 else None
+        image = primary.to_pillow() if high is None else None
     except PhotoError:
         raise
     except Exception as exc:  # noqa: BLE001 - libheif raises several types; all mean "cannot parse"
@@ -339,6 +367,8 @@ def strip_heic(data: bytes) -> StrippedPhoto:
     if primary.info.get("thumbnails"):
         removed["HEICThumbnail"] += len(primary.info["thumbnails"])
     profile = primary.info.get("icc_profile")
+    if high is not None or image is None:
+        return StrippedPhoto(high or b"", "png", "heic", removed, 1, make)
     buf = io.BytesIO()
     image.info.clear()
     # zlib level 1: a camera photo's noise barely compresses at any level; level 6 took 1.7x

@@ -236,15 +236,45 @@ def test_the_refusal_reason_carries_no_value_from_the_file() -> None:
         assert left_over(refused.value.reason.encode()) == []
 
 
-def test_a_10_bit_heic_is_refused_saying_why() -> None:
+@pytest.mark.parametrize("twelve", [False, True])
+def test_a_10_or_12_bit_heic_becomes_a_16_bit_png_with_its_samples_and_no_metadata(
+    twelve: bool, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """libheif (pillow-heif, the reference decoder) gives the samples scaled to 16 bits; libpng
+    (imagecodecs) reads back the same, and sBIT says how many bits are significant."""
+    import imagecodecs
     import pillow_heif
+
+    from lightbox.sandbox.deid.photos_verify import verify_photo_tree
 
     samples = (np.random.default_rng(0).integers(0, 1024, (32, 48, 3)) << 6).astype(np.uint16)
     heif = pillow_heif.from_bytes(mode="RGB;16", size=(48, 32), data=samples.tobytes())
+    monkeypatch.setattr(pillow_heif.options, "SAVE_HDR_TO_12_BIT", twelve)  # the encoder's switch
     buf = io.BytesIO()
-    heif.save(buf, quality=-1, save_to_12bit=False)
-    with pytest.raises(PhotoError, match="HEIC with 10-bit samples cannot be kept lossless here"):
-        strip_photo(buf.getvalue())
+    heif.save(
+        buf, quality=-1, exif=ps.exif_block(thumbnail=False), xmp=ps.xmp_packet(), icc_profile=ps.icc_with_device_text()
+    )
+    source = buf.getvalue()
+    assert ps.SERIAL in source and ps.XMP_CREATOR in source and ps.ICC_DEVICE_TEXT in source
+    reference = pillow_heif.open_heif(io.BytesIO(source), convert_hdr_to_8bit=False)[0]
+    assert reference.info["bit_depth"] == (12 if twelve else 10)
+    expected = np.asarray(reference)
+    assert expected.dtype == np.uint16
+    out = strip_photo(source)
+    assert (out.kind, out.source_kind) == ("png", "heic")
+    assert left_over(out.data) == [] and ps.ICC_DEVICE_TEXT not in out.data
+    assert np.array_equal(imagecodecs.png_decode(out.data), expected)
+    depth = 12 if twelve else 10
+    sbit = out.data.index(b"sBIT")
+    assert out.data[sbit + 4 : sbit + 7] == bytes([depth] * 3)
+    assert b"iCCP" in out.data  # the colour profile stays, sanitized
+    with Image.open(io.BytesIO(out.data)) as im:
+        im.load()  # the gate's full decode (Pillow) reads it too
+        assert im.size == (48, 32) and not im.getexif()
+    (tmp_path / "case").mkdir()
+    (tmp_path / "case" / "photo.png").write_bytes(out.data)
+    report = verify_photo_tree(tmp_path, [])
+    assert report.ok, (report.violations, report.unreadable)
 
 
 @pytest.mark.parametrize(
