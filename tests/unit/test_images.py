@@ -154,20 +154,33 @@ def _app_layer(wheel: Path, installer: Path, where: Path) -> oci.Layer:
                                 installer=installer, log_path=where / "install.log")
 
 
+@pytest.fixture(scope="module")
+def app_layer(
+    tmp_path_factory: pytest.TempPathFactory, lightbox_wheel: Path, installer_whl: Path
+) -> tuple[oci.Layer, Path]:
+    """The app layer of the unchanged wheel and its file, built once: three tests read it (a build takes seconds)."""
+    where = tmp_path_factory.mktemp("app") / "ours"
+    return _app_layer(lightbox_wheel, installer_whl, where), where / "layer.tar.gz"
+
+
 @pytest.mark.skipif(
     sys.version_info[:2] != (3, 11), reason="bytecode is compiled only by the image's own Python minor version"
 )
-def test_the_app_layer_is_reproducible(tmp_path: Path, lightbox_wheel: Path, installer_whl: Path) -> None:
-    first = _app_layer(lightbox_wheel, installer_whl, tmp_path / "one")
+def test_the_app_layer_is_reproducible(
+    tmp_path: Path, lightbox_wheel: Path, installer_whl: Path, app_layer: tuple[oci.Layer, Path]
+) -> None:
+    first, _ = app_layer
     second = _app_layer(lightbox_wheel, installer_whl, tmp_path / "two")
     assert first.blob.digest == second.blob.digest and first.diff_id == second.diff_id
-    names = [m.name for m in _members(tmp_path / "one" / "layer.tar.gz")]
+    names = [m.name for m in _members(tmp_path / "two" / "layer.tar.gz")]
     assert "opt/venv/lib/python3.11/site-packages/lightbox/cli.py" in names
     # bytecode is shipped (the root file system is read-only at run time, so Python could not cache it)
     assert "opt/venv/lib/python3.11/site-packages/lightbox/__pycache__/cli.cpython-311.pyc" in names
 
 
-def test_a_changed_source_changes_the_app_layer(tmp_path: Path, lightbox_wheel: Path, installer_whl: Path) -> None:
+def test_a_changed_source_changes_the_app_layer(
+    tmp_path: Path, lightbox_wheel: Path, installer_whl: Path, app_layer: tuple[oci.Layer, Path]
+) -> None:
     import zipfile
 
     changed = tmp_path / lightbox_wheel.name
@@ -177,14 +190,14 @@ def test_a_changed_source_changes_the_app_layer(tmp_path: Path, lightbox_wheel: 
             if item.filename == "lightbox/cli.py":
                 data += b"\n# changed\n"
             dst.writestr(item, data)
-    original = _app_layer(lightbox_wheel, installer_whl, tmp_path / "orig")
     other = _app_layer(changed, installer_whl, tmp_path / "changed")
-    assert original.blob.digest != other.blob.digest
+    assert app_layer[0].blob.digest != other.blob.digest
 
 
-def test_the_app_layer_holds_what_pip_installs(tmp_path: Path, lightbox_wheel: Path, installer_whl: Path) -> None:
+def test_the_app_layer_holds_what_pip_installs(
+    tmp_path: Path, lightbox_wheel: Path, app_layer: tuple[oci.Layer, Path]
+) -> None:
     """Equal to the Containerfile's pip install: every package file, byte for byte, in the same place."""
-    _app_layer(lightbox_wheel, installer_whl, tmp_path / "ours")
     target = tmp_path / "pip"
     subprocess.run(
         [
@@ -205,7 +218,7 @@ def test_the_app_layer_holds_what_pip_installs(tmp_path: Path, lightbox_wheel: P
     bookkeeping = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
     site = "opt/venv/lib/python3.11/site-packages/"
     ours: dict[str, bytes] = {}
-    with tarfile.open(tmp_path / "ours" / "layer.tar.gz", "r:gz") as tar:
+    with tarfile.open(app_layer[1], "r:gz") as tar:
         for m in tar.getmembers():
             if (
                 m.isfile()
