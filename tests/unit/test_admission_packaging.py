@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from factories import algorithm, dataset, policy, validation
+from test_reconcile import clock  # noqa: F401  (the fixture)
 
 from lightbox.operator.admission import admit
 
@@ -35,3 +36,23 @@ def test_per_case_packagings_refuse_photo_and_slide_datasets_naming_both(packagi
 def test_the_combinations_the_stage_step_lays_out_are_admitted(packaging: str, fmt: str) -> None:
     result = admit(validation(), algorithm(packaging=packaging), _with_format(fmt), [policy()])
     assert result.admitted, result.problems
+
+
+@pytest.mark.usefixtures("clock")
+def test_the_validation_is_blocked_with_the_reason_and_no_pod_starts() -> None:
+    """Through the operator's pass (the in-memory API server of test_reconcile): the Admitted
+    condition carries the reason and message; no Job is made, so no StageFailed run."""
+    from test_reconcile import NS, make_runtime, run, setup_cluster, status
+
+    from lightbox.operator import validations
+
+    kube = setup_cluster()
+    kube.objects[("algorithms", NS, "chest")]["spec"]["packaging"] = "grand-challenge"
+    kube.objects[("datasets", NS, "data")]["spec"]["format"] = "slide-tiff"
+    run(validations.reconcile_validation(make_runtime(kube), NS, "val"))
+    st = status(kube)
+    admitted = {c["type"]: c for c in st["conditions"]}["Admitted"]
+    assert (st["phase"], admitted["reason"]) == ("Blocked", "PackagingDoesNotTakeFormat")
+    assert "spec.packaging 'grand-challenge'" in admitted["message"]
+    assert "spec.format 'slide-tiff' needs spec.packaging 'lightbox'" in admitted["message"]
+    assert not [k for k in kube.objects if k[0] in ("jobs", "pods")]
