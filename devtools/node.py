@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import os
 import shutil
@@ -302,14 +303,20 @@ class Node:
 
     def _start_kube_proxy(self, nbins: _binaries.NodeBinaries) -> None:
         p = self._spawn("kube-proxy", [str(nbins.kube_proxy), f"--config={self.paths.kube_proxy_config}", "--v=1"])
-        # /healthz answers 200 once the first full iptables sync is done.
-        self._wait(p, "kube-proxy's first sync", lambda: _http_ok(f"http://127.0.0.1:{self._proxy_healthz}/healthz"))
+        # /healthz answers 200 from the start, before any sync: ready is when the `kubernetes` Service
+        # leads to this API server in the nat table (what the operator pod connects through).
+        assert self.control_plane.url
+        endpoint = f"{cfg.NODE_IP}:{self.control_plane.url.rsplit(':', 1)[1]}"
+        cluster_ip = str(next(ipaddress.ip_network(_certs.SERVICE_CLUSTER_IP_RANGE).hosts()))
+        self._wait(p, f"kube-proxy's rules for the kubernetes Service ({cluster_ip}:443 -> {endpoint})",
+                   lambda: _http_ok(f"http://127.0.0.1:{self._proxy_healthz}/healthz") and cfg.service_programmed(
+                       _iptables_save("nat"), cluster_ip=cluster_ip, port=443, endpoint=endpoint))
 
     def _start_kube_router(self, nbins: _binaries.NodeBinaries) -> None:
         p = self._spawn("kube-router", [str(nbins.kube_router), *cfg.kube_router_args(
             kubeconfig=self.kubeconfig, service_cidr=_certs.SERVICE_CLUSTER_IP_RANGE)])
-        self._wait(p, "kube-router's firewall chains", lambda: subprocess.run(
-            ["iptables", "-w", "-n", "-L", "KUBE-ROUTER-INPUT"], capture_output=True).returncode == 0)
+        # Its chains exist before its first policy sync: wait for the sync itself.
+        self._wait(p, "kube-router's first NetworkPolicy sync", lambda: cfg.policy_sync_done(_iptables_save("filter")))
 
     def _wait_node(self, predicate: Callable[[Any], bool], what: str) -> None:
         from kubernetes import client, config
@@ -435,6 +442,11 @@ def _check(cmd: list[str], what: str) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         raise NodeError(f"{what}: `{' '.join(cmd)}` failed: {(result.stderr or result.stdout).strip()}")
+
+
+def _iptables_save(table: str) -> str:
+    return subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True, timeout=30,
+                          check=True).stdout
 
 
 def _http_ok(url: str) -> bool:

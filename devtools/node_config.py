@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -311,3 +312,55 @@ def forward_rules(pod_cidr: str = POD_CIDR, chain: str = EGRESS_CHAIN) -> list[l
 
 def matches_prefix(name: str, prefixes: Sequence[str]) -> bool:
     return any(name.startswith(p) for p in prefixes)
+
+
+# --------------------------------------------------------------------------- readiness, read from iptables-save
+
+
+def _rules(table_dump: str) -> list[list[str]]:
+    """The ``-A CHAIN ...`` lines of an ``iptables-save`` dump, split as the shell would (comments are quoted)."""
+    out = []
+    for line in table_dump.splitlines():
+        if line.startswith("-A "):
+            try:
+                out.append(shlex.split(line))
+            except ValueError:   # an unbalanced quote: not a rule we read
+                continue
+    return out
+
+
+def _option(rule: list[str], name: str) -> str | None:
+    return rule[rule.index(name) + 1] if name in rule[:-1] else None
+
+
+def service_programmed(nat_dump: str, *, cluster_ip: str, port: int, endpoint: str) -> bool:
+    """Whether kube-proxy's rules in ``iptables-save -t nat`` send ``cluster_ip:port`` on to ``endpoint``.
+
+    kube-proxy's /healthz answers 200 before its first sync (it counts as healthy "while starting
+    up"), so a pod started then finds no route to the API server through its Service. This follows
+    the chain a packet takes: KUBE-SERVICES -> the service's KUBE-SVC chain -> a KUBE-SEP chain that
+    DNATs to the endpoint.
+    """
+    rules = _rules(nat_dump)
+    services = {_option(r, "-j") for r in rules if r[1] == "KUBE-SERVICES" and _option(r, "-d") == f"{cluster_ip}/32"
+                and _option(r, "--dport") == str(port)}
+    endpoints = {_option(r, "-j") for r in rules if r[1] in services}
+    return any(r[1] in endpoints and _option(r, "-j") == "DNAT" and _option(r, "--to-destination") == endpoint
+               for r in rules)
+
+
+#: kube-router's top-level filter chains; a full policy sync ends each with the explicit ACCEPT below.
+KUBE_ROUTER_CHAINS = ("KUBE-ROUTER-INPUT", "KUBE-ROUTER-FORWARD", "KUBE-ROUTER-OUTPUT")
+_POLICY_ACCEPT_MARK = "0x20000/0x20000"
+
+
+def policy_sync_done(filter_dump: str) -> bool:
+    """Whether kube-router finished a full NetworkPolicy sync, read from ``iptables-save -t filter``.
+
+    Its chains appear before the first sync (it creates them on start, then syncs in another
+    goroutine); only the full sync's iptables-restore appends the rule that ACCEPTs traffic marked as
+    complying with the policies, to every top-level chain at once.
+    """
+    done = {r[1] for r in _rules(filter_dump) if r[1] in KUBE_ROUTER_CHAINS
+            and _option(r, "--mark") == _POLICY_ACCEPT_MARK and _option(r, "-j") == "ACCEPT"}
+    return done == set(KUBE_ROUTER_CHAINS)
