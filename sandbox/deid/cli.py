@@ -31,7 +31,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=("dicom", "slide-tiff", "photo"), default="dicom",
         help="the Dataset's format: photo is one folder per case of JPEG/PNG/HEIC (+ cohort.csv); "
-        "dicom and slide-tiff take the DICOM/TIFF path",
+        "dicom and slide-tiff take the DICOM/TIFF path (slide-tiff: + cohort.csv with specimenSite, stain)",
     )
 
 
