@@ -33,7 +33,7 @@ from lightbox.operator.kubeauth import Credentials, Source
 
 GROUP_VERSION = "lightbox.dev/v1alpha1"
 CONNECTIONS = 32
-PAGE = 500  # objects per LIST request, as kubectl and client-go's pager
+PAGE = 500  # objects per request of a paged LIST, as kubectl and client-go's pager
 # Watch-sized bodies can exceed aiohttp's default read buffer (etcd allows 1.5 MiB objects).
 READ_BUFFER = 2**21
 USER_AGENT = "lightbox-operator"
@@ -228,7 +228,12 @@ class Kube:
             query["continue"] = token
 
     async def list(self, url: str, label_selector: str | None = None) -> list[dict[str, Any]]:
-        return [item async for page in self.pages(url, label_selector) for item in page]
+        """One request, no ``limit``: the API server answers it from its watch cache, where a
+        paged LIST without a resourceVersion may go to etcd. For the small, label-selected
+        lists of a pass; a whole collection goes through ``pages``."""
+        query = {"labelSelector": label_selector} if label_selector else None
+        found = await self._json("GET", url, True, query=query)
+        return cast("list[dict[str, Any]]", (found or {}).get("items") or [])
 
     async def create(self, url: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create if absent: (object, created). 409 means a previous attempt (maybe ours,

@@ -479,7 +479,7 @@ def test_the_client_sends_json_bodies_and_reads_status_codes(pki: certs.Pki, tmp
 
     run(scenario)
     assert seen == [
-        ("GET", "/api/v1/namespaces/ns/pods?limit=500&labelSelector=a%3Db", "application/json", None),
+        ("GET", "/api/v1/namespaces/ns/pods?labelSelector=a%3Db", "application/json", None),
         ("PATCH", "/apis/lightbox.dev/v1alpha1/namespaces/ns/validations/v/status", "application/merge-patch+json",
          {"status": {"x": 1}}),
         ("DELETE", "/apis/batch/v1/namespaces/ns/jobs/j", "application/json",

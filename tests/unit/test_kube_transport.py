@@ -181,7 +181,7 @@ def test_a_collection_is_read_in_pages_with_the_servers_continue_tokens(tmp_path
 
     async def handle(request: web.Request) -> web.Response:
         asked.append(dict(request.query))
-        limit, start = int(request.query["limit"]), int(request.query.get("continue") or 0)
+        limit, start = int(request.query.get("limit", 10**6)), int(request.query.get("continue") or 0)
         end = min(start + limit, len(names))
         meta = {"continue": str(end)} if end < len(names) else {}
         return web.json_response({"items": [{"metadata": {"name": n}} for n in names[start:end]], "metadata": meta})
@@ -196,7 +196,8 @@ def test_a_collection_is_read_in_pages_with_the_servers_continue_tokens(tmp_path
         kube = await Kube.connect(str(write_kubeconfig(tmp_path / "kc", url, None, {"token": "t"})))
         try:
             sizes = [len(page) async for page in kube.pages(path("validations", "ns"), "a=b")]
-            listed = [item["metadata"]["name"] for item in await kube.list(path("validations", "ns"))]
+            listed = [item["metadata"]["name"] async for page in kube.pages(path("validations", "ns"))
+                      for item in page]
         finally:
             await kube.close()
             await runner.cleanup()
