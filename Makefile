@@ -57,8 +57,9 @@ integration: $(STAMP)
 
 ## realnode: the real-node tier (root): control plane + containerd/kubelet node + the chart in-cluster.
 ## Builds what it needs on first use (cached); elsewhere skips with one line naming what is missing (CI=true: fails)
+# Two processes (pytest-xdist): the tests on the node in one, the image checks in the other (tests/realnode/conftest.py)
 realnode: $(STAMP)
-	LIGHTBOX_REALNODE=1 $(BIN)/pytest -rs tests/realnode
+	LIGHTBOX_REALNODE=1 $(BIN)/pytest -rs -n 2 tests/realnode
 
 ## node-down: stop a node left by `lightbox node up` or the demo, and restore the host
 node-down: $(STAMP)

@@ -45,7 +45,9 @@ class HostState:
     links: list[str]                    # the node's kind of links: its bridge, CNI veths, kube-router's
     netns: list[str]                    # CNI network namespaces (cni-*)
     loopback_addrs: list[str]
-    run_containerd: bool                # /run/containerd existed (shim sockets, fifos)
+    # /run/containerd existed (shim sockets, fifos); None: another containerd was running, so whether it
+    # exists is that one's doing (the real-node tier checks images in private containerds meanwhile)
+    run_containerd: bool | None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
@@ -68,7 +70,7 @@ class HostState:
             a, b = self.rules.get(table, []), other.rules.get(table, [])
             out += [f"{table} rule added: {r}" for r in b if r not in a]
             out += [f"{table} rule removed: {r}" for r in a if r not in b]
-        if self.run_containerd != other.run_containerd:
+        if None not in (self.run_containerd, other.run_containerd) and self.run_containerd != other.run_containerd:
             out.append(f"/run/containerd {'added' if other.run_containerd else 'removed'}")
         for what, a, b in (("ipset", self.ipsets, other.ipsets), ("link", self.links, other.links),
                            ("netns", self.netns, other.netns), ("lo address", self.loopback_addrs,
@@ -257,7 +259,7 @@ def snapshot() -> HostState:
         netns=[n for n in _netns() if n.startswith("cni-")],
         loopback_addrs=_loopback_addrs(),
         # Another containerd's sockets are not the node's doing.
-        run_containerd=RUN_CONTAINERD.exists() and not _other_containerd_running(),
+        run_containerd=None if _other_containerd_running() else RUN_CONTAINERD.exists(),
     )
 
 
@@ -438,7 +440,7 @@ def restore(before: HostState | None, *, owned_dirs: Sequence[Path], shim_needle
     remove_ipsets(before)
     remove_links(before)
     remove_loopback_addr(before)
-    if before is not None and not before.run_containerd and not _other_containerd_running():
+    if before is not None and before.run_containerd is False and not _other_containerd_running():
         shutil.rmtree(RUN_CONTAINERD, ignore_errors=True)
     restore_sysctls(before, log)
     remove_cgroups()

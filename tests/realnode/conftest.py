@@ -18,6 +18,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import re
@@ -49,10 +50,36 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 
+#: With pytest-xdist (``make realnode`` runs ``-n 2``) the tier runs as two groups at once, one process
+#: each: the tests on the node (the modules test_realnode_*.py; that process starts the one node a
+#: machine can hold) and the tests of images in private containerds (one cached root, one user at a
+#: time). Mostly both wait (pods, containers, kube-router's window), so the tier takes about as long
+#: as its longer half. Within a group the order is the file order.
+NODE_GROUP, IMAGES_GROUP = "node", "images"
+
+
+def group_of(nodeid: str) -> str:
+    return NODE_GROUP if Path(nodeid.split("::", 1)[0]).name.startswith("test_realnode_") else IMAGES_GROUP
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Each group's tests to one worker (xdist's own ``--dist loadgroup`` tags node ids in a way pytest 9 ignores)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return ByGroup(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.realnode)
+            # a test on the node in the other process would start a second node there: refused at collection
+            if "cluster" in getattr(item, "fixturenames", ()) and group_of(item.nodeid) != NODE_GROUP:
+                raise pytest.UsageError(f"{item.nodeid} uses the node: only test_realnode_*.py modules may")
 
 
 def pytest_configure(config):
@@ -147,10 +174,16 @@ def cluster(request, built_images):
     timings["node_up"] = time.monotonic() - t0
     try:
         t0 = time.monotonic()
-        node_chart.import_images(node.paths.containerd_socket, built, log)
+        socket = node.paths.containerd_socket
+        node_chart.import_images(socket, {"lightbox": built["lightbox"]}, log)
         # Runs go to each test's own namespace; the operator asks for no CPU so two runs fit the 2 cores.
         values = node_chart.chart_values(built["lightbox"], runs_cluster_wide=True, operator_cpu_request="0")
-        node_chart.helm_install(node.kubeconfig, values, workdir=workdir, log=log)
+        # the vendors' images are first needed by the tests: imported while helm waits for the operator pod
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            vendors = pool.submit(node_chart.import_images, socket,
+                                  {k: v for k, v in built.items() if k != "lightbox"}, log)
+            node_chart.helm_install(node.kubeconfig, values, workdir=workdir, log=log)
+            vendors.result()
         timings["chart"] = time.monotonic() - t0
         log(f"real node ready: node {timings['node_up']:.0f}s, chart {timings['chart']:.0f}s")
     except BaseException:

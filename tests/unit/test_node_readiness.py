@@ -69,3 +69,19 @@ def test_one_chain_without_the_accept_is_not_a_finished_sync(chain):
 def test_no_kube_router_at_all_is_not_ready():
     assert not cfg.policy_sync_done(_without(FILTER_SYNCED, "KUBE-ROUTER"))
     assert not cfg.policy_sync_done("")
+
+
+def test_run_containerd_counts_only_when_no_other_containerd_was_running():
+    """The tier checks images in private containerds while the node runs: /run/containerd then comes and goes
+    with them, so a snapshot taken meanwhile (None) is not compared; two known states still are."""
+    from lightbox.devtools import node_host as host
+
+    def state(run_containerd):
+        return host.HostState(sysctls={}, chains={}, rules={}, ipsets=[], links=[], netns=[], loopback_addrs=[],
+                              run_containerd=run_containerd)
+
+    assert state(True).differences(state(None)) == []
+    assert state(None).differences(state(False)) == []
+    assert state(True).differences(state(False)) == ["/run/containerd removed"]
+    assert state(False).differences(state(True)) == ["/run/containerd added"]
+    assert host.HostState.from_json(state(None).to_json()) == state(None)
