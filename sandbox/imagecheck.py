@@ -672,16 +672,13 @@ def prepared_runner(ref: str, runtime: str = "auto", containerd_address: Path | 
             archive = derived
         if archive is not None:
             say(f"  importing {archive} as {name} into {chosen}")
-            # --digests keeps the image an earlier check imported under the same tag (as NAME@DIGEST): replacing it
-            # would let containerd's garbage collector take the layers both share while this import unpacks.
-            repo = name.rpartition(":")[0]
-            load = ([*base, "images", "import", "--digests", "--base-name", repo, str(archive)] if chosen == "ctr"
-                    else [chosen, "load", "-i", str(archive)])
-            done = subprocess.run(load, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise IsolationUnavailable(f"{' '.join(load[:6])} failed: {done.stderr.strip()[-400:]}")
             if chosen == "ctr":
-                _forget_older(base, name)
+                import_archive(base, archive, name)
+            else:
+                load = [chosen, "load", "-i", str(archive)]
+                done = subprocess.run(load, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise IsolationUnavailable(f"{' '.join(load)} failed: {done.stderr.strip()[-400:]}")
         config = _image_config(chosen, base, name)
         _refuse(ref, list(config.get("Env") or []))
         if chosen == "ctr" and archive is None and str(config.get("User") or "").partition(":")[0] != SANDBOX_USER:
@@ -692,6 +689,36 @@ def prepared_runner(ref: str, runtime: str = "auto", containerd_address: Path | 
             )
         say(f"  runtime: {chosen}; image {name}")
         yield ImageRunner(chosen, name, base, tuple(config.get("Entrypoint") or ()))
+
+
+def archive_digest(path: Path) -> str:
+    """The digest of the one image an OCI archive's index names: what containerd keeps it under."""
+    with tarfile.open(path) as tar:
+        member = tar.extractfile("index.json")
+        manifests = json.loads(member.read()).get("manifests") if member else None
+    if not manifests or len(manifests) != 1:
+        raise ImageRefused(f"{path}: the index must name one image")
+    return str(manifests[0]["digest"])
+
+
+def import_archive(base: Sequence[str], archive: Path, name: str) -> None:
+    """``ctr images import`` of ``archive`` as ``name`` (REPO:TAG), then drop the earlier digests of REPO.
+
+    An image is its digest: when containerd already has REPO@DIGEST (its root is kept between
+    checks), only the tag is pointed at it again; reading and hashing the archive once more cost
+    about 6 s for a 230 MiB image here, and unpacking nothing new. --digests keeps the image an
+    earlier check imported under the same tag (as REPO@DIGEST): replacing it would let containerd's
+    garbage collector take the layers both share while this import unpacks.
+    """
+    repo = name.rpartition(":")[0]
+    pinned = f"{repo}@{archive_digest(archive)}"
+    listed = subprocess.run([*base, "images", "ls", "-q"], capture_output=True, text=True).stdout.split()
+    load = ([*base, "images", "tag", "--force", pinned, name] if pinned in listed
+            else [*base, "images", "import", "--digests", "--base-name", repo, str(archive)])
+    done = subprocess.run(load, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise IsolationUnavailable(f"{' '.join(load[3:7])} failed: {done.stderr.strip()[-400:]}")
+    _forget_older(base, name)
 
 
 def _forget_older(base: Sequence[str], name: str) -> None:

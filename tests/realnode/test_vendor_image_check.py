@@ -146,8 +146,9 @@ def test_containerd_reports_the_digest_the_build_printed(containerd: Path, built
 
     image = built["classifier"]
     ctr = ["ctr", "--address", str(containerd), "--namespace", "lightbox-images-test"]
-    subprocess.run([*ctr, "images", "import", "--digests", "--base-name", image.repository, str(image.archive)],
-                   check=True, capture_output=True)
+    # --no-unpack: the names and digests are the question here; unpacking into this namespace took ~50 s
+    subprocess.run([*ctr, "images", "import", "--no-unpack", "--digests", "--base-name", image.repository,
+                    str(image.archive)], check=True, capture_output=True)
     listed = subprocess.run([*ctr, "images", "ls"], check=True, capture_output=True, text=True).stdout.split("\n")[1:]
     targets = {line.split()[0]: line.split()[2] for line in listed if line.strip()}
     subprocess.run([*ctr, "images", "rm", *targets], capture_output=True)
@@ -244,3 +245,28 @@ def test_the_process_limit_holds_in_the_container(
     text = out.getvalue()
     assert code == vendorcheck.EXIT_NOT_CONFORMANT, text
     assert "reached the limit of 64 processes and threads (peak 64)" in text, text
+
+
+def test_importing_an_image_again_points_its_tag_at_that_image(
+    containerd: Path, built: dict[str, images.BuiltImage], tmp_path: Path
+) -> None:
+    """A check skips the import of an image containerd already has by digest, and must then move the tag: two
+    images under one name (two builds of a vendor's image), the first imported again, runs as the first."""
+    import subprocess
+
+    ctr = ["ctr", "--address", str(containerd), "--namespace", imagecheck.CTR_NAMESPACE]
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = _image_with_script(built["classifier"], WRITER, tmp_path / "first")
+    second = _image_with_script(built["classifier"], FORKER, tmp_path / "second")
+    name = imagecheck.archive_image(first)[0]
+    assert imagecheck.archive_image(second)[0] == name
+
+    def target() -> str:
+        listed = subprocess.run([*ctr, "images", "ls"], check=True, capture_output=True, text=True).stdout
+        return {f[0]: f[2] for f in (line.split() for line in listed.splitlines()[1:]) if f}[name]
+
+    for archive in (first, second, first):
+        imagecheck.import_archive(ctr, archive, name)
+        assert target() == imagecheck.archive_digest(archive), archive
+    assert imagecheck.archive_digest(first) != imagecheck.archive_digest(second)
