@@ -91,8 +91,11 @@ def _probe_pod(name: str, image: str, targets: list[tuple[str, str, int]]) -> di
     }
 
 
-def _run_probe(kubectl, ns: str, name: str, image: str, targets) -> dict[str, str]:
+def _start_probe(kubectl, ns: str, name: str, image: str, targets) -> None:
     kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(_probe_pod(name, image, targets)), check=True)
+
+
+def _probe_result(kubectl, ns: str, name: str) -> dict[str, str]:
     deadline = time.monotonic() + 180
     while True:
         phase = kubectl("get", "pod", name, "-n", ns, "-o", "jsonpath={.status.phase}").stdout
@@ -117,19 +120,21 @@ def test_deny_all_policy_cuts_a_pod_off_from_api_server_node_and_gateway(cluster
             ("node-listener", cfg.NODE_IP, ports[cfg.NODE_IP]),
             ("gateway-listener", GATEWAY, ports[GATEWAY]),
         ]
-        # Control: without a policy every target answers, so silence below is the policy's doing.
-        kubectl("create", "namespace", f"{run_ns}-open", check=True)
-        try:
-            open_result = _run_probe(kubectl, f"{run_ns}-open", "probe", image, targets)
-        finally:
-            kubectl("delete", "namespace", f"{run_ns}-open", "--wait=false")
-        assert open_result == {name: "connected" for name, _, _ in targets}, open_result
-
         deny_all = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                     "metadata": {"name": "deny-all"},
                     "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}
         apply(kubectl, run_ns, deny_all)
-        closed = _run_probe(kubectl, run_ns, "probe", image, targets)
+        # Control, at the same time: without a policy every target answers, so silence in the
+        # other namespace is the policy's doing.
+        kubectl("create", "namespace", f"{run_ns}-open", check=True)
+        try:
+            _start_probe(kubectl, f"{run_ns}-open", "probe", image, targets)
+            _start_probe(kubectl, run_ns, "probe", image, targets)
+            open_result = _probe_result(kubectl, f"{run_ns}-open", "probe")
+            closed = _probe_result(kubectl, run_ns, "probe")
+        finally:
+            kubectl("delete", "namespace", f"{run_ns}-open", "--wait=false")
+    assert open_result == {name: "connected" for name, _, _ in targets}, open_result
     assert all(v != "connected" for v in closed.values()), closed
 
 
