@@ -10,6 +10,7 @@ Fixtures:
     api_client     session   kubernetes.client.ApiClient for that kubeconfig
     namespace      function  a fresh namespace enforcing PodSecurity "restricted" (deleted afterwards)
     kubectl        session   kubectl(*args, input=None, check=False, timeout=120) -> CompletedProcess[str]
+    claim          function  a claim folder of its own holding the 60-case sample dataset under chest/
 """
 
 from __future__ import annotations
@@ -223,3 +224,17 @@ def kubectl(kubeconfig):
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def _sample_claim(tmp_path_factory) -> Path:
+    """The sample dataset, generated once: writing its DICOM files takes seconds, copying them a fraction."""
+    from operator_harness import make_claim
+
+    return make_claim(tmp_path_factory.mktemp("sample-claim"))
+
+
+@pytest.fixture
+def claim(_sample_claim, tmp_path_factory) -> Path:
+    """A copy of the sample claim that the test may change (add_phi writes beside it)."""
+    return Path(shutil.copytree(_sample_claim, tmp_path_factory.mktemp("claim") / "root"))

@@ -56,10 +56,13 @@ def runner_images() -> dict[str, list[str]]:
 
 
 @contextmanager
-def local_runner(api_client, claim_root: Path, work: Path, concurrency: int = 2) -> Iterator[LocalRunner]:
+def local_runner(
+    api_client, claim_root: Path, work: Path, concurrency: int = 2, images: dict[str, list[str]] | None = None
+) -> Iterator[LocalRunner]:
+    """The development runner with the reference images (runner_images()) and a test's own ``images``."""
     config = RunnerConfig(
         claims={CLAIM: claim_root},
-        images=runner_images(),
+        images={**runner_images(), **(images or {})},
         work_dir=work,
         watch_seconds=2,
         concurrency=concurrency,
@@ -76,6 +79,20 @@ def local_runner(api_client, claim_root: Path, work: Path, concurrency: int = 2)
 def Operator(kubeconfig: Path, namespace: str, log: Path, **env: str) -> OperatorProcess:  # noqa: N802
     """The operator for one namespace as a child process (the same wrapper the demo uses)."""
     return OperatorProcess(kubeconfig, log, namespaces=(namespace,), trusted_image=TRUSTED_IMAGE, cwd=REPO, **env)
+
+
+@contextmanager
+def operator_with_runner(
+    api_client, kubeconfig: Path, namespace: str, claim_root: Path, work: Path,
+    images: dict[str, list[str]] | None = None,
+) -> Iterator[OperatorProcess]:
+    """The operator for ``namespace`` (log in ``work``) and a development runner with ``images`` added."""
+    operator = Operator(kubeconfig, namespace, work / "operator.log").start()
+    try:
+        with local_runner(api_client, claim_root, work / "runner", images=images):
+            yield operator
+    finally:
+        operator.stop()
 
 
 # -- manifests -------------------------------------------------------------------
@@ -135,6 +152,21 @@ def algorithm(name: str, image_ref: str, timeout: int = 300, gpus: int = 1, memo
     }
 
 
+def formatted_dataset(name: str, data_format: str, modality: str) -> dict[str, Any]:
+    """A Dataset of another format than DICOM (photo, slide-tiff): studies and truth under ``name``/ in the claim."""
+    doc = dataset(name, name)
+    del doc["spec"]["deidentification"]  # left to its default, as a region writing a photo or slide Dataset would
+    doc["spec"] |= {"format": data_format, "modality": modality}
+    return doc
+
+
+def classifier(name: str, image_name: str, modality: str, body_part: str, labels: list[str]) -> dict[str, Any]:
+    """A classification Algorithm of another modality; its last label is the positive one."""
+    algo = algorithm(name, image(image_name))
+    algo["spec"] |= {"modality": modality, "bodyPart": body_part, "labels": labels, "positiveLabel": labels[-1]}
+    return algo
+
+
 def validation(name: str, algorithm_name: str, dataset_name: str = "chest", **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "lightbox.dev/v1alpha1",
@@ -155,6 +187,14 @@ def apply(kubectl, namespace: str | None, *docs: dict[str, Any]) -> None:
     args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
     result = kubectl(*args, input=yaml.safe_dump_all(docs))
     assert result.returncode == 0, result.stderr
+
+
+def apply_sample(kubectl, namespace: str, policy_name: str, *validations: dict[str, Any], name: str = "classifier",
+                 **policy_spec: Any) -> None:
+    """The set-up of most operator tests: SandboxPolicy ``policy_name`` for ``namespace``, the sample Dataset,
+    Algorithm ``name`` (the reference image of that name) and ``validations``."""
+    apply(kubectl, None, policy(policy_name, namespace, **policy_spec))
+    apply(kubectl, namespace, dataset(), algorithm(name, image(name)), *validations)
 
 
 # -- reading ---------------------------------------------------------------------
@@ -195,6 +235,22 @@ def wait_for(
         time.sleep(0.5)
     tail = operator.tail() if operator is not None else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value:\n{yaml.safe_dump(value)}\n{tail}")
+
+
+def succeeded_run(api_client, namespace: str, name: str, operator: OperatorProcess, cases: int,
+                  timeout: float = 300) -> dict[str, Any]:
+    """The last run of Validation ``name`` once finished, checked to have Succeeded with all ``cases`` scored."""
+    final = wait_for(lambda: get(api_client, "validations", namespace, name), finished, timeout=timeout,
+                     what=f"{name} to finish", operator=operator)
+    run = runs_of(final)[-1]
+    assert run["phase"] == "Succeeded", (run, operator.tail())
+    assert run["cases"] == cases and run["scored"] == cases
+    return run
+
+
+def assert_auc_above_chance(run: dict[str, Any]) -> None:
+    auc = run["metrics"]["auc"]
+    assert 0.5 < auc["value"] <= 1 and auc["lower"] <= auc["value"] <= auc["upper"], auc
 
 
 def audit_records(api_client, namespace: str) -> list[dict[str, Any]]:

@@ -17,16 +17,11 @@ from kubernetes.client.rest import ApiException
 from operator_harness import (
     AUDIT_NAMESPACE,
     Operator,
-    algorithm,
-    apply,
+    apply_sample,
     audit_records,
-    dataset,
     finished,
     get,
-    image,
     local_runner,
-    make_claim,
-    policy,
     runs_of,
     validation,
     wait_for,
@@ -50,11 +45,6 @@ def lightbox_plain(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "lightbox", *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.fixture
-def claim(tmp_path_factory):
-    return make_claim(tmp_path_factory.mktemp("claim"))
-
-
 def test_a_run_is_recorded_in_the_audit_namespace_and_outlives_its_namespace(
     api_client, kubeconfig, kubectl, namespace, claim, tmp_path
 ):
@@ -62,14 +52,7 @@ def test_a_run_is_recorded_in_the_audit_namespace_and_outlives_its_namespace(
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     try:
         with local_runner(api_client, claim, tmp_path / "runner"):
-            apply(kubectl, None, policy(f"audit-{ns}", ns, pooledEvidence=True))
-            apply(
-                kubectl,
-                ns,
-                dataset(),
-                algorithm("classifier", image("classifier")),
-                validation("chest-auc", "classifier"),
-            )
+            apply_sample(kubectl, ns, f"audit-{ns}", validation("chest-auc", "classifier"), pooledEvidence=True)
             final = wait_for(lambda: get(api_client, "validations", ns, "chest-auc"), finished, timeout=150,
                              what="the run to finish", operator=operator)
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from operator_harness import CASES, Operator, add_phi, apply, dataset, get, local_runner, make_claim, wait_for
+from operator_harness import CASES, Operator, add_phi, apply, dataset, get, local_runner, wait_for
 
 
 def _events(kubectl, ns: str, name: str) -> dict[str, str]:
@@ -22,10 +22,9 @@ def _events(kubectl, ns: str, name: str) -> dict[str, str]:
 
 
 def test_verification_start_and_end_are_events_with_counts(
-    api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path
+    api_client, kubeconfig, kubectl, namespace, claim, tmp_path
 ):
     ns = namespace
-    claim = make_claim(tmp_path_factory.mktemp("claim"))
     add_phi(claim)  # "dirty": the sample with DOE^JANE as one file's PatientName
     files = sum(1 for _ in (claim / "chest" / "studies").rglob("*.dcm"))
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()

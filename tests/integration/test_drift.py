@@ -10,24 +10,17 @@ from operator_harness import (
     Operator,
     algorithm,
     apply,
+    apply_sample,
     audit_records,
-    dataset,
     get,
     image,
     local_runner,
-    make_claim,
-    policy,
     runs_of,
     validation,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def claim(tmp_path_factory):
-    return make_claim(tmp_path_factory.mktemp("claim"))
 
 
 def _done(v: dict | None) -> list[dict]:
@@ -41,9 +34,7 @@ def test_an_algorithm_made_worse_between_scheduled_runs_turns_the_validation_deg
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     try:
         with local_runner(api_client, claim, tmp_path / "runner"):
-            apply(kubectl, None, policy(f"drift-{ns}", ns))
-            apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")),
-                  validation("monitor", "classifier", schedule="* * * * *"))
+            apply_sample(kubectl, ns, f"drift-{ns}", validation("monitor", "classifier", schedule="* * * * *"))
             first = wait_for(lambda: get(api_client, "validations", ns, "monitor"), lambda v: bool(_done(v)),
                              timeout=180, what="the first scheduled run", operator=operator)
             baseline = _done(first)[0]

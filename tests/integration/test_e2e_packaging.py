@@ -7,58 +7,28 @@ SEG / JSON results. Each reaches a verdict with the metrics the scorer computed.
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from operator_harness import (
-    CLAIM,
     VENDOR,
-    Operator,
     algorithm,
     apply,
     dataset,
-    finished,
     get,
     image,
     jobs,
+    operator_with_runner,
     policy,
-    runner_images,
     runs_of,
+    succeeded_run,
     validation,
-    wait_for,
 )
 
-from lightbox.devtools.localrunner import LocalRunner
-from lightbox.devtools.localrunner_config import RunnerConfig
-
 CASES = 16  # a per-case packaging starts the image once per case: a small dataset keeps the run short
-
-
-@contextmanager
-def packaging_runner(api_client, claim_root: Path, work: Path):
-    py = [sys.executable, "-m"]
-    images = {
-        **runner_images(),
-        f"{VENDOR}/map-segmenter": [*py, "lightbox.sandbox.reference.map_segmenter"],
-        f"{VENDOR}/gc-classifier": [*py, "lightbox.sandbox.reference.gc_classifier"],
-    }
-    runner = LocalRunner(
-        api_client,
-        RunnerConfig(
-            claims={CLAIM: claim_root},
-            images=images,
-            work_dir=work,
-            watch_seconds=2,
-            concurrency=2,
-            image_pull_backoff_seconds=0.5,
-        ),
-    )
-    runner.start()
-    try:
-        yield runner
-    finally:
-        runner.stop()
+IMAGES = {
+    f"{VENDOR}/map-segmenter": [sys.executable, "-m", "lightbox.sandbox.reference.map_segmenter"],
+    f"{VENDOR}/gc-classifier": [sys.executable, "-m", "lightbox.sandbox.reference.gc_classifier"],
+}
 
 
 @pytest.fixture
@@ -75,54 +45,41 @@ def test_map_and_grand_challenge_images_run_unchanged_and_reach_a_verdict(
     api_client, kubeconfig, kubectl, namespace, claim, tmp_path
 ):
     ns = namespace
-    operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
-    try:
-        with packaging_runner(api_client, claim, tmp_path / "runner"):
-            apply(kubectl, None, policy(f"pk-{ns}", ns, minSubgroupSize=5))
-            seg_algo = algorithm("map-seg", image("map-segmenter"), timeout=900)
-            seg_algo["spec"] |= {"task": "segmentation", "packaging": "monai-map"}
-            del seg_algo["spec"]["labels"], seg_algo["spec"]["positiveLabel"]
-            gc_algo = algorithm("gc-cls", image("gc-classifier"), timeout=900)
-            gc_algo["spec"]["packaging"] = "grand-challenge"
-            seg_val = validation(
-                "map-dice",
-                "map-seg",
-                "seg",
-                metrics=["dice"],
-                acceptance=[{"metric": "dice", "threshold": 0.5, "bound": "point"}],
-            )
-            apply(
-                kubectl,
-                ns,
-                dataset("seg", "seg"),
-                dataset("cls", "cls"),
-                seg_algo,
-                gc_algo,
-                seg_val,
-                validation("gc-auc", "gc-cls", "cls"),
-            )
+    with operator_with_runner(api_client, kubeconfig, ns, claim, tmp_path, IMAGES) as operator:
+        apply(kubectl, None, policy(f"pk-{ns}", ns, minSubgroupSize=5))
+        seg_algo = algorithm("map-seg", image("map-segmenter"), timeout=900)
+        seg_algo["spec"] |= {"task": "segmentation", "packaging": "monai-map"}
+        del seg_algo["spec"]["labels"], seg_algo["spec"]["positiveLabel"]
+        gc_algo = algorithm("gc-cls", image("gc-classifier"), timeout=900)
+        gc_algo["spec"]["packaging"] = "grand-challenge"
+        seg_val = validation(
+            "map-dice",
+            "map-seg",
+            "seg",
+            metrics=["dice"],
+            acceptance=[{"metric": "dice", "threshold": 0.5, "bound": "point"}],
+        )
+        apply(
+            kubectl,
+            ns,
+            dataset("seg", "seg"),
+            dataset("cls", "cls"),
+            seg_algo,
+            gc_algo,
+            seg_val,
+            validation("gc-auc", "gc-cls", "cls"),
+        )
 
-            for name, metric in (("map-dice", "dice"), ("gc-auc", "auc")):
-                final = wait_for(
-                    lambda n=name: get(api_client, "validations", ns, n),
-                    finished,
-                    timeout=600,
-                    what=f"{name} to finish",
-                    operator=operator,
-                )
-                run = runs_of(final)[-1]
-                assert run["phase"] == "Succeeded", (run, operator.tail())
-                assert run["cases"] == CASES and run["scored"] == CASES
-                assert run["verdict"] in {"Passed", "Inconclusive", "Failed"}
-                assert 0 <= run["metrics"][metric]["value"] <= 1
-            # the reference segmenter finds the sample's lesions: a verdict of Passed on Dice >= 0.5
-            assert runs_of(get(api_client, "validations", ns, "map-dice"))[-1]["verdict"] == "Passed"
+        for name, metric in (("map-dice", "dice"), ("gc-auc", "auc")):
+            run = succeeded_run(api_client, ns, name, operator, CASES, timeout=600)
+            assert run["verdict"] in {"Passed", "Inconclusive", "Failed"}
+            assert 0 <= run["metrics"][metric]["value"] <= 1
+        # the reference segmenter finds the sample's lesions: a verdict of Passed on Dice >= 0.5
+        assert runs_of(get(api_client, "validations", ns, "map-dice"))[-1]["verdict"] == "Passed"
 
-            by_name = {j["metadata"]["name"]: j for j in jobs(api_client, ns)}
-            spec = by_name["map-dice-r1"]["spec"]["template"]["spec"]
-            names = [c["name"] for c in spec["initContainers"]]
-            assert names == ["stage"] + [f"vendor-{i:04d}" for i in range(1, CASES + 1)]
-            for container in spec["initContainers"][1:]:
-                assert [m.get("subPath") for m in container["volumeMounts"]] == [f"case-{container['name'][7:]}"] * 2
-    finally:
-        operator.stop()
+        by_name = {j["metadata"]["name"]: j for j in jobs(api_client, ns)}
+        spec = by_name["map-dice-r1"]["spec"]["template"]["spec"]
+        names = [c["name"] for c in spec["initContainers"]]
+        assert names == ["stage"] + [f"vendor-{i:04d}" for i in range(1, CASES + 1)]
+        for container in spec["initContainers"][1:]:
+            assert [m.get("subPath") for m in container["volumeMounts"]] == [f"case-{container['name'][7:]}"] * 2

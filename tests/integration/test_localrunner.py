@@ -230,7 +230,7 @@ def test_active_deadline_is_enforced(api_client, namespace: str, runner: LocalRu
         api_client,
         namespace,
         "slow",
-        pod_spec([container("vendor", "import time; time.sleep(120)")], activeDeadlineSeconds=2),
+        pod_spec([container("vendor", "import time; time.sleep(120)")], activeDeadlineSeconds=10),
     )
 
     pod = finished_pod(api_client, namespace, "slow", timeout=60)

@@ -14,6 +14,7 @@ from operator_harness import (
     add_phi,
     algorithm,
     apply,
+    apply_sample,
     custom,
     dataset,
     delete_policy,
@@ -23,7 +24,6 @@ from operator_harness import (
     image,
     jobs,
     local_runner,
-    make_claim,
     mark_verified,
     pods_of_job,
     policy,
@@ -48,10 +48,9 @@ def patch_policy(api_client, name, spec):
 
 
 def test_blocked_by_policy_and_unverified_dataset_then_proceeds_without_recreation(
-    api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path
+    api_client, kubeconfig, kubectl, namespace, claim, tmp_path
 ):
     ns, pol = namespace, f"blocked-{namespace}"
-    claim = make_claim(tmp_path_factory.mktemp("claim"))
     add_phi(claim)
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     try:
@@ -107,12 +106,11 @@ def test_blocked_by_policy_and_unverified_dataset_then_proceeds_without_recreati
 
 
 def test_vendor_failures_end_with_specific_reasons(
-    api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path
+    api_client, kubeconfig, kubectl, namespace, claim, tmp_path
 ):
     """Non-zero exit, hang past the deadline, over the memory limit, malformed predictions, unpullable image: all at
     once."""
     ns, pol = namespace, f"vendors-{namespace}"
-    claim = make_claim(tmp_path_factory.mktemp("claim"))
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     cases = {
         "exits": ("misbehave-read-truth", "VendorExitCode"),
@@ -159,8 +157,7 @@ def _job_done(job):
 
 def test_termination_message_not_json_or_oversized(api_client, kubeconfig, kubectl, namespace, tmp_path):
     ns, pol = namespace, f"termmsg-{namespace}"
-    apply(kubectl, None, policy(pol, ns, isolationProbe={"required": False}))
-    apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+    apply_sample(kubectl, ns, pol, isolationProbe={"required": False})
     mark_verified(api_client, ns, "chest")
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     messages = {
@@ -196,8 +193,7 @@ def test_termination_message_not_json_or_oversized(api_client, kubeconfig, kubec
 
 def test_policy_changed_while_runs_are_queued(api_client, kubeconfig, kubectl, namespace, tmp_path):
     ns, pol = namespace, f"queue-{namespace}"
-    apply(kubectl, None, policy(pol, ns, maxConcurrentRuns=1, isolationProbe={"required": False}))
-    apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+    apply_sample(kubectl, ns, pol, maxConcurrentRuns=1, isolationProbe={"required": False})
     mark_verified(api_client, ns, "chest")
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     names = ("first", "second", "third")
@@ -250,8 +246,7 @@ def test_policy_changed_while_runs_are_queued(api_client, kubeconfig, kubectl, n
 
 def test_dataset_deleted_mid_run(api_client, kubeconfig, kubectl, namespace, tmp_path):
     ns, pol = namespace, f"deleted-{namespace}"
-    apply(kubectl, None, policy(pol, ns, isolationProbe={"required": False}))
-    apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+    apply_sample(kubectl, ns, pol, isolationProbe={"required": False})
     mark_verified(api_client, ns, "chest")
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     try:
@@ -278,8 +273,7 @@ def test_namespace_not_isolated_blocks_vendor_code(api_client, kubeconfig, kubec
     import urllib.request
 
     ns, pol = namespace, f"leaky-{namespace}"
-    apply(kubectl, None, policy(pol, ns))
-    apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+    apply_sample(kubectl, ns, pol)
     mark_verified(api_client, ns, "chest")
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     try:
@@ -326,8 +320,7 @@ def test_namespace_not_isolated_blocks_vendor_code(api_client, kubeconfig, kubec
 
 def test_kueue_queue_name_creates_a_suspended_labelled_job(api_client, kubeconfig, kubectl, namespace, tmp_path):
     ns, pol = namespace, f"kueue-{namespace}"
-    apply(kubectl, None, policy(pol, ns, queueName="gpu", isolationProbe={"required": False}))
-    apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+    apply_sample(kubectl, ns, pol, queueName="gpu", isolationProbe={"required": False})
     mark_verified(api_client, ns, "chest")
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     try:
@@ -399,17 +392,15 @@ def _finish_probe(api_client, ns, name, message):
     client.CoreV1Api(api_client).patch_namespaced_pod_status(name, ns, body)
 
 
-def test_identifying_data_found_at_staging(api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path):
+def test_identifying_data_found_at_staging(api_client, kubeconfig, kubectl, namespace, claim, tmp_path):
     """Files changed after verification: the trusted stage step refuses them and the run says PHIFound."""
     import pydicom
 
     ns, pol = namespace, f"phi-{namespace}"
-    claim = make_claim(tmp_path_factory.mktemp("claim"))
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     try:
         with local_runner(api_client, claim, tmp_path / "runner"):
-            apply(kubectl, None, policy(pol, ns))
-            apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+            apply_sample(kubectl, ns, pol)
             wait_for(lambda: get(api_client, "datasets", ns, "chest"),
                      lambda d: ((d or {}).get("status") or {}).get("verified") is True, 60, "verification", operator)
             first = sorted((claim / "chest" / "studies").rglob("*.dcm"))[0]
@@ -427,19 +418,17 @@ def test_identifying_data_found_at_staging(api_client, kubeconfig, kubectl, name
 
 
 def test_studies_changed_after_verification_are_refused_until_verified_again(
-    api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path
+    api_client, kubeconfig, kubectl, namespace, claim, tmp_path
 ):
     """A run reads the data its Dataset's verification described, or none: the audit trail's hash means what it says."""
     import pydicom
 
     ns, pol = namespace, f"changed-{namespace}"
-    claim = make_claim(tmp_path_factory.mktemp("claim"))
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     verified = lambda d: ((d or {}).get("status") or {}).get("verified") is True  # noqa: E731
     try:
         with local_runner(api_client, claim, tmp_path / "runner"):
-            apply(kubectl, None, policy(pol, ns))
-            apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+            apply_sample(kubectl, ns, pol)
             before = wait_for(lambda: get(api_client, "datasets", ns, "chest"), verified, 60, "verification", operator)
             # Re-exported after verification: nothing identifying, but not the data that was verified.
             first = sorted((claim / "chest" / "studies").rglob("*.dcm"))[0]

@@ -11,32 +11,21 @@ import subprocess
 import sys
 import urllib.request
 
-import pytest
 from operator_harness import (
     AUDIT_NAMESPACE,
     Operator,
-    algorithm,
-    apply,
+    apply_sample,
     audit_records,
-    dataset,
     delete_policy,
     finished,
     get,
-    image,
     jobs,
     local_runner,
-    make_claim,
     network_policies,
-    policy,
     runs_of,
     validation,
     wait_for,
 )
-
-
-@pytest.fixture
-def claim(tmp_path_factory):
-    return make_claim(tmp_path_factory.mktemp("claim"))
 
 
 def test_validation_runs_end_to_end(api_client, kubeconfig, kubectl, namespace, claim, tmp_path):
@@ -45,14 +34,7 @@ def test_validation_runs_end_to_end(api_client, kubeconfig, kubectl, namespace, 
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     try:
         with local_runner(api_client, claim, tmp_path / "runner"):
-            apply(kubectl, None, policy(pol, ns))
-            apply(
-                kubectl,
-                ns,
-                dataset(),
-                algorithm("classifier", image("classifier")),
-                validation("chest-auc", "classifier"),
-            )
+            apply_sample(kubectl, ns, pol, validation("chest-auc", "classifier"))
 
             final = wait_for(
                 lambda: get(api_client, "validations", ns, "chest-auc"),

@@ -13,27 +13,19 @@ import urllib.request
 from pathlib import Path
 
 from operator_harness import (
-    CLAIM,
     Operator,
-    algorithm,
-    apply,
+    apply_sample,
     audit_records,
-    dataset,
     delete_policy,
     finished,
     get,
-    image,
     jobs,
-    make_claim,
-    policy,
-    runner_images,
+    local_runner,
     runs_of,
     validation,
     wait_for,
 )
 
-from lightbox.devtools.localrunner import LocalRunner
-from lightbox.devtools.localrunner_config import RunnerConfig
 from lightbox.devtools.stack import OperatorProcess
 from lightbox.operator.leader import DEFAULT_LEASE_NAME
 
@@ -86,55 +78,50 @@ def _leader_gauge(operator: OperatorProcess) -> float | None:
 
 
 def test_killing_the_active_operator_mid_run_lets_the_standby_finish_the_run_once(
-    api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path
+    api_client, kubeconfig, kubectl, namespace, claim, tmp_path
 ):
     ns = namespace
     pol = f"ha-{ns}"
-    claim = make_claim(tmp_path_factory.mktemp("claim"))
     gates = tmp_path / "gates"
     gates.mkdir()
     gate = gates / "go"
-    images = {**runner_images(), "registry.lightbox.test/reference/gated": _gated_classifier(gate)}
-    runner = LocalRunner(api_client, RunnerConfig(claims={CLAIM: claim}, images=images, work_dir=tmp_path / "runner",
-                                                  watch_seconds=2, concurrency=2, image_pull_backoff_seconds=0.5))
+    images = {"registry.lightbox.test/reference/gated": _gated_classifier(gate)}
     election = {"LIGHTBOX_LEADER_ELECT": "true", "LIGHTBOX_LEADER_ELECTION_NAMESPACE": ns}
     operators = {name: Operator(kubeconfig, ns, tmp_path / f"{name}.log", LIGHTBOX_LEADER_IDENTITY=name, **election)
                  for name in ("replica-a", "replica-b")}
     get_val = lambda: get(api_client, "validations", ns, "gated")  # noqa: E731
-    runner.start()
     try:
-        for operator in operators.values():
-            operator.start()
-        leader = wait_for(lambda: _holder(api_client, ns), lambda h: h in operators, 60, "a leader")
-        (standby,) = set(operators) - {leader}
-        # The standby watches but does not act.
-        assert _leader_gauge(operators[leader]) == 1.0 and _leader_gauge(operators[standby]) == 0.0
+        with local_runner(api_client, claim, tmp_path / "runner", images=images):
+            for operator in operators.values():
+                operator.start()
+            leader = wait_for(lambda: _holder(api_client, ns), lambda h: h in operators, 60, "a leader")
+            (standby,) = set(operators) - {leader}
+            # The standby watches but does not act.
+            assert _leader_gauge(operators[leader]) == 1.0 and _leader_gauge(operators[standby]) == 0.0
 
-        apply(kubectl, None, policy(pol, ns))
-        apply(kubectl, ns, dataset(), algorithm("gated", image("gated")), validation("gated", "gated"))
-        wait_for(lambda: (gates / "vendor-running").exists(), bool, 180, "the vendor to start", operators[leader])
-        assert [r["phase"] for r in runs_of(get_val())] == ["Running"]
-        # The run holds its Algorithm's one GPU, against the policy's default limit of 8 (lightbox/api/policy.py).
-        assert _gauge(operators[leader], f'lightbox_gpus_in_use{{namespace="{ns}"}}') == 1.0
-        assert _gauge(operators[leader], f'lightbox_gpus_limit{{namespace="{ns}"}}') == 8.0
+            apply_sample(kubectl, ns, pol, validation("gated", "gated"), name="gated")
+            wait_for(lambda: (gates / "vendor-running").exists(), bool, 180, "the vendor to start", operators[leader])
+            assert [r["phase"] for r in runs_of(get_val())] == ["Running"]
+            # The run holds its Algorithm's one GPU, against the policy's default limit of 8 (lightbox/api/policy.py).
+            assert _gauge(operators[leader], f'lightbox_gpus_in_use{{namespace="{ns}"}}') == 1.0
+            assert _gauge(operators[leader], f'lightbox_gpus_limit{{namespace="{ns}"}}') == 8.0
 
-        operators[leader].kill()  # SIGKILL: no release of the Lease, no cleanup
-        gate.touch()  # the vendor finishes while nobody leads; the pod's result waits in the cluster
-        wait_for(lambda: _holder(api_client, ns), lambda h: h == standby, TAKEOVER_BOUND,
-                 "the standby to take the Lease", operators[standby])
-        final = wait_for(get_val, finished, 120, "the run to finish under the new leader", operators[standby])
-        assert _leader_gauge(operators[standby]) == 1.0
+            operators[leader].kill()  # SIGKILL: no release of the Lease, no cleanup
+            gate.touch()  # the vendor finishes while nobody leads; the pod's result waits in the cluster
+            wait_for(lambda: _holder(api_client, ns), lambda h: h == standby, TAKEOVER_BOUND,
+                     "the standby to take the Lease", operators[standby])
+            final = wait_for(get_val, finished, 120, "the run to finish under the new leader", operators[standby])
+            assert _leader_gauge(operators[standby]) == 1.0
 
-        (run,) = runs_of(final)
-        assert run["name"] == "gated-r1" and run["phase"] == "Succeeded", run
-        assert run["metrics"]["auc"]["lower"] is not None
-        assert final["status"]["verdict"] in {"Passed", "Failed", "Inconclusive"}
-        assert [j["metadata"]["name"] for j in jobs(api_client, ns)] == ["gated-r1"]
-        (record,) = audit_records(api_client, ns)
-        assert record["spec"]["validation"]["name"] == "gated" and record["spec"]["run"] == run
+            (run,) = runs_of(final)
+            assert run["name"] == "gated-r1" and run["phase"] == "Succeeded", run
+            assert run["metrics"]["auc"]["lower"] is not None
+            assert final["status"]["verdict"] in {"Passed", "Failed", "Inconclusive"}
+            assert [j["metadata"]["name"] for j in jobs(api_client, ns)] == ["gated-r1"]
+            (record,) = audit_records(api_client, ns)
+            assert record["spec"]["validation"]["name"] == "gated" and record["spec"]["run"] == run
     finally:
         gate.touch()
         for operator in operators.values():
             operator.stop()
-        runner.stop()
         delete_policy(api_client, pol)

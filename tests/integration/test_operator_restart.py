@@ -10,18 +10,14 @@ from __future__ import annotations
 
 from operator_harness import (
     Operator,
-    algorithm,
     apply,
+    apply_sample,
     audit_records,
-    dataset,
     delete_policy,
     finished,
     get,
-    image,
     jobs,
     local_runner,
-    make_claim,
-    policy,
     runs_of,
     validation,
     wait_for,
@@ -31,11 +27,10 @@ CRASHED = 86
 
 
 def test_operator_killed_at_three_points_keeps_one_job_and_every_result(
-    api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path
+    api_client, kubeconfig, kubectl, namespace, claim, tmp_path
 ):
     ns = namespace
     pol = f"restart-{ns}"
-    claim = make_claim(tmp_path_factory.mktemp("claim"))
     log = tmp_path / "operator.log"
     get_val = lambda name: lambda: get(api_client, "validations", ns, name)  # noqa: E731
 
@@ -44,14 +39,7 @@ def test_operator_killed_at_three_points_keeps_one_job_and_every_result(
         # A result recorded before any of the crashes must survive all of them.
         with local_runner(api_client, claim, tmp_path / "runner1"):
             operator.start()
-            apply(kubectl, None, policy(pol, ns))
-            apply(
-                kubectl,
-                ns,
-                dataset(),
-                algorithm("classifier", image("classifier")),
-                validation("earlier", "classifier"),
-            )
+            apply_sample(kubectl, ns, pol, validation("earlier", "classifier"))
             earlier = wait_for(get_val("earlier"), finished, 120, "the first run", operator)
             assert runs_of(earlier)[-1]["phase"] == "Succeeded", operator.tail()
             operator.stop()

@@ -11,17 +11,12 @@ from datetime import datetime
 import pytest
 from operator_harness import (
     Operator,
-    algorithm,
-    apply,
-    dataset,
+    apply_sample,
     delete_policy,
     get,
-    image,
     jobs,
     local_runner,
-    make_claim,
     network_policies,
-    policy,
     runs_of,
     validation,
     wait_for,
@@ -43,21 +38,13 @@ def _succeeded(number: int):
 
 
 def test_each_tick_runs_once_and_history_keeps_the_latest(
-    api_client, kubeconfig, kubectl, namespace, tmp_path_factory, tmp_path
+    api_client, kubeconfig, kubectl, namespace, claim, tmp_path
 ):
     ns, pol = namespace, f"monitor-{namespace}"
-    claim = make_claim(tmp_path_factory.mktemp("claim"))
     operator = Operator(kubeconfig, ns, tmp_path / "operator.log").start()
     try:
         with local_runner(api_client, claim, tmp_path / "runner"):
-            apply(kubectl, None, policy(pol, ns))
-            apply(
-                kubectl,
-                ns,
-                dataset(),
-                algorithm("classifier", image("classifier")),
-                validation("monitor", "classifier", schedule="* * * * *", historyLimit=1),
-            )
+            apply_sample(kubectl, ns, pol, validation("monitor", "classifier", schedule="* * * * *", historyLimit=1))
             created = _time(get(api_client, "validations", ns, "monitor")["metadata"]["creationTimestamp"])
 
             # Scheduled, not run at creation: it waits for its first tick.

@@ -23,16 +23,12 @@ import pytest
 import yaml
 from operator_harness import (
     Operator,
-    algorithm,
     apply,
-    dataset,
+    apply_sample,
     delete_policy,
     get,
-    image,
     jobs,
     local_runner,
-    make_claim,
-    policy,
     runs_of,
     validation,
     wait_for,
@@ -94,11 +90,10 @@ def operator_account(api_client, namespace):
 
 
 def test_operator_carries_on_after_its_token_is_revoked_and_the_file_rewritten(
-    api_client, kubeconfig, kubectl, namespace, operator_account, tmp_path_factory, tmp_path
+    api_client, kubeconfig, kubectl, namespace, operator_account, claim, tmp_path
 ):
     ns, core = namespace, operator_account
     pol = f"rotation-{ns}"
-    claim = make_claim(tmp_path_factory.mktemp("claim"))
     admin = yaml.safe_load(Path(kubeconfig).read_text())
     cluster = admin["clusters"][0]["cluster"]
     server = cluster["server"]
@@ -123,8 +118,7 @@ def test_operator_carries_on_after_its_token_is_revoked_and_the_file_rewritten(
     operator = Operator(own_kubeconfig, ns, tmp_path / "operator.log").start()
     try:
         with local_runner(api_client, claim, tmp_path / "runner"):
-            apply(kubectl, None, policy(pol, ns))
-            apply(kubectl, ns, dataset(), algorithm("classifier", image("classifier")))
+            apply_sample(kubectl, ns, pol)
             apply(kubectl, ns, validation("before", "classifier"))
             wait_for(get_val("before"), started, 150, "the run before the rotation to start", operator)
 
