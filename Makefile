@@ -41,7 +41,8 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m lightbox.devtools.binaries --helm
 	$(BIN)/lightbox crds --check
-	$(BIN)/pytest
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory integration
 	$(if $(filter 1,$(REALNODE)),$(MAKE) --no-print-directory realnode,@echo "real-node tier not run (REALNODE=$(REALNODE)): make realnode, or make test REALNODE=1")
 
 ## lint: ruff (style, likely bugs, complexity over 20) and mypy (strict on lightbox/api and operator/)
@@ -49,8 +50,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m lightbox.devtools.typecheck
 
+# The unit tier in UNIT_WORKERS processes (pytest-xdist; 2 = CI's cores). A file's tests stay together in one
+# worker (--dist loadfile): some share a fixed pod uid, and the development runner's sweep kills that uid's processes.
+# The integration tier stays in one process: one control plane per session.
+UNIT_WORKERS ?= 2
+
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -n $(UNIT_WORKERS) --dist loadfile tests/unit
 
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration
