@@ -694,7 +694,10 @@ def prepared_runner(ref: str, runtime: str = "auto", containerd_address: Path | 
 def archive_digest(path: Path) -> str:
     """The digest of the one image an OCI archive's index names: what containerd keeps it under."""
     with tarfile.open(path) as tar:
-        member = tar.extractfile("index.json")
+        try:
+            member = tar.extractfile("index.json")
+        except KeyError:
+            member = None
         manifests = json.loads(member.read()).get("manifests") if member else None
     if not manifests or len(manifests) != 1:
         raise ImageRefused(f"{path}: the index must name one image")

@@ -224,3 +224,31 @@ def test_usage_counts_entries_and_file_bytes_without_following_links(tmp_path: P
     (tmp_path / "b").write_bytes(b"y" * 28)
     (tmp_path / "link").symlink_to("/etc/passwd")
     assert imagecheck.tree_usage(tmp_path) == (4, 128)  # d, d/a, b, link; the link's target is not counted
+
+
+def _tar(path: Path, files: dict[str, bytes]) -> Path:
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_archive_digest_is_the_one_manifest_the_index_names(tmp_path: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    index = {"schemaVersion": 2, "manifests": [{"digest": digest, "size": 1}]}
+    assert imagecheck.archive_digest(_tar(tmp_path / "a.tar", {"index.json": json.dumps(index).encode()})) == digest
+
+
+@pytest.mark.parametrize("files", [
+    {"oci-layout": b"{}"},                                                            # no index at all
+    {"index.json": b'{"manifests": []}'},                                             # names nothing
+    {"index.json": json.dumps({"manifests": [{"digest": "sha256:" + "a" * 64},
+                                             {"digest": "sha256:" + "b" * 64}]}).encode()},   # two images
+])
+def test_archive_digest_refuses_an_archive_not_of_one_image(tmp_path: Path, files: dict[str, bytes]) -> None:
+    with pytest.raises(imagecheck.ImageRefused, match="the index must name one image"):
+        imagecheck.archive_digest(_tar(tmp_path / "a.tar", files))
